@@ -1,0 +1,158 @@
+"""Settings of the daemon and the CLI, read once from the environment.
+
+Every variable is `LOCALLLM_*` and listed in `VARIABLES` with its default and a help line, which
+`localllm serve --help` prints. A value that does not parse raises `ConfigError` naming the variable.
+The Hugging Face variables (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME`) are honoured by huggingface_hub itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from .errors import ConfigError
+
+DEFAULT_PORT = 11434
+APP_NAME = "localllm"
+
+
+def default_models_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "models"
+
+
+def state_dir() -> Path:
+    """Where the CLI keeps its history and other per-user state."""
+    return Path(platformdirs.user_state_dir(APP_NAME))
+
+
+# name: (default shown in --help, help line)
+VARIABLES: dict[str, tuple[str, str]] = {
+    "LOCALLLM_HOST": (f"127.0.0.1:{DEFAULT_PORT}", "address the daemon listens on and the CLI talks to"),
+    "LOCALLLM_MODELS": ("<user data dir>/models", "directory of the model store"),
+    "LOCALLLM_KEEP_ALIVE": ("5m", "how long an idle model stays loaded (e.g. 30s, 10m, 1h; -1 forever; 0 unload)"),
+    "LOCALLLM_CONTEXT_LENGTH": ("8192", "default context window, capped by the model's trained context"),
+    "LOCALLLM_MAX_LOADED_MODELS": ("3", "most models loaded at once; the least recently used idle one is unloaded"),
+    "LOCALLLM_NUM_THREADS": ("0", "CPU threads per model (0: llama.cpp's choice)"),
+    "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
+    "HF_ENDPOINT": ("https://huggingface.co", "the Hugging Face Hub to pull from (read by huggingface_hub)"),
+    "HF_TOKEN": ("", "token for private or gated Hub repositories (read by huggingface_hub)"),
+    "HF_HOME": ("~/.cache/huggingface", "Hugging Face cache; pulled files are reused from it (read by huggingface_hub)"),
+}
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_host(value: str, *, variable: str = "LOCALLLM_HOST") -> HostAddress:
+    """Parse `host`, `host:port`, `:port` or `http(s)://host[:port]` the way Ollama reads OLLAMA_HOST."""
+    text = value.strip().strip("\"'")
+    if not text:
+        return HostAddress("http", "127.0.0.1", DEFAULT_PORT)
+    scheme = "http"
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+        if scheme not in {"http", "https"}:
+            raise ConfigError(f"{variable}={value!r}: the scheme must be http or https")
+    text = text.rstrip("/")
+    try:
+        parts = urlsplit(f"//{text}")
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{variable}={value!r}: {exc}") from None
+    if parts.path or parts.query:
+        raise ConfigError(f"{variable}={value!r}: expected host[:port]")
+    if port is None:
+        port = {"https": 443, "http": 80}[scheme] if "://" in value else DEFAULT_PORT
+    return HostAddress(scheme, host, port)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object, *, name: str) -> float:
+    """Parse a keep-alive: seconds as a number, or a Go duration ("5m", "1h30m"); negative means forever."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a duration such as '5m' or a number of seconds")
+    if isinstance(value, (int, float)):
+        return math.inf if value < 0 else float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a duration such as '5m' or a number of seconds")
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        return math.inf if number < 0 else number
+    negative = text.startswith("-")
+    body = text.lstrip("+-")
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(body):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if not body or pos != len(body):
+        raise ConfigError(f"{name}={value!r} is not a duration (use e.g. '30s', '5m', '1h', or -1 for forever)")
+    return math.inf if negative else total
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon reads from its environment, parsed once at start."""
+
+    host: HostAddress
+    models_dir: Path
+    keep_alive: float = 300.0
+    context_length: int = 8192
+    max_loaded_models: int = 3
+    num_threads: int = 0
+    debug: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        models = env.get("LOCALLLM_MODELS", "").strip()
+        debug = env.get("LOCALLLM_DEBUG", "").strip().lower()
+        if debug not in {"", "0", "1", "false", "true"}:
+            raise ConfigError(f"LOCALLLM_DEBUG={debug!r} must be 0 or 1")
+        return cls(
+            host=parse_host(env.get("LOCALLLM_HOST", "")),
+            models_dir=Path(models).expanduser() if models else default_models_dir(),
+            keep_alive=parse_duration(env.get("LOCALLLM_KEEP_ALIVE", "5m") or "5m", name="LOCALLLM_KEEP_ALIVE"),
+            context_length=_int(env, "LOCALLLM_CONTEXT_LENGTH", 8192, minimum=16),
+            max_loaded_models=_int(env, "LOCALLLM_MAX_LOADED_MODELS", 3, minimum=1),
+            num_threads=_int(env, "LOCALLLM_NUM_THREADS", 0, minimum=0),
+            debug=debug in {"1", "true"},
+        )

@@ -1,0 +1,84 @@
+"""The exception tree of localllm. It knows nothing of HTTP; `server/errors.py` maps it to statuses.
+
+    LocalLLMError
+     ├── InvalidRequest (ValueError)            bad input; names the field
+     │    ├── InvalidModelName                  a name with path tricks or bad characters
+     │    └── ContextLengthExceeded             the input does not fit the context window
+     ├── ModelNotFound (LookupError)            no such model in the store (or on the Hub)
+     ├── ConfigError (ValueError)               a LOCALLLM_* variable that does not parse
+     ├── ServerBusy                             the queue is full
+     ├── EngineError                            the runner failed (crash, load failure)
+     ├── DownloadError                          a pull failed (network, checksum)
+     └── ClientError                            raised by `localllm.client`
+          ├── ResponseError                     the daemon answered with an error
+          └── DaemonNotRunning                  nothing listens at the daemon's address
+"""
+
+from __future__ import annotations
+
+
+class LocalLLMError(Exception):
+    """The root of every error localllm raises on purpose."""
+
+
+class InvalidRequest(LocalLLMError, ValueError):
+    """A request that cannot be served as sent; `field` names the offending field when there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidModelName(InvalidRequest):
+    """A model name that is malformed or would escape the store."""
+
+    def __init__(self, message: str, *, field: str | None = "model") -> None:
+        super().__init__(message, field=field)
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The input needs more tokens than the context window holds."""
+
+    def __init__(self, n_tokens: int, n_ctx: int, *, field: str | None = None) -> None:
+        super().__init__(
+            f"the input is {n_tokens} tokens, longer than the context window of {n_ctx} tokens", field=field
+        )
+        self.n_tokens = n_tokens
+        self.n_ctx = n_ctx
+
+
+class ModelNotFound(LocalLLMError, LookupError):
+    """No model of that name in the store (or no such repository or file on the Hub)."""
+
+
+class ConfigError(LocalLLMError, ValueError):
+    """A configuration value that does not parse; the message names the variable."""
+
+
+class ServerBusy(LocalLLMError):
+    """Too many requests are waiting; try again later."""
+
+
+class EngineError(LocalLLMError):
+    """The model runner failed: it could not load the model, or it died while serving."""
+
+
+class DownloadError(LocalLLMError):
+    """A pull failed: the Hub could not be reached, or a file did not match its checksum."""
+
+
+class ClientError(LocalLLMError):
+    """Raised by the HTTP client of the daemon."""
+
+
+class ResponseError(ClientError):
+    """The daemon answered with an error status or an error line."""
+
+    def __init__(self, message: str, status_code: int = -1) -> None:
+        super().__init__(message)
+        self.error = message
+        self.status_code = status_code
+
+
+class DaemonNotRunning(ClientError):
+    """Nothing answers at the daemon's address."""

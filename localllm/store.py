@@ -1,0 +1,298 @@
+"""The model store: manifests naming content-addressed blobs. Only this module knows paths.
+
+    $LOCALLLM_MODELS/
+      manifests/<host>/<namespace>/<model>/<tag>   JSON manifest (layers by digest)
+      blobs/sha256-<64 hex>                        content-addressed files, verified on entry
+      blobs/sha256-<64 hex>.partial                a blob being written (never read as a blob)
+      runtime/<manifest digest>/                   links that give split GGUFs the names llama.cpp expects
+
+A blob enters the store by being written to `<blob>.partial`, hashed, compared with the expected digest
+and renamed into place. A manifest is written to a temporary file and renamed, and only once every blob it
+names is present, so a listed model is always complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidRequest, ModelNotFound
+from .names import ModelName
+
+MEDIA_MODEL = "application/vnd.ollama.image.model"
+MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
+MEDIA_SYSTEM = "application/vnd.ollama.image.system"
+MEDIA_PARAMS = "application/vnd.ollama.image.params"
+MEDIA_LICENSE = "application/vnd.ollama.image.license"
+MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
+MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
+MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
+
+_DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
+_CHUNK = 1 << 20
+
+
+def check_digest(digest: object, *, field: str = "digest") -> str:
+    """Return the canonical `sha256:<hex>` form, or raise `InvalidRequest`: digests never reach a path raw."""
+    if not isinstance(digest, str) or not (m := _DIGEST.match(digest)):
+        raise InvalidRequest(f"{field} must look like 'sha256:<64 hex digits>'", field=field)
+    return f"sha256:{m.group(1)}"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
+@dataclass(frozen=True)
+class Layer:
+    media_type: str
+    digest: str
+    size: int
+    filename: str | None = None  # the file's name on the Hub, kept for split GGUFs and for `show`
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.filename:
+            out["filename"] = self.filename
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Layer:
+        return cls(raw["mediaType"], check_digest(raw["digest"]), int(raw["size"]), raw.get("filename"))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    layers: tuple[Layer, ...]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA,
+            "config": {"mediaType": CONFIG_MEDIA, **self.config},
+            "layers": [layer.as_dict() for layer in self.layers],
+        }
+        return json.dumps(doc, indent=2).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        doc = json.loads(data)
+        config = {k: v for k, v in doc.get("config", {}).items() if k != "mediaType"}
+        return cls(tuple(Layer.from_dict(x) for x in doc["layers"]), config)
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{hashlib.sha256(self.to_bytes()).hexdigest()}"
+
+    @property
+    def model_layers(self) -> tuple[Layer, ...]:
+        return tuple(layer for layer in self.layers if layer.media_type == MEDIA_MODEL)
+
+    def layer(self, media_type: str) -> Layer | None:
+        return next((layer for layer in self.layers if layer.media_type == media_type), None)
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    name: ModelName
+    manifest: Manifest
+    modified_at: float
+
+
+class Store:
+    """Manifests and blobs under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs_dir = root / "blobs"
+        self.manifests_dir = root / "manifests"
+        self.runtime_dir = root / "runtime"
+
+    def ensure(self) -> None:
+        for d in (self.blobs_dir, self.manifests_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # -- blobs ---------------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs_dir / check_digest(digest).replace(":", "-")
+
+    def partial_path(self, digest: str) -> Path:
+        return self.blob_path(digest).with_name(self.blob_path(digest).name + ".partial")
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def add_blob_file(self, src: Path, digest: str | None = None) -> Layer:
+        """Bring a file into the store (hard link when possible, else copy), verifying its digest.
+
+        When `digest` is given and the file does not hash to it, nothing is stored and `ValueError`
+        is raised. Returns a layer with the model media type; callers replace it as needed.
+        """
+        self.ensure()
+        actual = sha256_file(src)
+        if digest is not None and check_digest(digest) != actual:
+            raise InvalidRequest(f"{src.name}: sha256 mismatch: expected {digest}, got {actual}", field="digest")
+        size = src.stat().st_size
+        target = self.blob_path(actual)
+        if not target.exists():
+            partial = self.partial_path(actual)
+            partial.unlink(missing_ok=True)
+            try:
+                os.link(src, partial)
+            except OSError:
+                shutil.copyfile(src, partial)
+            os.replace(partial, target)
+        return Layer(MEDIA_MODEL, actual, size)
+
+    def add_blob_bytes(self, data: bytes, media_type: str) -> Layer:
+        self.ensure()
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        target = self.blob_path(digest)
+        if not target.exists():
+            _atomic_write(target, data)
+        return Layer(media_type, digest, len(data))
+
+    def read_blob_text(self, layer: Layer | None) -> str | None:
+        return None if layer is None else self.blob_path(layer.digest).read_text(encoding="utf-8")
+
+    # -- manifests -----------------------------------------------------------------------------------
+
+    def _manifest_path(self, name: ModelName) -> Path:
+        return self.manifests_dir.joinpath(*name.parts())
+
+    def write_manifest(self, name: ModelName, manifest: Manifest) -> None:
+        missing = [layer.digest for layer in manifest.layers if not self.has_blob(layer.digest)]
+        if missing:
+            raise RuntimeError(f"manifest names blobs that are not in the store: {missing}")
+        existing = self.find(name)
+        path = self._manifest_path(existing.name if existing else name)
+        _atomic_write(path, manifest.to_bytes())
+
+    def find(self, name: ModelName) -> StoredModel | None:
+        """The stored model of that name, compared case-insensitively, or None."""
+        path = self._manifest_path(name)
+        if not path.is_file():
+            path = self._find_casefold(name)
+            if path is None:
+                return None
+        rel = path.relative_to(self.manifests_dir).parts
+        stored_name = ModelName(*rel)
+        return StoredModel(stored_name, Manifest.from_bytes(path.read_bytes()), path.stat().st_mtime)
+
+    def get(self, name: ModelName) -> StoredModel:
+        found = self.find(name)
+        if found is None:
+            raise ModelNotFound(f"model '{name}' not found")
+        return found
+
+    def _find_casefold(self, name: ModelName) -> Path | None:
+        key = name.key()
+        for stored in self._manifest_paths():
+            if tuple(p.lower() for p in stored.relative_to(self.manifests_dir).parts) == key:
+                return stored
+        return None
+
+    def _manifest_paths(self) -> Iterator[Path]:
+        if not self.manifests_dir.is_dir():
+            return
+        for path in sorted(self.manifests_dir.glob("*/*/*/*")):
+            if path.is_file() and not path.name.startswith("."):
+                yield path
+
+    def list(self) -> list[StoredModel]:
+        out = []
+        for path in self._manifest_paths():
+            try:
+                manifest = Manifest.from_bytes(path.read_bytes())
+            except (ValueError, KeyError):
+                continue
+            out.append(StoredModel(ModelName(*path.relative_to(self.manifests_dir).parts), manifest,
+                                   path.stat().st_mtime))
+        out.sort(key=lambda m: m.modified_at, reverse=True)
+        return out
+
+    def copy(self, src: ModelName, dst: ModelName) -> None:
+        model = self.get(src)
+        self.write_manifest(dst, model.manifest)
+
+    def delete(self, name: ModelName) -> None:
+        model = self.get(name)
+        self._manifest_path(model.name).unlink()
+        for parent in self._manifest_path(model.name).parents:
+            if parent == self.manifests_dir:
+                break
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        self.prune()
+
+    def prune(self) -> list[str]:
+        """Remove blobs that no manifest references, and leftover partial files; return their names."""
+        if not self.blobs_dir.is_dir():
+            return []
+        used = {layer.digest.replace(":", "-") for m in self.list() for layer in m.manifest.layers}
+        removed = []
+        for blob in self.blobs_dir.iterdir():
+            if blob.name.endswith(".partial") or blob.name not in used:
+                if blob.name.endswith(".partial") and time.time() - blob.stat().st_mtime < 3600:
+                    continue  # maybe a pull in progress
+                blob.unlink(missing_ok=True)
+                removed.append(blob.name)
+        return removed
+
+    # -- loading -------------------------------------------------------------------------------------
+
+    def model_path(self, manifest: Manifest) -> Path:
+        """The path llama.cpp should open: the blob itself, or for split GGUFs the first of a set of links."""
+        layers = manifest.model_layers
+        if not layers:
+            raise ModelNotFound("the model has no GGUF layer")
+        if len(layers) == 1:
+            return self.blob_path(layers[0].digest)
+        folder = self.runtime_dir / manifest.digest.replace(":", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        count = len(layers)
+        first = folder / f"model-00001-of-{count:05d}.gguf"
+        for i, layer in enumerate(layers, start=1):
+            link = folder / f"model-{i:05d}-of-{count:05d}.gguf"
+            if not link.exists():
+                tmp = link.with_suffix(".tmp")
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(self.blob_path(layer.digest))
+                os.replace(tmp, link)
+        return first
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

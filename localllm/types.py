@@ -1,0 +1,220 @@
+"""Domain types shared by every layer: options, messages, stream events and pull progress."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from .errors import InvalidRequest
+
+# Ollama's option names (api.Options), with the JSON type each takes.
+_FLOAT = (int, float)
+OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "temperature": _FLOAT,
+    "top_k": (int,),
+    "top_p": _FLOAT,
+    "min_p": _FLOAT,
+    "typical_p": _FLOAT,
+    "num_predict": (int,),
+    "num_ctx": (int,),
+    "num_batch": (int,),
+    "num_keep": (int,),
+    "stop": (list,),
+    "seed": (int,),
+    "repeat_penalty": _FLOAT,
+    "repeat_last_n": (int,),
+    "presence_penalty": _FLOAT,
+    "frequency_penalty": _FLOAT,
+    "num_gpu": (int,),
+    "main_gpu": (int,),
+    "num_thread": (int,),
+    "use_mmap": (bool,),
+}
+# Options that change how a model is loaded: a different value needs another runner.
+LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap")
+# Accepted and ignored, as Ollama does, with the reason in the docs.
+DEPRECATED_OPTIONS = frozenset(
+    {"mirostat", "mirostat_tau", "mirostat_eta", "penalize_newline", "low_vram", "f16_kv", "logits_all",
+     "vocab_only", "use_mlock", "numa", "tfs_z"}
+)
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "temperature": (0.0, None),
+    "top_k": (0, None),
+    "top_p": (0.0, 1.0),
+    "min_p": (0.0, 1.0),
+    "typical_p": (0.0, 1.0),
+    "num_ctx": (0, 1 << 24),
+    "num_batch": (1, 1 << 20),
+    "num_keep": (-1, None),
+    "num_predict": (-2, None),
+    "repeat_last_n": (-1, None),
+    "repeat_penalty": (0.0, None),
+    "num_gpu": (-1, None),
+    "num_thread": (0, 1024),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Sampling and load options; `None` means "not set here" so layers can be merged."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    num_predict: int | None = None
+    num_ctx: int | None = None
+    num_batch: int | None = None
+    num_keep: int | None = None
+    stop: tuple[str, ...] | None = None
+    seed: int | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    num_gpu: int | None = None
+    main_gpu: int | None = None
+    num_thread: int | None = None
+    use_mmap: bool | None = None
+
+    def merged_over(self, base: Options) -> Options:
+        """These options where set, else `base`'s (request > Modelfile > defaults)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in values.items():
+            if value is None:
+                values[key] = getattr(base, key)
+        return Options(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options that are set, JSON-ready."""
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        if "stop" in out:
+            out["stop"] = list(out["stop"])
+        return out
+
+
+def parse_options(raw: object, *, field: str = "options") -> Options:
+    """Validate a JSON `options` object; every problem is an `InvalidRequest` naming the field."""
+    if raw is None:
+        return Options()
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"{field} must be an object", field=field)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{field}.{key}"
+        if key in DEPRECATED_OPTIONS:
+            continue
+        types = OPTION_TYPES.get(key)
+        if types is None:
+            raise InvalidRequest(f"unknown option {name!r}", field=name)
+        if value is None:
+            continue
+        if isinstance(value, bool) and bool not in types:
+            raise InvalidRequest(f"{name} must be a {_type_name(types)}, not a boolean", field=name)
+        if not isinstance(value, types):
+            raise InvalidRequest(f"{name} must be a {_type_name(types)}, got {type(value).__name__}", field=name)
+        if key == "stop":
+            value = _stop_list(value, name)
+        if key in _RANGES:
+            low, high = _RANGES[key]
+            if (low is not None and value < low) or (high is not None and value > high):
+                bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+                raise InvalidRequest(f"{name} must be {bounds}, got {value}", field=name)
+        if _FLOAT == types:
+            value = float(value)
+        values[key] = value
+    return Options(**values)
+
+
+def _stop_list(value: object, name: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise InvalidRequest(f"{name} must be a string or a list of strings", field=name)
+    return tuple(s for s in items if s)
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    if types == _FLOAT:
+        return "number"
+    return {int: "integer", list: "list of strings", bool: "boolean", str: "string"}[types[0]]
+
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+DoneReason = Literal["stop", "length", "load", "unload"]
+
+
+@dataclass(frozen=True)
+class Token:
+    """A piece of generated text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """The end of a generation, with Ollama's counters (durations in nanoseconds)."""
+
+    reason: str
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+    load_duration: int = 0
+    total_duration: int = 0
+    context: tuple[int, ...] | None = None
+
+
+GenerationEvent = Token | Done
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a pull, shaped like Ollama's progress lines."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    """What `/api/tags` and `/api/show` say about a model's file."""
+
+    format: str = "gguf"
+    family: str = ""
+    families: tuple[str, ...] = ()
+    parameter_size: str = ""
+    quantization_level: str = ""
+    parent_model: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["families"] = list(self.families) or None
+        return out
+
+
+@dataclass
+class LoadedModel:
+    """A model the scheduler holds in a runner (for `/api/ps`)."""
+
+    name: str
+    digest: str
+    size: int
+    size_vram: int
+    context_length: int
+    expires_at: float
+    details: ModelDetails = field(default_factory=ModelDetails)
