@@ -43,7 +43,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
     "HF_ENDPOINT": ("https://huggingface.co", "the Hugging Face Hub to pull from (read by huggingface_hub)"),
     "HF_TOKEN": ("", "token for private or gated Hub repositories (read by huggingface_hub)"),
-    "HF_HOME": ("~/.cache/huggingface", "Hugging Face cache; pulled files are reused from it (read by huggingface_hub)"),
+    "HF_HOME": (
+        "~/.cache/huggingface",
+        "Hugging Face cache; pulled files are reused from it (read by huggingface_hub)",
+    ),
 }
 
 

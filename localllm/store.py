@@ -191,8 +191,8 @@ class Store:
 
     def find(self, name: ModelName) -> StoredModel | None:
         """The stored model of that name, compared case-insensitively, or None."""
-        path = self._manifest_path(name)
-        if not path.is_file():
+        path: Path | None = self._manifest_path(name)
+        if path is None or not path.is_file():
             path = self._find_casefold(name)
             if path is None:
                 return None
@@ -220,15 +220,16 @@ class Store:
             if path.is_file() and not path.name.startswith("."):
                 yield path
 
-    def list(self) -> list[StoredModel]:
+    def models(self) -> list[StoredModel]:
         out = []
         for path in self._manifest_paths():
             try:
                 manifest = Manifest.from_bytes(path.read_bytes())
             except (ValueError, KeyError):
                 continue
-            out.append(StoredModel(ModelName(*path.relative_to(self.manifests_dir).parts), manifest,
-                                   path.stat().st_mtime))
+            out.append(
+                StoredModel(ModelName(*path.relative_to(self.manifests_dir).parts), manifest, path.stat().st_mtime)
+            )
         out.sort(key=lambda m: m.modified_at, reverse=True)
         return out
 
@@ -250,7 +251,7 @@ class Store:
         """Remove blobs that no manifest references, and leftover partial files; return their names."""
         if not self.blobs_dir.is_dir():
             return []
-        used = {layer.digest.replace(":", "-") for m in self.list() for layer in m.manifest.layers}
+        used = {layer.digest.replace(":", "-") for m in self.models() for layer in m.manifest.layers}
         removed = []
         for blob in self.blobs_dir.iterdir():
             if blob.name.endswith(".partial") or blob.name not in used:

@@ -1,0 +1,212 @@
+"""The daemon's handle on a runner process: start it, stream requests through it, notice when it dies.
+
+No llama_cpp here: the runner is a child process (`python -m localllm.runner.main`), so a crash in
+llama.cpp ends that process only. Requests in flight when it dies end with an `EngineError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import logging
+import signal
+import sys
+from collections.abc import AsyncGenerator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import ContextLengthExceeded, EngineError, InvalidRequest
+from ..types import Done, Token
+from .protocol import Message, decode, encode
+
+log = logging.getLogger("localllm.runner")
+
+_STREAM_LIMIT = 1 << 24
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """How to load a model; the same fields as `engine.LoadSpec`, known without importing llama_cpp."""
+
+    model_path: str
+    n_ctx: int
+    num_gpu: int = -1
+    n_threads: int = 0
+    n_batch: int = 512
+    use_mmap: bool = True
+
+
+class RunnerProcess:
+    """A running runner: one model, requests multiplexed by id over its pipes."""
+
+    def __init__(self, spec: RunnerSpec, proc: asyncio.subprocess.Process, info: Message) -> None:
+        self.spec = spec
+        self.proc = proc
+        self.info = info
+        self._queues: dict[str, asyncio.Queue[Message]] = {}
+        self._stderr: collections.deque[str] = collections.deque(maxlen=40)
+        self._reader: asyncio.Task[None] | None = None
+        self._stderr_reader: asyncio.Task[None] | None = None
+        self.exit_reason: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.exit_reason is None and self.proc.returncode is None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @classmethod
+    async def start(cls, spec: RunnerSpec, *, load_timeout: float = 600.0) -> RunnerProcess:
+        """Start a runner and wait until its model is loaded; raise `EngineError` if it is not."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "localllm.runner.main",
+            json.dumps(asdict(spec)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=_STREAM_LIMIT,
+            start_new_session=True,
+        )
+        runner = cls(spec, proc, {})
+        assert proc.stderr is not None and proc.stdout is not None
+        runner._stderr_reader = asyncio.create_task(runner._drain_stderr())
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), load_timeout)
+        except asyncio.TimeoutError:
+            await runner.stop()
+            raise EngineError(f"the model took longer than {load_timeout:.0f}s to load") from None
+        first = _safe_decode(line)
+        if first.get("ev") != "ready":
+            await runner.stop()
+            message = first.get("message") or runner._death_message("while loading the model")
+            raise EngineError(str(message))
+        runner.info = first
+        runner._reader = asyncio.create_task(runner._read())
+        return runner
+
+    async def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self._stderr.append(line)
+                log.debug("runner %d: %s", self.proc.pid, line)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            async for line in self.proc.stdout:
+                message = _safe_decode(line)
+                queue = self._queues.get(str(message.get("id")))
+                if queue is not None:
+                    queue.put_nowait(message)
+        finally:
+            await self.proc.wait()
+            self.exit_reason = self._death_message("")
+            log.warning("runner %d for %s exited: %s", self.proc.pid, self.spec.model_path, self.exit_reason)
+            for queue in self._queues.values():
+                queue.put_nowait({"ev": "error", "kind": "engine", "message": self.exit_reason})
+
+    def _death_message(self, when: str) -> str:
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            try:
+                what = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                what = f"was killed by signal {-code}"
+        elif code is not None:
+            what = f"exited with status {code}"
+        else:
+            what = "stopped answering"
+        tail = f" ({self._stderr[-1]})" if self._stderr and code not in (None, 0) else ""
+        return f"the model runner {what}{' ' + when if when else ''}{tail}"
+
+    def _send(self, message: Message) -> None:
+        if not self.alive or self.proc.stdin is None:
+            raise EngineError(self.exit_reason or "the model runner is not running")
+        self.proc.stdin.write(encode(message))
+
+    async def _request(self, message: Message) -> AsyncGenerator[Message, None]:
+        rid = str(next(_ids))
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._queues[rid] = queue
+        finished = False
+        try:
+            self._send({**message, "id": rid})
+            while True:
+                event = await queue.get()
+                kind = event.get("ev")
+                if kind == "error":
+                    finished = True
+                    raise _error_from(event)
+                finished = kind in {"done", "tokens"}
+                yield event
+                if finished:
+                    return
+        finally:
+            self._queues.pop(rid, None)
+            if not finished and self.alive:
+                with contextlib.suppress(EngineError, OSError):
+                    self._send({"op": "cancel", "id": rid})
+
+    async def generate(self, prompt: str, options: dict[str, Any]) -> AsyncGenerator[Token | Done, None]:
+        """Stream the generation of `prompt`; closing the iterator early cancels it in the runner."""
+        async for event in self._request({"op": "generate", "prompt": prompt, "options": options}):
+            if event["ev"] == "text":
+                yield Token(event["text"])
+            elif event["ev"] == "done":
+                yield Done(
+                    reason=event["reason"],
+                    prompt_eval_count=event["prompt_eval_count"],
+                    prompt_eval_duration=event["prompt_eval_duration"],
+                    eval_count=event["eval_count"],
+                    eval_duration=event["eval_duration"],
+                    context=tuple(event.get("context") or ()),
+                )
+
+    async def tokenize(self, text: str) -> list[int]:
+        async for event in self._request({"op": "tokenize", "text": text}):
+            return list(event["tokens"])
+        raise EngineError("the model runner did not answer")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """End the process (closing stdin first, then SIGTERM, then SIGKILL)."""
+        if self.proc.returncode is None:
+            if self.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
+        for task in (self._reader, self._stderr_reader):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, 1.0)
+
+
+def _safe_decode(line: bytes) -> Message:
+    try:
+        return decode(line) if line else {}
+    except ValueError:
+        return {}
+
+
+def _error_from(event: Message) -> Exception:
+    kind = event.get("kind")
+    message = str(event.get("message", "the model runner failed"))
+    if kind == "context":
+        return ContextLengthExceeded(int(event["n_tokens"]), int(event["n_ctx"]))
+    if kind == "request":
+        return InvalidRequest(message)
+    return EngineError(message)

@@ -1,0 +1,60 @@
+"""Build the Starlette application: routes of every dialect, error handlers, and state from a lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..config import Settings
+from ..scheduler import Scheduler
+from ..service import Service
+from ..store import Store
+from . import ollama_api, openai_api
+from .errors import message_of
+
+log = logging.getLogger("localllm.server")
+
+
+def create_app(settings: Settings, *, service: Service | None = None) -> Starlette:
+    """The daemon's ASGI app; pass `service` to drive it with other collaborators (tests)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own = service is None
+        svc = service or Service(settings, Store(settings.models_dir), Scheduler(max_loaded=settings.max_loaded_models))
+        svc.store.ensure()
+        removed = svc.store.prune()
+        if removed:
+            log.info("pruned %d unused blobs", len(removed))
+        await svc.scheduler.start()
+        app.state.service = svc
+        try:
+            yield
+        finally:
+            if own:
+                await svc.scheduler.close()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if request.url.path.startswith("/v1/"):
+            kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+            return JSONResponse(
+                {"error": {"message": exc.detail, "type": kind, "param": None, "code": None}},
+                status_code=exc.status_code,
+            )
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": message_of(exc)}, status_code=500)
+
+    return Starlette(
+        routes=[*ollama_api.routes, *openai_api.routes],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,59 @@
+"""The one table from localllm's exceptions to HTTP statuses, and the error bodies of each dialect."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..errors import (
+    ConfigError,
+    ContextLengthExceeded,
+    DownloadError,
+    EngineError,
+    InvalidRequest,
+    LocalLLMError,
+    ModelNotFound,
+    ServerBusy,
+)
+
+log = logging.getLogger("localllm.server")
+
+_STATUS: list[tuple[type[BaseException], int]] = [
+    (InvalidRequest, 400),
+    (ModelNotFound, 404),
+    (ServerBusy, 503),
+    (DownloadError, 502),
+    (EngineError, 500),
+    (ConfigError, 500),
+]
+
+
+def status_of(exc: BaseException) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def message_of(exc: BaseException) -> str:
+    """What the client is told; unexpected exceptions are logged here with their traceback, never sent."""
+    if isinstance(exc, LocalLLMError):
+        return str(exc)
+    log.error("unexpected error", exc_info=exc)
+    return "internal error (the daemon's log has the details)"
+
+
+def ollama_error(exc: BaseException) -> dict[str, Any]:
+    return {"error": message_of(exc)}
+
+
+def openai_error(exc: BaseException) -> dict[str, Any]:
+    status = status_of(exc)
+    kind = {400: "invalid_request_error", 404: "invalid_request_error", 503: "server_error"}.get(status, "server_error")
+    code: str | None = None
+    if isinstance(exc, ContextLengthExceeded):
+        code = "context_length_exceeded"
+    elif isinstance(exc, ModelNotFound):
+        code = "model_not_found"
+    param = exc.field if isinstance(exc, InvalidRequest) else None
+    return {"error": {"message": message_of(exc), "type": kind, "param": param, "code": code}}

@@ -1,0 +1,319 @@
+"""Ollama's native API (`/api/*`): NDJSON streams, `{"error": ...}` bodies, durations in nanoseconds."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..errors import InvalidRequest
+from ..service import ChatRequest, GenerateRequest, Model, Service
+from ..types import ROLES, ChatMessage, Done, Token, parse_options
+from . import requests as rq
+from .errors import ollama_error, status_of
+from .streaming import EventStream, ndjson_line, prepend
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def timestamp(t: float | None = None) -> str:
+    """RFC 3339 with nanosecond-style precision, as Ollama writes `created_at`."""
+    moment = datetime.datetime.fromtimestamp(
+        t if t is not None else datetime.datetime.now().timestamp(), tz=datetime.timezone.utc
+    )
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    return JSONResponse(ollama_error(exc), status_code=status_of(exc))
+
+
+async def _stream_or_error(items: AsyncGenerator[Any, None], *, stream: bool) -> Response:
+    """Answer with the stream (its first item pulled first, so early errors get a real status), or, with
+    `stream: false`, the items merged into one object."""
+    try:
+        first = await items.__anext__()
+    except StopAsyncIteration:
+        return JSONResponse({})
+    except Exception as exc:
+        await items.aclose()
+        return error_response(exc)
+    if stream:
+        return EventStream(
+            prepend(first, items), frame=ndjson_line, on_error=ollama_error, media_type="application/x-ndjson"
+        )
+    merged = first
+    try:
+        async for item in items:
+            merged = _merge(merged, item)
+    except Exception as exc:
+        return error_response(exc)
+    return JSONResponse(merged)
+
+
+def _merge(acc: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    out = {**acc, **item}
+    if "response" in acc:
+        out["response"] = acc["response"] + item.get("response", "")
+    if "message" in acc and "message" in item:
+        out["message"] = {**acc["message"], "content": acc["message"]["content"] + item["message"]["content"]}
+    return out
+
+
+def _done_fields(done: Done) -> dict[str, Any]:
+    return {
+        "done": True,
+        "done_reason": done.reason,
+        "total_duration": done.total_duration,
+        "load_duration": done.load_duration,
+        "prompt_eval_count": done.prompt_eval_count,
+        "prompt_eval_duration": done.prompt_eval_duration,
+        "eval_count": done.eval_count,
+        "eval_duration": done.eval_duration,
+    }
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    """Fields whose meaning we cannot honour yet get a 400 rather than being silently ignored."""
+    if body.get("images"):
+        raise InvalidRequest("this model has no vision support: images cannot be used", field="images")
+    for key in ("format", "suffix", "template", "tools"):
+        if body.get(key):
+            raise InvalidRequest(f"{key} is not supported yet", field=key)
+    if body.get("think") not in (None, False):
+        raise InvalidRequest("this model does not support thinking", field="think")
+
+
+async def generate(request: Request) -> Response:
+    try:
+        body = await rq.read_json(request)
+        name = rq.model_name(body)
+        _refuse_unsupported(body)
+        if body.get("context"):
+            raise InvalidRequest("context is not supported yet", field="context")
+        req = GenerateRequest(
+            model=name,
+            prompt=rq.field(body, "prompt", str, ""),
+            system=rq.field(body, "system", str),
+            raw=rq.field(body, "raw", bool, False),
+            options=parse_options(body.get("options")),
+            keep_alive=rq.keep_alive(body),
+        )
+        stream = rq.field(body, "stream", bool, True)
+    except Exception as exc:
+        return error_response(exc)
+
+    async def lines() -> AsyncIterator[dict[str, Any]]:
+        model = str(req.model)
+        async for event in _service(request).generate(req):
+            if isinstance(event, Token):
+                yield {"model": model, "created_at": timestamp(), "response": event.text, "done": False}
+            else:
+                line = {"model": model, "created_at": timestamp(), "response": "", **_done_fields(event)}
+                if event.context and not req.raw and event.reason not in ("load", "unload"):
+                    line["context"] = list(event.context)
+                yield line
+
+    return await _stream_or_error(lines(), stream=stream)  # type: ignore[arg-type]
+
+
+def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
+    raw = rq.field(body, "messages", list, [])
+    out = []
+    for i, item in enumerate(raw):
+        label = f"messages[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"{label} must be an object", field=label)
+        role = rq.field(item, "role", str, required=True, prefix=f"{label}.").lower()
+        if role not in ROLES:
+            raise InvalidRequest(f"{label}.role must be one of {', '.join(ROLES)}, got {role!r}", field=f"{label}.role")
+        if item.get("images"):
+            raise InvalidRequest("this model has no vision support: images cannot be used", field=f"{label}.images")
+        out.append(ChatMessage(role, rq.field(item, "content", str, "", prefix=f"{label}.")))
+    return tuple(out)
+
+
+async def chat(request: Request) -> Response:
+    try:
+        body = await rq.read_json(request)
+        name = rq.model_name(body)
+        _refuse_unsupported(body)
+        req = ChatRequest(
+            model=name,
+            messages=_messages(body),
+            options=parse_options(body.get("options")),
+            keep_alive=rq.keep_alive(body),
+        )
+        stream = rq.field(body, "stream", bool, True)
+    except Exception as exc:
+        return error_response(exc)
+
+    async def lines() -> AsyncIterator[dict[str, Any]]:
+        model = str(req.model)
+        async for event in _service(request).chat(req):
+            if isinstance(event, Token):
+                yield {
+                    "model": model,
+                    "created_at": timestamp(),
+                    "message": {"role": "assistant", "content": event.text},
+                    "done": False,
+                }
+            else:
+                yield {
+                    "model": model,
+                    "created_at": timestamp(),
+                    "message": {"role": "assistant", "content": ""},
+                    **_done_fields(event),
+                }
+
+    return await _stream_or_error(lines(), stream=stream)  # type: ignore[arg-type]
+
+
+def model_entry(model: Model) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "model": model.name,
+        "modified_at": timestamp(model.stored.modified_at),
+        "size": model.stored.manifest.size,
+        "digest": model.stored.manifest.digest.removeprefix("sha256:"),
+        "details": model.details.as_dict(),
+    }
+
+
+async def tags(request: Request) -> Response:
+    return JSONResponse({"models": [model_entry(m) for m in _service(request).list_models()]})
+
+
+def _name_field(body: dict[str, Any]) -> str:
+    return "model" if body.get("model") is not None or body.get("name") is None else "name"
+
+
+def _parameters_text(model: Model) -> str:
+    lines = []
+    for key, value in model.parameters.as_dict().items():
+        for v in value if isinstance(value, list) else [value]:
+            lines.append(f"{key:<30} {_quote(v) if isinstance(v, str) else v}")
+    return "\n".join(lines)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _modelfile(model: Model) -> str:
+    lines = ['# Modelfile generated by "localllm show"', f"FROM {model.path}"]
+    if model.template:
+        lines.append(f'TEMPLATE """{model.template}"""')
+    if model.system:
+        lines.append(f'SYSTEM """{model.system}"""')
+    for key, value in model.parameters.as_dict().items():
+        for v in value if isinstance(value, list) else [value]:
+            lines.append(f"PARAMETER {key} {_quote(v) if isinstance(v, str) else v}")
+    return "\n".join(lines) + "\n"
+
+
+async def show(request: Request) -> Response:
+    try:
+        body = await rq.read_json(request)
+        model = _service(request).model(rq.model_name(body, _name_field(body)))
+        verbose = rq.field(body, "verbose", bool, False)
+    except Exception as exc:
+        return error_response(exc)
+    from ..gguf import read_metadata
+
+    info = read_metadata(model.path, verbose=verbose) if verbose else dict(model.info.metadata)
+    info["general.parameter_count"] = model.info.parameter_count
+    return JSONResponse(
+        {
+            "modelfile": _modelfile(model),
+            "parameters": _parameters_text(model),
+            "template": model.template or "",
+            "system": model.system or "",
+            "details": model.details.as_dict(),
+            "model_info": info,
+            "capabilities": model.capabilities,
+            "modified_at": timestamp(model.stored.modified_at),
+        }
+    )
+
+
+async def pull(request: Request) -> Response:
+    try:
+        body = await rq.read_json(request)
+        name = rq.model_name(body, _name_field(body))
+        stream = rq.field(body, "stream", bool, True)
+    except Exception as exc:
+        return error_response(exc)
+
+    async def lines() -> AsyncIterator[dict[str, Any]]:
+        async for progress in _service(request).pull(name):
+            yield progress.as_dict()
+
+    return await _stream_or_error(lines(), stream=stream)  # type: ignore[arg-type]
+
+
+async def delete(request: Request) -> Response:
+    try:
+        body = await rq.read_json(request)
+        await _service(request).delete(rq.model_name(body, _name_field(body)))
+    except Exception as exc:
+        return error_response(exc)
+    return Response(status_code=200)
+
+
+async def copy(request: Request) -> Response:
+    try:
+        body = await rq.read_json(request)
+        _service(request).copy(rq.model_name(body, "source"), rq.model_name(body, "destination"))
+    except Exception as exc:
+        return error_response(exc)
+    return Response(status_code=200)
+
+
+async def ps(request: Request) -> Response:
+    models = []
+    for m in _service(request).loaded():
+        models.append(
+            {
+                "name": m.name,
+                "model": m.name,
+                "size": m.size,
+                "digest": m.digest.removeprefix("sha256:"),
+                "details": m.details.as_dict(),
+                "expires_at": timestamp(m.expires_at) if math.isfinite(m.expires_at) else "2318-01-01T00:00:00Z",
+                "size_vram": m.size_vram,
+                "context_length": m.context_length,
+            }
+        )
+    return JSONResponse({"models": models})
+
+
+async def root(request: Request) -> Response:
+    return PlainTextResponse("localllm is running")
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": __version__})
+
+
+routes = [
+    Route("/", root, methods=["GET", "HEAD"]),
+    Route("/api/version", version, methods=["GET", "HEAD"]),
+    Route("/api/tags", tags, methods=["GET", "HEAD"]),
+    Route("/api/ps", ps, methods=["GET"]),
+    Route("/api/show", show, methods=["POST"]),
+    Route("/api/pull", pull, methods=["POST"]),
+    Route("/api/delete", delete, methods=["DELETE"]),
+    Route("/api/copy", copy, methods=["POST"]),
+    Route("/api/generate", generate, methods=["POST"]),
+    Route("/api/chat", chat, methods=["POST"]),
+]

@@ -1,0 +1,93 @@
+"""Reading request bodies: JSON objects whose fields are checked one by one, each error naming its field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+
+from ..config import parse_duration
+from ..errors import ConfigError, InvalidRequest
+from ..names import ModelName, parse_name
+
+T = TypeVar("T")
+
+MAX_BODY = 64 << 20
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise InvalidRequest(f"request body is larger than {MAX_BODY >> 20} MiB")
+    if not raw.strip():
+        raise InvalidRequest("missing request body")
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"invalid JSON in request body: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return body
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds if k is not int or float not in kinds)
+
+
+def field(
+    body: dict[str, Any],
+    name: str,
+    kind: type[T] | tuple[type, ...],
+    default: Any = None,
+    *,
+    required: bool = False,
+    prefix: str = "",
+) -> Any:
+    """`body[name]` checked against `kind`; a missing or null field is `default` (or an error when required)."""
+    value = body.get(name)
+    label = f"{prefix}{name}"
+    if value is None:
+        if required:
+            raise InvalidRequest(f"{label} is required", field=label)
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    elif float in kinds and isinstance(value, int):
+        ok = True
+    else:
+        ok = isinstance(value, kinds)
+    if not ok:
+        raise InvalidRequest(f"{label} must be {_type_name(kind)}, got {type(value).__name__}", field=label)
+    return value
+
+
+def model_name(body: dict[str, Any], name: str = "model") -> ModelName:
+    value = body.get(name)
+    if value is None or value == "":
+        raise InvalidRequest(f"{name} is required", field=name)
+    return parse_name(value, field=name)
+
+
+def keep_alive(body: dict[str, Any]) -> float | None:
+    value = body.get("keep_alive")
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, name="keep_alive")
+    except ConfigError as exc:
+        raise InvalidRequest(str(exc), field="keep_alive") from None

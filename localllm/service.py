@@ -1,0 +1,267 @@
+"""The use cases behind every API dialect: generate, chat, pull, list, show, copy, delete, ps.
+
+Routes parse their wire format into the request types here, call the service, and frame what it
+yields. The service resolves names in the store (never pulling on its own), merges options
+(request > model parameters > defaults), renders prompts and drives the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import hub, prompt
+from .config import Settings
+from .errors import ContextLengthExceeded, InvalidRequest
+from .gguf import GGUFInfo, read_info
+from .names import ModelName
+from .runner.process import RunnerSpec
+from .scheduler import ModelRef, Scheduler
+from .store import MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
+from .types import ChatMessage, Done, ModelDetails, Options, Progress, Token, parse_options
+
+DEFAULT_OPTIONS = Options(
+    temperature=0.8,
+    top_k=40,
+    top_p=0.9,
+    min_p=0.0,
+    typical_p=1.0,
+    num_predict=-1,
+    repeat_penalty=1.0,
+    repeat_last_n=64,
+    presence_penalty=0.0,
+    frequency_penalty=0.0,
+    num_gpu=-1,
+    num_batch=512,
+    stop=(),
+)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    model: ModelName
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    options: Options = field(default_factory=Options)
+    keep_alive: float | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: ModelName
+    messages: tuple[ChatMessage, ...] = ()
+    options: Options = field(default_factory=Options)
+    keep_alive: float | None = None
+
+
+@dataclass(frozen=True)
+class Model:
+    """A stored model with what its layers and GGUF metadata say."""
+
+    stored: StoredModel
+    path: Path
+    info: GGUFInfo
+    template: str | None
+    system: str | None
+    parameters: Options
+
+    @property
+    def name(self) -> str:
+        return str(self.stored.name)
+
+    @property
+    def details(self) -> ModelDetails:
+        return ModelDetails(
+            format="gguf",
+            family=self.info.architecture,
+            families=(self.info.architecture,),
+            parameter_size=self.info.parameter_size,
+            quantization_level=self.info.quantization,
+        )
+
+    @property
+    def capabilities(self) -> list[str]:
+        if self.info.pooling or self.info.architecture in {"bert", "nomic-bert", "jina-bert-v2"}:
+            return ["embedding"]
+        return ["completion"]
+
+
+class Service:
+    def __init__(self, settings: Settings, store: Store, scheduler: Scheduler) -> None:
+        self.settings = settings
+        self.store = store
+        self.scheduler = scheduler
+
+    # -- models ------------------------------------------------------------------------------------
+
+    def model(self, name: ModelName) -> Model:
+        """The stored model of that name; `ModelNotFound` when there is none (never a fallback)."""
+        stored = self.store.get(name)
+        path = self.store.model_path(stored.manifest)
+        params_layer = stored.manifest.layer(MEDIA_PARAMS)
+        params = Options()
+        if params_layer is not None:
+            params = parse_options(json.loads(self.store.read_blob_text(params_layer) or "{}"), field="parameters")
+        info = read_info(path)
+        template = self.store.read_blob_text(stored.manifest.layer(MEDIA_TEMPLATE)) or info.chat_template
+        return Model(
+            stored, path, info, template, self.store.read_blob_text(stored.manifest.layer(MEDIA_SYSTEM)), params
+        )
+
+    def list_models(self) -> list[Model]:
+        out = []
+        for stored in self.store.models():
+            with contextlib.suppress(Exception):
+                out.append(self.model(stored.name))
+        return out
+
+    def copy(self, source: ModelName, destination: ModelName) -> None:
+        self.store.copy(source, destination)
+
+    async def delete(self, name: ModelName) -> None:
+        model = self.store.get(name)
+        still_used = any(
+            m.manifest.model_layers == model.manifest.model_layers for m in self.store.models() if m.name != model.name
+        )
+        if not still_used:
+            await self.scheduler.unload(str(self.store.model_path(model.manifest)))
+        self.store.delete(model.name)
+
+    async def pull(self, name: ModelName) -> AsyncGenerator[Progress, None]:
+        """Pull from the Hub in a worker thread, relaying its progress; closing early cancels it."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Progress | BaseException | None] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def work() -> None:
+            try:
+                for progress in hub.pull(self.store, name, cancel=cancel):
+                    loop.call_soon_threadsafe(events.put_nowait, progress)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(events.put_nowait, exc)
+            else:
+                loop.call_soon_threadsafe(events.put_nowait, None)
+
+        thread = threading.Thread(target=work, name=f"pull {name}", daemon=True)
+        thread.start()
+        try:
+            while (event := await events.get()) is not None:
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+        finally:
+            cancel.set()
+
+    # -- generation --------------------------------------------------------------------------------
+
+    def _ref(self, model: Model, options: Options) -> ModelRef:
+        trained = model.info.context_length or self.settings.context_length
+        n_ctx = options.num_ctx or min(self.settings.context_length, trained)
+        spec = RunnerSpec(
+            model_path=str(model.path),
+            n_ctx=n_ctx,
+            num_gpu=options.num_gpu if options.num_gpu is not None else -1,
+            n_threads=options.num_thread or self.settings.num_threads,
+            n_batch=options.num_batch or 512,
+            use_mmap=options.use_mmap if options.use_mmap is not None else True,
+        )
+        return ModelRef(model.name, model.stored.manifest.digest, spec, model.stored.manifest.size, model.details)
+
+    def _check_generative(self, model: Model, what: str) -> None:
+        if "completion" not in model.capabilities:
+            raise InvalidRequest(f'"{model.name}" does not support {what}', field="model")
+
+    async def generate(self, req: GenerateRequest) -> AsyncGenerator[Token | Done, None]:
+        started = time.perf_counter_ns()
+        model = self.model(req.model)
+        self._check_generative(model, "generate")
+        options = req.options.merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
+        if req.raw:
+            text = req.prompt
+        else:
+            text = prompt.render_generate(
+                req.prompt,
+                system=req.system if req.system is not None else model.system,
+                template=model.template,
+                bos_token=model.info.bos_token,
+                eos_token=model.info.eos_token,
+            )
+        async for event in self._run(
+            model, options, text if req.prompt else "", req.keep_alive, started, field="prompt"
+        ):
+            yield event
+
+    async def chat(self, req: ChatRequest) -> AsyncGenerator[Token | Done, None]:
+        started = time.perf_counter_ns()
+        model = self.model(req.model)
+        self._check_generative(model, "chat")
+        options = req.options.merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
+        messages = list(req.messages)
+        if model.system and not (messages and messages[0].role == "system"):
+            messages.insert(0, ChatMessage("system", model.system))
+        text = ""
+        if req.messages:
+            text = prompt.render_chat(
+                messages, template=model.template, bos_token=model.info.bos_token, eos_token=model.info.eos_token
+            )
+        async for event in self._run(model, options, text, req.keep_alive, started, field="messages"):
+            yield event
+
+    async def _run(
+        self, model: Model, options: Options, text: str, keep_alive: float | None, started: int, *, field: str
+    ) -> AsyncGenerator[Token | Done, None]:
+        ref = self._ref(model, options)
+        keep = self.settings.keep_alive if keep_alive is None else keep_alive
+        if not text:
+            # An empty prompt loads the model, or with keep_alive 0 unloads it (as Ollama does).
+            if keep <= 0:
+                await self.scheduler.unload(ref.spec.model_path)
+                yield Done("unload", total_duration=time.perf_counter_ns() - started)
+                return
+            async with self.scheduler.use(ref, keep_alive=keep) as lease:
+                yield Done("load", load_duration=lease.load_duration, total_duration=time.perf_counter_ns() - started)
+            return
+        async with self.scheduler.use(ref, keep_alive=keep) as lease:
+            try:
+                async with contextlib.aclosing(lease.runner.generate(text, _runner_options(options))) as events:
+                    async for event in events:
+                        if isinstance(event, Done):
+                            event = replace(
+                                event,
+                                load_duration=lease.load_duration,
+                                total_duration=time.perf_counter_ns() - started,
+                            )
+                        yield event
+            except ContextLengthExceeded as exc:
+                exc.field = field
+                raise
+
+    def loaded(self) -> list[Any]:
+        return self.scheduler.loaded()
+
+
+def _runner_options(options: Options) -> dict[str, Any]:
+    keys = (
+        "temperature",
+        "top_k",
+        "top_p",
+        "min_p",
+        "typical_p",
+        "num_predict",
+        "stop",
+        "seed",
+        "repeat_penalty",
+        "repeat_last_n",
+        "presence_penalty",
+        "frequency_penalty",
+    )
+    values = options.as_dict()
+    return {k: values[k] for k in keys if k in values}
