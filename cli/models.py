@@ -1,0 +1,163 @@
+"""Model management commands: list/ls, show, pull, rm, cp, ps, stop."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from datetime import datetime, timezone
+
+import click
+
+from localllm.client import Client
+from localllm.errors import ResponseError
+
+from .render import (
+    PullProgress,
+    human_bytes,
+    human_time,
+    model_summary,
+    parse_timestamp,
+    processor,
+    short_digest,
+    table,
+    until,
+)
+
+
+def pull_model(client: Client, model: str) -> None:
+    """Pull `model`, drawing Ollama-style progress on stderr."""
+    tty = sys.stderr.isatty()
+    width = shutil.get_terminal_size().columns if tty else 80
+    progress = PullProgress(tty=tty, width=width)
+    try:
+        for event in client.pull(model):
+            click.echo(progress.update(event), err=True, nl=False)
+    finally:
+        click.echo(progress.finish(), err=True, nl=False)
+
+
+@click.command("list")
+@click.pass_obj
+def list_models(client: Client) -> None:
+    """List local models."""
+    now = datetime.now(timezone.utc)
+    rows = []
+    for model in client.list():
+        modified = parse_timestamp(model.get("modified_at"))
+        rows.append(
+            [
+                str(model.get("name") or model.get("model") or ""),
+                short_digest(model.get("digest")),
+                human_bytes(int(model.get("size") or 0)),
+                human_time(modified, now) if modified else str(model.get("modified_at") or ""),
+            ]
+        )
+    click.echo(table(["NAME", "ID", "SIZE", "MODIFIED"], rows))
+
+
+_SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--license", "license_", is_flag=True, help="Show the license of the model.")
+@click.option("--modelfile", is_flag=True, help="Show the Modelfile of the model.")
+@click.option("--parameters", is_flag=True, help="Show the parameters of the model.")
+@click.option("--system", is_flag=True, help="Show the system message of the model.")
+@click.option("--template", is_flag=True, help="Show the template of the model.")
+@click.option("-v", "--verbose", is_flag=True, help="Also show every metadata key of the model file.")
+@click.pass_obj
+def show(
+    client: Client,
+    model: str,
+    license_: bool,
+    modelfile: bool,
+    parameters: bool,
+    system: bool,
+    template: bool,
+    verbose: bool,
+) -> None:
+    """Show information about a model."""
+    flags = (license_, modelfile, parameters, system, template)
+    chosen = [name for name, flag in zip(_SHOW_FIELDS, flags, strict=True) if flag]
+    if len(chosen) > 1:
+        raise click.UsageError("only one of " + ", ".join(f"'--{name}'" for name in _SHOW_FIELDS) + " may be given")
+    info = client.show(model)
+    if chosen:
+        value = info.get(chosen[0]) or ""
+        text = "\n".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        click.echo(text.rstrip("\n"))
+        return
+    click.echo(model_summary(info))
+    if verbose:
+        metadata = sorted((str(k), str(v)) for k, v in (info.get("model_info") or {}).items())
+        if metadata:
+            click.echo("\n  Metadata")
+            width = max(len(k) for k, _ in metadata)
+            for key, value in metadata:
+                click.echo(f"    {key.ljust(width)}    {value[:200]}")
+    click.echo()
+
+
+@click.command()
+@click.argument("model")
+@click.pass_obj
+def pull(client: Client, model: str) -> None:
+    """Pull a model from the Hugging Face Hub (e.g. hf.co/user/repo:Q4_K_M)."""
+    pull_model(client, model)
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True)
+@click.pass_obj
+def rm(client: Client, models: tuple[str, ...]) -> None:
+    """Remove one or more models."""
+    for model in models:
+        client.delete(model)
+        click.echo(f"deleted '{model}'")
+
+
+@click.command()
+@click.argument("source")
+@click.argument("destination")
+@click.pass_obj
+def cp(client: Client, source: str, destination: str) -> None:
+    """Copy a model under another name."""
+    client.copy(source, destination)
+    click.echo(f"copied '{source}' to '{destination}'")
+
+
+@click.command()
+@click.pass_obj
+def ps(client: Client) -> None:
+    """List the models loaded in memory."""
+    now = datetime.now(timezone.utc)
+    rows = []
+    for model in client.ps():
+        size, size_vram = int(model.get("size") or 0), int(model.get("size_vram") or 0)
+        context = model.get("context_length")
+        rows.append(
+            [
+                str(model.get("name") or model.get("model") or ""),
+                short_digest(model.get("digest")),
+                human_bytes(size),
+                processor(size, size_vram),
+                str(context) if context else "",
+                until(model.get("expires_at"), now),
+            ]
+        )
+    click.echo(table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows))
+
+
+@click.command()
+@click.argument("model")
+@click.pass_obj
+def stop(client: Client, model: str) -> None:
+    """Unload a running model."""
+    try:
+        for _ in client.generate(model, "", keep_alive=0):
+            pass
+    except ResponseError as exc:
+        if exc.status_code == 404:
+            raise click.ClickException(f"couldn't find model '{model}' to stop") from None
+        raise

@@ -1,0 +1,216 @@
+"""The typed HTTP client of the localllm daemon (Ollama's native API), over httpx.
+
+Every method raises from one small tree (see `errors.py`):
+
+    ClientError
+     ├── ResponseError      the daemon answered with an error status, or a stream ended with {"error": ...}
+     └── DaemonNotRunning   nothing answers at the daemon's address
+
+Streaming methods (`pull`, `generate`, `chat`) are generators: the request is sent when iteration starts,
+one dict is yielded per NDJSON line, and closing the generator closes the response.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from .config import parse_host
+from .errors import ClientError, DaemonNotRunning, ResponseError
+
+JSONObject = dict[str, Any]
+_JSONList = list[JSONObject]
+
+_CONNECT_TIMEOUT = 10.0
+_DEFAULT_READ_TIMEOUT = 60.0
+_NDJSON = "application/x-ndjson"
+
+
+class Client:
+    """Talk to the daemon at `host` (default: `LOCALLLM_HOST`, read when the client is made).
+
+    `http` injects the `httpx.Client` to send requests with (tests pass one over `httpx.MockTransport`).
+    `timeout` is the read timeout in seconds for every request; by default plain requests wait 60 s and
+    streaming ones wait as long as it takes, since loading a large model can take minutes.
+    """
+
+    def __init__(self, host: str | None = None, *, http: httpx.Client | None = None, timeout: float | None = None):
+        if host is None and http is not None and str(http.base_url):
+            self.base_url = str(http.base_url).rstrip("/")
+        else:
+            raw = os.environ.get("LOCALLLM_HOST", "") if host is None else host
+            self.base_url = parse_host(raw).base_url
+        self._owns_http = http is None
+        # Proxy variables must not capture a daemon on this machine (Go skips them for loopback too).
+        self._http = http if http is not None else httpx.Client(trust_env=not _is_loopback(self.base_url))
+        self._timeout = timeout
+
+    def close(self) -> None:
+        """Close the connection pool, unless it was injected."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.close()
+
+    # -- the API ---------------------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Check that the daemon answers."""
+        self._request("GET", "/")
+
+    def version(self) -> str:
+        """The daemon's version."""
+        return str(self._request("GET", "/api/version").json()["version"])
+
+    def list(self) -> _JSONList:
+        """The local models (`/api/tags`)."""
+        models: _JSONList = self._request("GET", "/api/tags").json().get("models") or []
+        return models
+
+    def show(self, model: str) -> JSONObject:
+        """Everything the daemon knows about a local model (`/api/show`)."""
+        info: JSONObject = self._request("POST", "/api/show", json={"model": model}).json()
+        return info
+
+    def pull(self, model: str) -> Iterator[JSONObject]:
+        """Download a model, yielding Ollama's progress lines up to `{"status": "success"}`."""
+        return self._stream("/api/pull", {"model": model, "stream": True})
+
+    def delete(self, model: str) -> None:
+        """Remove a local model."""
+        self._request("DELETE", "/api/delete", json={"model": model})
+
+    def copy(self, source: str, destination: str) -> None:
+        """Give a local model another name."""
+        self._request("POST", "/api/copy", json={"source": source, "destination": destination})
+
+    def ps(self) -> _JSONList:
+        """The models loaded in memory now (`/api/ps`)."""
+        models: _JSONList = self._request("GET", "/api/ps").json().get("models") or []
+        return models
+
+    def generate(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        system: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+        format: str | Mapping[str, Any] | None = None,
+    ) -> Iterator[JSONObject]:
+        """Complete `prompt`, yielding `{"response": ...}` chunks and a final `{"done": true, ...}` one."""
+        body: JSONObject = {"model": model, "prompt": prompt, "stream": True}
+        _set(body, system=system, options=options, keep_alive=keep_alive, format=format)
+        return self._stream("/api/generate", body)
+
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+        format: str | Mapping[str, Any] | None = None,
+    ) -> Iterator[JSONObject]:
+        """Answer a conversation, yielding `{"message": {...}}` chunks and a final `{"done": true, ...}` one."""
+        body: JSONObject = {"model": model, "messages": [dict(m) for m in messages], "stream": True}
+        _set(body, options=options, keep_alive=keep_alive, format=format)
+        return self._stream("/api/chat", body)
+
+    # -- the wire ---------------------------------------------------------------------------------------
+
+    def _timeout_for(self, *, streaming: bool) -> httpx.Timeout:
+        read = self._timeout if self._timeout is not None else (None if streaming else _DEFAULT_READ_TIMEOUT)
+        return httpx.Timeout(read, connect=_CONNECT_TIMEOUT)
+
+    def _request(self, method: str, path: str, *, json: JSONObject | None = None) -> httpx.Response:
+        url = self.base_url + path
+        try:
+            response = self._http.request(method, url, json=json, timeout=self._timeout_for(streaming=False))
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        _check(response)
+        return response
+
+    def _stream(self, path: str, body: JSONObject) -> Iterator[JSONObject]:
+        url = self.base_url + path
+        try:
+            with self._http.stream("POST", url, json=body, timeout=self._timeout_for(streaming=True)) as response:
+                if response.is_error:
+                    response.read()
+                    _check(response)
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield _parse_line(line)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+
+    def _transport_error(self, exc: httpx.TransportError) -> ClientError:
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return DaemonNotRunning(
+                f"could not connect to the localllm daemon at {self.base_url}: is it running? "
+                "Start it with 'localllm serve' (or 'systemctl --user start localllm')"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return ClientError(f"the localllm daemon at {self.base_url} did not answer in time ({exc})")
+        return ClientError(f"lost the connection to the localllm daemon at {self.base_url}: {exc}")
+
+
+def _is_loopback(base_url: str) -> bool:
+    host = httpx.URL(base_url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _set(body: JSONObject, **fields: Any) -> None:
+    for key, value in fields.items():
+        if value is not None:
+            body[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _check(response: httpx.Response) -> None:
+    if not response.is_error:
+        return
+    message = ""
+    try:
+        payload = response.json()
+    except ValueError:
+        message = response.text.strip()
+    else:
+        if isinstance(payload, dict) and payload.get("error"):
+            message = str(payload["error"])
+        else:
+            message = response.text.strip()
+    raise ResponseError(message or response.reason_phrase or f"HTTP {response.status_code}", response.status_code)
+
+
+def _parse_line(line: str) -> JSONObject:
+    try:
+        item = json.loads(line)
+    except ValueError:
+        raise ClientError(f"the daemon sent a line that is not JSON: {line[:200]!r}") from None
+    if not isinstance(item, dict):
+        raise ClientError(f"the daemon sent a line that is not a JSON object: {line[:200]!r}")
+    if item.get("error"):
+        raise ResponseError(str(item["error"]))
+    return item
