@@ -1,0 +1,91 @@
+"""A scripted runner for fast tests of the layers above the engine (scheduler, service, routes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGUFWriter
+
+from localllm.errors import EngineError
+from localllm.runner.process import RunnerSpec
+from localllm.types import Done, Token
+
+
+def write_tiny_gguf(path: Path, *, template: str | None = None, context_length: int = 256) -> Path:
+    """A metadata-complete GGUF with one small tensor: enough for the store and the service to read."""
+    w = GGUFWriter(str(path), "llama")
+    w.add_name("tiny-test")
+    w.add_context_length(context_length)
+    w.add_block_count(2)
+    w.add_embedding_length(8)
+    w.add_token_list(["<unk>", "<s>", "</s>", "a"])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    if template:
+        w.add_chat_template(template)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+class FakeRunner:
+    """Answers every prompt with `script`; `fail_after` makes it die mid-stream like a killed runner."""
+
+    def __init__(self, spec: RunnerSpec, script: list[str], fail_after: int | None = None, delay: float = 0.0) -> None:
+        self.spec = spec
+        self.script = script
+        self.fail_after = fail_after
+        self.delay = delay
+        self.info: dict[str, Any] = {"n_ctx": spec.n_ctx, "n_layer": 2, "n_gpu_layers": 0, "gpu_offload": False}
+        self.prompts: list[tuple[str, dict[str, Any]]] = []
+        self.stopped = False
+        self.cancelled = 0
+        self._dead = False
+
+    @property
+    def alive(self) -> bool:
+        return not (self.stopped or self._dead)
+
+    async def generate(self, prompt: str, options: dict[str, Any]) -> AsyncGenerator[Token | Done, None]:
+        self.prompts.append((prompt, options))
+        finished = False
+        try:
+            for i, piece in enumerate(self.script):
+                if self.fail_after is not None and i == self.fail_after:
+                    self._dead = True
+                    raise EngineError("the model runner was killed by SIGKILL")
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                yield Token(piece)
+            finished = True
+            yield Done(
+                "stop", prompt_eval_count=3, prompt_eval_duration=10, eval_count=len(self.script), eval_duration=20
+            )
+        finally:
+            if not finished:
+                self.cancelled += 1
+
+    async def tokenize(self, text: str) -> list[int]:
+        return [1] + [3] * len(text.split())
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        self.stopped = True
+
+
+class FakeFactory:
+    def __init__(self, script: list[str] | None = None, **kwargs: Any) -> None:
+        self.script = script or ["Hello", ",", " world"]
+        self.kwargs = kwargs
+        self.runners: list[FakeRunner] = []
+
+    async def __call__(self, spec: RunnerSpec) -> FakeRunner:
+        runner = FakeRunner(spec, self.script, **self.kwargs)
+        self.runners.append(runner)
+        return runner

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+
+from localllm.errors import InvalidRequest
+from localllm.prompt import check_template, render_chat, render_generate
+from localllm.types import ChatMessage
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_chat_template_rendering() -> None:
+    text = render_chat([ChatMessage("system", "be brief"), ChatMessage("user", "hi")], template=CHATML)
+    assert text == "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_leading_bos_is_left_to_the_tokenizer() -> None:
+    text = render_chat(
+        [ChatMessage("user", "hi")], template="{{ bos_token }}{{ messages[0].content }}", bos_token="<s>"
+    )
+    assert text == "hi"
+
+
+def test_fallback_transcript() -> None:
+    text = render_chat(
+        [ChatMessage("system", "S"), ChatMessage("user", "U"), ChatMessage("assistant", "A"), ChatMessage("user", "V")],
+        template=None,
+    )
+    assert text == "S\n\nUser: U\nAssistant: A\nUser: V\nAssistant:"
+
+
+def test_generate_without_template_is_the_prompt() -> None:
+    assert render_generate("Once upon a time", system=None, template=None) == "Once upon a time"
+    assert render_generate("go", system="sys", template=CHATML).startswith("<|im_start|>system\nsys")
+
+
+def test_template_errors_are_400s() -> None:
+    with pytest.raises(InvalidRequest, match="refused"):
+        render_chat([ChatMessage("user", "x")], template="{{ raise_exception('no users') }}")
+    with pytest.raises(InvalidRequest, match="Go template"):
+        check_template("{{ .Prompt }}{{ if .System }}")
+
+
+def test_templates_are_sandboxed() -> None:
+    with pytest.raises(InvalidRequest):
+        render_chat([ChatMessage("user", "x")], template="{{ messages.__class__.__mro__[1].__subclasses__() }}")
