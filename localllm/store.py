@@ -150,6 +150,7 @@ class Store:
         is raised. Returns a layer with the model media type; callers replace it as needed.
         """
         self.ensure()
+        src = src.resolve()  # a Hugging Face cache entry is a symlink: link the file, not the link
         actual = sha256_file(src)
         if digest is not None and check_digest(digest) != actual:
             raise InvalidRequest(f"{src.name}: sha256 mismatch: expected {digest}, got {actual}", field="digest")

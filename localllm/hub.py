@@ -1,0 +1,435 @@
+"""Pull GGUF models from the Hugging Face Hub into the store, with Ollama's progress steps.
+
+    pull(store, hf.co/<user>/<repo>:<tag>)
+      pulling manifest          HfApi.model_info(files_metadata=True): the commit and every file's sha256
+      pulling <digest[:12]>     hf_hub_download into the Hugging Face cache, one chosen file after another
+                                (resume, retries; a file already cached, or a blob already stored, is reused)
+      verifying sha256 digest   Store.add_blob_file: hash, compare with the Hub's sha256, link into blobs/
+      writing manifest          only once every blob is present, so a listed model is always complete
+      success
+
+huggingface_hub reads HF_ENDPOINT and HF_HOME once, at import. This module reads them (and HF_HUB_CACHE) on
+every pull and passes them explicitly, so the daemon's environment at start-up, or a test's monkeypatch, is
+what counts. HF_TOKEN is read by huggingface_hub itself on every request.
+
+The tag picks the file: `latest` is the Q4_K_M file, or the repository's only GGUF; any other tag is a quant
+label (`Q8_0`, `iq4_xs`, `F16`, …, case-insensitive) or a file name (`stories260K`, `stories260K.gguf`).
+Split GGUFs (`name-00001-of-00003.gguf`) count as one file and are pulled shard by shard, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import re
+import threading
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.hf_api import ModelInfo
+
+try:  # huggingface_hub 2.x speaks HTTP through httpx2; 1.x through httpx
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+    import httpx as _http  # type: ignore[no-redef]
+
+from .errors import DownloadError, InvalidRequest, LocalLLMError, ModelNotFound
+from .names import ModelName
+from .store import MEDIA_MODEL, Layer, Manifest, Store, check_digest
+from .types import Progress
+
+__all__ = ["choose_files", "hub_endpoint", "pull"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_QUANT = "q4_k_m"
+_PROGRESS_INTERVAL = 0.2  # seconds between two progress events of one file
+_API_TIMEOUT = 30.0  # seconds; huggingface_hub's own client waits forever
+_QUANT = re.compile(r"I?Q\d+(?:_[A-Z0-9]+)*|TQ\d+_\d+|BF16|F16|F32|F64|FP16|FP32|MXFP4(?:_MOE)?", re.IGNORECASE)
+_SHARD = re.compile(r"^(?P<base>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+
+
+def hub_endpoint() -> str:
+    """The Hub to pull from: `HF_ENDPOINT` as the environment says now, else huggingface_hub's default."""
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def _cache_dir() -> Path:
+    """The Hugging Face cache (`HF_HUB_CACHE`, else `HF_HOME/hub`), read now rather than at import."""
+    if cache := os.environ.get("HF_HUB_CACHE"):
+        return Path(cache).expanduser()
+    if home := os.environ.get("HF_HOME"):
+        return Path(home).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE)
+
+
+# -- choosing files ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One model in a repository: a GGUF file, or the shards of a split GGUF in order."""
+
+    name: str  # the file name without `.gguf` (and without the shard suffix)
+    label: str | None  # the quant label, as written in the file name
+    files: tuple[str, ...]
+
+    def matches_name(self, wanted: str) -> bool:
+        stems = {self.name} | {posixpath.basename(f)[: -len(".gguf")] for f in self.files}
+        return wanted in {s.casefold() for s in stems}
+
+
+def _quant_label(stem: str) -> str | None:
+    """The quant label in a file name (`Llama-3.2-1B-Instruct-Q4_K_M` → `Q4_K_M`), or None."""
+    tokens = re.split(r"[-.]", stem)
+    for i in range(len(tokens) - 1, -1, -1):
+        if _QUANT.fullmatch(tokens[i]):
+            prefix = f"{tokens[i - 1]}-" if i > 0 and tokens[i - 1].upper() == "UD" else ""
+            return prefix + tokens[i]
+    return None
+
+
+def _candidates(filenames: list[str]) -> list[_Candidate]:
+    groups: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
+    for filename in filenames:
+        base = posixpath.basename(filename)
+        if not base.lower().endswith(".gguf") or base.lower().startswith("mmproj"):
+            continue  # a projector is part of a model, never a model of its own
+        folder = posixpath.dirname(filename)
+        if m := _SHARD.match(base):
+            key, index, count = m.group("base"), int(m.group("index")), int(m.group("count"))
+        else:
+            key, index, count = base[: -len(".gguf")], 1, 1
+        groups.setdefault((folder, key), []).append((index, count, filename))
+    out = []
+    for (_, name), shards in sorted(groups.items()):
+        shards.sort()
+        count = shards[0][1]
+        if [(i, c) for i, c, _ in shards] != [(i, count) for i in range(1, count + 1)]:
+            raise InvalidRequest(
+                f"the split GGUF {name!r} is incomplete: {len(shards)} of its {count} shards are in the repository",
+                field="model",
+            )
+        out.append(_Candidate(name, _quant_label(name), tuple(f for _, _, f in shards)))
+    return out
+
+
+def _describe(candidates: list[_Candidate]) -> str:
+    """The tags that pick each candidate: its quant label where that is unique, else its file name."""
+    labels = [c.label.casefold() for c in candidates if c.label]
+    tags = [c.label if c.label and labels.count(c.label.casefold()) == 1 else c.name for c in candidates]
+    return ", ".join(tags)
+
+
+def choose_files(filenames: list[str], tag: str) -> list[str]:
+    """The repository files (shards in order) that `tag` names; `InvalidRequest` listing the choices otherwise."""
+    candidates = _candidates(filenames)
+    if not candidates:
+        raise InvalidRequest("the repository has no GGUF model files", field="model")
+    wanted = tag.casefold()
+    if wanted == "latest":
+        preferred = [c for c in candidates if c.label and c.label.casefold() == _DEFAULT_QUANT]
+        picked = preferred or candidates
+        if len(picked) == 1:
+            return list(picked[0].files)
+        raise InvalidRequest(
+            f"the repository has {len(candidates)} GGUF models and none is the default ({_DEFAULT_QUANT.upper()});"
+            f" name one as the tag (hf.co/<user>/<repo>:<tag>), one of: {_describe(candidates)}",
+            field="model",
+        )
+    by_label = [c for c in candidates if c.label and c.label.casefold() == wanted]
+    if not by_label:
+        by_label = [c for c in candidates if c.matches_name(wanted.removesuffix(".gguf"))]
+    if not by_label:
+        # a file name that is not a model of its own (a projector), asked for explicitly
+        exact = [f for f in filenames if posixpath.basename(f).casefold() in {wanted, f"{wanted}.gguf"}]
+        if len(exact) == 1 and exact[0].lower().endswith(".gguf"):
+            return exact
+    if len(by_label) == 1:
+        return list(by_label[0].files)
+    if by_label:
+        raise InvalidRequest(
+            f"the tag {tag!r} matches several GGUF models; name one by file name: "
+            + ", ".join(c.name for c in by_label),
+            field="model",
+        )
+    raise InvalidRequest(
+        f"no GGUF file matches the tag {tag!r}; choose one of: {_describe(candidates)}"
+        " (tags are case-insensitive; a file name works too)",
+        field="model",
+    )
+
+
+# -- pulling -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RemoteFile:
+    filename: str
+    digest: str | None  # sha256 from the Hub's LFS metadata; None for a file kept in git itself
+    size: int | None
+
+    @property
+    def status(self) -> str:
+        return f"pulling {self.digest.removeprefix('sha256:')[:12]}" if self.digest else f"pulling {self.filename}"
+
+
+class _Cancelled(Exception):
+    """Raised inside huggingface_hub's download loop to stop it between two chunks."""
+
+
+def pull(store: Store, name: ModelName, *, cancel: threading.Event | None = None) -> Iterator[Progress]:
+    """Pull `hf.co/<user>/<repo>:<tag>` into the store, yielding Ollama's progress events.
+
+    A sync generator: the daemon runs it in a thread. Closing it, or setting `cancel`, stops the download
+    between two chunks; `cancel` then raises `DownloadError("pull cancelled")`.
+    """
+    if not name.is_hf:
+        raise ModelNotFound(
+            f"model '{name}' not found: only hf.co/<user>/<repo>[:<quant>] names can be pulled from the Hub"
+        )
+    endpoint = hub_endpoint()
+    _check_cancel(cancel)
+    yield Progress("pulling manifest")
+    info = _model_info(name.repo_id, endpoint)
+    siblings = {s.rfilename: s for s in info.siblings or []}
+    try:
+        chosen = choose_files(list(siblings), name.tag)
+    except InvalidRequest as exc:
+        if not any(f.lower().endswith(".gguf") for f in siblings):
+            raise ModelNotFound(f"hf.co/{name.repo_id} has no GGUF files: only GGUF models can be pulled") from exc
+        raise InvalidRequest(f"hf.co/{name.repo_id}: {exc}", field="model") from exc
+    remote = []
+    for filename in chosen:
+        sibling = siblings[filename]
+        digest = check_digest(f"sha256:{sibling.lfs.sha256}") if sibling.lfs is not None else None
+        size = sibling.lfs.size if sibling.lfs is not None else sibling.size
+        remote.append(_RemoteFile(filename, digest, size))
+    revision = info.sha or constants.DEFAULT_REVISION
+
+    stored: dict[str, Layer] = {}  # files whose blob the store already holds: nothing to download
+    downloaded: dict[str, Path] = {}
+    for file in remote:
+        _check_cancel(cancel)
+        if file.digest is not None and store.has_blob(file.digest):
+            size = store.blob_path(file.digest).stat().st_size
+            stored[file.filename] = Layer(MEDIA_MODEL, file.digest, size)
+            yield Progress(file.status, file.digest, size, size)
+        else:
+            downloaded[file.filename] = yield from _download(name.repo_id, revision, file, endpoint, cancel)
+
+    _check_cancel(cancel)
+    yield Progress("verifying sha256 digest")
+    layers = []
+    for file in remote:
+        layer = stored.get(file.filename) or _add_blob(store, file, downloaded[file.filename])
+        layers.append(Layer(MEDIA_MODEL, layer.digest, layer.size, filename=file.filename))
+
+    _check_cancel(cancel)
+    yield Progress("writing manifest")
+    config: dict[str, Any] = {
+        "model_format": "gguf",
+        "source": f"hf.co/{name.repo_id}",
+        "revision": info.sha,
+        "files": [file.filename for file in remote],
+    }
+    store.write_manifest(name, Manifest(tuple(layers), config))
+    logger.info("pulled %s from %s (%s)", name, endpoint, ", ".join(chosen))
+    yield Progress("success")
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise DownloadError("pull cancelled")
+
+
+def _model_info(repo_id: str, endpoint: str) -> ModelInfo:
+    try:
+        return HfApi(endpoint=endpoint).model_info(repo_id, files_metadata=True, timeout=_API_TIMEOUT)
+    except (OSError, _http.HTTPError) as exc:  # HfHubHTTPError and OfflineModeIsEnabled are OSErrors
+        raise _translate(exc, repo_id, endpoint, "listing the files") from exc
+
+
+def _download(
+    repo_id: str, revision: str, file: _RemoteFile, endpoint: str, cancel: threading.Event | None
+) -> Generator[Progress, None, Path]:
+    """Run hf_hub_download in a thread and report its byte count; return the file's path in the HF cache."""
+    counter = _Counter(cancel)
+    result: list[Path] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            path = hf_hub_download(
+                repo_id,
+                file.filename,
+                revision=revision,
+                cache_dir=_cache_dir(),
+                endpoint=endpoint,
+                tqdm_class=cast(Any, counter.bar_class()),
+            )
+            result.append(Path(path))
+        except BaseException as exc:  # handed to the generator's thread, which raises it
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name=f"hf-pull {repo_id}/{file.filename}", daemon=True)
+    yield Progress(file.status, file.digest, file.size, 0)
+    worker.start()
+    last = 0
+    try:
+        while worker.is_alive():
+            worker.join(_PROGRESS_INTERVAL)
+            _check_cancel(cancel)  # the worker stops at its next chunk; no need to wait for it
+            if worker.is_alive() and counter.completed != last:
+                last = counter.completed
+                yield Progress(file.status, file.digest, file.size, last)
+    finally:
+        counter.stop.set()  # the generator was closed or cancelled: end the download at the next chunk
+    if failure:
+        error = failure[0]
+        if isinstance(error, _Cancelled):
+            raise DownloadError("pull cancelled")
+        if isinstance(error, (OSError, _http.HTTPError)):
+            raise _translate(error, repo_id, endpoint, f"downloading {file.filename}") from error
+        raise error
+    size = result[0].stat().st_size
+    yield Progress(file.status, file.digest, file.size or size, size)
+    return result[0]
+
+
+def _add_blob(store: Store, file: _RemoteFile, path: Path) -> Layer:
+    """Bring a downloaded file into the store; a checksum mismatch discards the cached download too."""
+    try:
+        # the HF cache file is a symlink to its blob; os.link on Linux would link the symlink itself
+        return store.add_blob_file(path.resolve(), file.digest)
+    except InvalidRequest as exc:
+        _discard_cached(path)
+        raise DownloadError(
+            f"{file.filename}: the download does not match the Hub's checksum ({exc}); it was discarded, pull again"
+        ) from exc
+
+
+def _discard_cached(path: Path) -> None:
+    """Remove a file from the HF cache (its snapshot link and its blob) so the next pull downloads it again."""
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)
+
+
+class _Counter:
+    """The byte count of one download, fed by huggingface_hub through its `tqdm_class` hook."""
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        self.completed = 0
+        self.cancel = cancel
+        self.stop = threading.Event()
+
+    def set(self, n: int) -> None:
+        if self.stop.is_set() or (self.cancel is not None and self.cancel.is_set()):
+            raise _Cancelled
+        self.completed = n
+
+    def bar_class(self) -> type[_ProgressBar]:
+        counter = self
+
+        class Bar(_ProgressBar):
+            def _report(self, n: int) -> None:
+                counter.set(n)
+
+        return Bar
+
+
+class _ProgressBar:
+    """What huggingface_hub needs of a tqdm class (plain HTTP and Xet downloads); it counts and draws nothing.
+
+    `update_transfer` exists so that a Xet download reports through this one bar: its network bytes are
+    ignored and the bytes written to disk (`update`) are the progress.
+    """
+
+    def __init__(self, *args: object, total: float | None = None, initial: float = 0, **kwargs: object) -> None:
+        self.total = total
+        self.n = int(initial)
+        self._report(self.n)
+
+    def _report(self, n: int) -> None:
+        raise NotImplementedError
+
+    def update(self, n: float | None = 1) -> None:
+        self.n += int(n or 0)
+        self._report(self.n)
+
+    def update_transfer(self, n: float | None = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        pass
+
+    def set_transfer_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _translate(exc: OSError | _http.HTTPError, repo_id: str, endpoint: str, doing: str) -> LocalLLMError:
+    """Turn a huggingface_hub or network error into ours, saying what failed and where."""
+    repo = f"hf.co/{repo_id}"
+    if isinstance(exc, GatedRepoError):
+        return ModelNotFound(
+            f"{repo} is gated: accept its conditions on the Hub with your account, then set HF_TOKEN to a token"
+            " of that account"
+        )
+    if isinstance(exc, RepositoryNotFoundError):
+        hint = " (a private repository needs HF_TOKEN)" if _status(exc) == 401 else ""
+        return ModelNotFound(f"{repo} not found on {endpoint}{hint}")
+    if isinstance(exc, RevisionNotFoundError):
+        return ModelNotFound(f"{repo}: the revision was not found on {endpoint} while {doing}")
+    if isinstance(exc, OfflineModeIsEnabled):
+        return DownloadError(f"cannot pull {repo}: HF_HUB_OFFLINE is set")
+    if isinstance(exc, LocalEntryNotFoundError):  # huggingface_hub's word for "could not reach the Hub"
+        return DownloadError(f"could not reach {endpoint} while {doing} of {repo}: {_cause(exc)}")
+    if isinstance(exc, EntryNotFoundError):
+        return ModelNotFound(f"{repo}: file not found on {endpoint} while {doing}")
+    if isinstance(exc, HfHubHTTPError):
+        status = _status(exc)
+        if status in (401, 403):
+            return ModelNotFound(f"{repo}: access denied by {endpoint} (HTTP {status}); check HF_TOKEN")
+        return DownloadError(f"{endpoint} answered HTTP {status} while {doing} of {repo}")
+    if isinstance(exc, _http.HTTPError):
+        return DownloadError(f"could not reach {endpoint} while {doing} of {repo}: {exc or type(exc).__name__}")
+    return DownloadError(f"{doing} of {repo} from {endpoint} failed: {exc}")
+
+
+def _status(exc: HfHubHTTPError) -> int | None:
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def _cause(exc: BaseException) -> str:
+    root: BaseException = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    return str(root) or type(root).__name__

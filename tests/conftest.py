@@ -1,0 +1,154 @@
+"""Shared fixtures: the real test models, a Hub stand-in serving them, and a real daemon process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .ggufcopy import copy_with_metadata
+from .hubstub import HubStub
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = Path(os.environ.get("LOCALLLM_TEST_MODELS") or ROOT.parent / "shared" / "models").resolve()
+
+# A template that passes the user's text through, so the story model continues it (and we can tell
+# that the template, not the plain fallback, shaped the prompt).
+STORY_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}{{ m.content }}\n"
+    "{% else %}{{ m.content }}{% endif %}{% endfor %}"
+)
+
+# Repositories the Hub stand-in serves: repo id -> {file name on the Hub: file on disk}.
+STORIES_REPO = "testorg/stories260K-GGUF"
+CHAT_REPO = "testorg/stories260K-chat-GGUF"
+TINY_REPO = "testorg/tiny-random-GGUF"
+
+
+def model_file(name: str) -> Path:
+    path = MODELS / name
+    if not path.is_file():
+        pytest.skip(f"test model {name} not found in {MODELS} (set LOCALLLM_TEST_MODELS to the models folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def stories_gguf() -> Path:
+    return model_file("stories260K.gguf")
+
+
+@pytest.fixture(scope="session")
+def stories_chat_gguf(tmp_path_factory: pytest.TempPathFactory, stories_gguf: Path) -> Path:
+    out = tmp_path_factory.mktemp("gguf") / "stories260K-chat.gguf"
+    return copy_with_metadata(stories_gguf, out, {"tokenizer.chat_template": STORY_TEMPLATE})
+
+
+@pytest.fixture(scope="session")
+def hub(stories_gguf: Path, stories_chat_gguf: Path) -> Iterator[HubStub]:
+    repos = {
+        STORIES_REPO: {"stories260K.gguf": stories_gguf},
+        CHAT_REPO: {"stories260K-chat-F32.gguf": stories_chat_gguf},
+    }
+    tiny = MODELS / "llama-2-tiny-random.gguf"
+    if tiny.is_file():
+        repos[TINY_REPO] = {"llama-2-tiny-random.F16.gguf": tiny}
+    with HubStub(repos) as stub:
+        yield stub
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def localllm_command() -> list[str]:
+    script = Path(sys.executable).parent / "localllm"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "localllm_cli.main"]
+
+
+@dataclass
+class Daemon:
+    url: str
+    host: str
+    env: dict[str, str]
+    models_dir: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def cli(self, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the real `localllm` CLI against this daemon."""
+        return subprocess.run(
+            [*localllm_command(), *args], env=self.env, input=input, capture_output=True, text=True, timeout=timeout
+        )
+
+    def runner_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid), "-f", "localllm.runner.main"], capture_output=True, text=True
+        )
+        return [int(p) for p in out.stdout.split()]
+
+
+def start_daemon(tmp: Path, hub: HubStub, **extra_env: str) -> Daemon:
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "LOCALLLM_HOST": host,
+        "LOCALLLM_MODELS": str(tmp / "models"),
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp / "hf"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "XDG_STATE_HOME": str(tmp / "state"),
+        **extra_env,
+    }
+    env.pop("HF_HUB_OFFLINE", None)
+    log_path = tmp / "daemon.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*localllm_command(), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://{host}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return Daemon(url, host, env, tmp / "models", proc, log_path)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"daemon did not start:\n{log_path.read_text()}")
+
+
+def stop_daemon(daemon: Daemon) -> None:
+    if daemon.proc.poll() is None:
+        daemon.proc.send_signal(signal.SIGTERM)
+        try:
+            daemon.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.proc.pid, signal.SIGKILL)
+            daemon.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path_factory.mktemp("daemon"), hub)
+    try:
+        yield d
+    finally:
+        stop_daemon(d)
