@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 
 import httpx
 import ollama
 import openai
 import pytest
 
-from .conftest import CHAT_REPO, STORIES_REPO, TINY_REPO, Daemon
+from .conftest import CHAT_REPO, STORIES_REPO, TINY_REPO, Daemon, free_port, localllm_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -149,6 +150,10 @@ def test_ollama_package(pulled: Daemon) -> None:
     with pytest.raises(ollama.ResponseError) as err:
         client.generate(model="no-such-model", prompt="hi")
     assert err.value.status_code == 404
+    assert client.pull(STORIES).status == "success"
+    with pytest.raises(ollama.ResponseError) as err:
+        client.pull("hf.co/testorg/no-such-repo")
+    assert err.value.status_code == 404
 
 
 def test_cli_run_one_shot(pulled: Daemon) -> None:
@@ -245,3 +250,17 @@ def test_rm_removes_model_and_blobs(pulled: Daemon) -> None:
     assert result.returncode == 0, result.stderr
     blobs = {p.name for p in (pulled.models_dir / "blobs").iterdir()}
     assert not any(name.startswith("sha256-270cba1bd510") for name in blobs)
+
+
+def test_bad_setting_stops_the_daemon_naming_it(daemon: Daemon) -> None:
+    env = {**daemon.env, "LOCALLLM_KEEP_ALIVE": "forever", "LOCALLLM_HOST": "127.0.0.1:1"}
+    result = subprocess.run([*localllm_command(), "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "LOCALLLM_KEEP_ALIVE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_says_when_the_daemon_is_not_running(daemon: Daemon) -> None:
+    env = {**daemon.env, "LOCALLLM_HOST": f"127.0.0.1:{free_port()}"}
+    result = subprocess.run([*localllm_command(), "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "localllm serve" in result.stderr and "Traceback" not in result.stderr
