@@ -1,17 +1,17 @@
 """The exception tree of localllm. It knows nothing of HTTP; `server/errors.py` maps it to statuses.
 
-    LocalLLMError
-     ├── InvalidRequest (ValueError)            bad input; names the field
-     │    ├── InvalidModelName                  a name with path tricks or bad characters
-     │    └── ContextLengthExceeded             the input does not fit the context window
-     ├── ModelNotFound (LookupError)            no such model in the store (or on the Hub)
-     ├── ConfigError (ValueError)               a LOCALLLM_* variable that does not parse
-     ├── ServerBusy                             the queue is full
-     ├── EngineError                            the runner failed (crash, load failure)
-     ├── DownloadError                          a pull failed (network, checksum)
-     └── ClientError                            raised by `localllm.client`
-          ├── ResponseError                     the daemon answered with an error
-          └── DaemonNotRunning                  nothing listens at the daemon's address
+LocalLLMError
+ ├── InvalidRequest (ValueError)            bad input; names the field
+ │    ├── InvalidModelName                  a name with path tricks or bad characters
+ │    └── ContextLengthExceeded             the input does not fit the context window
+ ├── ModelNotFound (LookupError)            no such model in the store (or on the Hub)
+ ├── ConfigError (ValueError)               a LOCALLLM_* variable that does not parse
+ ├── ServerBusy                             the queue is full
+ ├── EngineError                            the runner failed (crash, load failure)
+ ├── DownloadError                          a pull failed (network, checksum)
+ └── ClientError                            raised by `localllm.client`
+      ├── ResponseError                     the daemon answered with an error
+      └── DaemonNotRunning                  nothing listens at the daemon's address
 """
 
 from __future__ import annotations

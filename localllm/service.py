@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncGenerator
@@ -19,13 +20,15 @@ from typing import Any
 
 from . import hub, prompt
 from .config import Settings
-from .errors import ContextLengthExceeded, InvalidRequest
+from .errors import ContextLengthExceeded, EngineError, InvalidRequest
 from .gguf import GGUFInfo, read_info
 from .names import ModelName
 from .runner.process import RunnerSpec
 from .scheduler import ModelRef, Scheduler
 from .store import MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
 from .types import ChatMessage, Done, ModelDetails, Options, Progress, Token, parse_options
+
+log = logging.getLogger("localllm.service")
 
 DEFAULT_OPTIONS = Options(
     temperature=0.8,
@@ -110,7 +113,10 @@ class Service:
         params = Options()
         if params_layer is not None:
             params = parse_options(json.loads(self.store.read_blob_text(params_layer) or "{}"), field="parameters")
-        info = read_info(path)
+        try:
+            info = read_info(path)
+        except Exception as exc:  # the gguf reader raises plain ValueErrors, KeyErrors, ... on a bad file
+            raise EngineError(f"cannot read the model file of '{stored.name}': {exc}") from exc
         template = self.store.read_blob_text(stored.manifest.layer(MEDIA_TEMPLATE)) or info.chat_template
         return Model(
             stored, path, info, template, self.store.read_blob_text(stored.manifest.layer(MEDIA_SYSTEM)), params
@@ -119,8 +125,10 @@ class Service:
     def list_models(self) -> list[Model]:
         out = []
         for stored in self.store.models():
-            with contextlib.suppress(Exception):
+            try:
                 out.append(self.model(stored.name))
+            except Exception as exc:
+                log.warning("not listing %s: %s", stored.name, exc)
         return out
 
     def copy(self, source: ModelName, destination: ModelName) -> None:

@@ -34,8 +34,19 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap")
 # Accepted and ignored, as Ollama does, with the reason in the docs.
 DEPRECATED_OPTIONS = frozenset(
-    {"mirostat", "mirostat_tau", "mirostat_eta", "penalize_newline", "low_vram", "f16_kv", "logits_all",
-     "vocab_only", "use_mlock", "numa", "tfs_z"}
+    {
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "penalize_newline",
+        "low_vram",
+        "f16_kv",
+        "logits_all",
+        "vocab_only",
+        "use_mlock",
+        "numa",
+        "tfs_z",
+    }
 )
 _RANGES: dict[str, tuple[float | None, float | None]] = {
     "temperature": (0.0, None),

@@ -137,3 +137,15 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     assert client.get("/api/generate").status_code == 405
     assert client.head("/").status_code == 200
     assert client.get("/api/version").json()["version"]
+
+
+def test_unreadable_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    for client in make_client(tmp_path, FakeFactory()):
+        store = client.app.state.service.store  # type: ignore[attr-defined]
+        bad = tmp_path / "bad.gguf"
+        bad.write_bytes(b"GGUF" + b"\xff" * 64)
+        store.write_manifest(parse_name("broken"), Manifest((store.add_blob_file(bad),)))
+        r = client.post("/api/generate", json={"model": "broken", "prompt": "hi"})
+        assert r.status_code == 500
+        assert "cannot read the model file of 'broken:latest'" in r.json()["error"]
+        assert [m["name"] for m in client.get("/api/tags").json()["models"]] == ["tiny:latest"]
