@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from starlette.requests import Request
@@ -82,6 +83,25 @@ def _done_fields(done: Done) -> dict[str, Any]:
     }
 
 
+async def _lines(
+    events: AsyncGenerator[Token | Done, None], model: str, key: str, *, context: bool
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Ollama's stream objects for generate (`key` "response") or chat (`key` "message")."""
+
+    def text(piece: str) -> dict[str, Any]:
+        return {"response": piece} if key == "response" else {"message": {"role": "assistant", "content": piece}}
+
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, Token):
+                yield {"model": model, "created_at": timestamp(), **text(event.text), "done": False}
+                continue
+            line = {"model": model, "created_at": timestamp(), **text(""), **_done_fields(event)}
+            if context and event.context and event.reason not in ("load", "unload"):
+                line["context"] = list(event.context)
+            yield line
+
+
 def _refuse_unsupported(body: dict[str, Any]) -> None:
     """Fields whose meaning we cannot honour yet get a 400 rather than being silently ignored."""
     if body.get("images"):
@@ -112,18 +132,8 @@ async def generate(request: Request) -> Response:
     except Exception as exc:
         return error_response(exc)
 
-    async def lines() -> AsyncIterator[dict[str, Any]]:
-        model = str(req.model)
-        async for event in _service(request).generate(req):
-            if isinstance(event, Token):
-                yield {"model": model, "created_at": timestamp(), "response": event.text, "done": False}
-            else:
-                line = {"model": model, "created_at": timestamp(), "response": "", **_done_fields(event)}
-                if event.context and not req.raw and event.reason not in ("load", "unload"):
-                    line["context"] = list(event.context)
-                yield line
-
-    return await _stream_or_error(lines(), stream=stream)  # type: ignore[arg-type]
+    events = _service(request).generate(req)
+    return await _stream_or_error(_lines(events, str(req.model), "response", context=not req.raw), stream=stream)
 
 
 def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
@@ -157,25 +167,8 @@ async def chat(request: Request) -> Response:
     except Exception as exc:
         return error_response(exc)
 
-    async def lines() -> AsyncIterator[dict[str, Any]]:
-        model = str(req.model)
-        async for event in _service(request).chat(req):
-            if isinstance(event, Token):
-                yield {
-                    "model": model,
-                    "created_at": timestamp(),
-                    "message": {"role": "assistant", "content": event.text},
-                    "done": False,
-                }
-            else:
-                yield {
-                    "model": model,
-                    "created_at": timestamp(),
-                    "message": {"role": "assistant", "content": ""},
-                    **_done_fields(event),
-                }
-
-    return await _stream_or_error(lines(), stream=stream)  # type: ignore[arg-type]
+    events = _service(request).chat(req)
+    return await _stream_or_error(_lines(events, str(req.model), "message", context=False), stream=stream)
 
 
 def model_entry(model: Model) -> dict[str, Any]:
@@ -254,11 +247,12 @@ async def pull(request: Request) -> Response:
     except Exception as exc:
         return error_response(exc)
 
-    async def lines() -> AsyncIterator[dict[str, Any]]:
-        async for progress in _service(request).pull(name):
-            yield progress.as_dict()
+    async def lines() -> AsyncGenerator[dict[str, Any], None]:
+        async with contextlib.aclosing(_service(request).pull(name)) as progress:
+            async for step in progress:
+                yield step.as_dict()
 
-    return await _stream_or_error(lines(), stream=stream)  # type: ignore[arg-type]
+    return await _stream_or_error(lines(), stream=stream)
 
 
 async def delete(request: Request) -> Response:
