@@ -38,6 +38,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LOCALLLM_MODELS": ("<user data dir>/models", "directory of the model store"),
     "LOCALLLM_KEEP_ALIVE": ("5m", "how long an idle model stays loaded (e.g. 30s, 10m, 1h; -1 forever; 0 unload)"),
     "LOCALLLM_CONTEXT_LENGTH": ("8192", "default context window, capped by the model's trained context"),
+    "LOCALLLM_NUM_PARALLEL": ("4", "requests each model serves at once (sequence slots batched together)"),
+    "LOCALLLM_MAX_QUEUE": ("512", "requests that may wait for a model before new ones get 503 Server Busy"),
     "LOCALLLM_MAX_LOADED_MODELS": ("3", "most models loaded at once; the least recently used idle one is unloaded"),
     "LOCALLLM_NUM_THREADS": ("0", "CPU threads per model (0: llama.cpp's choice)"),
     "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
@@ -140,6 +142,8 @@ class Settings:
     keep_alive: float = 300.0
     context_length: int = 8192
     max_loaded_models: int = 3
+    num_parallel: int = 4
+    max_queue: int = 512
     num_threads: int = 0
     debug: bool = False
 
@@ -156,6 +160,8 @@ class Settings:
             keep_alive=parse_duration(env.get("LOCALLLM_KEEP_ALIVE", "5m") or "5m", name="LOCALLLM_KEEP_ALIVE"),
             context_length=_int(env, "LOCALLLM_CONTEXT_LENGTH", 8192, minimum=16),
             max_loaded_models=_int(env, "LOCALLLM_MAX_LOADED_MODELS", 3, minimum=1),
+            num_parallel=_int(env, "LOCALLLM_NUM_PARALLEL", 4, minimum=1),
+            max_queue=_int(env, "LOCALLLM_MAX_QUEUE", 512, minimum=1),
             num_threads=_int(env, "LOCALLLM_NUM_THREADS", 0, minimum=0),
             debug=debug in {"1", "true"},
         )

@@ -180,6 +180,7 @@ class Service:
             n_threads=options.num_thread or self.settings.num_threads,
             n_batch=options.num_batch or 512,
             use_mmap=options.use_mmap if options.use_mmap is not None else True,
+            n_parallel=self.settings.num_parallel,
         )
         return ModelRef(model.name, model.stored.manifest.digest, spec, model.stored.manifest.size, model.details)
 

@@ -27,6 +27,7 @@ class LoadSpec:
     n_threads: int = 0
     n_batch: int = 512
     use_mmap: bool = True
+    n_parallel: int = 1
 
 
 class ContextOverflow(Exception):

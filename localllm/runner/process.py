@@ -33,11 +33,12 @@ class RunnerSpec:
     """How to load a model; the same fields as `engine.LoadSpec`, known without importing llama_cpp."""
 
     model_path: str
-    n_ctx: int
+    n_ctx: int  # per sequence: the context is n_ctx * n_parallel tokens
     num_gpu: int = -1
     n_threads: int = 0
     n_batch: int = 512
     use_mmap: bool = True
+    n_parallel: int = 1  # sequence slots decoded together
 
 
 class RunnerProcess:
