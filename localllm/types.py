@@ -165,10 +165,22 @@ DoneReason = Literal["stop", "length", "load", "unload"]
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log-probability and the most likely alternatives."""
+
+    id: int
+    token: str
+    bytes: tuple[int, ...]
+    logprob: float
+    top: tuple[tuple[int, str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Token:
-    """A piece of generated text."""
+    """A piece of generated text (one or more tokens), with their log-probabilities when asked for."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,7 @@ class Done:
     load_duration: int = 0
     total_duration: int = 0
     context: tuple[int, ...] | None = None
+    cached_tokens: int = 0  # prompt tokens whose KV was reused (not counted in prompt_eval_count)
 
 
 GenerationEvent = Token | Done

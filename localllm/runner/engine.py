@@ -1,28 +1,28 @@
-"""One llama.cpp model and context, generating text for one request at a time.
+"""One llama.cpp model and context with sequence slots: the only module that imports llama_cpp.
 
-This is the only module that imports llama_cpp. It runs inside the runner process (`runner.main`).
+It offers what the decode loop (`batch.py`) needs and nothing more: tokenize, detokenize one token,
+stage tokens into a batch for a sequence, decode, sample per sequence with llama.cpp's own sampler
+chains, read log-probabilities, and drop a sequence's cache from a position. It runs inside the runner
+process (`runner.main`).
 """
 
 from __future__ import annotations
 
-import codecs
 import ctypes
-import logging
-import random
-import time
-from collections.abc import Callable, Iterator
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
-log = logging.getLogger("localllm.runner")
+_BACKEND_READY = False
 
 
 @dataclass(frozen=True)
 class LoadSpec:
     model_path: str
-    n_ctx: int
+    n_ctx: int  # per sequence
     num_gpu: int = -1  # -1: every layer when llama.cpp can offload, else none
     n_threads: int = 0
     n_batch: int = 512
@@ -30,156 +30,208 @@ class LoadSpec:
     n_parallel: int = 1
 
 
-class ContextOverflow(Exception):
-    def __init__(self, n_tokens: int, n_ctx: int) -> None:
-        super().__init__(f"the input is {n_tokens} tokens, longer than the context window of {n_ctx} tokens")
-        self.n_tokens = n_tokens
-        self.n_ctx = n_ctx
+class LoadError(Exception):
+    pass
 
 
-@dataclass
-class Piece:
-    text: str
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int = 0xFFFFFFFF  # llama.cpp's "random"
+    grammar: str | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
-@dataclass
-class Finished:
-    reason: str
-    prompt_eval_count: int
-    prompt_eval_duration: int
-    eval_count: int
-    eval_duration: int
-    context: list[int]
+class Sampler:
+    """A llama.cpp sampler chain for one request."""
+
+    def __init__(self, engine: Engine, params: SamplingParams) -> None:
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        self._ptr = chain
+        add = llama_cpp.llama_sampler_chain_add
+        if params.logit_bias:
+            arr = (llama_cpp.llama_logit_bias * len(params.logit_bias))(
+                *(llama_cpp.llama_logit_bias(tok, bias) for tok, bias in params.logit_bias)
+            )
+            add(chain, llama_cpp.llama_sampler_init_logit_bias(engine.n_vocab, len(params.logit_bias), arr))
+        if params.grammar:
+            grammar = llama_cpp.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
+            if not grammar:
+                llama_cpp.llama_sampler_free(chain)
+                raise ValueError("the grammar does not parse")
+            add(chain, grammar)
+        last_n = params.repeat_last_n if params.repeat_last_n >= 0 else engine.n_ctx_seq
+        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+            add(
+                chain,
+                llama_cpp.llama_sampler_init_penalties(
+                    last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty
+                ),
+            )
+        if params.temperature <= 0:
+            add(chain, llama_cpp.llama_sampler_init_greedy())
+            return
+        if params.top_k > 0:
+            add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+        if params.typical_p < 1.0:
+            add(chain, llama_cpp.llama_sampler_init_typical(params.typical_p, 1))
+        if params.top_p < 1.0:
+            add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0.0:
+            add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+        add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+        add(chain, llama_cpp.llama_sampler_init_dist(params.seed & 0xFFFFFFFF))
+
+    def sample(self, engine: Engine, index: int) -> int:
+        """Sample (and accept) a token from the `index`-th output of the last decode."""
+        return int(llama_cpp.llama_sampler_sample(self._ptr, engine.ctx, index))
+
+    def close(self) -> None:
+        if self._ptr:
+            llama_cpp.llama_sampler_free(self._ptr)
+            self._ptr = None
 
 
 class Engine:
-    """A loaded model: tokenize, and generate with Ollama's options."""
+    """A loaded model and its context of `n_parallel` sequences of `n_ctx` tokens each."""
 
     def __init__(self, spec: LoadSpec) -> None:
-        gpu = bool(llama_cpp.llama_supports_gpu_offload())
-        n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (-1 if gpu else 0)
-        self.llm = llama_cpp.Llama(
-            spec.model_path,
-            n_ctx=spec.n_ctx,
-            n_batch=spec.n_batch,
-            n_ubatch=min(spec.n_batch, 512),
-            n_gpu_layers=n_gpu_layers,
-            n_threads=spec.n_threads or None,
-            n_threads_batch=spec.n_threads or None,
-            use_mmap=spec.use_mmap,
-            verbose=False,
-        )
-        self.vocab = self.llm._model.vocab
-        self.gpu_offload = gpu and n_gpu_layers != 0
-        self.n_gpu_layers = n_gpu_layers
-        self._buf = ctypes.create_string_buffer(256)
+        global _BACKEND_READY
+        if not _BACKEND_READY:
+            llama_cpp.llama_backend_init()
+            _BACKEND_READY = True
+        self.gpu = bool(llama_cpp.llama_supports_gpu_offload())
+        self.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (999 if self.gpu else 0)
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = self.n_gpu_layers
+        mparams.use_mmap = spec.use_mmap
+        model = llama_cpp.llama_model_load_from_file(spec.model_path.encode(), mparams)
+        if not model:
+            raise LoadError(f"llama.cpp could not load {spec.model_path} (not a GGUF it supports, or out of memory)")
+        self.model = model
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.n_layer = int(llama_cpp.llama_model_n_layer(model))
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
+        self.n_parallel = max(1, spec.n_parallel)
+        self.n_batch = spec.n_batch
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = spec.n_ctx * self.n_parallel
+        cparams.n_batch = spec.n_batch
+        cparams.n_ubatch = min(spec.n_batch, 512)
+        cparams.n_seq_max = self.n_parallel
+        cparams.kv_unified = False
+        if spec.n_threads > 0:
+            cparams.n_threads = spec.n_threads
+            cparams.n_threads_batch = spec.n_threads
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise LoadError("llama.cpp could not create the context (out of memory? try a smaller num_ctx)")
+        self.ctx = ctx
+        self.n_ctx_seq = int(llama_cpp.llama_n_ctx(ctx)) // self.n_parallel
+        self.memory = llama_cpp.llama_get_memory(ctx)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self._batch = llama_cpp.llama_batch_init(spec.n_batch, 0, 1)
+        self._n = 0
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
 
     def info(self) -> dict[str, Any]:
-        n_layer = int(self.llm.metadata.get(f"{self.llm.metadata.get('general.architecture', '')}.block_count", 0) or 0)
         return {
-            "n_ctx": self.llm.n_ctx(),
-            "n_ctx_train": self.llm._model.n_ctx_train(),
-            "n_vocab": self.llm.n_vocab(),
-            "gpu_offload": self.gpu_offload,
-            "n_gpu_layers": (n_layer + 1) if self.n_gpu_layers < 0 else min(self.n_gpu_layers, n_layer + 1),
-            "n_layer": n_layer,
+            "n_ctx": self.n_ctx_seq,
+            "n_ctx_train": self.n_ctx_train,
+            "n_parallel": self.n_parallel,
+            "n_vocab": self.n_vocab,
+            "gpu_offload": self.gpu and self.n_gpu_layers > 0,
+            "n_gpu_layers": min(self.n_gpu_layers, self.n_layer + 1),
+            "n_layer": self.n_layer,
         }
 
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+    # -- text ----------------------------------------------------------------------------------------
 
-    def _piece(self, token: int) -> bytes:
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False)
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos and self.add_bos, True)
         if n < 0:
-            self._buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False)
-        return self._buf.raw[:n]
+            cap = -n
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos and self.add_bos, True)
+        return list(buf[:n])
 
-    def generate(
-        self, prompt: str, options: dict[str, Any], cancelled: Callable[[], bool]
-    ) -> Iterator[Piece | Finished]:
-        """Generate from `prompt`; stops at an end-of-generation token, a stop string, num_predict or n_ctx."""
-        tokens = self.tokenize(prompt)
-        n_ctx = self.llm.n_ctx()
-        if len(tokens) >= n_ctx:
-            raise ContextOverflow(len(tokens), n_ctx)
-        num_predict = int(options.get("num_predict", -1) or -1)
-        if options.get("num_predict") == 0:
-            num_predict = 0
-        stops = [s for s in options.get("stop", []) if s]
-        seed = options.get("seed")
-        self.llm.set_seed(int(seed) if seed is not None and seed >= 0 else random.getrandbits(31))
-        self.llm.last_n_tokens_size = int(options.get("repeat_last_n", 64))
-        if self.llm.last_n_tokens_size < 0:
-            self.llm.last_n_tokens_size = n_ctx
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (cached: the per-token path calls this for every token)."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        buf = self._piece_buf
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        out = buf.raw[:n]
+        self._pieces[token] = out
+        return out
 
-        start = time.perf_counter_ns()
-        first_at = start
-        generated: list[int] = []
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""  # text held back because it may be the start of a stop string
-        reason = "length"
-        if num_predict == 0:
-            yield Finished("length", len(tokens), 0, 0, 0, tokens)
-            return
-        stream = self.llm.generate(
-            tokens,
-            temp=float(options.get("temperature", 0.8)),
-            top_k=int(options.get("top_k", 40)),
-            top_p=float(options.get("top_p", 0.9)),
-            min_p=float(options.get("min_p", 0.0)),
-            typical_p=float(options.get("typical_p", 1.0)),
-            repeat_penalty=float(options.get("repeat_penalty", 1.0)),
-            frequency_penalty=float(options.get("frequency_penalty", 0.0)),
-            presence_penalty=float(options.get("presence_penalty", 0.0)),
-        )
-        try:
-            for token in stream:
-                if not generated:
-                    first_at = time.perf_counter_ns()
-                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                    reason = "stop"
-                    break
-                generated.append(token)
-                pending += decoder.decode(self._piece(token))
-                if stops:
-                    hit = _find_stop(pending, stops)
-                    if hit is not None:
-                        pending = pending[:hit]
-                        reason = "stop"
-                        break
-                    keep = _held_back(pending, stops)
-                else:
-                    keep = 0
-                if len(pending) > keep:
-                    yield Piece(pending[: len(pending) - keep])
-                    pending = pending[len(pending) - keep :]
-                if cancelled():
-                    reason = "cancel"
-                    break
-                if len(generated) == num_predict or len(tokens) + len(generated) >= n_ctx:
-                    reason = "length"
-                    break
-        finally:
-            stream.close()
-        pending += decoder.decode(b"", final=True)
-        if pending:
-            yield Piece(pending)
-        end = time.perf_counter_ns()
-        yield Finished(reason, len(tokens), first_at - start, len(generated), end - first_at, tokens + generated)
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
 
+    # -- decoding ------------------------------------------------------------------------------------
 
-def _find_stop(text: str, stops: list[str]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(hits) if hits else None
+    def clear_batch(self) -> None:
+        self._n = 0
 
+    @property
+    def batch_size(self) -> int:
+        return self._n
 
-def _held_back(text: str, stops: list[str]) -> int:
-    """How many trailing characters of `text` could begin a stop string."""
-    longest = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), longest, -1):
-            if stop.startswith(text[-n:]):
-                longest = n
-                break
-    return longest
+    def add(self, token: int, pos: int, seq: int, logits: bool) -> int:
+        """Stage a token; returns its index in the batch (where its logits will be)."""
+        b = self._batch
+        i = self._n
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+        self._n = i + 1
+        return i
+
+    def decode(self) -> int:
+        """Evaluate the staged batch; 0 on success (llama_decode's return code otherwise)."""
+        self._batch.n_tokens = self._n
+        return int(llama_cpp.llama_decode(self.ctx, self._batch))
+
+    def forget(self, seq: int, from_pos: int) -> bool:
+        """Drop the cache of sequence `seq` from `from_pos` on; False if this model cannot cut part of it."""
+        if llama_cpp.llama_memory_seq_rm(self.memory, seq, from_pos, -1):
+            return True
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+        return False
+
+    def logprobs(self, index: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+        """The log-probability of `token` at output `index`, and the `top` most likely tokens."""
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+        peak = float(logits.max())
+        log_z = peak + math.log(float(np.exp(logits - peak).sum()))
+        chosen = float(logits[token]) - log_z
+        if top <= 0:
+            return chosen, []
+        idx = np.argpartition(-logits, top)[:top] if top < self.n_vocab else np.arange(self.n_vocab)
+        idx = idx[np.argsort(-logits[idx])]
+        return chosen, [(int(i), float(logits[i]) - log_z) for i in idx]
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self.ctx)
+        llama_cpp.llama_model_free(self.model)

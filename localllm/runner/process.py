@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ContextLengthExceeded, EngineError, InvalidRequest
-from ..types import Done, Token
+from ..types import Done, Token, TokenLogprob
 from .protocol import Message, decode, encode
 
 log = logging.getLogger("localllm.runner")
@@ -144,6 +144,8 @@ class RunnerProcess:
             self._send({**message, "id": rid})
             while True:
                 event = await queue.get()
+                if event.get("ev") == "text" and not queue.empty():
+                    event = _coalesce(event, queue)
                 kind = event.get("ev")
                 if kind == "error":
                     finished = True
@@ -162,7 +164,8 @@ class RunnerProcess:
         """Stream the generation of `prompt`; closing the iterator early cancels it in the runner."""
         async for event in self._request({"op": "generate", "prompt": prompt, "options": options}):
             if event["ev"] == "text":
-                yield Token(event["text"])
+                lps = event.get("logprobs")
+                yield Token(event["text"], tuple(_logprob(x) for x in lps) if lps else ())
             elif event["ev"] == "done":
                 yield Done(
                     reason=event["reason"],
@@ -171,6 +174,7 @@ class RunnerProcess:
                     eval_count=event["eval_count"],
                     eval_duration=event["eval_duration"],
                     context=tuple(event.get("context") or ()),
+                    cached_tokens=event.get("cached_tokens", 0),
                 )
 
     async def tokenize(self, text: str) -> list[int]:
@@ -194,6 +198,39 @@ class RunnerProcess:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, 1.0)
+
+
+def _coalesce(first: Message, queue: asyncio.Queue[Message]) -> Message:
+    """Merge the text events already waiting behind `first`, so a slow reader gets fewer, larger pieces.
+
+    Stops at the first event of another kind, which is put back at the front by re-queueing the rest.
+    """
+    text = [first["text"]]
+    logprobs = list(first.get("logprobs") or ())
+    rest: list[Message] = []
+    while not queue.empty():
+        event = queue.get_nowait()
+        if rest or event.get("ev") != "text":
+            rest.append(event)
+            continue
+        text.append(event["text"])
+        logprobs.extend(event.get("logprobs") or ())
+    for event in rest:
+        queue.put_nowait(event)
+    merged: Message = {"ev": "text", "id": first["id"], "text": "".join(text)}
+    if logprobs:
+        merged["logprobs"] = logprobs
+    return merged
+
+
+def _logprob(raw: dict[str, Any]) -> TokenLogprob:
+    return TokenLogprob(
+        raw["id"],
+        raw["token"],
+        tuple(raw["bytes"]),
+        raw["logprob"],
+        tuple((t, text, lp) for t, text, lp in raw.get("top", ())),
+    )
 
 
 def _safe_decode(line: bytes) -> Message:

@@ -18,7 +18,7 @@ from ..service import ChatRequest, GenerateRequest, Model, Service
 from ..types import ROLES, ChatMessage, Done, Token, parse_options
 from . import requests as rq
 from .errors import ollama_error, status_of
-from .streaming import EventStream, ndjson_line, prepend
+from .streaming import ClientGone, EventStream, first_item, ndjson_line, prepend, until_disconnect
 
 
 def _service(request: Request) -> Service:
@@ -38,13 +38,15 @@ def error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(ollama_error(exc), status_code=status_of(exc))
 
 
-async def _stream_or_error(items: AsyncGenerator[Any, None], *, stream: bool) -> Response:
+async def _stream_or_error(items: AsyncGenerator[Any, None], request: Request, *, stream: bool) -> Response:
     """Answer with the stream (its first item pulled first, so early errors get a real status), or, with
     `stream: false`, the items merged into one object."""
     try:
-        first = await items.__anext__()
+        first = await first_item(items, request)
     except StopAsyncIteration:
         return JSONResponse({})
+    except ClientGone:
+        return Response(status_code=499)
     except Exception as exc:
         await items.aclose()
         return error_response(exc)
@@ -52,13 +54,20 @@ async def _stream_or_error(items: AsyncGenerator[Any, None], *, stream: bool) ->
         return EventStream(
             prepend(first, items), frame=ndjson_line, on_error=ollama_error, media_type="application/x-ndjson"
         )
-    merged = first
+
+    async def merge_all() -> dict[str, Any]:
+        merged: dict[str, Any] = first
+        async with contextlib.aclosing(items):
+            async for item in items:
+                merged = _merge(merged, item)
+        return merged
+
     try:
-        async for item in items:
-            merged = _merge(merged, item)
+        return JSONResponse(await until_disconnect(merge_all(), request))
+    except ClientGone:
+        return Response(status_code=499)
     except Exception as exc:
         return error_response(exc)
-    return JSONResponse(merged)
 
 
 def _merge(acc: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
@@ -133,7 +142,9 @@ async def generate(request: Request) -> Response:
         return error_response(exc)
 
     events = _service(request).generate(req)
-    return await _stream_or_error(_lines(events, str(req.model), "response", context=not req.raw), stream=stream)
+    return await _stream_or_error(
+        _lines(events, str(req.model), "response", context=not req.raw), request, stream=stream
+    )
 
 
 def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
@@ -168,7 +179,7 @@ async def chat(request: Request) -> Response:
         return error_response(exc)
 
     events = _service(request).chat(req)
-    return await _stream_or_error(_lines(events, str(req.model), "message", context=False), stream=stream)
+    return await _stream_or_error(_lines(events, str(req.model), "message", context=False), request, stream=stream)
 
 
 def model_entry(model: Model) -> dict[str, Any]:
@@ -252,7 +263,7 @@ async def pull(request: Request) -> Response:
             async for step in progress:
                 yield step.as_dict()
 
-    return await _stream_or_error(lines(), stream=stream)
+    return await _stream_or_error(lines(), request, stream=stream)
 
 
 async def delete(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncGenerator
@@ -11,13 +12,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import InvalidRequest, ModelNotFound
+from ..errors import EngineError, InvalidRequest, ModelNotFound
 from ..names import parse_name
-from ..service import ChatRequest, Service
+from ..service import ChatRequest, GenerateRequest, Service
 from ..types import ROLES, ChatMessage, Done, Options, Token
 from . import requests as rq
 from .errors import openai_error, status_of
-from .streaming import EventStream, sse_event
+from .streaming import ClientGone, EventStream, first_item, prepend, sse_event, until_disconnect
 
 FINISH = {"stop": "stop", "length": "length", "cancel": "stop"}
 SYSTEM_FINGERPRINT = "fp_localllm"
@@ -105,11 +106,13 @@ def _penalty(body: dict[str, Any], key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _usage(done: Done) -> dict[str, int]:
+def _usage(done: Done) -> dict[str, Any]:
+    prompt = done.prompt_eval_count + done.cached_tokens
     return {
-        "prompt_tokens": done.prompt_eval_count,
+        "prompt_tokens": prompt,
         "completion_tokens": done.eval_count,
-        "total_tokens": done.prompt_eval_count + done.eval_count,
+        "total_tokens": prompt + done.eval_count,
+        "prompt_tokens_details": {"cached_tokens": done.cached_tokens},
     }
 
 
@@ -117,32 +120,101 @@ async def chat_completions(request: Request) -> Response:
     try:
         body = await rq.read_json(request)
         req, stream = to_chat_request(body)
-        include_usage = False
-        if stream:
-            stream_options = rq.field(body, "stream_options", dict, {})
-            include_usage = rq.field(stream_options, "include_usage", bool, False, prefix="stream_options.")
+        include_usage = _include_usage(body) if stream else False
     except Exception as exc:
         return error_response(exc)
 
-    cid = f"chatcmpl-{secrets.token_hex(12)}"
-    created = int(time.time())
-    model = body["model"]
-    events = _service(request).chat(req)
+    return await _answer(
+        request, _service(request).chat(req), model=body["model"], chat=True, stream=stream, include_usage=include_usage
+    )
+
+
+def to_completion_request(body: dict[str, Any]) -> tuple[GenerateRequest, bool]:
+    """Translate a legacy completions request: the prompt is used as given (no chat template)."""
+    name = rq.model_name(body)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise InvalidRequest("prompt must be a string (lists of prompts are not supported yet)", field="prompt")
+    unsupported = {
+        "suffix": bool(body.get("suffix")),
+        "echo": bool(body.get("echo")),
+        "logprobs": body.get("logprobs") is not None,
+        "best_of": body.get("best_of") not in (None, 1),
+        "logit_bias": bool(body.get("logit_bias")),
+    }
+    for key, present in unsupported.items():
+        if present:
+            raise InvalidRequest(f"{key} is not supported yet", field=key)
+    chat, stream = to_chat_request(
+        {**body, "messages": [{"role": "user", "content": prompt}], "max_tokens": rq.field(body, "max_tokens", int, 16)}
+    )
+    return GenerateRequest(model=name, prompt=prompt, raw=True, options=chat.options), stream
+
+
+async def completions(request: Request) -> Response:
     try:
-        first = await events.__anext__()
+        body = await rq.read_json(request)
+        req, stream = to_completion_request(body)
+        include_usage = _include_usage(body) if stream else False
+    except Exception as exc:
+        return error_response(exc)
+    return await _answer(
+        request,
+        _service(request).generate(req),
+        model=body["model"],
+        chat=False,
+        stream=stream,
+        include_usage=include_usage,
+    )
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = rq.field(body, "stream_options", dict, {})
+    return bool(rq.field(options, "include_usage", bool, False, prefix="stream_options."))
+
+
+async def _answer(
+    request: Request,
+    events: AsyncGenerator[Token | Done, None],
+    *,
+    model: str,
+    chat: bool,
+    stream: bool,
+    include_usage: bool,
+) -> Response:
+    """Frame one generation as a chat completion or a text completion, streamed as SSE or whole."""
+    cid = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
+    created = int(time.time())
+    try:
+        first = await first_item(events, request)
+    except ClientGone:
+        return Response(status_code=499)
     except Exception as exc:
         await events.aclose()
         return error_response(exc)
 
-    def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def envelope(obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
             "id": cid,
-            "object": "chat.completion.chunk",
+            "object": obj,
             "created": created,
             "model": model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": choices,
         }
+
+    def choice(text: str | None, finish: str | None) -> dict[str, Any]:
+        if chat:
+            delta = {} if text is None else {"content": text}
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+
+    chunk_object = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(text: str | None, finish: str | None) -> dict[str, Any]:
+        out = envelope(chunk_object, [choice(text, finish)])
         if include_usage:
             out["usage"] = None
         return out
@@ -150,29 +222,18 @@ async def chat_completions(request: Request) -> Response:
     if stream:
 
         async def chunks() -> AsyncGenerator[Any, None]:
-            yield chunk({"role": "assistant", "content": ""}, None)
-            event: Token | Done = first
-            rest = events
-            try:
-                while True:
+            async with contextlib.aclosing(prepend(first, events)) as all_events:
+                if chat:
+                    opening = chunk(None, None)
+                    opening["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+                    yield opening
+                async for event in all_events:
                     if isinstance(event, Token):
-                        yield chunk({"content": event.text}, None)
-                    else:
-                        yield chunk({}, FINISH.get(event.reason, "stop"))
-                        if include_usage:
-                            yield {
-                                "id": cid,
-                                "object": "chat.completion.chunk",
-                                "created": created,
-                                "model": model,
-                                "system_fingerprint": SYSTEM_FINGERPRINT,
-                                "choices": [],
-                                "usage": _usage(event),
-                            }
-                        return
-                    event = await rest.__anext__()
-            finally:
-                await rest.aclose()
+                        yield chunk(event.text, None)
+                        continue
+                    yield chunk(None, FINISH.get(event.reason, "stop"))
+                    if include_usage:
+                        yield {**envelope(chunk_object, []), "usage": _usage(event)}
 
         return EventStream(
             chunks(),
@@ -182,34 +243,35 @@ async def chat_completions(request: Request) -> Response:
             trailer=sse_event("[DONE]"),
         )
 
-    text = []
-    event: Token | Done = first
+    async def collect() -> tuple[str, Done]:
+        text: list[str] = []
+        async with contextlib.aclosing(prepend(first, events)) as all_events:
+            async for event in all_events:
+                if isinstance(event, Token):
+                    text.append(event.text)
+                else:
+                    return "".join(text), event
+        raise EngineError("the generation ended without a result")
+
     try:
-        while isinstance(event, Token):
-            text.append(event.text)
-            event = await events.__anext__()
+        text, done = await until_disconnect(collect(), request)
+    except ClientGone:
+        return Response(status_code=499)
     except Exception as exc:
         return error_response(exc)
-    finally:
-        await events.aclose()
-    return JSONResponse(
-        {
-            "id": cid,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(text), "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": FINISH.get(event.reason, "stop"),
-                }
-            ],
-            "usage": _usage(event),
-        }
-    )
+    finish = FINISH.get(done.reason, "stop")
+    if chat:
+        choices = [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ]
+        return JSONResponse({**envelope("chat.completion", choices), "usage": _usage(done)})
+    choices = [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]
+    return JSONResponse({**envelope("text_completion", choices), "usage": _usage(done)})
 
 
 def _model_object(name: str, modified_at: float, owner: str) -> dict[str, Any]:
@@ -236,6 +298,7 @@ async def get_model(request: Request) -> Response:
 
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model:path}", get_model, methods=["GET"]),
 ]

@@ -1,25 +1,37 @@
 """Framing of event streams as NDJSON (`/api/*`) and SSE (`/v1/*`), with the mid-stream error rule.
 
-An error before the first byte is an ordinary error response with its status. The route therefore
-pulls the first item of a stream before answering (`first_or_error`). An error after that becomes the
-last line (`{"error": ...}`) or event (`data: {"error": {...}}`), and the stream ends. When the client
-goes away, the stream is closed, which cancels the generation behind it.
+An error before the first byte is an ordinary error response with its status, so a route pulls the
+first item of a stream before answering (`first_item`). An error after that becomes the last line
+(`{"error": ...}`) or event (`data: {"error": {...}}`), and the stream ends.
+
+A client that goes away is noticed at once, not at the next write: both `first_item` and `EventStream`
+listen for the disconnect while they wait, and then close the stream, which cancels the generation
+behind it (its slot is free within one decode step).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
 
+import anyio
+from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger("localllm.server")
 
+T = TypeVar("T")
+
 Frame = Callable[[Any], bytes]
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer began."""
 
 
 def ndjson_line(obj: Any) -> bytes:
@@ -31,12 +43,45 @@ def sse_event(obj: Any) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnect(work: Awaitable[T], request: Request) -> T:
+    """Await `work`, cancelling it and raising `ClientGone` if the client leaves first."""
+    task: asyncio.Future[Any] = asyncio.ensure_future(work)
+    gone: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        await asyncio.wait([task, gone], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if task.done():
+        result: T = task.result()
+        return result
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    log.info("client disconnected before the answer was ready; request cancelled")
+    raise ClientGone
+
+
+async def first_item(items: AsyncGenerator[Any, None], request: Request) -> Any:
+    """The first item of `items` (waiting covers the queue, the model load and the prompt evaluation);
+    `ClientGone`, with `items` closed, if the client leaves meanwhile."""
+    try:
+        return await until_disconnect(items.__anext__(), request)
+    except ClientGone:
+        await items.aclose()
+        raise
+
+
 class EventStream(StreamingResponse):
     """Stream JSON-ready objects from an async iterator, framed by `frame`; errors become a last frame."""
 
     def __init__(
         self,
-        items: AsyncIterator[Any],
+        items: AsyncGenerator[Any, None],
         *,
         frame: Frame,
         on_error: Callable[[BaseException], Any],
@@ -50,27 +95,36 @@ class EventStream(StreamingResponse):
         self.trailer = trailer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    await _disconnected(receive)
+                    log.info("client disconnected; generation cancelled")
+                    group.cancel_scope.cancel()
+
+                group.start_soon(watch)
+                await self._stream(send)
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.items.aclose()
+
+    async def _stream(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         try:
-            try:
-                async for item in self.items:
-                    await send({"type": "http.response.body", "body": self.frame(item), "more_body": True})
-                tail = self.trailer
-            except OSError:
-                log.info("client disconnected; generation cancelled")
-                return
-            except Exception as exc:
-                tail = self.frame(self.on_error(exc))
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            async for item in self.items:
+                await send({"type": "http.response.body", "body": self.frame(item), "more_body": True})
+            tail = self.trailer
         except OSError:
-            log.info("client disconnected")
-        finally:
-            aclose = getattr(self.items, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            return
+        except Exception as exc:
+            tail = self.frame(self.on_error(exc))
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
-async def prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
+async def prepend(first: Any, rest: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
     """`first`, then the items of `rest`; closing this closes `rest`."""
     async with contextlib.aclosing(rest):
         yield first
