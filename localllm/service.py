@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import hub, prompt
+from . import prompt
 from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest
 from .gguf import GGUFInfo, read_info
@@ -145,6 +145,8 @@ class Service:
 
     async def pull(self, name: ModelName) -> AsyncGenerator[Progress, None]:
         """Pull from the Hub in a worker thread, relaying its progress; closing early cancels it."""
+        from . import hub  # huggingface_hub is large: the daemon loads it on the first pull, not at start
+
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Progress | BaseException | None] = asyncio.Queue()
         cancel = threading.Event()

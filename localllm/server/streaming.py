@@ -95,16 +95,19 @@ class EventStream(StreamingResponse):
         self.trailer = trailer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        done = False
         try:
             async with anyio.create_task_group() as group:
 
                 async def watch() -> None:
                     await _disconnected(receive)
-                    log.info("client disconnected; generation cancelled")
+                    if not done:
+                        log.info("client disconnected; generation cancelled")
                     group.cancel_scope.cancel()
 
                 group.start_soon(watch)
                 await self._stream(send)
+                done = True
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
