@@ -52,13 +52,16 @@ class EngineLike(Protocol):
     def logprobs(self, index: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]: ...
 
 
-def sampling_params(options: dict[str, Any]) -> SamplingParams:
+def sampling_params(options: dict[str, Any], grammar_for: Callable[[Any], str] | None = None) -> SamplingParams:
+    """Sampling parameters from a request's options; `format` becomes a grammar through `grammar_for`."""
     values: dict[str, Any] = {k: float(options[k]) for k in _FLOAT if options.get(k) is not None}
     values.update({k: int(options[k]) for k in _INT if options.get(k) is not None})
     if values.get("seed", 0) < 0:
         del values["seed"]
     if options.get("grammar"):
         values["grammar"] = str(options["grammar"])
+    elif options.get("format") and grammar_for is not None:
+        values["grammar"] = grammar_for(options["format"])
     if options.get("logit_bias"):
         values["logit_bias"] = tuple((int(t), float(b)) for t, b in options["logit_bias"])
     return SamplingParams(**values)
@@ -99,9 +102,14 @@ class Slot:
 
 class Batcher:
     def __init__(
-        self, engine: EngineLike, send: Callable[[Message], None], make_sampler: Callable[[SamplingParams], SamplerLike]
+        self,
+        engine: EngineLike,
+        send: Callable[[Message], None],
+        make_sampler: Callable[[SamplingParams], SamplerLike],
+        grammar_for: Callable[[Any], str] | None = None,
     ) -> None:
         self.engine = engine
+        self.grammar_for = grammar_for
         self.send = send
         self.make_sampler = make_sampler
         self.slots = [Slot(i) for i in range(engine.n_parallel)]
@@ -162,7 +170,7 @@ class Batcher:
             )
             return
         try:
-            job.sampler = self.make_sampler(sampling_params(options))
+            job.sampler = self.make_sampler(sampling_params(options, self.grammar_for))
         except (ValueError, TypeError) as exc:
             self.send({"ev": "error", "id": rid, "kind": "request", "message": str(exc)})
             return

@@ -9,6 +9,7 @@ process (`runner.main`).
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,17 @@ class SamplingParams:
     seed: int = 0xFFFFFFFF  # llama.cpp's "random"
     grammar: str | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()
+
+
+def grammar_for(fmt: Any) -> str:
+    """The GBNF grammar for Ollama's `format`: "json" (any JSON value) or a JSON schema object."""
+    from llama_cpp import llama_grammar
+
+    if fmt == "json":
+        return str(llama_grammar.JSON_GBNF)
+    if isinstance(fmt, dict):
+        return str(llama_grammar.json_schema_to_gbnf(json.dumps(fmt)))
+    raise ValueError(f'format must be "json" or a JSON schema object, got {fmt!r}')
 
 
 class Sampler:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="runner: %(levelname)s %(message)s")
     channel = Channel(_take_stdout())
     from .batch import Batcher
-    from .engine import Engine, LoadSpec, Sampler
+    from .engine import Engine, LoadSpec, Sampler, grammar_for
 
     try:
         engine = Engine(LoadSpec(**json.loads(args[0])))
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     channel.send({"ev": "ready", **engine.info()})
     inbox: queue.Queue[Message | None] = queue.Queue()
     threading.Thread(target=_read_commands, args=(inbox,), daemon=True, name="commands").start()
-    Batcher(engine, channel.send, lambda params: Sampler(engine, params)).run(inbox)
+    Batcher(engine, channel.send, lambda params: Sampler(engine, params), grammar_for).run(inbox)
     engine.close()
     return 0
 
