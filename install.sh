@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install localllm from this checkout into a virtual environment, optionally as a systemd service.
 # Run ./install.sh --help for the options. Safe to run again: it updates what is there.
+#
+# Nothing runs until the last line (`main "$@"`), so a truncated copy of this file does nothing.
 
 set -eu
 
@@ -10,36 +12,69 @@ Usage: ./install.sh [options]
 
 Installs localllm from this checkout into a Python virtual environment and links the `localllm`
 command onto your PATH. llama.cpp is compiled (through llama-cpp-python): with CUDA when an NVIDIA
-GPU and nvcc are both present, for the CPU otherwise. Compiling takes several minutes the first time.
+GPU and nvcc are both present, for the CPU otherwise. Compiling takes several minutes the first time;
+pip caches the CPU build, so running this again is quick.
 
 Options:
   --prefix DIR    virtual environment to create or update
-                  (default: ~/.local/share/localllm/venv; /opt/localllm/venv for a root --service)
-  --bin-dir DIR   where to link the `localllm` command (default: ~/.local/bin; /usr/local/bin as root)
+                  (default: ~/.local/share/localllm/venv; as root /opt/localllm/venv)
+  --bin-dir DIR   where to link the `localllm` command (default: ~/.local/bin; as root /usr/local/bin)
   --no-link       do not link the command anywhere
   --dev           editable install with the test tools (pytest, ruff, mypy, openai, ollama)
   --cpu           build llama.cpp for the CPU even when a GPU is present
-  --cuda          build llama.cpp with CUDA (needs nvcc)
+  --cuda          build llama.cpp with CUDA (needs nvcc, the CUDA toolkit)
   --service       install a systemd unit running `localllm serve` and start it when systemd runs:
                   a user unit, or as root a system unit with a dedicated `localllm` user
   --python PY     the Python to build the environment with (default: python3, 3.10 or newer)
+  --uninstall     remove the environment, the link and the unit (models are kept)
   -h, --help      show this help
+
+Examples:
+  ./install.sh                                  # for you: ~/.local/share/localllm/venv, ~/.local/bin/localllm
+  sudo ./install.sh --service                   # system service as user localllm, models in /var/lib/localllm
+  ./install.sh --dev --prefix .venv --no-link   # development: then scripts/test
 USAGE
 }
 
-status() { printf '>>> %s\n' "$*"; }
+STEP="starting"
+FAILED_CLEANLY=0
+TMP_UNIT=""  # removed on exit
+TMP_SRC=""
+
+status() {
+    STEP=$*
+    printf '>>> %s\n' "$*"
+}
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
-error() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+error() {
+    FAILED_CLEANLY=1
+    printf 'ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+cleanup() {
+    rc=$?
+    if [ -n "$TMP_UNIT" ]; then rm -f "$TMP_UNIT"; fi
+    if [ -n "$TMP_SRC" ]; then rm -rf "$TMP_SRC"; fi
+    if [ "$rc" -ne 0 ] && [ "$FAILED_CLEANLY" -eq 0 ]; then
+        printf 'ERROR: install.sh failed (exit %s) during: %s\n' "$rc" "$STEP" >&2
+        printf '       See the output above; fix the cause and run ./install.sh again (it is safe to re-run).\n' >&2
+    fi
+}
 
 main() {
     SRC=$(cd "$(dirname "$0")" && pwd)
+    [ -n "${HOME:-}" ] || error "HOME is not set"
     PREFIX=""
     BIN_DIR=""
     LINK=1
     DEV=0
     ACCEL=auto
+    FORCED=0
     SERVICE=0
+    UNINSTALL=0
     PYTHON=python3
+    PYTHON_GIVEN=0
 
     while [ $# -gt 0 ]; do
         case "$1" in
@@ -49,189 +84,470 @@ main() {
             --bin-dir=*) BIN_DIR=${1#*=}; shift ;;
             --no-link) LINK=0; shift ;;
             --dev) DEV=1; shift ;;
-            --cpu) ACCEL=cpu; shift ;;
-            --cuda) ACCEL=cuda; shift ;;
+            --cpu) ACCEL=cpu; FORCED=1; shift ;;
+            --cuda) ACCEL=cuda; FORCED=1; shift ;;
             --service) SERVICE=1; shift ;;
-            --python) [ $# -ge 2 ] || error "--python needs an interpreter"; PYTHON=$2; shift 2 ;;
+            --python) [ $# -ge 2 ] || error "--python needs an interpreter"; PYTHON=$2; PYTHON_GIVEN=1; shift 2 ;;
+            --python=*) PYTHON=${1#*=}; PYTHON_GIVEN=1; shift ;;
+            --uninstall) UNINSTALL=1; shift ;;
             -h|--help) usage; exit 0 ;;
-            *) usage >&2; error "unknown option: $1" ;;
+            *) error "unknown option: $1 (see ./install.sh --help)" ;;
         esac
     done
 
     IS_ROOT=0
     [ "$(id -u)" -eq 0 ] && IS_ROOT=1
+    if [ $IS_ROOT -eq 1 ]; then
+        umask 022  # the venv must be readable by the service user and by everyone using /usr/local/bin/localllm
+    fi
     if [ -z "$PREFIX" ]; then
-        if [ $SERVICE -eq 1 ] && [ $IS_ROOT -eq 1 ]; then PREFIX=/opt/localllm/venv
+        if [ $IS_ROOT -eq 1 ]; then PREFIX=/opt/localllm/venv
         else PREFIX="${XDG_DATA_HOME:-$HOME/.local/share}/localllm/venv"; fi
     fi
     if [ -z "$BIN_DIR" ]; then
         if [ $IS_ROOT -eq 1 ]; then BIN_DIR=/usr/local/bin; else BIN_DIR="$HOME/.local/bin"; fi
     fi
-    case "$PREFIX" in /*) ;; *) PREFIX="$PWD/$PREFIX" ;; esac
+    PREFIX=$(absolute "$PREFIX")
+    BIN_DIR=$(absolute "$BIN_DIR")
+    VPY="$PREFIX/bin/python"
+
+    trap cleanup EXIT
+
+    if [ $UNINSTALL -eq 1 ]; then
+        uninstall
+        return
+    fi
 
     check_python
     make_venv
     install_package
-    [ $LINK -eq 1 ] && link_command
-    [ $SERVICE -eq 1 ] && install_service
+    if [ $LINK -eq 1 ]; then link_command; fi
+    if [ $SERVICE -eq 1 ]; then install_service; fi
     summary
 }
 
+absolute() {  # expand a leading ~ (as in --prefix=~/x) and make the path absolute
+    case "$1" in
+        \~) printf '%s\n' "$HOME" ;;
+        \~/*) printf '%s/%s\n' "$HOME" "${1#??}" ;;
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s/%s\n' "$PWD" "$1" ;;
+    esac
+}
+
 check_python() {
-    command -v "$PYTHON" >/dev/null 2>&1 || error "$PYTHON not found: install Python 3.10 or newer (Debian/Ubuntu: apt-get install python3 python3-venv)"
+    status "Checking $PYTHON"
+    command -v "$PYTHON" >/dev/null 2>&1 \
+        || error "$PYTHON not found: install Python 3.10 or newer (Debian/Ubuntu: sudo apt-get install python3 python3-venv), or name one with --python"
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-        || error "localllm needs Python 3.10 or newer; $PYTHON is $("$PYTHON" -V 2>&1)"
-    if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        if [ $IS_ROOT -eq 1 ] && command -v apt-get >/dev/null 2>&1; then
-            status "Installing python3-venv"
-            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null \
-                || error "could not install python3-venv with apt-get"
+        || error "localllm needs Python 3.10 or newer; $PYTHON is $("$PYTHON" -V 2>&1) (name another with --python)"
+    if [ $IS_ROOT -eq 1 ] && [ $SERVICE -eq 1 ] && ! usable_by_others "$PYTHON"; then
+        # e.g. a pyenv Python under /root: the venv links to it, and the localllm user could not run it
+        if [ $PYTHON_GIVEN -eq 0 ] && [ -x /usr/bin/python3 ] && usable_by_others /usr/bin/python3 \
+            && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+            status "Using /usr/bin/python3: the service user localllm could not run $(real_python "$PYTHON")"
+            PYTHON=/usr/bin/python3
+            PYTHON_GIVEN=1
         else
-            error "Python's venv module is missing: install it (Debian/Ubuntu: sudo apt-get install python3-venv)"
+            error "the service user localllm could not run $(real_python "$PYTHON") (other users cannot read it): name a system Python with --python, e.g. --python /usr/bin/python3"
         fi
     fi
-    command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 \
-        || error "a C/C++ compiler is needed to build llama.cpp (Debian/Ubuntu: sudo apt-get install build-essential cmake)"
+    if "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        return
+    fi
+    # Debian and Ubuntu ship venv's pip bootstrap separately: python3-venv for the default python3,
+    # python3.X-venv for another version.
+    version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    package=python3-venv
+    if [ "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" != "$version" ]; then
+        package="python$version-venv"
+    fi
+    if [ $IS_ROOT -eq 1 ] && command -v apt-get >/dev/null 2>&1; then
+        status "Installing $package (Python's venv module is missing)"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+            || error "apt-get update failed: install $package yourself (apt-get install $package) and run ./install.sh again"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null \
+            || error "apt-get could not install $package: install it yourself and run ./install.sh again"
+        "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 \
+            || error "$package is installed but $PYTHON still has no working venv module"
+    else
+        error "Python's venv module is missing for $PYTHON: install it with: sudo apt-get install $package"
+    fi
+}
+
+real_python() {  # the interpreter behind $1, through venv links and shims such as pyenv's
+    "$1" -c 'import os, sys; print(os.path.realpath(sys.executable))'
+}
+
+usable_by_others() {  # whether other users can run Python $1: its executable and its standard library
+    "$1" - <<'PY' 2>/dev/null
+import os, stat, sys
+
+def reachable(path, need):
+    path = os.path.realpath(path)
+    while True:
+        if os.stat(path).st_mode & need != need:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path, need = parent, stat.S_IXOTH
+
+sys.exit(not (reachable(sys.executable, stat.S_IROTH | stat.S_IXOTH)
+              and reachable(os.path.dirname(os.__file__), stat.S_IROTH | stat.S_IXOTH)))
+PY
 }
 
 make_venv() {
-    if [ -x "$PREFIX/bin/python" ]; then
-        status "Updating the virtual environment in $PREFIX"
+    if [ -x "$VPY" ] && "$VPY" -m pip --version >/dev/null 2>&1; then
+        if [ $PYTHON_GIVEN -eq 1 ] && [ "$(real_python "$VPY")" != "$(real_python "$PYTHON")" ]; then
+            status "Re-creating the virtual environment in $PREFIX with $PYTHON (it was made with $(real_python "$VPY"))"
+            "$PYTHON" -m venv --clear "$PREFIX" || error "could not re-create the virtual environment in $PREFIX"
+        else
+            status "Updating the virtual environment in $PREFIX"
+        fi
     else
-        status "Creating a virtual environment in $PREFIX"
-        mkdir -p "$(dirname "$PREFIX")" || error "cannot create $(dirname "$PREFIX")"
-        "$PYTHON" -m venv "$PREFIX" || error "could not create a virtual environment in $PREFIX"
+        if [ -e "$PREFIX/pyvenv.cfg" ]; then
+            status "Re-creating the broken virtual environment in $PREFIX"
+            "$PYTHON" -m venv --clear "$PREFIX" || error "could not re-create the virtual environment in $PREFIX"
+        else
+            status "Creating a virtual environment in $PREFIX"
+            mkdir -p "$(dirname "$PREFIX")" || error "cannot create $(dirname "$PREFIX") (choose another --prefix)"
+            "$PYTHON" -m venv "$PREFIX" \
+                || error "could not create a virtual environment in $PREFIX (is it writable? choose another with --prefix)"
+        fi
     fi
-    VPY="$PREFIX/bin/python"
-    "$VPY" -m pip install --quiet --upgrade pip || error "could not upgrade pip in $PREFIX (is the package index reachable?)"
+    "$VPY" -m pip install --quiet --upgrade pip \
+        || warn "could not upgrade pip in $PREFIX (is the package index reachable?); going on with $("$VPY" -m pip --version | cut -d' ' -f1-2)"
 }
 
 has_nvidia_gpu() {
     command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '
 }
 
-install_package() {
-    if [ "$ACCEL" = auto ]; then
-        if has_nvidia_gpu && command -v nvcc >/dev/null 2>&1; then
-            ACCEL=cuda; status "NVIDIA GPU and nvcc found: building llama.cpp with CUDA"
-        else
-            ACCEL=cpu
-            if has_nvidia_gpu; then status "NVIDIA GPU found but no nvcc (CUDA toolkit): building llama.cpp for the CPU"
-            else status "No NVIDIA GPU found: building llama.cpp for the CPU"; fi
-        fi
-    elif [ "$ACCEL" = cuda ]; then
-        command -v nvcc >/dev/null 2>&1 || error "--cuda needs nvcc (the CUDA toolkit) on PATH"
-        status "Building llama.cpp with CUDA (--cuda)"
-    else
-        status "Building llama.cpp for the CPU (--cpu)"
-    fi
+has_nvcc() {
+    command -v nvcc >/dev/null 2>&1
+}
 
+check_compiler() {
+    if ! { command -v cc || command -v gcc; } >/dev/null 2>&1 || ! { command -v c++ || command -v g++; } >/dev/null 2>&1; then
+        error "a C and C++ compiler are needed to build llama.cpp: install them (Debian/Ubuntu: sudo apt-get install build-essential) and run ./install.sh again"
+    fi
+}
+
+llama_requirement() {  # the llama-cpp-python requirement of pyproject.toml, e.g. llama-cpp-python>=0.3.16
+    req=$(sed -n 's/^[[:space:]]*"\(llama-cpp-python[^"]*\)".*/\1/p' "$SRC/pyproject.toml" | head -n 1)
+    printf '%s\n' "${req:-llama-cpp-python}"
+}
+
+installed_llama() {  # prints none, cpu or gpu (a CUDA build, even one that cannot load without a driver)
+    "$VPY" -I - <<'PY' 2>/dev/null || echo none
+import importlib.util
+from pathlib import Path
+
+spec = importlib.util.find_spec("llama_cpp")
+if spec is None or spec.origin is None:
+    print("none")
+else:
+    try:
+        import llama_cpp
+    except Exception:
+        print("gpu" if any(Path(spec.origin).parent.rglob("*ggml-cuda*")) else "none")
+    else:
+        print("gpu" if llama_cpp.llama_supports_gpu_offload() else "cpu")
+PY
+}
+
+choose_accel() {
+    case "$ACCEL" in
+        cuda)
+            has_nvcc || error "--cuda needs nvcc (the CUDA toolkit) on PATH: install it, or drop --cuda to build for the CPU"
+            status "llama.cpp with CUDA (--cuda)"
+            ;;
+        cpu)
+            status "llama.cpp for the CPU (--cpu)"
+            ;;
+        auto)
+            if has_nvidia_gpu && has_nvcc; then
+                ACCEL=cuda
+                status "llama.cpp with CUDA: found $(nvidia-smi -L | head -n 1 | cut -d'(' -f1) and nvcc"
+            elif has_nvidia_gpu; then
+                ACCEL=cpu
+                status "llama.cpp for the CPU: an NVIDIA GPU is present but nvcc (the CUDA toolkit) is not; install it and re-run for CUDA"
+            elif has_nvcc; then
+                ACCEL=cpu
+                status "llama.cpp for the CPU: nvcc is present but nvidia-smi lists no NVIDIA GPU (--cuda forces CUDA)"
+            else
+                ACCEL=cpu
+                status "llama.cpp for the CPU: no NVIDIA GPU found"
+            fi
+            ;;
+    esac
+}
+
+install_package() {
+    choose_accel
+    LLAMA_REQ=$(llama_requirement)
+    have=$(installed_llama)
+
+    # llama-cpp-python first, so that the main install finds it satisfied and does not build it again.
     if [ "$ACCEL" = cuda ]; then
-        if "$VPY" -c 'import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_gpu_offload())' >/dev/null 2>&1; then
-            status "llama-cpp-python with GPU offload is already installed"
+        if [ "$have" = gpu ]; then
+            status "llama-cpp-python with GPU offload is already installed in $PREFIX"
         else
-            status "Compiling llama-cpp-python with CUDA (this takes several minutes)"
-            CMAKE_ARGS="-DGGML_CUDA=on" "$VPY" -m pip install --quiet --no-cache-dir --force-reinstall \
-                --no-binary llama-cpp-python "llama-cpp-python>=0.3.16" \
-                || error "building llama-cpp-python with CUDA failed (see the output above; --cpu builds without CUDA)"
+            check_compiler
+            status "Compiling llama-cpp-python with CUDA: this takes several minutes (10 or more on few cores)"
+            # From source (--no-binary), not from pip's cache (--no-cache-dir): either could hand back a CPU build.
+            CMAKE_ARGS="-DGGML_CUDA=on ${CMAKE_ARGS:-}" "$VPY" -m pip install --quiet --no-cache-dir \
+                --no-binary llama-cpp-python --force-reinstall --no-deps "$LLAMA_REQ" \
+                || error "compiling llama-cpp-python with CUDA failed (see the output above; check nvcc --version, or use --cpu)"
+            [ "$(installed_llama)" = gpu ] \
+                || error "llama-cpp-python was built but reports no GPU offload (see the output above, or use --cpu)"
         fi
-    elif ! "$VPY" -c 'import llama_cpp' >/dev/null 2>&1; then
-        status "Compiling llama-cpp-python for the CPU (several minutes the first time; pip caches the result)"
+    elif [ "$have" = gpu ] && [ $FORCED -eq 0 ] && has_nvidia_gpu; then
+        status "Keeping the GPU build of llama-cpp-python already in $PREFIX (--cpu replaces it)"
+    elif [ "$have" = gpu ]; then
+        check_compiler
+        status "Replacing the GPU build of llama-cpp-python with a CPU build (several minutes unless pip has it cached)"
+        "$VPY" -m pip install --quiet --force-reinstall --no-deps "$LLAMA_REQ" \
+            || error "compiling llama-cpp-python for the CPU failed (see the output above)"
+    elif [ "$have" = cpu ]; then
+        status "llama-cpp-python (CPU build) is already installed in $PREFIX"
+    else
+        check_compiler
+        status "Compiling llama-cpp-python for the CPU: several minutes the first time, pip caches the result"
+        "$VPY" -m pip install --quiet "$LLAMA_REQ" \
+            || error "installing llama-cpp-python failed: see pip's message above (it needs the package index and a C/C++ compiler: build-essential)"
     fi
 
     if [ $DEV -eq 1 ]; then
         status "Installing localllm from $SRC (editable, with the test tools)"
-        "$VPY" -m pip install --quiet -e "$SRC[dev]" || error "installing localllm from $SRC failed (see the output above)"
+        # (PYTHONWARNINGS quiets setuptools' banner about editable installs, printed on every run)
+        PYTHONWARNINGS="ignore:Editable installation" "$VPY" -m pip install --quiet -e "${SRC}[dev]" \
+            || error "installing localllm from $SRC failed (see the output above)"
     else
         status "Installing localllm from $SRC"
-        "$VPY" -m pip install --quiet --upgrade "$SRC" || error "installing localllm from $SRC failed (see the output above)"
+        copy_source
+        "$VPY" -m pip install --quiet --upgrade "$TMP_SRC" \
+            || error "installing localllm from $SRC failed (see the output above)"
     fi
-    "$VPY" -c 'import localllm, llama_cpp' || error "localllm was installed but does not import: see the output above"
+    # -I here and below: not the current directory (often the checkout, with its localllm/) on sys.path
+    if [ "$ACCEL" = cuda ] && ! has_nvidia_gpu; then
+        status "Checking that localllm imports"
+        "$VPY" -I -c 'import localllm' || error "localllm was installed in $PREFIX but does not import: see the output above"
+        warn "no NVIDIA GPU here: the CUDA build of llama.cpp loads only where the NVIDIA driver is installed"
+    else
+        status "Checking that localllm and llama_cpp import"
+        "$VPY" -I -c 'import localllm, llama_cpp' \
+            || error "localllm was installed in $PREFIX but does not import: see the output above"
+    fi
+    ACCEL_INSTALLED=$(installed_llama)
+}
+
+copy_source() {
+    # pip builds a directory in place, writing build/ and localllm.egg-info into it: build a copy instead,
+    # so that the checkout may be read-only and `sudo ./install.sh` leaves no root-owned files in it.
+    TMP_SRC=$(mktemp -d "${TMPDIR:-/tmp}/localllm-src.XXXXXX") || error "cannot create a temporary directory"
+    set -- --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist --exclude='*.egg-info' \
+        --exclude=__pycache__ --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.pytest_cache --exclude='*.gguf'
+    case "$PREFIX" in "$SRC"/*) set -- "$@" --exclude="./${PREFIX#"$SRC"/}" ;; esac
+    tar -C "$SRC" -cf - "$@" . | tar -C "$TMP_SRC" -xf - \
+        || error "could not copy $SRC to $TMP_SRC for the build (is ${TMPDIR:-/tmp} full?)"
+    [ -f "$TMP_SRC/pyproject.toml" ] || error "could not copy $SRC to $TMP_SRC for the build"
 }
 
 link_command() {
+    status "Linking localllm into $BIN_DIR"
+    [ -x "$PREFIX/bin/localllm" ] || error "$PREFIX/bin/localllm is missing after the install"
     mkdir -p "$BIN_DIR" || error "cannot create $BIN_DIR (choose another with --bin-dir, or --no-link)"
-    ln -sf "$PREFIX/bin/localllm" "$BIN_DIR/localllm" || error "cannot link localllm into $BIN_DIR"
-    status "Linked $BIN_DIR/localllm"
+    if [ -e "$BIN_DIR/localllm" ] && [ ! -L "$BIN_DIR/localllm" ]; then
+        error "$BIN_DIR/localllm exists and is not a link: remove it, or choose another --bin-dir (or --no-link)"
+    fi
+    ln -sfn "$PREFIX/bin/localllm" "$BIN_DIR/localllm" || error "cannot link localllm into $BIN_DIR"
+    if [ $IS_ROOT -eq 1 ] && ! usable_by_others "$VPY"; then
+        warn "only root can run $BIN_DIR/localllm: $PREFIX uses $(real_python "$VPY"), which other users cannot read (--python /usr/bin/python3 fixes that)"
+    fi
     case ":$PATH:" in
-        *":$BIN_DIR:"*) ;;
-        *) warn "$BIN_DIR is not on your PATH: add it (e.g. export PATH=\"$BIN_DIR:\$PATH\" in ~/.profile)" ;;
+        *":$BIN_DIR:"*)
+            found=$(command -v localllm 2>/dev/null || true)
+            if [ -n "$found" ] && [ "$found" != "$BIN_DIR/localllm" ]; then
+                warn "another localllm comes first on your PATH: $found"
+            fi
+            ;;
+        *) warn "$BIN_DIR is not on your PATH: add it (e.g. export PATH=\"$BIN_DIR:\$PATH\" in ~/.profile), or run $BIN_DIR/localllm" ;;
     esac
 }
 
-systemd_running() {
-    [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+systemd_running() {  # $1: "" for the system instance, --user for the user's
+    [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 \
+        && systemctl ${1:+"$1"} show-environment >/dev/null 2>&1
 }
 
-unit_text() {  # $1: user line ("" for a user unit), $2: models dir line, $3: wanted-by target
+unit_text() {  # $1: extra [Service] lines for the system unit ("" for a user unit), $2: WantedBy target
     cat <<UNIT
+# Written by $SRC/install.sh; running it again rewrites this file.
 [Unit]
 Description=localllm daemon (local LLMs over Ollama's and OpenAI's APIs)
 After=network-online.target
 
 [Service]
 ExecStart=$PREFIX/bin/localllm serve
-$1Restart=always
+Restart=always
 RestartSec=3
 Environment=LOCALLLM_HOST=127.0.0.1:11434
-$2
+${1}
 [Install]
-WantedBy=$3
+WantedBy=$2
 UNIT
+}
+
+write_unit() {  # $1: unit file, $2: text; written through a temporary file, so a failure leaves the old one
+    mkdir -p "$(dirname "$1")" || error "cannot create $(dirname "$1")"
+    TMP_UNIT=$(mktemp "$1.XXXXXX") || error "cannot write in $(dirname "$1")"
+    printf '%s\n' "$2" >"$TMP_UNIT"
+    chmod 644 "$TMP_UNIT"
+    mv -f "$TMP_UNIT" "$1" || error "cannot write $1"
+    TMP_UNIT=""
+}
+
+as_service_user() {
+    if command -v runuser >/dev/null 2>&1; then
+        runuser -u localllm -- "$@"
+    else
+        # shellcheck disable=SC2016 # expanded by the inner shell: $0 and $@ are the command
+        su -s /bin/sh localllm -c '"$0" "$@"' "$@"
+    fi
 }
 
 install_service() {
     if [ $IS_ROOT -eq 1 ]; then
-        if ! id localllm >/dev/null 2>&1; then
-            status "Creating the system user localllm"
-            useradd -r -s /usr/sbin/nologin -U -m -d /var/lib/localllm localllm || error "could not create the user localllm"
-        fi
-        mkdir -p /var/lib/localllm/models
-        chown -R localllm:localllm /var/lib/localllm || error "could not give /var/lib/localllm to the localllm user"
-        su -s /bin/sh localllm -c "test -w /var/lib/localllm/models" \
-            || error "the localllm user cannot write /var/lib/localllm/models"
-        su -s /bin/sh localllm -c "'$PREFIX/bin/python' -c 'import localllm'" >/dev/null 2>&1 \
-            || error "the localllm user cannot run $PREFIX/bin/python (it points to $(readlink -f "$PREFIX/bin/python")): choose a --prefix it can read, such as /opt/localllm/venv, and a system --python such as /usr/bin/python3"
-        UNIT_FILE=/etc/systemd/system/localllm.service
-        unit_text "User=localllm
-Group=localllm
-" "Environment=LOCALLLM_MODELS=/var/lib/localllm/models
-" multi-user.target > "$UNIT_FILE"
-        status "Wrote $UNIT_FILE"
-        if systemd_running; then
-            systemctl daemon-reload && systemctl enable --now localllm \
-                || error "systemctl could not start localllm: see journalctl -u localllm"
-            status "Started the localllm service (logs: journalctl -u localllm -f)"
-        else
-            warn "systemd is not running here: the unit is installed but not started."
-            warn "Start the daemon by hand with: sudo -u localllm LOCALLLM_MODELS=/var/lib/localllm/models $PREFIX/bin/localllm serve"
-        fi
+        install_system_service
     else
-        UNIT_DIR="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
-        mkdir -p "$UNIT_DIR"
-        UNIT_FILE="$UNIT_DIR/localllm.service"
-        unit_text "" "" default.target > "$UNIT_FILE"
-        status "Wrote $UNIT_FILE"
-        if systemd_running && systemctl --user daemon-reload >/dev/null 2>&1; then
-            systemctl --user enable --now localllm || error "systemctl --user could not start localllm: see journalctl --user -u localllm"
-            status "Started the localllm user service (logs: journalctl --user -u localllm -f)"
-        else
-            warn "systemd (user instance) is not running here: the unit is installed but not started."
-            warn "Start the daemon by hand with: localllm serve   (later: systemctl --user enable --now localllm)"
-        fi
+        install_user_service
     fi
 }
 
-summary() {
-    cat <<DONE
+install_system_service() {
+    MODELS_DIR=/var/lib/localllm/models
+    status "Setting up the system user localllm"
+    if ! id localllm >/dev/null 2>&1; then
+        useradd -r -s /usr/sbin/nologin -U -m -d /var/lib/localllm localllm \
+            || error "could not create the system user localllm (useradd failed, see above)"
+    fi
+    mkdir -p "$MODELS_DIR" || error "cannot create $MODELS_DIR"
+    chown localllm:localllm /var/lib/localllm "$MODELS_DIR" || error "could not give /var/lib/localllm to the localllm user"
+    as_service_user test -w "$MODELS_DIR" \
+        || error "the localllm user cannot write $MODELS_DIR: fix its ownership (chown -R localllm:localllm /var/lib/localllm)"
+    if ! as_service_user "$VPY" -I -c 'import localllm, llama_cpp' >/dev/null 2>&1; then
+        hint="choose a --prefix it can read, such as /opt/localllm/venv"
+        [ $DEV -eq 0 ] || hint="$hint, without --dev (an editable install reads the checkout $SRC)"
+        error "the localllm user cannot run $VPY (made with $(real_python "$VPY")): $hint"
+    fi
 
-localllm is installed in $PREFIX ($("$VPY" -c 'import localllm; print(localllm.__version__)'), llama.cpp for the $(printf '%s' "$ACCEL" | tr 'a-z' 'A-Z')).
-Next:
-  localllm serve                                   # start the daemon (unless the service runs it)
-  localllm pull hf.co/<user>/<repo>[:<quant>]      # fetch a GGUF model from the Hugging Face Hub
-  localllm run hf.co/<user>/<repo> "Hello"         # ask it something
-The API listens on http://127.0.0.1:11434 (Ollama's /api/* and OpenAI's /v1/*).
-DONE
+    UNIT_FILE=/etc/systemd/system/localllm.service
+    status "Writing $UNIT_FILE"
+    write_unit "$UNIT_FILE" "$(unit_text "Environment=LOCALLLM_MODELS=$MODELS_DIR
+User=localllm
+Group=localllm
+WorkingDirectory=/var/lib/localllm
+" multi-user.target)"
+    if systemd_running ""; then
+        status "Enabling and (re)starting the localllm service"
+        systemctl daemon-reload || error "systemctl daemon-reload failed"
+        systemctl enable localllm >/dev/null 2>&1 || error "systemctl enable localllm failed"
+        systemctl restart localllm || error "systemctl could not start localllm: see journalctl -u localllm"
+        SERVICE_STATE="running (systemctl status localllm; logs: journalctl -u localllm -f)"
+    else
+        warn "systemd is not running here, so the unit is written but not started."
+        warn "Start the daemon by hand: runuser -u localllm -- env LOCALLLM_MODELS=$MODELS_DIR $PREFIX/bin/localllm serve"
+        warn "On a machine booted with systemd: systemctl daemon-reload && systemctl enable --now localllm"
+        SERVICE_STATE="installed, not started (systemd is not running)"
+    fi
+}
+
+install_user_service() {
+    # the unit does not set LOCALLLM_MODELS, so the daemon uses the default models directory
+    models=$("$VPY" -I -c 'from localllm.config import default_models_dir; print(default_models_dir())' 2>/dev/null) \
+        || models=""
+    if [ -n "$models" ]; then
+        if ! mkdir -p "$models" 2>/dev/null || [ ! -w "$models" ]; then
+            error "the models directory $models is not writable by $(id -un): fix its ownership or permissions"
+        fi
+    fi
+
+    UNIT_FILE="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/localllm.service"
+    status "Writing $UNIT_FILE"
+    write_unit "$UNIT_FILE" "$(unit_text "" default.target)"
+    if systemd_running --user; then
+        status "Enabling and (re)starting the localllm user service"
+        systemctl --user daemon-reload || error "systemctl --user daemon-reload failed"
+        systemctl --user enable localllm >/dev/null 2>&1 || error "systemctl --user enable localllm failed"
+        systemctl --user restart localllm \
+            || error "systemctl --user could not start localllm: see journalctl --user -u localllm"
+        SERVICE_STATE="running (systemctl --user status localllm; logs: journalctl --user -u localllm -f)"
+        if command -v loginctl >/dev/null 2>&1 \
+            && [ "$(loginctl show-user "$(id -un)" -p Linger --value 2>/dev/null)" != yes ]; then
+            warn "the service stops when you log out; to keep it running: sudo loginctl enable-linger $(id -un)"
+        fi
+    else
+        warn "systemd (your user instance) is not running or not reachable from this shell, so the unit is written but not started."
+        warn "Start the daemon by hand: localllm serve"
+        warn "Later, where systemd runs: systemctl --user daemon-reload && systemctl --user enable --now localllm"
+        SERVICE_STATE="installed, not started (systemd is not running)"
+    fi
+}
+
+uninstall() {
+    status "Uninstalling localllm"
+    if [ -L "$BIN_DIR/localllm" ] && [ "$(readlink "$BIN_DIR/localllm")" = "$PREFIX/bin/localllm" ]; then
+        rm -f "$BIN_DIR/localllm" && status "Removed $BIN_DIR/localllm"
+    fi
+    if [ $IS_ROOT -eq 1 ]; then
+        unit=/etc/systemd/system/localllm.service
+        scope=""
+    else
+        unit="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/localllm.service"
+        scope=--user
+    fi
+    if [ -f "$unit" ]; then
+        if systemd_running "$scope"; then
+            systemctl ${scope:+"$scope"} disable --now localllm >/dev/null 2>&1 || true
+        fi
+        rm -f "$unit" && status "Removed $unit"
+        if systemd_running "$scope"; then systemctl ${scope:+"$scope"} daemon-reload || true; fi
+    fi
+    if [ -e "$PREFIX/pyvenv.cfg" ]; then
+        rm -rf "$PREFIX" && status "Removed the virtual environment $PREFIX"
+        if [ "$(basename "$(dirname "$PREFIX")")" = localllm ]; then rmdir "$(dirname "$PREFIX")" 2>/dev/null || true; fi
+    elif [ -e "$PREFIX" ]; then
+        warn "$PREFIX is not a virtual environment: left alone"
+    fi
+    if [ $IS_ROOT -eq 1 ] && id localllm >/dev/null 2>&1; then
+        printf '\nKept the user localllm and its models: userdel -r localllm removes both (with /var/lib/localllm).\n'
+    fi
+    models="${XDG_DATA_HOME:-$HOME/.local/share}/localllm/models"
+    if [ -d "$models" ]; then printf 'Kept your models in %s: delete them yourself to get the space back.\n' "$models"; fi
+}
+
+summary() {
+    case "$ACCEL_INSTALLED" in gpu) build="with GPU offload (CUDA)" ;; *) build="for the CPU" ;; esac
+    version=$("$VPY" -I -c 'import localllm; print(localllm.__version__)')
+    if [ $LINK -eq 1 ]; then cmd="$BIN_DIR/localllm"; else cmd="$PREFIX/bin/localllm"; fi
+    printf '\nlocalllm %s is installed:\n' "$version"
+    printf '  environment  %s (llama.cpp built %s%s)\n' "$PREFIX" "$build" "$([ $DEV -eq 1 ] && echo ', editable with the test tools')"
+    printf '  command      %s\n' "$cmd"
+    if [ $SERVICE -eq 1 ]; then printf '  service      %s: %s\n' "$UNIT_FILE" "$SERVICE_STATE"; fi
+    if [ $LINK -eq 1 ]; then cmd=localllm; fi
+    width=$((${#cmd} + 35))
+    printf 'Next:\n'
+    printf '  %-*s  # %s\n' "$width" "$cmd serve" "start the daemon (unless the service runs it)" \
+        "$width" "$cmd pull hf.co/<user>/<repo>[:<quant>]" "fetch a GGUF model from the Hugging Face Hub" \
+        "$width" "$cmd run hf.co/<user>/<repo> \"Hello\"" "ask it something"
+    printf "The API listens on http://127.0.0.1:11434 (Ollama's /api/* and OpenAI's /v1/*).\n"
+    if [ $DEV -eq 1 ]; then
+        if [ "$VPY" = "$SRC/.venv/bin/python" ]; then printf 'Run the tests with: scripts/test\n'
+        else printf 'Run the tests with: PYTHON=%s scripts/test\n' "$VPY"; fi
+    fi
 }
 
 main "$@"
