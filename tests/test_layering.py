@@ -11,7 +11,7 @@ import localllm
 
 ROOT = Path(__file__).resolve().parent.parent
 LEAVES = {"config", "errors", "types", "names", "modelfile", "gguf", "__init__"}
-CORE = {"store", "hub", "prompt", "scheduler", "runner"}
+CORE = {"store", "hub", "prompt", "memory", "scheduler", "runner"}
 USE_CASES = {"service"}
 ADAPTERS = {"server", "daemon"}
 CLIENT = {"client"}

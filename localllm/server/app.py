@@ -27,7 +27,11 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own = service is None
-        svc = service or Service(settings, Store(settings.models_dir), Scheduler(max_loaded=settings.max_loaded_models))
+        svc = service or Service(
+            settings,
+            Store(settings.models_dir),
+            Scheduler(max_loaded=settings.max_loaded_models, max_queue=settings.max_queue),
+        )
         svc.store.ensure()
         removed = svc.store.prune()
         if removed:

@@ -18,6 +18,8 @@ from ..errors import (
 
 log = logging.getLogger("localllm.server")
 
+RETRY_AFTER_SECONDS = 2  # what a 503 Server Busy asks clients to wait (the openai SDK honours it)
+
 _STATUS: list[tuple[type[BaseException], int]] = [
     (InvalidRequest, 400),
     (ModelNotFound, 404),
@@ -33,6 +35,13 @@ def status_of(exc: BaseException) -> int:
         if isinstance(exc, cls):
             return status
     return 500
+
+
+def headers_of(exc: BaseException) -> dict[str, str] | None:
+    """Headers an error response carries: `Retry-After` when the server is busy."""
+    if isinstance(exc, ServerBusy):
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return None
 
 
 def message_of(exc: BaseException) -> str:

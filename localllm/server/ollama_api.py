@@ -17,7 +17,7 @@ from ..errors import InvalidRequest
 from ..service import ChatRequest, GenerateRequest, Model, Service
 from ..types import ROLES, ChatMessage, Done, Token, parse_options
 from . import requests as rq
-from .errors import ollama_error, status_of
+from .errors import headers_of, ollama_error, status_of
 from .streaming import ClientGone, EventStream, first_item, ndjson_line, prepend, until_disconnect
 
 
@@ -35,7 +35,7 @@ def timestamp(t: float | None = None) -> str:
 
 
 def error_response(exc: BaseException) -> JSONResponse:
-    return JSONResponse(ollama_error(exc), status_code=status_of(exc))
+    return JSONResponse(ollama_error(exc), status_code=status_of(exc), headers=headers_of(exc))
 
 
 async def _stream_or_error(items: AsyncGenerator[Any, None], request: Request, *, stream: bool) -> Response:

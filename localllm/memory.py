@@ -1,0 +1,282 @@
+"""How much memory a model needs, how much the machine has free, and how many of its layers fit on the GPU.
+
+An estimate follows what llama.cpp allocates: the weights (the size of the GGUF file), the KV cache (f16 K and
+V for every layer and for every token of every sequence slot) and an allowance for the compute buffers. The
+probe of free memory (RAM from /proc/meminfo, VRAM from `nvidia-smi`) is injected into the scheduler, so tests
+drive it with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("localllm.memory")
+
+MiB = 1 << 20
+GiB = 1 << 30
+KV_BYTES = 2  # the KV cache is f16
+MIN_COMPUTE = 64 * MiB
+GPU_OVERHEAD = 512 * MiB  # VRAM left free for the CUDA context and fragmentation
+
+
+def format_bytes(n: int) -> str:
+    if abs(n) >= GiB:
+        return f"{n / GiB:.1f} GiB"
+    return f"{n / MiB:.0f} MiB"
+
+
+# -- what a model needs ------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> int:
+    """A metadata value as a count: per-layer arrays (some models vary heads by layer) give their largest."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list):
+        return max((v for v in value if isinstance(v, int) and not isinstance(v, bool)), default=0)
+    return 0
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The geometry a model's memory depends on, from its GGUF metadata; 0 means unknown."""
+
+    block_count: int = 0
+    embedding_length: int = 0
+    head_count: int = 0
+    head_count_kv: int = 0
+    key_length: int = 0
+    value_length: int = 0
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], architecture: str) -> ModelShape:
+        def get(key: str) -> int:
+            return max(0, _number(metadata.get(f"{architecture}.{key}")))
+
+        return cls(
+            block_count=get("block_count"),
+            embedding_length=get("embedding_length"),
+            head_count=get("attention.head_count"),
+            head_count_kv=get("attention.head_count_kv"),
+            key_length=get("attention.key_length"),
+            value_length=get("attention.value_length"),
+        )
+
+    def kv_width(self) -> int:
+        """Elements of K plus V per token and layer (n_embd_k_gqa + n_embd_v_gqa in llama.cpp)."""
+        heads = self.head_count
+        kv_heads = self.head_count_kv or heads
+        head_dim = self.embedding_length // heads if heads else 0
+        key = self.key_length or head_dim
+        value = self.value_length or key
+        if not (kv_heads and key):
+            return 2 * self.embedding_length  # no head counts: assume full multi-head attention
+        return kv_heads * (key + value)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes a loaded model takes; `layers` is its count of repeating layers (0: unknown)."""
+
+    weights: int
+    kv: int
+    compute: int
+    layers: int
+
+    @property
+    def size(self) -> int:
+        """Weights and KV cache: what `/api/ps` reports as the model's size."""
+        return self.weights + self.kv
+
+    @property
+    def total(self) -> int:
+        return self.size + self.compute
+
+    def on_gpu(self, gpu_layers: int) -> int:
+        """Bytes in VRAM with `gpu_layers` layers offloaded (more than `layers`: the output layer too)."""
+        if gpu_layers <= 0:
+            return 0
+        if self.layers <= 0 or gpu_layers >= self.layers:
+            return self.total
+        return min(self.total, math.ceil(gpu_layers * self.size / self.layers) + self.compute)
+
+
+def estimate(weights: int, shape: ModelShape, *, n_ctx: int, n_parallel: int) -> Estimate:
+    """What a model of `weights` bytes needs with `n_parallel` sequences of `n_ctx` tokens each."""
+    kv = KV_BYTES * shape.block_count * n_ctx * max(1, n_parallel) * shape.kv_width()
+    return Estimate(weights=weights, kv=kv, compute=max(MIN_COMPUTE, weights // 20), layers=shape.block_count)
+
+
+# -- what the machine has ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Total and free bytes of system RAM and of GPU memory (all GPUs together; 0 without a GPU)."""
+
+    ram_total: int
+    ram_free: int
+    vram_total: int = 0
+    vram_free: int = 0
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.vram_total > 0
+
+    def minus(self, ram: int, vram: int) -> Memory:
+        """What is left for one more model once models holding `ram` and `vram` bytes have what they need.
+
+        The free figures come from the OS and the driver and already count loaded models, but only as far
+        as they have touched their memory (mmapped weights count as page cache, so as free): the tighter of
+        "free now" and "total less what loaded models need" is what a new model may take.
+        """
+        return Memory(
+            ram_total=self.ram_total,
+            ram_free=max(0, min(self.ram_free, self.ram_total - ram)),
+            vram_total=self.vram_total,
+            vram_free=max(0, min(self.vram_free, self.vram_total - vram)),
+        )
+
+    def plus(self, ram: int, vram: int) -> Memory:
+        """What would be free once models holding `ram` and `vram` bytes were unloaded."""
+        return Memory(
+            ram_total=self.ram_total,
+            ram_free=min(self.ram_total, self.ram_free + ram),
+            vram_total=self.vram_total,
+            vram_free=min(self.vram_total, self.vram_free + vram),
+        )
+
+
+class MemoryProbe(Protocol):
+    def snapshot(self) -> Memory: ...
+
+
+def parse_meminfo(text: str) -> tuple[int, int]:
+    """(MemTotal, MemAvailable) in bytes from the text of /proc/meminfo."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            values[key.strip()] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+    if "MemTotal" not in values:
+        raise ValueError("no MemTotal in /proc/meminfo")
+    total = values["MemTotal"]
+    available = values.get("MemAvailable", values.get("MemFree", 0) + values.get("Cached", 0))
+    return total, available
+
+
+def parse_nvidia_smi(text: str, visible: str | None = None) -> tuple[int, int]:
+    """(free, total) bytes over the GPUs in `nvidia-smi --query-gpu=index,memory.free,memory.total` CSV.
+
+    `visible` is CUDA_VISIBLE_DEVICES: when it lists indices, only those GPUs count. Lines that do not
+    parse (`[N/A]` on some devices) are skipped.
+    """
+    wanted: set[str] | None = None
+    if visible is not None and visible.strip():
+        ids = [v.strip() for v in visible.split(",")]
+        if all(i.isdigit() for i in ids):
+            wanted = set(ids)
+    free = total = 0
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            continue
+        if wanted is not None and parts[0] not in wanted:
+            continue
+        free += int(parts[1]) * MiB
+        total += int(parts[2]) * MiB
+    return free, total
+
+
+class SystemMemory:
+    """This machine's memory: RAM from /proc/meminfo (else sysconf), VRAM from `nvidia-smi` when present."""
+
+    def __init__(
+        self, *, meminfo: Path = Path("/proc/meminfo"), nvidia_smi: str | None = "nvidia-smi", timeout: float = 5.0
+    ) -> None:
+        self.meminfo = meminfo
+        self.nvidia_smi = shutil.which(nvidia_smi) if nvidia_smi else None
+        self.timeout = timeout
+
+    def snapshot(self) -> Memory:
+        ram_total, ram_free = self._ram()
+        vram_free, vram_total = self._vram()
+        return Memory(ram_total=ram_total, ram_free=ram_free, vram_total=vram_total, vram_free=vram_free)
+
+    def _ram(self) -> tuple[int, int]:
+        try:
+            return parse_meminfo(self.meminfo.read_text())
+        except (OSError, ValueError):
+            page = os.sysconf("SC_PAGE_SIZE")
+            return os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
+
+    def _vram(self) -> tuple[int, int]:
+        if self.nvidia_smi is None:
+            return 0, 0
+        try:
+            done = subprocess.run(
+                [self.nvidia_smi, "--query-gpu=index,memory.free,memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.debug("nvidia-smi failed, assuming no GPU: %s", exc)
+            return 0, 0
+        return parse_nvidia_smi(done.stdout, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+# -- where a model goes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How a model would be loaded: `gpu_layers` to offload (-1: leave it to llama.cpp), the bytes that
+    would sit in RAM and in VRAM, and whether that fits in what is free."""
+
+    gpu_layers: int
+    ram: int
+    vram: int
+    fits: bool
+
+
+def fit_layers(est: Estimate, usable_vram: int) -> int:
+    """How many layers fit in `usable_vram` bytes; `est.layers + 1` when the whole model (output too) does."""
+    if est.total <= usable_vram:
+        return est.layers + 1
+    if usable_vram <= est.compute or est.layers <= 0:
+        return 0
+    per_layer = est.size / est.layers
+    return max(0, min(est.layers, int((usable_vram - est.compute) // per_layer)))
+
+
+def place(est: Estimate, free: Memory, *, num_gpu: int, gpu_overhead: int = GPU_OVERHEAD) -> Placement:
+    """Where a model goes given what is `free`: `num_gpu` layers when it is set (>= 0), else as many as fit
+    in the free VRAM less `gpu_overhead`."""
+    usable = max(0, free.vram_free - gpu_overhead) if free.has_gpu else 0
+    if num_gpu >= 0:
+        layers = num_gpu
+        vram = est.on_gpu(num_gpu) if free.has_gpu else 0
+    elif not free.has_gpu:
+        layers, vram = -1, 0
+    elif est.layers <= 0:  # layers unknown: all on the GPU if the whole model fits there, else none
+        layers = -1 if est.total <= usable else 0
+        vram = est.total if layers < 0 else 0
+    else:
+        layers = fit_layers(est, usable)
+        vram = est.on_gpu(layers)
+    ram = est.total - vram
+    fits = ram <= free.ram_free and (vram == 0 or vram <= usable)
+    return Placement(gpu_layers=layers, ram=ram, vram=vram, fits=fits)
