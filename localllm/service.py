@@ -22,11 +22,12 @@ from . import prompt
 from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest
 from .gguf import GGUFInfo, read_info
+from .memory import ModelShape
 from .names import ModelName
 from .runner.process import RunnerSpec
 from .scheduler import ModelRef, Scheduler
 from .store import MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
-from .types import ChatMessage, Done, ModelDetails, Options, Progress, Token, parse_options
+from .types import ChatMessage, Constraints, Done, ModelDetails, Options, Progress, Token, parse_options
 
 log = logging.getLogger("localllm.service")
 
@@ -55,6 +56,7 @@ class GenerateRequest:
     raw: bool = False
     options: Options = field(default_factory=Options)
     keep_alive: float | None = None
+    constraints: Constraints = field(default_factory=Constraints)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class ChatRequest:
     messages: tuple[ChatMessage, ...] = ()
     options: Options = field(default_factory=Options)
     keep_alive: float | None = None
+    constraints: Constraints = field(default_factory=Constraints)
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,10 @@ class Service:
             use_mmap=options.use_mmap if options.use_mmap is not None else True,
             n_parallel=self.settings.num_parallel,
         )
-        return ModelRef(model.name, model.stored.manifest.digest, spec, model.stored.manifest.size, model.details)
+        shape = ModelShape.from_metadata(model.info.metadata, model.info.architecture)
+        return ModelRef(
+            model.name, model.stored.manifest.digest, spec, model.stored.manifest.size, model.details, shape
+        )
 
     def _check_generative(self, model: Model, what: str) -> None:
         if "completion" not in model.capabilities:
@@ -206,7 +212,13 @@ class Service:
                 eos_token=model.info.eos_token,
             )
         async for event in self._run(
-            model, options, text if req.prompt else "", req.keep_alive, started, field="prompt"
+            model,
+            options,
+            text if req.prompt else "",
+            req.keep_alive,
+            started,
+            field="prompt",
+            constraints=req.constraints,
         ):
             yield event
 
@@ -223,11 +235,21 @@ class Service:
             text = prompt.render_chat(
                 messages, template=model.template, bos_token=model.info.bos_token, eos_token=model.info.eos_token
             )
-        async for event in self._run(model, options, text, req.keep_alive, started, field="messages"):
+        async for event in self._run(
+            model, options, text, req.keep_alive, started, field="messages", constraints=req.constraints
+        ):
             yield event
 
     async def _run(
-        self, model: Model, options: Options, text: str, keep_alive: float | None, started: int, *, field: str
+        self,
+        model: Model,
+        options: Options,
+        text: str,
+        keep_alive: float | None,
+        started: int,
+        *,
+        field: str,
+        constraints: Constraints,
     ) -> AsyncGenerator[Token | Done, None]:
         ref = self._ref(model, options)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
@@ -242,7 +264,9 @@ class Service:
             return
         async with self.scheduler.use(ref, keep_alive=keep) as lease:
             try:
-                async with contextlib.aclosing(lease.runner.generate(text, _runner_options(options))) as events:
+                async with contextlib.aclosing(
+                    lease.runner.generate(text, {**_runner_options(options), **constraints.as_runner_options()})
+                ) as events:
                     async for event in events:
                         if isinstance(event, Done):
                             event = replace(

@@ -151,6 +151,31 @@ def _type_name(types: tuple[type, ...]) -> str:
     return {int: "integer", list: "list of strings", bool: "boolean", str: "string"}[types[0]]
 
 
+@dataclass(frozen=True)
+class Constraints:
+    """What shapes a generation beyond sampling options: a grammar, log-probabilities, token biases."""
+
+    format: Any = None  # "json" or a JSON schema (dict): the output always parses (and validates)
+    grammar: str | None = None  # a GBNF grammar, as llama.cpp takes it
+    logprobs: int | None = None  # None: none; N: each token's log-probability and the N most likely
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    ignore_eos: bool = False
+
+    def as_runner_options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.format is not None:
+            out["format"] = self.format
+        if self.grammar:
+            out["grammar"] = self.grammar
+        if self.logprobs is not None:
+            out["logprobs"] = self.logprobs
+        if self.logit_bias:
+            out["logit_bias"] = [list(pair) for pair in self.logit_bias]
+        if self.ignore_eos:
+            out["ignore_eos"] = True
+        return out
+
+
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 

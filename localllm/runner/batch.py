@@ -62,6 +62,8 @@ def sampling_params(options: dict[str, Any], grammar_for: Callable[[Any], str] |
         values["grammar"] = str(options["grammar"])
     elif options.get("format") and grammar_for is not None:
         values["grammar"] = grammar_for(options["format"])
+    if options.get("ignore_eos"):
+        values["ignore_eos"] = True
     if options.get("logit_bias"):
         values["logit_bias"] = tuple((int(t), float(b)) for t, b in options["logit_bias"])
     return SamplingParams(**values)

@@ -49,6 +49,11 @@ class SamplingParams:
     seed: int = 0xFFFFFFFF  # llama.cpp's "random"
     grammar: str | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()
+    ignore_eos: bool = False
+
+
+_SCHEMA_CHAR = 'char ::= [^"\\\\] |'
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
 
 
 def grammar_for(fmt: Any) -> str:
@@ -58,7 +63,10 @@ def grammar_for(fmt: Any) -> str:
     if fmt == "json":
         return str(llama_grammar.JSON_GBNF)
     if isinstance(fmt, dict):
-        return str(llama_grammar.json_schema_to_gbnf(json.dumps(fmt)))
+        grammar = str(llama_grammar.json_schema_to_gbnf(json.dumps(fmt)))
+        # llama-cpp-python's converter lets a string hold raw control characters (a newline, a tab), which
+        # JSON forbids; llama.cpp's own converter excludes them, and so do we.
+        return grammar.replace(_SCHEMA_CHAR, _JSON_CHAR)
     raise ValueError(f'format must be "json" or a JSON schema object, got {fmt!r}')
 
 
@@ -69,11 +77,14 @@ class Sampler:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._ptr = chain
         add = llama_cpp.llama_sampler_chain_add
-        if params.logit_bias:
-            arr = (llama_cpp.llama_logit_bias * len(params.logit_bias))(
-                *(llama_cpp.llama_logit_bias(tok, bias) for tok, bias in params.logit_bias)
+        biases = [(tok, bias) for tok, bias in params.logit_bias if 0 <= tok < engine.n_vocab]
+        if params.ignore_eos:
+            biases += [(tok, -math.inf) for tok in engine.eog_tokens]
+        if biases:
+            arr = (llama_cpp.llama_logit_bias * len(biases))(
+                *(llama_cpp.llama_logit_bias(tok, bias) for tok, bias in biases)
             )
-            add(chain, llama_cpp.llama_sampler_init_logit_bias(engine.n_vocab, len(params.logit_bias), arr))
+            add(chain, llama_cpp.llama_sampler_init_logit_bias(engine.n_vocab, len(biases), arr))
         if params.grammar:
             grammar = llama_cpp.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
             if not grammar:
@@ -152,6 +163,7 @@ class Engine:
         self.n_ctx_seq = int(llama_cpp.llama_n_ctx(ctx)) // self.n_parallel
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.eog_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
         self._batch = llama_cpp.llama_batch_init(spec.n_batch, 0, 1)
         self._n = 0
         self._piece_buf = ctypes.create_string_buffer(256)

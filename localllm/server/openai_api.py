@@ -1,27 +1,35 @@
-"""OpenAI's API (`/v1/*`): translators onto the same `Service.chat`, framed as SSE or one JSON object."""
+"""OpenAI's API (`/v1/*`): translators onto the same service, framed as SSE or one JSON object.
+
+`n` choices (and several prompts on `/v1/completions`) run as concurrent generations, which the runner
+batches; their streamed chunks interleave, each carrying its choice `index`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import EngineError, InvalidRequest, ModelNotFound
+from ..errors import EngineError, ModelNotFound
 from ..names import parse_name
-from ..service import ChatRequest, GenerateRequest, Service
-from ..types import ROLES, ChatMessage, Done, Options, Token
+from ..service import Service
+from ..types import Done, Token, TokenLogprob
 from . import requests as rq
-from .errors import openai_error, status_of
-from .streaming import ClientGone, EventStream, first_item, prepend, sse_event, until_disconnect
+from .errors import headers_of, openai_error, status_of
+from .openai_requests import Shape, to_chat_request, to_completion_request
+from .streaming import ClientGone, EventStream, sse_event, until_disconnect
 
 FINISH = {"stop": "stop", "length": "length", "cancel": "stop"}
 SYSTEM_FINGERPRINT = "fp_localllm"
+Events = AsyncGenerator[Token | Done, None]
 
 
 def _service(request: Request) -> Service:
@@ -30,170 +38,136 @@ def _service(request: Request) -> Service:
 
 
 def error_response(exc: BaseException) -> JSONResponse:
-    return JSONResponse(openai_error(exc), status_code=status_of(exc))
+    return JSONResponse(openai_error(exc), status_code=status_of(exc), headers=headers_of(exc))
 
 
-def _content(value: Any, label: str) -> str:
-    if value is None or isinstance(value, str):
-        return value or ""
-    if isinstance(value, list):
-        texts = []
-        for i, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidRequest(
-                    f"{label}[{i}] must be a text part ({{'type': 'text', 'text': ...}})", field=f"{label}[{i}]"
-                )
-            texts.append(part["text"])
-        return "".join(texts)
-    raise InvalidRequest(f"{label} must be a string or a list of content parts", field=label)
-
-
-def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, bool]:
-    """Translate an OpenAI chat completion request; every bad field is a 400 naming it."""
-    name = rq.model_name(body)
-    raw_messages = rq.field(body, "messages", list, required=True)
-    if not raw_messages:
-        raise InvalidRequest("messages must hold at least one message", field="messages")
-    messages = []
-    for i, item in enumerate(raw_messages):
-        label = f"messages[{i}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"{label} must be an object", field=label)
-        role = rq.field(item, "role", str, required=True, prefix=f"{label}.")
-        role = "system" if role == "developer" else role
-        if role not in ROLES:
-            raise InvalidRequest(
-                f"{label}.role must be one of system, developer, user, assistant, tool", field=f"{label}.role"
-            )
-        messages.append(ChatMessage(role, _content(item.get("content"), f"{label}.content")))
-    if rq.field(body, "n", int, 1) != 1:
-        raise InvalidRequest("n other than 1 is not supported yet", field="n")
-    for key in ("tools", "response_format", "logprobs", "logit_bias"):
-        value = body.get(key)
-        if value and not (key == "response_format" and isinstance(value, dict) and value.get("type") == "text"):
-            raise InvalidRequest(f"{key} is not supported yet", field=key)
-    stop = body.get("stop")
-    if stop is not None and not (
-        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
-    ):
-        raise InvalidRequest("stop must be a string or a list of strings", field="stop")
-    max_tokens = rq.field(body, "max_completion_tokens", int) or rq.field(body, "max_tokens", int)
-    if max_tokens is not None and max_tokens < 1:
-        raise InvalidRequest("max_tokens must be at least 1", field="max_tokens")
-    temperature = rq.field(body, "temperature", float, 1.0)
-    if not 0 <= temperature <= 2:
-        raise InvalidRequest("temperature must be between 0 and 2", field="temperature")
-    top_p = rq.field(body, "top_p", float, 1.0)
-    if not 0 <= top_p <= 1:
-        raise InvalidRequest("top_p must be between 0 and 1", field="top_p")
-    options = Options(
-        temperature=float(temperature),
-        top_p=float(top_p),
-        num_predict=max_tokens,
-        stop=(stop,) if isinstance(stop, str) else tuple(stop) if stop else None,
-        seed=rq.field(body, "seed", int),
-        presence_penalty=_penalty(body, "presence_penalty"),
-        frequency_penalty=_penalty(body, "frequency_penalty"),
-    )
-    stream = rq.field(body, "stream", bool, False)
-    return ChatRequest(model=name, messages=tuple(messages), options=options), stream
-
-
-def _penalty(body: dict[str, Any], key: str) -> float | None:
-    value = rq.field(body, key, float)
-    if value is not None and not -2 <= value <= 2:
-        raise InvalidRequest(f"{key} must be between -2 and 2", field=key)
-    return None if value is None else float(value)
-
-
-def _usage(done: Done) -> dict[str, Any]:
-    prompt = done.prompt_eval_count + done.cached_tokens
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": done.eval_count,
-        "total_tokens": prompt + done.eval_count,
-        "prompt_tokens_details": {"cached_tokens": done.cached_tokens},
-    }
+def _seeded(options: Any, i: int) -> Any:
+    """Choice `i` of `n`: the same seed gives the same choices, and the choices differ from each other."""
+    return options if options.seed is None or i == 0 else replace(options, seed=options.seed + i)
 
 
 async def chat_completions(request: Request) -> Response:
     try:
         body = await rq.read_json(request)
-        req, stream = to_chat_request(body)
-        include_usage = _include_usage(body) if stream else False
+        req, shape = to_chat_request(body)
     except Exception as exc:
         return error_response(exc)
-
-    return await _answer(
-        request, _service(request).chat(req), model=body["model"], chat=True, stream=stream, include_usage=include_usage
-    )
-
-
-def to_completion_request(body: dict[str, Any]) -> tuple[GenerateRequest, bool]:
-    """Translate a legacy completions request: the prompt is used as given (no chat template)."""
-    name = rq.model_name(body)
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise InvalidRequest("prompt must be a string (lists of prompts are not supported yet)", field="prompt")
-    unsupported = {
-        "suffix": bool(body.get("suffix")),
-        "echo": bool(body.get("echo")),
-        "logprobs": body.get("logprobs") is not None,
-        "best_of": body.get("best_of") not in (None, 1),
-        "logit_bias": bool(body.get("logit_bias")),
-    }
-    for key, present in unsupported.items():
-        if present:
-            raise InvalidRequest(f"{key} is not supported yet", field=key)
-    chat, stream = to_chat_request(
-        {**body, "messages": [{"role": "user", "content": prompt}], "max_tokens": rq.field(body, "max_tokens", int, 16)}
-    )
-    return GenerateRequest(model=name, prompt=prompt, raw=True, options=chat.options), stream
+    service = _service(request)
+    streams = [service.chat(replace(req, options=_seeded(req.options, i))) for i in range(shape.n)]
+    return await _answer(request, streams, [0] * shape.n, model=body["model"], chat=True, shape=shape)
 
 
 async def completions(request: Request) -> Response:
     try:
         body = await rq.read_json(request)
-        req, stream = to_completion_request(body)
-        include_usage = _include_usage(body) if stream else False
+        reqs, shape = to_completion_request(body)
     except Exception as exc:
         return error_response(exc)
-    return await _answer(
-        request,
-        _service(request).generate(req),
-        model=body["model"],
-        chat=False,
-        stream=stream,
-        include_usage=include_usage,
-    )
+    service = _service(request)
+    streams = [service.generate(replace(r, options=_seeded(r.options, i))) for r in reqs for i in range(shape.n)]
+    groups = [g for g in range(len(reqs)) for _ in range(shape.n)]
+    return await _answer(request, streams, groups, model=body["model"], chat=False, shape=shape)
 
 
-def _include_usage(body: dict[str, Any]) -> bool:
-    options = rq.field(body, "stream_options", dict, {})
-    return bool(rq.field(options, "include_usage", bool, False, prefix="stream_options."))
+def _usage(dones: Sequence[Done], groups: Sequence[int]) -> dict[str, Any]:
+    """Usage over all choices: each prompt counted once, every choice's completion counted."""
+    prompt = cached = 0
+    seen: set[int] = set()
+    for done, group in zip(dones, groups, strict=True):
+        if group not in seen:
+            seen.add(group)
+            prompt += done.prompt_eval_count + done.cached_tokens
+            cached += done.cached_tokens
+    completion = sum(d.eval_count for d in dones)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+def _chat_logprobs(lps: Sequence[TokenLogprob]) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": lp.token,
+                "logprob": lp.logprob,
+                "bytes": list(lp.bytes),
+                "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for _, t, v in lp.top],
+            }
+            for lp in lps
+        ],
+        "refusal": None,
+    }
+
+
+def _legacy_logprobs(lps: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
+    offsets = []
+    for lp in lps:
+        offsets.append(offset)
+        offset += len(lp.token)
+    return {
+        "tokens": [lp.token for lp in lps],
+        "token_logprobs": [lp.logprob for lp in lps],
+        "top_logprobs": [{t: v for _, t, v in lp.top} for lp in lps],
+        "text_offset": offsets,
+    }
+
+
+async def _merge(streams: list[Events], firsts: list[Token | Done]) -> AsyncGenerator[tuple[int, Token | Done], None]:
+    """The events of every stream as they come, tagged with the stream's index; closing closes them all."""
+    if len(streams) == 1:
+        async with contextlib.aclosing(streams[0]):
+            yield 0, firsts[0]
+            async for event in streams[0]:
+                yield 0, event
+        return
+    queue: asyncio.Queue[tuple[int, Token | Done | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int) -> None:
+        try:
+            await queue.put((i, firsts[i]))
+            async for event in streams[i]:
+                await queue.put((i, event))
+        except Exception as exc:
+            await queue.put((i, exc))
+        finally:
+            await queue.put((i, None))
+
+    tasks = [asyncio.create_task(pump(i)) for i in range(len(streams))]
+    try:
+        remaining = len(streams)
+        while remaining:
+            i, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for stream in streams:
+            await stream.aclose()
 
 
 async def _answer(
-    request: Request,
-    events: AsyncGenerator[Token | Done, None],
-    *,
-    model: str,
-    chat: bool,
-    stream: bool,
-    include_usage: bool,
+    request: Request, streams: list[Events], groups: list[int], *, model: str, chat: bool, shape: Shape
 ) -> Response:
-    """Frame one generation as a chat completion or a text completion, streamed as SSE or whole."""
+    """Frame generations as a chat completion or a text completion, streamed as SSE or whole."""
     cid = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
     created = int(time.time())
     try:
-        first = await first_item(events, request)
+        firsts = list(await until_disconnect(asyncio.gather(*(s.__anext__() for s in streams)), request))
     except ClientGone:
         return Response(status_code=499)
     except Exception as exc:
-        await events.aclose()
+        for stream in streams:
+            await stream.aclose()
         return error_response(exc)
+    chunk_object = "chat.completion.chunk" if chat else "text_completion"
 
     def envelope(obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -205,35 +179,45 @@ async def _answer(
             "choices": choices,
         }
 
-    def choice(text: str | None, finish: str | None) -> dict[str, Any]:
-        if chat:
-            delta = {} if text is None else {"content": text}
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-
-    chunk_object = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(text: str | None, finish: str | None) -> dict[str, Any]:
-        out = envelope(chunk_object, [choice(text, finish)])
-        if include_usage:
-            out["usage"] = None
-        return out
-
-    if stream:
+    if shape.stream:
 
         async def chunks() -> AsyncGenerator[Any, None]:
-            async with contextlib.aclosing(prepend(first, events)) as all_events:
-                if chat:
-                    opening = chunk(None, None)
-                    opening["choices"][0]["delta"] = {"role": "assistant", "content": ""}
-                    yield opening
-                async for event in all_events:
+            dones: list[Done | None] = [None] * len(streams)
+            offsets = [0] * len(streams)
+            extra = {"usage": None} if shape.include_usage else {}
+            if chat:
+                for i in range(len(streams)):
+                    opening = {
+                        "index": i,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                    yield {**envelope(chunk_object, [opening]), **extra}
+            async with contextlib.aclosing(_merge(streams, firsts)) as events:
+                async for i, event in events:
                     if isinstance(event, Token):
-                        yield chunk(event.text, None)
-                        continue
-                    yield chunk(None, FINISH.get(event.reason, "stop"))
-                    if include_usage:
-                        yield {**envelope(chunk_object, []), "usage": _usage(event)}
+                        choice: dict[str, Any] = {"index": i, "logprobs": None, "finish_reason": None}
+                        if chat:
+                            choice["delta"] = {"content": event.text}
+                            if event.logprobs:
+                                choice["logprobs"] = _chat_logprobs(event.logprobs)
+                        else:
+                            choice["text"] = event.text
+                            if event.logprobs:
+                                choice["logprobs"] = _legacy_logprobs(event.logprobs, offsets[i])
+                            offsets[i] += len(event.text)
+                    else:
+                        dones[i] = event
+                        finish = FINISH.get(event.reason, "stop")
+                        choice = {"index": i, "logprobs": None, "finish_reason": finish}
+                        if chat:
+                            choice["delta"] = {}
+                        else:
+                            choice["text"] = ""
+                    yield {**envelope(chunk_object, [choice]), **extra}
+            if shape.include_usage:
+                yield {**envelope(chunk_object, []), "usage": _usage([d for d in dones if d], groups)}
 
         return EventStream(
             chunks(),
@@ -243,35 +227,50 @@ async def _answer(
             trailer=sse_event("[DONE]"),
         )
 
-    async def collect() -> tuple[str, Done]:
-        text: list[str] = []
-        async with contextlib.aclosing(prepend(first, events)) as all_events:
-            async for event in all_events:
+    async def collect() -> tuple[list[list[Token]], list[Done]]:
+        tokens: list[list[Token]] = [[] for _ in streams]
+        dones: list[Done | None] = [None] * len(streams)
+        async with contextlib.aclosing(_merge(streams, firsts)) as events:
+            async for i, event in events:
                 if isinstance(event, Token):
-                    text.append(event.text)
+                    tokens[i].append(event)
                 else:
-                    return "".join(text), event
-        raise EngineError("the generation ended without a result")
+                    dones[i] = event
+        if any(d is None for d in dones):
+            raise EngineError("a generation ended without a result")
+        return tokens, [d for d in dones if d is not None]
 
     try:
-        text, done = await until_disconnect(collect(), request)
+        tokens, dones = await until_disconnect(collect(), request)
     except ClientGone:
         return Response(status_code=499)
     except Exception as exc:
         return error_response(exc)
-    finish = FINISH.get(done.reason, "stop")
-    if chat:
-        choices = [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-        ]
-        return JSONResponse({**envelope("chat.completion", choices), "usage": _usage(done)})
-    choices = [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]
-    return JSONResponse({**envelope("text_completion", choices), "usage": _usage(done)})
+    choices = []
+    for i, (parts, done) in enumerate(zip(tokens, dones, strict=True)):
+        text = "".join(t.text for t in parts)
+        lps = [lp for t in parts for lp in t.logprobs]
+        finish = FINISH.get(done.reason, "stop")
+        if chat:
+            choices.append(
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": _chat_logprobs(lps) if lps else None,
+                    "finish_reason": finish,
+                }
+            )
+        else:
+            choices.append(
+                {
+                    "index": i,
+                    "text": text,
+                    "logprobs": _legacy_logprobs(lps, 0) if lps else None,
+                    "finish_reason": finish,
+                }
+            )
+    obj = "chat.completion" if chat else "text_completion"
+    return JSONResponse({**envelope(obj, choices), "usage": _usage(dones, groups)})
 
 
 def _model_object(name: str, modified_at: float, owner: str) -> dict[str, Any]:

@@ -1,0 +1,178 @@
+"""OpenAI's API through the official `openai` package against a real daemon and real llama.cpp."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Iterator
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from .conftest import CHAT_REPO, STORIES_REPO, Daemon, start_daemon, stop_daemon
+from .hubstub import HubStub
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
+
+CHAT = f"hf.co/{CHAT_REPO}"
+STORIES = f"hf.co/{STORIES_REPO}"
+USER = [{"role": "user", "content": "Once upon a time"}]
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path_factory.mktemp("openai"), hub, LOCALLLM_NUM_PARALLEL="4")
+    try:
+        for repo in (STORIES_REPO, CHAT_REPO):
+            assert d.cli("pull", f"hf.co/{repo}").returncode == 0
+        yield d
+    finally:
+        stop_daemon(d)
+
+
+@pytest.fixture
+def client(server: Daemon) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_n_choices_are_distinct_and_reproducible_with_a_seed(client: openai.OpenAI) -> None:
+    def ask() -> list[str]:
+        out = client.chat.completions.create(
+            model=CHAT,
+            messages=USER,
+            n=3,
+            seed=7,
+            temperature=1.0,  # type: ignore[arg-type]
+            max_tokens=24,
+        )
+        assert [c.index for c in out.choices] == [0, 1, 2]
+        assert out.usage is not None
+        if all(c.finish_reason == "length" for c in out.choices):
+            assert out.usage.completion_tokens == 3 * 24, "usage counts every choice's tokens"
+        else:
+            assert 3 <= out.usage.completion_tokens < 3 * 24
+        return [c.message.content or "" for c in out.choices]
+
+    first, again = ask(), ask()
+    assert first == again, "the same seed gives the same choices"
+    assert len(set(first)) == 3, "the choices differ from each other"
+
+
+def test_logprobs_are_consistent(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(
+        model=CHAT,
+        messages=USER,
+        temperature=0,
+        max_tokens=12,
+        logprobs=True,  # type: ignore[arg-type]
+        top_logprobs=3,
+    )
+    content = out.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and len(content) == 12
+    assert "".join(t.token for t in content) == out.choices[0].message.content
+    for item in content:
+        assert item.logprob <= 0 and len(item.top_logprobs) == 3
+        # Greedy: the chosen token is the most likely one, and the top three hold at most all the mass.
+        assert item.top_logprobs[0].token == item.token
+        assert math.isclose(item.top_logprobs[0].logprob, item.logprob, abs_tol=1e-4)
+        assert sum(math.exp(t.logprob) for t in item.top_logprobs) <= 1.0001
+        assert bytes(item.bytes or []) == item.token.encode()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_json_schema_output_always_validates(client: openai.OpenAI, seed: int) -> None:
+    out = client.chat.completions.create(
+        model=CHAT,
+        messages=USER,
+        seed=seed,
+        temperature=0.9,
+        max_tokens=200,  # type: ignore[arg-type]
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA, "strict": True}},
+    )
+    jsonschema.validate(json.loads(out.choices[0].message.content or ""), SCHEMA)
+
+
+def test_logit_bias_bans_a_token(client: openai.OpenAI, server: Daemon) -> None:
+    plain = client.completions.create(model=STORIES, prompt="Once upon a time", temperature=0, max_tokens=8)
+    assert plain.choices[0].text.startswith(",")
+    comma = 432  # stories260K's "," (see tests/test_batch for the tokenizer's ids)
+    biased = client.completions.create(
+        model=STORIES, prompt="Once upon a time", temperature=0, max_tokens=8, logit_bias={str(comma): -100}
+    )
+    assert not biased.choices[0].text.startswith(",")
+
+
+def test_completions_several_prompts_and_legacy_logprobs(client: openai.OpenAI) -> None:
+    out = client.completions.create(
+        model=STORIES, prompt=["Once upon a time", "The dog"], n=2, temperature=0, max_tokens=6, logprobs=2
+    )
+    assert [c.index for c in out.choices] == [0, 1, 2, 3]
+    assert out.choices[0].text == out.choices[1].text and "there" in out.choices[0].text
+    lp = out.choices[0].logprobs
+    assert lp is not None and lp.tokens is not None and "".join(lp.tokens) == out.choices[0].text
+    assert lp.text_offset is not None and lp.text_offset[0] == 0
+    assert lp.top_logprobs is not None and all(len(t) == 2 for t in lp.top_logprobs)
+
+
+def test_sse_bytes_with_n_and_usage(server: Daemon) -> None:
+    body = {
+        "model": CHAT,
+        "messages": USER,
+        "n": 2,
+        "max_tokens": 10,
+        "temperature": 0.8,
+        "seed": 1,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    raw = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60).content
+    events = raw.split(b"\n\n")
+    assert events[-2:] == [b"data: [DONE]", b""]
+    assert all(e.startswith(b"data: ") for e in events[:-1])
+    chunks = [json.loads(e[6:]) for e in events[:-2]]
+    assert [c["choices"][0]["delta"] for c in chunks[:2]] == [{"role": "assistant", "content": ""}] * 2
+    indexes = [c["choices"][0]["index"] for c in chunks if c["choices"]]
+    assert set(indexes) == {0, 1}
+    assert all("usage" in c and c["usage"] is None for c in chunks[:-1])
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 20
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert finishes == ["length", "length"]
+
+
+def test_async_client_streams(server: Daemon) -> None:
+    async def scenario() -> str:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        stream = await client.chat.completions.create(
+            model=CHAT,
+            messages=USER,
+            temperature=0,
+            max_tokens=20,  # type: ignore[arg-type]
+            stream=True,
+        )
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    assert "there was a little girl" in asyncio.run(scenario())
+
+
+def test_errors_raise_the_matching_exceptions(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=USER)  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=CHAT, messages=USER, top_logprobs=50, logprobs=True)  # type: ignore[arg-type]
+    assert err.value.body["param"] == "top_logprobs"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model=CHAT,
+            messages=[{"role": "user", "content": "x " * 3000}],  # type: ignore[arg-type]
+            extra_body={"options": {"num_ctx": 256}},
+        )
+    assert err.value.code == "context_length_exceeded"
