@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import jinja2
 import jinja2.sandbox
 
 from .errors import InvalidRequest
-from .types import ChatMessage
+from .types import ChatMessage, Tool
 
 
 def _raise(message: str) -> None:
@@ -51,19 +52,32 @@ def check_template(template: str) -> None:
         ) from None
 
 
+def supports_tools(template: str | None) -> bool:
+    """Whether a chat template renders `tools` itself (Hugging Face templates that do mention them)."""
+    return bool(template) and "tools" in str(template)
+
+
 def render_chat(
     messages: Sequence[ChatMessage],
     *,
     template: str | None,
     bos_token: str = "",
     eos_token: str = "",
+    tools: Sequence[Tool] = (),
 ) -> str:
-    """The prompt for `messages`, ending where the assistant's answer begins."""
+    """The prompt for `messages`, ending where the assistant's answer begins.
+
+    `tools` go to a template that supports them as the `tools` variable; for any other template they are
+    described in the system message, with the `<tool_call>` format that `tools.parse_tool_calls` reads.
+    """
+    if tools and not supports_tools(template):
+        messages = _with_tool_instructions(messages, tools)
     if not template:
         return _plain(messages)
     try:
         text = _ENV.from_string(template).render(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
+            messages=[_message_dict(m) for m in messages],
+            tools=[t.as_dict() for t in tools] or None,
             add_generation_prompt=True,
             bos_token=bos_token,
             eos_token=eos_token,
@@ -86,12 +100,40 @@ def render_generate(
     return render_chat(messages, template=template, bos_token=bos_token, eos_token=eos_token)
 
 
+def _message_dict(m: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [c.as_dict() for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _with_tool_instructions(messages: Sequence[ChatMessage], tools: Sequence[Tool]) -> list[ChatMessage]:
+    described = "\n".join(json.dumps(t.as_dict(), ensure_ascii=False) for t in tools)
+    note = (
+        "You may call these functions:\n"
+        f"{described}\n"
+        "To call one, answer only with <tool_call>"
+        '{"name": <function name>, "arguments": <arguments object>}</tool_call>.'
+    )
+    out = list(messages)
+    if out and out[0].role == "system":
+        out[0] = replace(out[0], content=f"{out[0].content}\n\n{note}")
+    else:
+        out.insert(0, ChatMessage("system", note))
+    return out
+
+
 def _plain(messages: Sequence[ChatMessage]) -> str:
     lines = []
     for m in messages:
+        content = m.content
+        for call in m.tool_calls:
+            content += "<tool_call>" + json.dumps({"name": call.name, "arguments": call.arguments}) + "</tool_call>"
         if m.role == "system":
-            lines.append(f"{m.content}\n")
+            lines.append(f"{content}\n")
         else:
-            lines.append(f"{m.role.capitalize()}: {m.content}")
+            lines.append(f"{m.role.capitalize()}: {content}")
     lines.append("Assistant:")
     return "\n".join(lines)

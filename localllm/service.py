@@ -27,7 +27,7 @@ from .names import ModelName
 from .runner.process import RunnerSpec
 from .scheduler import ModelRef, Scheduler
 from .store import MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
-from .types import ChatMessage, Constraints, Done, ModelDetails, Options, Progress, Token, parse_options
+from .types import ChatMessage, Constraints, Done, ModelDetails, Options, Progress, Token, Tool, parse_options
 
 log = logging.getLogger("localllm.service")
 
@@ -66,6 +66,7 @@ class ChatRequest:
     options: Options = field(default_factory=Options)
     keep_alive: float | None = None
     constraints: Constraints = field(default_factory=Constraints)
+    tools: tuple[Tool, ...] = ()  # functions the model may call (rendered into the prompt)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class Model:
     def capabilities(self) -> list[str]:
         if self.info.pooling or self.info.architecture in {"bert", "nomic-bert", "jina-bert-v2"}:
             return ["embedding"]
-        return ["completion"]
+        return ["completion", "tools"] if prompt.supports_tools(self.template) else ["completion"]
 
 
 class Service:
@@ -233,7 +234,11 @@ class Service:
         text = ""
         if req.messages:
             text = prompt.render_chat(
-                messages, template=model.template, bos_token=model.info.bos_token, eos_token=model.info.eos_token
+                messages,
+                template=model.template,
+                bos_token=model.info.bos_token,
+                eos_token=model.info.eos_token,
+                tools=req.tools,
             )
         async for event in self._run(
             model, options, text, req.keep_alive, started, field="messages", constraints=req.constraints

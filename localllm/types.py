@@ -184,6 +184,33 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 class ChatMessage:
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # what an assistant message asked for
+    tool_call_id: str | None = None  # which call a tool message answers
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function a chat model may call; `parameters` is a JSON schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The shape chat templates (and OpenAI) take: `{"type": "function", "function": {...}}`."""
+        function = {"name": self.name, "description": self.description, "parameters": self.parameters}
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The shape chat templates take (arguments as an object)."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
 DoneReason = Literal["stop", "length", "load", "unload"]

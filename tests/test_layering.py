@@ -10,7 +10,7 @@ import pytest
 import localllm
 
 ROOT = Path(__file__).resolve().parent.parent
-LEAVES = {"config", "errors", "types", "names", "modelfile", "gguf", "__init__"}
+LEAVES = {"config", "errors", "types", "names", "modelfile", "gguf", "tools", "__init__"}
 CORE = {"store", "hub", "prompt", "memory", "scheduler", "runner"}
 USE_CASES = {"service"}
 ADAPTERS = {"server", "daemon"}

@@ -176,3 +176,128 @@ def test_errors_raise_the_matching_exceptions(client: openai.OpenAI) -> None:
             extra_body={"options": {"num_ctx": 256}},
         )
     assert err.value.code == "context_length_exceeded"
+
+
+WEATHER_ARGS = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 16},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+TIME_ARGS = {
+    "type": "object",
+    "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}},
+    "required": ["zone"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER_ARGS}},
+    {"type": "function", "function": {"name": "get_time", "description": "Time", "parameters": TIME_ARGS}},
+]
+SCHEMAS = {"get_weather": WEATHER_ARGS, "get_time": TIME_ARGS}
+WEATHER_CHOICE = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_forced_tool_call_arguments_validate(client: openai.OpenAI, seed: int) -> None:
+    out = client.chat.completions.create(
+        model=CHAT,
+        messages=USER,  # type: ignore[arg-type]
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice=WEATHER_CHOICE,  # type: ignore[arg-type]
+        seed=seed,
+        temperature=0.9,
+        max_tokens=120,
+    )
+    choice = out.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    calls = choice.message.tool_calls
+    assert calls is not None and len(calls) == 1
+    call = calls[0]
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER_ARGS)  # type: ignore[union-attr]
+
+
+def test_required_tool_call_picks_one_of_the_tools(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(
+        model=CHAT,
+        messages=USER,  # type: ignore[arg-type]
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice="required",
+        seed=3,
+        max_tokens=120,
+    )
+    call = out.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.function.name in SCHEMAS  # type: ignore[union-attr]
+    jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])  # type: ignore[union-attr]
+
+
+def test_streamed_tool_call_deltas(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=CHAT,
+        messages=USER,  # type: ignore[arg-type]
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice=WEATHER_CHOICE,  # type: ignore[arg-type]
+        seed=1,
+        max_tokens=120,
+        stream=True,
+    )
+    name, arguments, finishes, content = "", "", [], ""
+    for chunk in stream:
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        for part in delta.tool_calls or []:
+            assert part.index == 0
+            name += part.function.name or ""  # type: ignore[union-attr]
+            arguments += part.function.arguments or ""  # type: ignore[union-attr]
+        if chunk.choices[0].finish_reason:
+            finishes.append(chunk.choices[0].finish_reason)
+    assert finishes == ["tool_calls"] and content == ""
+    assert name == "get_weather"
+    jsonschema.validate(json.loads(arguments), WEATHER_ARGS)
+
+
+def test_auto_tool_choice_without_a_call_is_plain_content(client: openai.OpenAI) -> None:
+    kwargs: dict = {"model": CHAT, "messages": USER, "tools": TOOLS, "temperature": 0, "max_tokens": 20}
+    whole = client.chat.completions.create(**kwargs)
+    assert whole.choices[0].finish_reason == "length" and not whole.choices[0].message.tool_calls
+    text = whole.choices[0].message.content or ""
+    assert len(text.split()) > 5
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**kwargs, stream=True))
+    assert streamed == text
+
+
+def test_tool_results_in_the_history(client: openai.OpenAI) -> None:
+    history = [
+        {"role": "user", "content": "What is the weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo", "unit": "celsius"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "Once upon a time it was sunny"},
+    ]
+    out = client.chat.completions.create(model=CHAT, messages=history, tools=TOOLS, temperature=0, max_tokens=8)  # type: ignore[arg-type]
+    assert out.choices[0].message.content and out.usage is not None and out.usage.prompt_tokens > 20
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=CHAT, messages=[*history[:2], {"role": "tool", "content": "x"}])  # type: ignore[arg-type]
+    assert err.value.body["param"] == "messages[2].tool_call_id"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model=CHAT,
+            messages=USER,  # type: ignore[arg-type]
+            tools=TOOLS,  # type: ignore[arg-type]
+            tool_choice={"type": "function", "function": {"name": "launch_rockets"}},
+        )
+    assert err.value.body["param"] == "tool_choice"  # type: ignore[index]

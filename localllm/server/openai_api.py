@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -21,7 +22,8 @@ from starlette.routing import Route
 from ..errors import EngineError, ModelNotFound
 from ..names import parse_name
 from ..service import Service
-from ..types import Done, Token, TokenLogprob
+from ..tools import may_be_a_call, parse_tool_calls
+from ..types import Done, Token, TokenLogprob, ToolCall
 from . import requests as rq
 from .errors import headers_of, openai_error, status_of
 from .openai_requests import Shape, to_chat_request, to_completion_request
@@ -115,6 +117,39 @@ def _legacy_logprobs(lps: Sequence[TokenLogprob], offset: int) -> dict[str, Any]
     }
 
 
+class _Held:
+    """Output held back while it may still turn out to be a tool call (streaming with tools)."""
+
+    def __init__(self) -> None:
+        self.parts: list[Token] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.parts)
+
+    def take(self, token: Token, *, forced: bool) -> bool:
+        """Hold `token`; False when the output is plainly not a call, so all of it should go out now."""
+        self.parts.append(token)
+        return forced or may_be_a_call(self.text)
+
+    def release(self) -> Token:
+        parts, self.parts = self.parts, []
+        return Token("".join(t.text for t in parts), tuple(lp for t in parts for lp in t.logprobs))
+
+
+def _tool_call_dicts(calls: Sequence[ToolCall], *, indexed: bool = False) -> list[dict[str, Any]]:
+    """OpenAI's `tool_calls`: arguments as a JSON string; in a stream's delta each call has its `index`."""
+    out = []
+    for k, call in enumerate(calls):
+        item: dict[str, Any] = {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
+        }
+        out.append({"index": k, **item} if indexed else item)
+    return out
+
+
 async def _merge(streams: list[Events], firsts: list[Token | Done]) -> AsyncGenerator[tuple[int, Token | Done], None]:
     """The events of every stream as they come, tagged with the stream's index; closing closes them all."""
     if len(streams) == 1:
@@ -194,9 +229,15 @@ async def _answer(
                         "finish_reason": None,
                     }
                     yield {**envelope(chunk_object, [opening]), **extra}
+            held = [_Held() if shape.tools else None for _ in streams]
             async with contextlib.aclosing(_merge(streams, firsts)) as events:
                 async for i, event in events:
+                    hold = held[i]
                     if isinstance(event, Token):
+                        if hold is not None:
+                            if hold.take(event, forced=shape.forced):
+                                continue
+                            event, held[i] = hold.release(), None
                         choice: dict[str, Any] = {"index": i, "logprobs": None, "finish_reason": None}
                         if chat:
                             choice["delta"] = {"content": event.text}
@@ -207,14 +248,28 @@ async def _answer(
                             if event.logprobs:
                                 choice["logprobs"] = _legacy_logprobs(event.logprobs, offsets[i])
                             offsets[i] += len(event.text)
-                    else:
-                        dones[i] = event
-                        finish = FINISH.get(event.reason, "stop")
-                        choice = {"index": i, "logprobs": None, "finish_reason": finish}
-                        if chat:
-                            choice["delta"] = {}
+                        yield {**envelope(chunk_object, [choice]), **extra}
+                        continue
+                    dones[i] = event
+                    finish = FINISH.get(event.reason, "stop")
+                    if hold is not None and hold.parts:
+                        calls = parse_tool_calls(hold.text, shape.tools)
+                        if calls:
+                            finish = "tool_calls"
+                            delta: dict[str, Any] = {"tool_calls": _tool_call_dicts(calls, indexed=True)}
                         else:
-                            choice["text"] = ""
+                            pending = hold.release()
+                            lps = _chat_logprobs(pending.logprobs) if pending.logprobs else None
+                            delta = {"content": pending.text}
+                        opening = {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
+                        if "content" in delta:
+                            opening["logprobs"] = lps
+                        yield {**envelope(chunk_object, [opening]), **extra}
+                    choice = {"index": i, "logprobs": None, "finish_reason": finish}
+                    if chat:
+                        choice["delta"] = {}
+                    else:
+                        choice["text"] = ""
                     yield {**envelope(chunk_object, [choice]), **extra}
             if shape.include_usage:
                 yield {**envelope(chunk_object, []), "usage": _usage([d for d in dones if d], groups)}
@@ -252,10 +307,15 @@ async def _answer(
         lps = [lp for t in parts for lp in t.logprobs]
         finish = FINISH.get(done.reason, "stop")
         if chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+            calls = parse_tool_calls(text, shape.tools) if shape.tools else None
+            if calls:
+                message = {**message, "content": None, "tool_calls": _tool_call_dicts(calls)}
+                finish = "tool_calls"
             choices.append(
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": message,
                     "logprobs": _chat_logprobs(lps) if lps else None,
                     "finish_reason": finish,
                 }

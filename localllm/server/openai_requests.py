@@ -8,12 +8,14 @@ Ollama's `options` object (with `num_ctx`) are honoured. Fields that do not appl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import InvalidRequest
 from ..service import ChatRequest, GenerateRequest
-from ..types import ROLES, ChatMessage, Constraints, Options, parse_options
+from ..tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
+from ..types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options
 from . import requests as rq
 
 
@@ -24,6 +26,8 @@ class Shape:
     n: int = 1
     stream: bool = False
     include_usage: bool = False
+    tools: tuple[Tool, ...] = ()  # calls to look for in the output (none when tool_choice is "none")
+    forced: bool = False  # the output is constrained to a call
 
 
 def _content(value: Any, label: str) -> str:
@@ -56,8 +60,39 @@ def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
             raise InvalidRequest(
                 f"{label}.role must be one of system, developer, user, assistant, tool", field=f"{label}.role"
             )
-        out.append(ChatMessage(role, _content(item.get("content"), f"{label}.content")))
+        calls = _tool_calls(item.get("tool_calls"), f"{label}.tool_calls") if role == "assistant" else ()
+        call_id = None
+        if role == "tool":
+            call_id = rq.field(item, "tool_call_id", str, required=True, prefix=f"{label}.")
+        out.append(ChatMessage(role, _content(item.get("content"), f"{label}.content"), calls, call_id))
     return tuple(out)
+
+
+def _tool_calls(raw: Any, label: str) -> tuple[ToolCall, ...]:
+    """An assistant message's earlier calls; OpenAI sends their arguments as a JSON string."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidRequest(f"{label} must be a list", field=label)
+    calls = []
+    for i, item in enumerate(raw):
+        function = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidRequest(f"{label}[{i}].function.name must be a string", field=f"{label}[{i}].function")
+        arguments = function.get("arguments", "{}")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments or "{}")
+            except ValueError:
+                arguments = None
+        if not isinstance(arguments, dict):
+            raise InvalidRequest(
+                f"{label}[{i}].function.arguments must be a JSON object (as a string)",
+                field=f"{label}[{i}].function.arguments",
+            )
+        call_id = item.get("id")
+        calls.append(ToolCall(call_id if isinstance(call_id, str) else new_call_id(), function["name"], arguments))
+    return tuple(calls)
 
 
 def _ranged(body: dict[str, Any], key: str, kind: type, low: float, high: float) -> Any:
@@ -174,15 +209,35 @@ def shape(body: dict[str, Any]) -> Shape:
     return Shape(n=n, stream=stream, include_usage=include_usage)
 
 
+def _tools(body: dict[str, Any]) -> tuple[tuple[Tool, ...], ToolChoice]:
+    """`tools` and `tool_choice`, or the legacy `functions` and `function_call` the SDKs still accept."""
+    if body.get("tools") is None and body.get("functions") is not None:
+        if not isinstance(body["functions"], list):
+            raise InvalidRequest("functions must be a list of functions", field="functions")
+        tools = parse_tools([{"type": "function", "function": f} for f in body["functions"]], field="functions")
+        legacy = body.get("function_call")
+        if isinstance(legacy, dict):
+            legacy = {"type": "function", "function": legacy}
+        return tools, parse_tool_choice(legacy, tools, field="function_call")
+    tools = parse_tools(body.get("tools"))
+    return tools, parse_tool_choice(body.get("tool_choice"), tools)
+
+
 def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, Shape]:
     """Translate a chat completion request."""
     name = rq.model_name(body)
-    if body.get("tools") or body.get("functions"):
-        raise InvalidRequest("tools are not supported yet", field="tools")
+    tools, choice = _tools(body)
+    limits = constraints(body)
+    schema = call_schema(tools, choice)
+    if schema is not None:
+        if limits.format is not None or limits.grammar:
+            raise InvalidRequest("a required tool call cannot be combined with response_format", field="tool_choice")
+        limits = replace(limits, format=schema)
+    offered = tools if choice.mode != "none" else ()
     request = ChatRequest(
-        model=name, messages=_messages(body), options=sampling_options(body), constraints=constraints(body)
+        model=name, messages=_messages(body), options=sampling_options(body), constraints=limits, tools=offered
     )
-    return request, shape(body)
+    return request, replace(shape(body), tools=offered, forced=schema is not None)
 
 
 def to_completion_request(body: dict[str, Any]) -> tuple[list[GenerateRequest], Shape]:
