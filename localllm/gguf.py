@@ -31,6 +31,7 @@ class GGUFInfo:
     eos_token: str
     pooling: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)  # every scalar key, and big arrays as None
+    fim: tuple[str, str, str] | None = None  # fill-in-the-middle tokens: prefix, suffix, middle
 
     @property
     def parameter_size(self) -> str:
@@ -70,6 +71,10 @@ def _read_info(path: str, _mtime: int, _size: int) -> GGUFInfo:
             return ""
         return bytes(tokens.parts[tokens.data[tid]]).decode("utf-8", "replace")
 
+    fim = tuple(
+        token_text(f"tokenizer.ggml.{new}_token_id") or token_text(f"tokenizer.ggml.{old}_token_id")
+        for new, old in (("fim_pre", "prefix"), ("fim_suf", "suffix"), ("fim_mid", "middle"))
+    )
     return GGUFInfo(
         architecture=arch,
         name=str(meta.get("general.name", "")),
@@ -84,6 +89,7 @@ def _read_info(path: str, _mtime: int, _size: int) -> GGUFInfo:
         eos_token=token_text("tokenizer.ggml.eos_token_id"),
         pooling=f"{arch}.pooling_type" in meta,
         metadata=meta,
+        fim=(fim[0], fim[1], fim[2]) if all(fim) else None,
     )
 
 

@@ -57,6 +57,7 @@ class GenerateRequest:
     options: Options = field(default_factory=Options)
     keep_alive: float | None = None
     constraints: Constraints = field(default_factory=Constraints)
+    suffix: str | None = None  # text after the insertion point: fill-in-the-middle
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ class Model:
     def capabilities(self) -> list[str]:
         if self.info.pooling or self.info.architecture in {"bert", "nomic-bert", "jina-bert-v2"}:
             return ["embedding"]
-        return ["completion", "tools"] if prompt.supports_tools(self.template) else ["completion"]
+        tools = ["tools"] if prompt.supports_tools(self.template) else []
+        return ["completion", *tools, *(["insert"] if self.info.fim else [])]
 
 
 class Service:
@@ -202,7 +204,14 @@ class Service:
         model = self.model(req.model)
         self._check_generative(model, "generate")
         options = req.options.merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
-        if req.raw:
+        if req.suffix:
+            if model.info.fim is None:
+                raise InvalidRequest(
+                    f'"{model.name}" does not support insert: it has no fill-in-the-middle tokens', field="suffix"
+                )
+            pre, suf, mid = model.info.fim
+            text = f"{pre}{req.prompt}{suf}{req.suffix}{mid}"
+        elif req.raw:
             text = req.prompt
         else:
             text = prompt.render_generate(
@@ -215,7 +224,7 @@ class Service:
         async for event in self._run(
             model,
             options,
-            text if req.prompt else "",
+            text if req.prompt or req.suffix else "",
             req.keep_alive,
             started,
             field="prompt",

@@ -32,6 +32,7 @@ STORY_TEMPLATE = (
 STORIES_REPO = "testorg/stories260K-GGUF"
 CHAT_REPO = "testorg/stories260K-chat-GGUF"
 TINY_REPO = "testorg/tiny-random-GGUF"
+FIM_REPO = "testorg/stories260K-fim-GGUF"
 
 
 def model_file(name: str) -> Path:
@@ -53,10 +54,23 @@ def stories_chat_gguf(tmp_path_factory: pytest.TempPathFactory, stories_gguf: Pa
 
 
 @pytest.fixture(scope="session")
-def hub(stories_gguf: Path, stories_chat_gguf: Path) -> Iterator[HubStub]:
+def stories_fim_gguf(tmp_path_factory: pytest.TempPathFactory, stories_gguf: Path) -> Path:
+    """stories260K told that <s>, </s> and <unk> are its fill-in-the-middle tokens (prefix, suffix, middle)."""
+    out = tmp_path_factory.mktemp("gguf") / "stories260K-fim.gguf"
+    fim: dict[str, str | int] = {
+        "tokenizer.ggml.fim_pre_token_id": 1,
+        "tokenizer.ggml.fim_suf_token_id": 2,
+        "tokenizer.ggml.fim_mid_token_id": 0,
+    }
+    return copy_with_metadata(stories_gguf, out, fim)
+
+
+@pytest.fixture(scope="session")
+def hub(stories_gguf: Path, stories_chat_gguf: Path, stories_fim_gguf: Path) -> Iterator[HubStub]:
     repos = {
         STORIES_REPO: {"stories260K.gguf": stories_gguf},
         CHAT_REPO: {"stories260K-chat-F32.gguf": stories_chat_gguf},
+        FIM_REPO: {"stories260K-fim-F32.gguf": stories_fim_gguf},
     }
     tiny = MODELS / "llama-2-tiny-random.gguf"
     if tiny.is_file():

@@ -7,7 +7,7 @@ from pathlib import Path
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 
-def copy_with_metadata(src: Path, dst: Path, extra: dict[str, str]) -> Path:
+def copy_with_metadata(src: Path, dst: Path, extra: dict[str, str | int]) -> Path:
     reader = GGUFReader(str(src))
     arch = reader.fields["general.architecture"].contents()
     writer = GGUFWriter(str(dst), arch)
@@ -18,7 +18,10 @@ def copy_with_metadata(src: Path, dst: Path, extra: dict[str, str]) -> Path:
         sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
     for key, value in extra.items():
-        writer.add_string(key, value)
+        if isinstance(value, int):
+            writer.add_uint32(key, value)
+        else:
+            writer.add_string(key, value)
     for tensor in reader.tensors:
         writer.add_tensor_info(
             tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type

@@ -12,7 +12,7 @@ import jsonschema
 import openai
 import pytest
 
-from .conftest import CHAT_REPO, STORIES_REPO, Daemon, start_daemon, stop_daemon
+from .conftest import CHAT_REPO, FIM_REPO, STORIES_REPO, Daemon, start_daemon, stop_daemon
 from .hubstub import HubStub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
@@ -32,7 +32,7 @@ SCHEMA = {
 def server(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[Daemon]:
     d = start_daemon(tmp_path_factory.mktemp("openai"), hub, LOCALLLM_NUM_PARALLEL="4")
     try:
-        for repo in (STORIES_REPO, CHAT_REPO):
+        for repo in (STORIES_REPO, CHAT_REPO, FIM_REPO):
             assert d.cli("pull", f"hf.co/{repo}").returncode == 0
         yield d
     finally:
@@ -301,3 +301,48 @@ def test_tool_results_in_the_history(client: openai.OpenAI) -> None:
             tool_choice={"type": "function", "function": {"name": "launch_rockets"}},
         )
     assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
+
+
+def test_echo_sends_the_prompt_back_first(client: openai.OpenAI) -> None:
+    kwargs: dict = {"model": STORIES, "prompt": "Once upon a time", "temperature": 0, "max_tokens": 8}
+    plain = client.completions.create(**kwargs).choices[0].text
+    echoed = client.completions.create(**kwargs, echo=True).choices[0].text
+    assert echoed == "Once upon a time" + plain
+    streamed = "".join(c.choices[0].text for c in client.completions.create(**kwargs, echo=True, stream=True))
+    assert streamed == echoed
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(**kwargs, echo=True, logprobs=1)
+    assert err.value.body["param"] == "echo"  # type: ignore[index]
+
+
+def test_best_of_returns_the_most_likely_candidates(client: openai.OpenAI) -> None:
+    kwargs: dict = {"model": STORIES, "prompt": "The dog", "temperature": 1.0, "seed": 11, "max_tokens": 10}
+    # The same seeds give the same three candidates, with their log-probabilities.
+    candidates = client.completions.create(**kwargs, n=3, logprobs=0).choices
+    means = [sum(c.logprobs.token_logprobs) / len(c.logprobs.token_logprobs) for c in candidates]  # type: ignore[union-attr, arg-type]
+    ranked = [candidates[i].text for i in sorted(range(3), key=lambda i: -means[i])]
+    best = client.completions.create(**kwargs, n=2, best_of=3)
+    assert [c.text for c in best.choices] == ranked[:2]
+    assert [c.index for c in best.choices] == [0, 1]
+    assert all(c.logprobs is None for c in best.choices), "logprobs were not asked for"
+    assert best.usage is not None and best.usage.completion_tokens >= 3 * 5, "every candidate is counted"
+    for bad in ({"n": 3, "best_of": 2}, {"best_of": 2, "stream": True}, {"best_of": 50}):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.completions.create(**{**kwargs, **bad})
+        assert err.value.body["param"] == "best_of"  # type: ignore[index]
+
+
+def test_suffix_fills_in_the_middle_when_the_model_can(client: openai.OpenAI, server: Daemon) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model=STORIES, prompt="Once upon a time", suffix="The end.", max_tokens=4)
+    assert err.value.body["param"] == "suffix" and "insert" in err.value.message  # type: ignore[index]
+    fim = f"hf.co/{FIM_REPO}"
+    show = httpx.post(server.url + "/api/show", json={"model": fim}, timeout=30).json()
+    assert "insert" in show["capabilities"]
+    plain = client.completions.create(model=fim, prompt="Once upon a time", temperature=0, max_tokens=4)
+    filled = client.completions.create(
+        model=fim, prompt="Once upon a time", suffix="The end.", temperature=0, max_tokens=4
+    )
+    assert filled.usage is not None and plain.usage is not None
+    # prefix, suffix and middle tokens around the prompt, and the suffix's own tokens
+    assert filled.usage.prompt_tokens >= plain.usage.prompt_tokens + 3 + 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import secrets
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -66,9 +67,25 @@ async def completions(request: Request) -> Response:
     except Exception as exc:
         return error_response(exc)
     service = _service(request)
-    streams = [service.generate(replace(r, options=_seeded(r.options, i))) for r in reqs for i in range(shape.n)]
-    groups = [g for g in range(len(reqs)) for _ in range(shape.n)]
-    return await _answer(request, streams, groups, model=body["model"], chat=False, shape=shape)
+    each = shape.best_of  # candidates per prompt (n unless best_of asks for more)
+    streams = [service.generate(replace(r, options=_seeded(r.options, i))) for r in reqs for i in range(each)]
+    groups = [g for g in range(len(reqs)) for _ in range(each)]
+    echoes = [r.prompt for r in reqs for _ in range(each)] if shape.echo else []
+    return await _answer(request, streams, groups, model=body["model"], chat=False, shape=shape, echoes=echoes)
+
+
+def _best(tokens: Sequence[Sequence[Token]], groups: Sequence[int], n: int) -> list[int]:
+    """Of each prompt's candidates, the `n` with the highest mean log-probability per token, best first."""
+
+    def score(i: int) -> float:
+        lps = [lp.logprob for t in tokens[i] for lp in t.logprobs]
+        return sum(lps) / len(lps) if lps else -math.inf
+
+    kept = []
+    for group in dict.fromkeys(groups):
+        candidates = [i for i, g in enumerate(groups) if g == group]
+        kept += sorted(candidates, key=score, reverse=True)[:n]
+    return kept
 
 
 def _usage(dones: Sequence[Done], groups: Sequence[int]) -> dict[str, Any]:
@@ -189,9 +206,18 @@ async def _merge(streams: list[Events], firsts: list[Token | Done]) -> AsyncGene
 
 
 async def _answer(
-    request: Request, streams: list[Events], groups: list[int], *, model: str, chat: bool, shape: Shape
+    request: Request,
+    streams: list[Events],
+    groups: list[int],
+    *,
+    model: str,
+    chat: bool,
+    shape: Shape,
+    echoes: Sequence[str] = (),
 ) -> Response:
-    """Frame generations as a chat completion or a text completion, streamed as SSE or whole."""
+    """Frame generations as a chat completion or a text completion, streamed as SSE or whole.
+
+    `echoes` (text completions with `echo`) are each stream's prompt, sent back before its completion."""
     cid = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
     created = int(time.time())
     try:
@@ -229,6 +255,10 @@ async def _answer(
                         "finish_reason": None,
                     }
                     yield {**envelope(chunk_object, [opening]), **extra}
+            for i, echo in enumerate(echoes):
+                opening = {"index": i, "text": echo, "logprobs": None, "finish_reason": None}
+                yield {**envelope(chunk_object, [opening]), **extra}
+                offsets[i] = len(echo)
             held = [_Held() if shape.tools else None for _ in streams]
             async with contextlib.aclosing(_merge(streams, firsts)) as events:
                 async for i, event in events:
@@ -301,10 +331,12 @@ async def _answer(
         return Response(status_code=499)
     except Exception as exc:
         return error_response(exc)
+    kept = _best(tokens, groups, shape.n) if shape.best_of > shape.n else list(range(len(streams)))
     choices = []
-    for i, (parts, done) in enumerate(zip(tokens, dones, strict=True)):
-        text = "".join(t.text for t in parts)
-        lps = [lp for t in parts for lp in t.logprobs]
+    for i, k in enumerate(kept):
+        parts, done = tokens[k], dones[k]
+        text = (echoes[k] if echoes else "") + "".join(t.text for t in parts)
+        lps = [lp for t in parts for lp in t.logprobs] if shape.logprobs else []
         finish = FINISH.get(done.reason, "stop")
         if chat:
             message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}

@@ -28,6 +28,9 @@ class Shape:
     include_usage: bool = False
     tools: tuple[Tool, ...] = ()  # calls to look for in the output (none when tool_choice is "none")
     forced: bool = False  # the output is constrained to a call
+    echo: bool = False  # /v1/completions: the prompt comes back before the completion
+    best_of: int = 1  # /v1/completions: candidates generated per prompt, the n most likely returned
+    logprobs: bool = True  # whether log-probabilities asked for are returned (not when only best_of needed them)
 
 
 def _content(value: Any, label: str) -> str:
@@ -247,12 +250,26 @@ def to_completion_request(body: dict[str, Any]) -> tuple[list[GenerateRequest], 
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise InvalidRequest("prompt must be a string or a list of strings", field="prompt")
-    for key in ("suffix", "echo"):
-        if body.get(key):
-            raise InvalidRequest(f"{key} is not supported yet", field=key)
-    if body.get("best_of") not in (None, 1):
-        raise InvalidRequest("best_of is not supported yet", field="best_of")
+    suffix = rq.field(body, "suffix", str)
+    echo = rq.field(body, "echo", bool, False)
+    framing = shape(body)
+    best_of = _ranged(body, "best_of", int, 1, 20) or framing.n
+    if best_of < framing.n:
+        raise InvalidRequest(f"best_of ({best_of}) must be at least n ({framing.n})", field="best_of")
+    if best_of > framing.n and framing.stream:
+        raise InvalidRequest(
+            "best_of cannot be used with stream: the best choices are known only at the end", field="best_of"
+        )
     options = sampling_options(body, default_max_tokens=16)
     limits = constraints(body, legacy_logprobs=True)
-    requests = [GenerateRequest(model=name, prompt=p, raw=True, options=options, constraints=limits) for p in prompts]
-    return requests, shape(body)
+    if echo and limits.logprobs is not None:
+        raise InvalidRequest(
+            "echo with logprobs is not supported: prompt tokens have no log-probabilities here", field="echo"
+        )
+    if best_of > framing.n and limits.logprobs is None:
+        limits = replace(limits, logprobs=0)  # to rank the candidates; dropped from the answer
+    requests = [
+        GenerateRequest(model=name, prompt=p, raw=True, options=options, constraints=limits, suffix=suffix or None)
+        for p in prompts
+    ]
+    return requests, replace(framing, echo=echo, best_of=best_of, logprobs=body.get("logprobs") is not None)
