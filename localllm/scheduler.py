@@ -24,7 +24,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,6 +51,10 @@ class Runner(Protocol):
     def generate(self, prompt: str, options: dict[str, Any]) -> AsyncGenerator[Token | Done, None]: ...
 
     async def tokenize(self, text: str) -> list[int]: ...
+
+    async def embed(
+        self, inputs: Sequence[str] | Sequence[Sequence[int]], truncate: bool = True, *, normalize: bool = True
+    ) -> tuple[list[list[float]], int]: ...
 
     async def stop(self, timeout: float = 5.0) -> None: ...
 

@@ -1,4 +1,4 @@
-"""The use cases behind every API dialect: generate, chat, pull, list, show, copy, delete, ps.
+"""The use cases behind every API dialect: generate, chat, embed, pull, list, show, copy, delete, ps.
 
 Routes parse their wire format into the request types here, call the service, and frame what it
 yields. The service resolves names in the store (never pulling on its own), merges options
@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,22 @@ from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest
 from .gguf import GGUFInfo, read_info
 from .memory import ModelShape
-from .names import ModelName
+from .names import ModelName, parse_name
 from .runner.process import RunnerSpec
 from .scheduler import ModelRef, Scheduler
 from .store import MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
-from .types import ChatMessage, Constraints, Done, ModelDetails, Options, Progress, Token, Tool, parse_options
+from .types import (
+    ChatMessage,
+    Constraints,
+    Done,
+    Embeddings,
+    ModelDetails,
+    Options,
+    Progress,
+    Token,
+    Tool,
+    parse_options,
+)
 
 log = logging.getLogger("localllm.service")
 
@@ -181,6 +193,9 @@ class Service:
     def _ref(self, model: Model, options: Options) -> ModelRef:
         trained = model.info.context_length or self.settings.context_length
         n_ctx = options.num_ctx or min(self.settings.context_length, trained)
+        embedding = "embedding" in model.capabilities
+        if embedding:  # one sequence (as Ollama), never past the trained positions (BERT has no more)
+            n_ctx = min(n_ctx, trained)
         spec = RunnerSpec(
             model_path=str(model.path),
             n_ctx=n_ctx,
@@ -188,7 +203,8 @@ class Service:
             n_threads=options.num_thread or self.settings.num_threads,
             n_batch=options.num_batch or 512,
             use_mmap=options.use_mmap if options.use_mmap is not None else True,
-            n_parallel=self.settings.num_parallel,
+            n_parallel=1 if embedding else self.settings.num_parallel,
+            embedding=embedding,
         )
         shape = ModelShape.from_metadata(model.info.metadata, model.info.architecture)
         return ModelRef(
@@ -293,8 +309,69 @@ class Service:
                 exc.field = field
                 raise
 
+    # -- embeddings --------------------------------------------------------------------------------
+
+    async def embed(
+        self,
+        model_name: ModelName | str,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        *,
+        truncate: bool = True,
+        dimensions: int | None = None,
+        keep_alive: float | None = None,
+        options: Options | None = None,
+        normalize: bool = True,
+    ) -> Embeddings:
+        """One embedding per input (text or token ids), unit vectors unless `normalize` is false.
+
+        `dimensions` keeps the first that many components and normalises again. No inputs loads the model
+        (or with keep_alive 0 unloads it) and answers no vectors, as an empty prompt does for generate.
+        """
+        started = time.perf_counter_ns()
+        name = model_name if isinstance(model_name, ModelName) else parse_name(model_name, field="model")
+        model = self.model(name)
+        if "embedding" not in model.capabilities:
+            raise InvalidRequest(f'"{model.name}" does not support embeddings', field="model")
+        width = _number(model.info.metadata.get(f"{model.info.architecture}.embedding_length"))
+        if dimensions is not None:
+            _check_dimensions(dimensions, width)
+        merged = (options or Options()).merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
+        ref = self._ref(model, merged)
+        keep = self.settings.keep_alive if keep_alive is None else keep_alive
+        if not inputs and keep <= 0:
+            await self.scheduler.unload(ref.spec.model_path)
+            return Embeddings([], total_duration=time.perf_counter_ns() - started)
+        async with self.scheduler.use(ref, keep_alive=keep) as lease:
+            vectors: list[list[float]] = []
+            count = 0
+            if inputs:
+                try:
+                    vectors, count = await lease.runner.embed(inputs, truncate, normalize=normalize)
+                except ContextLengthExceeded as exc:
+                    exc.field = "input"
+                    raise
+        if dimensions is not None and vectors:
+            _check_dimensions(dimensions, len(vectors[0]))
+            vectors = [_unit(v[:dimensions]) for v in vectors]
+        return Embeddings(vectors, count, time.perf_counter_ns() - started, lease.load_duration)
+
     def loaded(self) -> list[Any]:
         return self.scheduler.loaded()
+
+
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _check_dimensions(dimensions: int, width: int) -> None:
+    if dimensions < 1 or (width and dimensions > width):
+        bounds = f"between 1 and {width}" if width else "at least 1"
+        raise InvalidRequest(f"dimensions must be {bounds}, got {dimensions}", field="dimensions")
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
 
 
 def _runner_options(options: Options) -> dict[str, Any]:
@@ -311,6 +388,9 @@ def _runner_options(options: Options) -> dict[str, Any]:
         "repeat_last_n",
         "presence_penalty",
         "frequency_penalty",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
     )
     values = options.as_dict()
     return {k: values[k] for k in keys if k in values}

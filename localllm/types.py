@@ -29,15 +29,15 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "main_gpu": (int,),
     "num_thread": (int,),
     "use_mmap": (bool,),
+    "mirostat": (int,),
+    "mirostat_tau": _FLOAT,
+    "mirostat_eta": _FLOAT,
 }
 # Options that change how a model is loaded: a different value needs another runner.
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap")
 # Accepted and ignored, as Ollama does, with the reason in the docs.
 DEPRECATED_OPTIONS = frozenset(
     {
-        "mirostat",
-        "mirostat_tau",
-        "mirostat_eta",
         "penalize_newline",
         "low_vram",
         "f16_kv",
@@ -62,6 +62,9 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "repeat_penalty": (0.0, None),
     "num_gpu": (-1, None),
     "num_thread": (0, 1024),
+    "mirostat": (0, 2),
+    "mirostat_tau": (0.0, None),
+    "mirostat_eta": (0.0, None),
 }
 
 
@@ -88,6 +91,9 @@ class Options:
     main_gpu: int | None = None
     num_thread: int | None = None
     use_mmap: bool | None = None
+    mirostat: int | None = None  # 0 off, 1 Mirostat, 2 Mirostat 2.0
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
 
     def merged_over(self, base: Options) -> Options:
         """These options where set, else `base`'s (request > Modelfile > defaults)."""
@@ -160,6 +166,7 @@ class Constraints:
     logprobs: int | None = None  # None: none; N: each token's log-probability and the N most likely
     logit_bias: tuple[tuple[int, float], ...] = ()
     ignore_eos: bool = False
+    min_tokens: int = 0  # no end of the answer (EOS) before this many tokens
 
     def as_runner_options(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -173,6 +180,8 @@ class Constraints:
             out["logit_bias"] = [list(pair) for pair in self.logit_bias]
         if self.ignore_eos:
             out["ignore_eos"] = True
+        if self.min_tokens:
+            out["min_tokens"] = self.min_tokens
         return out
 
 
@@ -251,6 +260,16 @@ class Done:
 
 
 GenerationEvent = Token | Done
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """The answer to an embedding request: one vector per input, in order (durations in nanoseconds)."""
+
+    vectors: list[list[float]]
+    prompt_eval_count: int = 0  # tokens evaluated, over every input
+    total_duration: int = 0
+    load_duration: int = 0
 
 
 @dataclass(frozen=True)

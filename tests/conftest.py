@@ -32,6 +32,8 @@ STORY_TEMPLATE = (
 STORIES_REPO = "testorg/stories260K-GGUF"
 CHAT_REPO = "testorg/stories260K-chat-GGUF"
 TINY_REPO = "testorg/tiny-random-GGUF"
+EMBED_REPO = "testorg/all-MiniLM-L6-v2-GGUF"  # a real sentence-embedding model (BERT, 384-dim, mean pooling)
+EMBED_FILE = "all-minilm-l6-v2-f16.gguf"
 FIM_REPO = "testorg/stories260K-fim-GGUF"
 
 
@@ -75,6 +77,9 @@ def hub(stories_gguf: Path, stories_chat_gguf: Path, stories_fim_gguf: Path) -> 
     tiny = MODELS / "llama-2-tiny-random.gguf"
     if tiny.is_file():
         repos[TINY_REPO] = {"llama-2-tiny-random.F16.gguf": tiny}
+    minilm = MODELS / EMBED_FILE
+    if minilm.is_file():
+        repos[EMBED_REPO] = {"all-MiniLM-L6-v2-F16.gguf": minilm}
     with HubStub(repos) as stub:
         yield stub
 

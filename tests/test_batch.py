@@ -163,3 +163,26 @@ def test_logprobs_travel_with_the_text() -> None:
     run(batcher)
     lps = [lp for m in sent if m.get("logprobs") for lp in m["logprobs"]]
     assert [lp["token"] for lp in lps] == ["o", "k"] and lps[0]["top"] == [[ord("o"), "o", -0.5]]
+
+
+def test_min_tokens_holds_off_the_end_until_reached() -> None:
+    class EagerToEnd:
+        """Ends at once, unless its parameters forbid the end: then writes "x"."""
+
+        def __init__(self, params: Any) -> None:
+            self.ignore_eos = params.ignore_eos
+
+        def sample(self, engine: Any, index: int) -> int:
+            return ord("x") if self.ignore_eos else EOG
+
+        def close(self) -> None:
+            pass
+
+    engine = ScriptEngine("")
+    sent: list[dict[str, Any]] = []
+    batcher = Batcher(engine, sent.append, EagerToEnd)
+    batcher.handle({"op": "generate", "id": "a", "prompt": "ab", "options": {"min_tokens": 3}})
+    batcher.handle({"op": "generate", "id": "b", "prompt": "cd", "options": {}})
+    run(batcher)
+    assert text_of(sent, "a") == "xxx" and done_of(sent, "a")["reason"] == "stop"
+    assert text_of(sent, "b") == "" and done_of(sent, "b")["eval_count"] == 0

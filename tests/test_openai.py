@@ -346,3 +346,25 @@ def test_suffix_fills_in_the_middle_when_the_model_can(client: openai.OpenAI, se
     assert filled.usage is not None and plain.usage is not None
     # prefix, suffix and middle tokens around the prompt, and the suffix's own tokens
     assert filled.usage.prompt_tokens >= plain.usage.prompt_tokens + 3 + 2
+
+
+def test_min_tokens_and_mirostat(client: openai.OpenAI) -> None:
+    eos = 2  # stories260K's </s>: biased up, the answer ends at once unless min_tokens holds it off
+    kwargs: dict = {"model": STORIES, "prompt": "Once upon a time", "temperature": 0, "max_tokens": 50}
+    ended = client.completions.create(**kwargs, logit_bias={str(eos): 100})
+    assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens == 0  # type: ignore[union-attr]
+    held = client.completions.create(**kwargs, logit_bias={str(eos): 100}, extra_body={"min_tokens": 7})
+    assert held.choices[0].finish_reason == "stop" and held.usage.completion_tokens == 7  # type: ignore[union-attr]
+    assert held.choices[0].text == client.completions.create(**{**kwargs, "max_tokens": 7}).choices[0].text
+
+    def mirostat(seed: int) -> str:
+        extra = {"mirostat": 2, "mirostat_tau": 3.0, "mirostat_eta": 0.1}
+        out = client.completions.create(
+            **{**kwargs, "temperature": 0.8, "seed": seed, "max_tokens": 24}, extra_body=extra
+        )
+        return out.choices[0].text
+
+    assert mirostat(5) == mirostat(5) and len(mirostat(5)) > 20
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(**kwargs, extra_body={"mirostat": 3})
+    assert err.value.body["param"] == "mirostat"  # type: ignore[index]

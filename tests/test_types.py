@@ -7,12 +7,23 @@ from localllm.types import Options, parse_options
 
 
 def test_parse_and_merge() -> None:
-    req = parse_options({"temperature": 0, "stop": ["a", "b"], "num_predict": 5, "mirostat": 1})
+    req = parse_options({"temperature": 0, "stop": ["a", "b"], "num_predict": 5, "penalize_newline": True})
     assert req.temperature == 0.0 and isinstance(req.temperature, float)
     assert req.stop == ("a", "b")
     merged = req.merged_over(Options(temperature=0.8, top_k=40))
     assert merged.temperature == 0.0 and merged.top_k == 40
     assert merged.as_dict() == {"temperature": 0.0, "top_k": 40, "num_predict": 5, "stop": ["a", "b"]}
+
+
+def test_mirostat_is_honoured_and_checked() -> None:
+    assert parse_options({"mirostat": 2, "mirostat_tau": 3, "mirostat_eta": 0.2}).as_dict() == {
+        "mirostat": 2,
+        "mirostat_tau": 3.0,
+        "mirostat_eta": 0.2,
+    }
+    with pytest.raises(InvalidRequest) as err:
+        parse_options({"mirostat": 3})
+    assert err.value.field == "options.mirostat"
 
 
 @pytest.mark.parametrize(

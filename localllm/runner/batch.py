@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import dataclasses
 import logging
 import queue
 import time
@@ -25,8 +26,18 @@ from .protocol import Message
 
 log = logging.getLogger("localllm.runner")
 
-_FLOAT = ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
-_INT = ("top_k", "repeat_last_n", "seed")
+_FLOAT = (
+    "temperature",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "mirostat_tau",
+    "mirostat_eta",
+)
+_INT = ("top_k", "repeat_last_n", "seed", "mirostat")
 
 
 class SamplerLike(Protocol):
@@ -75,6 +86,8 @@ class Job:
     prompt: list[int]
     options: dict[str, Any]
     sampler: SamplerLike | None = None
+    early: SamplerLike | None = None  # used until `min_tokens` are generated: cannot end the answer
+    min_tokens: int = 0
     num_predict: int = -1
     stops: tuple[str, ...] = ()
     top_logprobs: int = -1  # -1: no log-probabilities
@@ -109,9 +122,11 @@ class Batcher:
         send: Callable[[Message], None],
         make_sampler: Callable[[SamplingParams], SamplerLike],
         grammar_for: Callable[[Any], str] | None = None,
+        embed: Callable[[Message], Message] | None = None,
     ) -> None:
         self.engine = engine
         self.grammar_for = grammar_for
+        self.embed = embed  # answers an `embed` message (embedding.answer), between decode steps
         self.send = send
         self.make_sampler = make_sampler
         self.slots = [Slot(i) for i in range(engine.n_parallel)]
@@ -129,6 +144,13 @@ class Batcher:
             self.send({"ev": "tokens", "id": rid, "tokens": self.engine.tokenize(str(message.get("text", "")))})
         elif op == "generate":
             self._submit(rid, message)
+        elif op == "embed":
+            if self.embed is None:
+                self.send(
+                    {"ev": "error", "id": rid, "kind": "request", "message": "this runner computes no embeddings"}
+                )
+            else:
+                self.send(self.embed(message))
 
     def _submit(self, rid: str, message: Message) -> None:
         options: dict[str, Any] = message.get("options") or {}
@@ -172,7 +194,11 @@ class Batcher:
             )
             return
         try:
-            job.sampler = self.make_sampler(sampling_params(options, self.grammar_for))
+            params = sampling_params(options, self.grammar_for)
+            job.sampler = self.make_sampler(params)
+            job.min_tokens = int(options.get("min_tokens") or 0)
+            if job.min_tokens > 0 and not params.ignore_eos:
+                job.early = self.make_sampler(dataclasses.replace(params, ignore_eos=True))
         except (ValueError, TypeError) as exc:
             self.send({"ev": "error", "id": rid, "kind": "request", "message": str(exc)})
             return
@@ -264,7 +290,8 @@ class Batcher:
     def _take(self, job: Job) -> None:
         engine = self.engine
         assert job.sampler is not None
-        token = job.sampler.sample(engine, job.out_index)
+        sampler = job.early if job.early is not None and len(job.generated) < job.min_tokens else job.sampler
+        token = sampler.sample(engine, job.out_index)
         if not job.generated and not job.t_first:
             job.t_first = time.perf_counter()
         if engine.is_eog(token):
@@ -341,9 +368,10 @@ class Batcher:
         self._release(job, slot)
 
     def _release(self, job: Job, slot: Slot | None) -> None:
-        if job.sampler is not None:
-            job.sampler.close()
-            job.sampler = None
+        for sampler in (job.sampler, job.early):
+            if sampler is not None:
+                sampler.close()
+        job.sampler = job.early = None
         self.cancelled.discard(job.rid)
         if slot is not None and slot.job is job:
             slot.job = None

@@ -2,8 +2,9 @@
 
 It offers what the decode loop (`batch.py`) needs and nothing more: tokenize, detokenize one token,
 stage tokens into a batch for a sequence, decode, sample per sequence with llama.cpp's own sampler
-chains, read log-probabilities, and drop a sequence's cache from a position. It runs inside the runner
-process (`runner.main`).
+chains, read log-probabilities, and drop a sequence's cache from a position; and, for a model loaded with
+`embedding`, pooled embeddings of whole inputs (`embed`). It runs inside the runner process
+(`runner.main`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import llama_cpp
 import numpy as np
 
 _BACKEND_READY = False
+EMBED_SEQS = 16  # inputs packed into one llama_decode of an embedding model
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class LoadSpec:
     n_batch: int = 512
     use_mmap: bool = True
     n_parallel: int = 1
+    embedding: bool = False  # an embedding model: one sequence of n_ctx, pooled outputs, no sampling
 
 
 class LoadError(Exception):
@@ -50,6 +53,9 @@ class SamplingParams:
     grammar: str | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()
     ignore_eos: bool = False
+    mirostat: int = 0  # 1 or 2: Mirostat sampling (replaces top-k/top-p/min-p), as in llama.cpp
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
 
 
 _SCHEMA_CHAR = 'char ::= [^"\\\\] |'
@@ -102,6 +108,15 @@ class Sampler:
         if params.temperature <= 0:
             add(chain, llama_cpp.llama_sampler_init_greedy())
             return
+        seed = params.seed & 0xFFFFFFFF
+        if params.mirostat in (1, 2):
+            add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+            tau, eta = params.mirostat_tau, params.mirostat_eta
+            if params.mirostat == 1:
+                add(chain, llama_cpp.llama_sampler_init_mirostat(engine.n_vocab, seed, tau, eta, 100))
+            else:
+                add(chain, llama_cpp.llama_sampler_init_mirostat_v2(seed, tau, eta))
+            return
         if params.top_k > 0:
             add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
         if params.typical_p < 1.0:
@@ -111,7 +126,7 @@ class Sampler:
         if params.min_p > 0.0:
             add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
         add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-        add(chain, llama_cpp.llama_sampler_init_dist(params.seed & 0xFFFFFFFF))
+        add(chain, llama_cpp.llama_sampler_init_dist(seed))
 
     def sample(self, engine: Engine, index: int) -> int:
         """Sample (and accept) a token from the `index`-th output of the last decode."""
@@ -144,14 +159,22 @@ class Engine:
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.n_layer = int(llama_cpp.llama_model_n_layer(model))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
-        self.n_parallel = max(1, spec.n_parallel)
-        self.n_batch = spec.n_batch
+        self.embedding = spec.embedding
+        self.n_parallel = 1 if spec.embedding else max(1, spec.n_parallel)
+        self.n_batch = spec.n_ctx if spec.embedding else spec.n_batch
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = spec.n_ctx * self.n_parallel
-        cparams.n_batch = spec.n_batch
+        cparams.n_batch = self.n_batch
         cparams.n_ubatch = min(spec.n_batch, 512)
         cparams.n_seq_max = self.n_parallel
         cparams.kv_unified = False
+        if spec.embedding:
+            # Non-causal models (BERT) need a whole input in one ubatch; several short inputs share a batch,
+            # each its own sequence, and the pooling type (mean, cls, last) comes from the model.
+            cparams.n_ubatch = self.n_batch
+            cparams.n_seq_max = EMBED_SEQS
+            cparams.kv_unified = True
+            cparams.embeddings = True
         if spec.n_threads > 0:
             cparams.n_threads = spec.n_threads
             cparams.n_threads_batch = spec.n_threads
@@ -161,13 +184,17 @@ class Engine:
             raise LoadError("llama.cpp could not create the context (out of memory? try a smaller num_ctx)")
         self.ctx = ctx
         self.n_ctx_seq = int(llama_cpp.llama_n_ctx(ctx)) // self.n_parallel
-        self.memory = llama_cpp.llama_get_memory(ctx)
+        self.memory = llama_cpp.llama_get_memory(ctx)  # None for models without a cache (BERT)
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.pooling = int(llama_cpp.llama_pooling_type(ctx))
+        rank = self.pooling == llama_cpp.LLAMA_POOLING_TYPE_RANK
+        self.n_embd = int(llama_cpp.llama_model_n_cls_out(model) if rank else llama_cpp.llama_model_n_embd(model))
         self.eog_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
-        self._batch = llama_cpp.llama_batch_init(spec.n_batch, 0, 1)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._n = 0
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
+        self.special_suffix = self._special_suffix()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -178,20 +205,33 @@ class Engine:
             "gpu_offload": self.gpu and self.n_gpu_layers > 0,
             "n_gpu_layers": min(self.n_gpu_layers, self.n_layer + 1),
             "n_layer": self.n_layer,
+            "embedding": self.embedding,
+            "n_embd": self.n_embd,
         }
 
     # -- text ----------------------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        """Tokens of `text`; with `add_bos`, the special tokens the model adds (an embedding model: at both
+        ends, as BERT's [CLS] ... [SEP])."""
         data = text.encode("utf-8")
+        special = add_bos and (self.add_bos or self.embedding)
         cap = len(data) + 8
         buf = (llama_cpp.llama_token * cap)()
-        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos and self.add_bos, True)
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, special, True)
         if n < 0:
             cap = -n
             buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos and self.add_bos, True)
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, special, True)
         return list(buf[:n])
+
+    def _special_suffix(self) -> list[int]:
+        """The tokens `tokenize` appends after the text (BERT's [SEP]): kept when an input is truncated."""
+        full, bare = self.tokenize("a"), self.tokenize("a", add_bos=False)
+        for start in range(len(full) - len(bare) + 1):
+            if bare and full[start : start + len(bare)] == bare:
+                return full[start + len(bare) :]
+        return []
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token (cached: the per-token path calls this for every token)."""
@@ -254,6 +294,61 @@ class Engine:
         idx = np.argpartition(-logits, top)[:top] if top < self.n_vocab else np.arange(self.n_vocab)
         idx = idx[np.argsort(-logits[idx])]
         return chosen, [(int(i), float(logits[i]) - log_z) for i in idx]
+
+    # -- embeddings ----------------------------------------------------------------------------------
+
+    def embed(self, prompts: list[list[int]], *, normalize: bool = True) -> list[list[float]]:
+        """One pooled embedding per prompt (each at most `n_ctx_seq` tokens), L2-normalised with `normalize`.
+
+        Raises ValueError when the model was not loaded for embeddings, RuntimeError when llama.cpp fails.
+        """
+        if not self.embedding:
+            raise ValueError("this model was not loaded for embeddings")
+        out: list[list[float]] = []
+        i = 0
+        while i < len(prompts):
+            self.clear_batch()
+            sizes: list[int] = []
+            while i < len(prompts) and len(sizes) < EMBED_SEQS and self._n + len(prompts[i]) <= self.n_batch:
+                for pos, token in enumerate(prompts[i]):
+                    self.add(token, pos, len(sizes), True)
+                sizes.append(len(prompts[i]))
+                i += 1
+            if not sizes:
+                raise ValueError(f"an input of {len(prompts[i])} tokens does not fit the batch of {self.n_batch}")
+            self._batch.n_tokens = self._n
+            if self.memory:
+                llama_cpp.llama_memory_clear(self.memory, True)
+                code = int(llama_cpp.llama_decode(self.ctx, self._batch))
+            else:
+                code = int(llama_cpp.llama_encode(self.ctx, self._batch))
+            if code != 0:
+                raise RuntimeError(f"llama.cpp failed to compute the embeddings (code {code})")
+            out.extend(self._pooled(sizes, normalize))
+        self.clear_batch()
+        return out
+
+    def _pooled(self, sizes: list[int], normalize: bool) -> list[list[float]]:
+        vectors = []
+        if self.pooling == llama_cpp.LLAMA_POOLING_TYPE_NONE:  # per-token outputs: take their mean
+            rows = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings(self.ctx), shape=(sum(sizes), self.n_embd))
+            start = 0
+            for size in sizes:
+                vectors.append(rows[start : start + size].mean(axis=0, dtype=np.float64))
+                start += size
+        else:
+            for seq in range(len(sizes)):
+                ptr = llama_cpp.llama_get_embeddings_seq(self.ctx, seq)
+                if not ptr:
+                    raise RuntimeError("llama.cpp returned no embedding")
+                vectors.append(np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).astype(np.float64))
+        out = []
+        for vector in vectors:
+            norm = float(np.linalg.norm(vector))
+            if normalize and norm > 0:
+                vector = vector / norm
+            out.append(vector.astype(np.float32).tolist())
+        return out
 
     def close(self) -> None:
         llama_cpp.llama_batch_free(self._batch)

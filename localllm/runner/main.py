@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="runner: %(levelname)s %(message)s")
     channel = Channel(_take_stdout())
+    from . import embedding
     from .batch import Batcher
     from .engine import Engine, LoadSpec, Sampler, grammar_for
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     channel.send({"ev": "ready", **engine.info()})
     inbox: queue.Queue[Message | None] = queue.Queue()
     threading.Thread(target=_read_commands, args=(inbox,), daemon=True, name="commands").start()
-    Batcher(engine, channel.send, lambda params: Sampler(engine, params), grammar_for).run(inbox)
+    embed = (lambda message: embedding.answer(engine, message)) if engine.embedding else None
+    Batcher(engine, channel.send, lambda params: Sampler(engine, params), grammar_for, embed).run(inbox)
     engine.close()
     return 0
 

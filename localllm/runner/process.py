@@ -14,7 +14,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ class RunnerSpec:
     n_batch: int = 512
     use_mmap: bool = True
     n_parallel: int = 1  # sequence slots decoded together
+    embedding: bool = False  # an embedding model: loaded with pooled outputs, answers `embed` only
 
 
 class RunnerProcess:
@@ -150,7 +151,7 @@ class RunnerProcess:
                 if kind == "error":
                     finished = True
                     raise _error_from(event)
-                finished = kind in {"done", "tokens"}
+                finished = kind in {"done", "tokens", "embeddings"}
                 yield event
                 if finished:
                     return
@@ -180,6 +181,20 @@ class RunnerProcess:
     async def tokenize(self, text: str) -> list[int]:
         async for event in self._request({"op": "tokenize", "text": text}):
             return list(event["tokens"])
+        raise EngineError("the model runner did not answer")
+
+    async def embed(
+        self, inputs: Sequence[str] | Sequence[Sequence[int]], truncate: bool = True, *, normalize: bool = True
+    ) -> tuple[list[list[float]], int]:
+        """One embedding per input (text or token ids) and the count of tokens evaluated.
+
+        Unit vectors unless `normalize` is false. An input longer than the context is cut to fit with
+        `truncate`, else `ContextLengthExceeded`.
+        """
+        message = {"op": "embed", "inputs": [i if isinstance(i, str) else list(i) for i in inputs]}
+        async with contextlib.aclosing(self._request({**message, "truncate": truncate, "normalize": normalize})) as ev:
+            async for event in ev:
+                return [list(v) for v in event["embeddings"]], int(event["prompt_eval_count"])
         raise EngineError("the model runner did not answer")
 
     async def stop(self, timeout: float = 5.0) -> None:

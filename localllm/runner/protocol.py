@@ -3,9 +3,15 @@
 daemon -> runner                                    runner -> daemon
   {"op": "generate", "id", "prompt", "options"}       {"ev": "ready", "n_ctx", "n_ctx_train", "gpu_offload", ...}
   {"op": "tokenize", "id", "text"}                    {"ev": "text", "id", "text"}          a piece of output
-  {"op": "cancel", "id"}                              {"ev": "done", "id", "reason", counters...}
-  EOF on stdin: exit                                  {"ev": "tokens", "id", "tokens"}
-                                                      {"ev": "error", "id"?, "message", "kind", ...}
+  {"op": "embed", "id", "inputs", "truncate",         {"ev": "done", "id", "reason", counters...}
+   "normalize"}                                       {"ev": "tokens", "id", "tokens"}
+  {"op": "cancel", "id"}                              {"ev": "embeddings", "id", "embeddings", "prompt_eval_count"}
+  EOF on stdin: exit                                  {"ev": "error", "id"?, "message", "kind", ...}
+
+`embed` (embedding models only, loaded with `embedding`): `inputs` is a list of strings or of token-id lists;
+the answer has one vector per input, in order, L2-normalised unless `normalize` is false. An input longer than
+the context is cut to fit with `truncate` (default true: its end-of-text special tokens are kept), else refused
+with a "context" error.
 
 `kind` of an error is "context" (the input does not fit: `n_tokens`, `n_ctx` given), "request" (bad
 input) or "engine" (llama.cpp failed). The runner writes nothing else on its protocol stream: llama.cpp's

@@ -141,6 +141,9 @@ def sampling_options(body: dict[str, Any], *, default_max_tokens: int | None = N
         seed=seed,
         presence_penalty=_float(_ranged(body, "presence_penalty", float, -2, 2)),
         frequency_penalty=_float(_ranged(body, "frequency_penalty", float, -2, 2)),
+        mirostat=_ranged(body, "mirostat", int, 0, 2),
+        mirostat_tau=_float(_ranged(body, "mirostat_tau", float, 0, 100)),
+        mirostat_eta=_float(_ranged(body, "mirostat_eta", float, 0, 10)),
     )
     # OpenAI's defaults (temperature 1, top_p 1) apply when neither the request nor `options` sets them.
     base = parse_options(body.get("options")).merged_over(Options(temperature=1.0, top_p=1.0))
@@ -184,6 +187,7 @@ def constraints(body: dict[str, Any], *, legacy_logprobs: bool = False) -> Const
         logprobs=logprobs,
         logit_bias=_logit_bias(body),
         ignore_eos=rq.field(body, "ignore_eos", bool, False),
+        min_tokens=_ranged(body, "min_tokens", int, 0, 1 << 20) or 0,
     )
 
 
