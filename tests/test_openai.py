@@ -368,3 +368,51 @@ def test_min_tokens_and_mirostat(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(**kwargs, extra_body={"mirostat": 3})
     assert err.value.body["param"] == "mirostat"  # type: ignore[index]
+
+
+def test_json_object_ignored_fields_and_text_parts(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(
+        model=CHAT,
+        messages=[
+            {
+                "role": "developer",
+                "content": [{"type": "text", "text": "Once upon"}, {"type": "text", "text": " a time"}],
+            }
+        ],  # type: ignore[list-item]
+        response_format={"type": "json_object"},
+        seed=4,
+        temperature=0.7,
+        max_tokens=200,
+        user="someone",
+        store=False,
+        metadata={"k": "v"},
+        service_tier="auto",
+        parallel_tool_calls=False,
+    )
+    text = out.choices[0].message.content or ""
+    assert text.startswith("{"), "json_object asks for a JSON object"
+    if out.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
+
+
+def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
+    ids = {m.id: m for m in client.models.list()}
+    name = f"{CHAT}:latest"
+    assert name in ids and ids[name].owned_by == "testorg" and ids[name].created > 1_600_000_000
+    got = client.models.retrieve(name)  # the id holds "/" and ":"
+    assert (got.id, got.owned_by, got.created) == (name, "testorg", ids[name].created)
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("hf.co/testorg/missing:latest")
+
+
+def test_async_client_whole_answer(server: Daemon) -> None:
+    async def scenario() -> tuple[str, str]:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        chat, text = await asyncio.gather(
+            client.chat.completions.create(model=CHAT, messages=USER, temperature=0, max_tokens=20),  # type: ignore[arg-type]
+            client.completions.create(model=STORIES, prompt="Once upon a time", temperature=0, max_tokens=20),
+        )
+        return chat.choices[0].message.content or "", text.choices[0].text
+
+    chat, text = asyncio.run(scenario())
+    assert "there was a little girl" in chat and "there was a little girl" in text

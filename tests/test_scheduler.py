@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import openai
 import pytest
 from starlette.testclient import TestClient
 
@@ -571,6 +572,15 @@ def test_server_busy_is_503_with_retry_after_in_both_dialects(tmp_path: Path) ->
             assert r.json() == {"error": {"message": BUSY_MESSAGE, "type": "server_error", "param": None, "code": None}}
         r = client.post("/api/generate", json={"model": "missing", "prompt": "hi"})
         assert r.status_code == 404 and "retry-after" not in r.headers
+
+
+def test_server_busy_raises_the_openai_sdks_status_error(tmp_path: Path) -> None:
+    for client in client_over(tmp_path, Scheduler(max_queue=0, factory=FakeFactory(), memory=plenty())):
+        sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0)
+        with pytest.raises(openai.InternalServerError) as err:
+            sdk.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
+        assert err.value.status_code == 503 and err.value.response.headers["retry-after"] == "2"
+        assert err.value.body == {"message": BUSY_MESSAGE, "type": "server_error", "param": None, "code": None}
 
 
 def test_ps_reports_the_memory_estimate(tmp_path: Path) -> None:
