@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +163,19 @@ def stop_daemon(daemon: Daemon) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(daemon.proc.pid, signal.SIGKILL)
             daemon.proc.wait()
+
+
+@contextlib.contextmanager
+def daemon_with(tmp: Path, hub: HubStub, repos: Iterable[str], **extra_env: str) -> Iterator[Daemon]:
+    """A daemon that has pulled `repos` (through its CLI), stopped afterwards."""
+    d = start_daemon(tmp, hub, **extra_env)
+    try:
+        for repo in repos:
+            pulled = d.cli("pull", f"hf.co/{repo}")
+            assert pulled.returncode == 0, pulled.stderr
+        yield d
+    finally:
+        stop_daemon(d)
 
 
 @pytest.fixture(scope="module")

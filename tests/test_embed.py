@@ -18,7 +18,7 @@ from localllm.errors import InvalidRequest
 from localllm.runner import embedding
 from localllm.server.embed_api import dimensions, encode_base64, encoding_format, ollama_inputs, openai_inputs
 
-from .conftest import EMBED_FILE, EMBED_REPO, STORIES_REPO, Daemon, model_file, start_daemon, stop_daemon
+from .conftest import EMBED_FILE, EMBED_REPO, STORIES_REPO, Daemon, daemon_with, model_file
 from .hubstub import HubStub
 
 EMBED = f"hf.co/{EMBED_REPO}"
@@ -127,14 +127,8 @@ def test_runner_refuses_bad_inputs() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[Daemon]:
     model_file(EMBED_FILE)
-    d = start_daemon(tmp_path_factory.mktemp("embed"), hub)
-    try:
-        for repo in (EMBED_REPO, STORIES_REPO):
-            pulled = d.cli("pull", f"hf.co/{repo}")
-            assert pulled.returncode == 0, pulled.stderr
+    with daemon_with(tmp_path_factory.mktemp("embed"), hub, (EMBED_REPO, STORIES_REPO)) as d:
         yield d
-    finally:
-        stop_daemon(d)
 
 
 @pytest.fixture

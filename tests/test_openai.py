@@ -12,7 +12,7 @@ import jsonschema
 import openai
 import pytest
 
-from .conftest import CHAT_REPO, FIM_REPO, STORIES_REPO, Daemon, start_daemon, stop_daemon
+from .conftest import CHAT_REPO, FIM_REPO, STORIES_REPO, Daemon, daemon_with
 from .hubstub import HubStub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
@@ -30,13 +30,9 @@ SCHEMA = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path_factory.mktemp("openai"), hub, LOCALLLM_NUM_PARALLEL="4")
-    try:
-        for repo in (STORIES_REPO, CHAT_REPO, FIM_REPO):
-            assert d.cli("pull", f"hf.co/{repo}").returncode == 0
+    repos = (STORIES_REPO, CHAT_REPO, FIM_REPO)
+    with daemon_with(tmp_path_factory.mktemp("openai"), hub, repos, LOCALLLM_NUM_PARALLEL="4") as d:
         yield d
-    finally:
-        stop_daemon(d)
 
 
 @pytest.fixture
