@@ -160,8 +160,9 @@ def test_async_client_streams(server: Daemon) -> None:
 
 
 def test_errors_raise_the_matching_exceptions(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="nope", messages=USER)  # type: ignore[arg-type]
+    assert missing.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model=CHAT, messages=USER, top_logprobs=50, logprobs=True)  # type: ignore[arg-type]
     assert err.value.body["param"] == "top_logprobs"  # type: ignore[index]
@@ -352,6 +353,14 @@ def test_min_tokens_and_mirostat(client: openai.OpenAI) -> None:
     held = client.completions.create(**kwargs, logit_bias={str(eos): 100}, extra_body={"min_tokens": 7})
     assert held.choices[0].finish_reason == "stop" and held.usage.completion_tokens == 7  # type: ignore[union-attr]
     assert held.choices[0].text == client.completions.create(**{**kwargs, "max_tokens": 7}).choices[0].text
+
+    # llama.cpp's grammar and ignore_eos, at the top level as llama.cpp's server and vLLM take them
+    yes_no = client.completions.create(**kwargs, extra_body={"grammar": 'root ::= " yes" | " no"'})
+    assert yes_no.choices[0].text in (" yes", " no") and yes_no.choices[0].finish_reason == "stop"
+    endless = client.completions.create(
+        **{**kwargs, "max_tokens": 12}, logit_bias={str(eos): 100}, extra_body={"ignore_eos": True}
+    )
+    assert endless.choices[0].finish_reason == "length" and endless.usage.completion_tokens == 12  # type: ignore[union-attr]
 
     def mirostat(seed: int) -> str:
         extra = {"mirostat": 2, "mirostat_tau": 3.0, "mirostat_eta": 0.1}
