@@ -27,7 +27,7 @@ from .memory import ModelShape
 from .names import ModelName, parse_name
 from .runner.process import RunnerSpec
 from .scheduler import ModelRef, Scheduler
-from .store import MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
+from .store import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
 from .types import (
     ChatMessage,
     Constraints,
@@ -70,6 +70,7 @@ class GenerateRequest:
     keep_alive: float | None = None
     constraints: Constraints = field(default_factory=Constraints)
     suffix: str | None = None  # text after the insertion point: fill-in-the-middle
+    template: str | None = None  # a chat template for this request instead of the model's
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class Model:
     template: str | None
     system: str | None
     parameters: Options
+    messages: tuple[ChatMessage, ...] = ()  # a conversation every chat starts from (Modelfile MESSAGE)
+    license: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -136,8 +139,17 @@ class Service:
         except Exception as exc:  # the gguf reader raises plain ValueErrors, KeyErrors, ... on a bad file
             raise EngineError(f"cannot read the model file of '{stored.name}': {exc}") from exc
         template = self.store.read_blob_text(stored.manifest.layer(MEDIA_TEMPLATE)) or info.chat_template
+        messages = json.loads(self.store.read_blob_text(stored.manifest.layer(MEDIA_MESSAGES)) or "[]")
+        license_ = self.store.read_blob_text(stored.manifest.layer(MEDIA_LICENSE))
         return Model(
-            stored, path, info, template, self.store.read_blob_text(stored.manifest.layer(MEDIA_SYSTEM)), params
+            stored,
+            path,
+            info,
+            template,
+            self.store.read_blob_text(stored.manifest.layer(MEDIA_SYSTEM)),
+            params,
+            tuple(ChatMessage(str(m["role"]), str(m["content"])) for m in messages),
+            (license_,) if license_ else (),
         )
 
     def list_models(self) -> list[Model]:
@@ -230,10 +242,12 @@ class Service:
         elif req.raw:
             text = req.prompt
         else:
+            if req.template is not None:
+                prompt.check_template(req.template)
             text = prompt.render_generate(
                 req.prompt,
                 system=req.system if req.system is not None else model.system,
-                template=model.template,
+                template=req.template if req.template is not None else model.template,
                 bos_token=model.info.bos_token,
                 eos_token=model.info.eos_token,
             )
@@ -253,7 +267,7 @@ class Service:
         model = self.model(req.model)
         self._check_generative(model, "chat")
         options = req.options.merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
-        messages = list(req.messages)
+        messages = [*model.messages, *req.messages]
         if model.system and not (messages and messages[0].role == "system"):
             messages.insert(0, ChatMessage("system", model.system))
         text = ""

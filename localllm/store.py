@@ -166,6 +166,12 @@ class Store:
             os.replace(partial, target)
         return Layer(MEDIA_MODEL, actual, size)
 
+    def upload(self, digest: str) -> BlobUpload:
+        """Receive a blob in pieces (`POST /api/blobs/<digest>`): hashed as it is written, kept only when it
+        matches `digest`."""
+        self.ensure()
+        return BlobUpload(self, check_digest(digest))
+
     def add_blob_bytes(self, data: bytes, media_type: str) -> Layer:
         self.ensure()
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
@@ -255,9 +261,10 @@ class Store:
         used = {layer.digest.replace(":", "-") for m in self.models() for layer in m.manifest.layers}
         removed = []
         for blob in self.blobs_dir.iterdir():
-            if blob.name.endswith(".partial") or blob.name not in used:
-                if blob.name.endswith(".partial") and time.time() - blob.stat().st_mtime < 3600:
-                    continue  # maybe a pull in progress
+            unfinished = blob.name.endswith((".partial", ".upload"))
+            if unfinished or blob.name not in used:
+                if unfinished and time.time() - blob.stat().st_mtime < 3600:
+                    continue  # maybe a pull or an upload in progress
                 blob.unlink(missing_ok=True)
                 removed.append(blob.name)
         return removed
@@ -283,6 +290,38 @@ class Store:
                 tmp.symlink_to(self.blob_path(layer.digest))
                 os.replace(tmp, link)
         return first
+
+
+class BlobUpload:
+    """A blob being received: `write()` its pieces, then `commit()` (verify and rename into place) or
+    `abort()`. A mismatching digest stores nothing and raises `InvalidRequest`."""
+
+    def __init__(self, store: Store, digest: str) -> None:
+        self.digest = digest
+        self.size = 0
+        self._target = store.blob_path(digest)
+        fd, tmp = tempfile.mkstemp(dir=store.blobs_dir, prefix=f".{self._target.name}.", suffix=".upload")
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def commit(self) -> Layer:
+        self._file.close()
+        actual = f"sha256:{self._hash.hexdigest()}"
+        if actual != self.digest:
+            self.abort()
+            raise InvalidRequest(f"digest mismatch: the body hashes to {actual}, not {self.digest}", field="digest")
+        os.replace(self._tmp, self._target)
+        return Layer(MEDIA_MODEL, self.digest, self.size)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

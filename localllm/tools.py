@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidRequest
-from .types import Tool, ToolCall
+from .types import Token, Tool, ToolCall
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
@@ -139,6 +139,26 @@ def parse_tool_calls(text: str, tools: Sequence[Tool]) -> list[ToolCall] | None:
             return None
         calls.append(call)
     return calls or None
+
+
+class HeldText:
+    """Output held back while it may still turn out to be a tool call (streaming with tools)."""
+
+    def __init__(self) -> None:
+        self.parts: list[Token] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.parts)
+
+    def take(self, token: Token, *, forced: bool) -> bool:
+        """Hold `token`; False when the output is plainly not a call, so all of it should go out now."""
+        self.parts.append(token)
+        return forced or may_be_a_call(self.text)
+
+    def release(self) -> Token:
+        parts, self.parts = self.parts, []
+        return Token("".join(t.text for t in parts), tuple(lp for t in parts for lp in t.logprobs))
 
 
 def new_call_id() -> str:

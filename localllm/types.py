@@ -167,6 +167,7 @@ class Constraints:
     logit_bias: tuple[tuple[int, float], ...] = ()
     ignore_eos: bool = False
     min_tokens: int = 0  # no end of the answer (EOS) before this many tokens
+    context: tuple[int, ...] = ()  # tokens of an earlier exchange the prompt continues (Ollama's `context`)
 
     def as_runner_options(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -182,6 +183,8 @@ class Constraints:
             out["ignore_eos"] = True
         if self.min_tokens:
             out["min_tokens"] = self.min_tokens
+        if self.context:
+            out["context"] = list(self.context)
         return out
 
 

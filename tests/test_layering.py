@@ -12,7 +12,7 @@ import localllm
 ROOT = Path(__file__).resolve().parent.parent
 LEAVES = {"config", "errors", "types", "names", "modelfile", "gguf", "tools", "__init__"}
 CORE = {"store", "hub", "prompt", "memory", "scheduler", "runner"}
-USE_CASES = {"service"}
+USE_CASES = {"service", "create"}
 ADAPTERS = {"server", "daemon"}
 CLIENT = {"client"}
 LEVEL = {

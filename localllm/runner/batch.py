@@ -155,7 +155,13 @@ class Batcher:
     def _submit(self, rid: str, message: Message) -> None:
         options: dict[str, Any] = message.get("options") or {}
         tokens = message.get("tokens")
-        prompt = [int(t) for t in tokens] if tokens else self.engine.tokenize(str(message.get("prompt", "")))
+        if tokens:
+            prompt = [int(t) for t in tokens]
+        elif options.get("context"):  # an earlier exchange's tokens, then the new text (no second BOS)
+            prompt = [int(t) for t in options["context"]]
+            prompt += self.engine.tokenize(str(message.get("prompt", "")), add_bos=False)
+        else:
+            prompt = self.engine.tokenize(str(message.get("prompt", "")))
         n_ctx = self.engine.n_ctx_seq
         if len(prompt) >= n_ctx:
             self.send(

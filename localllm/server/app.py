@@ -15,7 +15,7 @@ from ..config import Settings
 from ..scheduler import Scheduler
 from ..service import Service
 from ..store import Store
-from . import embed_api, ollama_api, openai_api
+from . import create_api, embed_api, ollama_api, openai_api
 from .errors import message_of
 
 log = logging.getLogger("localllm.server")
@@ -58,7 +58,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         return JSONResponse({"error": message_of(exc)}, status_code=500)
 
     return Starlette(
-        routes=[*ollama_api.routes, *openai_api.routes, *embed_api.routes],
+        routes=[*ollama_api.routes, *create_api.routes, *openai_api.routes, *embed_api.routes],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )

@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import math
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -15,7 +16,8 @@ from starlette.routing import Route
 from .. import __version__
 from ..errors import InvalidRequest
 from ..service import ChatRequest, GenerateRequest, Model, Service
-from ..types import ROLES, ChatMessage, Done, Token, parse_options
+from ..tools import HeldText, new_call_id, parse_tool_calls, parse_tools
+from ..types import ROLES, ChatMessage, Constraints, Done, Token, Tool, ToolCall, parse_options
 from . import requests as rq
 from .errors import headers_of, ollama_error, status_of
 from .streaming import ClientGone, EventStream, first_item, ndjson_line, prepend, until_disconnect
@@ -75,7 +77,13 @@ def _merge(acc: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
     if "response" in acc:
         out["response"] = acc["response"] + item.get("response", "")
     if "message" in acc and "message" in item:
-        out["message"] = {**acc["message"], "content": acc["message"]["content"] + item["message"]["content"]}
+        out["message"] = {
+            **acc["message"],
+            **item["message"],
+            "content": acc["message"]["content"] + item["message"]["content"],
+        }
+    if "logprobs" in acc or "logprobs" in item:
+        out["logprobs"] = acc.get("logprobs", []) + item.get("logprobs", [])
     return out
 
 
@@ -92,34 +100,98 @@ def _done_fields(done: Done) -> dict[str, Any]:
     }
 
 
+def _logprobs(token: Token) -> list[dict[str, Any]]:
+    return [
+        {
+            "token": lp.token,
+            "logprob": lp.logprob,
+            "bytes": list(lp.bytes),
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for _, t, v in lp.top],
+        }
+        for lp in token.logprobs
+    ]
+
+
 async def _lines(
-    events: AsyncGenerator[Token | Done, None], model: str, key: str, *, context: bool
+    events: AsyncGenerator[Token | Done, None],
+    model: str,
+    key: str,
+    *,
+    context: bool,
+    tools: tuple[Tool, ...] = (),
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """Ollama's stream objects for generate (`key` "response") or chat (`key` "message")."""
+    """Ollama's stream objects for generate (`key` "response") or chat (`key` "message").
+
+    With `tools`, output that may be a tool call is held back; a call found in it goes out as the
+    message's `tool_calls` (arguments as an object), anything else as content."""
 
     def text(piece: str) -> dict[str, Any]:
         return {"response": piece} if key == "response" else {"message": {"role": "assistant", "content": piece}}
 
+    def chunk(token: Token) -> dict[str, Any]:
+        line = {"model": model, "created_at": timestamp(), **text(token.text), "done": False}
+        if token.logprobs:
+            line["logprobs"] = _logprobs(token)
+        return line
+
+    held = HeldText() if tools else None
     async with contextlib.aclosing(events):
         async for event in events:
             if isinstance(event, Token):
-                yield {"model": model, "created_at": timestamp(), **text(event.text), "done": False}
+                if held is not None:
+                    if held.take(event, forced=False):
+                        continue
+                    event, held = held.release(), None
+                yield chunk(event)
                 continue
+            if held is not None and held.parts:
+                calls = parse_tool_calls(held.text, tools)
+                if calls:
+                    message = {"role": "assistant", "content": "", "tool_calls": _ollama_calls(calls)}
+                    yield {"model": model, "created_at": timestamp(), "message": message, "done": False}
+                else:
+                    yield chunk(held.release())
             line = {"model": model, "created_at": timestamp(), **text(""), **_done_fields(event)}
             if context and event.context and event.reason not in ("load", "unload"):
                 line["context"] = list(event.context)
             yield line
 
 
+def _ollama_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments}} for i, c in enumerate(calls)
+    ]
+
+
 def _refuse_unsupported(body: dict[str, Any]) -> None:
     """Fields whose meaning we cannot honour yet get a 400 rather than being silently ignored."""
     if body.get("images"):
         raise InvalidRequest("this model has no vision support: images cannot be used", field="images")
-    for key in ("format", "suffix", "template", "tools"):
-        if body.get(key):
-            raise InvalidRequest(f"{key} is not supported yet", field=key)
     if body.get("think") not in (None, False):
         raise InvalidRequest("this model does not support thinking", field="think")
+
+
+def _constraints(body: dict[str, Any]) -> Constraints:
+    """`format` ("json" or a JSON schema: grammar-constrained), `logprobs` and `top_logprobs` (0-20)."""
+    fmt = body.get("format")
+    if fmt == "":
+        fmt = None
+    if fmt is not None and fmt != "json" and not isinstance(fmt, dict):
+        raise InvalidRequest('format must be "json" or a JSON schema object', field="format")
+    top = rq.field(body, "top_logprobs", int)
+    if top is not None and not 0 <= top <= 20:
+        raise InvalidRequest("top_logprobs must be between 0 and 20", field="top_logprobs")
+    wanted = rq.field(body, "logprobs", bool, False)
+    if top and not wanted:
+        raise InvalidRequest("top_logprobs needs logprobs set to true", field="top_logprobs")
+    return Constraints(format=fmt, logprobs=(top or 0) if wanted else None)
+
+
+def _context(body: dict[str, Any]) -> tuple[int, ...]:
+    raw = rq.field(body, "context", list, [])
+    if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in raw):
+        raise InvalidRequest("context must be a list of token ids", field="context")
+    return tuple(raw)
 
 
 async def generate(request: Request) -> Response:
@@ -127,15 +199,20 @@ async def generate(request: Request) -> Response:
         body = await rq.read_json(request)
         name = rq.model_name(body)
         _refuse_unsupported(body)
-        if body.get("context"):
-            raise InvalidRequest("context is not supported yet", field="context")
+        raw = rq.field(body, "raw", bool, False)
+        context = _context(body)
+        if raw and (body.get("template") or body.get("system") or context):
+            raise InvalidRequest("raw mode does not support template, system, or context", field="raw")
         req = GenerateRequest(
             model=name,
             prompt=rq.field(body, "prompt", str, ""),
             system=rq.field(body, "system", str),
-            raw=rq.field(body, "raw", bool, False),
+            raw=raw,
             options=parse_options(body.get("options")),
             keep_alive=rq.keep_alive(body),
+            constraints=replace(_constraints(body), context=context),
+            suffix=rq.field(body, "suffix", str) or None,
+            template=rq.field(body, "template", str) or None,
         )
         stream = rq.field(body, "stream", bool, True)
     except Exception as exc:
@@ -159,8 +236,27 @@ def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
             raise InvalidRequest(f"{label}.role must be one of {', '.join(ROLES)}, got {role!r}", field=f"{label}.role")
         if item.get("images"):
             raise InvalidRequest("this model has no vision support: images cannot be used", field=f"{label}.images")
-        out.append(ChatMessage(role, rq.field(item, "content", str, "", prefix=f"{label}.")))
+        content = rq.field(item, "content", str, "", prefix=f"{label}.")
+        calls = _message_calls(item, label) if role == "assistant" else ()
+        call_id = rq.field(item, "tool_call_id", str, prefix=f"{label}.") if role == "tool" else None
+        out.append(ChatMessage(role, content, calls, call_id))
     return tuple(out)
+
+
+def _message_calls(item: dict[str, Any], label: str) -> tuple[ToolCall, ...]:
+    """An assistant message's earlier tool calls, Ollama's shape: arguments as an object."""
+    calls = []
+    for i, call in enumerate(rq.field(item, "tool_calls", list, [], prefix=f"{label}.")):
+        where = f"{label}.tool_calls[{i}].function"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidRequest(f"{where}.name must be a string", field=where)
+        arguments = function.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            raise InvalidRequest(f"{where}.arguments must be an object", field=f"{where}.arguments")
+        call_id = call.get("id")
+        calls.append(ToolCall(call_id if isinstance(call_id, str) else new_call_id(), function["name"], arguments))
+    return tuple(calls)
 
 
 async def chat(request: Request) -> Response:
@@ -173,13 +269,16 @@ async def chat(request: Request) -> Response:
             messages=_messages(body),
             options=parse_options(body.get("options")),
             keep_alive=rq.keep_alive(body),
+            constraints=_constraints(body),
+            tools=parse_tools(body.get("tools")),
         )
         stream = rq.field(body, "stream", bool, True)
     except Exception as exc:
         return error_response(exc)
 
     events = _service(request).chat(req)
-    return await _stream_or_error(_lines(events, str(req.model), "message", context=False), request, stream=stream)
+    lines = _lines(events, str(req.model), "message", context=False, tools=req.tools)
+    return await _stream_or_error(lines, request, stream=stream)
 
 
 def model_entry(model: Model) -> dict[str, Any]:
@@ -222,6 +321,10 @@ def _modelfile(model: Model) -> str:
     for key, value in model.parameters.as_dict().items():
         for v in value if isinstance(value, list) else [value]:
             lines.append(f"PARAMETER {key} {_quote(v) if isinstance(v, str) else v}")
+    for message in model.messages:
+        lines.append(f'MESSAGE {message.role} """{message.content}"""')
+    for text in model.license:
+        lines.append(f'LICENSE """{text}"""')
     return "\n".join(lines) + "\n"
 
 
@@ -246,6 +349,10 @@ async def show(request: Request) -> Response:
             "model_info": info,
             "capabilities": model.capabilities,
             "modified_at": timestamp(model.stored.modified_at),
+            **({"license": "\n\n".join(model.license)} if model.license else {}),
+            **(
+                {"messages": [{"role": m.role, "content": m.content} for m in model.messages]} if model.messages else {}
+            ),
         }
     )
 

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from ..errors import EngineError, ModelNotFound
 from ..names import parse_name
 from ..service import Service
-from ..tools import may_be_a_call, parse_tool_calls
+from ..tools import HeldText, parse_tool_calls
 from ..types import Done, Token, TokenLogprob, ToolCall
 from . import requests as rq
 from .errors import headers_of, openai_error, status_of
@@ -134,26 +134,6 @@ def _legacy_logprobs(lps: Sequence[TokenLogprob], offset: int) -> dict[str, Any]
     }
 
 
-class _Held:
-    """Output held back while it may still turn out to be a tool call (streaming with tools)."""
-
-    def __init__(self) -> None:
-        self.parts: list[Token] = []
-
-    @property
-    def text(self) -> str:
-        return "".join(t.text for t in self.parts)
-
-    def take(self, token: Token, *, forced: bool) -> bool:
-        """Hold `token`; False when the output is plainly not a call, so all of it should go out now."""
-        self.parts.append(token)
-        return forced or may_be_a_call(self.text)
-
-    def release(self) -> Token:
-        parts, self.parts = self.parts, []
-        return Token("".join(t.text for t in parts), tuple(lp for t in parts for lp in t.logprobs))
-
-
 def _tool_call_dicts(calls: Sequence[ToolCall], *, indexed: bool = False) -> list[dict[str, Any]]:
     """OpenAI's `tool_calls`: arguments as a JSON string; in a stream's delta each call has its `index`."""
     out = []
@@ -259,7 +239,7 @@ async def _answer(
                 opening = {"index": i, "text": echo, "logprobs": None, "finish_reason": None}
                 yield {**envelope(chunk_object, [opening]), **extra}
                 offsets[i] = len(echo)
-            held = [_Held() if shape.tools else None for _ in streams]
+            held = [HeldText() if shape.tools else None for _ in streams]
             async with contextlib.aclosing(_merge(streams, firsts)) as events:
                 async for i, event in events:
                     hold = held[i]

@@ -1,0 +1,136 @@
+"""Create a model (`POST /api/create`): a base (an existing model, one pulled from the Hub, or uploaded GGUF
+blobs) with a template, system text, parameters, messages and license of its own.
+
+Each new layer is a blob (JSON or text) in the store; the manifest is written last, so a failed create leaves
+no model behind. Progress follows Ollama's statuses: `using existing layer sha256:…`, `creating new layer
+sha256:…`, `writing manifest`, `success`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+
+from . import prompt
+from .errors import InvalidRequest, ModelNotFound
+from .gguf import read_info
+from .names import ModelName, parse_name
+from .service import Service
+from .store import (
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    Layer,
+    Manifest,
+    check_digest,
+)
+from .types import ChatMessage, Options, Progress
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    model: ModelName
+    from_: str | None = None  # an existing model, or hf.co/... (pulled when missing)
+    files: dict[str, str] = field(default_factory=dict)  # GGUF file name -> digest of an uploaded blob
+    adapters: dict[str, str] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    parameters: Options | None = None
+    messages: tuple[ChatMessage, ...] | None = None
+    license: tuple[str, ...] | None = None
+
+
+async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progress, None]:
+    """Build the model's manifest from its base and its own layers, yielding progress."""
+    store = service.store
+    if req.adapters:
+        raise InvalidRequest("adapters (LoRA) are not supported yet", field="adapters")
+    if req.template is not None:
+        prompt.check_template(req.template)
+    if req.files and req.from_:
+        raise InvalidRequest("give either from or files, not both", field="files")
+    params, system, template_text = Options(), None, None
+    messages: tuple[ChatMessage, ...] = ()
+    license_: tuple[str, ...] = ()
+    if req.files:
+        base = _uploaded(service, req.files)
+    elif req.from_:
+        name = parse_name(req.from_, field="from")
+        if store.find(name) is None:
+            if not name.is_hf:
+                raise ModelNotFound(f"model '{req.from_}' not found: pull it first, or give a hf.co/… name")
+            async for step in service.pull(name):
+                if step.status != "success":
+                    yield step
+        source = service.model(name)
+        base = source.stored.manifest.model_layers
+        params, system, messages, license_ = source.parameters, source.system, source.messages, source.license
+        # The base's own TEMPLATE layer carries over; a template from the GGUF itself stays in the GGUF.
+        template_text = store.read_blob_text(source.stored.manifest.layer(MEDIA_TEMPLATE))
+    else:
+        raise InvalidRequest("from or files is required: the model to build on", field="from")
+
+    layers: list[Layer] = []
+    for layer in base:
+        yield Progress(f"using existing layer {layer.digest}")
+        layers.append(layer)
+
+    own = [
+        (req.template if req.template is not None else template_text, MEDIA_TEMPLATE),
+        (req.system if req.system is not None else system, MEDIA_SYSTEM),
+        (_params_json(req.parameters.merged_over(params) if req.parameters else params), MEDIA_PARAMS),
+        (_messages_json(req.messages if req.messages is not None else messages), MEDIA_MESSAGES),
+        ("\n\n".join(req.license if req.license is not None else license_) or None, MEDIA_LICENSE),
+    ]
+    for text, media in own:
+        if not text:
+            continue
+        data = text.encode("utf-8")
+        existed = store.has_blob(f"sha256:{hashlib.sha256(data).hexdigest()}")
+        layer = store.add_blob_bytes(data, media)
+        yield Progress(f"{'using existing' if existed else 'creating new'} layer {layer.digest}")
+        layers.append(layer)
+    yield Progress("writing manifest")
+    store.write_manifest(req.model, Manifest(tuple(layers)))
+    yield Progress("success")
+
+
+def _uploaded(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:
+    """The GGUF blobs named by `files`, each checked to be present and a readable GGUF."""
+    store = service.store
+    ggufs = sorted(name for name in files if name.lower().endswith(".gguf"))
+    if not ggufs:
+        raise InvalidRequest("files must name a .gguf file", field="files")
+    layers = []
+    for filename in ggufs:
+        digest = check_digest(files[filename], field=f"files.{filename}")
+        if not store.has_blob(digest):
+            raise InvalidRequest(
+                f"files.{filename}: blob {digest} is not on the server; upload it with POST /api/blobs/{digest}",
+                field=f"files.{filename}",
+            )
+        path = store.blob_path(digest)
+        try:
+            read_info(path)
+        except Exception as exc:  # the gguf reader raises ValueError, KeyError, IndexError ... on a bad file
+            raise InvalidRequest(
+                f"files.{filename} is not a valid GGUF file: {exc}", field=f"files.{filename}"
+            ) from None
+        layers.append(Layer(MEDIA_MODEL, digest, path.stat().st_size))
+    return tuple(layers)
+
+
+def _params_json(options: Options) -> str | None:
+    values = options.as_dict()
+    return json.dumps(values, sort_keys=True) if values else None
+
+
+def _messages_json(messages: Sequence[ChatMessage] | None) -> str | None:
+    if not messages:
+        return None
+    return json.dumps([{"role": m.role, "content": m.content} for m in messages], ensure_ascii=False)

@@ -1,0 +1,114 @@
+"""Ollama's model-building routes: `HEAD|POST /api/blobs/{digest}` and `POST /api/create`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..create import CreateRequest, create
+from ..errors import InvalidRequest
+from ..store import check_digest
+from ..types import parse_options
+from . import requests as rq
+from .ollama_api import _messages, _service, _stream_or_error, error_response
+
+
+async def blob_exists(request: Request) -> Response:
+    try:
+        digest = check_digest(request.path_params["digest"])
+    except Exception as exc:
+        return error_response(exc)
+    return Response(status_code=200 if _service(request).store.has_blob(digest) else 404)
+
+
+async def upload_blob(request: Request) -> Response:
+    """Store the body as the blob `digest`, verified: a body that hashes otherwise is a 400, nothing kept."""
+    try:
+        store = _service(request).store
+        digest = check_digest(request.path_params["digest"])
+        if store.has_blob(digest):
+            return Response(status_code=200)
+        upload = store.upload(digest)
+        try:
+            async for chunk in request.stream():
+                upload.write(chunk)
+        except ClientDisconnect:
+            upload.abort()
+            return Response(status_code=499)
+        except BaseException:
+            upload.abort()
+            raise
+        upload.commit()
+    except Exception as exc:
+        return error_response(exc)
+    return Response(status_code=201)
+
+
+def _files(body: dict[str, Any], key: str) -> dict[str, str]:
+    raw = rq.field(body, key, dict, {})
+    for filename, digest in raw.items():
+        if not isinstance(digest, str):
+            raise InvalidRequest(f"{key}.{filename} must be a digest string", field=f"{key}.{filename}")
+    return dict(raw)
+
+
+def _license(body: dict[str, Any]) -> tuple[str, ...] | None:
+    value = body.get("license")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise InvalidRequest("license must be a string or a list of strings", field="license")
+
+
+def to_create_request(body: dict[str, Any]) -> CreateRequest:
+    """Ollama's create body: `model`, `from` or `files`, and the layers of the model's own."""
+    name = rq.model_name(body, "model" if body.get("model") is not None or body.get("name") is None else "name")
+    if body.get("modelfile"):
+        raise InvalidRequest(
+            "modelfile is the old form of create: send from/files/parameters/... (localllm create -f does)",
+            field="modelfile",
+        )
+    if body.get("quantize"):
+        raise InvalidRequest("quantize is not supported: pull the quantization you want", field="quantize")
+    return CreateRequest(
+        model=name,
+        from_=rq.field(body, "from", str),
+        files=_files(body, "files"),
+        adapters=_files(body, "adapters"),
+        template=rq.field(body, "template", str),
+        system=rq.field(body, "system", str),
+        parameters=parse_options(body["parameters"], field="parameters") if body.get("parameters") else None,
+        messages=_messages(body) if body.get("messages") is not None else None,
+        license=_license(body),
+    )
+
+
+async def create_model(request: Request) -> Response:
+    try:
+        body = await rq.read_json(request)
+        req = to_create_request(body)
+        stream = rq.field(body, "stream", bool, True)
+    except Exception as exc:
+        return error_response(exc)
+
+    async def lines() -> AsyncGenerator[dict[str, Any], None]:
+        async with contextlib.aclosing(create(_service(request), req)) as progress:
+            async for step in progress:
+                yield step.as_dict()
+
+    return await _stream_or_error(lines(), request, stream=stream)
+
+
+routes = [
+    Route("/api/blobs/{digest}", blob_exists, methods=["HEAD"]),
+    Route("/api/blobs/{digest}", upload_blob, methods=["POST"]),
+    Route("/api/create", create_model, methods=["POST"]),
+]

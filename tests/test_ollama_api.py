@@ -1,0 +1,208 @@
+"""Ollama's native API, the parts beyond the walking skeleton, through the official `ollama` package against a
+real daemon: create and blobs, format, logprobs, suffix, context, template, tools."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import ollama
+import pytest
+
+from .conftest import CHAT_REPO, FIM_REPO, STORIES_REPO, Daemon, daemon_with
+from .hubstub import HubStub
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
+
+STORIES = f"hf.co/{STORIES_REPO}"
+CHAT = f"hf.co/{CHAT_REPO}"
+LILY = "there was a little girl named Lily"
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[Daemon]:
+    with daemon_with(tmp_path_factory.mktemp("ollama"), hub, (STORIES_REPO, CHAT_REPO, FIM_REPO)) as d:
+        yield d
+
+
+@pytest.fixture
+def client(server: Daemon) -> ollama.Client:
+    return ollama.Client(host=server.url)
+
+
+def test_create_from_an_uploaded_gguf_with_system_and_parameters(
+    client: ollama.Client, server: Daemon, stories_gguf: Path
+) -> None:
+    digest = "sha256:" + hashlib.sha256(stories_gguf.read_bytes()).hexdigest()
+    assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code in (200, 404)
+    assert client.create_blob(stories_gguf) == digest
+    assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code == 200
+    steps = [
+        p.status
+        for p in client.create(
+            model="storyteller",
+            files={"stories260K.gguf": digest},
+            system="Once upon a time",
+            parameters={"temperature": 0, "num_predict": 12},
+            license="MIT",
+            stream=True,
+        )
+    ]
+    assert steps[0] == f"using existing layer {digest}"
+    assert steps[-2:] == ["writing manifest", "success"]
+    assert any(s.startswith("creating new layer sha256:") for s in steps)
+    # The system text leads the prompt and temperature 0 holds: the greedy story, every time.
+    first = client.generate(model="storyteller", prompt="").response
+    assert first == ""  # an empty prompt only loads the model
+    answers = {client.generate(model="storyteller", prompt=",").response for _ in range(2)}
+    assert len(answers) == 1 and "a little girl named Lily" in answers.pop()
+    shown = httpx.post(server.url + "/api/show", json={"model": "storyteller"}).json()
+    assert shown["system"] == "Once upon a time" and shown["license"] == "MIT"
+    assert "temperature" in shown["parameters"] and 'SYSTEM """Once upon a time"""' in shown["modelfile"]
+    assert client.show("storyteller").parameters == shown["parameters"]
+
+
+def test_create_from_an_existing_model_keeps_its_layers_and_adds_messages(
+    client: ollama.Client, server: Daemon
+) -> None:
+    client.create(model="chatty", from_=CHAT, messages=[{"role": "user", "content": "Once upon a time"}])
+    shown = httpx.post(server.url + "/api/show", json={"model": "chatty"}).json()
+    assert shown["messages"] == [{"role": "user", "content": "Once upon a time"}]
+    assert shown["template"] == httpx.post(server.url + "/api/show", json={"model": CHAT}).json()["template"]
+    # The stored conversation comes before the request's messages.
+    reply = client.chat(model="chatty", messages=[{"role": "user", "content": ","}], options={"temperature": 0})
+    assert LILY in reply.message.content  # type: ignore[operator]
+    names = {m.model for m in client.list().models}
+    assert "chatty:latest" in names
+
+
+def test_create_errors(client: ollama.Client, server: Daemon) -> None:
+    with pytest.raises(ollama.ResponseError) as err:
+        client.create(model="x", files={"m.gguf": "sha256:" + "0" * 64})
+    assert err.value.status_code == 400 and "upload it with POST /api/blobs" in err.value.error
+    with pytest.raises(ollama.ResponseError) as err:
+        client.create(model="x", from_="no-such-model")
+    assert err.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as err:
+        client.create(model="x", from_=CHAT, template="{{ .Prompt }}")
+    assert err.value.status_code == 400 and "Go template" in err.value.error
+    # A body that does not hash to the digest is refused and not kept.
+    digest = "sha256:" + hashlib.sha256(b"expected").hexdigest()
+    r = httpx.post(f"{server.url}/api/blobs/{digest}", content=b"something else")
+    assert r.status_code == 400 and "digest mismatch" in r.json()["error"]
+    assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code == 404
+    assert httpx.head(f"{server.url}/api/blobs/sha256:..%2f..%2fx").status_code == 404  # no such route
+    assert httpx.head(f"{server.url}/api/blobs/sha256:..x").status_code == 400
+    # A blob that is not a GGUF cannot become a model.
+    junk = b"GGUF but not really"
+    junk_digest = "sha256:" + hashlib.sha256(junk).hexdigest()
+    assert httpx.post(f"{server.url}/api/blobs/{junk_digest}", content=junk).status_code == 201
+    with pytest.raises(ollama.ResponseError) as err:
+        client.create(model="junk", files={"junk.gguf": junk_digest})
+    assert err.value.status_code == 400 and "not a valid GGUF" in err.value.error
+    assert "junk:latest" not in {m.model for m in client.list().models}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_format_schema_always_validates(client: ollama.Client, seed: int) -> None:
+    out = client.generate(
+        model=STORIES, prompt="Once upon a time", format=SCHEMA, options={"seed": seed, "temperature": 0.9}
+    )
+    jsonschema.validate(json.loads(out.response), SCHEMA)
+
+
+def test_format_json_in_chat(client: ollama.Client) -> None:
+    out = client.chat(model=CHAT, messages=[{"role": "user", "content": "Once"}], format="json", options={"seed": 1})
+    assert (out.message.content or "").startswith("{")
+
+
+def test_logprobs(client: ollama.Client) -> None:
+    out = client.generate(
+        model=STORIES,
+        prompt="Once upon a time",
+        logprobs=True,
+        top_logprobs=2,
+        options={"temperature": 0, "num_predict": 6},
+    )
+    lps = out.logprobs or []
+    assert len(lps) == 6 and "".join(lp.token for lp in lps) == out.response
+    assert all(lp.logprob <= 0 and len(lp.top_logprobs or []) == 2 for lp in lps)
+    assert all(lp.top_logprobs[0].token == lp.token for lp in lps)  # type: ignore[index]
+    with pytest.raises(ollama.ResponseError) as err:
+        client.generate(model=STORIES, prompt="x", logprobs=True, top_logprobs=21)
+    assert "top_logprobs" in err.value.error
+
+
+def test_context_continues_a_generation(client: ollama.Client) -> None:
+    options = {"temperature": 0, "num_predict": 8}
+    first = client.generate(model=STORIES, prompt="Once upon a time", options=options)
+    assert first.context
+    both = client.generate(model=STORIES, prompt="Once upon a time", options={**options, "num_predict": 16})
+    more = client.generate(model=STORIES, prompt="", context=first.context, options=options)
+    assert more.response == "" and more.done_reason == "load"  # an empty prompt only loads
+    more = client.generate(model=STORIES, prompt=" ", context=first.context, options=options)
+    assert more.context and more.context[: len(first.context)] == first.context
+    assert (first.response + more.response).startswith(first.response) and LILY in both.response
+    with pytest.raises(ollama.ResponseError):
+        client.generate(model=STORIES, prompt="x", context=first.context, raw=True)
+
+
+def test_template_override_and_suffix(client: ollama.Client) -> None:
+    options = {"temperature": 0, "num_predict": 8}
+    plain = client.generate(model=CHAT, prompt="Once upon a time", options=options).response
+    wrapped = client.generate(
+        model=CHAT, prompt="a time", template="Once upon {{ messages[-1].content }}", options=options
+    ).response
+    assert wrapped == plain
+    with pytest.raises(ollama.ResponseError) as err:
+        client.generate(model=STORIES, prompt="Once", suffix="The end.")
+    assert "insert" in err.value.error
+    filled = client.generate(model=f"hf.co/{FIM_REPO}", prompt="Once upon a time", suffix="The end.", options=options)
+    assert filled.prompt_eval_count and filled.prompt_eval_count > 5
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+
+
+def test_chat_with_tools_and_tool_results(client: ollama.Client, server: Daemon) -> None:
+    # stories260K will not call a tool on its own: the answer stays text, streamed or not.
+    kwargs: dict = {"model": CHAT, "tools": TOOLS, "options": {"temperature": 0, "num_predict": 10}}
+    messages = [{"role": "user", "content": "Once upon a time"}]
+    whole = client.chat(messages=messages, **kwargs)
+    assert whole.message.content and not whole.message.tool_calls
+    streamed = "".join(c.message.content or "" for c in client.chat(messages=messages, stream=True, **kwargs))
+    assert streamed == whole.message.content
+    history = [
+        *messages,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}],
+        },
+        {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+    ]
+    assert client.chat(messages=history, **kwargs).message.content
+    bad = httpx.post(
+        server.url + "/api/chat",
+        json={"model": CHAT, "messages": messages, "tools": [{"type": "function", "function": {"name": "no spaces"}}]},
+    )
+    assert bad.status_code == 400 and "tools[0].function.name" in bad.json()["error"]
