@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,9 @@ from .errors import ContextLengthExceeded, EngineError, InvalidRequest
 from .gguf import GGUFInfo, read_info
 from .memory import ModelShape
 from .names import ModelName, parse_name
+from .runner.context import reserve_for_answer
 from .runner.process import RunnerSpec
-from .scheduler import ModelRef, Scheduler
+from .scheduler import ModelRef, Runner, Scheduler
 from .store import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
 from .types import (
     ChatMessage,
@@ -71,6 +72,7 @@ class GenerateRequest:
     constraints: Constraints = field(default_factory=Constraints)
     suffix: str | None = None  # text after the insertion point: fill-in-the-middle
     template: str | None = None  # a chat template for this request instead of the model's
+    truncate: bool = False  # cut an input too long for the context (head and tail kept) rather than refuse it
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class ChatRequest:
     keep_alive: float | None = None
     constraints: Constraints = field(default_factory=Constraints)
     tools: tuple[Tool, ...] = ()  # functions the model may call (rendered into the prompt)
+    truncate: bool = False  # drop the oldest turns of a conversation too long for the context, rather than refuse it
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,7 @@ class Service:
             started,
             field="prompt",
             constraints=req.constraints,
+            truncate=req.truncate,
         ):
             yield event
 
@@ -270,17 +274,51 @@ class Service:
         messages = [*model.messages, *req.messages]
         if model.system and not (messages and messages[0].role == "system"):
             messages.insert(0, ChatMessage("system", model.system))
-        text = ""
-        if req.messages:
-            text = prompt.render_chat(
-                messages,
+
+        def render(kept: Sequence[ChatMessage]) -> str:
+            return prompt.render_chat(
+                kept,
                 template=model.template,
                 bos_token=model.info.bos_token,
                 eos_token=model.info.eos_token,
                 tools=req.tools,
             )
+
+        async def fit(runner: Runner, n_ctx: int) -> tuple[str, int]:
+            """Drop the oldest turns (never a system message, never the last message) until the rendered
+            conversation leaves room for the answer; the tokens dropped are reported."""
+            kept = list(messages)
+            text = render(kept)
+            first = n = len(await runner.tokenize(text))
+            room = n_ctx - reserve_for_answer(n_ctx, options.num_predict)
+            while n > room:
+                droppable = [i for i, m in enumerate(kept[:-1]) if m.role != "system"]
+                if not droppable:
+                    break
+                del kept[droppable[0]]
+                text = render(kept)
+                n = len(await runner.tokenize(text))
+            if n < first:
+                log.warning(
+                    "%s: dropped %d old turns (%d tokens) to fit the context of %d",
+                    model.name,
+                    len(messages) - len(kept),
+                    first - n,
+                    n_ctx,
+                )
+            return text, first - n
+
+        text = render(messages) if req.messages else ""
         async for event in self._run(
-            model, options, text, req.keep_alive, started, field="messages", constraints=req.constraints
+            model,
+            options,
+            text,
+            req.keep_alive,
+            started,
+            field="messages",
+            constraints=req.constraints,
+            truncate=req.truncate,
+            fit=fit if req.truncate else None,
         ):
             yield event
 
@@ -294,7 +332,11 @@ class Service:
         *,
         field: str,
         constraints: Constraints,
+        truncate: bool = False,
+        fit: Callable[[Runner, int], Awaitable[tuple[str, int]]] | None = None,
     ) -> AsyncGenerator[Token | Done, None]:
+        """Generate from `text` on a slot of the model's runner. With `truncate`, an input too long for the
+        context is cut (by `fit` first, when given: chat drops old turns) and the count reported in `Done`."""
         ref = self._ref(model, options)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
         if not text:
@@ -307,16 +349,23 @@ class Service:
                 yield Done("load", load_duration=lease.load_duration, total_duration=time.perf_counter_ns() - started)
             return
         async with self.scheduler.use(ref, keep_alive=keep) as lease:
+            dropped = 0
+            if fit is not None:
+                text, dropped = await fit(lease.runner, int(lease.runner.info.get("n_ctx") or ref.spec.n_ctx))
+            runner_options = {**_runner_options(options), **constraints.as_runner_options()}
+            if truncate:
+                runner_options["truncate"] = True
             try:
-                async with contextlib.aclosing(
-                    lease.runner.generate(text, {**_runner_options(options), **constraints.as_runner_options()})
-                ) as events:
+                async with contextlib.aclosing(lease.runner.generate(text, runner_options)) as events:
                     async for event in events:
                         if isinstance(event, Done):
+                            if event.truncated:
+                                log.warning("%s: cut %d input tokens to fit the context", model.name, event.truncated)
                             event = replace(
                                 event,
                                 load_duration=lease.load_duration,
                                 total_duration=time.perf_counter_ns() - started,
+                                truncated=event.truncated + dropped,
                             )
                         yield event
             except ContextLengthExceeded as exc:

@@ -260,6 +260,7 @@ class Done:
     total_duration: int = 0
     context: tuple[int, ...] | None = None
     cached_tokens: int = 0  # prompt tokens whose KV was reused (not counted in prompt_eval_count)
+    truncated: int = 0  # input tokens dropped to fit the context (never silently: reported to the client)
 
 
 GenerationEvent = Token | Done

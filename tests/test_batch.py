@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from localllm.runner.batch import Batcher
+from localllm.runner.context import cut_to_fit
 
 EOG = 0
 
@@ -186,3 +187,22 @@ def test_min_tokens_holds_off_the_end_until_reached() -> None:
     run(batcher)
     assert text_of(sent, "a") == "xxx" and done_of(sent, "a")["reason"] == "stop"
     assert text_of(sent, "b") == "" and done_of(sent, "b")["eval_count"] == 0
+
+
+def test_cut_to_fit_keeps_head_and_tail_and_room_for_the_answer() -> None:
+    prompt = list(range(100))
+    kept, dropped = cut_to_fit(prompt, 40, None)  # room: 40 - 10 reserved = 30; head 7, tail 23
+    assert kept == list(range(7)) + list(range(77, 100)) and dropped == 70
+    kept, dropped = cut_to_fit(prompt, 40, 4)  # a short answer needs less room
+    assert len(kept) == 36 and kept[:9] == list(range(9)) and kept[-1] == 99 and dropped == 64
+
+
+def test_truncate_cuts_an_over_long_prompt_and_says_so() -> None:
+    batcher, engine, sent = make("ok", n_ctx=16)
+    batcher.handle({"op": "generate", "id": "long", "prompt": "x" * 40, "options": {"truncate": True}})
+    batcher.handle({"op": "generate", "id": "refused", "prompt": "x" * 40, "options": {}})
+    run(batcher)
+    done = done_of(sent, "long")
+    assert done["truncated"] == 40 - 12 and done["prompt_eval_count"] == 12 and text_of(sent, "long") == "ok"
+    error = next(m for m in sent if m.get("id") == "refused")
+    assert error["ev"] == "error" and error["kind"] == "context" and error["n_tokens"] == 40

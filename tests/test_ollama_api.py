@@ -206,3 +206,39 @@ def test_chat_with_tools_and_tool_results(client: ollama.Client, server: Daemon)
         json={"model": CHAT, "messages": messages, "tools": [{"type": "function", "function": {"name": "no spaces"}}]},
     )
     assert bad.status_code == 400 and "tools[0].function.name" in bad.json()["error"]
+
+
+def test_over_long_generate_is_cut_and_reported_or_refused(client: ollama.Client, server: Daemon) -> None:
+    options = {"temperature": 0, "num_predict": 8, "num_ctx": 64}
+    long = "Once upon a time " + "the dog ran and " * 40 + "Once upon a time"
+    body = {"model": STORIES, "prompt": long, "options": options, "stream": False}
+    cut = httpx.post(server.url + "/api/generate", json=body, timeout=60).json()
+    assert cut["truncated"] > 100 and cut["prompt_eval_count"] + cut["truncated"] > 64
+    assert cut["eval_count"] == 8 and cut["response"]
+    assert "cut" in server.log() and "to fit the context" in server.log()
+    refused = httpx.post(server.url + "/api/generate", json={**body, "truncate": False}, timeout=60)
+    assert refused.status_code == 400
+    assert "longer than the context window of 64" in refused.json()["error"]
+    short = httpx.post(server.url + "/api/generate", json={**body, "prompt": "Once upon a time"}, timeout=60).json()
+    assert "truncated" not in short
+
+
+def test_over_long_chat_drops_the_oldest_turns(server: Daemon) -> None:
+    turns = []
+    for i in range(12):
+        turns += [
+            {"role": "user", "content": f"Tell me about the dog number {i} " * 3},
+            {"role": "assistant", "content": "It ran away."},
+        ]
+    messages = [
+        {"role": "system", "content": "Once upon a time"},
+        *turns,
+        {"role": "user", "content": "Once upon a time"},
+    ]
+    body = {"model": CHAT, "messages": messages, "options": {"temperature": 0, "num_predict": 8, "num_ctx": 96}}
+    out = httpx.post(server.url + "/api/chat", json={**body, "stream": False}, timeout=60).json()
+    assert out["truncated"] > 100 and out["prompt_eval_count"] <= 96 - 8
+    assert out["message"]["content"] and out["eval_count"] == 8
+    assert "old turns" in server.log()
+    refused = httpx.post(server.url + "/api/chat", json={**body, "stream": False, "truncate": False}, timeout=60)
+    assert refused.status_code == 400 and "context window of 96" in refused.json()["error"]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .context import cut_to_fit
 from .engine import SamplingParams
 from .protocol import Message
 
@@ -87,6 +88,7 @@ class Job:
     options: dict[str, Any]
     sampler: SamplerLike | None = None
     early: SamplerLike | None = None  # used until `min_tokens` are generated: cannot end the answer
+    truncated: int = 0  # prompt tokens cut out to fit the context
     min_tokens: int = 0
     num_predict: int = -1
     stops: tuple[str, ...] = ()
@@ -163,6 +165,9 @@ class Batcher:
         else:
             prompt = self.engine.tokenize(str(message.get("prompt", "")))
         n_ctx = self.engine.n_ctx_seq
+        truncated = 0
+        if len(prompt) >= n_ctx and options.get("truncate"):
+            prompt, truncated = cut_to_fit(prompt, n_ctx, options.get("num_predict"))
         if len(prompt) >= n_ctx:
             self.send(
                 {
@@ -183,6 +188,7 @@ class Batcher:
             num_predict=-1 if num_predict is None else int(num_predict),
             stops=tuple(s for s in options.get("stop") or () if s),
             top_logprobs=int(options["logprobs"]) if options.get("logprobs") is not None else -1,
+            truncated=truncated,
         )
         if job.num_predict == 0:
             self.send(
@@ -362,6 +368,7 @@ class Batcher:
                 "eval_duration": int((now - first) * 1e9),
                 "cached_tokens": job.cached,
                 "context": job.prompt + job.generated,
+                "truncated": job.truncated,
             }
         )
         self._release(job, self.slots[job.slot] if job.slot >= 0 else None)

@@ -183,7 +183,8 @@ class Engine:
             llama_cpp.llama_model_free(model)
             raise LoadError("llama.cpp could not create the context (out of memory? try a smaller num_ctx)")
         self.ctx = ctx
-        self.n_ctx_seq = int(llama_cpp.llama_n_ctx(ctx)) // self.n_parallel
+        # llama.cpp pads the context (to a multiple of 256): the window a request gets is what was asked for.
+        self.n_ctx_seq = min(int(llama_cpp.llama_n_ctx(ctx)) // self.n_parallel, spec.n_ctx)
         self.memory = llama_cpp.llama_get_memory(ctx)  # None for models without a cache (BERT)
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.pooling = int(llama_cpp.llama_pooling_type(ctx))

@@ -176,6 +176,7 @@ class RunnerProcess:
                     eval_duration=event["eval_duration"],
                     context=tuple(event.get("context") or ()),
                     cached_tokens=event.get("cached_tokens", 0),
+                    truncated=event.get("truncated", 0),
                 )
 
     async def tokenize(self, text: str) -> list[int]:

@@ -88,7 +88,7 @@ def _merge(acc: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _done_fields(done: Done) -> dict[str, Any]:
-    return {
+    fields = {
         "done": True,
         "done_reason": done.reason,
         "total_duration": done.total_duration,
@@ -98,6 +98,9 @@ def _done_fields(done: Done) -> dict[str, Any]:
         "eval_count": done.eval_count,
         "eval_duration": done.eval_duration,
     }
+    if done.truncated:  # never cut silently: how many input tokens were dropped to fit the context
+        fields["truncated"] = done.truncated
+    return fields
 
 
 def _logprobs(token: Token) -> list[dict[str, Any]]:
@@ -187,6 +190,12 @@ def _constraints(body: dict[str, Any]) -> Constraints:
     return Constraints(format=fmt, logprobs=(top or 0) if wanted else None)
 
 
+def _truncate(body: dict[str, Any]) -> bool:
+    """Ollama's `truncate` (default true: cut an over-long input, and say so); `shift` is accepted."""
+    rq.field(body, "shift", bool)
+    return bool(rq.field(body, "truncate", bool, True))
+
+
 def _context(body: dict[str, Any]) -> tuple[int, ...]:
     raw = rq.field(body, "context", list, [])
     if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in raw):
@@ -213,6 +222,7 @@ async def generate(request: Request) -> Response:
             constraints=replace(_constraints(body), context=context),
             suffix=rq.field(body, "suffix", str) or None,
             template=rq.field(body, "template", str) or None,
+            truncate=_truncate(body),
         )
         stream = rq.field(body, "stream", bool, True)
     except Exception as exc:
@@ -271,6 +281,7 @@ async def chat(request: Request) -> Response:
             keep_alive=rq.keep_alive(body),
             constraints=_constraints(body),
             tools=parse_tools(body.get("tools")),
+            truncate=_truncate(body),
         )
         stream = rq.field(body, "stream", bool, True)
     except Exception as exc:
