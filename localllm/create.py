@@ -19,6 +19,7 @@ from .gguf import read_info
 from .names import ModelName, parse_name
 from .service import Service
 from .store import (
+    MEDIA_ADAPTER,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
     MEDIA_MODEL,
@@ -48,13 +49,12 @@ class CreateRequest:
 async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progress, None]:
     """Build the model's manifest from its base and its own layers, yielding progress."""
     store = service.store
-    if req.adapters:
-        raise InvalidRequest("adapters (LoRA) are not supported yet", field="adapters")
     if req.template is not None:
         prompt.check_template(req.template)
     if req.files and req.from_:
         raise InvalidRequest("give either from or files, not both", field="files")
     params, system, template_text = Options(), None, None
+    adapters: tuple[Layer, ...] = ()
     messages: tuple[ChatMessage, ...] = ()
     license_: tuple[str, ...] = ()
     if req.files:
@@ -70,6 +70,7 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
         source = service.model(name)
         base = source.stored.manifest.model_layers
         params, system, messages, license_ = source.parameters, source.system, source.messages, source.license
+        adapters = tuple(layer for layer in source.stored.manifest.layers if layer.media_type == MEDIA_ADAPTER)
         # The base's own TEMPLATE layer carries over; a template from the GGUF itself stays in the GGUF.
         template_text = store.read_blob_text(source.stored.manifest.layer(MEDIA_TEMPLATE))
     else:
@@ -77,6 +78,9 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
 
     layers: list[Layer] = []
     for layer in base:
+        yield Progress(f"using existing layer {layer.digest}")
+        layers.append(layer)
+    for layer in adapters if not req.adapters else _adapters(service, req.adapters):
         yield Progress(f"using existing layer {layer.digest}")
         layers.append(layer)
 
@@ -122,6 +126,28 @@ def _uploaded(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:
                 f"files.{filename} is not a valid GGUF file: {exc}", field=f"files.{filename}"
             ) from None
         layers.append(Layer(MEDIA_MODEL, digest, path.stat().st_size))
+    return tuple(layers)
+
+
+def _adapters(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:
+    """The LoRA adapter blobs named by `adapters`, each present and a GGUF of type adapter."""
+    store = service.store
+    layers = []
+    for filename, raw in sorted(files.items()):
+        where = f"adapters.{filename}"
+        digest = check_digest(raw, field=where)
+        if not store.has_blob(digest):
+            raise InvalidRequest(
+                f"{where}: blob {digest} is not on the server; upload it with POST /api/blobs/{digest}", field=where
+            )
+        path = store.blob_path(digest)
+        try:
+            kind = read_info(path).metadata.get("general.type")
+        except Exception as exc:  # the gguf reader raises ValueError, KeyError, IndexError ... on a bad file
+            raise InvalidRequest(f"{where} is not a valid GGUF file: {exc}", field=where) from None
+        if kind != "adapter":
+            raise InvalidRequest(f"{where} is not a LoRA adapter GGUF (general.type is {kind!r})", field=where)
+        layers.append(Layer(MEDIA_ADAPTER, digest, path.stat().st_size))
     return tuple(layers)
 
 

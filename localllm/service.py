@@ -28,7 +28,16 @@ from .names import ModelName, parse_name
 from .runner.context import reserve_for_answer
 from .runner.process import RunnerSpec
 from .scheduler import ModelRef, Runner, Scheduler
-from .store import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
+from .store import (
+    MEDIA_ADAPTER,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_PARAMS,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    Store,
+    StoredModel,
+)
 from .types import (
     ChatMessage,
     Constraints,
@@ -220,6 +229,11 @@ class Service:
             use_mmap=options.use_mmap if options.use_mmap is not None else True,
             n_parallel=1 if embedding else self.settings.num_parallel,
             embedding=embedding,
+            lora=tuple(
+                str(self.store.blob_path(layer.digest))
+                for layer in model.stored.manifest.layers
+                if layer.media_type == MEDIA_ADAPTER
+            ),
         )
         shape = ModelShape.from_metadata(model.info.metadata, model.info.architecture)
         return ModelRef(

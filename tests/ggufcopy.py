@@ -33,3 +33,29 @@ def copy_with_metadata(src: Path, dst: Path, extra: dict[str, str | int]) -> Pat
         writer.write_tensor_data(tensor.data)
     writer.close()
     return dst
+
+
+def write_lora(
+    base: Path, dst: Path, *, tensors: tuple[str, ...], rank: int = 4, scale: float = 1.0, seed: int = 0
+) -> Path:
+    """A LoRA adapter GGUF for `base` (random A and B, times `scale`; 0 leaves the model unchanged), in the layout
+    llama.cpp loads: `<tensor>.lora_a` is [in, rank] and `<tensor>.lora_b` is [rank, out] (ggml order)."""
+    import numpy as np
+
+    reader = GGUFReader(str(base))
+    arch = reader.fields["general.architecture"].contents()
+    shapes = {t.name: t.data.shape for t in reader.tensors}  # numpy order: (out, in)
+    writer = GGUFWriter(str(dst), arch)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(rank))
+    rng = np.random.default_rng(seed)
+    for name in tensors:
+        out, inp = shapes[name]
+        writer.add_tensor(f"{name}.lora_a", (rng.standard_normal((rank, inp)) * scale).astype(np.float32))
+        writer.add_tensor(f"{name}.lora_b", (rng.standard_normal((out, rank)) * scale).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst

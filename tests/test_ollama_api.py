@@ -14,6 +14,7 @@ import ollama
 import pytest
 
 from .conftest import CHAT_REPO, FIM_REPO, STORIES_REPO, Daemon, daemon_with
+from .ggufcopy import write_lora
 from .hubstub import HubStub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
@@ -242,3 +243,24 @@ def test_over_long_chat_drops_the_oldest_turns(server: Daemon) -> None:
     assert "old turns" in server.log()
     refused = httpx.post(server.url + "/api/chat", json={**body, "stream": False, "truncate": False}, timeout=60)
     assert refused.status_code == 400 and "context window of 96" in refused.json()["error"]
+
+
+def test_create_with_a_lora_adapter(client: ollama.Client, server: Daemon, stories_gguf: Path, tmp_path: Path) -> None:
+    base = client.create_blob(stories_gguf)
+    options = {"temperature": 0, "num_predict": 10}
+    plain = client.generate(model=STORIES, prompt="Once upon a time", options=options).response
+    results = {}
+    for scale in (0.0, 0.5):
+        lora = write_lora(stories_gguf, tmp_path / f"lora-{scale}.gguf", tensors=("output.weight",), scale=scale)
+        name = f"story-lora-{int(scale * 10)}"
+        client.create(model=name, files={"stories260K.gguf": base}, adapters={lora.name: client.create_blob(lora)})
+        results[scale] = client.generate(model=name, prompt="Once upon a time", options=options).response
+        assert "ADAPTER " in httpx.post(server.url + "/api/show", json={"model": name}).json()["modelfile"]
+    assert results[0.0] == plain, "a zero adapter leaves the model as it was"
+    assert results[0.5] != plain, "a real adapter changes what the model writes"
+    # Built on an adapted model, the adapter comes along.
+    client.create(model="story-lora-copy", from_="story-lora-5")
+    assert client.generate(model="story-lora-copy", prompt="Once upon a time", options=options).response == results[0.5]
+    with pytest.raises(ollama.ResponseError) as err:
+        client.create(model="bad-lora", files={"stories260K.gguf": base}, adapters={"x.gguf": base})
+    assert err.value.status_code == 400 and "not a LoRA adapter" in err.value.error

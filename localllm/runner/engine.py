@@ -32,6 +32,7 @@ class LoadSpec:
     use_mmap: bool = True
     n_parallel: int = 1
     embedding: bool = False  # an embedding model: one sequence of n_ctx, pooled outputs, no sampling
+    lora: tuple[str, ...] = ()  # LoRA adapter GGUFs applied (scale 1) on top of the model
 
 
 class LoadError(Exception):
@@ -183,6 +184,7 @@ class Engine:
             llama_cpp.llama_model_free(model)
             raise LoadError("llama.cpp could not create the context (out of memory? try a smaller num_ctx)")
         self.ctx = ctx
+        self._adapters = self._apply_lora(spec.lora)
         # llama.cpp pads the context (to a multiple of 256): the window a request gets is what was asked for.
         self.n_ctx_seq = min(int(llama_cpp.llama_n_ctx(ctx)) // self.n_parallel, spec.n_ctx)
         self.memory = llama_cpp.llama_get_memory(ctx)  # None for models without a cache (BERT)
@@ -196,6 +198,22 @@ class Engine:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self.special_suffix = self._special_suffix()
+
+    def _apply_lora(self, paths: tuple[str, ...]) -> list[Any]:
+        adapters = []
+        for path in paths:
+            adapter = llama_cpp.llama_adapter_lora_init(self.model, path.encode())
+            if not adapter:
+                self.close()
+                raise LoadError(f"llama.cpp could not load the adapter {path} (not a LoRA GGUF for this model)")
+            adapters.append(adapter)
+        if adapters:
+            array = (llama_cpp.llama_adapter_lora_p_ctypes * len(adapters))(*adapters)
+            scales = (ctypes.c_float * len(adapters))(*([1.0] * len(adapters)))
+            if llama_cpp.llama_set_adapters_lora(self.ctx, array, len(adapters), scales) != 0:
+                self.close()
+                raise LoadError("llama.cpp could not apply the LoRA adapters")
+        return adapters
 
     def info(self) -> dict[str, Any]:
         return {
@@ -352,6 +370,7 @@ class Engine:
         return out
 
     def close(self) -> None:
-        llama_cpp.llama_batch_free(self._batch)
+        if getattr(self, "_batch", None) is not None:
+            llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self.ctx)
         llama_cpp.llama_model_free(self.model)

@@ -40,6 +40,7 @@ class RunnerSpec:
     use_mmap: bool = True
     n_parallel: int = 1  # sequence slots decoded together
     embedding: bool = False  # an embedding model: loaded with pooled outputs, answers `embed` only
+    lora: tuple[str, ...] = ()  # LoRA adapter files (Modelfile ADAPTER)
 
 
 class RunnerProcess:
