@@ -117,6 +117,19 @@ def estimate(weights: int, shape: ModelShape, *, n_ctx: int, n_parallel: int) ->
     return Estimate(weights=weights, kv=kv, compute=max(MIN_COMPUTE, weights // 20), layers=shape.block_count)
 
 
+def context_that_fits(
+    weights: int, shape: ModelShape, *, n_parallel: int, memory: int, want: int, floor: int = 2048
+) -> int:
+    """The largest context (per sequence, a multiple of 256, at most `want`) whose estimate fits in `memory`
+    bytes; never below `floor` (or `want`, if smaller): a model that does not fit even then is refused by
+    the scheduler with a message, not shrunk to nothing."""
+    low = min(want, floor)
+    n_ctx = want
+    while n_ctx > low and estimate(weights, shape, n_ctx=n_ctx, n_parallel=n_parallel).total > memory:
+        n_ctx = max(low, (n_ctx // 2) // 256 * 256)
+    return n_ctx
+
+
 # -- what the machine has ----------------------------------------------------------------------------
 
 

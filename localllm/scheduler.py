@@ -138,6 +138,7 @@ class Scheduler:
         self._factory = factory
         self._clock = clock
         self._memory: MemoryProbe = memory if memory is not None else SystemMemory()
+        self._machine: Memory | None = None
         self._gpu_overhead = gpu_overhead
         self._loaded: dict[str, _Loaded] = {}
         self._lines: dict[str, _Line] = {}
@@ -158,6 +159,12 @@ class Scheduler:
                 await self._reaper
         await asyncio.gather(*(entry.runner.stop() for entry in self._loaded.values()), return_exceptions=True)
         self._loaded.clear()
+
+    def machine(self) -> Memory:
+        """The machine's memory, probed once (totals do not change while the daemon runs)."""
+        if self._machine is None:
+            self._machine = self._memory.snapshot()
+        return self._machine
 
     @property
     def waiting(self) -> int:

@@ -23,7 +23,7 @@ from . import prompt
 from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest
 from .gguf import GGUFInfo, read_info
-from .memory import ModelShape
+from .memory import ModelShape, context_that_fits
 from .names import ModelName, parse_name
 from .runner.context import reserve_for_answer
 from .runner.process import RunnerSpec
@@ -216,8 +216,18 @@ class Service:
 
     def _ref(self, model: Model, options: Options) -> ModelRef:
         trained = model.info.context_length or self.settings.context_length
-        n_ctx = options.num_ctx or min(self.settings.context_length, trained)
         embedding = "embedding" in model.capabilities
+        n_parallel = 1 if embedding else self.settings.num_parallel
+        n_ctx = options.num_ctx or min(self.settings.context_length, trained)
+        if not options.num_ctx:  # the default window also fits the machine's memory (RAM and VRAM together)
+            machine = self.scheduler.machine()
+            n_ctx = context_that_fits(
+                model.stored.manifest.size,
+                ModelShape.from_metadata(model.info.metadata, model.info.architecture),
+                n_parallel=n_parallel,
+                memory=int((machine.ram_total + machine.vram_total) * 0.9),
+                want=n_ctx,
+            )
         if embedding:  # one sequence (as Ollama), never past the trained positions (BERT has no more)
             n_ctx = min(n_ctx, trained)
         spec = RunnerSpec(
@@ -227,7 +237,7 @@ class Service:
             n_threads=options.num_thread or self.settings.num_threads,
             n_batch=options.num_batch or 512,
             use_mmap=options.use_mmap if options.use_mmap is not None else True,
-            n_parallel=1 if embedding else self.settings.num_parallel,
+            n_parallel=n_parallel,
             embedding=embedding,
             lora=tuple(
                 str(self.store.blob_path(layer.digest))

@@ -14,6 +14,7 @@ from localllm.memory import (
     MiB,
     ModelShape,
     SystemMemory,
+    context_that_fits,
     estimate,
     fit_layers,
     format_bytes,
@@ -172,3 +173,19 @@ def test_this_machine_has_memory() -> None:
 def test_format_bytes() -> None:
     assert format_bytes(3 * GiB // 2) == "1.5 GiB"
     assert format_bytes(64 * MiB) == "64 MiB"
+
+
+def test_default_context_shrinks_to_fit_the_machine() -> None:
+    shape = ModelShape(block_count=32, embedding_length=4096, head_count=32, head_count_kv=8)  # 8B-like
+    weights = 5 * GiB
+    per_token = 2 * 32 * 8 * 128 * 2  # f16 K and V, 32 layers, 8 KV heads of 128
+    roomy = context_that_fits(weights, shape, n_parallel=4, memory=64 * GiB, want=8192)
+    assert roomy == 8192
+    tight = context_that_fits(weights, shape, n_parallel=4, memory=8 * GiB, want=8192)
+    assert tight < 8192 and tight % 256 == 0
+    assert estimate(weights, shape, n_ctx=tight, n_parallel=4).total <= 8 * GiB
+    assert estimate(weights, shape, n_ctx=tight * 2, n_parallel=4).total > 8 * GiB
+    assert per_token * 4 * tight < 3 * GiB
+    # Never shrunk to nothing: below the floor the scheduler refuses with a message instead.
+    assert context_that_fits(weights, shape, n_parallel=4, memory=1 * GiB, want=8192) == 2048
+    assert context_that_fits(weights, shape, n_parallel=4, memory=1 * GiB, want=512) == 512
