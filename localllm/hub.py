@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import HfApi, constants, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -39,7 +39,9 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.file_download import http_get
 from huggingface_hub.hf_api import ModelInfo
+from huggingface_hub.utils._headers import build_hf_headers
 
 try:  # huggingface_hub 2.x speaks HTTP through httpx2; 1.x through httpx
     import httpx2 as _http
@@ -47,6 +49,7 @@ except ImportError:  # pragma: no cover - depends on the installed huggingface_h
     import httpx as _http  # type: ignore[no-redef]
 
 from .errors import DownloadError, InvalidRequest, LocalLLMError, ModelNotFound
+from .gguf import read_info
 from .names import ModelName
 from .store import MEDIA_MODEL, Layer, Manifest, Store, check_digest
 from .types import Progress
@@ -229,13 +232,14 @@ def pull(store: Store, name: ModelName, *, cancel: threading.Event | None = None
             stored[file.filename] = Layer(MEDIA_MODEL, file.digest, size)
             yield Progress(file.status, file.digest, size, size)
         else:
-            downloaded[file.filename] = yield from _download(name.repo_id, revision, file, endpoint, cancel)
+            downloaded[file.filename] = yield from _download(store, name.repo_id, revision, file, endpoint, cancel)
 
     _check_cancel(cancel)
     yield Progress("verifying sha256 digest")
     layers = []
     for file in remote:
         layer = stored.get(file.filename) or _add_blob(store, file, downloaded[file.filename])
+        _check_gguf(store, name, file.filename, layer)
         layers.append(Layer(MEDIA_MODEL, layer.digest, layer.size, filename=file.filename))
 
     _check_cancel(cancel)
@@ -251,6 +255,16 @@ def pull(store: Store, name: ModelName, *, cancel: threading.Event | None = None
     yield Progress("success")
 
 
+def _check_gguf(store: Store, name: ModelName, filename: str, layer: Layer) -> None:
+    """Refuse a file that is not a readable GGUF (truncated or corrupt at its source), before it is listed."""
+    try:
+        read_info(store.blob_path(layer.digest))
+    except Exception as exc:  # the gguf reader raises ValueError, KeyError, IndexError ... on a bad file
+        raise DownloadError(
+            f"hf.co/{name.repo_id}: {filename} is not a valid GGUF file (truncated or corrupt): {exc}"
+        ) from None
+
+
 def _check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise DownloadError("pull cancelled")
@@ -264,15 +278,23 @@ def _model_info(repo_id: str, endpoint: str) -> ModelInfo:
 
 
 def _download(
-    repo_id: str, revision: str, file: _RemoteFile, endpoint: str, cancel: threading.Event | None
+    store: Store, repo_id: str, revision: str, file: _RemoteFile, endpoint: str, cancel: threading.Event | None
 ) -> Generator[Progress, None, Path]:
-    """Run hf_hub_download in a thread and report its byte count; return the file's path in the HF cache."""
+    """Download one file in a thread and report its byte count; return where it landed.
+
+    A file the Hub stores in LFS (its sha256 known) goes straight to the store's `<blob>.partial`, resumed
+    with a Range request from where an earlier attempt stopped (even one whose daemon was killed), unless
+    the Hugging Face cache has it already. Other files go through hf_hub_download into the cache.
+    """
     counter = _Counter(cancel)
     result: list[Path] = []
     failure: list[BaseException] = []
 
     def work() -> None:
         try:
+            if file.digest is not None:
+                result.append(_resumable(store, repo_id, revision, file, endpoint, counter))
+                return
             path = hf_hub_download(
                 repo_id,
                 file.filename,
@@ -310,8 +332,39 @@ def _download(
     return result[0]
 
 
+def _resumable(store: Store, repo_id: str, revision: str, file: _RemoteFile, endpoint: str, counter: _Counter) -> Path:
+    assert file.digest is not None
+    cached = try_to_load_from_cache(repo_id, file.filename, cache_dir=_cache_dir(), revision=revision)
+    if isinstance(cached, str):
+        return Path(cached)
+    store.ensure()
+    partial = store.partial_path(file.digest)
+    url = hf_hub_url(repo_id, file.filename, revision=revision, endpoint=endpoint)
+    with partial.open("ab") as out:
+        done = out.tell()
+        if done:
+            logger.info("resuming %s/%s from byte %d", repo_id, file.filename, done)
+        http_get(
+            url,
+            out,
+            resume_size=done,
+            headers=build_hf_headers(),
+            expected_size=file.size,
+            displayed_filename=file.filename,
+            tqdm_class=cast(Any, counter.bar_class()),
+        )
+    return partial
+
+
 def _add_blob(store: Store, file: _RemoteFile, path: Path) -> Layer:
-    """Bring a downloaded file into the store; a checksum mismatch discards the cached download too."""
+    """Bring a downloaded file into the store; a checksum mismatch discards the download too."""
+    if file.digest is not None and path == store.partial_path(file.digest):
+        try:
+            return store.adopt_partial(file.digest)
+        except InvalidRequest as exc:
+            raise DownloadError(
+                f"{file.filename}: the download does not match the Hub's checksum ({exc}); it was discarded, pull again"
+            ) from exc
     try:
         # the HF cache file is a symlink to its blob; os.link on Linux would link the symlink itself
         return store.add_blob_file(path.resolve(), file.digest)

@@ -135,6 +135,7 @@ class Service:
         self.settings = settings
         self.store = store
         self.scheduler = scheduler
+        self._pull_locks: dict[str, asyncio.Lock] = {}
 
     # -- models ------------------------------------------------------------------------------------
 
@@ -202,15 +203,17 @@ class Service:
             else:
                 loop.call_soon_threadsafe(events.put_nowait, None)
 
-        thread = threading.Thread(target=work, name=f"pull {name}", daemon=True)
-        thread.start()
-        try:
-            while (event := await events.get()) is not None:
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-        finally:
-            cancel.set()
+        # One download at a time per model: a second pull of it waits, then finds the blobs in the store.
+        async with self._pull_locks.setdefault(str(name).lower(), asyncio.Lock()):
+            thread = threading.Thread(target=work, name=f"pull {name}", daemon=True)
+            thread.start()
+            try:
+                while (event := await events.get()) is not None:
+                    if isinstance(event, BaseException):
+                        raise event
+                    yield event
+            finally:
+                cancel.set()
 
     # -- generation --------------------------------------------------------------------------------
 

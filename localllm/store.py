@@ -166,6 +166,19 @@ class Store:
             os.replace(partial, target)
         return Layer(MEDIA_MODEL, actual, size)
 
+    def adopt_partial(self, digest: str) -> Layer:
+        """Move a finished download from `partial_path(digest)` into place, verifying it first; a mismatch
+        removes the partial file (a resumed download that went wrong starts over) and raises `InvalidRequest`."""
+        digest = check_digest(digest)
+        partial = self.partial_path(digest)
+        actual = sha256_file(partial)
+        if actual != digest:
+            partial.unlink(missing_ok=True)
+            raise InvalidRequest(f"sha256 mismatch: expected {digest}, got {actual}", field="digest")
+        size = partial.stat().st_size
+        os.replace(partial, self.blob_path(digest))
+        return Layer(MEDIA_MODEL, digest, size)
+
     def upload(self, digest: str) -> BlobUpload:
         """Receive a blob in pieces (`POST /api/blobs/<digest>`): hashed as it is written, kept only when it
         matches `digest`."""

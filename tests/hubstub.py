@@ -41,6 +41,9 @@ class HubStub:
         self.request_log: list[tuple[str, str]] = []  # (method, path without query)
         self.range_log: list[str] = []  # every Range header received
         self.fail_after_bytes: int | None = None  # the next GET of a file drops the connection after N bytes
+        self.stall_after_bytes: int | None = None  # the next GET of a file stops sending after N bytes ...
+        self.stalled = threading.Event()  # ... sets this ...
+        self.release = threading.Event()  # ... and drops the connection once this is set (or after 60 s)
         self.sha256_override: dict[tuple[str, str], str] = {}  # (repo, file) -> the sha256 the Hub claims
         self._hashes: dict[Path, tuple[str, str]] = {}
         self._lock = threading.Lock()
@@ -88,6 +91,7 @@ class HubStub:
         return self
 
     def stop(self) -> None:
+        self.release.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -223,7 +227,14 @@ class _Handler(BaseHTTPRequestHandler):
         limit = None
         if self.hub.fail_after_bytes is not None:
             limit, self.hub.fail_after_bytes = self.hub.fail_after_bytes, None
+        stall = None
+        if self.hub.stall_after_bytes is not None:
+            stall, self.hub.stall_after_bytes = self.hub.stall_after_bytes, None
+            limit = stall
         self._stream(file, start, end - start + 1, limit)
+        if stall is not None:
+            self.hub.stalled.set()
+            self.hub.release.wait(60)
 
     def _stream(self, file: Path, start: int, length: int, limit: int | None) -> None:
         sent = 0

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from huggingface_hub import hf_hub_download
 
 from localllm.errors import DownloadError, InvalidRequest, ModelNotFound
 from localllm.hub import choose_files, pull
@@ -79,11 +80,22 @@ def stories_hub(hf_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def fake_files(folder: Path, names: list[str], size: int = 50_000) -> dict[str, Path]:
+    """Small valid GGUF files (a pull refuses anything else), each with its own content, about `size` bytes."""
+    import numpy as np
+    from gguf import GGUFWriter
+
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for i, name in enumerate(names):
         path = folder / name.replace("/", "__")
-        path.write_bytes(hashlib.sha256(name.encode()).digest() * (size // 32 + i))
+        writer = GGUFWriter(str(path), "llama")
+        writer.add_string("general.name", name)
+        pad = np.frombuffer(hashlib.sha256(name.encode()).digest() * (size // 32 + i), dtype=np.float32)
+        writer.add_tensor("pad", pad.copy())
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
         out[name] = path
     return out
 
@@ -248,8 +260,12 @@ def test_a_second_pull_reuses_the_store_and_the_hf_cache(stories_hub: HubStub, s
     assert statuses(list(pull(store, name))) == first
     assert all("/resolve/" not in path for _, path in stories_hub.request_log)
 
-    # another store, the same HF cache: the cached GGUF is reused without a download (nor even a HEAD,
-    # since the pull asks for the commit that model_info named)
+    # another store and a GGUF that another tool put in the HF cache: it is reused without a download (nor
+    # even a HEAD, since the pull asks for the commit that model_info named)
+    hf_hub_download(
+        "tester/stories", "stories260K.gguf", cache_dir=Path(os.environ["HF_HOME"]) / "hub", endpoint=stories_hub.url
+    )
+    stories_hub.request_log.clear()
     other = Store(tmp_path / "other-models")
     assert statuses(list(pull(other, name))) == first
     assert all("/resolve/" not in path for _, path in stories_hub.request_log)
@@ -301,7 +317,8 @@ def test_cancel_stops_the_pull_without_a_manifest(stories_hub: HubStub, store: S
                 cancel.set()
     assert seen[-1] == after
     assert store.find(name) is None
-    assert blobs(store) == []
+    # nothing complete is left; at most the download so far, which the next pull resumes
+    assert all(blob.name.endswith(".partial") for blob in blobs(store))
 
 
 def test_split_gguf_pulls_every_shard_in_order(
