@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import click
 
+from localllm import library
 from localllm.client import Client
 from localllm.errors import ResponseError
 
@@ -37,9 +38,18 @@ def pull_model(client: Client, model: str) -> None:
 
 
 @click.command("list")
+@click.option(
+    "--library",
+    "show_library",
+    is_flag=True,
+    help="List the model library instead: short names to pull or run, and the Hub file each stands for.",
+)
 @click.pass_obj
-def list_models(client: Client) -> None:
+def list_models(client: Client, show_library: bool) -> None:
     """List local models."""
+    if show_library:
+        click.echo(table(["NAME", "FROM"], [[name, mf.from_] for name, mf in library.entries()]))
+        return
     now = datetime.now(timezone.utc)
     rows = []
     for model in client.list():

@@ -193,6 +193,52 @@ def timings(done: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class WordWrap:
+    """Break streamed text at spaces into lines of at most `width` columns, as Ollama's REPL does on a terminal.
+
+    A word is held back until the blank after it arrives (or `flush`), so it can move whole to the next line.
+    Words longer than a line, and text that already has its own newlines, pass through as they are.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = max(1, width)
+        self._column = 0
+        self._word = ""
+
+    def feed(self, text: str) -> str:
+        """The text that can be shown now."""
+        out: list[str] = []
+        for char in text:
+            if char == "\n":
+                out.append(self._place() + "\n")
+                self._column = 0
+            elif char in " \t":
+                out.append(self._place())
+                if self._column + 1 > self.width:
+                    out.append("\n")
+                    self._column = 0
+                else:
+                    out.append(char)
+                    self._column += 1
+            else:
+                self._word += char
+        return "".join(out)
+
+    def flush(self) -> str:
+        """The word held back, at the end of the text."""
+        return self._place()
+
+    def _place(self) -> str:
+        word, self._word = self._word, ""
+        if not word:
+            return ""
+        prefix = ""
+        if self._column > 0 and self._column + len(word) > self.width:
+            prefix, self._column = "\n", 0
+        self._column += len(word)
+        return prefix + word
+
+
 # -- pull progress ----------------------------------------------------------------------------------------
 
 _BAR_FULL, _BAR_LEFT, _BAR_RIGHT = "█", "▕", "▏"

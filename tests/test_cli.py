@@ -1,18 +1,23 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import sys
 import types
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner, Result
 
+from localllm import library
 from localllm.client import Client
 from localllm.config import Settings
+from localllm.modelfile import parse, to_create_request
 from localllm_cli import run as run_module
 from localllm_cli.main import cli
 from localllm_cli.render import (
@@ -71,8 +76,13 @@ class FakeDaemon:
         self.pullable = {"new:latest"}
         self.answers = ["Hello there!", "Second answer."]
         self.chat_turns = 0
+        self.blobs: dict[str, bytes] = {}
+        self.created: dict[str, dict[str, Any]] = {}  # name -> the /api/create body that made it
+        self.stream: ClosableStream | None = None  # the last chat stream sent
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/blobs/"):
+            return self.route_blobs(request)
         body = json.loads(request.content) if request.content else None
         self.requests.append((request.method, request.url.path, body))
         route = getattr(self, "route_" + request.url.path.strip("/").replace("/", "_"), None)
@@ -84,9 +94,11 @@ class FakeDaemon:
     def bodies(self, path: str) -> list[Any]:
         return [body for _, p, body in self.requests if p == path]
 
+    def _key(self, name: str) -> str:
+        return name if ":" in name else f"{name}:latest"
+
     def _model(self, name: str) -> dict[str, Any] | None:
-        key = name if ":" in name else f"{name}:latest"
-        return self.models.get(key)
+        return self.models.get(self._key(name))
 
     def route_api_version(self, body: Any) -> httpx.Response:
         return httpx.Response(200, json={"version": "0.1.0"})
@@ -97,9 +109,13 @@ class FakeDaemon:
     def route_api_show(self, body: Any) -> httpx.Response:
         if self._model(body["model"]) is None:
             return error(404, f"model '{body['model']}' not found")
+        key = self._key(body["model"])
+        messages = self.created.get(key, {}).get("messages")
+        extra = {"messages": messages} if messages else {}
         return httpx.Response(
             200,
-            json={
+            json=extra
+            | {
                 "modelfile": "FROM /blobs/sha256-abc\nPARAMETER temperature 0.2\n",
                 "parameters": 'temperature                    0.2\nstop                           "<|im_end|>"',
                 "template": "{{ .Prompt }}",
@@ -112,10 +128,48 @@ class FakeDaemon:
                     "llama.context_length": 8192,
                     "llama.embedding_length": 576,
                 },
-                "capabilities": ["completion"],
+                "capabilities": ["embedding"] if key.startswith("minilm") else ["completion"],
                 "modified_at": iso(timedelta()),
             },
         )
+
+    def route_blobs(self, request: httpx.Request) -> httpx.Response:
+        digest = request.url.path.removeprefix("/api/blobs/")
+        self.requests.append((request.method, "/api/blobs", digest))
+        if request.method == "HEAD":
+            return httpx.Response(200 if digest in self.blobs else 404)
+        data = request.read()
+        if f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
+            return error(400, "digest mismatch")
+        self.blobs[digest] = data
+        return httpx.Response(201)
+
+    def route_api_create(self, body: Any) -> httpx.Response:
+        for key in ("files", "adapters"):
+            for name, digest in (body.get(key) or {}).items():
+                if digest not in self.blobs:
+                    return error(400, f"{key}.{name}: blob {digest} is not on the server")
+        if not body.get("files"):
+            if not body.get("from"):
+                return error(400, "from or files is required")
+            if self._model(body["from"]) is None and not body["from"].startswith("hf.co/"):
+                return error(404, f"model '{body['from']}' not found")
+        key = self._key(body["model"])
+        self.created[key] = body
+        self.models[key] = {"name": key, "model": key, "size": 3000, "digest": LAYER, "details": {}}
+        return ndjson(
+            {"status": f"using existing layer {LAYER}"},
+            {"status": "creating new layer sha256:" + "ee" * 32},
+            {"status": "writing manifest"},
+            {"status": "success"},
+        )
+
+    def route_api_embed(self, body: Any) -> httpx.Response:
+        if self._model(body["model"]) is None:
+            return error(404, f"model '{body['model']}' not found")
+        inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        vectors = [[round(len(text) / 10, 1), 0.5] for text in inputs]
+        return httpx.Response(200, json={"model": body["model"], "embeddings": vectors})
 
     def route_api_pull(self, body: Any) -> httpx.Response:
         name = body["model"]
@@ -190,7 +244,23 @@ class FakeDaemon:
         words = [w + " " for w in answer.split(" ")]
         words[-1] = words[-1].rstrip()
         chunks = [{"message": {"role": "assistant", "content": w}, "done": False} for w in words]
-        return ndjson(*chunks, self._done(message={"role": "assistant", "content": ""}))
+        lines = [*chunks, self._done(message={"role": "assistant", "content": ""})]
+        self.stream = ClosableStream([json.dumps(line).encode() + b"\n" for line in lines])
+        return httpx.Response(200, stream=self.stream)
+
+
+class ClosableStream(httpx.SyncByteStream):
+    """A response body that records whether the client closed it (as Ctrl+C must, to stop the daemon)."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.lines
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @pytest.fixture
@@ -399,7 +469,7 @@ def test_run_verbose_prints_timings_to_stderr(daemon: FakeDaemon) -> None:
 def test_run_pulls_a_missing_model_first(daemon: FakeDaemon) -> None:
     result = invoke(daemon, ["run", "new:latest", "hi"])
     assert result.exit_code == 0, result.output
-    assert [p for _, p, _ in daemon.requests] == ["/api/show", "/api/pull", "/api/generate"]
+    assert [p for _, p, _ in daemon.requests] == ["/api/show", "/api/pull", "/api/show", "/api/generate"]
     assert "pulling manifest" in result.stderr and "success" in result.stderr
     assert result.stdout == "The sky is blue.\n"
 
@@ -473,6 +543,336 @@ def test_repl_keeps_going_after_an_error(daemon: FakeDaemon, tty_stdin: None) ->
     assert result.exit_code == 0, result.output
     assert "Error: oops" in result.stderr
     assert daemon.bodies("/api/chat")[2]["messages"] == [{"role": "user", "content": "two"}]
+
+
+# -- run: the REPL's sessions, parameters, Ctrl+C and word wrap ---------------------------------------------
+
+
+def test_repl_save_then_load_keeps_the_conversation(daemon: FakeDaemon, tty_stdin: None) -> None:
+    script = "/set parameter temperature 0\n/set system Be brief.\nhello\n/save mysession\n/load mysession\nmore\n"
+    result = invoke(daemon, ["run", "smollm2:135m"], input=script)
+    assert result.exit_code == 0, result.output
+    assert "Created new model 'mysession'" in result.stdout
+    (create,) = daemon.bodies("/api/create")
+    assert create == {
+        "model": "mysession",
+        "from": "smollm2:135m",
+        "messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Hello there!"}],
+        "parameters": {"temperature": 0.0},
+        "system": "Be brief.",
+        "stream": True,
+    }
+    # /load shows the stored conversation, and does not send it again: the daemon puts it first itself
+    assert "Loading model 'mysession'\n>>> hello\nHello there!\n\n>>> " in result.stdout
+    last = daemon.bodies("/api/chat")[-1]
+    assert last["model"] == "mysession"
+    assert last["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "more"}]
+
+
+def test_repl_shows_a_models_stored_conversation_and_saves_it_again(daemon: FakeDaemon, tty_stdin: None) -> None:
+    stored = [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "A pirate."}]
+    daemon.created["pirate:latest"] = {"messages": stored}
+    daemon.models["pirate:latest"] = dict(daemon.models["qwen:latest"], name="pirate:latest")
+    result = invoke(daemon, ["run", "pirate"], input="hi\n/save pirate2\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(">>> Who are you?\nA pirate.\n\n>>> Hello there!")
+    assert daemon.bodies("/api/chat")[1]["messages"] == [{"role": "user", "content": "hi"}]
+    (create,) = daemon.bodies("/api/create")
+    assert create["from"] == "pirate" and "parameters" not in create and "system" not in create
+    assert create["messages"] == [
+        *stored,
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello there!"},
+    ]
+
+
+def test_repl_load_and_save_errors_keep_the_session(daemon: FakeDaemon, tty_stdin: None) -> None:
+    result = invoke(daemon, ["run", "smollm2:135m"], input="/load nope\n/save\n/save bad\nhi\n")
+    assert result.exit_code == 0, result.output
+    assert "Error: model 'nope' not found" in result.stderr
+    assert "Usage:\n  /save <modelname>" in result.stdout
+    assert daemon.bodies("/api/chat")[-1]["model"] == "smollm2:135m"
+
+    def refuse(body: Any) -> httpx.Response:
+        return error(400, "invalid model name")
+
+    daemon.route_api_create = refuse  # type: ignore[method-assign]
+    result = invoke(daemon, ["run", "smollm2:135m"], input="/save x\n")
+    assert result.exit_code == 0 and "Error: invalid model name" in result.stderr
+
+
+def test_repl_load_of_a_model_that_cannot_chat_keeps_the_old_one(minilm: FakeDaemon, tty_stdin: None) -> None:
+    chat = minilm.route_api_chat
+
+    def no_chat_for_minilm(body: Any) -> httpx.Response:
+        if body["model"] == "minilm":
+            return error(400, '"minilm" does not support chat')
+        return chat(body)
+
+    minilm.route_api_chat = no_chat_for_minilm  # type: ignore[method-assign]
+    result = invoke(minilm, ["run", "smollm2:135m"], input="hello\n/load minilm\nagain\n")
+    assert result.exit_code == 0, result.output
+    assert 'Error: "minilm" does not support chat' in result.stderr
+    last = minilm.bodies("/api/chat")[-1]
+    assert last["model"] == "smollm2:135m" and len(last["messages"]) == 3  # the conversation goes on
+
+
+def test_repl_set_parameter_is_typed_and_checked(daemon: FakeDaemon, tty_stdin: None) -> None:
+    script = (
+        "/set parameter temperature hot\n/set parameter colour red\n/set parameter num_ctx 4096\n"
+        "/set parameter stop <|im_end|> User:\n/set parameter seed 42\n/set format json\nhi\n"
+    )
+    result = invoke(daemon, ["run", "smollm2:135m"], input=script)
+    assert result.exit_code == 0, result.output
+    assert "Error: parameter 'temperature' must be a number, got 'hot'" in result.stderr
+    assert "Error: unknown parameter 'colour'" in result.stderr
+    chat = daemon.bodies("/api/chat")[1]
+    assert chat["options"] == {"num_ctx": 4096, "stop": ["<|im_end|>", "User:"], "seed": 42}
+    assert chat["format"] == "json"
+
+
+def test_repl_multiline_system(daemon: FakeDaemon, tty_stdin: None) -> None:
+    result = invoke(daemon, ["run", "smollm2:135m"], input='/set system """You are\n  a poet."""\nhi\n')
+    assert result.exit_code == 0, result.output
+    assert "Set system message." in result.stdout
+    assert daemon.bodies("/api/chat")[1]["messages"][0] == {"role": "system", "content": "You are\n  a poet."}
+
+
+def test_repl_ctrl_c_stops_the_answer_closes_the_stream_and_goes_on(
+    daemon: FakeDaemon, tty_stdin: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon.answers = ["one two three four five", "Second answer."]
+    echo = run_module.click.echo
+    pieces = 0
+
+    def interrupting_echo(message: Any = None, **kwargs: Any) -> None:
+        nonlocal pieces
+        if message == "two ":
+            pieces += 1
+            if pieces == 1:
+                raise KeyboardInterrupt  # Ctrl+C while the second word of the first answer is written
+        echo(message, **kwargs)
+
+    monkeypatch.setattr("localllm_cli.repl.click.echo", interrupting_echo)
+    result = invoke(daemon, ["run", "smollm2:135m"], input="first\nsecond\n")
+    assert result.exit_code == 0, result.output
+    assert ">>> one \n\n>>> " in result.stdout  # the answer stops; the prompt comes back
+    assert "Second answer." in result.stdout
+    chats = daemon.bodies("/api/chat")
+    assert chats[2]["messages"] == [{"role": "user", "content": "second"}]  # the stopped turn is dropped
+    assert daemon.stream is not None and daemon.stream.closed
+
+
+def test_run_wraps_words_on_a_terminal(daemon: FakeDaemon, tty_stdin: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_module, "_stdout_is_terminal", lambda: True)
+    daemon.answers = ["aaaa bbbb cccc dddd eeee ffff"]
+    result = invoke(daemon, ["run", "smollm2:135m"], input="hi\n", env={"COLUMNS": "16"})
+    assert result.exit_code == 0, result.output
+    answer = result.stdout.split(">>> ")[1]
+    assert answer == "aaaa bbbb cccc \ndddd eeee ffff\n\n"
+    result = invoke(daemon, ["run", "smollm2:135m", "--nowordwrap"], input="hi\n", env={"COLUMNS": "16"})
+    assert "aaaa bbbb cccc dddd eeee ffff\n" in result.stdout
+    result = invoke(daemon, ["run", "qwen", "hi"], env={"COLUMNS": "11"})
+    assert result.stdout == "The sky is\nblue.\n"
+
+
+def test_run_does_not_wrap_when_stdout_is_not_a_terminal(daemon: FakeDaemon, tty_stdin: None) -> None:
+    daemon.answers = ["aaaa bbbb cccc dddd eeee ffff"]
+    result = invoke(daemon, ["run", "smollm2:135m"], input="hi\n", env={"COLUMNS": "16"})
+    assert "aaaa bbbb cccc dddd eeee ffff\n" in result.stdout
+    assert "\x1b" not in result.stdout
+
+
+# -- create -------------------------------------------------------------------------------------------------
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+MODELFILE = """FROM hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0
+PARAMETER temperature 0.2
+PARAMETER stop "<|im_end|>"
+SYSTEM You are terse.
+MESSAGE user hi
+MESSAGE assistant hello
+LICENSE MIT
+"""
+
+
+def test_create_sends_the_modelfile_as_ollamas_create_body(daemon: FakeDaemon, tmp_path: Path) -> None:
+    path = write(tmp_path / "Modelfile", MODELFILE)
+    result = invoke(daemon, ["create", "mine:v1", "-f", str(path)])
+    assert result.exit_code == 0, result.output
+    assert daemon.bodies("/api/create") == [to_create_request(parse(MODELFILE), model="mine:v1")]
+    assert daemon.bodies("/api/create")[0]["from"] == "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0"
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "gathering model components",
+        f"using existing layer {LAYER}",
+        "creating new layer sha256:" + "ee" * 32,
+        "writing manifest",
+        "success",
+    ]
+    assert [p for _, p, _ in daemon.requests] == ["/api/create"]
+
+
+def test_create_reads_Modelfile_in_the_current_folder_by_default(
+    daemon: FakeDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "Modelfile", "FROM qwen\nSYSTEM hi\n")
+    monkeypatch.chdir(tmp_path)
+    result = invoke(daemon, ["create", "mine"])
+    assert result.exit_code == 0, result.output
+    assert daemon.bodies("/api/create") == [{"model": "mine", "from": "qwen", "system": "hi", "stream": True}]
+
+
+def test_create_uploads_a_local_gguf_then_sends_files(daemon: FakeDaemon, tmp_path: Path) -> None:
+    data = b"GGUF" + bytes(range(256)) * 10
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    write(tmp_path / "models" / "tiny.gguf", data)
+    adapter = b"GGUF-lora"
+    adapter_digest = f"sha256:{hashlib.sha256(adapter).hexdigest()}"
+    write(tmp_path / "lora.gguf", adapter)
+    # paths are taken from the Modelfile's folder, not from where the command runs
+    path = write(tmp_path / "Modelfile", "FROM ./models/tiny.gguf\nADAPTER ../lora.gguf\nPARAMETER num_ctx 512\n")
+    path = write(tmp_path / "sub" / "Modelfile", path.read_text().replace("./models", "../models"))
+    result = invoke(daemon, ["create", "tiny", "-f", str(path)])
+    assert result.exit_code == 0, result.output
+    assert daemon.blobs == {digest: data, adapter_digest: adapter}
+    assert [(m, p, d) for m, p, d in daemon.requests if p == "/api/blobs"] == [
+        ("HEAD", "/api/blobs", digest),
+        ("POST", "/api/blobs", digest),
+        ("HEAD", "/api/blobs", adapter_digest),
+        ("POST", "/api/blobs", adapter_digest),
+    ]
+    assert daemon.bodies("/api/create") == [
+        {
+            "model": "tiny",
+            "files": {"tiny.gguf": digest},
+            "adapters": {"lora.gguf": adapter_digest},
+            "parameters": {"num_ctx": 512},
+            "stream": True,
+        }
+    ]
+    assert f"copying file {digest} 100%" in result.stderr.splitlines()
+    # the second time the daemon has both blobs: nothing is uploaded again
+    daemon.requests.clear()
+    result = invoke(daemon, ["create", "tiny2", "-f", str(path)])
+    assert result.exit_code == 0, result.output
+    assert [m for m, p, _ in daemon.requests if p == "/api/blobs"] == ["HEAD", "HEAD"]
+    assert "copying file" not in result.stderr
+
+
+def test_create_from_a_folder_of_ggufs(daemon: FakeDaemon, tmp_path: Path) -> None:
+    write(tmp_path / "weights" / "a.gguf", b"first")
+    write(tmp_path / "weights" / "README.md", "not a model")
+    path = write(tmp_path / "Modelfile", "FROM weights\n")
+    result = invoke(daemon, ["create", "m", "-f", str(path)])
+    assert result.exit_code == 0, result.output
+    assert daemon.bodies("/api/create")[0]["files"] == {"a.gguf": f"sha256:{hashlib.sha256(b'first').hexdigest()}"}
+
+
+@pytest.mark.parametrize(
+    ("modelfile", "message"),
+    [
+        ("FROM ./missing.gguf\n", "Error: ./missing.gguf: no such file (a path is taken from the Modelfile's folder)"),
+        ("FROM model.gguf\n", "Error: model.gguf: no such file"),
+        ("FROM qwen\nADAPTER lora\n", "Error: ADAPTER lora: no such file"),
+        ("FROM qwen\n\nPARAMETER temperature hot\n", "line 3: parameter 'temperature' must be a number, got 'hot'"),
+        ("SYSTEM hi\n", "line 1: no FROM instruction"),
+        ("FROM qwen\nTEMPLATE {{ .Prompt }}\n", "line 2: TEMPLATE looks like an Ollama Go template"),
+    ],
+)
+def test_create_refuses_a_bad_modelfile_before_sending_anything(
+    daemon: FakeDaemon, tmp_path: Path, modelfile: str, message: str
+) -> None:
+    path = write(tmp_path / "Modelfile", modelfile)
+    result = invoke(daemon, ["create", "m", "-f", str(path)])
+    assert result.exit_code == 1
+    assert message in result.stderr
+    if "line" in message:
+        assert f"Error: {path}: line" in result.stderr
+    assert daemon.bodies("/api/create") == []
+    assert "Traceback" not in result.output
+
+
+def test_create_without_a_modelfile(daemon: FakeDaemon, tmp_path: Path) -> None:
+    result = invoke(daemon, ["create", "m", "-f", str(tmp_path / "nope")])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: cannot read {tmp_path / 'nope'}: No such file or directory\n"
+
+
+def test_create_from_an_unknown_model_is_the_daemons_error(daemon: FakeDaemon, tmp_path: Path) -> None:
+    result = invoke(daemon, ["create", "m", "-f", str(write(tmp_path / "Modelfile", "FROM nothing\n"))])
+    assert result.exit_code == 1
+    assert result.stderr.endswith("Error: model 'nothing' not found\n")
+
+
+# -- embed, and run with an embedding model ------------------------------------------------------------------
+
+
+@pytest.fixture
+def minilm(daemon: FakeDaemon) -> FakeDaemon:
+    daemon.models["minilm:latest"] = dict(daemon.models["qwen:latest"], name="minilm:latest")
+    return daemon
+
+
+def test_embed_prints_one_json_vector_per_text(minilm: FakeDaemon) -> None:
+    result = invoke(minilm, ["embed", "minilm", "hello", "a longer text"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [[0.5, 0.5], [1.3, 0.5]]
+    assert minilm.bodies("/api/embed") == [{"model": "minilm", "input": ["hello", "a longer text"]}]
+
+
+def test_embed_reads_lines_from_stdin_and_passes_its_options(minilm: FakeDaemon) -> None:
+    args = ["embed", "minilm", "--no-truncate", "--dimensions", "2", "--keepalive", "1m"]
+    result = invoke(minilm, args, input="one\n\ntwo\n")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 2
+    assert minilm.bodies("/api/embed") == [
+        {"model": "minilm", "input": ["one", "two"], "truncate": False, "dimensions": 2, "keep_alive": "1m"}
+    ]
+
+
+def test_embed_needs_some_text(minilm: FakeDaemon) -> None:
+    result = invoke(minilm, ["embed", "minilm"], input="")
+    assert result.exit_code == 2 and "stdin holds no text" in result.stderr
+    result = invoke(minilm, ["embed", "nope", "x"])
+    assert result.exit_code == 1 and result.stderr == "Error: model 'nope' not found\n"
+
+
+def test_run_an_embedding_model_prints_its_vector(minilm: FakeDaemon) -> None:
+    result = invoke(minilm, ["run", "minilm", "hello"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [0.5, 0.5]
+    assert minilm.bodies("/api/embed") == [{"model": "minilm", "input": "hello"}]
+    assert minilm.bodies("/api/generate") == []
+
+
+def test_run_an_embedding_model_interactively(minilm: FakeDaemon, tty_stdin: None) -> None:
+    result = invoke(minilm, ["run", "minilm"], input="hello\n\n/bye\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ">>> [0.5, 0.5]\n>>> >>> "
+
+
+# -- list --library ---------------------------------------------------------------------------------------------
+
+
+def test_list_library_shows_names_and_what_they_pull(daemon: FakeDaemon) -> None:
+    result = invoke(daemon, ["list", "--library"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "FROM"]
+    rows = {line.split()[0]: line.split()[1] for line in lines[1:]}
+    assert rows["qwen2.5:0.5b"] == "hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M"
+    assert len(rows) == len(library.entries())
+    assert daemon.requests == []  # the library ships with the CLI
 
 
 # -- connection errors, version, serve ---------------------------------------------------------------------
