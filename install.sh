@@ -325,6 +325,9 @@ install_package() {
         # (PYTHONWARNINGS quiets setuptools' banner about editable installs, printed on every run)
         PYTHONWARNINGS="ignore:Editable installation" "$VPY" -m pip install --quiet -e "${SRC}[dev]" \
             || error "installing localllm from $SRC failed (see the output above)"
+        # TGI's client for the tests: --no-deps, as it pins huggingface_hub<1.0 (its other needs are in [dev])
+        "$VPY" -m pip install --quiet --no-deps "text-generation>=0.7" \
+            || error "installing the text-generation client failed (see the output above)"
     else
         status "Installing localllm from $SRC"
         copy_source

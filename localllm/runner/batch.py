@@ -143,7 +143,11 @@ class Batcher:
         if op == "cancel":
             self.cancelled.add(rid)
         elif op == "tokenize":
-            self.send({"ev": "tokens", "id": rid, "tokens": self.engine.tokenize(str(message.get("text", "")))})
+            tokens = self.engine.tokenize(str(message.get("text", "")), add_bos=bool(message.get("add_bos", True)))
+            reply: Message = {"ev": "tokens", "id": rid, "tokens": tokens}
+            if message.get("pieces"):  # each token's bytes, for offsets and token texts
+                reply["pieces"] = [list(self.engine.piece(t)) for t in tokens]
+            self.send(reply)
         elif op == "generate":
             self._submit(rid, message)
         elif op == "embed":
@@ -229,8 +233,16 @@ class Batcher:
             if job.rid in self.cancelled:
                 self._release(job, None)
                 continue
-            slot = max(free, key=lambda s: (_common_prefix(s.tokens, job.prompt), -s.last_used))
-            keep = min(_common_prefix(slot.tokens, job.prompt), len(job.prompt) - 1)
+            # The slot whose cache holds the longest prefix of this prompt, if reusing it keeps at least half of
+            # what it holds; else the least recently used slot (an empty one first). So a prompt that shares
+            # only a BOS with a conversation's slot leaves that conversation's cache alone.
+            reuse = {s.seq: min(_common_prefix(s.tokens, job.prompt), len(job.prompt) - 1) for s in free}
+            good = [s for s in free if reuse[s.seq] > 0 and 2 * reuse[s.seq] >= len(s.tokens)]
+            if good:
+                slot = max(good, key=lambda s: (reuse[s.seq], -s.last_used))
+            else:
+                slot = min(free, key=lambda s: s.last_used)
+            keep = reuse[slot.seq]
             if keep < len(slot.tokens) and not self.engine.forget(slot.seq, keep):
                 keep = 0
             del slot.tokens[keep:]

@@ -2,7 +2,8 @@
 
 daemon -> runner                                    runner -> daemon
   {"op": "generate", "id", "prompt", "options"}       {"ev": "ready", "n_ctx", "n_ctx_train", "gpu_offload", ...}
-  {"op": "tokenize", "id", "text"}                    {"ev": "text", "id", "text"}          a piece of output
+  {"op": "tokenize", "id", "text", "add_bos"?,        {"ev": "text", "id", "text"}          a piece of output
+   "pieces"?}
   {"op": "embed", "id", "inputs", "truncate",         {"ev": "done", "id", "reason", counters...}
    "normalize"}                                       {"ev": "tokens", "id", "tokens"}
   {"op": "cancel", "id"}                              {"ev": "embeddings", "id", "embeddings", "prompt_eval_count"}
@@ -12,6 +13,9 @@ daemon -> runner                                    runner -> daemon
 the answer has one vector per input, in order, L2-normalised unless `normalize` is false. An input longer than
 the context is cut to fit with `truncate` (default true: its end-of-text special tokens are kept), else refused
 with a "context" error.
+
+`tokenize` adds the model's BOS unless `add_bos` is false; with `pieces` the answer also has each token's
+bytes (`"pieces": [[int, ...], ...]`).
 
 `kind` of an error is "context" (the input does not fit: `n_tokens`, `n_ctx` given), "request" (bad
 input) or "engine" (llama.cpp failed). The runner writes nothing else on its protocol stream: llama.cpp's

@@ -1,0 +1,292 @@
+"""NVIDIA Triton's HTTP API (KServe v2) with its generate extension: `GET /v2`, `/v2/health/live`,
+`/v2/health/ready`, `GET /v2/models/{m}`, `/v2/models/{m}/ready`, `POST /v2/models/{m}/generate` and
+`/generate_stream` (SSE), each also under `/v2/models/{m}/versions/1/...`.
+
+The model is the one the path names (every stored model is version 1). The body is the generate
+extension's, as Triton's vLLM backend reads it: `text_input`, the sampling fields in `parameters` (or at
+the top level, as TensorRT-LLM's ensemble takes them), and the optional inputs `stream`,
+`exclude_input_in_output`, `return_finish_reason`, `return_num_input_tokens`, `return_num_output_tokens`.
+As with the vLLM backend, `text_output` begins with the prompt unless `exclude_input_in_output` is true, and
+a stream sends new text only. Errors are `{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..errors import InvalidRequest, ModelNotFound
+from ..names import ModelName, parse_name
+from ..service import GenerateRequest
+from ..types import Constraints, Done, Options, Token
+from . import requests as rq
+from .dialect import Events, check_fields, collect, flag, number, opened, service_of, stop_strings
+from .errors import headers_of, message_of, status_of
+from .streaming import ClientGone, EventStream, sse_event, until_disconnect
+
+VERSION = "1"
+INPUTS = (
+    "text_input",
+    "parameters",
+    "stream",
+    "exclude_input_in_output",
+    "return_finish_reason",
+    "return_num_input_tokens",
+    "return_num_output_tokens",
+    "id",
+)
+SAMPLING = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "max_tokens",
+    "min_tokens",
+    "stop",
+    "stop_words",  # TensorRT-LLM's name for stop
+    "seed",
+    "random_seed",  # TensorRT-LLM's name for seed
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "ignore_eos",
+)
+_VERSIONED = re.compile(r"(?P<model>.+)/versions/(?P<version>[^/]+)")
+
+
+def triton_error(exc: BaseException) -> dict[str, Any]:
+    return {"error": message_of(exc)}
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    return JSONResponse(triton_error(exc), status_code=status_of(exc), headers=headers_of(exc))
+
+
+def _model(request: Request) -> tuple[str, ModelName]:
+    """The model the path names (as written, and parsed); a version other than 1 does not exist."""
+    raw = request.path_params["model"]
+    match = _VERSIONED.fullmatch(raw)
+    if match:
+        raw = match["model"]
+        if match["version"] != VERSION:
+            raise ModelNotFound(f"model '{raw}' has no version {match['version']} (only {VERSION})")
+    return raw, parse_name(raw, field="model")
+
+
+@dataclass(frozen=True)
+class TritonRequest:
+    text: str
+    options: Options
+    constraints: Constraints
+    stream: bool | None
+    exclude_input: bool | None
+    finish_reason: bool
+    input_tokens: bool
+    output_tokens: bool
+    id: str | None
+
+
+def _sampling(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The sampling fields, from `parameters` or the top level (not both)."""
+    merged = dict(params)
+    for key in SAMPLING:
+        if body.get(key) is not None:
+            if params.get(key) is not None:
+                raise InvalidRequest(f"{key} is given both at the top level and in parameters", field=key)
+            merged[key] = body[key]
+    return merged
+
+
+def parse(body: dict[str, Any]) -> TritonRequest:
+    """Translate a generate-extension body; defaults are vLLM's (temperature 1, top_p 1, 16 tokens)."""
+    check_fields(body, (*INPUTS, *SAMPLING))
+    text = rq.field(body, "text_input", str, required=True)
+    params = rq.field(body, "parameters", dict, {})
+    check_fields(params, (*SAMPLING, "stream", "exclude_input_in_output"), prefix="parameters.")
+    s = _sampling(body, params)
+    if s.get("stop") is not None and s.get("stop_words") is not None:
+        raise InvalidRequest("give stop or stop_words, not both", field="stop_words")
+    seed_key = "random_seed" if s.get("random_seed") is not None else "seed"
+    top_k = number(s, "top_k", integer=True, low=-1)
+    repetition = number(s, "repetition_penalty", low=0, open_low=True)
+    options = Options(
+        temperature=_or(number(s, "temperature", low=0), 1.0),
+        top_p=_or(number(s, "top_p", low=0, high=1, open_low=True), 1.0),
+        top_k=top_k if top_k is not None and top_k > 0 else 0,
+        min_p=_or(number(s, "min_p", low=0, high=1), 0.0),
+        typical_p=1.0,
+        num_predict=number(s, "max_tokens", integer=True, low=1) or 16,
+        stop=stop_strings(s, "stop_words" if s.get("stop_words") is not None else "stop") or None,
+        seed=number(s, seed_key, integer=True),
+        presence_penalty=_or(number(s, "presence_penalty", low=-2, high=2), 0.0),
+        frequency_penalty=_or(number(s, "frequency_penalty", low=-2, high=2), 0.0),
+        repeat_penalty=repetition or 1.0,
+        repeat_last_n=-1 if repetition else None,
+    )
+    constraints = Constraints(
+        ignore_eos=flag(s, "ignore_eos"), min_tokens=number(s, "min_tokens", integer=True, low=0) or 0
+    )
+    stream = _either(body, params, "stream")
+    exclude = _either(body, params, "exclude_input_in_output")
+    return TritonRequest(
+        text=text,
+        options=options,
+        constraints=constraints,
+        stream=stream,
+        exclude_input=exclude,
+        finish_reason=flag(body, "return_finish_reason"),
+        input_tokens=flag(body, "return_num_input_tokens"),
+        output_tokens=flag(body, "return_num_output_tokens"),
+        id=rq.field(body, "id", str),
+    )
+
+
+def _either(body: dict[str, Any], params: dict[str, Any], key: str) -> bool | None:
+    top = rq.field(body, key, bool)
+    inner = rq.field(params, key, bool, prefix="parameters.")
+    if top is not None and inner is not None and top != inner:
+        raise InvalidRequest(f"{key} differs at the top level and in parameters", field=key)
+    value: bool | None = top if top is not None else inner
+    return value
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+# -- routes --------------------------------------------------------------------------------------------
+
+
+async def server_metadata(request: Request) -> Response:
+    return JSONResponse({"name": "localllm", "version": __version__, "extensions": ["generate"]})
+
+
+async def health(request: Request) -> Response:
+    return Response(status_code=200)
+
+
+async def model_metadata(request: Request) -> Response:
+    try:
+        raw, name = _model(request)
+        service_of(request).model(name)
+    except Exception as exc:
+        return error_response(exc)
+    tensor = {"datatype": "BYTES", "shape": [1]}
+    return JSONResponse(
+        {
+            "name": raw,
+            "versions": [VERSION],
+            "platform": "llama.cpp",
+            "inputs": [
+                {"name": "text_input", **tensor},
+                {"name": "stream", "datatype": "BOOL", "shape": [1]},
+                {"name": "exclude_input_in_output", "datatype": "BOOL", "shape": [1]},
+            ],
+            "outputs": [{"name": "text_output", "datatype": "BYTES", "shape": [-1]}],
+        }
+    )
+
+
+async def model_ready(request: Request) -> Response:
+    """Ready when stored: a model is loaded on its first request."""
+    try:
+        _, name = _model(request)
+        service_of(request).model(name)
+    except Exception as exc:
+        return error_response(exc)
+    return Response(status_code=200)
+
+
+async def generate(request: Request) -> Response:
+    return await _generate(request, streaming=False)
+
+
+async def generate_stream(request: Request) -> Response:
+    return await _generate(request, streaming=True)
+
+
+async def _generate(request: Request, *, streaming: bool) -> Response:
+    service = service_of(request)
+    try:
+        raw, name = _model(request)
+        req = parse(await rq.read_json(request))
+        if not streaming and req.stream:
+            raise InvalidRequest("stream is true: use generate_stream for a streamed answer", field="stream")
+        stream = streaming and req.stream is not False
+        if stream and req.exclude_input is False:
+            raise InvalidRequest("exclude_input_in_output must be true when streaming", field="exclude_input_in_output")
+        prepend_input = not stream and req.exclude_input is not True
+    except Exception as exc:
+        return error_response(exc)
+    events = service.generate(
+        GenerateRequest(model=name, prompt=req.text, raw=True, options=req.options, constraints=req.constraints)
+    )
+    try:
+        events = await opened(events, request)
+    except ClientGone:
+        return Response(status_code=499)
+    except Exception as exc:
+        return error_response(exc)
+    head: dict[str, Any] = {"model_name": raw, "model_version": VERSION}
+    if req.id is not None:
+        head["id"] = req.id
+    if stream:
+        return EventStream(
+            _events(events, head, req), frame=sse_event, on_error=triton_error, media_type="text/event-stream"
+        )
+    try:
+        gen = await until_disconnect(collect(events), request)
+    except ClientGone:
+        return Response(status_code=499)
+    except Exception as exc:
+        return error_response(exc)
+    out = {**head, "text_output": (req.text if prepend_input else "") + gen.text, **_extras(req, gen.done)}
+    if not streaming:
+        return JSONResponse(out)
+    return EventStream(_one(out), frame=sse_event, on_error=triton_error, media_type="text/event-stream")
+
+
+def _extras(req: TritonRequest, done: Done | None) -> dict[str, Any]:
+    """The outputs asked for besides `text_output`: in a stream on every event, null until the last."""
+    out: dict[str, Any] = {}
+    if req.finish_reason:
+        out["finish_reason"] = None if done is None else ("length" if done.reason == "length" else "stop")
+    if req.input_tokens:
+        out["num_input_tokens"] = None if done is None else done.prompt_eval_count + done.cached_tokens
+    if req.output_tokens:
+        out["num_output_tokens"] = None if done is None else done.eval_count
+    return out
+
+
+async def _one(item: dict[str, Any]) -> AsyncGenerator[Any, None]:
+    yield item
+
+
+async def _events(events: Events, head: dict[str, Any], req: TritonRequest) -> AsyncGenerator[Any, None]:
+    """New text per event; the last event (held until the end) carries the final extras."""
+    held: str | None = None
+    async for event in events:
+        if isinstance(event, Token):
+            if held is not None:
+                yield {**head, "text_output": held, **_extras(req, None)}
+            held = event.text
+            continue
+        yield {**head, "text_output": held or "", **_extras(req, event)}
+
+
+routes = [
+    Route("/v2", server_metadata, methods=["GET"]),
+    Route("/v2/health/live", health, methods=["GET"]),
+    Route("/v2/health/ready", health, methods=["GET"]),
+    Route("/v2/models/{model:path}/generate", generate, methods=["POST"]),
+    Route("/v2/models/{model:path}/generate_stream", generate_stream, methods=["POST"]),
+    Route("/v2/models/{model:path}/ready", model_ready, methods=["GET"]),
+    Route("/v2/models/{model:path}", model_metadata, methods=["GET"]),
+]

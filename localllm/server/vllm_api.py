@@ -1,0 +1,197 @@
+"""vLLM's demo API (`vllm.entrypoints.api_server`): `POST /generate` with `prompt` and the sampling fields at
+the top level, answered `{"text": [prompt + output, ...]}` (one per choice); with `stream`, one JSON line per
+step, each with every choice's cumulative text. Also vLLM's `POST /tokenize`.
+
+The prompt is used as given (no chat template). Defaults are vLLM's `SamplingParams` ones: temperature 1,
+top_p 1, no top_k, 16 tokens. Errors are vLLM's flat `{"object": "error", "message", "type", "param", "code"}`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..errors import InvalidRequest
+from ..names import ModelName
+from ..service import GenerateRequest
+from ..types import Constraints, Done, Options, Token
+from . import requests as rq
+from .dialect import (
+    Events,
+    check_fields,
+    choose_model,
+    collect_all,
+    flag,
+    number,
+    opened_merged,
+    service_of,
+    stop_strings,
+)
+from .errors import headers_of, message_of, status_of
+from .streaming import ClientGone, EventStream
+
+FIELDS = (
+    "prompt",
+    "stream",
+    "model",
+    "n",
+    "best_of",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "max_tokens",
+    "min_tokens",
+    "stop",
+    "stop_token_ids",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "ignore_eos",
+    "include_stop_str_in_output",
+    "skip_special_tokens",  # no effect: special tokens never appear in the output
+    "spaces_between_special_tokens",  # no effect, for the same reason
+)
+_KINDS = {400: "BadRequestError", 404: "NotFoundError", 503: "ServiceUnavailableError"}
+
+
+@dataclass(frozen=True)
+class VLLMRequest:
+    model: ModelName
+    prompt: str
+    options: Options
+    constraints: Constraints
+    n: int
+    stream: bool
+
+
+def parse(body: dict[str, Any], model: ModelName) -> VLLMRequest:
+    """Translate a demo-server request body (every sampling field at the top level)."""
+    check_fields(body, FIELDS)
+    prompt = rq.field(body, "prompt", str, required=True)
+    n = number(body, "n", integer=True, low=1, high=128) or 1
+    best_of = number(body, "best_of", integer=True, low=1)
+    if best_of is not None and best_of != n:
+        raise InvalidRequest("best_of other than n is not supported (vLLM V1 dropped it too)", field="best_of")
+    if rq.field(body, "stop_token_ids", list, []):
+        raise InvalidRequest("stop_token_ids is not supported: use stop with the text", field="stop_token_ids")
+    if flag(body, "include_stop_str_in_output"):
+        raise InvalidRequest("include_stop_str_in_output is not supported", field="include_stop_str_in_output")
+    flag(body, "skip_special_tokens", True)
+    flag(body, "spaces_between_special_tokens", True)
+    top_k = number(body, "top_k", integer=True, low=-1)
+    repetition = number(body, "repetition_penalty", low=0, open_low=True)
+    options = Options(
+        temperature=_or(number(body, "temperature", low=0), 1.0),
+        top_p=_or(number(body, "top_p", low=0, high=1, open_low=True), 1.0),
+        top_k=top_k if top_k is not None and top_k > 0 else 0,
+        min_p=_or(number(body, "min_p", low=0, high=1), 0.0),
+        typical_p=1.0,
+        num_predict=number(body, "max_tokens", integer=True, low=1) or 16,
+        stop=stop_strings(body, "stop") or None,
+        seed=number(body, "seed", integer=True),
+        presence_penalty=_or(number(body, "presence_penalty", low=-2, high=2), 0.0),
+        frequency_penalty=_or(number(body, "frequency_penalty", low=-2, high=2), 0.0),
+        repeat_penalty=repetition or 1.0,
+        repeat_last_n=-1 if repetition else None,  # vLLM penalises over the prompt and the output
+    )
+    constraints = Constraints(
+        ignore_eos=flag(body, "ignore_eos"),
+        min_tokens=number(body, "min_tokens", integer=True, low=0) or 0,
+    )
+    return VLLMRequest(model, prompt, options, constraints, n, flag(body, "stream"))
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def vllm_error(exc: BaseException) -> dict[str, Any]:
+    status = status_of(exc)
+    param = exc.field if isinstance(exc, InvalidRequest) else None
+    kind = _KINDS.get(status, "InternalServerError")
+    return {"object": "error", "message": message_of(exc), "type": kind, "param": param, "code": status}
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    return JSONResponse(vllm_error(exc), status_code=status_of(exc), headers=headers_of(exc))
+
+
+def _line(obj: Any) -> bytes:
+    """The demo server's framing: `json.dumps(ret) + "\\n"`, with its default separators."""
+    return (json.dumps(obj) + "\n").encode()
+
+
+async def answer(request: Request, body: dict[str, Any]) -> Response:
+    service = service_of(request)
+    try:
+        req = parse(body, choose_model(body, service))
+    except Exception as exc:
+        return error_response(exc)
+    streams: list[Events] = [
+        service.generate(
+            GenerateRequest(
+                model=req.model,
+                prompt=req.prompt,
+                raw=True,
+                options=req.options if req.options.seed is None else replace(req.options, seed=req.options.seed + i),
+                constraints=req.constraints,
+            )
+        )
+        for i in range(req.n)
+    ]
+    try:
+        if req.stream:
+            events = await opened_merged(streams, request)
+            return EventStream(
+                _cumulative(events, req.n, req.prompt),
+                frame=_line,
+                on_error=vllm_error,
+                media_type="application/x-ndjson",
+            )
+        gens = await collect_all(streams, request)
+    except ClientGone:
+        return Response(status_code=499)
+    except Exception as exc:
+        return error_response(exc)
+    return JSONResponse({"text": [req.prompt + gen.text for gen in gens]})
+
+
+async def _cumulative(
+    events: AsyncGenerator[tuple[int, Token | Done], None], n: int, prompt: str
+) -> AsyncGenerator[Any, None]:
+    texts = [prompt] * n
+    async for i, event in events:
+        if isinstance(event, Token) and event.text:
+            texts[i] += event.text
+            yield {"text": list(texts)}
+
+
+async def tokenize(request: Request, body: dict[str, Any]) -> Response:
+    """vLLM's `POST /tokenize` (`prompt`): the token ids, their count and the model's context length."""
+    service = service_of(request)
+    try:
+        check_fields(body, ("prompt", "model", "add_special_tokens", "return_token_strs"))
+        prompt = rq.field(body, "prompt", str, required=True)
+        name = choose_model(body, service)
+        model = service.model(name)
+        pieces = await service.tokenize(name, prompt, add_bos=flag(body, "add_special_tokens", True))
+        strs = flag(body, "return_token_strs")
+    except Exception as exc:
+        return error_response(exc)
+    trained = model.info.context_length or service.settings.context_length
+    out: dict[str, Any] = {
+        "count": len(pieces),
+        "max_model_len": min(service.settings.context_length, trained),
+        "tokens": [t for t, _ in pieces],
+        "token_strs": None,
+    }
+    if strs:
+        out["token_strs"] = [p.decode("utf-8", "replace") for _, p in pieces]
+    return JSONResponse(out)
