@@ -301,3 +301,25 @@ def test_client_as_context_manager_closes_its_own_http_client() -> None:
         pass
     assert not injected.is_closed
     injected.close()
+
+
+# -- API keys ----------------------------------------------------------------------------------------------
+
+
+def test_api_key_is_sent_and_a_401_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = httpx.Response(401, json={"error": "invalid API key"})
+    recorder = Recorder({("GET", "/api/tags"): refused, ("POST", "/api/generate"): refused})
+    monkeypatch.setenv("LOCALLLM_API_KEY", "llk-abc")
+    client = make_client(recorder)
+    with pytest.raises(ResponseError) as err:
+        client.list()
+    assert recorder.requests[-1].headers["authorization"] == "Bearer llk-abc"
+    assert err.value.status_code == 401
+    assert "refused the API key (LOCALLLM_API_KEY): invalid API key" in str(err.value)
+    with pytest.raises(ResponseError, match="refused the API key"):
+        list(make_client(recorder, api_key="llk-other").generate("m", "hi"))
+    assert recorder.requests[-1].headers["authorization"] == "Bearer llk-other"
+    monkeypatch.delenv("LOCALLLM_API_KEY")
+    with pytest.raises(ResponseError, match="requires an API key: set LOCALLLM_API_KEY"):
+        make_client(recorder).list()
+    assert "authorization" not in recorder.requests[-1].headers

@@ -551,7 +551,8 @@ def client_over(tmp_path: Path, scheduler: Scheduler) -> Iterator[TestClient]:
     store = Store(settings.models_dir)
     layer = store.add_blob_file(write_tiny_gguf(tmp_path / "tiny.gguf"))
     store.write_manifest(parse_name("tiny"), Manifest((layer,)))
-    with TestClient(create_app(settings, service=Service(settings, store, scheduler))) as client:
+    app = create_app(settings, service=Service(settings, store, scheduler))
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # a loopback Host passes the Host check
         yield client
 
 
@@ -576,7 +577,7 @@ def test_server_busy_is_503_with_retry_after_in_both_dialects(tmp_path: Path) ->
 
 def test_server_busy_raises_the_openai_sdks_status_error(tmp_path: Path) -> None:
     for client in client_over(tmp_path, Scheduler(max_queue=0, factory=FakeFactory(), memory=plenty())):
-        sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0)
+        sdk = openai.OpenAI(base_url="http://127.0.0.1/v1", api_key="unused", http_client=client, max_retries=0)
         with pytest.raises(openai.InternalServerError) as err:
             sdk.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
         assert err.value.status_code == 503 and err.value.response.headers["retry-after"] == "2"

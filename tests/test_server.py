@@ -25,7 +25,7 @@ def make_client(tmp_path: Path, factory: FakeFactory) -> Iterator[TestClient]:
     layer = store.add_blob_file(write_tiny_gguf(tmp_path / "tiny.gguf", template="{{ messages[-1].content }}!"))
     store.write_manifest(parse_name("tiny"), Manifest((layer,)))
     service = Service(settings, store, Scheduler(factory=factory))
-    with TestClient(create_app(settings, service=service)) as client:
+    with TestClient(create_app(settings, service=service), base_url="http://127.0.0.1") as client:
         yield client
 
 
