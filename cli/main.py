@@ -11,6 +11,9 @@ from localllm import __version__
 from localllm.client import Client
 from localllm.errors import ClientError, LocalLLMError
 
+from .create import create
+from .embed import embed
+from .keys import keys
 from .models import cp, list_models, ps, pull, rm, show, stop
 from .run import run
 from .serve import serve
@@ -68,7 +71,7 @@ def _echo_version(client: Client) -> None:
         click.echo(f"Warning: client version is {__version__}")
 
 
-for _command in (serve, show, run, stop, pull, list_models, ps, cp, rm):
+for _command in (serve, create, show, run, embed, stop, pull, list_models, ps, cp, rm, keys):
     cli.add_command(_command)
 
 

@@ -6,7 +6,7 @@ Every method raises from one small tree (see `errors.py`):
      ├── ResponseError      the daemon answered with an error status, or a stream ended with {"error": ...}
      └── DaemonNotRunning   nothing answers at the daemon's address
 
-Streaming methods (`pull`, `generate`, `chat`) are generators: the request is sent when iteration starts,
+Streaming methods (`pull`, `create`, `generate`, `chat`) are generators: the request is sent when iteration starts,
 one dict is yielded per NDJSON line, and closing the generator closes the response.
 """
 
@@ -15,7 +15,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -25,11 +26,13 @@ from .config import parse_host
 from .errors import ClientError, DaemonNotRunning, ResponseError
 
 JSONObject = dict[str, Any]
+Stream = Generator[JSONObject, None, None]  # NDJSON lines; close() it to close the response early
 _JSONList = list[JSONObject]
 
 _CONNECT_TIMEOUT = 10.0
 _DEFAULT_READ_TIMEOUT = 60.0
 _NDJSON = "application/x-ndjson"
+_UPLOAD_CHUNK = 1 << 20
 
 
 class Client:
@@ -38,9 +41,17 @@ class Client:
     `http` injects the `httpx.Client` to send requests with (tests pass one over `httpx.MockTransport`).
     `timeout` is the read timeout in seconds for every request; by default plain requests wait 60 s and
     streaming ones wait as long as it takes, since loading a large model can take minutes.
+    `api_key` (default: `LOCALLLM_API_KEY`) is sent as `Authorization: Bearer <key>` with every request.
     """
 
-    def __init__(self, host: str | None = None, *, http: httpx.Client | None = None, timeout: float | None = None):
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        http: httpx.Client | None = None,
+        timeout: float | None = None,
+        api_key: str | None = None,
+    ):
         if host is None and http is not None and str(http.base_url):
             self.base_url = str(http.base_url).rstrip("/")
         else:
@@ -50,6 +61,7 @@ class Client:
         # Proxy variables must not capture a daemon on this machine (Go skips them for loopback too).
         self._http = http if http is not None else httpx.Client(trust_env=not _is_loopback(self.base_url))
         self._timeout = timeout
+        self._api_key = (os.environ.get("LOCALLLM_API_KEY", "") if api_key is None else api_key).strip()
 
     def close(self) -> None:
         """Close the connection pool, unless it was injected."""
@@ -87,7 +99,7 @@ class Client:
         info: JSONObject = self._request("POST", "/api/show", json={"model": model}).json()
         return info
 
-    def pull(self, model: str) -> Iterator[JSONObject]:
+    def pull(self, model: str) -> Stream:
         """Download a model, yielding Ollama's progress lines up to `{"status": "success"}`."""
         return self._stream("/api/pull", {"model": model, "stream": True})
 
@@ -113,7 +125,7 @@ class Client:
         options: Mapping[str, Any] | None = None,
         keep_alive: str | float | None = None,
         format: str | Mapping[str, Any] | None = None,
-    ) -> Iterator[JSONObject]:
+    ) -> Stream:
         """Complete `prompt`, yielding `{"response": ...}` chunks and a final `{"done": true, ...}` one."""
         body: JSONObject = {"model": model, "prompt": prompt, "stream": True}
         _set(body, system=system, options=options, keep_alive=keep_alive, format=format)
@@ -127,11 +139,56 @@ class Client:
         options: Mapping[str, Any] | None = None,
         keep_alive: str | float | None = None,
         format: str | Mapping[str, Any] | None = None,
-    ) -> Iterator[JSONObject]:
+    ) -> Stream:
         """Answer a conversation, yielding `{"message": {...}}` chunks and a final `{"done": true, ...}` one."""
         body: JSONObject = {"model": model, "messages": [dict(m) for m in messages], "stream": True}
         _set(body, options=options, keep_alive=keep_alive, format=format)
         return self._stream("/api/chat", body)
+
+    def embed(
+        self,
+        model: str,
+        inputs: str | Sequence[str],
+        *,
+        truncate: bool | None = None,
+        dimensions: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+    ) -> JSONObject:
+        """Embed each input (`/api/embed`): `{"embeddings": [[...], ...], ...}`, one unit vector per input."""
+        body: JSONObject = {"model": model, "input": inputs if isinstance(inputs, str) else list(inputs)}
+        _set(body, truncate=truncate, dimensions=dimensions, options=options, keep_alive=keep_alive)
+        result: JSONObject = self._request("POST", "/api/embed", json=body, wait=True).json()
+        return result
+
+    def create(self, request: Mapping[str, Any]) -> Stream:
+        """Create a model from Ollama's `/api/create` body (`model`, `from` or `files`, `parameters`, ...),
+        yielding its progress lines up to `{"status": "success"}`."""
+        return self._stream("/api/create", {**request, "stream": True})
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether the daemon holds the blob `sha256:<hex>` (`HEAD /api/blobs/<digest>`)."""
+        try:
+            self._request("HEAD", f"/api/blobs/{digest}")
+        except ResponseError as exc:
+            if exc.status_code == 404:
+                return False
+            raise
+        return True
+
+    def create_blob(self, digest: str, path: Path, *, progress: Callable[[int], None] | None = None) -> None:
+        """Upload the file at `path` as the blob `digest` (`POST /api/blobs/<digest>`), which the daemon
+        keeps only if the bytes hash to `digest`; `progress` is called with each chunk's size as it goes."""
+
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as file:
+                while chunk := file.read(_UPLOAD_CHUNK):
+                    yield chunk
+                    if progress is not None:
+                        progress(len(chunk))
+
+        size = str(path.stat().st_size)
+        self._request("POST", f"/api/blobs/{digest}", content=chunks(), headers={"Content-Length": size}, wait=True)
 
     # -- the wire ---------------------------------------------------------------------------------------
 
@@ -139,27 +196,63 @@ class Client:
         read = self._timeout if self._timeout is not None else (None if streaming else _DEFAULT_READ_TIMEOUT)
         return httpx.Timeout(read, connect=_CONNECT_TIMEOUT)
 
-    def _request(self, method: str, path: str, *, json: JSONObject | None = None) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: JSONObject | None = None,
+        content: Iterator[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+        wait: bool = False,
+    ) -> httpx.Response:
+        """Send one request; `wait` waits for the answer as long as a stream would (a model may be loading)."""
         url = self.base_url + path
+        timeout = self._timeout_for(streaming=wait)
         try:
-            response = self._http.request(method, url, json=json, timeout=self._timeout_for(streaming=False))
+            response = self._http.request(
+                method, url, json=json, content=content, headers=self._headers(headers), timeout=timeout
+            )
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
-        _check(response)
+        self._check(response)
         return response
 
-    def _stream(self, path: str, body: JSONObject) -> Iterator[JSONObject]:
+    def _stream(self, path: str, body: JSONObject) -> Stream:
         url = self.base_url + path
         try:
-            with self._http.stream("POST", url, json=body, timeout=self._timeout_for(streaming=True)) as response:
+            with self._http.stream(
+                "POST", url, json=body, headers=self._headers(), timeout=self._timeout_for(streaming=True)
+            ) as response:
                 if response.is_error:
                     response.read()
-                    _check(response)
+                    self._check(response)
                 for line in response.iter_lines():
                     if line.strip():
                         yield _parse_line(line)
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
+
+    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str] | None:
+        if not self._api_key:
+            return dict(extra) if extra is not None else None
+        return {**(extra or {}), "Authorization": f"Bearer {self._api_key}"}
+
+    def _check(self, response: httpx.Response) -> None:
+        """Raise `ResponseError` for an error status; a 401 says what to do about the key."""
+        try:
+            _check(response)
+        except ResponseError as exc:
+            if exc.status_code != 401:
+                raise
+            if self._api_key:
+                message = f"the localllm daemon at {self.base_url} refused the API key (LOCALLLM_API_KEY): {exc}"
+            else:
+                message = (
+                    f"the localllm daemon at {self.base_url} requires an API key: set LOCALLLM_API_KEY "
+                    "(its admin makes keys with 'localllm keys create')"
+                )
+            raise ResponseError(message, 401) from None
 
     def _transport_error(self, exc: httpx.TransportError) -> ClientError:
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):

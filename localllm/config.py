@@ -11,13 +11,14 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import platformdirs
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidModelName
+from .names import parse_name
 
 DEFAULT_PORT = 11434
 APP_NAME = "localllm"
@@ -32,17 +33,52 @@ def state_dir() -> Path:
     return Path(platformdirs.user_state_dir(APP_NAME))
 
 
+SYSTEM_DATA_DIR = Path("/var/lib/localllm")  # the home of the system service's user (install.sh --service as root)
+
+
+def keys_file_from_env(environ: Mapping[str, str] | None = None) -> Path:
+    """The keys file the daemon reads and `localllm keys` edits: `LOCALLLM_KEYS_FILE`, else `keys.json`
+    beside the models directory (for root with no LOCALLLM_MODELS: /var/lib/localllm, the system service's)."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("LOCALLLM_KEYS_FILE", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    models = env.get("LOCALLLM_MODELS", "").strip()
+    if models:
+        return Path(models).expanduser().parent / "keys.json"
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and SYSTEM_DATA_DIR.is_dir():
+        return SYSTEM_DATA_DIR / "keys.json"
+    return default_models_dir().parent / "keys.json"
+
+
 # name: (default shown in --help, help line)
 VARIABLES: dict[str, tuple[str, str]] = {
     "LOCALLLM_HOST": (f"127.0.0.1:{DEFAULT_PORT}", "address the daemon listens on and the CLI talks to"),
     "LOCALLLM_MODELS": ("<user data dir>/models", "directory of the model store"),
     "LOCALLLM_KEEP_ALIVE": ("5m", "how long an idle model stays loaded (e.g. 30s, 10m, 1h; -1 forever; 0 unload)"),
-    "LOCALLLM_CONTEXT_LENGTH": ("8192", "default context window, capped by the model's trained context"),
+    "LOCALLLM_CONTEXT_LENGTH": ("8192", "default context window, capped by the model's trained context and by memory"),
     "LOCALLLM_NUM_PARALLEL": ("4", "requests each model serves at once (sequence slots batched together)"),
     "LOCALLLM_MAX_QUEUE": ("512", "requests that may wait for a model before new ones get 503 Server Busy"),
     "LOCALLLM_MAX_LOADED_MODELS": ("3", "most models loaded at once; the least recently used idle one is unloaded"),
     "LOCALLLM_NUM_THREADS": ("0", "CPU threads per model (0: llama.cpp's choice)"),
+    "LOCALLLM_RUNNER_TIMEOUT": ("5m", "a model runner silent this long while it has work is stopped (hung)"),
+    "LOCALLLM_DEFAULT_MODEL": (
+        "",
+        "model for requests that name none (TGI, vLLM, LMDeploy dialects; e.g. huggingface_hub's InferenceClient)",
+    ),
     "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
+    "LOCALLLM_ORIGINS": (
+        "",
+        "more browser origins allowed (comma-separated, * wildcards, e.g. chrome-extension://*); "
+        "loopback and app:// file:// tauri:// vscode-webview:// origins always are",
+    ),
+    "LOCALLLM_API_KEYS": ("", "API keys every request must carry (comma-separated); setting any turns auth on"),
+    "LOCALLLM_KEYS_FILE": (
+        "<models dir>/../keys.json",
+        "keys file of `localllm keys` (its existence turns auth on; re-read when it changes)",
+    ),
+    "LOCALLLM_TOKEN_TTL": ("1h", "lifetime of the access tokens GET /api/v1/token issues to registered apps"),
+    "LOCALLLM_API_KEY": ("", "the key the CLI sends (Authorization: Bearer); read by the client, not the daemon"),
     "HF_ENDPOINT": ("https://huggingface.co", "the Hugging Face Hub to pull from (read by huggingface_hub)"),
     "HF_TOKEN": ("", "token for private or gated Hub repositories (read by huggingface_hub)"),
     "HF_HOME": (
@@ -120,6 +156,33 @@ def parse_duration(value: object, *, name: str) -> float:
     return math.inf if negative else total
 
 
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://\S*")
+
+
+def parse_origins(value: str, *, variable: str = "LOCALLLM_ORIGINS") -> tuple[str, ...]:
+    """Split a comma list of origins (`scheme://host[:port]`, `*` wildcards anywhere, or `*` alone)."""
+    origins = []
+    for item in value.split(","):
+        origin = item.strip().strip("\"'").lower().rstrip("/")
+        if not origin:
+            continue
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"{variable}: {item.strip()!r} is not an origin: write scheme://host[:port] (* wildcards allowed), "
+                "e.g. https://example.org or chrome-extension://*"
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _positive_duration(environ: Mapping[str, str], name: str, default: str) -> float:
+    raw = environ.get(name, "").strip() or default
+    seconds = parse_duration(raw, name=name)
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"{name}={raw!r} must be a positive duration such as '1h' or '30m'")
+    return seconds
+
+
 def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -133,6 +196,16 @@ def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -
     return value
 
 
+def _model(environ: Mapping[str, str], name: str) -> str | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return str(parse_name(raw))
+    except InvalidModelName as exc:
+        raise ConfigError(f"{name}={raw!r} is not a model name: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the daemon reads from its environment, parsed once at start."""
@@ -140,12 +213,18 @@ class Settings:
     host: HostAddress
     models_dir: Path
     keep_alive: float = 300.0
+    runner_timeout: float = 300.0  # seconds without a word from a busy runner before it is stopped as hung
     context_length: int = 8192
     max_loaded_models: int = 3
     num_parallel: int = 4
     max_queue: int = 512
     num_threads: int = 0
     debug: bool = False
+    origins: tuple[str, ...] = ()  # browser origins allowed beyond the loopback and app ones
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # LOCALLLM_API_KEYS; never logged
+    keys_file: Path | None = None  # None: no keys file (a Settings made in code, for tests)
+    token_ttl: float = 3600.0  # seconds an app's access token lives
+    default_model: str | None = None  # for the dialects whose requests may name no model
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -158,10 +237,16 @@ class Settings:
             host=parse_host(env.get("LOCALLLM_HOST", "")),
             models_dir=Path(models).expanduser() if models else default_models_dir(),
             keep_alive=parse_duration(env.get("LOCALLLM_KEEP_ALIVE", "5m") or "5m", name="LOCALLLM_KEEP_ALIVE"),
+            runner_timeout=_positive_duration(env, "LOCALLLM_RUNNER_TIMEOUT", "5m"),
             context_length=_int(env, "LOCALLLM_CONTEXT_LENGTH", 8192, minimum=16),
             max_loaded_models=_int(env, "LOCALLLM_MAX_LOADED_MODELS", 3, minimum=1),
             num_parallel=_int(env, "LOCALLLM_NUM_PARALLEL", 4, minimum=1),
             max_queue=_int(env, "LOCALLLM_MAX_QUEUE", 512, minimum=1),
             num_threads=_int(env, "LOCALLLM_NUM_THREADS", 0, minimum=0),
             debug=debug in {"1", "true"},
+            origins=parse_origins(env.get("LOCALLLM_ORIGINS", "")),
+            api_keys=tuple(k.strip() for k in env.get("LOCALLLM_API_KEYS", "").split(",") if k.strip()),
+            keys_file=keys_file_from_env(env),
+            token_ttl=_positive_duration(env, "LOCALLLM_TOKEN_TTL", "1h"),
+            default_model=_model(env, "LOCALLLM_DEFAULT_MODEL"),
         )

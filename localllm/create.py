@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
-from . import prompt
+from . import library, prompt
 from .errors import InvalidRequest, ModelNotFound
 from .gguf import read_info
 from .names import ModelName, parse_name
@@ -30,7 +30,7 @@ from .store import (
     Manifest,
     check_digest,
 )
-from .types import ChatMessage, Options, Progress
+from .types import ChatMessage, Options, Progress, parse_options
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,38 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
     yield Progress("success")
 
 
+async def pull(service: Service, name: ModelName) -> AsyncGenerator[Progress, None]:
+    """Pull `name`: a `hf.co/…` name from the Hub, or a short name of the model library (`qwen2.5:0.5b`),
+    whose Modelfile's FROM is pulled and the model created from it with the library's parameters."""
+    if name.is_hf:
+        async for step in service.pull(name):
+            yield step
+        return
+    entry = library.find(name)
+    if entry is None:
+        raise ModelNotFound(
+            f"model '{name}' not found: it is not in the library (localllm list --library) and only "
+            "hf.co/<user>/<repo>[:<quant>] names can be pulled from the Hub"
+        )
+    request = CreateRequest(
+        model=name,
+        from_=entry.from_,
+        template=entry.template,
+        system=entry.system,
+        parameters=parse_options(entry.parameters, field="parameters") if entry.parameters else None,
+        messages=entry.messages or None,
+        license=entry.license or None,
+    )
+    async for step in create(service, request):
+        yield step
+
+
 def _uploaded(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:
     """The GGUF blobs named by `files`, each checked to be present and a readable GGUF."""
     store = service.store
-    ggufs = sorted(name for name in files if name.lower().endswith(".gguf"))
+    ggufs = sorted(files)  # split shards in order by name; every file must be a GGUF (checked below)
     if not ggufs:
-        raise InvalidRequest("files must name a .gguf file", field="files")
+        raise InvalidRequest("files must name the model's GGUF file", field="files")
     layers = []
     for filename in ggufs:
         digest = check_digest(files[filename], field=f"files.{filename}")

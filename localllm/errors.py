@@ -3,12 +3,17 @@
 LocalLLMError
  ├── InvalidRequest (ValueError)            bad input; names the field
  │    ├── InvalidModelName                  a name with path tricks or bad characters
+ │    ├── ModelfileError                    a Modelfile that does not parse ("line N: ...")
  │    └── ContextLengthExceeded             the input does not fit the context window
  ├── ModelNotFound (LookupError)            no such model in the store (or on the Hub)
  ├── ConfigError (ValueError)               a LOCALLLM_* variable that does not parse
  ├── ServerBusy                             the queue is full
  ├── EngineError                            the runner failed (crash, load failure)
  ├── DownloadError                          a pull failed (network, checksum)
+ ├── AccessDenied                           the request may not be served (server/security.py, server/auth.py)
+ │    ├── Unauthorized                      no API key, a wrong one, or an expired access token (401)
+ │    ├── Forbidden                         a Host or Origin header this daemon does not serve (403)
+ │    └── QuotaExceeded                     the key's daily token quota is used up (429)
  └── ClientError                            raised by `localllm.client`
       ├── ResponseError                     the daemon answered with an error
       └── DaemonNotRunning                  nothing listens at the daemon's address
@@ -34,6 +39,14 @@ class InvalidModelName(InvalidRequest):
 
     def __init__(self, message: str, *, field: str | None = "model") -> None:
         super().__init__(message, field=field)
+
+
+class ModelfileError(InvalidRequest):
+    """A Modelfile that does not parse; the message starts with `line N:` and `line` holds N."""
+
+    def __init__(self, message: str, *, line: int) -> None:
+        super().__init__(f"line {line}: {message}", field="modelfile")
+        self.line = line
 
 
 class ContextLengthExceeded(InvalidRequest):
@@ -65,6 +78,26 @@ class EngineError(LocalLLMError):
 
 class DownloadError(LocalLLMError):
     """A pull failed: the Hub could not be reached, or a file did not match its checksum."""
+
+
+class AccessDenied(LocalLLMError):
+    """The request may not be served: authentication, the Host/Origin checks, or a quota said no."""
+
+
+class Unauthorized(AccessDenied):
+    """No API key was sent, or a wrong one, or an access token that is forged or expired."""
+
+
+class Forbidden(AccessDenied):
+    """A Host or Origin header this daemon does not answer (DNS rebinding, cross-site browsers)."""
+
+
+class QuotaExceeded(AccessDenied):
+    """The key's daily token quota is used up; `retry_after` is the number of seconds to the next UTC day."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ClientError(LocalLLMError):

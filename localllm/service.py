@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import prompt
+from . import keys, prompt
 from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest
 from .gguf import GGUFInfo, read_info
@@ -298,7 +298,9 @@ class Service:
         model = self.model(req.model)
         self._check_generative(model, "chat")
         options = req.options.merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
-        messages = [*model.messages, *req.messages]
+        # The request's own leading system messages come first, then the model's stored conversation.
+        lead = next((i for i, m in enumerate(req.messages) if m.role != "system"), len(req.messages))
+        messages = [*req.messages[:lead], *model.messages, *req.messages[lead:]]
         if model.system and not (messages and messages[0].role == "system"):
             messages.insert(0, ChatMessage("system", model.system))
 
@@ -364,6 +366,7 @@ class Service:
     ) -> AsyncGenerator[Token | Done, None]:
         """Generate from `text` on a slot of the model's runner. With `truncate`, an input too long for the
         context is cut (by `fit` first, when given: chat drops old turns) and the count reported in `Done`."""
+        keys.check_quota()  # the request's API key may have used up its daily tokens
         ref = self._ref(model, options)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
         if not text:
@@ -386,6 +389,7 @@ class Service:
                 async with contextlib.aclosing(lease.runner.generate(text, runner_options)) as events:
                     async for event in events:
                         if isinstance(event, Done):
+                            keys.charge(event.prompt_eval_count + event.cached_tokens + event.eval_count)
                             if event.truncated:
                                 log.warning("%s: cut %d input tokens to fit the context", model.name, event.truncated)
                             event = replace(
@@ -398,6 +402,16 @@ class Service:
             except ContextLengthExceeded as exc:
                 exc.field = field
                 raise
+
+    async def tokenize(
+        self, name: ModelName, text: str, *, add_bos: bool = True, keep_alive: float | None = None
+    ) -> list[tuple[int, bytes]]:
+        """The model's tokens for `text`, each with its bytes (empty for a special token); loads the model."""
+        model = self.model(name)
+        ref = self._ref(model, model.parameters.merged_over(DEFAULT_OPTIONS))
+        keep = self.settings.keep_alive if keep_alive is None else keep_alive
+        async with self.scheduler.use(ref, keep_alive=keep) as lease:
+            return await lease.runner.pieces(text, add_bos=add_bos)
 
     # -- embeddings --------------------------------------------------------------------------------
 
@@ -418,6 +432,7 @@ class Service:
         (or with keep_alive 0 unloads it) and answers no vectors, as an empty prompt does for generate.
         """
         started = time.perf_counter_ns()
+        keys.check_quota()
         name = model_name if isinstance(model_name, ModelName) else parse_name(model_name, field="model")
         model = self.model(name)
         if "embedding" not in model.capabilities:
@@ -443,6 +458,7 @@ class Service:
         if dimensions is not None and vectors:
             _check_dimensions(dimensions, len(vectors[0]))
             vectors = [_unit(v[:dimensions]) for v in vectors]
+        keys.charge(count)
         return Embeddings(vectors, count, time.perf_counter_ns() - started, lease.load_duration)
 
     def loaded(self) -> list[Any]:

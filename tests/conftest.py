@@ -121,12 +121,13 @@ class Daemon:
         return [int(p) for p in out.stdout.split()]
 
 
-def start_daemon(tmp: Path, hub: HubStub, **extra_env: str) -> Daemon:
+def start_daemon(tmp: Path, hub: HubStub, *, bind: str = "127.0.0.1", **extra_env: str) -> Daemon:
+    """A daemon listening on `bind` (default loopback; requests always go to 127.0.0.1) at a free port."""
     port = free_port()
     host = f"127.0.0.1:{port}"
     env = {
         **os.environ,
-        "LOCALLLM_HOST": host,
+        "LOCALLLM_HOST": f"{bind}:{port}",
         "LOCALLLM_MODELS": str(tmp / "models"),
         "HF_ENDPOINT": hub.url,
         "HF_HOME": str(tmp / "hf"),
@@ -136,6 +137,9 @@ def start_daemon(tmp: Path, hub: HubStub, **extra_env: str) -> Daemon:
         **extra_env,
     }
     env.pop("HF_HUB_OFFLINE", None)
+    for name in ("LOCALLLM_API_KEYS", "LOCALLLM_API_KEY", "LOCALLLM_KEYS_FILE", "LOCALLLM_ORIGINS"):
+        if name not in extra_env:  # the tester's own keys must not lock the test daemons
+            env.pop(name, None)
     log_path = tmp / "daemon.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

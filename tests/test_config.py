@@ -60,6 +60,7 @@ def test_durations(value: object, seconds: float) -> None:
         ({"LOCALLLM_CONTEXT_LENGTH": "big"}, "LOCALLLM_CONTEXT_LENGTH"),
         ({"LOCALLLM_MAX_LOADED_MODELS": "0"}, "LOCALLLM_MAX_LOADED_MODELS"),
         ({"LOCALLLM_DEBUG": "maybe"}, "LOCALLLM_DEBUG"),
+        ({"LOCALLLM_DEFAULT_MODEL": "../escape"}, "LOCALLLM_DEFAULT_MODEL"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

@@ -146,3 +146,46 @@ def test_a_manifest_naming_a_path_as_digest_is_refused(stub: HubStub, tmp_path: 
     finally:
         stop_daemon(daemon)
     assert not (tmp_path / "x").exists() and not (daemon.models_dir / "x").exists()
+
+
+def test_a_hung_runner_is_stopped_and_its_request_told(stub: HubStub, tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, stub, LOCALLLM_RUNNER_TIMEOUT="2s")
+    try:
+        assert pull(daemon, REPO).status_code == 200
+        body = {"model": f"hf.co/{REPO}", "prompt": "Once upon a time", "options": {"num_predict": 100000}}
+        with httpx.stream("POST", daemon.url + "/api/generate", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            assert json.loads(next(lines))["done"] is False
+            pids = daemon.runner_pids()
+            assert pids
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)  # alive, but no progress at all
+            started = time.monotonic()
+            rest = [json.loads(line) for line in lines if line.strip()]
+        assert "no progress" in rest[-1]["error"], rest[-1]
+        assert time.monotonic() - started < 20
+        again = httpx.post(daemon.url + "/api/generate", json={**body, "stream": False, "options": {"num_predict": 4}})
+        assert again.status_code == 200 and again.json()["eval_count"] == 4
+    finally:
+        stop_daemon(daemon)
+
+
+def test_deleting_a_model_in_use_lets_its_request_finish(stub: HubStub, tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, stub)
+    try:
+        assert pull(daemon, REPO).status_code == 200
+        name = f"hf.co/{REPO}"
+        body = {"model": name, "prompt": "Once upon a time", "options": {"num_predict": 300, "temperature": 0}}
+        with httpx.stream("POST", daemon.url + "/api/generate", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            assert json.loads(next(lines))["done"] is False
+            gone = httpx.request("DELETE", daemon.url + "/api/delete", json={"model": name}, timeout=30)
+            assert gone.status_code == 200
+            rest = [json.loads(line) for line in lines if line.strip()]
+        assert rest[-1]["done"] is True and "error" not in rest[-1], rest[-1]
+        assert f"{name}:latest" not in listed(daemon)
+        after = httpx.post(daemon.url + "/api/generate", json={**body, "stream": False}, timeout=30)
+        assert after.status_code == 404
+        assert not list(daemon.models_dir.joinpath("blobs").glob("sha256-*")), "its blob went with it"
+    finally:
+        stop_daemon(daemon)

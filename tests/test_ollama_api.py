@@ -264,3 +264,49 @@ def test_create_with_a_lora_adapter(client: ollama.Client, server: Daemon, stori
     with pytest.raises(ollama.ResponseError) as err:
         client.create(model="bad-lora", files={"stories260K.gguf": base}, adapters={"x.gguf": base})
     assert err.value.status_code == 400 and "not a LoRA adapter" in err.value.error
+
+
+def test_a_library_name_pulls_its_hub_file_with_the_librarys_parameters(
+    stories_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The Hub stand-in serves stories260K under the library's repository for smollm2:135m.
+    repo = {"bartowski/SmolLM2-135M-Instruct-GGUF": {"SmolLM2-135M-Instruct-Q8_0.gguf": stories_gguf}}
+    with HubStub(repo) as hub, daemon_with(tmp_path_factory.mktemp("library"), hub, ()) as d:
+        client = ollama.Client(host=d.url)
+        statuses = [p.status for p in client.pull("smollm2:135m", stream=True)]
+        assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+        names = {m.model for m in client.list().models}
+        assert {"smollm2:135m", "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0"} <= names
+        shown = httpx.post(d.url + "/api/show", json={"model": "smollm2:135m"}).json()
+        assert "temperature                    0.2" in shown["parameters"] and shown["license"] == "Apache-2.0"
+        with pytest.raises(ollama.ResponseError) as err:
+            client.pull("no-such-library-model:7b")
+        assert err.value.status_code == 404 and "library" in err.value.error
+
+
+def test_show_modelfile_round_trips(client: ollama.Client, server: Daemon) -> None:
+    from localllm import modelfile
+
+    client.create(
+        model="roundtrip",
+        from_=CHAT,
+        system='She said "hi"\nthen left.',
+        parameters={"temperature": 0.3, "stop": ["\n\n", "The end"]},
+        messages=[{"role": "user", "content": "Once"}, {"role": "assistant", "content": "upon a time"}],
+        license=["MIT"],
+    )
+    text = httpx.post(server.url + "/api/show", json={"model": "roundtrip"}).json()["modelfile"]
+    parsed = modelfile.parse(text)
+    assert parsed.system == 'She said "hi"\nthen left.'
+    assert parsed.parameters == {"temperature": 0.3, "stop": ["\n\n", "The end"]}
+    assert [(m.role, m.content) for m in parsed.messages] == [("user", "Once"), ("assistant", "upon a time")]
+    assert parsed.license == ("MIT",) and parsed.template and "/blobs/sha256-" in parsed.from_
+    # Built again (with the CLI) from what show printed, it is the same model.
+    path = server.models_dir.parent / "Modelfile"
+    path.write_text(text)
+    created = server.cli("create", "roundtrip2", "-f", str(path))
+    assert created.returncode == 0, created.stderr
+    again = httpx.post(server.url + "/api/show", json={"model": "roundtrip2"}).json()
+    original = httpx.post(server.url + "/api/show", json={"model": "roundtrip"}).json()
+    for key in ("system", "template", "parameters", "license", "messages"):
+        assert again[key] == original[key], key

@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -54,6 +55,9 @@ class RunnerProcess:
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._reader: asyncio.Task[None] | None = None
         self._stderr_reader: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._last_heard = time.monotonic()  # the last message from the runner, or the start of its work
+        self._hung: str | None = None
         self.exit_reason: str | None = None
 
     @property
@@ -65,8 +69,14 @@ class RunnerProcess:
         return self.proc.pid
 
     @classmethod
-    async def start(cls, spec: RunnerSpec, *, load_timeout: float = 600.0) -> RunnerProcess:
-        """Start a runner and wait until its model is loaded; raise `EngineError` if it is not."""
+    async def start(
+        cls, spec: RunnerSpec, *, load_timeout: float = 600.0, hang_timeout: float = 300.0
+    ) -> RunnerProcess:
+        """Start a runner and wait until its model is loaded; raise `EngineError` if it is not.
+
+        Once loaded, a runner that has requests in hand but says nothing for `hang_timeout` seconds (stopped,
+        deadlocked, swapping itself to death) is killed: its requests end with an error saying so, and the
+        next request loads the model again."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -93,7 +103,19 @@ class RunnerProcess:
             raise EngineError(str(message))
         runner.info = first
         runner._reader = asyncio.create_task(runner._read())
+        runner._watchdog = asyncio.create_task(runner._watch(hang_timeout))
         return runner
+
+    async def _watch(self, timeout: float) -> None:
+        while self.alive:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            silent = time.monotonic() - self._last_heard
+            if self._queues and silent > timeout and self.alive:
+                self._hung = f"the model runner made no progress for {silent:.0f}s and was stopped (hung)"
+                log.warning("runner %d for %s: %s", self.proc.pid, self.spec.model_path, self._hung)
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                return
 
     async def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -107,13 +129,14 @@ class RunnerProcess:
         assert self.proc.stdout is not None
         try:
             async for line in self.proc.stdout:
+                self._last_heard = time.monotonic()
                 message = _safe_decode(line)
                 queue = self._queues.get(str(message.get("id")))
                 if queue is not None:
                     queue.put_nowait(message)
         finally:
             await self.proc.wait()
-            self.exit_reason = self._death_message("")
+            self.exit_reason = self._hung or self._death_message("")
             log.warning("runner %d for %s exited: %s", self.proc.pid, self.spec.model_path, self.exit_reason)
             for queue in self._queues.values():
                 queue.put_nowait({"ev": "error", "kind": "engine", "message": self.exit_reason})
@@ -140,6 +163,8 @@ class RunnerProcess:
     async def _request(self, message: Message) -> AsyncGenerator[Message, None]:
         rid = str(next(_ids))
         queue: asyncio.Queue[Message] = asyncio.Queue()
+        if not self._queues:  # work starts now: the hang clock counts from here
+            self._last_heard = time.monotonic()
         self._queues[rid] = queue
         finished = False
         try:
@@ -185,6 +210,13 @@ class RunnerProcess:
             return list(event["tokens"])
         raise EngineError("the model runner did not answer")
 
+    async def pieces(self, text: str, *, add_bos: bool = True) -> list[tuple[int, bytes]]:
+        """The tokens of `text`, each with its bytes (a special token's are empty)."""
+        message = {"op": "tokenize", "text": text, "add_bos": add_bos, "pieces": True}
+        async for event in self._request(message):
+            return [(int(t), bytes(p)) for t, p in zip(event["tokens"], event["pieces"], strict=True)]
+        raise EngineError("the model runner did not answer")
+
     async def embed(
         self, inputs: Sequence[str] | Sequence[Sequence[int]], truncate: bool = True, *, normalize: bool = True
     ) -> tuple[list[list[float]], int]:
@@ -211,6 +243,8 @@ class RunnerProcess:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()
                 await self.proc.wait()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for task in (self._reader, self._stderr_reader):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..config import Settings
+from ..keys import Authenticator
+from ..runner.process import RunnerProcess
 from ..scheduler import Scheduler
 from ..service import Service
+from ..sessions import Sessions
 from ..store import Store
-from . import create_api, embed_api, ollama_api, openai_api
+from . import auth, compat_api, create_api, embed_api, ollama_api, openai_api, security
 from .errors import message_of
 
 log = logging.getLogger("localllm.server")
@@ -23,6 +28,7 @@ log = logging.getLogger("localllm.server")
 
 def create_app(settings: Settings, *, service: Service | None = None) -> Starlette:
     """The daemon's ASGI app; pass `service` to drive it with other collaborators (tests)."""
+    authenticator = Authenticator(settings.keys_file, settings.api_keys, token_ttl=settings.token_ttl)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -30,7 +36,11 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         svc = service or Service(
             settings,
             Store(settings.models_dir),
-            Scheduler(max_loaded=settings.max_loaded_models, max_queue=settings.max_queue),
+            Scheduler(
+                max_loaded=settings.max_loaded_models,
+                max_queue=settings.max_queue,
+                factory=functools.partial(RunnerProcess.start, hang_timeout=settings.runner_timeout),
+            ),
         )
         svc.store.ensure()
         removed = svc.store.prune()
@@ -38,6 +48,8 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
             log.info("pruned %d unused blobs", len(removed))
         await svc.scheduler.start()
         app.state.service = svc
+        app.state.sessions = Sessions(svc)  # LMDeploy's interactive sessions
+        security.announce(settings.host, authenticator)
         try:
             yield
         finally:
@@ -57,8 +69,22 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
     async def server_error(request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": message_of(exc)}, status_code=500)
 
-    return Starlette(
-        routes=[*ollama_api.routes, *create_api.routes, *openai_api.routes, *embed_api.routes],
+    app = Starlette(
+        routes=[
+            *ollama_api.routes,
+            *create_api.routes,
+            *openai_api.routes,
+            *embed_api.routes,
+            *auth.routes,
+            *compat_api.routes,
+        ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
+        middleware=[  # outermost first: security.py's docstring draws the order
+            Middleware(security.HostCheck, bound=settings.host.host, port=settings.host.port),
+            Middleware(security.Cors, origins=settings.origins),
+            Middleware(auth.Auth, authenticator=authenticator),
+        ],
         lifespan=lifespan,
     )
+    app.state.authenticator = authenticator
+    return app
