@@ -56,6 +56,7 @@ def test_create_from_a_local_gguf_uploads_it_once(cli_daemon: Daemon, tmp_path: 
     run = cli_daemon.cli("run", "teller", "and")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip()
+    assert cli_daemon.cli("run", "teller", "and").stdout == run.stdout, "PARAMETER temperature 0 holds"
 
     again = cli_daemon.cli("create", "teller2", "-f", str(modelfile))
     assert again.returncode == 0, again.stderr

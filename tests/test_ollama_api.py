@@ -310,3 +310,18 @@ def test_show_modelfile_round_trips(client: ollama.Client, server: Daemon) -> No
     original = httpx.post(server.url + "/api/show", json={"model": "roundtrip"}).json()
     for key in ("system", "template", "parameters", "license", "messages"):
         assert again[key] == original[key], key
+
+
+def test_copy_and_delete_through_the_package(client: ollama.Client) -> None:
+    client.copy(STORIES, "stories-copy")
+    names = {m.model for m in client.list().models}
+    assert "stories-copy:latest" in names and f"{STORIES}:latest" in names
+    out = client.generate(model="stories-copy", prompt="Once upon a time", options={"temperature": 0, "num_predict": 8})
+    assert out.response.startswith(", there was")
+    client.delete("stories-copy")
+    assert "stories-copy:latest" not in {m.model for m in client.list().models}
+    assert f"{STORIES}:latest" in {m.model for m in client.list().models}, "the original and its blob stay"
+    assert client.generate(model=STORIES, prompt="Once", options={"num_predict": 2}).done
+    with pytest.raises(ollama.ResponseError) as err:
+        client.delete("stories-copy")
+    assert err.value.status_code == 404
