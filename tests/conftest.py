@@ -29,6 +29,14 @@ STORY_TEMPLATE = (
     "{% else %}{{ m.content }}{% endif %}{% endfor %}"
 )
 
+# A JSON schema small enough that a grammar-constrained answer of stories260K always completes it.
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
 # Repositories the Hub stand-in serves: repo id -> {file name on the Hub: file on disk}.
 STORIES_REPO = "testorg/stories260K-GGUF"
 CHAT_REPO = "testorg/stories260K-chat-GGUF"

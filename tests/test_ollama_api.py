@@ -14,6 +14,7 @@ import ollama
 import pytest
 
 from .conftest import CHAT_REPO, FIM_REPO, STORIES_REPO, Daemon, daemon_with
+from .conftest import PERSON_SCHEMA as SCHEMA
 from .ggufcopy import write_lora
 from .hubstub import HubStub
 
@@ -22,12 +23,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.model]
 STORIES = f"hf.co/{STORIES_REPO}"
 CHAT = f"hf.co/{CHAT_REPO}"
 LILY = "there was a little girl named Lily"
-SCHEMA = {
-    "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
-    "required": ["name", "age"],
-    "additionalProperties": False,
-}
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from .conftest import CHAT_REPO, FIM_REPO, STORIES_REPO, Daemon, daemon_with
+from .conftest import PERSON_SCHEMA as SCHEMA
 from .hubstub import HubStub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
@@ -20,12 +21,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.model]
 CHAT = f"hf.co/{CHAT_REPO}"
 STORIES = f"hf.co/{STORIES_REPO}"
 USER = [{"role": "user", "content": "Once upon a time"}]
-SCHEMA = {
-    "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
-    "required": ["name", "age"],
-    "additionalProperties": False,
-}
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,10 @@ from ..service import Service
 from ..tools import HeldText, parse_tool_calls
 from ..types import Done, Token, TokenLogprob, ToolCall
 from . import requests as rq
+from .dialect import merged
 from .errors import headers_of, openai_error, status_of
 from .openai_requests import Shape, to_chat_request, to_completion_request
-from .streaming import ClientGone, EventStream, sse_event, until_disconnect
+from .streaming import ClientGone, EventStream, prepend, sse_event, until_disconnect
 
 FINISH = {"stop": "stop", "length": "length", "cancel": "stop"}
 SYSTEM_FINGERPRINT = "fp_localllm"
@@ -147,42 +148,10 @@ def _tool_call_dicts(calls: Sequence[ToolCall], *, indexed: bool = False) -> lis
     return out
 
 
-async def _merge(streams: list[Events], firsts: list[Token | Done]) -> AsyncGenerator[tuple[int, Token | Done], None]:
-    """The events of every stream as they come, tagged with the stream's index; closing closes them all."""
-    if len(streams) == 1:
-        async with contextlib.aclosing(streams[0]):
-            yield 0, firsts[0]
-            async for event in streams[0]:
-                yield 0, event
-        return
-    queue: asyncio.Queue[tuple[int, Token | Done | BaseException | None]] = asyncio.Queue()
-
-    async def pump(i: int) -> None:
-        try:
-            await queue.put((i, firsts[i]))
-            async for event in streams[i]:
-                await queue.put((i, event))
-        except Exception as exc:
-            await queue.put((i, exc))
-        finally:
-            await queue.put((i, None))
-
-    tasks = [asyncio.create_task(pump(i)) for i in range(len(streams))]
-    try:
-        remaining = len(streams)
-        while remaining:
-            i, item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield i, item
-    finally:
-        for task in tasks:
-            task.cancel()
-        for stream in streams:
-            await stream.aclose()
+def _merge(streams: list[Events], firsts: list[Token | Done]) -> AsyncGenerator[tuple[int, Token | Done], None]:
+    """The events of every stream (each after its first, already read) as they come, tagged with the stream's
+    index; closing closes them all."""
+    return merged([prepend(first, stream) for first, stream in zip(firsts, streams, strict=True)])
 
 
 async def _answer(
