@@ -62,9 +62,11 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
     elif req.from_:
         name = parse_name(req.from_, field="from")
         if store.find(name) is None:
-            if not name.is_hf:
-                raise ModelNotFound(f"model '{req.from_}' not found: pull it first, or give a hf.co/… name")
-            async for step in service.pull(name):
+            if not name.is_hf and library.find(name) is None:
+                raise ModelNotFound(
+                    f"model '{req.from_}' not found: pull it first, or give a hf.co/… name or a library name"
+                )
+            async for step in pull(service, name):  # from the Hub, or the library's model
                 if step.status != "success":
                     yield step
         source = service.model(name)

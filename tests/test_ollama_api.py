@@ -265,7 +265,10 @@ def test_a_library_name_pulls_its_hub_file_with_the_librarys_parameters(
     stories_gguf: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     # The Hub stand-in serves stories260K under the library's repository for smollm2:135m.
-    repo = {"bartowski/SmolLM2-135M-Instruct-GGUF": {"SmolLM2-135M-Instruct-Q8_0.gguf": stories_gguf}}
+    repo = {
+        "bartowski/SmolLM2-135M-Instruct-GGUF": {"SmolLM2-135M-Instruct-Q8_0.gguf": stories_gguf},
+        "bartowski/SmolLM2-360M-Instruct-GGUF": {"SmolLM2-360M-Instruct-Q8_0.gguf": stories_gguf},
+    }
     with HubStub(repo) as hub, daemon_with(tmp_path_factory.mktemp("library"), hub, ()) as d:
         client = ollama.Client(host=d.url)
         statuses = [p.status for p in client.pull("smollm2:135m", stream=True)]
@@ -277,6 +280,10 @@ def test_a_library_name_pulls_its_hub_file_with_the_librarys_parameters(
         with pytest.raises(ollama.ResponseError) as err:
             client.pull("no-such-library-model:7b")
         assert err.value.status_code == 404 and "library" in err.value.error
+        # A library name as FROM pulls it first.
+        client.create(model="pirate", from_="smollm2:360m", system="Arr.")
+        assert "smollm2:360m" in {m.model for m in client.list().models}
+        assert httpx.post(d.url + "/api/show", json={"model": "pirate"}).json()["system"] == "Arr."
 
 
 def test_show_modelfile_round_trips(client: ollama.Client, server: Daemon) -> None:
