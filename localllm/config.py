@@ -59,6 +59,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LOCALLLM_CONTEXT_LENGTH": ("8192", "default context window, capped by the model's trained context and by memory"),
     "LOCALLLM_NUM_PARALLEL": ("4", "requests each model serves at once (sequence slots batched together)"),
     "LOCALLLM_MAX_QUEUE": ("512", "requests that may wait for a model before new ones get 503 Server Busy"),
+    "LOCALLLM_MAX_BODY": ("64MiB", "largest request body accepted (bytes, or with K/M/G/KiB/MiB/GiB); larger gets 413"),
     "LOCALLLM_MAX_LOADED_MODELS": ("3", "most models loaded at once; the least recently used idle one is unloaded"),
     "LOCALLLM_NUM_THREADS": ("0", "CPU threads per model (0: llama.cpp's choice)"),
     "LOCALLLM_RUNNER_TIMEOUT": ("5m", "a model runner silent this long while it has work is stopped (hung)"),
@@ -196,6 +197,24 @@ def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -
     return value
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3}
+_SIZE_UNITS |= {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+
+
+def parse_size(value: str, *, name: str) -> int:
+    """A byte count such as `1048576`, `512KiB`, `64MiB` or `1G` (K, M, G are powers of 1000)."""
+    raw = value.strip()
+    number = raw.rstrip("bBiIkKmMgG ")
+    unit = raw[len(number) :].strip().lower()
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a size such as 1048576, 512KiB or 64MiB") from None
+    if unit not in _SIZE_UNITS or not math.isfinite(amount) or amount < 1:
+        raise ConfigError(f"{name}={value!r} is not a size such as 1048576, 512KiB or 64MiB")
+    return int(amount * _SIZE_UNITS[unit])
+
+
 def _model(environ: Mapping[str, str], name: str) -> str | None:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -225,6 +244,7 @@ class Settings:
     keys_file: Path | None = None  # None: no keys file (a Settings made in code, for tests)
     token_ttl: float = 3600.0  # seconds an app's access token lives
     default_model: str | None = None  # for the dialects whose requests may name no model
+    max_body: int = 64 << 20  # bytes: a larger request body is refused with 413
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -249,4 +269,5 @@ class Settings:
             keys_file=keys_file_from_env(env),
             token_ttl=_positive_duration(env, "LOCALLLM_TOKEN_TTL", "1h"),
             default_model=_model(env, "LOCALLLM_DEFAULT_MODEL"),
+            max_body=parse_size(env.get("LOCALLLM_MAX_BODY", "").strip() or "64MiB", name="LOCALLLM_MAX_BODY"),
         )

@@ -34,6 +34,10 @@ class InvalidRequest(LocalLLMError, ValueError):
         self.field = field
 
 
+class BodyTooLarge(InvalidRequest):
+    """A request body over the daemon's limit (LOCALLLM_MAX_BODY): 413 in every dialect."""
+
+
 class InvalidModelName(InvalidRequest):
     """A model name that is malformed or would escape the store."""
 
@@ -58,6 +62,10 @@ class ContextLengthExceeded(InvalidRequest):
         )
         self.n_tokens = n_tokens
         self.n_ctx = n_ctx
+
+    def __str__(self) -> str:
+        text = f"the input is {self.n_tokens} tokens, longer than the context window of {self.n_ctx} tokens"
+        return f"{self.field}: {text}" if self.field else text
 
 
 class ModelNotFound(LocalLLMError, LookupError):

@@ -175,7 +175,8 @@ def test_lmdeploy_session_sends_only_the_new_turn_and_evaluates_only_it(server: 
     body = {"model": STORIES, "prompt": "The end", "session_id": 11, "interactive_mode": True, "stream": True}
     raw = post(server, "/v1/chat/interactive", {**body, "request_output_len": 8, "temperature": 0}).content
     lines = [json.loads(line) for line in raw.splitlines()]
-    assert raw.endswith(b"}\n") and b'"finish_reason":null' in raw.split(b"\n")[0]
+    # One JSON object a line; pieces written while the client was slow may have been merged into fewer lines.
+    assert raw.endswith(b"}\n") and all(line.startswith(b"{") for line in raw.splitlines())
     assert all(line["finish_reason"] is None for line in lines[:-1]) and lines[-1]["finish_reason"] == "length"
     counts = [line["tokens"] for line in lines]
     assert counts == sorted(counts) and counts[-1] == 8

@@ -1,8 +1,8 @@
 """Authentication middleware (API keys, app access tokens) and the token endpoint for apps.
 
 When authentication is on (LOCALLLM_API_KEYS, or a keys file: see `localllm/keys.py`), every request but
-the open ones (`GET /`, `/api/version`, `/health`, the token endpoint) carries a key or an access token,
-in the first of these places that it has:
+the open ones (`GET /`, `/api/version`, `/health`, `/openapi.json`, the token endpoint) carries a key or an
+access token, in the first of these places that it has:
 
     Authorization: Bearer <key or token>      what the openai and ollama packages send
     x-api-key: <key or token>                 Anthropic-style clients
@@ -30,7 +30,7 @@ from .security import reject
 
 TOKEN_PATH = "/api/v1/token"
 # Paths anyone may GET (or HEAD): liveness and version checks, and the token endpoint (it checks secrets).
-OPEN_PATHS = frozenset({"/", "/api/version", "/health", TOKEN_PATH})
+OPEN_PATHS = frozenset({"/", "/api/version", "/health", "/openapi.json", TOKEN_PATH})
 
 
 def credential_of(scope: Scope) -> str | None:

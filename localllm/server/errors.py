@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from ..errors import (
+    BodyTooLarge,
     ConfigError,
     ContextLengthExceeded,
     DownloadError,
@@ -24,6 +25,7 @@ log = logging.getLogger("localllm.server")
 RETRY_AFTER_SECONDS = 2  # what a 503 Server Busy asks clients to wait (the openai SDK honours it)
 
 _STATUS: list[tuple[type[BaseException], int]] = [
+    (BodyTooLarge, 413),
     (InvalidRequest, 400),
     (ModelNotFound, 404),
     (Unauthorized, 401),
@@ -79,6 +81,7 @@ def openai_error(exc: BaseException) -> dict[str, Any]:
         401: "invalid_request_error",
         403: "invalid_request_error",
         404: "invalid_request_error",
+        413: "invalid_request_error",
         429: "insufficient_quota",
         503: "server_error",
     }.get(status, "server_error")

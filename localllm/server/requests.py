@@ -8,18 +8,40 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from ..config import parse_duration
-from ..errors import ConfigError, InvalidRequest
+from ..errors import BodyTooLarge, ConfigError, InvalidRequest
 from ..names import ModelName, parse_name
 
 T = TypeVar("T")
 
-MAX_BODY = 64 << 20
+MAX_BODY = 64 << 20  # the default of LOCALLLM_MAX_BODY; the app's own limit is `app.state.max_body`
+
+
+def size_text(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused (413) once it passes the daemon's limit: never more than limit+1 bytes are held."""
+    limit: int = getattr(request.app.state, "max_body", MAX_BODY)
+    too_large = BodyTooLarge(f"request body is larger than the limit of {size_text(limit)} (LOCALLLM_MAX_BODY)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise InvalidRequest(f"request body is larger than {MAX_BODY >> 20} MiB")
+    raw = await read_body(request)
     if not raw.strip():
         raise InvalidRequest("missing request body")
     try:

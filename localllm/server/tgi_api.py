@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import AccessDenied, EngineError, InvalidRequest, ModelNotFound, QuotaExceeded, ServerBusy
+from ..errors import AccessDenied, BodyTooLarge, EngineError, InvalidRequest, ModelNotFound, QuotaExceeded, ServerBusy
 from ..service import GenerateRequest, Model, Service
 from ..types import Done, Token, TokenLogprob
 from . import requests as rq
@@ -35,6 +35,8 @@ from .tgi_requests import MAX_BEST_OF, MAX_STOP_SEQUENCES, PARAMETERS, PREFIX, T
 
 
 def _status(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, BodyTooLarge):
+        return 413, "validation"
     if isinstance(exc, InvalidRequest):
         return 422, "validation"
     if isinstance(exc, ModelNotFound):

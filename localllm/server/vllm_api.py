@@ -58,7 +58,7 @@ FIELDS = (
     "skip_special_tokens",  # no effect: special tokens never appear in the output
     "spaces_between_special_tokens",  # no effect, for the same reason
 )
-_KINDS = {400: "BadRequestError", 404: "NotFoundError", 503: "ServiceUnavailableError"}
+_KINDS = {400: "BadRequestError", 413: "BadRequestError", 404: "NotFoundError", 503: "ServiceUnavailableError"}
 
 
 @dataclass(frozen=True)
