@@ -19,10 +19,12 @@ Split GGUFs (`name-00001-of-00003.gguf`) count as one file and are pulled shard 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import posixpath
 import re
+import shutil
 import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -250,7 +252,12 @@ def pull(store: Store, name: ModelName, *, cancel: threading.Event | None = None
         "revision": info.sha,
         "files": [file.filename for file in remote],
     }
-    store.write_manifest(name, Manifest(tuple(layers), config))
+    try:
+        store.write_manifest(name, Manifest(tuple(layers), config))
+    except OSError as exc:
+        if (error := _store_error(store, exc)) is None:
+            raise
+        raise error from exc
     logger.info("pulled %s from %s (%s)", name, endpoint, ", ".join(chosen))
     yield Progress("success")
 
@@ -337,23 +344,55 @@ def _resumable(store: Store, repo_id: str, revision: str, file: _RemoteFile, end
     cached = try_to_load_from_cache(repo_id, file.filename, cache_dir=_cache_dir(), revision=revision)
     if isinstance(cached, str):
         return Path(cached)
-    store.ensure()
+    try:
+        store.ensure()
+    except OSError as exc:
+        if (error := _store_error(store, exc)) is None:
+            raise
+        raise error from exc
     partial = store.partial_path(file.digest)
     url = hf_hub_url(repo_id, file.filename, revision=revision, endpoint=endpoint)
-    with partial.open("ab") as out:
-        done = out.tell()
-        if done:
-            logger.info("resuming %s/%s from byte %d", repo_id, file.filename, done)
-        http_get(
-            url,
-            out,
-            resume_size=done,
-            headers=build_hf_headers(),
-            expected_size=file.size,
-            displayed_filename=file.filename,
-            tqdm_class=cast(Any, counter.bar_class()),
+    done = partial.stat().st_size if partial.is_file() else 0
+    free = shutil.disk_usage(store.blobs_dir).free
+    if file.size is not None and file.size - done > free:  # fail now, not once the disk is full
+        raise DownloadError(
+            f"no space left on device for {file.filename}: it needs {file.size - done} more bytes and the model"
+            f" store {store.root} has {free} bytes free"
         )
+    try:
+        with partial.open("ab") as out:
+            if done:
+                logger.info("resuming %s/%s from byte %d", repo_id, file.filename, done)
+            http_get(
+                url,
+                out,
+                resume_size=done,
+                headers=build_hf_headers(),
+                expected_size=file.size,
+                displayed_filename=file.filename,
+                tqdm_class=cast(Any, counter.bar_class()),
+            )
+    except OSError as exc:
+        error = _store_error(store, exc)
+        if error is None:
+            raise
+        if exc.errno in _NO_SPACE:  # nothing to resume into: give the space back, leave the store as it was
+            partial.unlink(missing_ok=True)
+        raise error from exc
     return partial
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _store_error(store: Store, exc: OSError) -> DownloadError | None:
+    """A DownloadError naming the store for a write the disk refused (full, read-only); None for other errors."""
+    if exc.errno in _NO_SPACE:
+        return DownloadError(f"no space left on device: the model store {store.root} is full ({exc.strerror})")
+    if exc.errno in _NOT_WRITABLE:
+        return DownloadError(f"cannot write to the model store {store.root}: {exc.strerror}")
+    return None
 
 
 def _add_blob(store: Store, file: _RemoteFile, path: Path) -> Layer:

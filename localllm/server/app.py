@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -20,7 +21,7 @@ from ..scheduler import Scheduler
 from ..service import Service
 from ..sessions import Sessions
 from ..store import Store
-from . import auth, compat_api, create_api, embed_api, ollama_api, openai_api, security
+from . import auth, compat_api, create_api, embed_api, ollama_api, openai_api, openapi, security
 from .errors import message_of
 
 log = logging.getLogger("localllm.server")
@@ -42,8 +43,16 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
                 factory=functools.partial(RunnerProcess.start, hang_timeout=settings.runner_timeout),
             ),
         )
-        svc.store.ensure()
-        removed = svc.store.prune()
+        try:  # a read-only store (a shared volume) serves what it holds; writes fail, naming it
+            svc.store.ensure()
+            removed = svc.store.prune()
+            problem = None if os.access(svc.store.blobs_dir, os.W_OK) else "read-only or no write permission"
+        except OSError as exc:
+            removed, problem = [], str(exc)
+        if problem:
+            log.warning(
+                "model store %s is not writable (%s): pulls, creates and deletes will fail", svc.store.root, problem
+            )
         if removed:
             log.info("pruned %d unused blobs", len(removed))
         await svc.scheduler.start()
@@ -77,6 +86,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
             *embed_api.routes,
             *auth.routes,
             *compat_api.routes,
+            *openapi.routes,
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         middleware=[  # outermost first: security.py's docstring draws the order
@@ -87,4 +97,5 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         lifespan=lifespan,
     )
     app.state.authenticator = authenticator
+    app.state.max_body = settings.max_body
     return app
