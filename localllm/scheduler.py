@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import EngineError, ServerBusy
+from .errors import EngineError, InvalidRequest, ServerBusy
 from .memory import GPU_OVERHEAD, Estimate, Memory, MemoryProbe, ModelShape, Placement, SystemMemory, format_bytes
 from .memory import estimate as estimate_memory
 from .memory import place as place_model
@@ -483,14 +483,19 @@ class Scheduler:
         return out
 
 
-def _too_big(ref: ModelRef, est: Estimate, placement: Placement, memory: Memory) -> EngineError:
+def _too_big(ref: ModelRef, est: Estimate, placement: Placement, memory: Memory) -> Exception:
+    """The error for a model that cannot fit the machine: the request's fault (a 400 naming `num_ctx`) when
+    the model would fit with a smaller context, else the model's (it is larger than the machine)."""
     on_gpu = f" besides {format_bytes(placement.vram)} on the GPU" if placement.vram else ""
-    return EngineError(
+    message = (
         f"model '{ref.name}' needs {format_bytes(placement.ram)} of system memory{on_gpu} "
         f"(weights {format_bytes(est.weights)}, KV cache {format_bytes(est.kv)}, compute {format_bytes(est.compute)}), "
         f"but only {format_bytes(memory.ram_total)} is installed ({format_bytes(memory.ram_free)} available); "
         "a smaller num_ctx or LOCALLLM_NUM_PARALLEL shrinks the KV cache"
     )
+    if est.weights + est.compute < memory.ram_total + memory.vram_total:
+        return InvalidRequest(f"options.num_ctx: {message}", field="options.num_ctx")
+    return EngineError(message)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

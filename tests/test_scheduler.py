@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from localllm.config import Settings, parse_host
-from localllm.errors import EngineError, ServerBusy
+from localllm.errors import EngineError, InvalidRequest, ServerBusy
 from localllm.memory import GiB, Memory, MiB, ModelShape
 from localllm.names import parse_name
 from localllm.runner.process import RunnerSpec
@@ -397,13 +397,17 @@ def test_a_model_that_cannot_fit_is_refused_with_the_numbers() -> None:
         await _use_once(sched, ref("small"))
         shape = ModelShape(block_count=32, embedding_length=4096, head_count=32, head_count_kv=8)
         big = ref("big", n_ctx=8192, n_parallel=4, size=5 * GiB, shape=shape)  # 5 GiB + 4 GiB KV + 256 MiB
-        with pytest.raises(EngineError) as refused:
+        with pytest.raises(InvalidRequest) as refused:  # it would fit with a smaller context: the request's
             await _use_once(sched, big)
+        assert refused.value.field == "options.num_ctx"
         assert str(refused.value) == (
-            "model 'big' needs 9.2 GiB of system memory (weights 5.0 GiB, KV cache 4.0 GiB, compute 256 MiB), "
-            "but only 8.0 GiB is installed (6.0 GiB available); "
+            "options.num_ctx: model 'big' needs 9.2 GiB of system memory (weights 5.0 GiB, KV cache 4.0 GiB, "
+            "compute 256 MiB), but only 8.0 GiB is installed (6.0 GiB available); "
             "a smaller num_ctx or LOCALLLM_NUM_PARALLEL shrinks the KV cache"
         )
+        huge = ref("huge", n_ctx=2048, n_parallel=1, size=12 * GiB, shape=shape)
+        with pytest.raises(EngineError, match="'huge' needs"):  # larger than the machine whatever the context
+            await _use_once(sched, huge)
         assert len(factory.runners) == 1 and sched.waiting == 0
         assert [m.name for m in sched.loaded()] == ["small"], "nothing was unloaded for a model that cannot fit"
         await sched.unload("small")

@@ -54,6 +54,8 @@ TGI = {"model": STORIES, "inputs": "Once upon a time"}
         ("/api/generate", {**GENERATE, "options": {"top_k": -5}}, "options.top_k", ollama_error),
         ("/api/generate", {**GENERATE, "options": {"num_ctx": 10**9}}, "options.num_ctx", ollama_error),
         ("/api/generate", {**GENERATE, "options": {"temprature": 0.5}}, "options.temprature", ollama_error),
+        # within the allowed range, but a KV cache larger than the machine: the request's context, not a fault
+        ("/api/generate", {**GENERATE, "options": {"num_ctx": 1 << 24}}, "options.num_ctx", ollama_error),
         ("/api/generate", {**GENERATE, "top_logprobs": 50, "logprobs": True}, "top_logprobs", ollama_error),
         ("/api/generate", {**GENERATE, "prompt": MEGABYTE, "truncate": False}, "prompt", ollama_error),
         ("/v1/chat/completions", {**CHAT_BODY, "top_k": -5}, "top_k", openai_error),
