@@ -20,19 +20,34 @@ from .conftest import CHAT_REPO, STORIES_REPO, Daemon, daemon_with
 
 MODELS = [f"hf.co/{STORIES_REPO}:latest", f"hf.co/{CHAT_REPO}:latest", "no-such-model"]
 # Fuzzed: the routes that read and validate bodies or answer cheaply. Left out: pull, create, delete, copy
-# and blob upload (they change the store or reach the hub), and the dialects' long-running sessions.
+# and blob upload (they change the store or reach the hub) and LMDeploy's sessions (state between calls).
 FUZZED = {
+    "/",
     "/api/version",
     "/api/tags",
     "/api/ps",
     "/api/show",
     "/api/generate",
     "/api/chat",
+    "/api/embed",
+    "/api/embeddings",
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/models",
+    "/v1/models/{model}",
+    "/v1/embeddings",
     "/generate",
+    "/generate_stream",
+    "/tokenize",
     "/info",
+    "/health",
+    "/v1/encode",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{model}",
+    "/v2/models/{model}/ready",
+    "/v2/models/{model}/generate",
 }
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap")
 LENGTHS = ("num_predict", "max_tokens", "max_completion_tokens", "max_new_tokens", "min_tokens", "n", "best_of")

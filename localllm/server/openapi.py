@@ -83,7 +83,9 @@ def responses(
 ) -> dict[str, Any]:
     content: dict[str, Any] = {} if ok_empty else json_content(ok or OBJ)
     if stream:
-        content[stream] = {"schema": STR}
+        # an SSE stream is described event by event ({"event", "data", "id"}); NDJSON as its text
+        event = {"type": "object", "properties": {"event": STR, "data": STR, "id": STR}}
+        content[stream] = {"schema": event if stream == "text/event-stream" else STR}
     out: dict[str, Any] = {"200": {"description": "success", **({"content": content} if content else {})}}
     for code in codes:
         out[code] = {"description": "error", "content": json_content(error)}
