@@ -18,7 +18,7 @@ from starlette.requests import Request
 from ..errors import EngineError, InvalidRequest
 from ..names import ModelName, parse_name
 from ..service import Service
-from ..types import Done, Token, TokenLogprob
+from ..types import Constraints, Done, Options, Token, TokenLogprob
 from . import requests as rq
 from .streaming import prepend, until_disconnect
 
@@ -85,6 +85,35 @@ def number(
 
 def flag(body: dict[str, Any], key: str, default: bool = False, *, prefix: str = "") -> bool:
     return bool(rq.field(body, key, bool, default, prefix=prefix))
+
+
+def vllm_sampling(s: dict[str, Any], *, stop_key: str = "stop", seed_key: str = "seed") -> tuple[Options, Constraints]:
+    """vLLM's sampling fields with vLLM's defaults (temperature 1, top_p 1, no top_k, 16 tokens), as vLLM and
+    Triton's vLLM backend take them; `repetition_penalty` covers the prompt and the output, as vLLM's does."""
+    top_k = number(s, "top_k", integer=True, low=-1)
+    repetition = number(s, "repetition_penalty", low=0, open_low=True)
+    options = Options(
+        temperature=_or(number(s, "temperature", low=0), 1.0),
+        top_p=_or(number(s, "top_p", low=0, high=1, open_low=True), 1.0),
+        top_k=top_k if top_k is not None and top_k > 0 else 0,
+        min_p=_or(number(s, "min_p", low=0, high=1), 0.0),
+        typical_p=1.0,
+        num_predict=number(s, "max_tokens", integer=True, low=1) or 16,
+        stop=stop_strings(s, stop_key) or None,
+        seed=number(s, seed_key, integer=True),
+        presence_penalty=_or(number(s, "presence_penalty", low=-2, high=2), 0.0),
+        frequency_penalty=_or(number(s, "frequency_penalty", low=-2, high=2), 0.0),
+        repeat_penalty=repetition or 1.0,
+        repeat_last_n=-1 if repetition else None,
+    )
+    constraints = Constraints(
+        ignore_eos=flag(s, "ignore_eos"), min_tokens=number(s, "min_tokens", integer=True, low=0) or 0
+    )
+    return options, constraints
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def stop_strings(body: dict[str, Any], key: str, *, prefix: str = "", limit: int | None = None) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from ..names import ModelName, parse_name
 from ..service import GenerateRequest
 from ..types import Constraints, Done, Options, Token
 from . import requests as rq
-from .dialect import Events, check_fields, collect, flag, number, opened, service_of, stop_strings
+from .dialect import Events, check_fields, collect, flag, opened, service_of, vllm_sampling
 from .errors import headers_of, message_of, status_of
 from .streaming import ClientGone, EventStream, sse_event, until_disconnect
 
@@ -114,25 +114,8 @@ def parse(body: dict[str, Any]) -> TritonRequest:
     if s.get("stop") is not None and s.get("stop_words") is not None:
         raise InvalidRequest("give stop or stop_words, not both", field="stop_words")
     seed_key = "random_seed" if s.get("random_seed") is not None else "seed"
-    top_k = number(s, "top_k", integer=True, low=-1)
-    repetition = number(s, "repetition_penalty", low=0, open_low=True)
-    options = Options(
-        temperature=_or(number(s, "temperature", low=0), 1.0),
-        top_p=_or(number(s, "top_p", low=0, high=1, open_low=True), 1.0),
-        top_k=top_k if top_k is not None and top_k > 0 else 0,
-        min_p=_or(number(s, "min_p", low=0, high=1), 0.0),
-        typical_p=1.0,
-        num_predict=number(s, "max_tokens", integer=True, low=1) or 16,
-        stop=stop_strings(s, "stop_words" if s.get("stop_words") is not None else "stop") or None,
-        seed=number(s, seed_key, integer=True),
-        presence_penalty=_or(number(s, "presence_penalty", low=-2, high=2), 0.0),
-        frequency_penalty=_or(number(s, "frequency_penalty", low=-2, high=2), 0.0),
-        repeat_penalty=repetition or 1.0,
-        repeat_last_n=-1 if repetition else None,
-    )
-    constraints = Constraints(
-        ignore_eos=flag(s, "ignore_eos"), min_tokens=number(s, "min_tokens", integer=True, low=0) or 0
-    )
+    stop_key = "stop_words" if s.get("stop_words") is not None else "stop"
+    options, constraints = vllm_sampling(s, stop_key=stop_key, seed_key=seed_key)
     stream = _either(body, params, "stream")
     exclude = _either(body, params, "exclude_input_in_output")
     return TritonRequest(
@@ -155,10 +138,6 @@ def _either(body: dict[str, Any], params: dict[str, Any], key: str) -> bool | No
         raise InvalidRequest(f"{key} differs at the top level and in parameters", field=key)
     value: bool | None = top if top is not None else inner
     return value
-
-
-def _or(value: Any, default: Any) -> Any:
-    return default if value is None else value
 
 
 # -- routes --------------------------------------------------------------------------------------------

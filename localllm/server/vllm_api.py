@@ -30,7 +30,7 @@ from .dialect import (
     number,
     opened_merged,
     service_of,
-    stop_strings,
+    vllm_sampling,
 )
 from .errors import headers_of, message_of, status_of
 from .streaming import ClientGone, EventStream
@@ -85,31 +85,8 @@ def parse(body: dict[str, Any], model: ModelName) -> VLLMRequest:
         raise InvalidRequest("include_stop_str_in_output is not supported", field="include_stop_str_in_output")
     flag(body, "skip_special_tokens", True)
     flag(body, "spaces_between_special_tokens", True)
-    top_k = number(body, "top_k", integer=True, low=-1)
-    repetition = number(body, "repetition_penalty", low=0, open_low=True)
-    options = Options(
-        temperature=_or(number(body, "temperature", low=0), 1.0),
-        top_p=_or(number(body, "top_p", low=0, high=1, open_low=True), 1.0),
-        top_k=top_k if top_k is not None and top_k > 0 else 0,
-        min_p=_or(number(body, "min_p", low=0, high=1), 0.0),
-        typical_p=1.0,
-        num_predict=number(body, "max_tokens", integer=True, low=1) or 16,
-        stop=stop_strings(body, "stop") or None,
-        seed=number(body, "seed", integer=True),
-        presence_penalty=_or(number(body, "presence_penalty", low=-2, high=2), 0.0),
-        frequency_penalty=_or(number(body, "frequency_penalty", low=-2, high=2), 0.0),
-        repeat_penalty=repetition or 1.0,
-        repeat_last_n=-1 if repetition else None,  # vLLM penalises over the prompt and the output
-    )
-    constraints = Constraints(
-        ignore_eos=flag(body, "ignore_eos"),
-        min_tokens=number(body, "min_tokens", integer=True, low=0) or 0,
-    )
+    options, constraints = vllm_sampling(body)
     return VLLMRequest(model, prompt, options, constraints, n, flag(body, "stream"))
-
-
-def _or(value: float | None, default: float) -> float:
-    return default if value is None else value
 
 
 def vllm_error(exc: BaseException) -> dict[str, Any]:
