@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from localllm.runner import batch
 from localllm.runner.batch import Batcher
 from localllm.runner.context import cut_to_fit
 
@@ -206,3 +209,16 @@ def test_truncate_cuts_an_over_long_prompt_and_says_so() -> None:
     assert done["truncated"] == 40 - 12 and done["prompt_eval_count"] == 12 and text_of(sent, "long") == "ok"
     error = next(m for m in sent if m.get("id") == "refused")
     assert error["ev"] == "error" and error["kind"] == "context" and error["n_tokens"] == 40
+
+
+def test_text_goes_out_first_token_at_once_then_in_small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch, "FLUSH_INTERVAL", 60.0)  # nothing but the first token before the end
+    batcher, engine, sent = make("hello")
+    batcher.handle({"op": "generate", "id": "a", "prompt": "ab", "options": {}})
+    run(batcher)
+    assert [m["text"] for m in sent if m["ev"] == "text"] == ["h", "ello"]
+    monkeypatch.setattr(batch, "FLUSH_INTERVAL", 0.0)  # every token as it comes
+    batcher, engine, sent = make("hello")
+    batcher.handle({"op": "generate", "id": "b", "prompt": "ab", "options": {}})
+    run(batcher)
+    assert [m["text"] for m in sent if m["ev"] == "text"] == ["h", "e", "l", "l", "o"]

@@ -27,6 +27,8 @@ from .protocol import Message
 
 log = logging.getLogger("localllm.runner")
 
+FLUSH_INTERVAL = 0.01  # seconds: a job's text is sent at most this often (its first token at once)
+
 _FLOAT = (
     "temperature",
     "top_p",
@@ -107,6 +109,7 @@ class Job:
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     t_start: float = 0.0
     t_first: float = 0.0
+    t_flushed: float = 0.0  # when text last went out
 
 
 @dataclass
@@ -307,8 +310,12 @@ class Batcher:
                 self.slots[job.slot].tokens.append(job.next_token)
                 job.n_past += 1
             self._take(job)
+        now = time.perf_counter()
         for job in active:
-            if self.slots[job.slot].job is job and (job.text or job.lps):
+            # Text goes out at once for the first token, then at most every FLUSH_INTERVAL: small batches of
+            # tokens keep the daemon's per-token work (and so its share of the CPU) small at high token rates.
+            if self.slots[job.slot].job is job and (job.text or job.lps) and now - job.t_flushed >= FLUSH_INTERVAL:
+                job.t_flushed = now
                 self._flush(job)
 
     def _take(self, job: Job) -> None:
