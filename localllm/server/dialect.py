@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
@@ -20,8 +20,9 @@ from ..names import ModelName, parse_name
 from ..service import Service
 from ..types import Constraints, Done, Options, Token, TokenLogprob
 from . import requests as rq
-from .streaming import prepend, until_disconnect
+from .streaming import first_item, prepend, until_disconnect
 
+T = TypeVar("T")
 Events = AsyncGenerator[Token | Done, None]
 
 
@@ -161,28 +162,17 @@ async def collect(events: Events) -> Generation:
     return Generation(tuple(tokens), done)
 
 
-async def opened(stream: Events, request: Request) -> Events:
+async def opened(stream: AsyncGenerator[T, None], request: Request) -> AsyncGenerator[T, None]:
     """The stream with its first event already there: the queue, the load and the prompt evaluation are
     behind it, so an early error is raised here (and answered with a status). `ClientGone` if the client
     leaves meanwhile; either way the stream is closed on failure."""
-    try:
-        first = await until_disconnect(stream.__anext__(), request)
-    except BaseException:
-        await stream.aclose()
-        raise
-    return prepend(first, stream)
+    return prepend(await first_item(stream, request), stream)
 
 
 async def opened_merged(streams: Sequence[Events], request: Request) -> AsyncGenerator[tuple[int, Token | Done], None]:
     """`merged(streams)` with its first event there (as `opened`). The streams are consumed together, so
     more of them than the model has slots cannot wait on each other."""
-    events = merged(streams)
-    try:
-        first = await until_disconnect(events.__anext__(), request)
-    except BaseException:
-        await events.aclose()
-        raise
-    return prepend(first, events)
+    return await opened(merged(streams), request)
 
 
 async def collect_all(streams: Sequence[Events], request: Request) -> list[Generation]:

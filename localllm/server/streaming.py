@@ -68,10 +68,10 @@ async def until_disconnect(work: Awaitable[T], request: Request) -> T:
 
 async def first_item(items: AsyncGenerator[Any, None], request: Request) -> Any:
     """The first item of `items` (waiting covers the queue, the model load and the prompt evaluation);
-    `ClientGone`, with `items` closed, if the client leaves meanwhile."""
+    `ClientGone` if the client leaves meanwhile. On any failure `items` is closed."""
     try:
         return await until_disconnect(items.__anext__(), request)
-    except ClientGone:
+    except BaseException:
         await items.aclose()
         raise
 
