@@ -63,6 +63,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LOCALLLM_MAX_LOADED_MODELS": ("3", "most models loaded at once; the least recently used idle one is unloaded"),
     "LOCALLLM_NUM_THREADS": ("0", "CPU threads per model (0: llama.cpp's choice)"),
     "LOCALLLM_RUNNER_TIMEOUT": ("5m", "a model runner silent this long while it has work is stopped (hung)"),
+    "LOCALLLM_STREAM_INTERVAL": (
+        "25ms",
+        "how often a stream's text is sent (first token at once; up to 4x this while several streams share a "
+        "model; 0 sends every token)",
+    ),
     "LOCALLLM_DEFAULT_MODEL": (
         "",
         "model for requests that name none (TGI, vLLM, LMDeploy dialects; e.g. huggingface_hub's InferenceClient)",
@@ -184,6 +189,14 @@ def _positive_duration(environ: Mapping[str, str], name: str, default: str) -> f
     return seconds
 
 
+def _interval(environ: Mapping[str, str], name: str, default: str) -> float:
+    raw = environ.get(name, "").strip() or default
+    seconds = parse_duration(raw, name=name)
+    if not 0 <= seconds <= 10:
+        raise ConfigError(f"{name}={raw!r} must be a duration from 0 to 10s, such as '25ms'")
+    return seconds
+
+
 def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -245,6 +258,7 @@ class Settings:
     token_ttl: float = 3600.0  # seconds an app's access token lives
     default_model: str | None = None  # for the dialects whose requests may name no model
     max_body: int = 64 << 20  # bytes: a larger request body is refused with 413
+    stream_interval: float = 0.025  # seconds between a stream's text messages (first token at once)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -270,4 +284,5 @@ class Settings:
             token_ttl=_positive_duration(env, "LOCALLLM_TOKEN_TTL", "1h"),
             default_model=_model(env, "LOCALLLM_DEFAULT_MODEL"),
             max_body=parse_size(env.get("LOCALLLM_MAX_BODY", "").strip() or "64MiB", name="LOCALLLM_MAX_BODY"),
+            stream_interval=_interval(env, "LOCALLLM_STREAM_INTERVAL", "25ms"),
         )

@@ -242,6 +242,7 @@ class Service:
             use_mmap=options.use_mmap if options.use_mmap is not None else True,
             n_parallel=n_parallel,
             embedding=embedding,
+            stream_interval=self.settings.stream_interval,
             lora=tuple(
                 str(self.store.blob_path(layer.digest))
                 for layer in model.stored.manifest.layers

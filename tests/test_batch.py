@@ -16,8 +16,9 @@ EOG = 0
 class ScriptEngine:
     """Tokens are characters (token = ord(c)); each sequence writes `script` after its prompt, then EOG."""
 
-    def __init__(self, script: str, n_parallel: int = 2, n_ctx: int = 64, n_batch: int = 8) -> None:
+    def __init__(self, script: str, n_parallel: int = 2, n_ctx: int = 64, n_batch: int = 8, tail_tile: int = 0) -> None:
         self.script = script
+        self.tail_tile = tail_tile
         self.n_parallel, self.n_ctx_seq, self.n_batch = n_parallel, n_ctx, n_batch
         self.staged: list[tuple[int, int, int, bool]] = []
         self.decoded: list[list[tuple[int, int, int, bool]]] = []
@@ -56,6 +57,9 @@ class ScriptEngine:
         del self.kv.setdefault(seq, [])[from_pos:]
         return True
 
+    def worth_a_tile(self, n_new: int, n_past: int) -> bool:
+        return n_new >= 2  # a one-token tail is never worth it
+
     def logprobs(self, index: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
         return -0.5, [(token, -0.5)][:top]
 
@@ -75,10 +79,13 @@ class ScriptSampler:
         pass
 
 
-def make(script: str, **kwargs: Any) -> tuple[Batcher, ScriptEngine, list[dict[str, Any]]]:
+def make(
+    script: str, *, stream_interval: float = batch.STREAM_INTERVAL, **kwargs: Any
+) -> tuple[Batcher, ScriptEngine, list[dict[str, Any]]]:
     engine = ScriptEngine(script, **kwargs)
     sent: list[dict[str, Any]] = []
-    return Batcher(engine, sent.append, lambda params: ScriptSampler(script)), engine, sent
+    sampler = lambda params: ScriptSampler(script)  # noqa: E731
+    return Batcher(engine, sent.append, sampler, stream_interval=stream_interval), engine, sent
 
 
 def run(batcher: Batcher, steps: int = 100) -> None:
@@ -147,6 +154,26 @@ def test_prompt_cache_takes_the_slot_with_the_longest_prefix() -> None:
     assert batcher.slots[1].tokens[: len("a dog ran")] == [ord(c) for c in "a dog ran"]
 
 
+def test_a_short_prompt_tail_is_rounded_up_to_a_tile_with_cached_tokens() -> None:
+    """With a tile of 8, the 4 new tokens of a follow-up prompt go with the 4 cached tokens before them:
+    the same tokens at the same positions, so the cache ends up exactly as without the rounding."""
+    batcher, engine, sent = make("!", n_parallel=1, n_batch=16, tail_tile=8)
+    batcher.handle({"op": "generate", "id": "a", "prompt": "the big cat", "options": {}})
+    run(batcher)
+    batcher.handle({"op": "generate", "id": "b", "prompt": "the big cat! sat", "options": {}})
+    run(batcher)
+    done = done_of(sent, "b")
+    first = engine.decoded[-2]  # the follow-up's prompt step (the last one sampled its end)
+    assert [(chr(t), pos) for t, pos, _, _ in first] == [(c, 8 + i) for i, c in enumerate("cat! sat")]
+    assert done["cached_tokens"] == 8 and done["prompt_eval_count"] == len("the big cat! sat") - 8
+    assert engine.kv[0] == [ord(c) for c in "the big cat! sat!"]  # with the answer
+    assert batcher.slots[0].tokens == engine.kv[0]
+    # a one-token tail is left as it is
+    batcher.handle({"op": "generate", "id": "c", "prompt": "the big cat! sat!x", "options": {}})
+    run(batcher)
+    assert [pos for _, pos, _, _ in engine.decoded[-2]] == [17]
+
+
 def test_cancel_frees_the_slot_for_the_next_request() -> None:
     batcher, _, sent = make("z" * 50, n_parallel=1)
     batcher.handle({"op": "generate", "id": "a", "prompt": "q", "options": {}})
@@ -211,14 +238,37 @@ def test_truncate_cuts_an_over_long_prompt_and_says_so() -> None:
     assert error["ev"] == "error" and error["kind"] == "context" and error["n_tokens"] == 40
 
 
-def test_text_goes_out_first_token_at_once_then_in_small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batch, "FLUSH_INTERVAL", 60.0)  # nothing but the first token before the end
-    batcher, engine, sent = make("hello")
+def test_text_goes_out_first_token_at_once_then_in_small_batches() -> None:
+    batcher, engine, sent = make("hello", stream_interval=60.0)  # nothing but the first token before the end
     batcher.handle({"op": "generate", "id": "a", "prompt": "ab", "options": {}})
     run(batcher)
     assert [m["text"] for m in sent if m["ev"] == "text"] == ["h", "ello"]
-    monkeypatch.setattr(batch, "FLUSH_INTERVAL", 0.0)  # every token as it comes
-    batcher, engine, sent = make("hello")
+    batcher, engine, sent = make("hello", stream_interval=0.0)  # every token as it comes
     batcher.handle({"op": "generate", "id": "b", "prompt": "ab", "options": {}})
     run(batcher)
     assert [m["text"] for m in sent if m["ev"] == "text"] == ["h", "e", "l", "l", "o"]
+
+
+def test_streams_sharing_the_model_send_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step takes one interval on a fake clock: one stream gets every token as its own message; with two
+    streams each waits two intervals; beyond four streams the wait stops growing."""
+    step = 1 / 64  # exact in binary: no rounding at the interval's edge
+    now = [1024.0]
+    monkeypatch.setattr(batch.time, "perf_counter", lambda: now[0])
+
+    def texts(n_streams: int) -> list[list[str]]:
+        batcher, engine, sent = make("abcdefghijklmnop", stream_interval=step, n_parallel=n_streams, n_batch=16)
+        for i in range(n_streams):
+            batcher.handle({"op": "generate", "id": str(i), "prompt": "xy", "options": {"num_predict": 13}})
+        while batcher.busy:
+            now[0] += step
+            batcher.step()
+        return [[m["text"] for m in sent if m["ev"] == "text" and m["id"] == str(i)] for i in range(n_streams)]
+
+    one = texts(1)[0]
+    assert one == list("abcdefghijklm")
+    for stream in texts(2):
+        assert "".join(stream) == "abcdefghijklm" and stream[:3] == ["a", "bc", "de"]
+    for n in (4, 6):
+        for stream in texts(n):
+            assert "".join(stream) == "abcdefghijklm" and stream[:3] == ["a", "bcde", "fghi"]

@@ -15,6 +15,12 @@ def test_defaults() -> None:
     assert s.keep_alive == 300
     assert s.models_dir.name == "models"
     assert s.context_length == 8192
+    assert s.stream_interval == 0.025
+
+
+def test_stream_interval() -> None:
+    assert Settings.from_env({"LOCALLLM_STREAM_INTERVAL": "0"}).stream_interval == 0
+    assert Settings.from_env({"LOCALLLM_STREAM_INTERVAL": "100ms"}).stream_interval == 0.1
 
 
 @pytest.mark.parametrize(
@@ -61,6 +67,9 @@ def test_durations(value: object, seconds: float) -> None:
         ({"LOCALLLM_MAX_LOADED_MODELS": "0"}, "LOCALLLM_MAX_LOADED_MODELS"),
         ({"LOCALLLM_DEBUG": "maybe"}, "LOCALLLM_DEBUG"),
         ({"LOCALLLM_DEFAULT_MODEL": "../escape"}, "LOCALLLM_DEFAULT_MODEL"),
+        ({"LOCALLLM_STREAM_INTERVAL": "-1"}, "LOCALLLM_STREAM_INTERVAL"),
+        ({"LOCALLLM_STREAM_INTERVAL": "1m"}, "LOCALLLM_STREAM_INTERVAL"),
+        ({"LOCALLLM_STREAM_INTERVAL": "often"}, "LOCALLLM_STREAM_INTERVAL"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

@@ -1,12 +1,18 @@
-"""The engine's pure helpers (no model needed)."""
+"""The engine: its pure helpers, and sampling on real llama.cpp."""
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from localllm.runner.engine import grammar_for
+from localllm.runner.batch import Batcher
+from localllm.runner.engine import Engine, LoadSpec, Sampler, SamplingParams, grammar_for
+
+from .conftest import model_file
 
 
 def _char_rule(grammar: str) -> str:
@@ -28,3 +34,85 @@ def test_json_format_uses_the_strict_json_grammar() -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="format must be"):
         grammar_for("yaml")
+
+
+@pytest.fixture(scope="module", params=["stories260K.gguf", "llama-2-tiny-random.gguf"])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    loaded = Engine(LoadSpec(model_path=str(model_file(request.param)), n_ctx=1024, n_threads=2, n_parallel=2))
+    yield loaded
+    loaded.close()
+
+
+def _greedy_tokens(engine: Engine, sampler: Sampler, prompt: str, n: int) -> list[int]:
+    tokens = engine.tokenize(prompt)
+    engine.forget(0, 0)
+    engine.clear_batch()
+    for pos, token in enumerate(tokens):
+        index = engine.add(token, pos, 0, pos == len(tokens) - 1)
+    out = []
+    for step in range(n):
+        assert engine.decode() == 0
+        token = sampler.sample(engine, index)
+        out.append(token)
+        engine.clear_batch()
+        index = engine.add(token, len(tokens) + step, 0, True)
+    sampler.close()
+    return out
+
+
+@pytest.mark.model
+def test_plain_greedy_picks_what_llama_cpps_greedy_chain_picks(engine: Engine) -> None:
+    """temperature 0 with nothing else takes the largest logit itself; a zero logit bias forces llama.cpp's own
+    chain (logit bias, then greedy) on the same logits. Both must pick the same 48 tokens."""
+    for prompt in ("Once upon a time", "The little dog ran to"):
+        fast = Sampler(engine, SamplingParams(temperature=0))
+        chain = Sampler(engine, SamplingParams(temperature=0, logit_bias=((5, 0.0),)))
+        assert fast._ptr is None and chain._ptr is not None
+        assert _greedy_tokens(engine, fast, prompt, 48) == _greedy_tokens(engine, chain, prompt, 48)
+
+
+@pytest.mark.model
+def test_a_rounded_up_prompt_tail_gives_the_text_a_fresh_cache_gives(engine: Engine) -> None:
+    """A follow-up prompt re-sends a cached conversation plus a short tail; on the CPU the tail is evaluated
+    as a whole flash-attention tile, with cached tokens evaluated again. The greedy answer must be the one
+    the same prompt gets with nothing cached, and `cached_tokens` must count only what was kept."""
+    story = "Once upon a time there was a little girl named Lily. She liked to play in the park with her dog. " * 20
+    follow = story + "One day the dog saw a big red ball under a tree. He ran to get it, and Lily was very happy."
+
+    def answer(batcher: Batcher, sent: list[dict[str, Any]], rid: str, prompt: str) -> dict[str, Any]:
+        batcher.handle(
+            {"op": "generate", "id": rid, "prompt": prompt, "options": {"temperature": 0, "num_predict": 24}}
+        )
+        while batcher.busy:
+            batcher.step()
+        done = next(m for m in sent if m.get("id") == rid and m["ev"] == "done")
+        done["text"] = "".join(m["text"] for m in sent if m.get("id") == rid and m["ev"] == "text")
+        return done
+
+    for slot in range(engine.n_parallel):
+        engine.forget(slot, 0)
+    sent: list[dict[str, Any]] = []
+    batcher = Batcher(engine, sent.append, functools.partial(Sampler, engine))
+    answer(batcher, sent, "story", story)
+    tokens = engine.tokenize(follow)
+    prefix = max(_common(s.tokens, tokens) for s in batcher.slots)  # what the slot holding the story shares
+    cached = answer(batcher, sent, "follow", follow)
+    for slot in range(engine.n_parallel):
+        engine.forget(slot, 0)
+    fresh_sent: list[dict[str, Any]] = []
+    fresh = answer(Batcher(engine, fresh_sent.append, functools.partial(Sampler, engine)), fresh_sent, "f", follow)
+    assert fresh["cached_tokens"] == 0 and cached["text"] == fresh["text"] and cached["text"]
+
+    tail = len(tokens) - prefix
+    assert 16 < tail < engine.tail_tile
+    rounded = engine.worth_a_tile(tail, prefix)
+    assert rounded or engine.n_vocab > 512  # stories260K: attention is most of the work, so it is rounded
+    assert cached["cached_tokens"] == (prefix - (engine.tail_tile - tail) if rounded else prefix)
+    assert cached["prompt_eval_count"] == len(tokens) - cached["cached_tokens"]
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n

@@ -27,7 +27,8 @@ from .protocol import Message
 
 log = logging.getLogger("localllm.runner")
 
-FLUSH_INTERVAL = 0.01  # seconds: a job's text is sent at most this often (its first token at once)
+STREAM_INTERVAL = 0.025  # seconds between a stream's text messages (its first token goes at once)
+MAX_INTERVAL_SCALE = 4  # with n streams generating, each waits up to min(n, 4) intervals between messages
 
 _FLOAT = (
     "temperature",
@@ -53,6 +54,7 @@ class EngineLike(Protocol):
     n_parallel: int
     n_batch: int
     n_ctx_seq: int
+    tail_tile: int  # 0: no rounding of prompt tails
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]: ...
     def piece(self, token: int) -> bytes: ...
@@ -63,6 +65,7 @@ class EngineLike(Protocol):
     def add(self, token: int, pos: int, seq: int, logits: bool) -> int: ...
     def decode(self) -> int: ...
     def forget(self, seq: int, from_pos: int) -> bool: ...
+    def worth_a_tile(self, n_new: int, n_past: int) -> bool: ...
     def logprobs(self, index: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]: ...
 
 
@@ -128,8 +131,10 @@ class Batcher:
         make_sampler: Callable[[SamplingParams], SamplerLike],
         grammar_for: Callable[[Any], str] | None = None,
         embed: Callable[[Message], Message] | None = None,
+        stream_interval: float = STREAM_INTERVAL,
     ) -> None:
         self.engine = engine
+        self.stream_interval = stream_interval
         self.grammar_for = grammar_for
         self.embed = embed  # answers an `embed` message (embedding.answer), between decode steps
         self.send = send
@@ -288,6 +293,8 @@ class Batcher:
         for job in active:
             if not job.pending or room <= 0:
                 continue
+            if len(job.pending) <= room:
+                self._round_up_tail(job, room)
             chunk = job.pending[:room]
             last = len(chunk) == len(job.pending)
             for k, token in enumerate(chunk):
@@ -311,12 +318,35 @@ class Batcher:
                 job.n_past += 1
             self._take(job)
         now = time.perf_counter()
+        # Text goes out at once for a job's first token, then in batches: every message costs the daemon and
+        # the client a wake-up and a socket write, and on a small machine that time is taken from llama.cpp's
+        # threads. The more streams share the model, the longer each waits (up to 4 intervals), so the
+        # daemon's messages per second stay about the same however many streams there are.
+        interval = self.stream_interval * min(len(active), MAX_INTERVAL_SCALE)
         for job in active:
-            # Text goes out at once for the first token, then at most every FLUSH_INTERVAL: small batches of
-            # tokens keep the daemon's per-token work (and so its share of the CPU) small at high token rates.
-            if self.slots[job.slot].job is job and (job.text or job.lps) and now - job.t_flushed >= FLUSH_INTERVAL:
+            if self.slots[job.slot].job is job and (job.text or job.lps) and now - job.t_flushed >= interval:
                 job.t_flushed = now
                 self._flush(job)
+
+    def _round_up_tail(self, job: Job, room: int) -> None:
+        """Lengthen a short last prompt chunk with cached tokens evaluated again, where that is cheaper
+        (`EngineLike.worth_a_tile`): the same tokens at the same positions, so the same cache."""
+        engine = self.engine
+        n_new = len(job.pending)
+        # llama.cpp gives every sequence of a ubatch the same number of tokens: with other sequences in this
+        # batch, one token of the tail goes with theirs and the rest forms its own ubatch.
+        want = engine.tail_tile + (1 if engine.batch_size else 0)
+        extra = want - n_new
+        if extra <= 0 or extra > job.n_past or want > room or not engine.worth_a_tile(n_new, job.n_past):
+            return
+        slot = self.slots[job.slot]
+        keep = job.n_past - extra
+        if not engine.forget(slot.seq, keep):  # not expected (tail_tile is 0 for recurrent models): start over
+            keep = 0
+        job.pending[:0] = slot.tokens[keep:]
+        del slot.tokens[keep:]
+        job.n_past = keep
+        job.cached = min(job.cached, keep)  # what is evaluated again is not counted as cached
 
     def _take(self, job: Job) -> None:
         engine = self.engine

@@ -20,6 +20,7 @@ import numpy as np
 
 _BACKEND_READY = False
 EMBED_SEQS = 16  # inputs packed into one llama_decode of an embedding model
+FA_TILE = 64  # query rows per tile of llama.cpp's CPU flash attention (GGML_FA_TILE_Q)
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,29 @@ def grammar_for(fmt: Any) -> str:
     raise ValueError(f'format must be "json" or a JSON schema object, got {fmt!r}')
 
 
+def _plain_greedy(params: SamplingParams) -> bool:
+    """Whether `params` select the most likely token with nothing else in the chain."""
+    penalties = params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
+    return (
+        params.temperature <= 0
+        and not params.grammar
+        and not params.logit_bias
+        and not params.ignore_eos
+        and not penalties
+    )
+
+
 class Sampler:
     """A llama.cpp sampler chain for one request."""
 
     def __init__(self, engine: Engine, params: SamplingParams) -> None:
+        self._ptr: Any = None
+        # Plain greedy decoding (the benchmark's and many API clients' temperature 0) needs no chain: the
+        # chain would copy all n_vocab logits into a candidate array per token just to take the largest.
+        # np.argmax picks the same token (the first of equal maxima, as llama.cpp's greedy sampler does).
+        self._greedy_vocab = engine.n_vocab if _plain_greedy(params) else 0
+        if self._greedy_vocab:
+            return
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._ptr = chain
         add = llama_cpp.llama_sampler_chain_add
@@ -131,6 +151,11 @@ class Sampler:
 
     def sample(self, engine: Engine, index: int) -> int:
         """Sample (and accept) a token from the `index`-th output of the last decode."""
+        if self._greedy_vocab:
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(engine.ctx, index), shape=(self._greedy_vocab,)
+            )
+            return int(logits.argmax())
         return int(llama_cpp.llama_sampler_sample(self._ptr, engine.ctx, index))
 
     def close(self) -> None:
@@ -195,6 +220,16 @@ class Engine:
         self.eog_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._n = 0
+        # llama.cpp's CPU flash attention runs fewer than FA_TILE new tokens of a sequence through a row-by-row
+        # path whose cost grows with the cached context: on stories260K, 32 new tokens after 1,000 cached take
+        # 54 ms and 64 take 8 ms. `tail_tile` tells the decode loop to round a short prompt tail up to a tile by
+        # evaluating some cached tokens again (see `worth_a_tile`). Flash attention is on for CPU models under
+        # llama.cpp's "auto"; GPU kernels have no such path.
+        on_cpu = self.n_gpu_layers == 0 or not self.gpu
+        recurrent = llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
+        self.tail_tile = FA_TILE if on_cpu and not recurrent and not spec.embedding else 0
+        self._attention_per_token = 2.0 * float(llama_cpp.llama_model_n_embd(model)) * self.n_layer
+        self._matmul_per_token = 2.0 * max(1.0, float(llama_cpp.llama_model_n_params(model)))
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self.special_suffix = self._special_suffix()
@@ -265,6 +300,17 @@ class Engine:
         out = buf.raw[:n]
         self._pieces[token] = out
         return out
+
+    def worth_a_tile(self, n_new: int, n_past: int) -> bool:
+        """Whether evaluating `n_new` tokens after `n_past` cached ones costs more on the row-by-row path than
+        a whole tile does. The row path's cost per token grows with the attention's share of the work,
+        r = attention FLOPs (2·n_past·n_embd·n_layer) over weight FLOPs (2·n_params); a tile costs about
+        FA_TILE tokens' weights. Fitted on stories260K (r≈2 at 1,000 cached: worth it from 8 new tokens) and
+        a 135M llama (r≈0.26: from 34); a 7B model at 1,000 cached tokens needs 57."""
+        if not self.tail_tile or n_new >= self.tail_tile or n_past <= 0:
+            return False
+        share = n_past * self._attention_per_token / self._matmul_per_token
+        return n_new * (1.0 + 3.5 * share) >= self.tail_tile
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))

@@ -8,6 +8,7 @@ decode loop (`batch.Batcher`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -52,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="runner: %(levelname)s %(message)s")
     channel = Channel(_take_stdout())
     from . import embedding
-    from .batch import Batcher
+    from .batch import STREAM_INTERVAL, Batcher
     from .engine import Engine, LoadSpec, Sampler, grammar_for
 
+    spec = json.loads(args[0])
+    stream_interval = float(spec.pop("stream_interval", STREAM_INTERVAL))
     try:
-        engine = Engine(LoadSpec(**json.loads(args[0])))
+        engine = Engine(LoadSpec(**spec))
     except Exception as exc:  # the daemon reports this to the client that asked for the model
         channel.send({"ev": "error", "kind": "load", "message": f"failed to load model: {exc}"})
         return 1
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     inbox: queue.Queue[Message | None] = queue.Queue()
     threading.Thread(target=_read_commands, args=(inbox,), daemon=True, name="commands").start()
     embed = (lambda message: embedding.answer(engine, message)) if engine.embedding else None
-    Batcher(engine, channel.send, lambda params: Sampler(engine, params), grammar_for, embed).run(inbox)
+    sampler = functools.partial(Sampler, engine)
+    Batcher(engine, channel.send, sampler, grammar_for, embed, stream_interval).run(inbox)
     engine.close()
     return 0
 

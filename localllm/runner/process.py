@@ -42,6 +42,7 @@ class RunnerSpec:
     n_parallel: int = 1  # sequence slots decoded together
     embedding: bool = False  # an embedding model: loaded with pooled outputs, answers `embed` only
     lora: tuple[str, ...] = ()  # LoRA adapter files (Modelfile ADAPTER)
+    stream_interval: float = 0.025  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
 
 
 class RunnerProcess:
