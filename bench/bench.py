@@ -19,6 +19,7 @@ import asyncio
 import atexit
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -565,6 +566,7 @@ class ServerResult:
     decode_tps: float | None = None
     ttft_ms: float | None = None
     overall_tps: float | None = None
+    single_rates: list[float | None] = field(default_factory=list)  # decode tok/s of each single stream
     single_tokens: list[int] = field(default_factory=list)
     single_chunks: list[int] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
@@ -622,96 +624,145 @@ def chat_history(tok: Tokenizer, n_tokens: int, label: int) -> str:
         i += 1
 
 
-async def measure(server: Server, cfg: Config, tok: Tokenizer, result: ServerResult) -> None:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    timeout = httpx.Timeout(cfg.request_timeout, connect=10)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
+class Measure:
+    """One server's measurements, a phase at a time, so that servers can take turns (`--interleave`)."""
+
+    def __init__(self, server: Server, cfg: Config, tok: Tokenizer, result: ServerResult) -> None:
+        self.server, self.cfg, self.tok, self.result = server, cfg, tok, result
+        self.singles: list[Stream] = []
+        self.rounds: dict[int, list[tuple[float, list[Stream]]]] = {n: [] for n in cfg.concurrency}
+        self.chats: list[tuple[Stream, Stream, int, int]] = []
+
+    def run(self, client: httpx.AsyncClient, prompt: str, n: int) -> Any:
+        return stream_completion(client, self.server, prompt, n, timeout=self.cfg.request_timeout)
+
+    async def setup(self, client: httpx.AsyncClient) -> None:
+        server = self.server
         await server.wait_ready(client)
         if isinstance(server, LocalLLM):
             await asyncio.sleep(1.0)
-            result.rss_idle = rss_mb(server.proc.pid) if server.proc else None
-
-        def run(prompt: str, n: int) -> Any:
-            return stream_completion(client, server, prompt, n, timeout=cfg.request_timeout)
-
-        warm = await run("Hello there. Once", 8)
+            self.result.rss_idle = rss_mb(server.proc.pid) if server.proc else None
+        warm = await self.run(client, "Hello there. Once", 8)
         if not warm.complete:
             raise RuntimeError(f"warm-up request failed: {warm.error or warm.finish}\n{server.log_tail()}")
 
-        # single stream
-        singles = [await run(SINGLE_PROMPTS[i % len(SINGLE_PROMPTS)], cfg.tokens) for i in range(cfg.repeat)]
-        for s in singles:
+    async def single(self, client: httpx.AsyncClient, i: int) -> None:
+        self.singles.append(await self.run(client, SINGLE_PROMPTS[i % len(SINGLE_PROMPTS)], self.cfg.tokens))
+
+    async def concurrent(self, client: httpx.AsyncClient, n: int, rep: int) -> None:
+        """One round of n streams with n different prompts."""
+        prompts = [CONCURRENT_PROMPTS[(i + rep) % len(CONCURRENT_PROMPTS)] for i in range(n)]
+        t0 = time.perf_counter()
+        batch = await asyncio.gather(*(self.run(client, p, self.cfg.tokens) for p in prompts))
+        self.rounds[n].append((max(s.t_end for s in batch) - t0, list(batch)))
+
+    async def chat(self, client: httpx.AsyncClient, k: int) -> None:
+        """A fresh conversation with a long history, then its second turn."""
+        history = chat_history(self.tok, self.cfg.history_tokens, k + 1)
+        prompt1 = history + f"User: {CHAT_QUESTION_1}\nAssistant:"
+        t1 = await self.run(client, prompt1, self.cfg.answer_tokens)
+        prompt2 = prompt1 + t1.text + f"\nUser: {CHAT_QUESTION_2}\nAssistant:"
+        t2 = await self.run(client, prompt2, 16)
+        self.chats.append((t1, t2, self.tok.count(prompt1), self.tok.count(prompt2)))
+
+    async def finish(self, client: httpx.AsyncClient) -> None:
+        """Sum up into the result; read RSS; let the server unload (localllm)."""
+        result = self.result
+        for s in self.singles:
             if not s.complete:
                 result.notes.append(f"single stream incomplete: {s.error or s.finish}")
-        result.decode_tps = _median([s.decode_rate for s in singles])
-        result.ttft_ms = _median([s.ttft * 1000 if s.ttft is not None else None for s in singles])
-        result.overall_tps = _median([s.overall_rate for s in singles])
-        result.single_tokens = [s.tokens for s in singles]
-        result.single_chunks = [s.chunks for s in singles]
-        result.methods.extend(s.method for s in singles)
-
-        # concurrent streams: `repeat` rounds of n streams with n different prompts each
-        for n in cfg.concurrency:
-            rates: list[float | None] = []
-            walls: list[float] = []
-            ttfts: list[float] = []
-            errors: set[str] = set()
-            streams: list[Stream] = []
-            for rep in range(cfg.repeat):
-                prompts = [CONCURRENT_PROMPTS[(i + rep) % len(CONCURRENT_PROMPTS)] for i in range(n)]
-                t0 = time.perf_counter()
-                batch = await asyncio.gather(*(run(p, cfg.tokens) for p in prompts))
-                wall = max(s.t_end for s in batch) - t0
-                walls.append(wall)
-                rates.append(sum(s.tokens for s in batch) / wall if wall > 0 else None)
-                ttfts.extend(s.ttft * 1000 for s in batch if s.ttft is not None)
-                errors.update(s.error for s in batch if s.error)
-                streams.extend(batch)
+        result.single_rates = [s.decode_rate for s in self.singles]
+        result.decode_tps = _median(result.single_rates)
+        result.ttft_ms = _median([s.ttft * 1000 if s.ttft is not None else None for s in self.singles])
+        result.overall_tps = _median([s.overall_rate for s in self.singles])
+        result.single_tokens = [s.tokens for s in self.singles]
+        result.single_chunks = [s.chunks for s in self.singles]
+        result.methods.extend(s.method for s in self.singles)
+        for n, rounds in self.rounds.items():
+            streams = [s for _, batch in rounds for s in batch]
+            rates = [sum(s.tokens for s in batch) / wall if wall > 0 else None for wall, batch in rounds]
+            ttfts = [s.ttft * 1000 for s in streams if s.ttft is not None]
             result.methods.extend(s.method for s in streams)
             result.concurrent[n] = {
                 "aggregate_tps": _median(rates),
                 "all_aggregate_tps": rates,
                 "completed": sum(s.complete for s in streams),
-                "full_length": sum(s.complete and s.tokens >= cfg.tokens for s in streams),
+                "full_length": sum(s.complete and s.tokens >= self.cfg.tokens for s in streams),
                 "streams": len(streams),
                 "tokens": [s.tokens for s in streams],
                 "chunks": [s.chunks for s in streams],
                 "finish": [s.finish for s in streams],
-                "wall_s": walls,
+                "wall_s": [wall for wall, _ in rounds],
                 "ttft_p50_ms": statistics.median(ttfts) if ttfts else None,
                 "ttft_max_ms": max(ttfts) if ttfts else None,
-                "errors": sorted(errors)[:3],
+                "errors": sorted({s.error for s in streams if s.error})[:3],
             }
-
-        # second turn of a chat with a long history, `repeat` fresh conversations
-        firsts, seconds, history_sizes, turn2_sizes = [], [], [], []
-        for k in range(cfg.repeat):
-            history = chat_history(tok, cfg.history_tokens, k + 1)
-            prompt1 = history + f"User: {CHAT_QUESTION_1}\nAssistant:"
-            t1 = await run(prompt1, cfg.answer_tokens)
-            prompt2 = prompt1 + t1.text + f"\nUser: {CHAT_QUESTION_2}\nAssistant:"
-            t2 = await run(prompt2, 16)
+        firsts, seconds = [], []
+        for t1, t2, _, _ in self.chats:
             for label, s in (("turn 1", t1), ("turn 2", t2)):
                 if not s.complete:
                     result.notes.append(f"chat {label} incomplete: {s.error or s.finish}")
             firsts.append(t1.ttft * 1000 if t1.ttft is not None else None)
             seconds.append(t2.ttft * 1000 if t2.ttft is not None else None)
-            history_sizes.append(tok.count(prompt1))
-            turn2_sizes.append(tok.count(prompt2))
         ratios = [b / a for a, b in zip(firsts, seconds, strict=True) if a and b]
         result.chat = {
             "turn1_ttft_ms": _median(firsts),
             "turn2_ttft_ms": _median(seconds),
             "ratio": _median(ratios),
-            "turn1_prompt_tokens": history_sizes,
-            "turn2_prompt_tokens": turn2_sizes,
+            "turn1_prompt_tokens": [c[2] for c in self.chats],
+            "turn2_prompt_tokens": [c[3] for c in self.chats],
             "all_turn1_ms": firsts,
             "all_turn2_ms": seconds,
         }
+        result.rss_loaded = self.server.rss()
+        await self.server.after_measurements(client, result)
 
-        rss = server.rss()
-        result.rss_loaded = rss
-        await server.after_measurements(client, result)
+
+def _client(cfg: Config) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    return httpx.AsyncClient(timeout=httpx.Timeout(cfg.request_timeout, connect=10), limits=limits, trust_env=False)
+
+
+async def measure(server: Server, cfg: Config, tok: Tokenizer, result: ServerResult) -> None:
+    """Every measurement of one server, one after the other."""
+    async with _client(cfg) as client:
+        m = Measure(server, cfg, tok, result)
+        await m.setup(client)
+        for i in range(cfg.repeat):
+            await m.single(client, i)
+        for n in cfg.concurrency:
+            for rep in range(cfg.repeat):
+                await m.concurrent(client, n, rep)
+        for k in range(cfg.repeat):
+            await m.chat(client, k)
+        await m.finish(client)
+
+
+async def measure_interleaved(pairs: list[tuple[Server, ServerResult]], cfg: Config, tok: Tokenizer) -> None:
+    """The same measurements with every server running: each repeat of each figure goes to every server in
+    turn, the order reversed every other repeat, so a machine whose speed drifts affects all servers alike.
+    A server that fails is reported and leaves the rotation."""
+    async with _client(cfg) as client:
+        live = [Measure(server, cfg, tok, result) for server, result in pairs]
+
+        async def each(rep: int, phase: str, *args: int) -> None:
+            for m in list(live if rep % 2 == 0 else reversed(live)):
+                try:
+                    await getattr(m, phase)(client, *args)
+                except Exception as exc:  # report it and go on with the others
+                    m.result.failed = f"{type(exc).__name__}: {exc}"
+                    print(f"[{m.server.name}] failed: {m.result.failed}", file=sys.stderr)
+                    live.remove(m)
+
+        await each(0, "setup")
+        for i in range(cfg.repeat):
+            await each(i, "single", i)
+        for n in cfg.concurrency:
+            for rep in range(cfg.repeat):
+                await each(rep, "concurrent", n, rep)
+        for k in range(cfg.repeat):
+            await each(k, "chat", k)
+        await each(0, "finish")
 
 
 def run_server(name: str, cfg: Config, tok: Tokenizer) -> ServerResult:
@@ -738,6 +789,32 @@ def run_server(name: str, cfg: Config, tok: Tokenizer) -> ServerResult:
     return result
 
 
+def run_interleaved(names: list[str], cfg: Config, tok: Tokenizer) -> dict[str, ServerResult]:
+    """Start every server, measure them taking turns (`measure_interleaved`), stop them all."""
+    results = {name: ServerResult(name) for name in names}
+    pairs: list[tuple[Server, ServerResult]] = []
+    t0 = time.monotonic()
+    try:
+        for name in names:
+            server = SERVERS[name](cfg)
+            reason = server.missing()
+            if reason:
+                results[name].skipped = reason
+                print(f"[{name}] skipped: {reason}", file=sys.stderr)
+                continue
+            server.start()
+            shown = ["localllm", "serve"] if name == "localllm" else server.command()
+            print(f"[{name}] started: {' '.join(shown)}", file=sys.stderr)
+            pairs.append((server, results[name]))
+        asyncio.run(measure_interleaved(pairs, cfg, tok))
+    finally:
+        for server, result in pairs:
+            server.stop()
+            result.notes.extend(server.notes)
+    print(f"[interleaved] done in {time.monotonic() - t0:.0f}s (logs: {cfg.logs})", file=sys.stderr)
+    return results
+
+
 # -- report --------------------------------------------------------------------------------------------
 
 
@@ -749,7 +826,11 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "–" if a is None or b is None or b == 0 else f"{a / b:.2f}×"
 
 
-def report(cfg: Config, results: dict[str, ServerResult], header: list[str]) -> str:
+def _round_rates(r: ServerResult, n: int) -> list[float | None]:
+    return list(r.concurrent[n]["all_aggregate_tps"])
+
+
+def report(cfg: Config, results: dict[str, ServerResult], header: list[str], *, interleaved: bool = False) -> str:
     cols = [n for n in SERVER_NAMES if n in results]
     peers = [n for n in ("llama-server", "python") if n in results and "localllm" in results]
 
@@ -817,6 +898,19 @@ def report(cfg: Config, results: dict[str, ServerResult], header: list[str]) -> 
             a, b = get("localllm", fn), get(p, fn)
             cells.append(_ratio(a, b) if ratio and isinstance(a, (int, float)) else "")
         lines.append("| " + " | ".join(cells) + " |")
+    if interleaved:  # each repeat ran on every server back to back: compare them repeat by repeat
+        paired: list[tuple[str, Callable[[ServerResult], list[float | None]]]] = [
+            ("decode tok/s, 1 stream", lambda r: r.single_rates)
+        ]
+        for n in cfg.concurrency:
+            paired.append((f"aggregate tok/s, {n} streams", functools.partial(_round_rates, n=n)))
+        for label, pick in paired:
+            cells = [f"{label}: median of the {cfg.repeat} paired ratios", *("" for _ in cols)]
+            for p in peers:
+                a, b = get("localllm", pick) or [], get(p, pick) or []
+                ratios = [x / y for x, y in zip(a, b, strict=False) if x and y]
+                cells.append(f"**{statistics.median(ratios):.2f}×**" if ratios else "–")
+            lines.append("| " + " | ".join(cells) + " |")
 
     out = [*header, "", *lines, ""]
     for c in cols:
@@ -870,7 +964,7 @@ def amx_warning(model: Path) -> str | None:
     )
 
 
-def describe(cfg: Config, load_before: float) -> list[str]:
+def describe(cfg: Config, load_before: float, *, interleaved: bool = False) -> list[str]:
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "log", "--oneline", "-1"], capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -907,6 +1001,12 @@ def describe(cfg: Config, load_before: float) -> list[str]:
         f"-np {cfg.parallel}), llama_cpp.server with its one sequence",
         f"- requests: streaming POST /v1/completions, temperature 0, max_tokens {cfg.tokens}; "
         f"tokens counted as {COUNT_METHOD}",
+        "- servers were "
+        + (
+            "all running, taking turns at every repeat of every figure (the order reversed every other repeat)"
+            if interleaved
+            else "measured one after the other (--sequential)"
+        ),
         "- ratios are localllm / peer: above 1 is better for tok/s, worse for TTFT and RSS",
     ]
 
@@ -929,6 +1029,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--start-timeout", type=float, default=180, help="seconds a server may take to be ready")
     ap.add_argument("--request-timeout", type=float, default=600, help="seconds one request may take")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument(
+        "--sequential",
+        action="store_true",
+        help="measure one server after the other (default: all running, taking turns at every repeat)",
+    )
     a = ap.parse_args(argv)
 
     model = MODELS.get(a.model, Path(a.model)).resolve()
@@ -972,8 +1077,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _on_signal)
     load_before = os.getloadavg()[0]
     tok = Tokenizer(model)
-    results = {name: run_server(name, cfg, tok) for name in [n for n in SERVER_NAMES if n in only]}
-    text = report(cfg, results, describe(cfg, load_before))
+    names = [n for n in SERVER_NAMES if n in only]
+    if a.sequential:
+        results = {name: run_server(name, cfg, tok) for name in names}
+    else:
+        results = run_interleaved(names, cfg, tok)
+    header = describe(cfg, load_before, interleaved=not a.sequential)
+    text = report(cfg, results, header, interleaved=not a.sequential)
     print(text)
     if a.json:
         a.json.write_text(json.dumps({"config": {k: str(v) for k, v in asdict(cfg).items()},
