@@ -63,6 +63,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LOCALLLM_MAX_LOADED_MODELS": ("3", "most models loaded at once; the least recently used idle one is unloaded"),
     "LOCALLLM_NUM_THREADS": ("0", "CPU threads per model (0: llama.cpp's choice)"),
     "LOCALLLM_RUNNER_TIMEOUT": ("5m", "a model runner silent this long while it has work is stopped (hung)"),
+    "LOCALLLM_FLASH_ATTENTION": (
+        "auto",
+        "llama.cpp's flash attention: auto (its choice: on for CPU and most GPUs), on, or off (1/0 as Ollama)",
+    ),
     "LOCALLLM_STREAM_INTERVAL": (
         "25ms",
         "how often a stream's text is sent (first token at once; up to 4x this while several streams share a "
@@ -189,6 +193,17 @@ def _positive_duration(environ: Mapping[str, str], name: str, default: str) -> f
     return seconds
 
 
+_FLASH = {"auto": "auto", "": "auto", "on": "on", "1": "on", "true": "on", "off": "off", "0": "off", "false": "off"}
+
+
+def _flash_attention(environ: Mapping[str, str]) -> str:
+    raw = environ.get("LOCALLLM_FLASH_ATTENTION", "").strip()
+    value = _FLASH.get(raw.lower())
+    if value is None:
+        raise ConfigError(f"LOCALLLM_FLASH_ATTENTION={raw!r} must be auto, on or off (or 1 / 0)")
+    return value
+
+
 def _interval(environ: Mapping[str, str], name: str, default: str) -> float:
     raw = environ.get(name, "").strip() or default
     seconds = parse_duration(raw, name=name)
@@ -259,6 +274,7 @@ class Settings:
     default_model: str | None = None  # for the dialects whose requests may name no model
     max_body: int = 64 << 20  # bytes: a larger request body is refused with 413
     stream_interval: float = 0.025  # seconds between a stream's text messages (first token at once)
+    flash_attention: str = "auto"  # "auto", "on" or "off"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -285,4 +301,5 @@ class Settings:
             default_model=_model(env, "LOCALLLM_DEFAULT_MODEL"),
             max_body=parse_size(env.get("LOCALLLM_MAX_BODY", "").strip() or "64MiB", name="LOCALLLM_MAX_BODY"),
             stream_interval=_interval(env, "LOCALLLM_STREAM_INTERVAL", "25ms"),
+            flash_attention=_flash_attention(env),
         )

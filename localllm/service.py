@@ -243,6 +243,7 @@ class Service:
             n_parallel=n_parallel,
             embedding=embedding,
             stream_interval=self.settings.stream_interval,
+            flash_attention=self.settings.flash_attention,
             lora=tuple(
                 str(self.store.blob_path(layer.digest))
                 for layer in model.stored.manifest.layers

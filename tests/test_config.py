@@ -18,6 +18,12 @@ def test_defaults() -> None:
     assert s.stream_interval == 0.025
 
 
+def test_flash_attention() -> None:
+    assert Settings.from_env({}).flash_attention == "auto"
+    for raw, value in (("on", "on"), ("1", "on"), ("OFF", "off"), ("0", "off"), ("false", "off"), ("auto", "auto")):
+        assert Settings.from_env({"LOCALLLM_FLASH_ATTENTION": raw}).flash_attention == value
+
+
 def test_stream_interval() -> None:
     assert Settings.from_env({"LOCALLLM_STREAM_INTERVAL": "0"}).stream_interval == 0
     assert Settings.from_env({"LOCALLLM_STREAM_INTERVAL": "100ms"}).stream_interval == 0.1
@@ -70,6 +76,7 @@ def test_durations(value: object, seconds: float) -> None:
         ({"LOCALLLM_STREAM_INTERVAL": "-1"}, "LOCALLLM_STREAM_INTERVAL"),
         ({"LOCALLLM_STREAM_INTERVAL": "1m"}, "LOCALLLM_STREAM_INTERVAL"),
         ({"LOCALLLM_STREAM_INTERVAL": "often"}, "LOCALLLM_STREAM_INTERVAL"),
+        ({"LOCALLLM_FLASH_ATTENTION": "fast"}, "LOCALLLM_FLASH_ATTENTION"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

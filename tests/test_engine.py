@@ -116,3 +116,18 @@ def _common(a: list[int], b: list[int]) -> int:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
+
+
+@pytest.mark.model
+def test_flash_attention_off_gives_the_same_greedy_text_and_rounds_nothing() -> None:
+    path = str(model_file("stories260K.gguf"))
+    texts = []
+    for flash in ("auto", "off"):
+        engine = Engine(LoadSpec(model_path=path, n_ctx=256, n_threads=2, flash_attention=flash))
+        try:
+            assert bool(engine.tail_tile) == (flash == "auto")
+            tokens = _greedy_tokens(engine, Sampler(engine, SamplingParams(temperature=0)), "Once upon a time", 24)
+            texts.append(b"".join(engine.piece(t) for t in tokens).decode())
+        finally:
+            engine.close()
+    assert texts[0] == texts[1] and "Lily" in texts[0]

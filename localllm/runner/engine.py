@@ -21,6 +21,11 @@ import numpy as np
 _BACKEND_READY = False
 EMBED_SEQS = 16  # inputs packed into one llama_decode of an embedding model
 FA_TILE = 64  # query rows per tile of llama.cpp's CPU flash attention (GGML_FA_TILE_Q)
+_FLASH_TYPES = {
+    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class LoadSpec:
     n_parallel: int = 1
     embedding: bool = False  # an embedding model: one sequence of n_ctx, pooled outputs, no sampling
     lora: tuple[str, ...] = ()  # LoRA adapter GGUFs applied (scale 1) on top of the model
+    flash_attention: str = "auto"  # "auto" (llama.cpp's choice), "on" or "off"
 
 
 class LoadError(Exception):
@@ -194,6 +200,7 @@ class Engine:
         cparams.n_ubatch = min(spec.n_batch, 512)
         cparams.n_seq_max = self.n_parallel
         cparams.kv_unified = False
+        cparams.flash_attn_type = _FLASH_TYPES[spec.flash_attention]
         if spec.embedding:
             # Non-causal models (BERT) need a whole input in one ubatch; several short inputs share a batch,
             # each its own sequence, and the pooling type (mean, cls, last) comes from the model.
@@ -224,10 +231,12 @@ class Engine:
         # path whose cost grows with the cached context: on stories260K, 32 new tokens after 1,000 cached take
         # 54 ms and 64 take 8 ms. `tail_tile` tells the decode loop to round a short prompt tail up to a tile by
         # evaluating some cached tokens again (see `worth_a_tile`). Flash attention is on for CPU models under
-        # llama.cpp's "auto"; GPU kernels have no such path.
+        # llama.cpp's "auto"; with it off (LOCALLLM_FLASH_ATTENTION=off) nothing is rounded, and GPU kernels have
+        # no such path.
         on_cpu = self.n_gpu_layers == 0 or not self.gpu
         recurrent = llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
-        self.tail_tile = FA_TILE if on_cpu and not recurrent and not spec.embedding else 0
+        flash = spec.flash_attention != "off"
+        self.tail_tile = FA_TILE if flash and on_cpu and not recurrent and not spec.embedding else 0
         self._attention_per_token = 2.0 * float(llama_cpp.llama_model_n_embd(model)) * self.n_layer
         self._matmul_per_token = 2.0 * max(1.0, float(llama_cpp.llama_model_n_params(model)))
         self._piece_buf = ctypes.create_string_buffer(256)

@@ -43,6 +43,7 @@ class RunnerSpec:
     embedding: bool = False  # an embedding model: loaded with pooled outputs, answers `embed` only
     lora: tuple[str, ...] = ()  # LoRA adapter files (Modelfile ADAPTER)
     stream_interval: float = 0.025  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
+    flash_attention: str = "auto"  # "auto", "on" or "off" (LOCALLLM_FLASH_ATTENTION)
 
 
 class RunnerProcess:
