@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -186,10 +186,16 @@ def parse_origins(value: str, *, variable: str = "LOCALLLM_ORIGINS") -> tuple[st
 
 
 def _positive_duration(environ: Mapping[str, str], name: str, default: str) -> float:
+    return _duration(
+        environ, name, default, ok=lambda s: 0 < s < math.inf, hint="a positive duration such as '1h' or '30m'"
+    )
+
+
+def _duration(environ: Mapping[str, str], name: str, default: str, *, ok: Callable[[float], bool], hint: str) -> float:
     raw = environ.get(name, "").strip() or default
     seconds = parse_duration(raw, name=name)
-    if not 0 < seconds < math.inf:
-        raise ConfigError(f"{name}={raw!r} must be a positive duration such as '1h' or '30m'")
+    if not ok(seconds):
+        raise ConfigError(f"{name}={raw!r} must be {hint}")
     return seconds
 
 
@@ -202,14 +208,6 @@ def _flash_attention(environ: Mapping[str, str]) -> str:
     if value is None:
         raise ConfigError(f"LOCALLLM_FLASH_ATTENTION={raw!r} must be auto, on or off (or 1 / 0)")
     return value
-
-
-def _interval(environ: Mapping[str, str], name: str, default: str) -> float:
-    raw = environ.get(name, "").strip() or default
-    seconds = parse_duration(raw, name=name)
-    if not 0 <= seconds <= 10:
-        raise ConfigError(f"{name}={raw!r} must be a duration from 0 to 10s, such as '25ms'")
-    return seconds
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
@@ -300,6 +298,8 @@ class Settings:
             token_ttl=_positive_duration(env, "LOCALLLM_TOKEN_TTL", "1h"),
             default_model=_model(env, "LOCALLLM_DEFAULT_MODEL"),
             max_body=parse_size(env.get("LOCALLLM_MAX_BODY", "").strip() or "64MiB", name="LOCALLLM_MAX_BODY"),
-            stream_interval=_interval(env, "LOCALLLM_STREAM_INTERVAL", "25ms"),
+            stream_interval=_duration(
+                env, "LOCALLLM_STREAM_INTERVAL", "25ms", ok=lambda s: 0 <= s <= 10, hint="from 0 to 10s, such as '25ms'"
+            ),
             flash_attention=_flash_attention(env),
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from localllm.runner.batch import Batcher
+from localllm.runner.batch import Batcher, _common_prefix
 from localllm.runner.engine import Engine, LoadSpec, Sampler, SamplingParams, grammar_for
 
 from .conftest import model_file
@@ -95,7 +95,7 @@ def test_a_rounded_up_prompt_tail_gives_the_text_a_fresh_cache_gives(engine: Eng
     batcher = Batcher(engine, sent.append, functools.partial(Sampler, engine))
     answer(batcher, sent, "story", story)
     tokens = engine.tokenize(follow)
-    prefix = max(_common(s.tokens, tokens) for s in batcher.slots)  # what the slot holding the story shares
+    prefix = max(_common_prefix(s.tokens, tokens) for s in batcher.slots)  # what the slot holding the story shares
     cached = answer(batcher, sent, "follow", follow)
     for slot in range(engine.n_parallel):
         engine.forget(slot, 0)
@@ -109,13 +109,6 @@ def test_a_rounded_up_prompt_tail_gives_the_text_a_fresh_cache_gives(engine: Eng
     assert rounded or engine.n_vocab > 512  # stories260K: attention is most of the work, so it is rounded
     assert cached["cached_tokens"] == (prefix - (engine.tail_tile - tail) if rounded else prefix)
     assert cached["prompt_eval_count"] == len(tokens) - cached["cached_tokens"]
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 @pytest.mark.model

@@ -23,11 +23,10 @@ from typing import Any, Protocol
 
 from .context import cut_to_fit
 from .engine import SamplingParams
-from .protocol import Message
+from .protocol import STREAM_INTERVAL, Message
 
 log = logging.getLogger("localllm.runner")
 
-STREAM_INTERVAL = 0.025  # seconds between a stream's text messages (its first token goes at once)
 MAX_INTERVAL_SCALE = 4  # with n streams generating, each waits up to min(n, 4) intervals between messages
 
 _FLOAT = (

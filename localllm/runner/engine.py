@@ -65,6 +65,10 @@ class SamplingParams:
     mirostat_tau: float = 5.0
     mirostat_eta: float = 0.1
 
+    @property
+    def penalised(self) -> bool:
+        return self.repeat_penalty != 1.0 or bool(self.presence_penalty) or bool(self.frequency_penalty)
+
 
 _SCHEMA_CHAR = 'char ::= [^"\\\\] |'
 _JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
@@ -86,13 +90,12 @@ def grammar_for(fmt: Any) -> str:
 
 def _plain_greedy(params: SamplingParams) -> bool:
     """Whether `params` select the most likely token with nothing else in the chain."""
-    penalties = params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
     return (
         params.temperature <= 0
         and not params.grammar
         and not params.logit_bias
         and not params.ignore_eos
-        and not penalties
+        and not params.penalised
     )
 
 
@@ -125,7 +128,7 @@ class Sampler:
                 raise ValueError("the grammar does not parse")
             add(chain, grammar)
         last_n = params.repeat_last_n if params.repeat_last_n >= 0 else engine.n_ctx_seq
-        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+        if params.penalised:
             add(
                 chain,
                 llama_cpp.llama_sampler_init_penalties(

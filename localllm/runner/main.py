@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import BinaryIO
 
-from .protocol import Message, decode, encode
+from .protocol import STREAM_INTERVAL, Message, decode, encode
 
 
 class Channel:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="runner: %(levelname)s %(message)s")
     channel = Channel(_take_stdout())
     from . import embedding
-    from .batch import STREAM_INTERVAL, Batcher
+    from .batch import Batcher
     from .engine import Engine, LoadSpec, Sampler, grammar_for
 
     spec = json.loads(args[0])

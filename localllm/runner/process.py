@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import ContextLengthExceeded, EngineError, InvalidRequest
 from ..types import Done, Token, TokenLogprob
-from .protocol import Message, decode, encode
+from .protocol import STREAM_INTERVAL, Message, decode, encode
 
 log = logging.getLogger("localllm.runner")
 
@@ -42,7 +42,7 @@ class RunnerSpec:
     n_parallel: int = 1  # sequence slots decoded together
     embedding: bool = False  # an embedding model: loaded with pooled outputs, answers `embed` only
     lora: tuple[str, ...] = ()  # LoRA adapter files (Modelfile ADAPTER)
-    stream_interval: float = 0.025  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
+    stream_interval: float = STREAM_INTERVAL  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
     flash_attention: str = "auto"  # "auto", "on" or "off" (LOCALLLM_FLASH_ATTENTION)
 
 

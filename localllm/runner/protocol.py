@@ -29,6 +29,8 @@ from typing import Any
 
 Message = dict[str, Any]
 
+STREAM_INTERVAL = 0.025  # seconds between a stream's "text" messages (its first token goes at once)
+
 
 def encode(message: Message) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
