@@ -768,16 +768,10 @@ async def measure_interleaved(pairs: list[tuple[Server, ServerResult]], cfg: Con
 def run_server(name: str, cfg: Config, tok: Tokenizer) -> ServerResult:
     server = SERVERS[name](cfg)
     result = ServerResult(name)
-    reason = server.missing()
-    if reason:
-        result.skipped = reason
-        print(f"[{name}] skipped: {reason}", file=sys.stderr)
-        return result
     t0 = time.monotonic()
+    if not _start(server, result):
+        return result
     try:
-        server.start()
-        shown = ["localllm", "serve"] if name == "localllm" else server.command()
-        print(f"[{name}] started: {' '.join(shown)}", file=sys.stderr)
         asyncio.run(measure(server, cfg, tok, result))
     except Exception as exc:  # report it and go on with the next server
         result.failed = f"{type(exc).__name__}: {exc}"
@@ -789,6 +783,25 @@ def run_server(name: str, cfg: Config, tok: Tokenizer) -> ServerResult:
     return result
 
 
+def _start(server: Server, result: ServerResult) -> bool:
+    """Start `server`; False (with the reason in `result`) when it is missing or does not start."""
+    reason = server.missing()
+    if reason:
+        result.skipped = reason
+        print(f"[{server.name}] skipped: {reason}", file=sys.stderr)
+        return False
+    try:
+        server.start()
+    except Exception as exc:  # report it and go on with the next server
+        server.stop()
+        result.failed = f"{type(exc).__name__}: {exc}"
+        print(f"[{server.name}] failed to start: {result.failed}", file=sys.stderr)
+        return False
+    shown = ["localllm", "serve"] if server.name == "localllm" else server.command()
+    print(f"[{server.name}] started: {' '.join(shown)}", file=sys.stderr)
+    return True
+
+
 def run_interleaved(names: list[str], cfg: Config, tok: Tokenizer) -> dict[str, ServerResult]:
     """Start every server, measure them taking turns (`measure_interleaved`), stop them all."""
     results = {name: ServerResult(name) for name in names}
@@ -797,15 +810,8 @@ def run_interleaved(names: list[str], cfg: Config, tok: Tokenizer) -> dict[str, 
     try:
         for name in names:
             server = SERVERS[name](cfg)
-            reason = server.missing()
-            if reason:
-                results[name].skipped = reason
-                print(f"[{name}] skipped: {reason}", file=sys.stderr)
-                continue
-            server.start()
-            shown = ["localllm", "serve"] if name == "localllm" else server.command()
-            print(f"[{name}] started: {' '.join(shown)}", file=sys.stderr)
-            pairs.append((server, results[name]))
+            if _start(server, results[name]):
+                pairs.append((server, results[name]))
         asyncio.run(measure_interleaved(pairs, cfg, tok))
     finally:
         for server, result in pairs:
