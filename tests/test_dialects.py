@@ -13,9 +13,12 @@ import httpx
 import pytest
 
 from localllm.errors import EngineError, InvalidRequest, ServerBusy
-from localllm.server import lmdeploy_api, tgi_api, triton_api, vllm_api
-from localllm.server.compat_api import dialect_of
-from localllm.server.regex_grammar import UnsupportedRegex, regex_to_gbnf
+from localllm.server.dialects import lmdeploy as lmdeploy_api
+from localllm.server.dialects import triton as triton_api
+from localllm.server.dialects import vllm as vllm_api
+from localllm.server.dialects.compat import dialect_of
+from localllm.server.dialects.tgi import api as tgi_api
+from localllm.server.dialects.tgi.regex_grammar import UnsupportedRegex, regex_to_gbnf
 from localllm.types import Token, TokenLogprob
 
 from .conftest import STORIES_REPO, Daemon, daemon_with

@@ -16,7 +16,9 @@ import pytest
 
 from localllm.errors import InvalidRequest
 from localllm.runner import embedding
-from localllm.server.embed_api import dimensions, encode_base64, encoding_format, ollama_inputs, openai_inputs
+from localllm.server.dialects.ollama.embed import ollama_inputs
+from localllm.server.dialects.openai.embed import encode_base64, encoding_format, openai_inputs
+from localllm.server.dialects.shared import dimensions
 
 from .conftest import EMBED_FILE, EMBED_REPO, STORIES_REPO, Daemon, daemon_with, model_file
 from .hubstub import HubStub

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ..config import Settings
 from ..keys import Authenticator
@@ -21,8 +21,8 @@ from ..scheduler import Scheduler
 from ..service import Service
 from ..sessions import Sessions
 from ..store import Store
-from . import auth, compat_api, create_api, embed_api, ollama_api, openai_api, openapi, security
-from .errors import message_of
+from . import auth, dialects, openapi, security
+from .errors import RouteError
 
 log = logging.getLogger("localllm.server")
 
@@ -66,36 +66,25 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
                 await svc.scheduler.close()
 
     async def http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's 404 (no such path) and 405 (not with this method), in the path's dialect."""
         assert isinstance(exc, HTTPException)
-        if request.url.path.startswith("/v1/"):
-            kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-            return JSONResponse(
-                {"error": {"message": exc.detail, "type": kind, "param": None, "code": None}},
-                status_code=exc.status_code,
-            )
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        shape = dialects.shape_of(request.url.path, request.method)
+        return shape.response(RouteError(exc.detail, exc.status_code))
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": message_of(exc)}, status_code=500)
+        return dialects.shape_of(request.url.path, request.method).response(exc)
 
     app = Starlette(
-        routes=[
-            *ollama_api.routes,
-            *create_api.routes,
-            *openai_api.routes,
-            *embed_api.routes,
-            *auth.routes,
-            *compat_api.routes,
-            *openapi.routes,
-        ],
+        routes=[*dialects.routes(), *auth.routes, *openapi.routes],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         middleware=[  # outermost first: security.py's docstring draws the order
-            Middleware(security.HostCheck, bound=settings.host.host, port=settings.host.port),
-            Middleware(security.Cors, origins=settings.origins),
-            Middleware(auth.Auth, authenticator=authenticator),
+            Middleware(security.HostCheck, bound=settings.host.host, port=settings.host.port, errors=dialects.shape_of),
+            Middleware(security.Cors, origins=settings.origins, errors=dialects.shape_of),
+            Middleware(auth.Auth, authenticator=authenticator, errors=dialects.shape_of),
         ],
         lifespan=lifespan,
     )
     app.state.authenticator = authenticator
+    app.state.shape_of = dialects.shape_of
     app.state.max_body = settings.max_body
     return app

@@ -25,8 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import keys
 from ..errors import InvalidRequest, Unauthorized
 from ..keys import Authenticator, Meter
-from .errors import error_body, headers_of, status_of
-from .security import reject
+from .security import ShapeOf, reject
 
 TOKEN_PATH = "/api/v1/token"
 # Paths anyone may GET (or HEAD): liveness and version checks, and the token endpoint (it checks secrets).
@@ -53,8 +52,9 @@ def credential_of(scope: Scope) -> str | None:
 class Auth:
     """Let a request through only with a valid key or access token, while authentication is on."""
 
-    def __init__(self, app: ASGIApp, *, authenticator: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, *, authenticator: Authenticator, errors: ShapeOf) -> None:
         self.app = app
+        self.errors = errors
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,7 +68,7 @@ class Auth:
         try:
             principal = self.authenticator.authenticate(credential_of(scope))
         except Unauthorized as exc:
-            await reject(scope, receive, send, exc)
+            await reject(scope, receive, send, exc, self.errors)
             return
         with keys.metering(Meter(self.authenticator, principal)):
             await self.app(scope, receive, send)
@@ -82,7 +82,8 @@ async def token(request: Request) -> Response:
         secret = _param(request, "secret")
         issued = authenticator.issue_token(appid, secret)
     except (InvalidRequest, Unauthorized) as exc:
-        return JSONResponse(error_body(request.url.path, exc), status_code=status_of(exc), headers=headers_of(exc))
+        errors: ShapeOf = request.app.state.shape_of
+        return errors(request.url.path, request.method).response(exc)
     return JSONResponse(
         {
             "access_token": issued.token,

@@ -1,14 +1,19 @@
-"""The one table from localllm's exceptions to HTTP statuses, and the error bodies of each dialect."""
+"""The one table from localllm's exceptions to HTTP statuses, and the one way a route turns an exception into
+its dialect's error response (`ErrorShape`, `guarded`); each dialect declares its own error body."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec
+
+from starlette.responses import JSONResponse, Response
 
 from ..errors import (
     BodyTooLarge,
     ConfigError,
-    ContextLengthExceeded,
     DownloadError,
     EngineError,
     Forbidden,
@@ -19,6 +24,7 @@ from ..errors import (
     ServerBusy,
     Unauthorized,
 )
+from .streaming import ClientGone
 
 log = logging.getLogger("localllm.server")
 
@@ -38,7 +44,17 @@ _STATUS: list[tuple[type[BaseException], int]] = [
 ]
 
 
+class RouteError(LocalLLMError):
+    """No route for the path (404), or not for the method (405): Starlette's refusals, in the dialect's shape."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def status_of(exc: BaseException) -> int:
+    if isinstance(exc, RouteError):
+        return exc.status
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             return status
@@ -65,34 +81,35 @@ def message_of(exc: BaseException) -> str:
     return "internal error (the daemon's log has the details)"
 
 
-def error_body(path: str, exc: BaseException) -> dict[str, Any]:
-    """The error body in the dialect of `path`: OpenAI's shape under /v1/, Ollama's elsewhere."""
-    return openai_error(exc) if path.startswith("/v1/") else ollama_error(exc)
+@dataclass(frozen=True)
+class ErrorShape:
+    """How a dialect answers an error: its body, and its status (the table above unless it has its own)."""
+
+    body: Callable[[BaseException], dict[str, Any]]
+    status: Callable[[BaseException], int] = status_of
+
+    def response(self, exc: BaseException) -> JSONResponse:
+        return JSONResponse(self.body(exc), status_code=self.status(exc), headers=headers_of(exc))
 
 
-def ollama_error(exc: BaseException) -> dict[str, Any]:
-    return {"error": message_of(exc)}
+P = ParamSpec("P")
 
 
-def openai_error(exc: BaseException) -> dict[str, Any]:
-    status = status_of(exc)
-    kind = {
-        400: "invalid_request_error",
-        401: "invalid_request_error",
-        403: "invalid_request_error",
-        404: "invalid_request_error",
-        413: "invalid_request_error",
-        429: "insufficient_quota",
-        503: "server_error",
-    }.get(status, "server_error")
-    code: str | None = None
-    if isinstance(exc, Unauthorized):
-        code = "invalid_api_key"
-    elif isinstance(exc, QuotaExceeded):
-        code = "insufficient_quota"
-    elif isinstance(exc, ContextLengthExceeded):
-        code = "context_length_exceeded"
-    elif isinstance(exc, ModelNotFound):
-        code = "model_not_found"
-    param = exc.field if isinstance(exc, InvalidRequest) else None
-    return {"error": {"message": message_of(exc), "type": kind, "param": param, "code": code}}
+def guarded(shape: ErrorShape) -> Callable[[Callable[P, Awaitable[Response]]], Callable[P, Awaitable[Response]]]:
+    """The tail every route shares, written once: a client that left before the answer began gets a 499
+    (nobody reads it, the log says so), any other exception the dialect's error response with its status.
+    Errors after the first byte of a stream are the stream's own (`streaming.EventStream`)."""
+
+    def wrap(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def answer(*args: P.args, **kwargs: P.kwargs) -> Response:
+            try:
+                return await handler(*args, **kwargs)
+            except ClientGone:
+                return Response(status_code=499)
+            except Exception as exc:
+                return shape.response(exc)
+
+        return answer
+
+    return wrap

@@ -9,7 +9,7 @@ A request passes, outermost first:
     routes
 
 Both wrap `send` at most, never the body, so streams flow through untouched. Refusals are JSON in the
-dialect of the path (`server/errors.py`).
+dialect that owns the path (`dialects.shape_of`, handed to each middleware by the app).
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import HostAddress
 from ..errors import Forbidden, LocalLLMError
 from ..keys import Authenticator
-from .errors import error_body, headers_of, status_of
+from .errors import ErrorShape
 
 log = logging.getLogger("localllm.server")
 
@@ -48,15 +48,16 @@ ALLOWED_HEADERS = (
 ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 PREFLIGHT_MAX_AGE = 7200  # seconds; what Chromium caps it at
 
+ShapeOf = Callable[[str, str | None], ErrorShape]  # the error shape of the dialect owning a path (and method)
 
-async def reject(scope: Scope, receive: Receive, send: Send, exc: LocalLLMError) -> None:
-    """Answer with the error's status and body, in the dialect of the request's path (a websocket is
-    closed before it opens, which the server answers with a 403)."""
+
+async def reject(scope: Scope, receive: Receive, send: Send, exc: LocalLLMError, errors: ShapeOf) -> None:
+    """Answer with the error's status and body, in the shape of the dialect owning the request's path (a
+    websocket is closed before it opens, which the server answers with a 403)."""
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
         return
-    path = str(scope.get("path", ""))
-    response = JSONResponse(error_body(path, exc), status_code=status_of(exc), headers=headers_of(exc))
+    response = errors(str(scope.get("path", "")), scope.get("method")).response(exc)
     await response(scope, receive, send)
 
 
@@ -109,8 +110,9 @@ class HostCheck:
     Beyond loopback the daemon cannot know its names, and API keys are the guard (as in Ollama).
     """
 
-    def __init__(self, app: ASGIApp, *, bound: str, port: int) -> None:
+    def __init__(self, app: ASGIApp, *, bound: str, port: int, errors: ShapeOf) -> None:
         self.app = app
+        self.errors = errors
         self.active = binds_loopback(bound)
         self.bound = bound.lower().strip("[]").rstrip(".")
         self.port = port
@@ -130,7 +132,7 @@ class HostCheck:
             "addressed to localhost, 127.0.0.1 or [::1] (a guard against DNS rebinding); a reverse proxy should "
             f"send 'Host: localhost:{self.port}'"
         )
-        await reject(scope, receive, send, Forbidden(message))
+        await reject(scope, receive, send, Forbidden(message), self.errors)
 
 
 def _pattern(origin: str) -> re.Pattern[str]:
@@ -157,8 +159,9 @@ class Cors:
     cross-site fetch and pass untouched.
     """
 
-    def __init__(self, app: ASGIApp, *, origins: Sequence[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, *, errors: ShapeOf, origins: Sequence[str] = ()) -> None:
         self.app = app
+        self.errors = errors
         self.patterns = [_pattern(o) for o in (*APP_ORIGINS, *origins)]
 
     def allowed(self, origin: str) -> bool:
@@ -180,7 +183,7 @@ class Cors:
                 f"origin {origin[:200]!r} is not allowed to call this daemon: add it to LOCALLLM_ORIGINS "
                 "(comma-separated, * wildcards, e.g. chrome-extension://*)"
             )
-            await reject(scope, receive, send, Forbidden(message))
+            await reject(scope, receive, send, Forbidden(message), self.errors)
             return
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             await self._preflight(scope, receive, send, origin, headers)
@@ -199,7 +202,9 @@ class Cors:
     async def _preflight(self, scope: Scope, receive: Receive, send: Send, origin: str, headers: Headers) -> None:
         method = headers["access-control-request-method"].strip().upper()
         if method not in ALLOWED_METHODS:
-            await reject(scope, receive, send, Forbidden(f"method {method!r} is not allowed from a browser"))
+            await reject(
+                scope, receive, send, Forbidden(f"method {method!r} is not allowed from a browser"), self.errors
+            )
             return
         requested = [h.strip().lower() for h in headers.get("access-control-request-headers", "").split(",")]
         requested = [h for h in requested if h]
@@ -207,7 +212,7 @@ class Cors:
         if refused:
             allowed = ", ".join(ALLOWED_HEADERS)
             message = f"request header {refused[0]!r} is not allowed from a browser (allowed: {allowed})"
-            await reject(scope, receive, send, Forbidden(message))
+            await reject(scope, receive, send, Forbidden(message), self.errors)
             return
         answer = Response(
             status_code=204,

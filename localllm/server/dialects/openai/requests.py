@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import InvalidRequest
-from ..service import ChatRequest, GenerateRequest
-from ..tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
-from ..types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options
-from . import requests as rq
+from ....errors import InvalidRequest
+from ....service import ChatRequest, GenerateRequest
+from ....tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
+from ....types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options
+from ... import requests as rq
 
 
 @dataclass(frozen=True)

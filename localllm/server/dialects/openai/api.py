@@ -20,16 +20,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import EngineError, ModelNotFound
-from ..names import parse_name
-from ..service import Service
-from ..tools import HeldText, parse_tool_calls
-from ..types import Done, Token, TokenLogprob, ToolCall
-from . import requests as rq
-from .dialect import merged
-from .errors import headers_of, openai_error, status_of
-from .openai_requests import Shape, to_chat_request, to_completion_request
-from .streaming import ClientGone, EventStream, prepend, sse_event, until_disconnect
+from ....errors import (
+    ContextLengthExceeded,
+    EngineError,
+    InvalidRequest,
+    ModelNotFound,
+    QuotaExceeded,
+    Unauthorized,
+)
+from ....names import parse_name
+from ....service import Service
+from ....tools import HeldText, parse_tool_calls
+from ....types import Done, Token, TokenLogprob, ToolCall
+from ... import requests as rq
+from ...errors import ErrorShape, guarded, message_of, status_of
+from ...streaming import EventStream, prepend, sse_event, until_disconnect
+from ..shared import merged
+from .requests import Shape, to_chat_request, to_completion_request
 
 FINISH = {"stop": "stop", "length": "length", "cancel": "stop"}
 SYSTEM_FINGERPRINT = "fp_localllm"
@@ -41,8 +48,24 @@ def _service(request: Request) -> Service:
     return service
 
 
-def error_response(exc: BaseException) -> JSONResponse:
-    return JSONResponse(openai_error(exc), status_code=status_of(exc), headers=headers_of(exc))
+def openai_error(exc: BaseException) -> dict[str, Any]:
+    status = status_of(exc)
+    kind = "insufficient_quota" if status == 429 else "invalid_request_error" if status < 500 else "server_error"
+    code: str | None = None
+    if isinstance(exc, Unauthorized):
+        code = "invalid_api_key"
+    elif isinstance(exc, QuotaExceeded):
+        code = "insufficient_quota"
+    elif isinstance(exc, ContextLengthExceeded):
+        code = "context_length_exceeded"
+    elif isinstance(exc, ModelNotFound):
+        code = "model_not_found"
+    param = exc.field if isinstance(exc, InvalidRequest) else None
+    return {"error": {"message": message_of(exc), "type": kind, "param": param, "code": code}}
+
+
+ERRORS = ErrorShape(openai_error)
+error_response = ERRORS.response
 
 
 def _seeded(options: Any, i: int) -> Any:
@@ -50,23 +73,19 @@ def _seeded(options: Any, i: int) -> Any:
     return options if options.seed is None or i == 0 else replace(options, seed=options.seed + i)
 
 
+@guarded(ERRORS)
 async def chat_completions(request: Request) -> Response:
-    try:
-        body = await rq.read_json(request)
-        req, shape = to_chat_request(body)
-    except Exception as exc:
-        return error_response(exc)
+    body = await rq.read_json(request)
+    req, shape = to_chat_request(body)
     service = _service(request)
     streams = [service.chat(replace(req, options=_seeded(req.options, i))) for i in range(shape.n)]
     return await _answer(request, streams, [0] * shape.n, model=body["model"], chat=True, shape=shape)
 
 
+@guarded(ERRORS)
 async def completions(request: Request) -> Response:
-    try:
-        body = await rq.read_json(request)
-        reqs, shape = to_completion_request(body)
-    except Exception as exc:
-        return error_response(exc)
+    body = await rq.read_json(request)
+    reqs, shape = to_completion_request(body)
     service = _service(request)
     each = shape.best_of  # candidates per prompt (n unless best_of asks for more)
     streams = [service.generate(replace(r, options=_seeded(r.options, i))) for r in reqs for i in range(each)]
@@ -171,12 +190,10 @@ async def _answer(
     created = int(time.time())
     try:
         firsts = list(await until_disconnect(asyncio.gather(*(s.__anext__() for s in streams)), request))
-    except ClientGone:
-        return Response(status_code=499)
-    except Exception as exc:
+    except BaseException:
         for stream in streams:
             await stream.aclose()
-        return error_response(exc)
+        raise
     chunk_object = "chat.completion.chunk" if chat else "text_completion"
 
     def envelope(obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -274,12 +291,7 @@ async def _answer(
             raise EngineError("a generation ended without a result")
         return tokens, [d for d in dones if d is not None]
 
-    try:
-        tokens, dones = await until_disconnect(collect(), request)
-    except ClientGone:
-        return Response(status_code=499)
-    except Exception as exc:
-        return error_response(exc)
+    tokens, dones = await until_disconnect(collect(), request)
     kept = _best(tokens, groups, shape.n) if shape.best_of > shape.n else list(range(len(streams)))
     choices = []
     for i, k in enumerate(kept):
@@ -325,14 +337,12 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
+@guarded(ERRORS)
 async def get_model(request: Request) -> Response:
-    try:
-        raw = request.path_params["model"]
-        stored = _service(request).store.find(parse_name(raw))
-        if stored is None:
-            raise ModelNotFound(f"model '{raw}' not found")
-    except Exception as exc:
-        return error_response(exc)
+    raw = request.path_params["model"]
+    stored = _service(request).store.find(parse_name(raw))
+    if stored is None:
+        raise ModelNotFound(f"model '{raw}' not found")
     return JSONResponse(_model_object(str(stored.name), stored.modified_at, stored.name.namespace))
 
 

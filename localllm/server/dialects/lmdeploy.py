@@ -21,12 +21,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import prompt
-from ..errors import InvalidRequest
-from ..sessions import Sessions, Turn
-from ..types import Constraints, Options, Token
-from . import requests as rq
-from .dialect import (
+from ... import prompt
+from ...errors import InvalidRequest
+from ...sessions import Sessions, Turn
+from ...types import Constraints, Options, Token
+from .. import requests as rq
+from ..errors import ErrorShape, guarded, message_of, status_of
+from ..schema import ANY_LIST, OBJ, SERVING_CODES, SERVING_ERROR, body, obj, responses
+from ..streaming import EventStream, ndjson_line, until_disconnect
+from .contract import Dialect
+from .shared import (
     Events,
     Generation,
     check_fields,
@@ -38,8 +42,6 @@ from .dialect import (
     service_of,
     stop_strings,
 )
-from .errors import headers_of, message_of, status_of
-from .streaming import ClientGone, EventStream, ndjson_line, until_disconnect
 
 FIELDS = (
     "prompt",
@@ -91,8 +93,8 @@ def lmdeploy_error(exc: BaseException) -> dict[str, Any]:
     return {"object": "error", "message": message_of(exc), "code": status, "param": param, "type": kind}
 
 
-def error_response(exc: BaseException) -> JSONResponse:
-    return JSONResponse(lmdeploy_error(exc), status_code=status_of(exc), headers=headers_of(exc))
+ERRORS = ErrorShape(lmdeploy_error)
+error_response = ERRORS.response
 
 
 def _answer_object(text: str, tokens: int, turn: Turn, finish: str | None) -> dict[str, Any]:
@@ -148,88 +150,71 @@ def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+@guarded(ERRORS)
 async def interactive(request: Request) -> Response:
-    try:
-        body = await rq.read_json(request)
-    except Exception as exc:
-        return error_response(exc)
-    return await answer(request, body)
+    return await answer(request, await rq.read_json(request))
 
 
+@guarded(ERRORS)
 async def answer(request: Request, body: dict[str, Any]) -> Response:
     """One turn of a session (or a cancel), as `/v1/chat/interactive` and the legacy `/generate` take it."""
     service = service_of(request)
     sessions = sessions_of(request)
-    try:
-        check_fields(body, FIELDS)
-        for unsupported in ("image_url", "adapter_name"):
-            if body.get(unsupported) is not None:
-                raise InvalidRequest(f"{unsupported} is not supported here", field=unsupported)
-        flag(body, "skip_special_tokens", True)
-        flag(body, "spaces_between_special_tokens", True)
-        sid = _session_id(body)
-        stop = body.get("stop")
-        cancel = flag(body, "cancel") or stop is True  # the legacy API's `stop: true` meant cancel
-        stops = () if isinstance(stop, bool) else stop_strings(body, "stop")
-        if cancel:
-            if sid == -1:
-                raise InvalidRequest("please set a session_id to cancel a request", field="session_id")
-            sessions.cancel(sid)
-            return JSONResponse(_nothing(0))
-        legacy = body.get("sequence_start") is not None or body.get("sequence_end") is not None
-        if legacy and body.get("interactive_mode") is not None:
-            raise InvalidRequest(
-                "use either interactive_mode or sequence_start/sequence_end, not both", field="interactive_mode"
-            )
-        text: str = rq.field(body, "prompt", str, required=True)
-        stream = flag(body, "stream")
+    check_fields(body, FIELDS)
+    for unsupported in ("image_url", "adapter_name"):
+        if body.get(unsupported) is not None:
+            raise InvalidRequest(f"{unsupported} is not supported here", field=unsupported)
+    flag(body, "skip_special_tokens", True)
+    flag(body, "spaces_between_special_tokens", True)
+    sid = _session_id(body)
+    stop = body.get("stop")
+    cancel = flag(body, "cancel") or stop is True  # the legacy API's `stop: true` meant cancel
+    stops = () if isinstance(stop, bool) else stop_strings(body, "stop")
+    if cancel:
         if sid == -1:
-            sid = sessions.new_id()
-        existing = sessions.get(sid)
-        if legacy:
-            start, end = flag(body, "sequence_start", True), flag(body, "sequence_end")
-            if not start and existing is None:
-                raise InvalidRequest(
-                    f"session {sid} does not exist (it ended, expired, or its model was unloaded): "
-                    "open it with sequence_start true",
-                    field="sequence_start",
-                )
-        else:
-            start, end = existing is None, not flag(body, "interactive_mode")
-        if not text:
-            if not end:
-                raise InvalidRequest("prompt is empty: nothing to say in this turn", field="prompt")
-            history = len(existing.context) if existing is not None else 0
-            sessions.end(sid)
-            return JSONResponse(_nothing(history))
-        if existing is not None and body.get("model") is None:
-            name = existing.model
-        else:
-            name = choose_model(body, service)
-        options, constraints = _sampling(body, stops, legacy=legacy)
-        if stream:
-            constraints = replace(constraints, logprobs=0)  # to count the tokens as they come
-        turn, events = await sessions.turn(
-            sid, name, text, start=start, end=end, options=options, constraints=constraints
+            raise InvalidRequest("please set a session_id to cancel a request", field="session_id")
+        sessions.cancel(sid)
+        return JSONResponse(_nothing(0))
+    legacy = body.get("sequence_start") is not None or body.get("sequence_end") is not None
+    if legacy and body.get("interactive_mode") is not None:
+        raise InvalidRequest(
+            "use either interactive_mode or sequence_start/sequence_end, not both", field="interactive_mode"
         )
-    except Exception as exc:
-        return error_response(exc)
-    try:
-        events = await opened(events, request)
-    except ClientGone:
-        return Response(status_code=499)
-    except Exception as exc:
-        return error_response(exc)
+    text: str = rq.field(body, "prompt", str, required=True)
+    stream = flag(body, "stream")
+    if sid == -1:
+        sid = sessions.new_id()
+    existing = sessions.get(sid)
+    if legacy:
+        start, end = flag(body, "sequence_start", True), flag(body, "sequence_end")
+        if not start and existing is None:
+            raise InvalidRequest(
+                f"session {sid} does not exist (it ended, expired, or its model was unloaded): "
+                "open it with sequence_start true",
+                field="sequence_start",
+            )
+    else:
+        start, end = existing is None, not flag(body, "interactive_mode")
+    if not text:
+        if not end:
+            raise InvalidRequest("prompt is empty: nothing to say in this turn", field="prompt")
+        history = len(existing.context) if existing is not None else 0
+        sessions.end(sid)
+        return JSONResponse(_nothing(history))
+    if existing is not None and body.get("model") is None:
+        name = existing.model
+    else:
+        name = choose_model(body, service)
+    options, constraints = _sampling(body, stops, legacy=legacy)
+    if stream:
+        constraints = replace(constraints, logprobs=0)  # to count the tokens as they come
+    turn, events = await sessions.turn(sid, name, text, start=start, end=end, options=options, constraints=constraints)
+    events = await opened(events, request)
     if stream:
         return EventStream(
             _lines(events, turn), frame=ndjson_line, on_error=lmdeploy_error, media_type="application/x-ndjson"
         )
-    try:
-        gen = await until_disconnect(collect(events), request)
-    except ClientGone:
-        return Response(status_code=499)
-    except Exception as exc:
-        return error_response(exc)
+    gen = await until_disconnect(collect(events), request)
     return JSONResponse(_final(gen.text, gen, turn))
 
 
@@ -258,33 +243,31 @@ async def _lines(events: Events, turn: Turn) -> AsyncGenerator[Any, None]:
         return
 
 
+@guarded(ERRORS)
 async def encode(request: Request) -> Response:
     """`POST /v1/encode`: token ids of one input or several, through the chat template with `do_preprocess`."""
     service = service_of(request)
-    try:
-        body = await rq.read_json(request)
-        check_fields(body, ("input", "do_preprocess", "add_bos", "model"))
-        raw = body.get("input")
-        inputs = [raw] if isinstance(raw, str) else raw
-        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            raise InvalidRequest("input must be a string or a list of strings", field="input")
-        name = choose_model(body, service)
-        model = service.model(name)
-        preprocess = flag(body, "do_preprocess")
-        add_bos = flag(body, "add_bos", True)
-        ids = []
-        for item in inputs:
-            if preprocess:
-                item = prompt.render_generate(
-                    item,
-                    system=model.system,
-                    template=model.template,
-                    bos_token=model.info.bos_token,
-                    eos_token=model.info.eos_token,
-                )
-            ids.append([t for t, _ in await service.tokenize(name, item, add_bos=add_bos)])
-    except Exception as exc:
-        return error_response(exc)
+    body = await rq.read_json(request)
+    check_fields(body, ("input", "do_preprocess", "add_bos", "model"))
+    raw = body.get("input")
+    inputs = [raw] if isinstance(raw, str) else raw
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        raise InvalidRequest("input must be a string or a list of strings", field="input")
+    name = choose_model(body, service)
+    model = service.model(name)
+    preprocess = flag(body, "do_preprocess")
+    add_bos = flag(body, "add_bos", True)
+    ids = []
+    for item in inputs:
+        if preprocess:
+            item = prompt.render_generate(
+                item,
+                system=model.system,
+                template=model.template,
+                bos_token=model.info.bos_token,
+                eos_token=model.info.eos_token,
+            )
+        ids.append([t for t, _ in await service.tokenize(name, item, add_bos=add_bos)])
     if isinstance(raw, str):
         return JSONResponse({"input_ids": ids[0], "length": len(ids[0])})
     return JSONResponse({"input_ids": ids, "length": [len(i) for i in ids]})
@@ -294,3 +277,27 @@ routes = [
     Route("/v1/chat/interactive", interactive, methods=["POST"]),
     Route("/v1/encode", encode, methods=["POST"]),
 ]
+
+
+def paths() -> dict[str, Any]:
+    return {
+        "/v1/chat/interactive": {
+            "post": {
+                "summary": "LMDeploy interactive session",
+                "requestBody": body(OBJ),
+                "responses": responses(SERVING_ERROR, OBJ, stream="application/x-ndjson", codes=SERVING_CODES),
+            }
+        },
+        "/v1/encode": {
+            "post": {
+                "summary": "LMDeploy encode",
+                "requestBody": body(OBJ),
+                "responses": responses(
+                    SERVING_ERROR, obj({"input_ids": ANY_LIST, "length": ANY_LIST}), codes=SERVING_CODES
+                ),
+            }
+        },
+    }
+
+
+DIALECT = Dialect("lmdeploy", routes, ERRORS, paths)

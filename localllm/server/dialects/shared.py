@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from ..errors import EngineError, InvalidRequest
-from ..names import ModelName, parse_name
-from ..service import Service
-from ..types import Constraints, Done, Options, Token, TokenLogprob
-from . import requests as rq
-from .streaming import first_item, prepend, until_disconnect
+from ...errors import EngineError, InvalidRequest
+from ...names import ModelName, parse_name
+from ...service import Service
+from ...types import Constraints, Done, Options, Token, TokenLogprob
+from .. import requests as rq
+from ..streaming import first_item, prepend, until_disconnect
 
 T = TypeVar("T")
 Events = AsyncGenerator[Token | Done, None]
@@ -82,6 +82,13 @@ def number(
             parts.append(f"{'<' if open_high else '<='} {high}")
         raise InvalidRequest(f"{prefix}{key} must be {' and '.join(parts)}, got {value}", field=f"{prefix}{key}")
     return value if integer else float(value)
+
+
+def dimensions(body: dict[str, Any]) -> int | None:
+    value = rq.field(body, "dimensions", int)
+    if value is not None and value < 1:
+        raise InvalidRequest(f"dimensions must be at least 1, got {value}", field="dimensions")
+    return value if value is None else int(value)
 
 
 def flag(body: dict[str, Any], key: str, default: bool = False, *, prefix: str = "") -> bool:

@@ -1,7 +1,7 @@
 """Hugging Face TGI's API: `POST /generate`, `/generate_stream`, `POST /` (with `stream`), `GET /info`,
 `GET /health`, `POST /tokenize`; errors `{"error", "error_type"}` with 422, 424 or 429.
 
-Request bodies are translated in `tgi_requests.py`. Each generated token comes with its id and
+Request bodies are translated in `requests.py`. Each generated token comes with its id and
 log-probability; a generation that ends on the end-of-sequence token lists that token last (`special: true`,
 its log-probability null). `prefill` tokens have null log-probabilities: the runner evaluates the prompt
 without computing them.
@@ -21,15 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
-from ..errors import AccessDenied, BodyTooLarge, EngineError, InvalidRequest, ModelNotFound, QuotaExceeded, ServerBusy
-from ..service import GenerateRequest, Model, Service
-from ..types import Done, Token, TokenLogprob
-from . import requests as rq
-from .dialect import Generation, check_fields, choose_model, collect_all, opened, service_of
-from .errors import headers_of, message_of, status_of
-from .streaming import ClientGone, EventStream
-from .tgi_requests import MAX_BEST_OF, MAX_STOP_SEQUENCES, PARAMETERS, PREFIX, TGIRequest, parse
+from .... import __version__
+from ....errors import AccessDenied, BodyTooLarge, EngineError, InvalidRequest, ModelNotFound, QuotaExceeded, ServerBusy
+from ....service import GenerateRequest, Model, Service
+from ....types import Done, Token, TokenLogprob
+from ... import requests as rq
+from ...errors import ErrorShape, guarded, message_of, status_of
+from ...streaming import EventStream
+from ..shared import Generation, check_fields, choose_model, collect_all, opened, service_of
+from .requests import MAX_BEST_OF, MAX_STOP_SEQUENCES, PARAMETERS, PREFIX, TGIRequest, parse
 
 # -- errors --------------------------------------------------------------------------------------------
 
@@ -47,15 +47,16 @@ def _status(exc: BaseException) -> tuple[int, str]:
         return status_of(exc), "authentication"
     if isinstance(exc, EngineError):
         return 424, "generation"
-    return 500, "incomplete_generation"
+    status = status_of(exc)  # a route that is not there (404, 405), or an unexpected error (500)
+    return status, "validation" if status < 500 else "incomplete_generation"
 
 
 def tgi_error(exc: BaseException) -> dict[str, Any]:
     return {"error": message_of(exc), "error_type": _status(exc)[1]}
 
 
-def error_response(exc: BaseException) -> JSONResponse:
-    return JSONResponse(tgi_error(exc), status_code=_status(exc)[0], headers=headers_of(exc))
+ERRORS = ErrorShape(tgi_error, lambda exc: _status(exc)[0])
+error_response = ERRORS.response
 
 
 def _sse(obj: Any) -> bytes:
@@ -176,28 +177,26 @@ async def compat_generate(request: Request) -> Response:
     return await answer(request, None, stream=None, listed=True)
 
 
+@guarded(ERRORS)
 async def answer(
     request: Request, body: dict[str, Any] | None, *, stream: bool | None, listed: bool = False
 ) -> Response:
     """Serve a TGI generation; `body` when the caller has read it already (the `/generate` dispatcher)."""
     started = time.perf_counter()
     service = service_of(request)
-    try:
-        body = body if body is not None else await rq.read_json(request)
-        req = parse(body, service, stream=stream)
-        model = service.model(req.model)
-        inputs = req.inputs
-        if req.truncate is not None:
-            pieces = await service.tokenize(req.model, inputs)
-            if len(pieces) > req.truncate:
-                inputs = inputs[char_offsets(inputs, pieces)[len(pieces) - req.truncate][0] :]
-                req = replace(req, inputs=inputs)
-        prefill: list[dict[str, Any]] = []
-        if req.decoder_input_details:
-            pieces = await service.tokenize(req.model, inputs)
-            prefill = [_prefill(model, t, p) for t, p in pieces]
-    except Exception as exc:
-        return error_response(exc)
+    body = body if body is not None else await rq.read_json(request)
+    req = parse(body, service, stream=stream)
+    model = service.model(req.model)
+    inputs = req.inputs
+    if req.truncate is not None:
+        pieces = await service.tokenize(req.model, inputs)
+        if len(pieces) > req.truncate:
+            inputs = inputs[char_offsets(inputs, pieces)[len(pieces) - req.truncate][0] :]
+            req = replace(req, inputs=inputs)
+    prefill: list[dict[str, Any]] = []
+    if req.decoder_input_details:
+        pieces = await service.tokenize(req.model, inputs)
+        prefill = [_prefill(model, t, p) for t, p in pieces]
     seeds = [req.options.seed] if req.best_of == 1 else [secrets.randbelow(2**32) for _ in range(req.best_of)]
     streams = [
         service.generate(
@@ -211,17 +210,10 @@ async def answer(
         )
         for s in seeds
     ]
-    try:
-        if req.stream:  # one generation: best_of > 1 is refused with streaming
-            events = await opened(streams[0], request)
-            return EventStream(
-                _events(events, req, model), frame=_sse, on_error=tgi_error, media_type="text/event-stream"
-            )
-        gens = await collect_all(streams, request)
-    except ClientGone:
-        return Response(status_code=499)
-    except Exception as exc:
-        return error_response(exc)
+    if req.stream:  # one generation: best_of > 1 is refused with streaming
+        events = await opened(streams[0], request)
+        return EventStream(_events(events, req, model), frame=_sse, on_error=tgi_error, media_type="text/event-stream")
+    gens = await collect_all(streams, request)
     order = sorted(range(len(gens)), key=lambda i: _mean_logprob(gens[i]), reverse=True)
     sequences = [
         _sequence(gens[i], replace(req, options=replace(req.options, seed=seeds[i])), model, prefill) for i in order
@@ -330,16 +322,14 @@ async def health(request: Request) -> Response:
     return Response(status_code=200)
 
 
+@guarded(ERRORS)
 async def tokenize(request: Request, body: dict[str, Any]) -> Response:
     """`POST /tokenize` with TGI's body: each token's id, text and character offsets in `inputs`."""
     service = service_of(request)
-    try:
-        check_fields(body, ("inputs", "parameters", "stream", "model"))
-        check_fields(rq.field(body, "parameters", dict, {}), PARAMETERS, prefix=PREFIX)
-        inputs = rq.field(body, "inputs", str, required=True)
-        pieces = await service.tokenize(choose_model(body, service), inputs)
-    except Exception as exc:
-        return error_response(exc)
+    check_fields(body, ("inputs", "parameters", "stream", "model"))
+    check_fields(rq.field(body, "parameters", dict, {}), PARAMETERS, prefix=PREFIX)
+    inputs = rq.field(body, "inputs", str, required=True)
+    pieces = await service.tokenize(choose_model(body, service), inputs)
     spans = char_offsets(inputs, pieces)
     return JSONResponse(
         [

@@ -10,42 +10,39 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..create import CreateRequest, create
-from ..errors import InvalidRequest
-from ..store import check_digest
-from ..types import parse_options
-from . import requests as rq
-from .ollama_api import _messages, _service, _stream_or_error, error_response
+from ....create import CreateRequest, create
+from ....errors import InvalidRequest
+from ....store import check_digest
+from ....types import parse_options
+from ... import requests as rq
+from ...errors import guarded
+from .api import ERRORS, _messages, _service, stream_or_whole
 
 
+@guarded(ERRORS)
 async def blob_exists(request: Request) -> Response:
-    try:
-        digest = check_digest(request.path_params["digest"])
-    except Exception as exc:
-        return error_response(exc)
+    digest = check_digest(request.path_params["digest"])
     return Response(status_code=200 if _service(request).store.has_blob(digest) else 404)
 
 
+@guarded(ERRORS)
 async def upload_blob(request: Request) -> Response:
     """Store the body as the blob `digest`, verified: a body that hashes otherwise is a 400, nothing kept."""
+    store = _service(request).store
+    digest = check_digest(request.path_params["digest"])
+    if store.has_blob(digest):
+        return Response(status_code=200)
+    upload = store.upload(digest)
     try:
-        store = _service(request).store
-        digest = check_digest(request.path_params["digest"])
-        if store.has_blob(digest):
-            return Response(status_code=200)
-        upload = store.upload(digest)
-        try:
-            async for chunk in request.stream():
-                upload.write(chunk)
-        except ClientDisconnect:
-            upload.abort()
-            return Response(status_code=499)
-        except BaseException:
-            upload.abort()
-            raise
-        upload.commit()
-    except Exception as exc:
-        return error_response(exc)
+        async for chunk in request.stream():
+            upload.write(chunk)
+    except ClientDisconnect:
+        upload.abort()
+        return Response(status_code=499)
+    except BaseException:
+        upload.abort()
+        raise
+    upload.commit()
     return Response(status_code=201)
 
 
@@ -91,20 +88,18 @@ def to_create_request(body: dict[str, Any]) -> CreateRequest:
     )
 
 
+@guarded(ERRORS)
 async def create_model(request: Request) -> Response:
-    try:
-        body = await rq.read_json(request)
-        req = to_create_request(body)
-        stream = rq.field(body, "stream", bool, True)
-    except Exception as exc:
-        return error_response(exc)
+    body = await rq.read_json(request)
+    req = to_create_request(body)
+    stream = rq.field(body, "stream", bool, True)
 
     async def lines() -> AsyncGenerator[dict[str, Any], None]:
         async with contextlib.aclosing(create(_service(request), req)) as progress:
             async for step in progress:
                 yield step.as_dict()
 
-    return await _stream_or_error(lines(), request, stream=stream)
+    return await stream_or_whole(lines(), request, stream=stream)
 
 
 routes = [

@@ -13,15 +13,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .. import __version__, create, modelfile
-from ..errors import InvalidRequest
-from ..service import ChatRequest, GenerateRequest, Model, Service
-from ..store import MEDIA_ADAPTER, Store
-from ..tools import HeldText, new_call_id, parse_tool_calls, parse_tools
-from ..types import ROLES, ChatMessage, Constraints, Done, Token, Tool, ToolCall, parse_options
-from . import requests as rq
-from .errors import headers_of, ollama_error, status_of
-from .streaming import ClientGone, EventStream, first_item, ndjson_line, prepend, until_disconnect
+from .... import __version__, create, modelfile
+from ....errors import InvalidRequest
+from ....service import ChatRequest, GenerateRequest, Model, Service
+from ....store import MEDIA_ADAPTER, Store
+from ....tools import HeldText, new_call_id, parse_tool_calls, parse_tools
+from ....types import ROLES, ChatMessage, Constraints, Done, Token, Tool, ToolCall, parse_options
+from ... import requests as rq
+from ...errors import ErrorShape, guarded, message_of
+from ...streaming import EventStream, first_item, ndjson_line, prepend, until_disconnect
 
 
 def _service(request: Request) -> Service:
@@ -37,22 +37,21 @@ def timestamp(t: float | None = None) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def error_response(exc: BaseException) -> JSONResponse:
-    return JSONResponse(ollama_error(exc), status_code=status_of(exc), headers=headers_of(exc))
+def ollama_error(exc: BaseException) -> dict[str, Any]:
+    return {"error": message_of(exc)}
 
 
-async def _stream_or_error(items: AsyncGenerator[Any, None], request: Request, *, stream: bool) -> Response:
+ERRORS = ErrorShape(ollama_error)
+error_response = ERRORS.response
+
+
+async def stream_or_whole(items: AsyncGenerator[Any, None], request: Request, *, stream: bool) -> Response:
     """Answer with the stream (its first item pulled first, so early errors get a real status), or, with
     `stream: false`, the items merged into one object."""
     try:
         first = await first_item(items, request)
     except StopAsyncIteration:
         return JSONResponse({})
-    except ClientGone:
-        return Response(status_code=499)
-    except Exception as exc:
-        await items.aclose()
-        return error_response(exc)
     if stream:
         return EventStream(
             prepend(first, items), frame=ndjson_line, on_error=ollama_error, media_type="application/x-ndjson"
@@ -65,12 +64,7 @@ async def _stream_or_error(items: AsyncGenerator[Any, None], request: Request, *
                 merged = _merge(merged, item)
         return merged
 
-    try:
-        return JSONResponse(await until_disconnect(merge_all(), request))
-    except ClientGone:
-        return Response(status_code=499)
-    except Exception as exc:
-        return error_response(exc)
+    return JSONResponse(await until_disconnect(merge_all(), request))
 
 
 def _merge(acc: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
@@ -204,33 +198,31 @@ def _context(body: dict[str, Any]) -> tuple[int, ...]:
     return tuple(raw)
 
 
+@guarded(ERRORS)
 async def generate(request: Request) -> Response:
-    try:
-        body = await rq.read_json(request)
-        name = rq.model_name(body)
-        _refuse_unsupported(body)
-        raw = rq.field(body, "raw", bool, False)
-        context = _context(body)
-        if raw and (body.get("template") or body.get("system") or context):
-            raise InvalidRequest("raw mode does not support template, system, or context", field="raw")
-        req = GenerateRequest(
-            model=name,
-            prompt=rq.field(body, "prompt", str, ""),
-            system=rq.field(body, "system", str),
-            raw=raw,
-            options=parse_options(body.get("options")),
-            keep_alive=rq.keep_alive(body),
-            constraints=replace(_constraints(body), context=context),
-            suffix=rq.field(body, "suffix", str) or None,
-            template=rq.field(body, "template", str) or None,
-            truncate=_truncate(body),
-        )
-        stream = rq.field(body, "stream", bool, True)
-    except Exception as exc:
-        return error_response(exc)
+    body = await rq.read_json(request)
+    name = rq.model_name(body)
+    _refuse_unsupported(body)
+    raw = rq.field(body, "raw", bool, False)
+    context = _context(body)
+    if raw and (body.get("template") or body.get("system") or context):
+        raise InvalidRequest("raw mode does not support template, system, or context", field="raw")
+    req = GenerateRequest(
+        model=name,
+        prompt=rq.field(body, "prompt", str, ""),
+        system=rq.field(body, "system", str),
+        raw=raw,
+        options=parse_options(body.get("options")),
+        keep_alive=rq.keep_alive(body),
+        constraints=replace(_constraints(body), context=context),
+        suffix=rq.field(body, "suffix", str) or None,
+        template=rq.field(body, "template", str) or None,
+        truncate=_truncate(body),
+    )
+    stream = rq.field(body, "stream", bool, True)
 
     events = _service(request).generate(req)
-    return await _stream_or_error(
+    return await stream_or_whole(
         _lines(events, str(req.model), "response", context=not req.raw), request, stream=stream
     )
 
@@ -270,27 +262,25 @@ def _message_calls(item: dict[str, Any], label: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
+@guarded(ERRORS)
 async def chat(request: Request) -> Response:
-    try:
-        body = await rq.read_json(request)
-        name = rq.model_name(body)
-        _refuse_unsupported(body)
-        req = ChatRequest(
-            model=name,
-            messages=_messages(body),
-            options=parse_options(body.get("options")),
-            keep_alive=rq.keep_alive(body),
-            constraints=_constraints(body),
-            tools=parse_tools(body.get("tools")),
-            truncate=_truncate(body),
-        )
-        stream = rq.field(body, "stream", bool, True)
-    except Exception as exc:
-        return error_response(exc)
+    body = await rq.read_json(request)
+    name = rq.model_name(body)
+    _refuse_unsupported(body)
+    req = ChatRequest(
+        model=name,
+        messages=_messages(body),
+        options=parse_options(body.get("options")),
+        keep_alive=rq.keep_alive(body),
+        constraints=_constraints(body),
+        tools=parse_tools(body.get("tools")),
+        truncate=_truncate(body),
+    )
+    stream = rq.field(body, "stream", bool, True)
 
     events = _service(request).chat(req)
     lines = _lines(events, str(req.model), "message", context=False, tools=req.tools)
-    return await _stream_or_error(lines, request, stream=stream)
+    return await stream_or_whole(lines, request, stream=stream)
 
 
 def model_entry(model: Model) -> dict[str, Any]:
@@ -352,14 +342,12 @@ def _format_modelfile(model: Model, store: Store) -> str:
     )
 
 
+@guarded(ERRORS)
 async def show(request: Request) -> Response:
-    try:
-        body = await rq.read_json(request)
-        model = _service(request).model(rq.model_name(body, _name_field(body)))
-        verbose = rq.field(body, "verbose", bool, False)
-    except Exception as exc:
-        return error_response(exc)
-    from ..gguf import read_metadata
+    body = await rq.read_json(request)
+    model = _service(request).model(rq.model_name(body, _name_field(body)))
+    verbose = rq.field(body, "verbose", bool, False)
+    from ....gguf import read_metadata
 
     info = read_metadata(model.path, verbose=verbose) if verbose else dict(model.info.metadata)
     info["general.parameter_count"] = model.info.parameter_count
@@ -381,37 +369,31 @@ async def show(request: Request) -> Response:
     )
 
 
+@guarded(ERRORS)
 async def pull(request: Request) -> Response:
-    try:
-        body = await rq.read_json(request)
-        name = rq.model_name(body, _name_field(body))
-        stream = rq.field(body, "stream", bool, True)
-    except Exception as exc:
-        return error_response(exc)
+    body = await rq.read_json(request)
+    name = rq.model_name(body, _name_field(body))
+    stream = rq.field(body, "stream", bool, True)
 
     async def lines() -> AsyncGenerator[dict[str, Any], None]:
         async with contextlib.aclosing(create.pull(_service(request), name)) as progress:
             async for step in progress:
                 yield step.as_dict()
 
-    return await _stream_or_error(lines(), request, stream=stream)
+    return await stream_or_whole(lines(), request, stream=stream)
 
 
+@guarded(ERRORS)
 async def delete(request: Request) -> Response:
-    try:
-        body = await rq.read_json(request)
-        await _service(request).delete(rq.model_name(body, _name_field(body)))
-    except Exception as exc:
-        return error_response(exc)
+    body = await rq.read_json(request)
+    await _service(request).delete(rq.model_name(body, _name_field(body)))
     return Response(status_code=200)
 
 
+@guarded(ERRORS)
 async def copy(request: Request) -> Response:
-    try:
-        body = await rq.read_json(request)
-        _service(request).copy(rq.model_name(body, "source"), rq.model_name(body, "destination"))
-    except Exception as exc:
-        return error_response(exc)
+    body = await rq.read_json(request)
+    _service(request).copy(rq.model_name(body, "source"), rq.model_name(body, "destination"))
     return Response(status_code=200)
 
 

@@ -16,12 +16,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import InvalidRequest
-from ..names import ModelName
-from ..service import GenerateRequest
-from ..types import Constraints, Done, Options, Token
-from . import requests as rq
-from .dialect import (
+from ...errors import InvalidRequest
+from ...names import ModelName
+from ...service import GenerateRequest
+from ...types import Constraints, Done, Options, Token
+from .. import requests as rq
+from ..errors import ErrorShape, guarded, message_of, status_of
+from ..streaming import EventStream
+from .contract import Dialect
+from .shared import (
     Events,
     check_fields,
     choose_model,
@@ -32,8 +35,6 @@ from .dialect import (
     service_of,
     vllm_sampling,
 )
-from .errors import headers_of, message_of, status_of
-from .streaming import ClientGone, EventStream
 
 FIELDS = (
     "prompt",
@@ -96,8 +97,8 @@ def vllm_error(exc: BaseException) -> dict[str, Any]:
     return {"object": "error", "message": message_of(exc), "type": kind, "param": param, "code": status}
 
 
-def error_response(exc: BaseException) -> JSONResponse:
-    return JSONResponse(vllm_error(exc), status_code=status_of(exc), headers=headers_of(exc))
+ERRORS = ErrorShape(vllm_error)
+error_response = ERRORS.response
 
 
 def _line(obj: Any) -> bytes:
@@ -105,12 +106,10 @@ def _line(obj: Any) -> bytes:
     return (json.dumps(obj) + "\n").encode()
 
 
+@guarded(ERRORS)
 async def answer(request: Request, body: dict[str, Any]) -> Response:
     service = service_of(request)
-    try:
-        req = parse(body, choose_model(body, service))
-    except Exception as exc:
-        return error_response(exc)
+    req = parse(body, choose_model(body, service))
     streams: list[Events] = [
         service.generate(
             GenerateRequest(
@@ -123,20 +122,15 @@ async def answer(request: Request, body: dict[str, Any]) -> Response:
         )
         for i in range(req.n)
     ]
-    try:
-        if req.stream:
-            events = await opened_merged(streams, request)
-            return EventStream(
-                _cumulative(events, req.n, req.prompt),
-                frame=_line,
-                on_error=vllm_error,
-                media_type="application/x-ndjson",
-            )
-        gens = await collect_all(streams, request)
-    except ClientGone:
-        return Response(status_code=499)
-    except Exception as exc:
-        return error_response(exc)
+    if req.stream:
+        events = await opened_merged(streams, request)
+        return EventStream(
+            _cumulative(events, req.n, req.prompt),
+            frame=_line,
+            on_error=vllm_error,
+            media_type="application/x-ndjson",
+        )
+    gens = await collect_all(streams, request)
     return JSONResponse({"text": [req.prompt + gen.text for gen in gens]})
 
 
@@ -150,18 +144,16 @@ async def _cumulative(
             yield {"text": list(texts)}
 
 
+@guarded(ERRORS)
 async def tokenize(request: Request, body: dict[str, Any]) -> Response:
     """vLLM's `POST /tokenize` (`prompt`): the token ids, their count and the model's context length."""
     service = service_of(request)
-    try:
-        check_fields(body, ("prompt", "model", "add_special_tokens", "return_token_strs"))
-        prompt = rq.field(body, "prompt", str, required=True)
-        name = choose_model(body, service)
-        model = service.model(name)
-        pieces = await service.tokenize(name, prompt, add_bos=flag(body, "add_special_tokens", True))
-        strs = flag(body, "return_token_strs")
-    except Exception as exc:
-        return error_response(exc)
+    check_fields(body, ("prompt", "model", "add_special_tokens", "return_token_strs"))
+    prompt = rq.field(body, "prompt", str, required=True)
+    name = choose_model(body, service)
+    model = service.model(name)
+    pieces = await service.tokenize(name, prompt, add_bos=flag(body, "add_special_tokens", True))
+    strs = flag(body, "return_token_strs")
     trained = model.info.context_length or service.settings.context_length
     out: dict[str, Any] = {
         "count": len(pieces),
@@ -172,3 +164,7 @@ async def tokenize(request: Request, body: dict[str, Any]) -> Response:
     if strs:
         out["token_strs"] = [p.decode("utf-8", "replace") for _, p in pieces]
     return JSONResponse(out)
+
+
+# No routes of its own: `POST /generate` and `POST /tokenize` (compat.py) hand vLLM's bodies to it.
+DIALECT = Dialect("vllm", (), ERRORS)

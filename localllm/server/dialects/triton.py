@@ -21,15 +21,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
-from ..errors import InvalidRequest, ModelNotFound
-from ..names import ModelName, parse_name
-from ..service import GenerateRequest
-from ..types import Constraints, Done, Options, Token
-from . import requests as rq
-from .dialect import Events, check_fields, collect, flag, opened, service_of, vllm_sampling
-from .errors import headers_of, message_of, status_of
-from .streaming import ClientGone, EventStream, sse_event, until_disconnect
+from ... import __version__
+from ...errors import InvalidRequest, ModelNotFound
+from ...names import ModelName, parse_name
+from ...service import GenerateRequest
+from ...types import Constraints, Done, Options, Token
+from .. import requests as rq
+from ..errors import ErrorShape, guarded, message_of
+from ..schema import OBJ, SSE, STR, TRITON_ERROR, body, obj, path_parameter, responses
+from ..streaming import EventStream, sse_event, until_disconnect
+from .contract import Dialect
+from .shared import Events, check_fields, collect, flag, opened, service_of, vllm_sampling
 
 VERSION = "1"
 INPUTS = (
@@ -65,8 +67,8 @@ def triton_error(exc: BaseException) -> dict[str, Any]:
     return {"error": message_of(exc)}
 
 
-def error_response(exc: BaseException) -> JSONResponse:
-    return JSONResponse(triton_error(exc), status_code=status_of(exc), headers=headers_of(exc))
+ERRORS = ErrorShape(triton_error)
+error_response = ERRORS.response
 
 
 def _model(request: Request) -> tuple[str, ModelName]:
@@ -151,12 +153,10 @@ async def health(request: Request) -> Response:
     return Response(status_code=200)
 
 
+@guarded(ERRORS)
 async def model_metadata(request: Request) -> Response:
-    try:
-        raw, name = _model(request)
-        service_of(request).model(name)
-    except Exception as exc:
-        return error_response(exc)
+    raw, name = _model(request)
+    service_of(request).model(name)
     tensor = {"datatype": "BYTES", "shape": [1]}
     return JSONResponse(
         {
@@ -173,13 +173,11 @@ async def model_metadata(request: Request) -> Response:
     )
 
 
+@guarded(ERRORS)
 async def model_ready(request: Request) -> Response:
     """Ready when stored: a model is loaded on its first request."""
-    try:
-        _, name = _model(request)
-        service_of(request).model(name)
-    except Exception as exc:
-        return error_response(exc)
+    _, name = _model(request)
+    service_of(request).model(name)
     return Response(status_code=200)
 
 
@@ -191,28 +189,21 @@ async def generate_stream(request: Request) -> Response:
     return await _generate(request, streaming=True)
 
 
+@guarded(ERRORS)
 async def _generate(request: Request, *, streaming: bool) -> Response:
     service = service_of(request)
-    try:
-        raw, name = _model(request)
-        req = parse(await rq.read_json(request))
-        if not streaming and req.stream:
-            raise InvalidRequest("stream is true: use generate_stream for a streamed answer", field="stream")
-        stream = streaming and req.stream is not False
-        if stream and req.exclude_input is False:
-            raise InvalidRequest("exclude_input_in_output must be true when streaming", field="exclude_input_in_output")
-        prepend_input = not stream and req.exclude_input is not True
-    except Exception as exc:
-        return error_response(exc)
+    raw, name = _model(request)
+    req = parse(await rq.read_json(request))
+    if not streaming and req.stream:
+        raise InvalidRequest("stream is true: use generate_stream for a streamed answer", field="stream")
+    stream = streaming and req.stream is not False
+    if stream and req.exclude_input is False:
+        raise InvalidRequest("exclude_input_in_output must be true when streaming", field="exclude_input_in_output")
+    prepend_input = not stream and req.exclude_input is not True
     events = service.generate(
         GenerateRequest(model=name, prompt=req.text, raw=True, options=req.options, constraints=req.constraints)
     )
-    try:
-        events = await opened(events, request)
-    except ClientGone:
-        return Response(status_code=499)
-    except Exception as exc:
-        return error_response(exc)
+    events = await opened(events, request)
     head: dict[str, Any] = {"model_name": raw, "model_version": VERSION}
     if req.id is not None:
         head["id"] = req.id
@@ -220,12 +211,7 @@ async def _generate(request: Request, *, streaming: bool) -> Response:
         return EventStream(
             _events(events, head, req), frame=sse_event, on_error=triton_error, media_type="text/event-stream"
         )
-    try:
-        gen = await until_disconnect(collect(events), request)
-    except ClientGone:
-        return Response(status_code=499)
-    except Exception as exc:
-        return error_response(exc)
+    gen = await until_disconnect(collect(events), request)
     out = {**head, "text_output": (req.text if prepend_input else "") + gen.text, **_extras(req, gen.done)}
     if not streaming:
         return JSONResponse(out)
@@ -269,3 +255,50 @@ routes = [
     Route("/v2/models/{model:path}/ready", model_ready, methods=["GET"]),
     Route("/v2/models/{model:path}", model_metadata, methods=["GET"]),
 ]
+
+
+def paths() -> dict[str, Any]:
+    model = path_parameter("model")
+    generate = obj({"text_input": STR, "parameters": OBJ})
+    return {
+        "/v2": {"get": {"summary": "Triton server metadata", "responses": responses(TRITON_ERROR, OBJ, codes=())}},
+        "/v2/health/live": {"get": {"summary": "live", "responses": {"200": {"description": "live"}}}},
+        "/v2/health/ready": {"get": {"summary": "ready", "responses": {"200": {"description": "ready"}}}},
+        "/v2/models/{model}": {
+            "get": {
+                "summary": "Triton model metadata",
+                "parameters": model,
+                "responses": responses(TRITON_ERROR, OBJ),
+            }
+        },
+        "/v2/models/{model}/ready": {
+            "get": {
+                "summary": "Triton model ready",
+                "parameters": model,
+                "responses": {
+                    "200": {"description": "ready"},
+                    "400": {"description": "not ready"},
+                    "404": {"description": "unknown"},
+                },
+            }
+        },
+        "/v2/models/{model}/generate": {
+            "post": {
+                "summary": "Triton generate",
+                "parameters": model,
+                "requestBody": body(generate),
+                "responses": responses(TRITON_ERROR, obj({"text_output": STR, "model_name": STR})),
+            }
+        },
+        "/v2/models/{model}/generate_stream": {
+            "post": {
+                "summary": "Triton streaming generate",
+                "parameters": model,
+                "requestBody": body(generate),
+                "responses": responses(TRITON_ERROR, stream=SSE),
+            }
+        },
+    }
+
+
+DIALECT = Dialect("triton", routes, ERRORS, paths, prefix="/v2/")

@@ -12,12 +12,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidRequest
-from ..names import ModelName
-from ..service import Service
-from ..types import Constraints, Options
-from . import requests as rq
-from .dialect import check_fields, choose_model, flag, number, stop_strings
+from ....errors import InvalidRequest
+from ....names import ModelName
+from ....service import Service
+from ....types import Constraints, Options
+from ... import requests as rq
+from ..shared import check_fields, choose_model, flag, number, stop_strings
 from .regex_grammar import UnsupportedRegex, regex_to_gbnf
 
 MAX_BEST_OF = 4

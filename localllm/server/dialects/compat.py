@@ -1,0 +1,93 @@
+"""The paths several serving dialects claim: `POST /generate`, whose body decides the dialect, and
+`POST /tokenize`. Errors before the dialect is known are TGI's `{"error", "error_type"}` (readable whichever
+dialect was meant); after that, the dialect's own.
+
+    POST /generate   body has `inputs`                               -> TGI       (tgi/)
+                     body has a session field: `session_id`,          -> LMDeploy  (lmdeploy.py)
+                       `instance_id`, `interactive_mode`, `sequence_start`,
+                       `sequence_end`, `request_output_len` or `cancel`
+                     body has `prompt`                               -> vLLM      (vllm.py)
+    POST /tokenize   body has `inputs` -> TGI;  `prompt` -> vLLM
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ...errors import InvalidRequest
+from .. import requests as rq
+from ..errors import guarded
+from ..schema import ANY_LIST, BOOL, COMPAT_ERROR, MODEL, OBJ, SERVING_CODES, STR, body, obj, responses
+from . import lmdeploy, vllm
+from .contract import Dialect
+from .tgi import api as tgi_api
+from .tgi.openapi import TGI_GENERATE
+
+_DIALECTS = "TGI (`inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)"
+
+
+def dialect_of(body: dict[str, Any]) -> str:
+    """Which dialect a `POST /generate` body speaks: "tgi", "lmdeploy" or "vllm"."""
+    if "inputs" in body:
+        return "tgi"
+    if any(body.get(key) is not None for key in lmdeploy.SESSION_FIELDS):
+        return "lmdeploy"
+    if "prompt" in body:
+        return "vllm"
+    raise InvalidRequest(f"the body of POST /generate must be one of {_DIALECTS}", field="inputs")
+
+
+@guarded(tgi_api.ERRORS)
+async def generate(request: Request) -> Response:
+    body = await rq.read_json(request)
+    dialect = dialect_of(body)
+    if dialect == "tgi":
+        return await tgi_api.answer(request, body, stream=False)
+    if dialect == "lmdeploy":
+        return await lmdeploy.answer(request, body)
+    return await vllm.answer(request, body)
+
+
+@guarded(tgi_api.ERRORS)
+async def tokenize(request: Request) -> Response:
+    body = await rq.read_json(request)
+    if "inputs" not in body and "prompt" not in body:
+        raise InvalidRequest("the body of POST /tokenize must have `inputs` (TGI) or `prompt` (vLLM)", field="inputs")
+    if "inputs" in body:
+        return await tgi_api.tokenize(request, body)
+    return await vllm.tokenize(request, body)
+
+
+routes = [
+    Route("/generate", generate, methods=["POST"]),
+    Route("/tokenize", tokenize, methods=["POST"]),
+]
+SERVING_GENERATE = obj({"prompt": STR, "model": MODEL, "stream": BOOL})  # vLLM's and LMDeploy's body
+
+
+def paths() -> dict[str, Any]:
+    return {
+        "/generate": {
+            "post": {
+                "summary": "TGI (body with `inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)",
+                "requestBody": body({"anyOf": [TGI_GENERATE, SERVING_GENERATE]}),
+                "responses": responses(
+                    COMPAT_ERROR, obj({"generated_text": STR, "text": ANY_LIST}), codes=SERVING_CODES
+                ),
+            }
+        },
+        "/tokenize": {
+            "post": {
+                "summary": "tokenize (TGI `inputs` or vLLM `prompt`)",
+                "requestBody": body(OBJ),
+                "responses": responses(COMPAT_ERROR, {"type": ["array", "object"]}, codes=SERVING_CODES),
+            }
+        },
+    }
+
+
+DIALECT = Dialect("compat", routes, tgi_api.ERRORS, paths)
