@@ -1,8 +1,10 @@
 """The use cases behind every API dialect: generate, chat, embed, pull, list, show, copy, delete, ps.
 
-Routes parse their wire format into the request types here, call the service, and frame what it
-yields. The service resolves names in the store (never pulling on its own), merges options
-(request > model parameters > defaults), renders prompts and drives the scheduler.
+Routes parse their wire format into the request types here, call the service, and encode what it
+yields: typed events (`types.Event`: text pieces, tool calls, then `Done` with the timings and counts), or
+one whole `Answer` (`collect`). Tool calls are held back and parsed here, once for every dialect. The
+service resolves names in the store (never pulling on its own), merges options (request > model
+parameters > defaults), renders prompts and drives the scheduler.
 """
 
 from __future__ import annotations
@@ -38,16 +40,22 @@ from .store import (
     Store,
     StoredModel,
 )
+from .tools import held_back
 from .types import (
     ChatMessage,
     Constraints,
     Done,
     Embeddings,
+    Event,
     ModelDetails,
     Options,
     Progress,
+    Thinking,
     Token,
+    TokenLogprob,
     Tool,
+    ToolCall,
+    ToolCalls,
     parse_options,
 )
 
@@ -91,8 +99,49 @@ class ChatRequest:
     options: Options = field(default_factory=Options)
     keep_alive: float | None = None
     constraints: Constraints = field(default_factory=Constraints)
-    tools: tuple[Tool, ...] = ()  # functions the model may call (rendered into the prompt)
+    tools: tuple[Tool, ...] = ()  # functions the model may call (rendered into the prompt, calls parsed)
     truncate: bool = False  # drop the oldest turns of a conversation too long for the context, rather than refuse it
+    call_required: bool = False  # the output is constrained to a call: all of it is held back as one
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole generation (`collect`): its text pieces (with log-probabilities when asked for), its tool
+    calls when it asked for some, its reasoning, and its end."""
+
+    tokens: tuple[Token, ...]
+    done: Done
+    tool_calls: tuple[ToolCall, ...] = ()
+    thinking: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.tokens)
+
+    @property
+    def logprobs(self) -> list[TokenLogprob]:
+        return [lp for t in self.tokens for lp in t.logprobs]
+
+
+async def collect(events: AsyncGenerator[Event, None]) -> Answer:
+    """The whole answer of a stream of events (closed when done)."""
+    tokens: list[Token] = []
+    calls: tuple[ToolCall, ...] = ()
+    thinking: list[str] = []
+    done: Done | None = None
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, Token):
+                tokens.append(event)
+            elif isinstance(event, ToolCalls):
+                calls = event.calls
+            elif isinstance(event, Thinking):
+                thinking.append(event.text)
+            else:
+                done = event
+    if done is None:
+        raise EngineError("a generation ended without a result")
+    return Answer(tuple(tokens), done, calls, "".join(thinking))
 
 
 @dataclass(frozen=True)
@@ -259,7 +308,7 @@ class Service:
         if "completion" not in model.capabilities:
             raise InvalidRequest(f'"{model.name}" does not support {what}', field="model")
 
-    async def generate(self, req: GenerateRequest) -> AsyncGenerator[Token | Done, None]:
+    async def generate(self, req: GenerateRequest) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
         model = self.model(req.model)
         self._check_generative(model, "generate")
@@ -295,7 +344,17 @@ class Service:
         ):
             yield event
 
-    async def chat(self, req: ChatRequest) -> AsyncGenerator[Token | Done, None]:
+    async def chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
+        """The chat's events; with tools, output that may be a call is held back and a call found in it comes
+        as `ToolCalls` (`tools.held_back`)."""
+        events = self._chat(req)
+        if req.tools:
+            events = held_back(events, req.tools, forced=req.call_required)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
+
+    async def _chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
         model = self.model(req.model)
         self._check_generative(model, "chat")

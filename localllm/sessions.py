@@ -25,7 +25,7 @@ from . import prompt
 from .errors import InvalidRequest, ServerBusy
 from .names import ModelName
 from .service import GenerateRequest, Service
-from .types import ChatMessage, Constraints, Done, Options, Token
+from .types import ChatMessage, Constraints, Done, Event, Options, Token
 
 DEFAULT_LIMIT = 64
 
@@ -39,7 +39,7 @@ class Session:
     rendered: str = ""  # their text, when the model has a chat template
     messages: list[ChatMessage] = field(default_factory=list)
     last_used: float = 0.0
-    running: AsyncGenerator[Token | Done, None] | None = None  # the turn in flight
+    running: AsyncGenerator[Event, None] | None = None  # the turn in flight
     cancelled: bool = False
 
     @property
@@ -121,7 +121,7 @@ class Sessions:
         end: bool,
         options: Options,
         constraints: Constraints,
-    ) -> tuple[Turn, AsyncGenerator[Token | Done, None]]:
+    ) -> tuple[Turn, AsyncGenerator[Event, None]]:
         """Begin a turn: `start` opens the session anew (dropping any history), `end` closes it afterwards.
 
         Returns what is known before generating and the turn's events; the session records the turn when its
@@ -167,7 +167,7 @@ class Sessions:
 
     async def _run(
         self, session: Session, request: GenerateRequest, messages: list[ChatMessage], rendered: str, *, end: bool
-    ) -> AsyncGenerator[Token | Done, None]:
+    ) -> AsyncGenerator[Event, None]:
         reply: list[str] = []
         try:
             async for event in self.service.generate(request):
@@ -178,7 +178,7 @@ class Sessions:
                     session.context = event.context or ()
                     session.rendered = rendered + "".join(reply) if rendered else ""
                     session.messages = [*messages, ChatMessage("assistant", "".join(reply))]
-                else:
+                elif isinstance(event, Token):
                     reply.append(event.text)
                 yield event
         finally:

@@ -11,15 +11,16 @@ and its arguments validate against the tool's schema.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidRequest
-from .types import Token, Tool, ToolCall
+from .types import Done, Event, Token, Tool, ToolCall, ToolCalls
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
@@ -141,24 +142,30 @@ def parse_tool_calls(text: str, tools: Sequence[Tool]) -> list[ToolCall] | None:
     return calls or None
 
 
-class HeldText:
-    """Output held back while it may still turn out to be a tool call (streaming with tools)."""
+async def held_back(
+    events: AsyncGenerator[Event, None], tools: Sequence[Tool], *, forced: bool = False
+) -> AsyncGenerator[Event, None]:
+    """`events` with the output held back while it may still turn out to be a tool call (always, when a call
+    is `forced`): once it plainly is not one, all of it goes out as one `Token` and the rest flows through;
+    at the end, a call found in it goes out as `ToolCalls`, else the text as a `Token`, before `Done`."""
+    held: list[Token] | None = []
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if held is not None and isinstance(event, Token):
+                held.append(event)
+                if forced or may_be_a_call("".join(t.text for t in held)):
+                    continue
+                event, held = _joined(held), None
+            elif held is not None and isinstance(event, Done):
+                if held:
+                    calls = parse_tool_calls("".join(t.text for t in held), tools)
+                    yield ToolCalls(tuple(calls)) if calls else _joined(held)
+                held = None
+            yield event
 
-    def __init__(self) -> None:
-        self.parts: list[Token] = []
 
-    @property
-    def text(self) -> str:
-        return "".join(t.text for t in self.parts)
-
-    def take(self, token: Token, *, forced: bool) -> bool:
-        """Hold `token`; False when the output is plainly not a call, so all of it should go out now."""
-        self.parts.append(token)
-        return forced or may_be_a_call(self.text)
-
-    def release(self) -> Token:
-        parts, self.parts = self.parts, []
-        return Token("".join(t.text for t in parts), tuple(lp for t in parts for lp in t.logprobs))
+def _joined(parts: Sequence[Token]) -> Token:
+    return Token("".join(t.text for t in parts), tuple(lp for t in parts for lp in t.logprobs))
 
 
 def new_call_id() -> str:

@@ -132,22 +132,47 @@ def parse_options(raw: object, *, field: str = "options") -> Options:
         if not isinstance(value, types):
             raise InvalidRequest(f"{name} must be a {_type_name(types)}, got {type(value).__name__}", field=name)
         if key == "stop":
-            value = _stop_list(value, name)
+            value = parse_stop(value, name)
         if key in _RANGES:
-            low, high = _RANGES[key]
-            if (low is not None and value < low) or (high is not None and value > high):
-                bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-                raise InvalidRequest(f"{name} must be {bounds}, got {value}", field=name)
+            check_range(value, name, *_RANGES[key])
         if _FLOAT == types:
             value = float(value)
         values[key] = value
     return Options(**values)
 
 
-def _stop_list(value: object, name: str) -> tuple[str, ...]:
+def check_range(
+    value: float,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> None:
+    """The one range check of every request field: the error names the field, the bounds and the value."""
+    below = low is not None and (value <= low if open_low else value < low)
+    above = high is not None and (value >= high if open_high else value > high)
+    if not (below or above):
+        return
+    if low is not None and high is not None and not (open_low or open_high):
+        bounds = f"between {low} and {high}"
+    elif high is None and low is not None and not open_low:
+        bounds = f"at least {low}"
+    else:
+        parts = [f"{'>' if open_low else '>='} {low}"] if low is not None else []
+        parts += [f"{'<' if open_high else '<='} {high}"] if high is not None else []
+        bounds = " and ".join(parts)
+    raise InvalidRequest(f"{name} must be {bounds}, got {value}", field=name)
+
+
+def parse_stop(value: object, name: str, *, limit: int | None = None) -> tuple[str, ...]:
+    """The one stop-list parser: a string or a list of strings (at most `limit`); empty strings are dropped."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
         raise InvalidRequest(f"{name} must be a string or a list of strings", field=name)
+    if limit is not None and len(items) > limit:
+        raise InvalidRequest(f"{name} holds {len(items)} stop sequences, at most {limit} are allowed", field=name)
     return tuple(s for s in items if s)
 
 
@@ -263,7 +288,24 @@ class Done:
     truncated: int = 0  # input tokens dropped to fit the context (never silently: reported to the client)
 
 
+@dataclass(frozen=True)
+class Thinking:
+    """A piece of the model's reasoning, apart from its answer (room for reasoning models: not produced yet)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """The answer is a request to call tools: the output held back while it might be one, parsed, once for
+    every dialect (`tools.held_back`). It comes just before `Done`, instead of the text it was parsed from."""
+
+    calls: tuple[ToolCall, ...]
+
+
 GenerationEvent = Token | Done
+# What the service yields for a generation: text pieces (and reasoning), tool calls, then one `Done`.
+Event = Token | Thinking | ToolCalls | Done
 
 
 @dataclass(frozen=True)

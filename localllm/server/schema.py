@@ -35,12 +35,19 @@ def obj(properties: dict[str, Schema], *, required: tuple[str, ...] = (), closed
     return schema
 
 
-def ranged(kind: Schema, low: float | None = None, high: float | None = None, *, open_low: bool = False) -> Schema:
+def ranged(
+    kind: Schema,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> Schema:
     schema = dict(kind)
     if low is not None:
         schema["exclusiveMinimum" if open_low else "minimum"] = low
     if high is not None:
-        schema["maximum"] = high
+        schema["exclusiveMaximum" if open_high else "maximum"] = high
     return schema
 
 

@@ -23,51 +23,49 @@ from starlette.routing import Route
 
 from ... import prompt
 from ...errors import InvalidRequest
+from ...service import collect
 from ...sessions import Sessions, Turn
-from ...types import Constraints, Options, Token
+from ...types import Constraints, Done, Options, Token, parse_stop
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of
-from ..schema import ANY_LIST, OBJ, SERVING_CODES, SERVING_ERROR, body, obj, responses
+from ..fields import Field, Fields, as_options, check_fields
+from ..schema import ANY_LIST, BOOL, OBJ, SERVING_CODES, SERVING_ERROR, body, obj, responses
+from ..schema import STOP as STOP_SCHEMA
 from ..streaming import EventStream, ndjson_line, until_disconnect
 from .contract import Dialect
-from .shared import (
-    Events,
-    Generation,
-    check_fields,
-    choose_model,
-    collect,
-    flag,
-    number,
-    opened,
-    service_of,
-    stop_strings,
-)
+from .shared import Events, choose_model, flag, opened, service_of
 
-FIELDS = (
-    "prompt",
-    "session_id",
-    "instance_id",
-    "interactive_mode",
-    "sequence_start",
-    "sequence_end",
-    "stream",
-    "stop",
-    "request_output_len",
-    "top_p",
-    "top_k",
-    "temperature",
-    "repetition_penalty",
-    "ignore_eos",
-    "cancel",
-    "seed",
-    "min_new_tokens",
-    "min_p",
-    "model",
-    "image_url",
-    "adapter_name",
-    "skip_special_tokens",  # no effect: special tokens never appear in the output
-    "spaces_between_special_tokens",  # no effect, for the same reason
+# LMDeploy's sampling fields, with its defaults: temperature 0.8, top_p 0.8, top_k 40
+SAMPLING = Fields(
+    Field("temperature", float, low=0, high=2, default=0.8, option="temperature"),
+    Field("top_p", float, low=0, high=1, open_low=True, default=0.8, option="top_p"),
+    Field("top_k", int, low=0, default=40, option="top_k"),
+    Field("min_p", float, low=0, high=1, default=0.0, option="min_p"),
+    Field("repetition_penalty", float, low=0, open_low=True, default=1.0, option="repeat_penalty"),
+    Field("request_output_len", int, low=0, option="num_predict"),
+    Field("seed", int, option="seed"),
+    Field("min_new_tokens", int, low=0, default=0),
+    Field("ignore_eos", bool, default=False),
 )
+FIELDS = (
+    Fields(
+        Field("prompt", str),  # required, but for a cancel
+        Field("session_id", int),
+        Field("instance_id", int),
+        Field("interactive_mode", bool),
+        Field("sequence_start", bool),
+        Field("sequence_end", bool),
+        Field("stream", bool, default=False),
+        Field("cancel", bool, default=False),
+        Field("model", str),
+        Field("skip_special_tokens", bool, default=True),  # no effect: special tokens never appear in the output
+        Field("spaces_between_special_tokens", bool, default=True),  # no effect, for the same reason
+    )
+    + SAMPLING
+)
+# Fields with a shape of their own: `stop` (stop sequences, or the legacy API's `true` that cancels), and
+# two that are refused when given.
+SPECIAL = {"stop": {"anyOf": [BOOL, STOP_SCHEMA]}, "image_url": {}, "adapter_name": {}}
 # Fields only LMDeploy's interactive API has: a `POST /generate` body with one of them is LMDeploy's.
 SESSION_FIELDS = (
     "session_id",
@@ -125,29 +123,18 @@ def _session_id(body: dict[str, Any]) -> int:
     return int(value)
 
 
-def _sampling(body: dict[str, Any], stops: tuple[str, ...], *, legacy: bool) -> tuple[Options, Constraints]:
-    """LMDeploy's defaults: temperature 0.8, top_p 0.8, top_k 40; the legacy API answers 512 tokens at most."""
-    length = number(body, "request_output_len", integer=True, low=0)
-    options = Options(
-        temperature=_or(number(body, "temperature", low=0, high=2), 0.8),
-        top_p=_or(number(body, "top_p", low=0, high=1, open_low=True), 0.8),
-        top_k=_or(number(body, "top_k", integer=True, low=0), 40),
-        min_p=_or(number(body, "min_p", low=0, high=1), 0.0),
+def sampling(body: dict[str, Any], stops: tuple[str, ...], *, legacy: bool) -> tuple[Options, Constraints]:
+    """The `SAMPLING` fields; with no `request_output_len` the legacy API answers 512 tokens at most."""
+    values = SAMPLING.read(body)
+    length = values["request_output_len"]
+    options = as_options(
+        values,
+        SAMPLING,
         typical_p=1.0,
-        repeat_penalty=_or(number(body, "repetition_penalty", low=0, open_low=True), 1.0),
         num_predict=length if length is not None else (512 if legacy else -1),
         stop=stops or None,
-        seed=number(body, "seed", integer=True),
     )
-    constraints = Constraints(
-        ignore_eos=flag(body, "ignore_eos"),
-        min_tokens=number(body, "min_new_tokens", integer=True, low=0) or 0,
-    )
-    return options, constraints
-
-
-def _or(value: Any, default: Any) -> Any:
-    return default if value is None else value
+    return options, Constraints(ignore_eos=values["ignore_eos"], min_tokens=values["min_new_tokens"])
 
 
 @guarded(ERRORS)
@@ -160,7 +147,7 @@ async def answer(request: Request, body: dict[str, Any]) -> Response:
     """One turn of a session (or a cancel), as `/v1/chat/interactive` and the legacy `/generate` take it."""
     service = service_of(request)
     sessions = sessions_of(request)
-    check_fields(body, FIELDS)
+    FIELDS.check(body, also=SPECIAL)
     for unsupported in ("image_url", "adapter_name"):
         if body.get(unsupported) is not None:
             raise InvalidRequest(f"{unsupported} is not supported here", field=unsupported)
@@ -169,7 +156,7 @@ async def answer(request: Request, body: dict[str, Any]) -> Response:
     sid = _session_id(body)
     stop = body.get("stop")
     cancel = flag(body, "cancel") or stop is True  # the legacy API's `stop: true` meant cancel
-    stops = () if isinstance(stop, bool) else stop_strings(body, "stop")
+    stops = () if isinstance(stop, bool) or stop is None else parse_stop(stop, "stop")
     if cancel:
         if sid == -1:
             raise InvalidRequest("please set a session_id to cancel a request", field="session_id")
@@ -205,7 +192,7 @@ async def answer(request: Request, body: dict[str, Any]) -> Response:
         name = existing.model
     else:
         name = choose_model(body, service)
-    options, constraints = _sampling(body, stops, legacy=legacy)
+    options, constraints = sampling(body, stops, legacy=legacy)
     if stream:
         constraints = replace(constraints, logprobs=0)  # to count the tokens as they come
     turn, events = await sessions.turn(sid, name, text, start=start, end=end, options=options, constraints=constraints)
@@ -215,11 +202,10 @@ async def answer(request: Request, body: dict[str, Any]) -> Response:
             _lines(events, turn), frame=ndjson_line, on_error=lmdeploy_error, media_type="application/x-ndjson"
         )
     gen = await until_disconnect(collect(events), request)
-    return JSONResponse(_final(gen.text, gen, turn))
+    return JSONResponse(_final(gen.text, gen.done, turn))
 
 
-def _final(text: str, gen: Generation, turn: Turn) -> dict[str, Any]:
-    done = gen.done
+def _final(text: str, done: Done, turn: Turn) -> dict[str, Any]:
     out = _answer_object(text, done.eval_count, turn, FINISH.get(done.reason, "stop"))
     out["prompt_eval_count"] = done.prompt_eval_count
     return out
@@ -236,9 +222,11 @@ async def _lines(events: Events, turn: Turn) -> AsyncGenerator[Any, None]:
                 yield held
             held = _answer_object(event.text, count, turn, None)
             continue
+        if not isinstance(event, Done):
+            continue
         if held is None:
             held = _answer_object("", 0, turn, None)
-        final = _final(held["text"], Generation((), event), turn)
+        final = _final(held["text"], event, turn)
         yield final if event.reason != "cancel" else {**final, "tokens": count}
         return
 
@@ -284,7 +272,7 @@ def paths() -> dict[str, Any]:
         "/v1/chat/interactive": {
             "post": {
                 "summary": "LMDeploy interactive session",
-                "requestBody": body(OBJ),
+                "requestBody": body(FIELDS.schema(closed=True, **SPECIAL)),
                 "responses": responses(SERVING_ERROR, OBJ, stream="application/x-ndjson", codes=SERVING_CODES),
             }
         },

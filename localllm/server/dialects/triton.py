@@ -24,14 +24,15 @@ from starlette.routing import Route
 from ... import __version__
 from ...errors import InvalidRequest, ModelNotFound
 from ...names import ModelName, parse_name
-from ...service import GenerateRequest
+from ...service import GenerateRequest, collect
 from ...types import Constraints, Done, Options, Token
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of
+from ..fields import STOP, Field, Fields
 from ..schema import OBJ, SSE, STR, TRITON_ERROR, body, obj, path_parameter, responses
 from ..streaming import EventStream, sse_event, until_disconnect
 from .contract import Dialect
-from .shared import Events, check_fields, collect, flag, opened, service_of, vllm_sampling
+from .shared import VLLM_SAMPLING, Events, flag, opened, service_of, vllm_sampling
 
 VERSION = "1"
 INPUTS = (
@@ -44,22 +45,8 @@ INPUTS = (
     "return_num_output_tokens",
     "id",
 )
-SAMPLING = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "max_tokens",
-    "min_tokens",
-    "stop",
-    "stop_words",  # TensorRT-LLM's name for stop
-    "seed",
-    "random_seed",  # TensorRT-LLM's name for seed
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "ignore_eos",
-)
+# vLLM's sampling fields, with TensorRT-LLM's names for two of them
+SAMPLING = VLLM_SAMPLING + Fields(Field("stop_words", STOP), Field("random_seed", int))
 _VERSIONED = re.compile(r"(?P<model>.+)/versions/(?P<version>[^/]+)")
 
 
@@ -98,7 +85,7 @@ class TritonRequest:
 def _sampling(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """The sampling fields, from `parameters` or the top level (not both)."""
     merged = dict(params)
-    for key in SAMPLING:
+    for key in SAMPLING.names:
         if body.get(key) is not None:
             if params.get(key) is not None:
                 raise InvalidRequest(f"{key} is given both at the top level and in parameters", field=key)
@@ -108,16 +95,17 @@ def _sampling(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
 
 def parse(body: dict[str, Any]) -> TritonRequest:
     """Translate a generate-extension body; defaults are vLLM's (temperature 1, top_p 1, 16 tokens)."""
-    check_fields(body, (*INPUTS, *SAMPLING))
+    SAMPLING.check(body, also=INPUTS)
     text = rq.field(body, "text_input", str, required=True)
     params = rq.field(body, "parameters", dict, {})
-    check_fields(params, (*SAMPLING, "stream", "exclude_input_in_output"), prefix="parameters.")
+    SAMPLING.check(params, prefix="parameters.", also=("stream", "exclude_input_in_output"))
     s = _sampling(body, params)
     if s.get("stop") is not None and s.get("stop_words") is not None:
         raise InvalidRequest("give stop or stop_words, not both", field="stop_words")
-    seed_key = "random_seed" if s.get("random_seed") is not None else "seed"
-    stop_key = "stop_words" if s.get("stop_words") is not None else "stop"
-    options, constraints = vllm_sampling(s, stop_key=stop_key, seed_key=seed_key)
+    values = SAMPLING.read(s)
+    values["stop"] = values["stop_words"] if values["stop_words"] is not None else values["stop"]
+    values["seed"] = values["random_seed"] if values["random_seed"] is not None else values["seed"]
+    options, constraints = vllm_sampling(values)
     stream = _either(body, params, "stream")
     exclude = _either(body, params, "exclude_input_in_output")
     return TritonRequest(
@@ -242,8 +230,8 @@ async def _events(events: Events, head: dict[str, Any], req: TritonRequest) -> A
             if held is not None:
                 yield {**head, "text_output": held, **_extras(req, None)}
             held = event.text
-            continue
-        yield {**head, "text_output": held or "", **_extras(req, event)}
+        elif isinstance(event, Done):
+            yield {**head, "text_output": held or "", **_extras(req, event)}
 
 
 routes = [

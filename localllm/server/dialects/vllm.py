@@ -19,45 +19,27 @@ from starlette.responses import JSONResponse, Response
 from ...errors import InvalidRequest
 from ...names import ModelName
 from ...service import GenerateRequest
-from ...types import Constraints, Done, Options, Token
+from ...types import Constraints, Event, Options, Token
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of
+from ..fields import Field, Fields, check_fields
 from ..streaming import EventStream
 from .contract import Dialect
-from .shared import (
-    Events,
-    check_fields,
-    choose_model,
-    collect_all,
-    flag,
-    number,
-    opened_merged,
-    service_of,
-    vllm_sampling,
-)
+from .shared import VLLM_SAMPLING, Events, choose_model, collect_all, flag, opened_merged, service_of, vllm_sampling
 
 FIELDS = (
-    "prompt",
-    "stream",
-    "model",
-    "n",
-    "best_of",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "max_tokens",
-    "min_tokens",
-    "stop",
-    "stop_token_ids",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "ignore_eos",
-    "include_stop_str_in_output",
-    "skip_special_tokens",  # no effect: special tokens never appear in the output
-    "spaces_between_special_tokens",  # no effect, for the same reason
+    Fields(
+        Field("prompt", str, required=True),
+        Field("stream", bool, default=False),
+        Field("model", str),
+        Field("n", int, low=1, high=128, default=1),
+        Field("best_of", int, low=1),
+        Field("stop_token_ids", list, default=[]),
+        Field("include_stop_str_in_output", bool, default=False),
+        Field("skip_special_tokens", bool, default=True),  # no effect: special tokens never appear in the output
+        Field("spaces_between_special_tokens", bool, default=True),  # no effect, for the same reason
+    )
+    + VLLM_SAMPLING
 )
 _KINDS = {400: "BadRequestError", 413: "BadRequestError", 404: "NotFoundError", 503: "ServiceUnavailableError"}
 
@@ -74,20 +56,17 @@ class VLLMRequest:
 
 def parse(body: dict[str, Any], model: ModelName) -> VLLMRequest:
     """Translate a demo-server request body (every sampling field at the top level)."""
-    check_fields(body, FIELDS)
-    prompt = rq.field(body, "prompt", str, required=True)
-    n = number(body, "n", integer=True, low=1, high=128) or 1
-    best_of = number(body, "best_of", integer=True, low=1)
-    if best_of is not None and best_of != n:
+    FIELDS.check(body)
+    values = FIELDS.read(body)
+    n = values["n"]
+    if values["best_of"] is not None and values["best_of"] != n:
         raise InvalidRequest("best_of other than n is not supported (vLLM V1 dropped it too)", field="best_of")
-    if rq.field(body, "stop_token_ids", list, []):
+    if values["stop_token_ids"]:
         raise InvalidRequest("stop_token_ids is not supported: use stop with the text", field="stop_token_ids")
-    if flag(body, "include_stop_str_in_output"):
+    if values["include_stop_str_in_output"]:
         raise InvalidRequest("include_stop_str_in_output is not supported", field="include_stop_str_in_output")
-    flag(body, "skip_special_tokens", True)
-    flag(body, "spaces_between_special_tokens", True)
-    options, constraints = vllm_sampling(body)
-    return VLLMRequest(model, prompt, options, constraints, n, flag(body, "stream"))
+    options, constraints = vllm_sampling(values)
+    return VLLMRequest(model, values["prompt"], options, constraints, n, values["stream"])
 
 
 def vllm_error(exc: BaseException) -> dict[str, Any]:
@@ -135,7 +114,7 @@ async def answer(request: Request, body: dict[str, Any]) -> Response:
 
 
 async def _cumulative(
-    events: AsyncGenerator[tuple[int, Token | Done], None], n: int, prompt: str
+    events: AsyncGenerator[tuple[int, Event], None], n: int, prompt: str
 ) -> AsyncGenerator[Any, None]:
     texts = [prompt] * n
     async for i, event in events:

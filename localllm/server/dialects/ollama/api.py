@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import math
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -15,18 +15,26 @@ from starlette.routing import Route
 
 from .... import __version__, create, modelfile
 from ....errors import InvalidRequest
-from ....service import ChatRequest, GenerateRequest, Model, Service
+from ....service import Answer, ChatRequest, GenerateRequest, Model, collect
 from ....store import MEDIA_ADAPTER, Store
-from ....tools import HeldText, new_call_id, parse_tool_calls, parse_tools
-from ....types import ROLES, ChatMessage, Constraints, Done, Token, Tool, ToolCall, parse_options
+from ....tools import new_call_id, parse_tools
+from ....types import (
+    ROLES,
+    ChatMessage,
+    Constraints,
+    Done,
+    Event,
+    Thinking,
+    Token,
+    TokenLogprob,
+    ToolCall,
+    ToolCalls,
+    parse_options,
+)
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of
 from ...streaming import EventStream, first_item, ndjson_line, prepend, until_disconnect
-
-
-def _service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
+from ..shared import service_of
 
 
 def timestamp(t: float | None = None) -> str:
@@ -45,9 +53,9 @@ ERRORS = ErrorShape(ollama_error)
 error_response = ERRORS.response
 
 
-async def stream_or_whole(items: AsyncGenerator[Any, None], request: Request, *, stream: bool) -> Response:
-    """Answer with the stream (its first item pulled first, so early errors get a real status), or, with
-    `stream: false`, the items merged into one object."""
+async def stream_or_whole(items: AsyncGenerator[dict[str, Any], None], request: Request, *, stream: bool) -> Response:
+    """Progress lines (pull, create) streamed (the first pulled first, so early errors get a real status), or,
+    with `stream: false`, merged into one object: the last status."""
     try:
         first = await first_item(items, request)
     except StopAsyncIteration:
@@ -61,25 +69,10 @@ async def stream_or_whole(items: AsyncGenerator[Any, None], request: Request, *,
         merged: dict[str, Any] = first
         async with contextlib.aclosing(items):
             async for item in items:
-                merged = _merge(merged, item)
+                merged = {**merged, **item}
         return merged
 
     return JSONResponse(await until_disconnect(merge_all(), request))
-
-
-def _merge(acc: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    out = {**acc, **item}
-    if "response" in acc:
-        out["response"] = acc["response"] + item.get("response", "")
-    if "message" in acc and "message" in item:
-        out["message"] = {
-            **acc["message"],
-            **item["message"],
-            "content": acc["message"]["content"] + item["message"]["content"],
-        }
-    if "logprobs" in acc or "logprobs" in item:
-        out["logprobs"] = acc.get("logprobs", []) + item.get("logprobs", [])
-    return out
 
 
 def _done_fields(done: Done) -> dict[str, Any]:
@@ -98,7 +91,7 @@ def _done_fields(done: Done) -> dict[str, Any]:
     return fields
 
 
-def _logprobs(token: Token) -> list[dict[str, Any]]:
+def _logprobs(lps: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
     return [
         {
             "token": lp.token,
@@ -106,56 +99,74 @@ def _logprobs(token: Token) -> list[dict[str, Any]]:
             "bytes": list(lp.bytes),
             "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for _, t, v in lp.top],
         }
-        for lp in token.logprobs
+        for lp in lps
     ]
 
 
-async def _lines(
-    events: AsyncGenerator[Token | Done, None],
-    model: str,
-    key: str,
-    *,
-    context: bool,
-    tools: tuple[Tool, ...] = (),
-) -> AsyncGenerator[dict[str, Any], None]:
-    """Ollama's stream objects for generate (`key` "response") or chat (`key` "message").
+def _text(key: str, piece: str, calls: Sequence[ToolCall] = (), thinking: str = "") -> dict[str, Any]:
+    """The text of a generate (`key` "response") or chat (`key` "message") object."""
+    if key == "response":
+        return {"response": piece}
+    message: dict[str, Any] = {"role": "assistant", "content": piece}
+    if thinking:
+        message["thinking"] = thinking
+    if calls:
+        message["tool_calls"] = _ollama_calls(calls)
+    return {"message": message}
 
-    With `tools`, output that may be a tool call is held back; a call found in it goes out as the
-    message's `tool_calls` (arguments as an object), anything else as content."""
 
-    def text(piece: str) -> dict[str, Any]:
-        return {"response": piece} if key == "response" else {"message": {"role": "assistant", "content": piece}}
+def _done_line(done: Done, *, context: bool) -> dict[str, Any]:
+    line = _done_fields(done)
+    if context and done.context and done.reason not in ("load", "unload"):
+        line["context"] = list(done.context)
+    return line
 
-    def chunk(token: Token) -> dict[str, Any]:
-        line = {"model": model, "created_at": timestamp(), **text(token.text), "done": False}
-        if token.logprobs:
-            line["logprobs"] = _logprobs(token)
+
+def encode(event: Event, model: str, key: str, *, context: bool) -> dict[str, Any]:
+    """One event as Ollama's stream object for generate (`key` "response") or chat (`key` "message")."""
+    head = {"model": model, "created_at": timestamp()}
+    if isinstance(event, Token):
+        line = {**head, **_text(key, event.text), "done": False}
+        if event.logprobs:
+            line["logprobs"] = _logprobs(event.logprobs)
         return line
-
-    held = HeldText() if tools else None
-    async with contextlib.aclosing(events):
-        async for event in events:
-            if isinstance(event, Token):
-                if held is not None:
-                    if held.take(event, forced=False):
-                        continue
-                    event, held = held.release(), None
-                yield chunk(event)
-                continue
-            if held is not None and held.parts:
-                calls = parse_tool_calls(held.text, tools)
-                if calls:
-                    message = {"role": "assistant", "content": "", "tool_calls": _ollama_calls(calls)}
-                    yield {"model": model, "created_at": timestamp(), "message": message, "done": False}
-                else:
-                    yield chunk(held.release())
-            line = {"model": model, "created_at": timestamp(), **text(""), **_done_fields(event)}
-            if context and event.context and event.reason not in ("load", "unload"):
-                line["context"] = list(event.context)
-            yield line
+    if isinstance(event, ToolCalls):
+        return {**head, **_text(key, "", event.calls), "done": False}
+    if isinstance(event, Thinking):
+        return {**head, **_text(key, "", thinking=event.text), "done": False}
+    return {**head, **_text(key, ""), **_done_line(event, context=context)}
 
 
-def _ollama_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+def encode_whole(answer: Answer, model: str, key: str, *, context: bool) -> dict[str, Any]:
+    """The whole answer as one object (`stream: false`)."""
+    line = {"model": model, "created_at": timestamp(), **_text(key, answer.text, answer.tool_calls, answer.thinking)}
+    line["done"] = False
+    if answer.logprobs:
+        line["logprobs"] = _logprobs(answer.logprobs)
+    return {**line, **_done_line(answer.done, context=context)}
+
+
+async def _generation(
+    events: AsyncGenerator[Event, None], request: Request, model: str, key: str, *, stream: bool, context: bool
+) -> Response:
+    """A generation streamed as NDJSON (its first event awaited first, so early errors get a real status), or
+    whole."""
+    if not stream:
+        answer = await until_disconnect(collect(events), request)
+        return JSONResponse(encode_whole(answer, model, key, context=context))
+
+    async def lines(items: AsyncGenerator[Event, None]) -> AsyncGenerator[dict[str, Any], None]:
+        async with contextlib.aclosing(items):
+            async for event in items:
+                yield encode(event, model, key, context=context)
+
+    first = await first_item(events, request)
+    return EventStream(
+        lines(prepend(first, events)), frame=ndjson_line, on_error=ollama_error, media_type="application/x-ndjson"
+    )
+
+
+def _ollama_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
     return [
         {"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments}} for i, c in enumerate(calls)
     ]
@@ -200,7 +211,13 @@ def _context(body: dict[str, Any]) -> tuple[int, ...]:
 
 @guarded(ERRORS)
 async def generate(request: Request) -> Response:
-    body = await rq.read_json(request)
+    req, stream = to_generate_request(await rq.read_json(request))
+    events = service_of(request).generate(req)
+    return await _generation(events, request, str(req.model), "response", stream=stream, context=not req.raw)
+
+
+def to_generate_request(body: dict[str, Any]) -> tuple[GenerateRequest, bool]:
+    """Translate a generate body (and whether to stream the answer)."""
     name = rq.model_name(body)
     _refuse_unsupported(body)
     raw = rq.field(body, "raw", bool, False)
@@ -219,12 +236,7 @@ async def generate(request: Request) -> Response:
         template=rq.field(body, "template", str) or None,
         truncate=_truncate(body),
     )
-    stream = rq.field(body, "stream", bool, True)
-
-    events = _service(request).generate(req)
-    return await stream_or_whole(
-        _lines(events, str(req.model), "response", context=not req.raw), request, stream=stream
-    )
+    return req, bool(rq.field(body, "stream", bool, True))
 
 
 def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
@@ -264,7 +276,13 @@ def _message_calls(item: dict[str, Any], label: str) -> tuple[ToolCall, ...]:
 
 @guarded(ERRORS)
 async def chat(request: Request) -> Response:
-    body = await rq.read_json(request)
+    req, stream = to_chat_request(await rq.read_json(request))
+    events = service_of(request).chat(req)
+    return await _generation(events, request, str(req.model), "message", stream=stream, context=False)
+
+
+def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, bool]:
+    """Translate a chat body (and whether to stream the answer)."""
     name = rq.model_name(body)
     _refuse_unsupported(body)
     req = ChatRequest(
@@ -276,11 +294,7 @@ async def chat(request: Request) -> Response:
         tools=parse_tools(body.get("tools")),
         truncate=_truncate(body),
     )
-    stream = rq.field(body, "stream", bool, True)
-
-    events = _service(request).chat(req)
-    lines = _lines(events, str(req.model), "message", context=False, tools=req.tools)
-    return await stream_or_whole(lines, request, stream=stream)
+    return req, bool(rq.field(body, "stream", bool, True))
 
 
 def model_entry(model: Model) -> dict[str, Any]:
@@ -295,7 +309,7 @@ def model_entry(model: Model) -> dict[str, Any]:
 
 
 async def tags(request: Request) -> Response:
-    return JSONResponse({"models": [model_entry(m) for m in _service(request).list_models()]})
+    return JSONResponse({"models": [model_entry(m) for m in service_of(request).list_models()]})
 
 
 def _name_field(body: dict[str, Any]) -> str:
@@ -345,7 +359,7 @@ def _format_modelfile(model: Model, store: Store) -> str:
 @guarded(ERRORS)
 async def show(request: Request) -> Response:
     body = await rq.read_json(request)
-    model = _service(request).model(rq.model_name(body, _name_field(body)))
+    model = service_of(request).model(rq.model_name(body, _name_field(body)))
     verbose = rq.field(body, "verbose", bool, False)
     from ....gguf import read_metadata
 
@@ -353,7 +367,7 @@ async def show(request: Request) -> Response:
     info["general.parameter_count"] = model.info.parameter_count
     return JSONResponse(
         {
-            "modelfile": _modelfile(model, _service(request).store),
+            "modelfile": _modelfile(model, service_of(request).store),
             "parameters": _parameters_text(model),
             "template": model.template or "",
             "system": model.system or "",
@@ -376,7 +390,7 @@ async def pull(request: Request) -> Response:
     stream = rq.field(body, "stream", bool, True)
 
     async def lines() -> AsyncGenerator[dict[str, Any], None]:
-        async with contextlib.aclosing(create.pull(_service(request), name)) as progress:
+        async with contextlib.aclosing(create.pull(service_of(request), name)) as progress:
             async for step in progress:
                 yield step.as_dict()
 
@@ -386,20 +400,20 @@ async def pull(request: Request) -> Response:
 @guarded(ERRORS)
 async def delete(request: Request) -> Response:
     body = await rq.read_json(request)
-    await _service(request).delete(rq.model_name(body, _name_field(body)))
+    await service_of(request).delete(rq.model_name(body, _name_field(body)))
     return Response(status_code=200)
 
 
 @guarded(ERRORS)
 async def copy(request: Request) -> Response:
     body = await rq.read_json(request)
-    _service(request).copy(rq.model_name(body, "source"), rq.model_name(body, "destination"))
+    service_of(request).copy(rq.model_name(body, "source"), rq.model_name(body, "destination"))
     return Response(status_code=200)
 
 
 async def ps(request: Request) -> Response:
     models = []
-    for m in _service(request).loaded():
+    for m in service_of(request).loaded():
         models.append(
             {
                 "name": m.name,

@@ -16,19 +16,20 @@ from ....store import check_digest
 from ....types import parse_options
 from ... import requests as rq
 from ...errors import guarded
-from .api import ERRORS, _messages, _service, stream_or_whole
+from ..shared import service_of
+from .api import ERRORS, _messages, stream_or_whole
 
 
 @guarded(ERRORS)
 async def blob_exists(request: Request) -> Response:
     digest = check_digest(request.path_params["digest"])
-    return Response(status_code=200 if _service(request).store.has_blob(digest) else 404)
+    return Response(status_code=200 if service_of(request).store.has_blob(digest) else 404)
 
 
 @guarded(ERRORS)
 async def upload_blob(request: Request) -> Response:
     """Store the body as the blob `digest`, verified: a body that hashes otherwise is a 400, nothing kept."""
-    store = _service(request).store
+    store = service_of(request).store
     digest = check_digest(request.path_params["digest"])
     if store.has_blob(digest):
         return Response(status_code=200)
@@ -95,7 +96,7 @@ async def create_model(request: Request) -> Response:
     stream = rq.field(body, "stream", bool, True)
 
     async def lines() -> AsyncGenerator[dict[str, Any], None]:
-        async with contextlib.aclosing(create(_service(request), req)) as progress:
+        async with contextlib.aclosing(create(service_of(request), req)) as progress:
             async for step in progress:
                 yield step.as_dict()
 

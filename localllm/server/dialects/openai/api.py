@@ -13,7 +13,7 @@ import math
 import secrets
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -22,30 +22,23 @@ from starlette.routing import Route
 
 from ....errors import (
     ContextLengthExceeded,
-    EngineError,
     InvalidRequest,
     ModelNotFound,
     QuotaExceeded,
     Unauthorized,
 )
 from ....names import parse_name
-from ....service import Service
-from ....tools import HeldText, parse_tool_calls
-from ....types import Done, Token, TokenLogprob, ToolCall
+from ....service import Answer
+from ....types import Done, Event, Token, TokenLogprob, ToolCall, ToolCalls
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
 from ...streaming import EventStream, prepend, sse_event, until_disconnect
-from ..shared import merged
+from ..shared import collect_all, merged, service_of
 from .requests import Shape, to_chat_request, to_completion_request
 
 FINISH = {"stop": "stop", "length": "length", "cancel": "stop"}
 SYSTEM_FINGERPRINT = "fp_localllm"
-Events = AsyncGenerator[Token | Done, None]
-
-
-def _service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
+Events = AsyncGenerator[Event, None]
 
 
 def openai_error(exc: BaseException) -> dict[str, Any]:
@@ -77,28 +70,177 @@ def _seeded(options: Any, i: int) -> Any:
 async def chat_completions(request: Request) -> Response:
     body = await rq.read_json(request)
     req, shape = to_chat_request(body)
-    service = _service(request)
+    service = service_of(request)
     streams = [service.chat(replace(req, options=_seeded(req.options, i))) for i in range(shape.n)]
-    return await _answer(request, streams, [0] * shape.n, model=body["model"], chat=True, shape=shape)
+    return await _answer(request, streams, Framing.new(body["model"], True, shape, [0] * shape.n))
 
 
 @guarded(ERRORS)
 async def completions(request: Request) -> Response:
     body = await rq.read_json(request)
     reqs, shape = to_completion_request(body)
-    service = _service(request)
+    service = service_of(request)
     each = shape.best_of  # candidates per prompt (n unless best_of asks for more)
     streams = [service.generate(replace(r, options=_seeded(r.options, i))) for r in reqs for i in range(each)]
     groups = [g for g in range(len(reqs)) for _ in range(each)]
     echoes = [r.prompt for r in reqs for _ in range(each)] if shape.echo else []
-    return await _answer(request, streams, groups, model=body["model"], chat=False, shape=shape, echoes=echoes)
+    return await _answer(request, streams, Framing.new(body["model"], False, shape, groups, echoes))
 
 
-def _best(tokens: Sequence[Sequence[Token]], groups: Sequence[int], n: int) -> list[int]:
+@dataclass(frozen=True)
+class Framing:
+    """What every object of one answer shares: its id, time, model and kind (chat or text completion), how
+    it is shaped, the prompt each generation belongs to, and the prompts echoed (`echo`), one per generation."""
+
+    id: str
+    created: int
+    model: str
+    chat: bool
+    shape: Shape
+    groups: tuple[int, ...]
+    echoes: tuple[str, ...] = ()
+
+    @classmethod
+    def new(cls, model: str, chat: bool, shape: Shape, groups: Sequence[int], echoes: Sequence[str] = ()) -> Framing:
+        cid = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
+        return cls(cid, int(time.time()), model, chat, shape, tuple(groups), tuple(echoes))
+
+    @property
+    def chunk_object(self) -> str:
+        return "chat.completion.chunk" if self.chat else "text_completion"
+
+    def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+        }
+
+
+async def _answer(request: Request, streams: list[Events], framing: Framing) -> Response:
+    """Generations as a chat completion or a text completion, streamed as SSE or whole."""
+    if not framing.shape.stream:
+        answers = await collect_all(streams, request)
+        return JSONResponse(whole(framing, answers))
+    try:  # every generation's first event, so that an early error in any of them is answered with a status
+        firsts = list(await until_disconnect(asyncio.gather(*(s.__anext__() for s in streams)), request))
+    except BaseException:
+        for stream in streams:
+            await stream.aclose()
+        raise
+    events = merged([prepend(first, stream) for first, stream in zip(firsts, streams, strict=True)])
+    return EventStream(
+        chunks(framing, events, len(streams)),
+        frame=sse_event,
+        on_error=openai_error,
+        media_type="text/event-stream",
+        trailer=sse_event("[DONE]"),
+    )
+
+
+# -- encoders: events to OpenAI's objects ----------------------------------------------------------------
+
+
+async def chunks(
+    framing: Framing, events: AsyncGenerator[tuple[int, Event], None], n: int
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The stream's chunks: each choice's opening, then one chunk per event of any choice (tagged with its
+    index), then the usage when asked for."""
+    extra = {"usage": None} if framing.shape.include_usage else {}
+    dones: list[Done | None] = [None] * n
+    offsets = [0] * n  # where each text completion's next piece begins (legacy log-probabilities)
+    called = [False] * n
+    if framing.chat:
+        for i in range(n):
+            opening = {
+                "index": i,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+            yield {**framing.envelope(framing.chunk_object, [opening]), **extra}
+    for i, echo in enumerate(framing.echoes):
+        opening = {"index": i, "text": echo, "logprobs": None, "finish_reason": None}
+        yield {**framing.envelope(framing.chunk_object, [opening]), **extra}
+        offsets[i] = len(echo)
+    async with contextlib.aclosing(events):
+        async for i, event in events:
+            if isinstance(event, Token):
+                choice = token_choice(framing.chat, i, event, offsets[i])
+                offsets[i] += len(event.text)
+            elif isinstance(event, ToolCalls):
+                called[i] = True
+                calls = {"tool_calls": _tool_call_dicts(event.calls, indexed=True)}
+                choice = {"index": i, "delta": calls, "logprobs": None, "finish_reason": None}
+            elif isinstance(event, Done):
+                dones[i] = event
+                finish = "tool_calls" if called[i] else FINISH.get(event.reason, "stop")
+                choice = {"index": i, "logprobs": None, "finish_reason": finish}
+                if framing.chat:
+                    choice["delta"] = {}
+                else:
+                    choice["text"] = ""
+            else:
+                continue  # reasoning has no place in these objects
+            yield {**framing.envelope(framing.chunk_object, [choice]), **extra}
+    if framing.shape.include_usage:
+        yield {**framing.envelope(framing.chunk_object, []), "usage": _usage([d for d in dones if d], framing.groups)}
+
+
+def token_choice(chat: bool, i: int, token: Token, offset: int) -> dict[str, Any]:
+    """A streamed piece of choice `i`: a chat delta, or a text completion's text at `offset`."""
+    choice: dict[str, Any] = {"index": i, "logprobs": None, "finish_reason": None}
+    if chat:
+        choice["delta"] = {"content": token.text}
+        if token.logprobs:
+            choice["logprobs"] = _chat_logprobs(token.logprobs)
+    else:
+        choice["text"] = token.text
+        if token.logprobs:
+            choice["logprobs"] = _legacy_logprobs(token.logprobs, offset)
+    return choice
+
+
+def whole(framing: Framing, answers: Sequence[Answer]) -> dict[str, Any]:
+    """The whole completion: the choices kept (the `n` most likely of `best_of`), and the usage of all."""
+    shape = framing.shape
+    if shape.best_of > shape.n:
+        kept = _best(answers, framing.groups, shape.n)
+    else:
+        kept = list(range(len(answers)))
+    choices = [
+        whole_choice(framing, i, answers[k], framing.echoes[k] if framing.echoes else "") for i, k in enumerate(kept)
+    ]
+    obj = "chat.completion" if framing.chat else "text_completion"
+    return {**framing.envelope(obj, choices), "usage": _usage([a.done for a in answers], framing.groups)}
+
+
+def whole_choice(framing: Framing, i: int, answer: Answer, echo: str) -> dict[str, Any]:
+    text = echo + answer.text
+    lps = answer.logprobs if framing.shape.logprobs else []
+    finish = FINISH.get(answer.done.reason, "stop")
+    if not framing.chat:
+        return {
+            "index": i,
+            "text": text,
+            "logprobs": _legacy_logprobs(lps, 0) if lps else None,
+            "finish_reason": finish,
+        }
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if answer.tool_calls:
+        message = {**message, "content": None, "tool_calls": _tool_call_dicts(answer.tool_calls)}
+        finish = "tool_calls"
+    return {"index": i, "message": message, "logprobs": _chat_logprobs(lps) if lps else None, "finish_reason": finish}
+
+
+def _best(answers: Sequence[Answer], groups: Sequence[int], n: int) -> list[int]:
     """Of each prompt's candidates, the `n` with the highest mean log-probability per token, best first."""
 
     def score(i: int) -> float:
-        lps = [lp.logprob for t in tokens[i] for lp in t.logprobs]
+        lps = [lp.logprob for lp in answers[i].logprobs]
         return sum(lps) / len(lps) if lps else -math.inf
 
     kept = []
@@ -167,172 +309,13 @@ def _tool_call_dicts(calls: Sequence[ToolCall], *, indexed: bool = False) -> lis
     return out
 
 
-def _merge(streams: list[Events], firsts: list[Token | Done]) -> AsyncGenerator[tuple[int, Token | Done], None]:
-    """The events of every stream (each after its first, already read) as they come, tagged with the stream's
-    index; closing closes them all."""
-    return merged([prepend(first, stream) for first, stream in zip(firsts, streams, strict=True)])
-
-
-async def _answer(
-    request: Request,
-    streams: list[Events],
-    groups: list[int],
-    *,
-    model: str,
-    chat: bool,
-    shape: Shape,
-    echoes: Sequence[str] = (),
-) -> Response:
-    """Frame generations as a chat completion or a text completion, streamed as SSE or whole.
-
-    `echoes` (text completions with `echo`) are each stream's prompt, sent back before its completion."""
-    cid = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
-    created = int(time.time())
-    try:
-        firsts = list(await until_disconnect(asyncio.gather(*(s.__anext__() for s in streams)), request))
-    except BaseException:
-        for stream in streams:
-            await stream.aclose()
-        raise
-    chunk_object = "chat.completion.chunk" if chat else "text_completion"
-
-    def envelope(obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": cid,
-            "object": obj,
-            "created": created,
-            "model": model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": choices,
-        }
-
-    if shape.stream:
-
-        async def chunks() -> AsyncGenerator[Any, None]:
-            dones: list[Done | None] = [None] * len(streams)
-            offsets = [0] * len(streams)
-            extra = {"usage": None} if shape.include_usage else {}
-            if chat:
-                for i in range(len(streams)):
-                    opening = {
-                        "index": i,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                    yield {**envelope(chunk_object, [opening]), **extra}
-            for i, echo in enumerate(echoes):
-                opening = {"index": i, "text": echo, "logprobs": None, "finish_reason": None}
-                yield {**envelope(chunk_object, [opening]), **extra}
-                offsets[i] = len(echo)
-            held = [HeldText() if shape.tools else None for _ in streams]
-            async with contextlib.aclosing(_merge(streams, firsts)) as events:
-                async for i, event in events:
-                    hold = held[i]
-                    if isinstance(event, Token):
-                        if hold is not None:
-                            if hold.take(event, forced=shape.forced):
-                                continue
-                            event, held[i] = hold.release(), None
-                        choice: dict[str, Any] = {"index": i, "logprobs": None, "finish_reason": None}
-                        if chat:
-                            choice["delta"] = {"content": event.text}
-                            if event.logprobs:
-                                choice["logprobs"] = _chat_logprobs(event.logprobs)
-                        else:
-                            choice["text"] = event.text
-                            if event.logprobs:
-                                choice["logprobs"] = _legacy_logprobs(event.logprobs, offsets[i])
-                            offsets[i] += len(event.text)
-                        yield {**envelope(chunk_object, [choice]), **extra}
-                        continue
-                    dones[i] = event
-                    finish = FINISH.get(event.reason, "stop")
-                    if hold is not None and hold.parts:
-                        calls = parse_tool_calls(hold.text, shape.tools)
-                        if calls:
-                            finish = "tool_calls"
-                            delta: dict[str, Any] = {"tool_calls": _tool_call_dicts(calls, indexed=True)}
-                        else:
-                            pending = hold.release()
-                            lps = _chat_logprobs(pending.logprobs) if pending.logprobs else None
-                            delta = {"content": pending.text}
-                        opening = {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
-                        if "content" in delta:
-                            opening["logprobs"] = lps
-                        yield {**envelope(chunk_object, [opening]), **extra}
-                    choice = {"index": i, "logprobs": None, "finish_reason": finish}
-                    if chat:
-                        choice["delta"] = {}
-                    else:
-                        choice["text"] = ""
-                    yield {**envelope(chunk_object, [choice]), **extra}
-            if shape.include_usage:
-                yield {**envelope(chunk_object, []), "usage": _usage([d for d in dones if d], groups)}
-
-        return EventStream(
-            chunks(),
-            frame=sse_event,
-            on_error=openai_error,
-            media_type="text/event-stream",
-            trailer=sse_event("[DONE]"),
-        )
-
-    async def collect() -> tuple[list[list[Token]], list[Done]]:
-        tokens: list[list[Token]] = [[] for _ in streams]
-        dones: list[Done | None] = [None] * len(streams)
-        async with contextlib.aclosing(_merge(streams, firsts)) as events:
-            async for i, event in events:
-                if isinstance(event, Token):
-                    tokens[i].append(event)
-                else:
-                    dones[i] = event
-        if any(d is None for d in dones):
-            raise EngineError("a generation ended without a result")
-        return tokens, [d for d in dones if d is not None]
-
-    tokens, dones = await until_disconnect(collect(), request)
-    kept = _best(tokens, groups, shape.n) if shape.best_of > shape.n else list(range(len(streams)))
-    choices = []
-    for i, k in enumerate(kept):
-        parts, done = tokens[k], dones[k]
-        text = (echoes[k] if echoes else "") + "".join(t.text for t in parts)
-        lps = [lp for t in parts for lp in t.logprobs] if shape.logprobs else []
-        finish = FINISH.get(done.reason, "stop")
-        if chat:
-            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-            calls = parse_tool_calls(text, shape.tools) if shape.tools else None
-            if calls:
-                message = {**message, "content": None, "tool_calls": _tool_call_dicts(calls)}
-                finish = "tool_calls"
-            choices.append(
-                {
-                    "index": i,
-                    "message": message,
-                    "logprobs": _chat_logprobs(lps) if lps else None,
-                    "finish_reason": finish,
-                }
-            )
-        else:
-            choices.append(
-                {
-                    "index": i,
-                    "text": text,
-                    "logprobs": _legacy_logprobs(lps, 0) if lps else None,
-                    "finish_reason": finish,
-                }
-            )
-    obj = "chat.completion" if chat else "text_completion"
-    return JSONResponse({**envelope(obj, choices), "usage": _usage(dones, groups)})
-
-
 def _model_object(name: str, modified_at: float, owner: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": int(modified_at), "owned_by": owner}
 
 
 async def list_models(request: Request) -> Response:
     data = [
-        _model_object(m.name, m.stored.modified_at, m.stored.name.namespace) for m in _service(request).list_models()
+        _model_object(m.name, m.stored.modified_at, m.stored.name.namespace) for m in service_of(request).list_models()
     ]
     return JSONResponse({"object": "list", "data": data})
 
@@ -340,7 +323,7 @@ async def list_models(request: Request) -> Response:
 @guarded(ERRORS)
 async def get_model(request: Request) -> Response:
     raw = request.path_params["model"]
-    stored = _service(request).store.find(parse_name(raw))
+    stored = service_of(request).store.find(parse_name(raw))
     if stored is None:
         raise ModelNotFound(f"model '{raw}' not found")
     return JSONResponse(_model_object(str(stored.name), stored.modified_at, stored.name.namespace))

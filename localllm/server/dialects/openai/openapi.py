@@ -1,4 +1,5 @@
-"""The OpenAPI paths of OpenAI's API (`/v1/*`): request bodies say what the validators enforce."""
+"""The OpenAPI paths of OpenAI's API (`/v1/*`): request bodies are the field tables the parser reads
+(`requests.FIELDS` and the fields of each endpoint)."""
 
 from __future__ import annotations
 
@@ -9,46 +10,24 @@ from ...schema import (
     BOOL,
     INT,
     MODEL,
-    NUM,
     OBJ,
     OPENAI_ERROR,
     OPTIONS,
     SSE,
-    STOP,
     STR,
     STRINGS,
     Schema,
     body,
     obj,
-    ranged,
     responses,
 )
+from .requests import BEST_OF, FIELDS, LEGACY_LOGPROBS, TOP_LOGPROBS
 
 OPENAI_SAMPLING: dict[str, Schema] = {
     "model": MODEL,
     "stream": BOOL,
     "stream_options": obj({"include_usage": BOOL}),
-    "max_tokens": ranged(INT, 1),
-    "max_completion_tokens": ranged(INT, 1),
-    "n": ranged(INT, 1, 128),
-    "temperature": ranged(NUM, 0, 2),
-    "top_p": ranged(NUM, 0, 1),
-    "top_k": ranged(INT, -1, 1 << 20),
-    "min_p": ranged(NUM, 0, 1),
-    "typical_p": ranged(NUM, 0, 1),
-    "repeat_penalty": ranged(NUM, 0, 10),
-    "repetition_penalty": ranged(NUM, 0, 10),
-    "presence_penalty": ranged(NUM, -2, 2),
-    "frequency_penalty": ranged(NUM, -2, 2),
-    "mirostat": ranged(INT, 0, 2),
-    "mirostat_tau": ranged(NUM, 0, 100),
-    "mirostat_eta": ranged(NUM, 0, 10),
-    "min_tokens": ranged(INT, 0, 1 << 20),
-    "seed": INT,
-    "stop": STOP,
-    "logit_bias": OBJ,
-    "grammar": STR,
-    "ignore_eos": BOOL,
+    **FIELDS.schema()["properties"],
     "options": OPTIONS,
 }
 CHAT_MESSAGE = obj({"role": STR, "content": {"anyOf": [STR, ANY_LIST]}, "tool_calls": ANY_LIST, "tool_call_id": STR})
@@ -57,7 +36,7 @@ CHAT_COMPLETIONS = obj(
         **OPENAI_SAMPLING,
         "messages": {"type": "array", "items": CHAT_MESSAGE, "minItems": 1},
         "logprobs": BOOL,
-        "top_logprobs": ranged(INT, 0, 20),
+        "top_logprobs": TOP_LOGPROBS.schema(),
         "response_format": OBJ,
         "tools": ANY_LIST,
         "tool_choice": {"anyOf": [STR, OBJ]},
@@ -70,8 +49,8 @@ COMPLETIONS = obj(
         "prompt": {"anyOf": [STR, STRINGS]},
         "suffix": STR,
         "echo": BOOL,
-        "best_of": ranged(INT, 1, 20),
-        "logprobs": ranged(INT, 0, 5),
+        "best_of": BEST_OF.schema(),
+        "logprobs": LEGACY_LOGPROBS.schema(),
     },
     required=("model",),
 )

@@ -17,6 +17,7 @@ from ....service import ChatRequest, GenerateRequest
 from ....tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
 from ....types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options
 from ... import requests as rq
+from ...fields import STOP, Field, Fields, as_options
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,6 @@ class Shape:
     n: int = 1
     stream: bool = False
     include_usage: bool = False
-    tools: tuple[Tool, ...] = ()  # calls to look for in the output (none when tool_choice is "none")
-    forced: bool = False  # the output is constrained to a call
     echo: bool = False  # /v1/completions: the prompt comes back before the completion
     best_of: int = 1  # /v1/completions: candidates generated per prompt, the n most likely returned
     logprobs: bool = True  # whether log-probabilities asked for are returned (not when only best_of needed them)
@@ -98,60 +97,51 @@ def _tool_calls(raw: Any, label: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
-def _ranged(body: dict[str, Any], key: str, kind: type, low: float, high: float) -> Any:
-    value = rq.field(body, key, kind)
-    if value is not None and not low <= value <= high:
-        raise InvalidRequest(f"{key} must be between {low} and {high}, got {value}", field=key)
-    return value
-
-
-def _stop(body: dict[str, Any]) -> tuple[str, ...] | None:
-    stop = body.get("stop")
-    if stop is None:
-        return None
-    if isinstance(stop, str):
-        return (stop,)
-    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        return tuple(stop)
-    raise InvalidRequest("stop must be a string or a list of strings", field="stop")
+# The fields both endpoints take: OpenAI's sampling fields and the llama.cpp/vLLM extras (`top_k`, `min_p`,
+# `repeat_penalty`/`repetition_penalty`, `typical_p`, `mirostat*`, `min_tokens`, `ignore_eos`, `grammar`).
+FIELDS = Fields(
+    Field("max_tokens", int, low=1),
+    Field("max_completion_tokens", int, low=1),
+    Field("n", int, low=1, high=128, default=1),
+    Field("temperature", float, low=0, high=2, option="temperature"),
+    Field("top_p", float, low=0, high=1, option="top_p"),
+    Field("top_k", int, low=-1, high=1 << 20),
+    Field("min_p", float, low=0, high=1, option="min_p"),
+    Field("typical_p", float, low=0, high=1, option="typical_p"),
+    Field("repeat_penalty", float, low=0, high=10),
+    Field("repetition_penalty", float, low=0, high=10),
+    Field("presence_penalty", float, low=-2, high=2, option="presence_penalty"),
+    Field("frequency_penalty", float, low=-2, high=2, option="frequency_penalty"),
+    Field("mirostat", int, low=0, high=2, option="mirostat"),
+    Field("mirostat_tau", float, low=0, high=100, option="mirostat_tau"),
+    Field("mirostat_eta", float, low=0, high=10, option="mirostat_eta"),
+    Field("min_tokens", int, low=0, high=1 << 20, default=0),
+    Field("seed", int, option="seed"),
+    Field("stop", STOP, option="stop"),
+    Field("logit_bias", dict, default={}),
+    Field("grammar", str),
+    Field("ignore_eos", bool, default=False),
+)
+TOP_LOGPROBS = Field("top_logprobs", int, low=0, high=20)  # chat
+LEGACY_LOGPROBS = Field("logprobs", int, low=0, high=5)  # text completions
+BEST_OF = Field("best_of", int, low=1, high=20)  # text completions
 
 
 def sampling_options(body: dict[str, Any], *, default_max_tokens: int | None = None) -> Options:
-    """OpenAI's sampling fields and the llama.cpp/vLLM extras, over Ollama's `options` when given."""
-    max_tokens = rq.field(body, "max_completion_tokens", int)
-    if max_tokens is None:
-        max_tokens = rq.field(body, "max_tokens", int, default_max_tokens)
-    if max_tokens is not None and max_tokens < 1:
-        key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-        raise InvalidRequest(f"{key} must be at least 1", field=key)
-    repeat = _ranged(body, "repeat_penalty", float, 0, 10)
-    if repeat is None:
-        repeat = _ranged(body, "repetition_penalty", float, 0, 10)
-    seed = rq.field(body, "seed", int)
-    top_k = _ranged(body, "top_k", int, -1, 1 << 20)
-    top = Options(
-        temperature=_float(_ranged(body, "temperature", float, 0, 2)),
-        top_p=_float(_ranged(body, "top_p", float, 0, 1)),
+    """The sampling `FIELDS`, over Ollama's `options` when given, over OpenAI's defaults (temperature 1, top_p 1)."""
+    v = FIELDS.read(body)
+    max_tokens = v["max_completion_tokens"] if v["max_completion_tokens"] is not None else v["max_tokens"]
+    repeat = v["repeat_penalty"] if v["repeat_penalty"] is not None else v["repetition_penalty"]
+    top_k = v["top_k"]
+    top = as_options(
+        v,
+        FIELDS,
         top_k=None if top_k is None or top_k < 0 else top_k,
-        min_p=_float(_ranged(body, "min_p", float, 0, 1)),
-        typical_p=_float(_ranged(body, "typical_p", float, 0, 1)),
-        repeat_penalty=_float(repeat),
-        num_predict=max_tokens,
-        stop=_stop(body),
-        seed=seed,
-        presence_penalty=_float(_ranged(body, "presence_penalty", float, -2, 2)),
-        frequency_penalty=_float(_ranged(body, "frequency_penalty", float, -2, 2)),
-        mirostat=_ranged(body, "mirostat", int, 0, 2),
-        mirostat_tau=_float(_ranged(body, "mirostat_tau", float, 0, 100)),
-        mirostat_eta=_float(_ranged(body, "mirostat_eta", float, 0, 10)),
+        repeat_penalty=repeat,
+        num_predict=max_tokens if max_tokens is not None else default_max_tokens,
     )
-    # OpenAI's defaults (temperature 1, top_p 1) apply when neither the request nor `options` sets them.
     base = parse_options(body.get("options")).merged_over(Options(temperature=1.0, top_p=1.0))
     return top.merged_over(base)
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def constraints(body: dict[str, Any], *, legacy_logprobs: bool = False) -> Constraints:
@@ -175,24 +165,24 @@ def constraints(body: dict[str, Any], *, legacy_logprobs: bool = False) -> Const
                 "response_format.type must be text, json_object or json_schema", field="response_format.type"
             )
     if legacy_logprobs:
-        logprobs = _ranged(body, "logprobs", int, 0, 5)
+        logprobs = LEGACY_LOGPROBS.read(body)
     else:
-        top = _ranged(body, "top_logprobs", int, 0, 20)
+        top = TOP_LOGPROBS.read(body)
         if top is not None and not body.get("logprobs"):
             raise InvalidRequest("top_logprobs needs logprobs set to true", field="top_logprobs")
         logprobs = (top or 0) if rq.field(body, "logprobs", bool, False) else None
     return Constraints(
         format=fmt,
-        grammar=rq.field(body, "grammar", str),
+        grammar=FIELDS["grammar"].read(body),
         logprobs=logprobs,
         logit_bias=_logit_bias(body),
-        ignore_eos=rq.field(body, "ignore_eos", bool, False),
-        min_tokens=_ranged(body, "min_tokens", int, 0, 1 << 20) or 0,
+        ignore_eos=FIELDS["ignore_eos"].read(body),
+        min_tokens=FIELDS["min_tokens"].read(body),
     )
 
 
 def _logit_bias(body: dict[str, Any]) -> tuple[tuple[int, float], ...]:
-    raw = rq.field(body, "logit_bias", dict, {})
+    raw = FIELDS["logit_bias"].read(body)
     out = []
     for key, value in raw.items():
         label = f"logit_bias.{key}"
@@ -207,7 +197,7 @@ def _logit_bias(body: dict[str, Any]) -> tuple[tuple[int, float], ...]:
 
 
 def shape(body: dict[str, Any]) -> Shape:
-    n = _ranged(body, "n", int, 1, 128) or 1
+    n = FIELDS["n"].read(body)
     stream = rq.field(body, "stream", bool, False)
     include_usage = False
     if stream:
@@ -242,9 +232,14 @@ def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, Shape]:
         limits = replace(limits, format=schema)
     offered = tools if choice.mode != "none" else ()
     request = ChatRequest(
-        model=name, messages=_messages(body), options=sampling_options(body), constraints=limits, tools=offered
+        model=name,
+        messages=_messages(body),
+        options=sampling_options(body),
+        constraints=limits,
+        tools=offered,
+        call_required=schema is not None,
     )
-    return request, replace(shape(body), tools=offered, forced=schema is not None)
+    return request, shape(body)
 
 
 def to_completion_request(body: dict[str, Any]) -> tuple[list[GenerateRequest], Shape]:
@@ -257,7 +252,7 @@ def to_completion_request(body: dict[str, Any]) -> tuple[list[GenerateRequest], 
     suffix = rq.field(body, "suffix", str)
     echo = rq.field(body, "echo", bool, False)
     framing = shape(body)
-    best_of = _ranged(body, "best_of", int, 1, 20) or framing.n
+    best_of = BEST_OF.read(body) or framing.n
     if best_of < framing.n:
         raise InvalidRequest(f"best_of ({best_of}) must be at least n ({framing.n})", field="best_of")
     if best_of > framing.n and framing.stream:

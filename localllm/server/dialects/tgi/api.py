@@ -23,13 +23,14 @@ from starlette.routing import Route
 
 from .... import __version__
 from ....errors import AccessDenied, BodyTooLarge, EngineError, InvalidRequest, ModelNotFound, QuotaExceeded, ServerBusy
-from ....service import GenerateRequest, Model, Service
+from ....service import Answer, GenerateRequest, Model, Service
 from ....types import Done, Token, TokenLogprob
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
+from ...fields import check_fields
 from ...streaming import EventStream
-from ..shared import Generation, check_fields, choose_model, collect_all, opened, service_of
-from .requests import MAX_BEST_OF, MAX_STOP_SEQUENCES, PARAMETERS, PREFIX, TGIRequest, parse
+from ..shared import Events, choose_model, collect_all, opened, service_of
+from .requests import BODY, MAX_BEST_OF, MAX_STOP_SEQUENCES, PARAMETERS, PREFIX, TGIRequest, parse
 
 # -- errors --------------------------------------------------------------------------------------------
 
@@ -138,12 +139,12 @@ def finish_reason(done: Done, stops: Sequence[str], lps: Sequence[TokenLogprob])
     return "eos_token"
 
 
-def _mean_logprob(gen: Generation) -> float:
+def _mean_logprob(gen: Answer) -> float:
     lps = [lp.logprob for lp in gen.logprobs]
     return sum(lps) / len(lps) if lps else -math.inf
 
 
-def _sequence(gen: Generation, req: TGIRequest, model: Model, prefill: list[dict[str, Any]]) -> dict[str, Any]:
+def _sequence(gen: Answer, req: TGIRequest, model: Model, prefill: list[dict[str, Any]]) -> dict[str, Any]:
     """The details of one generation, with its text (prefixed by the prompt with `return_full_text`)."""
     pairs = split_text(gen.tokens)
     tokens = [_token(lp, text) for lp, text in pairs]
@@ -245,9 +246,7 @@ def _prefill(model: Model, token: int, piece: bytes) -> dict[str, Any]:
     return {"id": token, "text": text, "logprob": None}
 
 
-async def _events(
-    stream: AsyncGenerator[Token | Done, None], req: TGIRequest, model: Model
-) -> AsyncGenerator[Any, None]:
+async def _events(stream: Events, req: TGIRequest, model: Model) -> AsyncGenerator[Any, None]:
     """One event per token; each is held until the next arrives, so the last one carries the whole text and
     the details."""
     held: dict[str, Any] | None = None
@@ -267,6 +266,8 @@ async def _events(
     async for item in stream:
         if isinstance(item, Done):
             done = item
+            continue
+        if not isinstance(item, Token):
             continue
         texts.append(item.text)
         lps.extend(item.logprobs)
@@ -326,8 +327,8 @@ async def health(request: Request) -> Response:
 async def tokenize(request: Request, body: dict[str, Any]) -> Response:
     """`POST /tokenize` with TGI's body: each token's id, text and character offsets in `inputs`."""
     service = service_of(request)
-    check_fields(body, ("inputs", "parameters", "stream", "model"))
-    check_fields(rq.field(body, "parameters", dict, {}), PARAMETERS, prefix=PREFIX)
+    check_fields(body, BODY)
+    PARAMETERS.check(rq.field(body, "parameters", dict, {}), prefix=PREFIX)
     inputs = rq.field(body, "inputs", str, required=True)
     pieces = await service.tokenize(choose_model(body, service), inputs)
     spans = char_offsets(inputs, pieces)

@@ -17,35 +17,37 @@ from ....names import ModelName
 from ....service import Service
 from ....types import Constraints, Options
 from ... import requests as rq
-from ..shared import check_fields, choose_model, flag, number, stop_strings
+from ...fields import STOP, Field, Fields, as_options, check_fields
+from ..shared import choose_model
 from .regex_grammar import UnsupportedRegex, regex_to_gbnf
 
 MAX_BEST_OF = 4
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_N_TOKENS = 5
 DEFAULT_MAX_NEW_TOKENS = 1024
-PARAMETERS = (
-    "adapter_id",
-    "best_of",
-    "decoder_input_details",
-    "details",
-    "do_sample",
-    "frequency_penalty",
-    "grammar",
-    "max_new_tokens",
-    "repetition_penalty",
-    "return_full_text",
-    "seed",
-    "stop",
-    "temperature",
-    "top_k",
-    "top_n_tokens",
-    "top_p",
-    "truncate",
-    "typical_p",
-    "watermark",  # accepted and ignored: no watermarking here
+PARAMETERS = Fields(
+    Field("adapter_id", str),  # refused: no LoRA adapters per request
+    Field("best_of", int, low=1, high=MAX_BEST_OF, default=1),
+    Field("temperature", float, low=0, open_low=True),
+    Field("top_k", int, low=0, open_low=True),
+    Field("top_p", float, low=0, high=1, open_low=True, open_high=True),
+    Field("typical_p", float, low=0, high=1, open_low=True, open_high=True),
+    Field("seed", int, low=0, high=2**64 - 1),
+    Field("repetition_penalty", float, low=0, open_low=True),
+    Field("frequency_penalty", float, low=-2, high=2, default=0.0, option="frequency_penalty"),
+    Field("max_new_tokens", int, low=1, default=DEFAULT_MAX_NEW_TOKENS, option="num_predict"),
+    Field("stop", STOP, limit=MAX_STOP_SEQUENCES, default=()),
+    Field("top_n_tokens", int, low=0, high=MAX_TOP_N_TOKENS, default=0),
+    Field("truncate", int, low=0, open_low=True),
+    Field("do_sample", bool, default=False),
+    Field("details", bool, default=True),
+    Field("decoder_input_details", bool, default=False),
+    Field("return_full_text", bool, default=False),
+    Field("watermark", bool, default=False),  # accepted and ignored: no watermarking here
+    Field("grammar", dict),  # `{"type": "json" | "json_schema" | "regex", "value": ...}`
 )
 PREFIX = "parameters."
+BODY = ("inputs", "parameters", "stream", "model")
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,12 @@ def _json_value(text: str) -> Any:
 
 def parse(body: dict[str, Any], service: Service, *, stream: bool | None) -> TGIRequest:
     """Translate a TGI request body; `stream` is the endpoint's (None: the body's `stream`, as on `POST /`)."""
-    check_fields(body, ("inputs", "parameters", "stream", "model"))
+    check_fields(body, BODY)
     inputs = rq.field(body, "inputs", str, required=True)
     if not inputs:
         raise InvalidRequest("inputs must not be empty", field="inputs")
     params = rq.field(body, "parameters", dict, {})
-    check_fields(params, PARAMETERS, prefix=PREFIX)
+    PARAMETERS.check(params, prefix=PREFIX)
     asked = rq.field(body, "stream", bool)
     if stream is None:
         stream = bool(asked)
@@ -120,21 +122,16 @@ def parse(body: dict[str, Any], service: Service, *, stream: bool | None) -> TGI
         raise InvalidRequest("stream cannot be false on /generate_stream", field="stream")
     elif asked:
         stream = True
-    if params.get("adapter_id") is not None:
+    v = PARAMETERS.read(params, prefix=PREFIX)
+    if v["adapter_id"] is not None:
         raise InvalidRequest(f"{PREFIX}adapter_id: LoRA adapters are not supported", field=f"{PREFIX}adapter_id")
-    best_of = number(params, "best_of", integer=True, low=1, high=MAX_BEST_OF, prefix=PREFIX) or 1
-    temperature = number(params, "temperature", low=0, open_low=True, prefix=PREFIX)
-    top_k = number(params, "top_k", integer=True, low=0, open_low=True, prefix=PREFIX)
-    top_p = number(params, "top_p", low=0, high=1, open_low=True, open_high=True, prefix=PREFIX)
-    typical_p = number(params, "typical_p", low=0, high=1, open_low=True, open_high=True, prefix=PREFIX)
-    seed = number(params, "seed", integer=True, low=0, high=2**64 - 1, prefix=PREFIX)
-    repetition = number(params, "repetition_penalty", low=0, open_low=True, prefix=PREFIX)
+    best_of, seed, repetition = v["best_of"], v["seed"], v["repetition_penalty"]
     sampling = (
-        flag(params, "do_sample", prefix=PREFIX)
-        or any(v is not None for v in (top_k, top_p, typical_p))
-        or temperature not in (None, 1.0)
+        v["do_sample"]
+        or any(v[key] is not None for key in ("top_k", "top_p", "typical_p"))
+        or v["temperature"] not in (None, 1.0)
     )
-    decoder_input_details = flag(params, "decoder_input_details", prefix=PREFIX)
+    decoder_input_details = v["decoder_input_details"]
     if best_of > 1:
         if not sampling:
             raise InvalidRequest(
@@ -149,35 +146,32 @@ def parse(body: dict[str, Any], service: Service, *, stream: bool | None) -> TGI
         raise InvalidRequest(
             f"{PREFIX}decoder_input_details cannot be used with streaming", field=f"{PREFIX}decoder_input_details"
         )
-    flag(params, "watermark", prefix=PREFIX)  # checked, then ignored
-    fmt, grammar = _grammar(params.get("grammar"))
-    top_n = number(params, "top_n_tokens", integer=True, low=0, high=MAX_TOP_N_TOKENS, prefix=PREFIX) or 0
-    stop = stop_strings(params, "stop", prefix=PREFIX, limit=MAX_STOP_SEQUENCES)
-    options = Options(
-        temperature=(temperature or 1.0) if sampling else 0.0,
-        top_k=top_k or 0,
-        top_p=top_p or 1.0,
-        typical_p=typical_p or 1.0,
+    fmt, grammar = _grammar(v["grammar"])
+    options = as_options(
+        v,
+        PARAMETERS,
+        temperature=(v["temperature"] or 1.0) if sampling else 0.0,
+        top_k=v["top_k"] or 0,
+        top_p=v["top_p"] or 1.0,
+        typical_p=v["typical_p"] or 1.0,
         min_p=0.0,
         repeat_penalty=repetition or 1.0,
         repeat_last_n=-1 if repetition else None,  # TGI penalises over the whole text
-        frequency_penalty=number(params, "frequency_penalty", low=-2, high=2, prefix=PREFIX) or 0.0,
         presence_penalty=0.0,
-        num_predict=number(params, "max_new_tokens", integer=True, low=1, prefix=PREFIX) or DEFAULT_MAX_NEW_TOKENS,
-        stop=stop or None,
+        stop=v["stop"] or None,
         seed=seed if seed is not None or not sampling else secrets.randbelow(2**32),
     )
     return TGIRequest(
         model=choose_model(body, service),
         inputs=inputs,
         options=options,
-        constraints=Constraints(format=fmt, grammar=grammar, logprobs=top_n),
+        constraints=Constraints(format=fmt, grammar=grammar, logprobs=v["top_n_tokens"]),
         stream=stream,
-        details=flag(params, "details", True, prefix=PREFIX) or decoder_input_details,
+        details=v["details"] or decoder_input_details,
         decoder_input_details=decoder_input_details,
-        return_full_text=flag(params, "return_full_text", prefix=PREFIX),
+        return_full_text=v["return_full_text"],
         best_of=best_of,
-        top_n=top_n,
+        top_n=v["top_n_tokens"],
         sampling=sampling,
-        truncate=number(params, "truncate", integer=True, low=0, open_low=True, prefix=PREFIX),
+        truncate=v["truncate"],
     )
