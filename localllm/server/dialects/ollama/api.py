@@ -33,6 +33,7 @@ from ....types import (
 )
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of
+from ...fields import Field
 from ...streaming import EventStream, first_item, ndjson_line, prepend, until_disconnect
 from ..shared import service_of
 
@@ -43,6 +44,9 @@ def timestamp(t: float | None = None) -> str:
         t if t is not None else datetime.datetime.now().timestamp(), tz=datetime.timezone.utc
     )
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+TOP_LOGPROBS = Field("top_logprobs", int, low=0, high=20)  # the fields with bounds (`options`: types.py)
 
 
 def ollama_error(exc: BaseException) -> dict[str, Any]:
@@ -187,9 +191,7 @@ def _constraints(body: dict[str, Any]) -> Constraints:
         fmt = None
     if fmt is not None and fmt != "json" and not isinstance(fmt, dict):
         raise InvalidRequest('format must be "json" or a JSON schema object', field="format")
-    top = rq.field(body, "top_logprobs", int)
-    if top is not None and not 0 <= top <= 20:
-        raise InvalidRequest("top_logprobs must be between 0 and 20", field="top_logprobs")
+    top = TOP_LOGPROBS.read(body)
     wanted = rq.field(body, "logprobs", bool, False)
     if top and not wanted:
         raise InvalidRequest("top_logprobs needs logprobs set to true", field="top_logprobs")

@@ -19,9 +19,10 @@ from ...schema import (
     Schema,
     body,
     obj,
-    ranged,
     responses,
 )
+from ..shared import DIMENSIONS
+from .api import TOP_LOGPROBS
 
 FORMAT: Schema = {"anyOf": [{"const": "json"}, {"const": ""}, OBJ]}
 _SAMPLING_COMMON = {
@@ -31,7 +32,7 @@ _SAMPLING_COMMON = {
     "stream": BOOL,
     "format": FORMAT,
     "logprobs": BOOL,
-    "top_logprobs": ranged(INT, 0, 20),
+    "top_logprobs": TOP_LOGPROBS.schema(),
     "think": {"const": False},
     "truncate": BOOL,
     "shift": BOOL,
@@ -154,7 +155,7 @@ def paths() -> dict[str, Any]:
                             "truncate": BOOL,
                             "options": OPTIONS,
                             "keep_alive": KEEP_ALIVE,
-                            "dimensions": ranged(INT, 1),
+                            "dimensions": DIMENSIONS.schema(),
                         },
                         required=("model",),
                     )
