@@ -344,15 +344,11 @@ class Service:
         ):
             yield event
 
-    async def chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
+    def chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
         """The chat's events; with tools, output that may be a call is held back and a call found in it comes
         as `ToolCalls` (`tools.held_back`)."""
         events = self._chat(req)
-        if req.tools:
-            events = held_back(events, req.tools, forced=req.call_required)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
+        return held_back(events, req.tools, forced=req.call_required) if req.tools else events
 
     async def _chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
