@@ -108,8 +108,10 @@ pytestmark_e2e = [pytest.mark.e2e, pytest.mark.model]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[Daemon]:
-    """No LOCALLLM_DEFAULT_MODEL here: requests name their model. Four slots, as sessions must share them."""
-    with daemon_with(tmp_path_factory.mktemp("dialects"), hub, (STORIES_REPO,), LOCALLLM_NUM_PARALLEL="4") as d:
+    """No LOCALLLM_DEFAULT_MODEL here: requests name their model. Four slots, as sessions must share them. Every
+    token its own chunk, as in the shared test daemon: the byte-exact stream tests must not depend on timing."""
+    dialects = tmp_path_factory.mktemp("dialects")
+    with daemon_with(dialects, hub, (STORIES_REPO,), LOCALLLM_NUM_PARALLEL="4", LOCALLLM_STREAM_INTERVAL="0") as d:
         yield d
 
 
