@@ -214,7 +214,7 @@ def test_openai_bad_input_names_the_param(pulled: Daemon) -> None:
 def test_runner_killed_mid_stream(daemon: Daemon) -> None:
     pull = daemon.cli("pull", f"hf.co/{TINY_REPO}")
     if pull.returncode != 0 and "not found" in pull.stderr:
-        pytest.skip("llama-2-tiny-random.gguf is not among the test models")
+        pytest.skip("test model llama-2-tiny-random.gguf not found (fetch it with scripts/test-models)")
     assert pull.returncode == 0, pull.stderr
     body = {"model": f"hf.co/{TINY_REPO}", "prompt": "Hello", "options": {"num_predict": 100000, "seed": 1}}
     with httpx.stream("POST", daemon.url + "/api/generate", json=body, timeout=60) as r:
