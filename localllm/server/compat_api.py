@@ -9,6 +9,8 @@ Each dialect is a translator in its own module; this one holds what several of t
                        `sequence_end`, `request_output_len` or `cancel`
                      body has `prompt`                               -> vLLM      (vllm_api)
     POST /tokenize   body has `inputs` -> TGI;  `prompt` -> vLLM
+    POST /           an embedding model -> TEI (tei_api); else TGI
+    POST /embed      TEI (tei_api)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import InvalidRequest
-from . import lmdeploy_api, tgi_api, triton_api, vllm_api
+from . import lmdeploy_api, tei_api, tgi_api, triton_api, vllm_api
 from . import requests as rq
 
 _DIALECTS = "TGI (`inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)"
@@ -67,6 +69,7 @@ async def tokenize(request: Request) -> Response:
 routes = [
     Route("/generate", generate, methods=["POST"]),
     Route("/tokenize", tokenize, methods=["POST"]),
+    *tei_api.routes,
     *tgi_api.routes,
     *lmdeploy_api.routes,
     *triton_api.routes,

@@ -15,6 +15,7 @@ from ..errors import (
     InvalidRequest,
     LocalLLMError,
     ModelNotFound,
+    NoModelChosen,
     QuotaExceeded,
     ServerBusy,
     Unauthorized,
@@ -26,6 +27,7 @@ RETRY_AFTER_SECONDS = 2  # what a 503 Server Busy asks clients to wait (the open
 
 _STATUS: list[tuple[type[BaseException], int]] = [
     (BodyTooLarge, 413),
+    (NoModelChosen, 422),
     (InvalidRequest, 400),
     (ModelNotFound, 404),
     (Unauthorized, 401),
@@ -82,6 +84,7 @@ def openai_error(exc: BaseException) -> dict[str, Any]:
         403: "invalid_request_error",
         404: "invalid_request_error",
         413: "invalid_request_error",
+        422: "invalid_request_error",
         429: "insufficient_quota",
         503: "server_error",
     }.get(status, "server_error")

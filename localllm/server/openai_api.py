@@ -26,7 +26,7 @@ from ..service import Service
 from ..tools import HeldText, parse_tool_calls
 from ..types import Done, Token, TokenLogprob, ToolCall
 from . import requests as rq
-from .dialect import merged
+from .dialect import merged, with_default_model
 from .errors import headers_of, openai_error, status_of
 from .openai_requests import Shape, to_chat_request, to_completion_request
 from .streaming import ClientGone, EventStream, prepend, sse_event, until_disconnect
@@ -52,7 +52,7 @@ def _seeded(options: Any, i: int) -> Any:
 
 async def chat_completions(request: Request) -> Response:
     try:
-        body = await rq.read_json(request)
+        body = with_default_model(await rq.read_json(request), _service(request))  # InferenceClient's "dummy"
         req, shape = to_chat_request(body)
     except Exception as exc:
         return error_response(exc)
@@ -63,7 +63,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def completions(request: Request) -> Response:
     try:
-        body = await rq.read_json(request)
+        body = with_default_model(await rq.read_json(request), _service(request))
         reqs, shape = to_completion_request(body)
     except Exception as exc:
         return error_response(exc)

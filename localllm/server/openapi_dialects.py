@@ -87,6 +87,10 @@ MODEL_OK = obj({"id": STR, "object": STR, "created": INT, "owned_by": STR}, requ
 MODEL_PATH = [{"name": "model", "in": "path", "required": True, "schema": STR}]
 
 
+# generation may leave the model to LOCALLLM_DEFAULT_MODEL ("dummy", as InferenceClient sends): 422 without one
+OPENAI_GENERATE_CODES = ("400", "401", "403", "404", "413", "422", "429", "5XX")
+
+
 def openai_paths() -> dict[str, Any]:
     err = OPENAI_ERROR
     return {
@@ -94,14 +98,14 @@ def openai_paths() -> dict[str, Any]:
             "post": {
                 "summary": "OpenAI chat completions",
                 "requestBody": body(CHAT_COMPLETIONS),
-                "responses": responses(err, COMPLETION_OK, stream=SSE),
+                "responses": responses(err, COMPLETION_OK, stream=SSE, codes=OPENAI_GENERATE_CODES),
             }
         },
         "/v1/completions": {
             "post": {
                 "summary": "OpenAI (legacy) completions",
                 "requestBody": body(COMPLETIONS),
-                "responses": responses(err, COMPLETION_OK, stream=SSE),
+                "responses": responses(err, COMPLETION_OK, stream=SSE, codes=OPENAI_GENERATE_CODES),
             }
         },
         "/v1/models": {
@@ -179,6 +183,24 @@ def dialect_paths() -> dict[str, Any]:
                 "summary": "tokenize (TGI `inputs` or vLLM `prompt`)",
                 "requestBody": body(OBJ),
                 "responses": responses(COMPAT_ERROR, {"type": ["array", "object"]}, codes=SERVING_CODES),
+            }
+        },
+        "/embed": {
+            "post": {
+                "summary": "TEI embeddings (also POST / when the model is an embedding model)",
+                "requestBody": body(
+                    obj(
+                        {
+                            "inputs": {"anyOf": [STR, ANY_LIST]},
+                            "normalize": BOOL,
+                            "truncate": BOOL,
+                            "dimensions": INT,
+                            "model": MODEL,
+                        },
+                        required=("inputs",),
+                    )
+                ),
+                "responses": responses(TGI_ERROR, ANY_LIST, codes=TGI_CODES),
             }
         },
         "/info": {"get": {"summary": "TGI server info", "responses": responses(TGI_ERROR, OBJ, codes=("5XX",))}},
