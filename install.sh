@@ -530,6 +530,7 @@ WorkingDirectory=/var/lib/localllm
         systemctl enable localllm >/dev/null 2>&1 || error "systemctl enable localllm failed"
         systemctl restart localllm || error "systemctl could not start localllm: see journalctl -u localllm"
         SERVICE_STATE="running (systemctl status localllm; logs: journalctl -u localllm -f)"
+        SERVICE_STARTED=1
     else
         warn "systemd is not running here, so the unit is written but not started."
         warn "Start the daemon by hand: runuser -u localllm -- env LOCALLLM_HOST=$(api_host) LOCALLLM_MODELS=$MODELS_DIR $PREFIX/bin/localllm serve"
@@ -561,6 +562,7 @@ install_user_service() {
         systemctl --user restart localllm \
             || error "systemctl --user could not start localllm: see journalctl --user -u localllm"
         SERVICE_STATE="running (systemctl --user status localllm; logs: journalctl --user -u localllm -f)"
+        SERVICE_STARTED=1
         if command -v loginctl >/dev/null 2>&1 \
             && [ "$(loginctl show-user "$(id -un)" -p Linger --value 2>/dev/null)" != yes ]; then
             warn "the service stops when you log out; to keep it running: sudo loginctl enable-linger $(id -un)"
@@ -620,13 +622,18 @@ summary() {
     if [ $LINK -eq 1 ]; then cmd=localllm; fi
     width=$((${#cmd} + 35))
     printf 'Next:\n'
-    printf '  %-*s  # %s\n' "$width" "$cmd serve" "start the daemon (unless the service runs it)" \
-        "$width" "$cmd pull hf.co/<user>/<repo>[:<quant>]" "fetch a GGUF model from the Hugging Face Hub" \
+    if [ "${SERVICE_STARTED:-0}" -eq 0 ]; then
+        printf '  %-*s  # %s\n' "$width" "$cmd serve" "the daemon, in the foreground; then, in another terminal:"
+    fi
+    printf '  %-*s  # %s\n' "$width" "$cmd pull hf.co/<user>/<repo>[:<quant>]" "fetch a GGUF model from the Hugging Face Hub" \
         "$width" "$cmd run hf.co/<user>/<repo> \"Hello\"" "ask it something"
     printf "The API listens on %s (Ollama's /api/* and OpenAI's /v1/*).\n" "$(api_url)"
     if [ $DEV -eq 1 ]; then
-        if [ "$VPY" = "$SRC/.venv/bin/python" ]; then printf 'Run the tests with: scripts/test\n'
-        else printf 'Run the tests with: PYTHON=%s scripts/test\n' "$VPY"; fi
+        if [ "$VPY" = "$SRC/.venv/bin/python" ]; then python_env=""; else python_env="PYTHON=$VPY "; fi
+        if [ ! -d "$SRC/../shared/models" ] && [ -z "${LOCALLLM_TEST_MODELS:-}" ]; then
+            printf 'Fetch the test models (50 MB, from the Hugging Face Hub) with: %sscripts/test-models\n' "$python_env"
+        fi
+        printf 'Run the tests with: %sscripts/test\n' "$python_env"
     fi
 }
 
