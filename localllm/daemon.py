@@ -74,7 +74,6 @@ def listen(address: HostAddress, *, variable: str = "LOCALLLM_HOST") -> socket.s
                 "address"
             ) from None
         raise ConfigError(f"{variable}: cannot listen on {address.base_url}: {exc.strerror}") from None
-    sock.set_inheritable(True)
     return sock
 
 

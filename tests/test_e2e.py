@@ -45,7 +45,10 @@ def pulled(daemon: Daemon) -> Daemon:
     assert statuses[-3:] == ["verifying sha256 digest", "writing manifest", "success"]
     layer = next(line for line in lines if line["status"].startswith("pulling ") and "digest" in line)
     assert layer["status"] == f"pulling {layer['digest'].removeprefix('sha256:')[:12]}"
-    assert lines[-4]["completed"] == lines[-4]["total"] > 0
+    last_pulled = [line for line in lines if line["status"].startswith("pulling ") and "digest" in line][-1]
+    assert last_pulled["completed"] == last_pulled["total"] > 0
+    verified = lines[-3]  # the sha256 is checked with progress too (issue 18)
+    assert verified["status"] == "verifying sha256 digest" and verified["completed"] == verified["total"] > 0
     return daemon
 
 

@@ -64,9 +64,9 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         try:
             yield
         finally:
+            svc.store.detach()
             if own:
                 await svc.scheduler.close()
-                svc.store.detach()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
