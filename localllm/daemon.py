@@ -82,6 +82,7 @@ def _is_localllm(address: HostAddress) -> bool:
     host = "127.0.0.1" if address.host in {"0.0.0.0", ""} else "[::1]" if address.host == "::" else address.host
     url = f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{address.port}/"
     with contextlib.suppress(OSError, ValueError):
-        with urllib.request.urlopen(url, timeout=2) as answer:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
+        with direct.open(url, timeout=2) as answer:
             return bool(answer.read(64).startswith(b"localllm is running"))
     return False
