@@ -113,17 +113,80 @@ main() {
 
     trap cleanup EXIT
 
+    unit_location
+
     if [ $UNINSTALL -eq 1 ]; then
+        check_no_daemon_by_hand
         uninstall
         return
     fi
 
     check_python
+    check_no_daemon_by_hand
+    stop_service_using_prefix
     make_venv
     install_package
     if [ $LINK -eq 1 ]; then link_command; fi
-    if [ $SERVICE -eq 1 ]; then install_service; fi
+    if [ $SERVICE -eq 1 ]; then
+        install_service
+    elif [ $STOPPED_SERVICE -eq 1 ]; then
+        status "Starting the localllm service again"
+        systemctl ${SCOPE:+"$SCOPE"} start localllm \
+            || error "systemctl could not start localllm again: see journalctl ${SCOPE:+$SCOPE }-u localllm"
+    fi
     summary
+}
+
+# -- a daemon running from the environment about to be replaced -------------------------------------------
+# pip replacing the files under a running daemon leaves it answering every model load with an error, so
+# the service is stopped first (and started again after), and a daemon started by hand stops the install.
+
+unit_location() {  # sets UNIT_FILE and SCOPE (systemctl's option): root's system unit, or the user's own
+    if [ $IS_ROOT -eq 1 ]; then
+        UNIT_FILE=/etc/systemd/system/localllm.service
+        SCOPE=""
+    else
+        UNIT_FILE="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/localllm.service"
+        SCOPE=--user
+    fi
+}
+
+service_uses_prefix() {  # the installed unit runs its daemon from $PREFIX
+    [ -f "$UNIT_FILE" ] && grep -qF "ExecStart=$PREFIX/bin/localllm serve" "$UNIT_FILE"
+}
+
+service_active() {
+    service_uses_prefix && systemd_running "$SCOPE" && systemctl ${SCOPE:+"$SCOPE"} is-active --quiet localllm
+}
+
+daemons_from_prefix() {  # pids of `localllm serve` processes whose Python is $PREFIX's, one per line
+    for proc in /proc/[0-9]*; do
+        cmd=$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null) || continue
+        case "$cmd" in
+            "$PREFIX/bin/"*" serve "*) printf '%s\n' "${proc#/proc/}" ;;
+        esac
+    done
+}
+
+check_no_daemon_by_hand() {
+    service_pid=none
+    if service_active; then
+        service_pid=$(systemctl ${SCOPE:+"$SCOPE"} show -p MainPID --value localllm 2>/dev/null || echo none)
+    fi
+    pids=$(daemons_from_prefix | grep -vx "$service_pid" | tr '\n' ' ' | sed 's/ $//' || true)
+    if [ -n "$pids" ]; then
+        error "a localllm daemon is running from $PREFIX (pid $pids): replacing or removing its environment under it would break it (every model load would fail). Stop it first (Ctrl+C where it runs, or kill $pids), then run ./install.sh again"
+    fi
+}
+
+STOPPED_SERVICE=0
+stop_service_using_prefix() {
+    if service_active; then
+        status "Stopping the localllm service while its environment $PREFIX is replaced (it starts again after)"
+        systemctl ${SCOPE:+"$SCOPE"} stop localllm \
+            || error "could not stop the localllm service (systemctl ${SCOPE:+$SCOPE }stop localllm): stop it yourself, then run ./install.sh again"
+        STOPPED_SERVICE=1
+    fi
 }
 
 absolute() {  # expand a leading ~ (as in --prefix=~/x) and make the path absolute
@@ -391,17 +454,25 @@ unit_text() {  # $1: extra [Service] lines for the system unit ("" for a user un
 # Written by $SRC/install.sh; running it again rewrites this file.
 [Unit]
 Description=localllm daemon (local LLMs over Ollama's and OpenAI's APIs)
+Wants=network-online.target
 After=network-online.target
 
 [Service]
 ExecStart=$PREFIX/bin/localllm serve
 Restart=always
 RestartSec=3
-Environment=LOCALLLM_HOST=127.0.0.1:11434
+$(environment_line LOCALLLM_HOST "${LOCALLLM_HOST:-127.0.0.1:11434}")
 ${1}
 [Install]
 WantedBy=$2
 UNIT
+}
+
+environment_line() {  # a unit's Environment= line for $1=$2, quoted for systemd when it holds blanks or quotes
+    case "$2" in
+        *[[:space:]\"\\]*) printf 'Environment="%s=%s"\n' "$1" "$(printf '%s' "$2" | sed 's/[\\"]/\\&/g')" ;;
+        *) printf 'Environment=%s=%s\n' "$1" "$2" ;;
+    esac
 }
 
 write_unit() {  # $1: unit file, $2: text; written through a temporary file, so a failure leaves the old one
@@ -431,14 +502,14 @@ install_service() {
 }
 
 install_system_service() {
-    MODELS_DIR=/var/lib/localllm/models
+    MODELS_DIR=${LOCALLLM_MODELS:-/var/lib/localllm/models}  # the installer's LOCALLLM_MODELS, so the CLI agrees
     status "Setting up the system user localllm"
     if ! id localllm >/dev/null 2>&1; then
         useradd -r -s /usr/sbin/nologin -U -m -d /var/lib/localllm localllm \
             || error "could not create the system user localllm (useradd failed, see above)"
     fi
     mkdir -p "$MODELS_DIR" || error "cannot create $MODELS_DIR"
-    chown localllm:localllm /var/lib/localllm "$MODELS_DIR" || error "could not give /var/lib/localllm to the localllm user"
+    chown localllm:localllm /var/lib/localllm "$MODELS_DIR" || error "could not give $MODELS_DIR to the localllm user"
     as_service_user test -w "$MODELS_DIR" \
         || error "the localllm user cannot write $MODELS_DIR: fix its ownership (chown -R localllm:localllm /var/lib/localllm)"
     if ! as_service_user "$VPY" -I -c 'import localllm, llama_cpp' >/dev/null 2>&1; then
@@ -447,9 +518,8 @@ install_system_service() {
         error "the localllm user cannot run $VPY (made with $(real_python "$VPY")): $hint"
     fi
 
-    UNIT_FILE=/etc/systemd/system/localllm.service
     status "Writing $UNIT_FILE"
-    write_unit "$UNIT_FILE" "$(unit_text "Environment=LOCALLLM_MODELS=$MODELS_DIR
+    write_unit "$UNIT_FILE" "$(unit_text "$(environment_line LOCALLLM_MODELS "$MODELS_DIR")
 User=localllm
 Group=localllm
 WorkingDirectory=/var/lib/localllm
@@ -460,27 +530,31 @@ WorkingDirectory=/var/lib/localllm
         systemctl enable localllm >/dev/null 2>&1 || error "systemctl enable localllm failed"
         systemctl restart localllm || error "systemctl could not start localllm: see journalctl -u localllm"
         SERVICE_STATE="running (systemctl status localllm; logs: journalctl -u localllm -f)"
+        SERVICE_STARTED=1
     else
         warn "systemd is not running here, so the unit is written but not started."
-        warn "Start the daemon by hand: runuser -u localllm -- env LOCALLLM_MODELS=$MODELS_DIR $PREFIX/bin/localllm serve"
+        warn "Start the daemon by hand: runuser -u localllm -- env LOCALLLM_HOST=$(api_host) LOCALLLM_MODELS=$MODELS_DIR $PREFIX/bin/localllm serve"
         warn "On a machine booted with systemd: systemctl daemon-reload && systemctl enable --now localllm"
         SERVICE_STATE="installed, not started (systemd is not running)"
     fi
 }
 
 install_user_service() {
-    # the unit does not set LOCALLLM_MODELS, so the daemon uses the default models directory
-    models=$("$VPY" -I -c 'from localllm.config import default_models_dir; print(default_models_dir())' 2>/dev/null) \
-        || models=""
+    # the unit sets LOCALLLM_MODELS when the installer has it set; else the daemon uses the default directory
+    models=${LOCALLLM_MODELS:-}
+    if [ -z "$models" ]; then
+        models=$("$VPY" -I -c 'from localllm.config import default_models_dir; print(default_models_dir())' 2>/dev/null) \
+            || models=""
+    fi
     if [ -n "$models" ]; then
         if ! mkdir -p "$models" 2>/dev/null || [ ! -w "$models" ]; then
             error "the models directory $models is not writable by $(id -un): fix its ownership or permissions"
         fi
     fi
 
-    UNIT_FILE="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/localllm.service"
     status "Writing $UNIT_FILE"
-    write_unit "$UNIT_FILE" "$(unit_text "" default.target)"
+    write_unit "$UNIT_FILE" "$(unit_text "${LOCALLLM_MODELS:+$(environment_line LOCALLLM_MODELS "$LOCALLLM_MODELS")
+}" default.target)"
     if systemd_running --user; then
         status "Enabling and (re)starting the localllm user service"
         systemctl --user daemon-reload || error "systemctl --user daemon-reload failed"
@@ -488,6 +562,7 @@ install_user_service() {
         systemctl --user restart localllm \
             || error "systemctl --user could not start localllm: see journalctl --user -u localllm"
         SERVICE_STATE="running (systemctl --user status localllm; logs: journalctl --user -u localllm -f)"
+        SERVICE_STARTED=1
         if command -v loginctl >/dev/null 2>&1 \
             && [ "$(loginctl show-user "$(id -un)" -p Linger --value 2>/dev/null)" != yes ]; then
             warn "the service stops when you log out; to keep it running: sudo loginctl enable-linger $(id -un)"
@@ -505,13 +580,8 @@ uninstall() {
     if [ -L "$BIN_DIR/localllm" ] && [ "$(readlink "$BIN_DIR/localllm")" = "$PREFIX/bin/localllm" ]; then
         rm -f "$BIN_DIR/localllm" && status "Removed $BIN_DIR/localllm"
     fi
-    if [ $IS_ROOT -eq 1 ]; then
-        unit=/etc/systemd/system/localllm.service
-        scope=""
-    else
-        unit="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user/localllm.service"
-        scope=--user
-    fi
+    unit=$UNIT_FILE
+    scope=$SCOPE
     if [ -f "$unit" ]; then
         if systemd_running "$scope"; then
             systemctl ${scope:+"$scope"} disable --now localllm >/dev/null 2>&1 || true
@@ -532,6 +602,15 @@ uninstall() {
     if [ -d "$models" ]; then printf 'Kept your models in %s: delete them yourself to get the space back.\n' "$models"; fi
 }
 
+api_url() {  # the address the daemon will use: LOCALLLM_HOST read as localllm reads it
+    "$VPY" -I -c 'import os; from localllm.config import parse_host; print(parse_host(os.environ.get("LOCALLLM_HOST", "")).base_url)' 2>/dev/null \
+        || printf 'http://%s\n' "${LOCALLLM_HOST:-127.0.0.1:11434}"
+}
+
+api_host() {
+    printf '%s\n' "${LOCALLLM_HOST:-127.0.0.1:11434}"
+}
+
 summary() {
     case "$ACCEL_INSTALLED" in gpu) build="with GPU offload (CUDA)" ;; *) build="for the CPU" ;; esac
     version=$("$VPY" -I -c 'import localllm; print(localllm.__version__)')
@@ -543,13 +622,18 @@ summary() {
     if [ $LINK -eq 1 ]; then cmd=localllm; fi
     width=$((${#cmd} + 35))
     printf 'Next:\n'
-    printf '  %-*s  # %s\n' "$width" "$cmd serve" "start the daemon (unless the service runs it)" \
-        "$width" "$cmd pull hf.co/<user>/<repo>[:<quant>]" "fetch a GGUF model from the Hugging Face Hub" \
+    if [ "${SERVICE_STARTED:-0}" -eq 0 ]; then
+        printf '  %-*s  # %s\n' "$width" "$cmd serve" "the daemon, in the foreground; then, in another terminal:"
+    fi
+    printf '  %-*s  # %s\n' "$width" "$cmd pull hf.co/<user>/<repo>[:<quant>]" "fetch a GGUF model from the Hugging Face Hub" \
         "$width" "$cmd run hf.co/<user>/<repo> \"Hello\"" "ask it something"
-    printf "The API listens on http://127.0.0.1:11434 (Ollama's /api/* and OpenAI's /v1/*).\n"
+    printf "The API listens on %s (Ollama's /api/* and OpenAI's /v1/*).\n" "$(api_url)"
     if [ $DEV -eq 1 ]; then
-        if [ "$VPY" = "$SRC/.venv/bin/python" ]; then printf 'Run the tests with: scripts/test\n'
-        else printf 'Run the tests with: PYTHON=%s scripts/test\n' "$VPY"; fi
+        if [ "$VPY" = "$SRC/.venv/bin/python" ]; then python_env=""; else python_env="PYTHON=$VPY "; fi
+        if [ ! -d "$SRC/../shared/models" ] && [ -z "${LOCALLLM_TEST_MODELS:-}" ]; then
+            printf 'Fetch the test models (50 MB, from the Hugging Face Hub) with: %sscripts/test-models\n' "$python_env"
+        fi
+        printf 'Run the tests with: %sscripts/test\n' "$python_env"
     fi
 }
 

@@ -1,4 +1,7 @@
-"""`localllm embed MODEL TEXT...`: the embedding of each text (or of each line of stdin) as a JSON array."""
+"""`localllm embed MODEL TEXT...`: the embedding of each text (or of each line of stdin) as a JSON array.
+
+Like `run`, it pulls a model the daemon does not have yet (Ollama's CLI has no `embed`; its `run` pulls).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import click
 
 from localllm.client import Client
 
+from .models import show_or_pull
 from .run import check_keepalive
 
 
@@ -39,6 +43,7 @@ def embed(
         inputs = [line for line in sys.stdin.read().splitlines() if line.strip()]
         if not inputs:
             raise click.UsageError("stdin holds no text to embed")
+    model, _ = show_or_pull(client, model)
     result = client.embed(model, inputs, truncate=truncate, dimensions=dimensions, keep_alive=keepalive)
     for vector in result.get("embeddings") or []:
         click.echo(json.dumps(vector))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from datetime import datetime, timezone
@@ -9,8 +10,9 @@ from datetime import datetime, timezone
 import click
 
 from localllm import library
-from localllm.client import Client
-from localllm.errors import ResponseError
+from localllm.client import Client, JSONObject
+from localllm.errors import InvalidModelName, ResponseError
+from localllm.names import close_match, display, parse_name
 
 from .render import (
     PullProgress,
@@ -35,6 +37,35 @@ def pull_model(client: Client, model: str) -> None:
             click.echo(progress.update(event), err=True, nl=False)
     finally:
         click.echo(progress.finish(), err=True, nl=False)
+
+
+def show_or_pull(client: Client, model: str) -> tuple[str, JSONObject]:
+    """The model `run` and `embed` use and its details: `model` itself, the one local `hf.co/…/<repo>` model a
+    short name matches, or else `model` pulled first (as Ollama's run does)."""
+    try:
+        return model, client.show(model)
+    except ResponseError as exc:
+        if exc.status_code != 404:
+            raise
+    match = _local_match(client, model)
+    if match is not None:
+        click.echo(f"using {match}, the one local model of that name", err=True)
+        return match, client.show(match)
+    pull_model(client, model)
+    return model, client.show(model)
+
+
+def _local_match(client: Client, model: str) -> str | None:
+    try:
+        wanted = parse_name(model)
+    except InvalidModelName:
+        return None
+    stored = []
+    for entry in client.list():
+        with contextlib.suppress(InvalidModelName):
+            stored.append(parse_name(str(entry.get("name") or entry.get("model") or "")))
+    match = close_match(wanted, stored)
+    return None if match is None else display(match)
 
 
 @click.command("list")

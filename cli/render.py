@@ -165,6 +165,24 @@ def until(expires_at: object, now: datetime) -> str:
     return human_time(when, now)
 
 
+CONTEXT_FULL = "… stopped: context full"
+
+
+def stop_note(done: Mapping[str, Any], *, limited: bool) -> str | None:
+    """What to say when an answer with no `num_predict` limit stopped for length: the context window is full
+    (Ollama says nothing, and the answer just ends)."""
+    if done.get("done_reason") == "length" and not limited:
+        return CONTEXT_FULL
+    return None
+
+
+def has_limit(info: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> bool:
+    """Whether answers are limited by `num_predict`: in these options, or in the model's parameters (`show`)."""
+    if options and options.get("num_predict") is not None:
+        return True
+    return any(line.split()[:1] == ["num_predict"] for line in str(info.get("parameters") or "").splitlines())
+
+
 def timings(done: Mapping[str, Any]) -> str:
     """Ollama's `--verbose` block from a final `done` chunk (durations in nanoseconds)."""
     lines: list[str] = []

@@ -26,7 +26,9 @@ from localllm.config import state_dir
 from localllm.errors import ClientError, DaemonNotRunning, InvalidRequest, ResponseError
 from localllm.modelfile import parse_parameter
 
-from .render import WordWrap, model_summary, timings
+from .render import WordWrap, has_limit, model_summary, stop_note, timings
+
+HINT = "Send a message (/? for help)"
 
 HELP = """Available Commands:
   /set            Set session variables
@@ -110,11 +112,14 @@ class Repl:
     options: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, str]] = field(default_factory=list)  # this session's turns
     stored: list[dict[str, Any]] = field(default_factory=list)  # the model's own, put first by the daemon
+    info: JSONObject = field(default_factory=dict)  # the model's details (`show`)
 
     def loop(self, info: JSONObject) -> None:
         """Load the model, show its stored conversation, then chat until /bye or Ctrl+D."""
         self._warm(self.model)
         self._show_stored(info)
+        self.info = info
+        click.echo(HINT)  # once, as Ollama's placeholder "Send a message (/? for help)"
         with history():
             while True:
                 try:
@@ -199,6 +204,9 @@ class Repl:
             return
         self.messages.append({"role": "assistant", "content": "".join(parts)})
         click.echo((wrap.flush() if wrap else "") + "\n")
+        note = stop_note(done, limited=has_limit(self.info, self.options))
+        if note:
+            click.echo(note + "\n", err=True)
         if self.verbose and done:
             click.echo(timings(done) + "\n", err=True)
 
@@ -310,6 +318,7 @@ class Repl:
             click.echo(f"Error: {exc}", err=True)
             return
         self.model = name
+        self.info = info
         self.messages.clear()
         self._show_stored(info)
 

@@ -1,6 +1,7 @@
 """`localllm run`: one prompt to stdout, or an interactive chat (REPL, in repl.py) that keeps the conversation.
 
-The model is pulled first when the daemon does not have it, as Ollama does. An embedding model prints the
+The model is pulled first when the daemon does not have it, as Ollama does (a short name that matches exactly
+one local `hf.co/…/<repo>` model runs that one instead). An embedding model prints the
 vector of the prompt (or of each line typed) as a JSON array instead of answering.
 """
 
@@ -15,10 +16,10 @@ import click
 
 from localllm.client import Client, JSONObject
 from localllm.config import parse_duration
-from localllm.errors import ClientError, ConfigError, DaemonNotRunning, ResponseError
+from localllm.errors import ClientError, ConfigError, DaemonNotRunning
 
-from .models import pull_model
-from .render import WordWrap, timings
+from .models import show_or_pull
+from .render import WordWrap, has_limit, stop_note, timings
 from .repl import Repl, history
 
 
@@ -52,7 +53,7 @@ def run(
     dimensions: int | None,
 ) -> None:
     """Run a model: answer PROMPT (or stdin) once, or chat interactively."""
-    info = _show_or_pull(client, model)
+    model, info = show_or_pull(client, model)
     embedding = "embedding" in (info.get("capabilities") or [])
     prompts = list(prompt)
     if not _stdin_is_terminal():
@@ -83,18 +84,11 @@ def run(
             done = chunk
     if wrote:
         click.echo(wrap.flush() if wrap else "")
+    note = stop_note(done, limited=has_limit(info))
+    if note:
+        click.echo(note, err=True)
     if verbose and done:
         click.echo(timings(done), err=True)
-
-
-def _show_or_pull(client: Client, model: str) -> JSONObject:
-    try:
-        return client.show(model)
-    except ResponseError as exc:
-        if exc.status_code != 404:
-            raise
-    pull_model(client, model)
-    return client.show(model)
 
 
 def _stdin_is_terminal() -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -256,13 +257,40 @@ class Client:
 
     def _transport_error(self, exc: httpx.TransportError) -> ClientError:
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            if _unresolved(exc):
+                host = httpx.URL(self.base_url).host
+                return DaemonNotRunning(
+                    f"could not connect to the localllm daemon at {self.base_url}: no such host {host!r} (the name "
+                    "does not resolve): check LOCALLLM_HOST"
+                )
             return DaemonNotRunning(
-                f"could not connect to the localllm daemon at {self.base_url}: is it running? "
-                "Start it with 'localllm serve' (or 'systemctl --user start localllm')"
+                f"could not connect to the localllm daemon at {self.base_url}: nothing is listening there. "
+                f"Start it with 'localllm serve' (or {service_hint()})"
             )
         if isinstance(exc, httpx.TimeoutException):
             return ClientError(f"the localllm daemon at {self.base_url} did not answer in time ({exc})")
         return ClientError(f"lost the connection to the localllm daemon at {self.base_url}: {exc}")
+
+
+def _unresolved(exc: BaseException) -> bool:
+    """Whether a connection failed because the host name does not resolve (not because nothing listens)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def service_hint() -> str:
+    """How to start the service install.sh --service writes: a system unit for root, else the user's own."""
+    user_unit = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd/user/localllm.service"
+    system_unit = Path("/etc/systemd/system/localllm.service")
+    if os.geteuid() == 0 or (system_unit.exists() and not user_unit.exists()):
+        return "'sudo systemctl start localllm'" if os.geteuid() != 0 else "'systemctl start localllm'"
+    return "'systemctl --user start localllm'"
 
 
 def _is_loopback(base_url: str) -> bool:

@@ -76,6 +76,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "",
         "model for requests that name none (TGI, vLLM, LMDeploy dialects; e.g. huggingface_hub's InferenceClient)",
     ),
+    "LOCALLLM_EMBED_TOKEN_IDS": (
+        "0",
+        "1 lets /v1/embeddings embed token-id input as this model's ids (by default it is refused: clients count "
+        "tokens with another tokenizer)",
+    ),
     "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
     "LOCALLLM_ORIGINS": (
         "",
@@ -210,6 +215,13 @@ def _flash_attention(environ: Mapping[str, str]) -> str:
     return value
 
 
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw not in {"", "0", "1", "false", "true"}:
+        raise ConfigError(f"{name}={raw!r} must be 0 or 1")
+    return raw in {"1", "true"}
+
+
 def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -273,14 +285,13 @@ class Settings:
     max_body: int = 64 << 20  # bytes: a larger request body is refused with 413
     stream_interval: float = 0.025  # seconds between a stream's text messages (first token at once)
     flash_attention: str = "auto"  # "auto", "on" or "off"
+    embed_token_ids: bool = False  # /v1/embeddings embeds token-id input (else a 400: send text)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         models = env.get("LOCALLLM_MODELS", "").strip()
-        debug = env.get("LOCALLLM_DEBUG", "").strip().lower()
-        if debug not in {"", "0", "1", "false", "true"}:
-            raise ConfigError(f"LOCALLLM_DEBUG={debug!r} must be 0 or 1")
+        debug = _flag(env, "LOCALLLM_DEBUG")
         return cls(
             host=parse_host(env.get("LOCALLLM_HOST", "")),
             models_dir=Path(models).expanduser() if models else default_models_dir(),
@@ -291,7 +302,7 @@ class Settings:
             num_parallel=_int(env, "LOCALLLM_NUM_PARALLEL", 4, minimum=1),
             max_queue=_int(env, "LOCALLLM_MAX_QUEUE", 512, minimum=1),
             num_threads=_int(env, "LOCALLLM_NUM_THREADS", 0, minimum=0),
-            debug=debug in {"1", "true"},
+            debug=debug,
             origins=parse_origins(env.get("LOCALLLM_ORIGINS", "")),
             api_keys=tuple(k.strip() for k in env.get("LOCALLLM_API_KEYS", "").split(",") if k.strip()),
             keys_file=keys_file_from_env(env),
@@ -302,4 +313,5 @@ class Settings:
                 env, "LOCALLLM_STREAM_INTERVAL", "25ms", ok=lambda s: 0 <= s <= 10, hint="from 0 to 10s, such as '25ms'"
             ),
             flash_attention=_flash_attention(env),
+            embed_token_ids=_flag(env, "LOCALLLM_EMBED_TOKEN_IDS"),
         )

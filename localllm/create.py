@@ -93,16 +93,17 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
         (_messages_json(req.messages if req.messages is not None else messages), MEDIA_MESSAGES),
         ("\n\n".join(req.license if req.license is not None else license_) or None, MEDIA_LICENSE),
     ]
-    for text, media in own:
-        if not text:
-            continue
-        data = text.encode("utf-8")
-        existed = store.has_blob(f"sha256:{hashlib.sha256(data).hexdigest()}")
-        layer = store.add_blob_bytes(data, media)
-        yield Progress(f"{'using existing' if existed else 'creating new'} layer {layer.digest}")
-        layers.append(layer)
-    yield Progress("writing manifest")
-    store.write_manifest(req.model, Manifest(tuple(layers)))
+    with store.adding():  # no other process prunes the new blobs before the manifest names them
+        for text, media in own:
+            if not text:
+                continue
+            data = text.encode("utf-8")
+            existed = store.has_blob(f"sha256:{hashlib.sha256(data).hexdigest()}")
+            layer = store.add_blob_bytes(data, media)
+            yield Progress(f"{'using existing' if existed else 'creating new'} layer {layer.digest}")
+            layers.append(layer)
+        yield Progress("writing manifest")
+        store.write_manifest(req.model, Manifest(tuple(layers)))
     yield Progress("success")
 
 

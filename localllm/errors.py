@@ -3,10 +3,12 @@
 LocalLLMError
  ├── InvalidRequest (ValueError)            bad input; names the field
  │    ├── InvalidModelName                  a name with path tricks or bad characters
+ │    ├── NoModelChosen                     a request that leaves the model to a daemon with no default (422)
  │    ├── ModelfileError                    a Modelfile that does not parse ("line N: ...")
  │    └── ContextLengthExceeded             the input does not fit the context window
  ├── ModelNotFound (LookupError)            no such model in the store (or on the Hub)
  ├── ConfigError (ValueError)               a LOCALLLM_* variable that does not parse
+ ├── AddressInUse                           the daemon's address is taken (by another localllm, or not)
  ├── ServerBusy                             the queue is full
  ├── EngineError                            the runner failed (crash, load failure)
  ├── DownloadError                          a pull failed (network, checksum)
@@ -26,6 +28,10 @@ class LocalLLMError(Exception):
     """The root of every error localllm raises on purpose."""
 
 
+class AddressInUse(LocalLLMError):
+    """The daemon cannot listen where LOCALLLM_HOST says: something listens there already."""
+
+
 class InvalidRequest(LocalLLMError, ValueError):
     """A request that cannot be served as sent; `field` names the offending field when there is one."""
 
@@ -40,6 +46,14 @@ class BodyTooLarge(InvalidRequest):
 
 class InvalidModelName(InvalidRequest):
     """A model name that is malformed or would escape the store."""
+
+    def __init__(self, message: str, *, field: str | None = "model") -> None:
+        super().__init__(message, field=field)
+
+
+class NoModelChosen(InvalidRequest):
+    """A request naming no model (or huggingface_hub's placeholder "dummy") while LOCALLLM_DEFAULT_MODEL is unset:
+    422, as TGI answers a request it cannot validate."""
 
     def __init__(self, message: str, *, field: str | None = "model") -> None:
         super().__init__(message, field=field)

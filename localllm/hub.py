@@ -26,7 +26,7 @@ import posixpath
 import re
 import shutil
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -200,8 +200,14 @@ def pull(store: Store, name: ModelName, *, cancel: threading.Event | None = None
     """Pull `hf.co/<user>/<repo>:<tag>` into the store, yielding Ollama's progress events.
 
     A sync generator: the daemon runs it in a thread. Closing it, or setting `cancel`, stops the download
-    between two chunks; `cancel` then raises `DownloadError("pull cancelled")`.
+    between two chunks; `cancel` then raises `DownloadError("pull cancelled")`. The store's lock is held
+    shared throughout, so no process prunes a blob before its manifest is written.
     """
+    with store.adding():
+        yield from _pull(store, name, cancel)
+
+
+def _pull(store: Store, name: ModelName, cancel: threading.Event | None) -> Iterator[Progress]:
     if not name.is_hf:
         raise ModelNotFound(
             f"model '{name}' not found: only hf.co/<user>/<repo>[:<quant>] names can be pulled from the Hub"
@@ -240,7 +246,7 @@ def pull(store: Store, name: ModelName, *, cancel: threading.Event | None = None
     yield Progress("verifying sha256 digest")
     layers = []
     for file in remote:
-        layer = stored.get(file.filename) or _add_blob(store, file, downloaded[file.filename])
+        layer = stored.get(file.filename) or (yield from _verify(store, file, downloaded[file.filename], cancel))
         _check_gguf(store, name, file.filename, layer)
         layers.append(Layer(MEDIA_MODEL, layer.digest, layer.size, filename=file.filename))
 
@@ -395,18 +401,57 @@ def _store_error(store: Store, exc: OSError) -> DownloadError | None:
     return None
 
 
-def _add_blob(store: Store, file: _RemoteFile, path: Path) -> Layer:
+def _verify(
+    store: Store, file: _RemoteFile, path: Path, cancel: threading.Event | None
+) -> Generator[Progress, None, Layer]:
+    """Hash a downloaded file into the store in a thread, reporting the bytes hashed as it goes: a file of
+    several gigabytes takes a while, and the user sees that something happens."""
+    counter = _Counter(cancel)
+    size = path.stat().st_size
+    status = "verifying sha256 digest"
+    key = f"verify-{file.digest or file.filename}"  # its own bar, not the download's (same digest)
+    result: list[Layer] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(_add_blob(store, file, path, counter.set))
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name=f"verify {file.filename}", daemon=True)
+    yield Progress(status, key, size, 0)
+    worker.start()
+    last = 0
+    try:
+        while worker.is_alive():
+            worker.join(_PROGRESS_INTERVAL)
+            _check_cancel(cancel)
+            if worker.is_alive() and counter.completed != last:
+                last = counter.completed
+                yield Progress(status, key, size, last)
+    finally:
+        counter.stop.set()
+    if failure:
+        if isinstance(failure[0], _Cancelled):
+            raise DownloadError("pull cancelled")
+        raise failure[0]
+    yield Progress(status, key, size, size)
+    return result[0]
+
+
+def _add_blob(store: Store, file: _RemoteFile, path: Path, progress: Callable[[int], None] | None = None) -> Layer:
     """Bring a downloaded file into the store; a checksum mismatch discards the download too."""
     if file.digest is not None and path == store.partial_path(file.digest):
         try:
-            return store.adopt_partial(file.digest)
+            return store.adopt_partial(file.digest, progress=progress)
         except InvalidRequest as exc:
             raise DownloadError(
                 f"{file.filename}: the download does not match the Hub's checksum ({exc}); it was discarded, pull again"
             ) from exc
     try:
         # the HF cache file is a symlink to its blob; os.link on Linux would link the symlink itself
-        return store.add_blob_file(path.resolve(), file.digest)
+        return store.add_blob_file(path.resolve(), file.digest, progress=progress)
     except InvalidRequest as exc:
         _discard_cached(path)
         raise DownloadError(

@@ -11,6 +11,7 @@ A reference is validated here before it can ever become a path: each part is mad
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import InvalidModelName
@@ -121,3 +122,28 @@ def _split_tag(text: str) -> tuple[str, str]:
     if colon > slash:
         return text[:colon], text[colon + 1 :]
     return text, DEFAULT_TAG
+
+
+def close_match(name: ModelName, candidates: Iterable[ModelName]) -> ModelName | None:
+    """The one `hf.co/<user>/<repo>` model a short name most likely means, or None (none, or several).
+
+    `SmolLM2-135M-Instruct-GGUF` (or `bartowski/SmolLM2-135M-Instruct-GGUF`, any case) matches
+    `hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:<tag>`; a tag given must match too.
+    """
+    if name.is_hf:
+        return None
+    short = name.host == DEFAULT_HOST and name.namespace == DEFAULT_NAMESPACE
+    found = {
+        c
+        for c in candidates
+        if c.is_hf
+        and c.model.lower() == name.model.lower()
+        and (short or c.namespace.lower() == name.namespace.lower())
+        and (name.tag_is_default or c.tag.lower() == name.tag.lower())
+    }
+    return found.pop() if len(found) == 1 else None
+
+
+def display(name: ModelName) -> str:
+    """The name as a user would type it: without the default tag."""
+    return str(name).removesuffix(f":{DEFAULT_TAG}")

@@ -61,6 +61,15 @@ from .types import (
 
 log = logging.getLogger("localllm.service")
 
+# Clients count tokens with their own tokenizer (LangChain's OpenAIEmbeddings sends OpenAI's ids by default):
+# embedding those ids as this model's would answer wrong vectors with a 200.
+TOKEN_IDS_REFUSED = (
+    "input holds token ids, which are refused by default: they come from the client's tokenizer, not this "
+    "model's, so their vectors would be wrong. Send the text instead (LangChain: "
+    "OpenAIEmbeddings(..., check_embedding_ctx_length=False)); an operator who knows the ids are this model's "
+    "can allow them with LOCALLLM_EMBED_TOKEN_IDS=1"
+)
+
 DEFAULT_OPTIONS = Options(
     temperature=0.8,
     top_k=40,
@@ -491,6 +500,8 @@ class Service:
         started = time.perf_counter_ns()
         keys.check_quota()
         name = model_name if isinstance(model_name, ModelName) else parse_name(model_name, field="model")
+        if any(not isinstance(item, str) for item in inputs) and not self.settings.embed_token_ids:
+            raise InvalidRequest(TOKEN_IDS_REFUSED, field="input")
         model = self.model(name)
         if "embedding" not in model.capabilities:
             raise InvalidRequest(f'"{model.name}" does not support embeddings', field="model")

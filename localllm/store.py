@@ -5,15 +5,24 @@
       blobs/sha256-<64 hex>                        content-addressed files, verified on entry
       blobs/sha256-<64 hex>.partial                a blob being written (never read as a blob)
       runtime/<manifest digest>/                   links that give split GGUFs the names llama.cpp expects
+      .lock                                        flock: shared while blobs are added, exclusive to prune
+      .daemons.lock                                flock: shared by every daemon serving the store
 
 A blob enters the store by being written to `<blob>.partial`, hashed, compared with the expected digest
 and renamed into place. A manifest is written to a temporary file and renamed, and only once every blob it
 names is present, so a listed model is always complete.
+
+Several processes may share a store (replicas, or a second daemon started by mistake). Adding blobs and
+writing the manifest that names them happens under a shared lock on `.lock`, and pruning takes it
+exclusively, so a blob renamed into place but not yet in a manifest is never pruned. A daemon holds
+`.daemons.lock` shared for its life and prunes at start only when it could first take it exclusively, that
+is when no other daemon is serving the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -21,13 +30,13 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InvalidRequest, ModelNotFound
-from .names import ModelName
+from .names import ModelName, close_match, display
 
 MEDIA_MODEL = "application/vnd.ollama.image.model"
 MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
@@ -50,11 +59,18 @@ def check_digest(digest: object, *, field: str = "digest") -> str:
     return f"sha256:{m.group(1)}"
 
 
-def sha256_file(path: Path) -> str:
+Reporter = Callable[[int], None]  # told the bytes done so far (hashing a large file takes a while)
+
+
+def sha256_file(path: Path, progress: Reporter | None = None) -> str:
     h = hashlib.sha256()
+    done = 0
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done)
     return f"sha256:{h.hexdigest()}"
 
 
@@ -127,6 +143,8 @@ class Store:
         self.blobs_dir = root / "blobs"
         self.manifests_dir = root / "manifests"
         self.runtime_dir = root / "runtime"
+        self._lock_path = root / ".lock"
+        self._daemon_lock: int | None = None  # the fd holding `.daemons.lock` while this process serves
 
     def ensure(self) -> None:
         for d in (self.blobs_dir, self.manifests_dir):
@@ -143,7 +161,7 @@ class Store:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
-    def add_blob_file(self, src: Path, digest: str | None = None) -> Layer:
+    def add_blob_file(self, src: Path, digest: str | None = None, *, progress: Reporter | None = None) -> Layer:
         """Bring a file into the store (hard link when possible, else copy), verifying its digest.
 
         When `digest` is given and the file does not hash to it, nothing is stored and `ValueError`
@@ -151,7 +169,7 @@ class Store:
         """
         self.ensure()
         src = src.resolve()  # a Hugging Face cache entry is a symlink: link the file, not the link
-        actual = sha256_file(src)
+        actual = sha256_file(src, progress)
         if digest is not None and check_digest(digest) != actual:
             raise InvalidRequest(f"{src.name}: sha256 mismatch: expected {digest}, got {actual}", field="digest")
         size = src.stat().st_size
@@ -166,12 +184,12 @@ class Store:
             os.replace(partial, target)
         return Layer(MEDIA_MODEL, actual, size)
 
-    def adopt_partial(self, digest: str) -> Layer:
+    def adopt_partial(self, digest: str, *, progress: Reporter | None = None) -> Layer:
         """Move a finished download from `partial_path(digest)` into place, verifying it first; a mismatch
         removes the partial file (a resumed download that went wrong starts over) and raises `InvalidRequest`."""
         digest = check_digest(digest)
         partial = self.partial_path(digest)
-        actual = sha256_file(partial)
+        actual = sha256_file(partial, progress)
         if actual != digest:
             partial.unlink(missing_ok=True)
             raise InvalidRequest(f"sha256 mismatch: expected {digest}, got {actual}", field="digest")
@@ -223,7 +241,12 @@ class Store:
     def get(self, name: ModelName) -> StoredModel:
         found = self.find(name)
         if found is None:
-            raise ModelNotFound(f"model '{name}' not found")
+            match = close_match(name, (m.name for m in self.models()))
+            if match is not None:
+                raise ModelNotFound(f"model '{display(name)}' not found; did you mean '{display(match)}'?")
+            raise ModelNotFound(
+                f"model '{display(name)}' not found: pull it first with 'localllm pull {display(name)}'"
+            )
         return found
 
     def _find_casefold(self, name: ModelName) -> Path | None:
@@ -267,10 +290,71 @@ class Store:
                 parent.rmdir()
         self.prune()
 
+    # -- sharing the store between processes ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def adding(self) -> Iterator[None]:
+        """Hold the store's lock shared while blobs are added and the manifest naming them is written."""
+        with contextlib.suppress(OSError):
+            self.root.mkdir(parents=True, exist_ok=True)
+        fd = _open_lock(self._lock_path)
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # closing releases the lock
+
+    def attach(self) -> list[str] | None:
+        """Hold the store for this daemon's life; prune it when no other daemon holds it.
+
+        Returns the pruned blobs, or None when another daemon serves the store (nothing is pruned then).
+        """
+        if self._daemon_lock is not None:
+            return []
+        fd = _open_lock(self.root / ".daemons.lock")
+        if fd is None:  # a read-only store: nothing can be pruned anyway
+            return []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self._daemon_lock = fd
+            return None
+        try:
+            removed = self.prune()
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self._daemon_lock = fd
+        return removed
+
+    def detach(self) -> None:
+        """Let go of the store (the daemon stops)."""
+        if self._daemon_lock is not None:
+            os.close(self._daemon_lock)
+            self._daemon_lock = None
+
     def prune(self) -> list[str]:
-        """Remove blobs that no manifest references, and leftover partial files; return their names."""
+        """Remove blobs that no manifest references, and leftover partial files; return their names.
+
+        Nothing is removed while any process is adding blobs (`adding`): they are not in a manifest yet.
+        """
         if not self.blobs_dir.is_dir():
             return []
+        fd = _open_lock(self._lock_path)
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return []  # a pull is adding blobs: what is unused now is pruned another time
+            return self._prune()
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _prune(self) -> list[str]:
         used = {layer.digest.replace(":", "-") for m in self.models() for layer in m.manifest.layers}
         removed = []
         for blob in self.blobs_dir.iterdir():
@@ -335,6 +419,17 @@ class BlobUpload:
     def abort(self) -> None:
         self._file.close()
         self._tmp.unlink(missing_ok=True)
+
+
+def _open_lock(path: Path) -> int | None:
+    """A descriptor to flock `path` with (created if need be); None where the store cannot hold one."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # a read-only store that has the file
+        except OSError:
+            return None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

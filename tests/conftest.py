@@ -18,9 +18,11 @@ import pytest
 
 from .ggufcopy import copy_with_metadata
 from .hubstub import HubStub
+from .testmodels import models_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = Path(os.environ.get("LOCALLLM_TEST_MODELS") or ROOT.parent / "shared" / "models").resolve()
+MODELS = models_dir()
+MISSING_MODEL = "test model "  # how the skip reason of a test whose model is missing begins
 
 # A template that passes the user's text through, so the story model continues it (and we can tell
 # that the template, not the plain fallback, shaped the prompt).
@@ -49,8 +51,32 @@ FIM_REPO = "testorg/stories260K-fim-GGUF"
 def model_file(name: str) -> Path:
     path = MODELS / name
     if not path.is_file():
-        pytest.skip(f"test model {name} not found in {MODELS} (set LOCALLLM_TEST_MODELS to the models folder)")
+        pytest.skip(
+            f"{MISSING_MODEL}{name} not found in {MODELS} (fetch them with scripts/test-models, or set "
+            "LOCALLLM_TEST_MODELS to the models folder)"
+        )
     return path
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    session.config.stash[_MISSING] = sum(1 for report in skipped if MISSING_MODEL in str(report.longrepr))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After pytest's own summary, one loud line when tests skipped for want of the test models."""
+    missing = config.stash.get(_MISSING, 0)
+    if missing:
+        line = (
+            f"!!! {missing} tests were SKIPPED because the test models are missing from {MODELS}: "
+            "fetch them with scripts/test-models (or set LOCALLLM_TEST_MODELS to a folder holding them) !!!"
+        )
+        sys.stdout.write(f"\n\033[1;31m{line}\033[0m\n" if sys.stdout.isatty() else f"\n{line}\n")
+        sys.stdout.flush()
+
+
+_MISSING = pytest.StashKey[int]()
 
 
 @pytest.fixture(scope="session")

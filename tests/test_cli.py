@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from localllm import library
-from localllm.client import Client
+from localllm.client import Client, service_hint
 from localllm.config import Settings
 from localllm.modelfile import parse, to_create_request
 from localllm_cli import run as run_module
@@ -469,7 +469,8 @@ def test_run_verbose_prints_timings_to_stderr(daemon: FakeDaemon) -> None:
 def test_run_pulls_a_missing_model_first(daemon: FakeDaemon) -> None:
     result = invoke(daemon, ["run", "new:latest", "hi"])
     assert result.exit_code == 0, result.output
-    assert [p for _, p, _ in daemon.requests] == ["/api/show", "/api/pull", "/api/show", "/api/generate"]
+    # /api/tags: no local hf.co model is what the short name means, so it is pulled
+    assert [p for _, p, _ in daemon.requests] == ["/api/show", "/api/tags", "/api/pull", "/api/show", "/api/generate"]
     assert "pulling manifest" in result.stderr and "success" in result.stderr
     assert result.stdout == "The sky is blue.\n"
 
@@ -489,6 +490,13 @@ def test_repl_sends_the_conversation_and_prints_the_answer(daemon: FakeDaemon, t
     assert chats[1]["messages"] == [{"role": "user", "content": "hello"}]
     assert chats[1]["stream"] is True
     assert ">>> Hello there!\n\n>>> " in result.stdout
+
+
+def test_repl_tells_about_help_once(daemon: FakeDaemon, tty_stdin: None) -> None:
+    result = invoke(daemon, ["run", "smollm2:135m"], input="hello\nagain\n/bye\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Send a message (/? for help)\n>>> ")
+    assert result.stdout.count("/? for help") == 1
 
 
 def test_repl_second_turn_includes_the_first_exchange(daemon: FakeDaemon, tty_stdin: None) -> None:
@@ -575,7 +583,7 @@ def test_repl_shows_a_models_stored_conversation_and_saves_it_again(daemon: Fake
     daemon.models["pirate:latest"] = dict(daemon.models["qwen:latest"], name="pirate:latest")
     result = invoke(daemon, ["run", "pirate"], input="hi\n/save pirate2\n")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(">>> Who are you?\nA pirate.\n\n>>> Hello there!")
+    assert result.stdout.startswith(">>> Who are you?\nA pirate.\n\nSend a message (/? for help)\n>>> Hello there!")
     assert daemon.bodies("/api/chat")[1]["messages"] == [{"role": "user", "content": "hi"}]
     (create,) = daemon.bodies("/api/create")
     assert create["from"] == "pirate" and "parameters" not in create and "system" not in create
@@ -843,8 +851,8 @@ def test_embed_reads_lines_from_stdin_and_passes_its_options(minilm: FakeDaemon)
 def test_embed_needs_some_text(minilm: FakeDaemon) -> None:
     result = invoke(minilm, ["embed", "minilm"], input="")
     assert result.exit_code == 2 and "stdin holds no text" in result.stderr
-    result = invoke(minilm, ["embed", "nope", "x"])
-    assert result.exit_code == 1 and result.stderr == "Error: model 'nope' not found\n"
+    result = invoke(minilm, ["embed", "nope", "x"])  # embed pulls a missing model, as run does
+    assert result.exit_code == 1 and result.stderr.endswith("Error: pull model manifest: nope not found\n")
 
 
 def test_run_an_embedding_model_prints_its_vector(minilm: FakeDaemon) -> None:
@@ -891,8 +899,8 @@ def test_no_daemon_is_a_clean_error(args: list[str]) -> None:
     result = CliRunner().invoke(cli, args, env={"LOCALLLM_HOST": f"127.0.0.1:{port}"})
     assert result.exit_code == 1
     assert result.stderr == (
-        f"Error: could not connect to the localllm daemon at http://127.0.0.1:{port}: is it running? "
-        "Start it with 'localllm serve' (or 'systemctl --user start localllm')\n"
+        f"Error: could not connect to the localllm daemon at http://127.0.0.1:{port}: nothing is listening there. "
+        f"Start it with 'localllm serve' (or {service_hint()})\n"
     )
     assert isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output

@@ -268,7 +268,7 @@ def test_connection_refused_raises_daemon_not_running() -> None:
     with pytest.raises(DaemonNotRunning) as info:
         client.version()
     message = str(info.value)
-    assert f"could not connect to the localllm daemon at {client.base_url}: is it running?" in message
+    assert f"could not connect to the localllm daemon at {client.base_url}: nothing is listening there" in message
     assert "localllm serve" in message
     with pytest.raises(DaemonNotRunning):
         list(client.pull("m"))
@@ -279,7 +279,7 @@ def test_connect_error_from_the_transport_raises_daemon_not_running() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
 
-    with pytest.raises(DaemonNotRunning, match="is it running"):
+    with pytest.raises(DaemonNotRunning, match="nothing is listening"):
         list(make_client(handler).chat("m", []))
 
 

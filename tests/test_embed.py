@@ -129,7 +129,10 @@ def test_runner_refuses_bad_inputs() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[Daemon]:
     model_file(EMBED_FILE)
-    with daemon_with(tmp_path_factory.mktemp("embed"), hub, (EMBED_REPO, STORIES_REPO)) as d:
+    # token-id input is refused unless the operator opts in (tests/e2e/test_clients_newcomer.py): this one does
+    with daemon_with(
+        tmp_path_factory.mktemp("embed"), hub, (EMBED_REPO, STORIES_REPO), LOCALLLM_EMBED_TOKEN_IDS="1"
+    ) as d:
         yield d
 
 

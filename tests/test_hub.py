@@ -19,13 +19,12 @@ from localllm.store import MEDIA_MODEL, Store
 from localllm.types import Progress
 
 from .hubstub import HubStub
+from .testmodels import models_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT / os.environ.get("LOCALLLM_TEST_MODELS", "../shared/models")
+MODELS = models_dir()
 STORIES = MODELS / "stories260K.gguf"
-needs_stories = pytest.mark.skipif(
-    not STORIES.is_file(), reason=f"{STORIES} is absent (set LOCALLLM_TEST_MODELS to the test models folder)"
-)
+ABSENT = f"test model stories260K.gguf not found in {MODELS} (fetch it with scripts/test-models)"
+needs_stories = pytest.mark.skipif(not STORIES.is_file(), reason=ABSENT)
 
 
 def sha256(path: Path) -> str:
@@ -72,7 +71,7 @@ def serve(
 @pytest.fixture
 def stories_hub(hf_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStub]:
     if not STORIES.is_file():
-        pytest.skip(f"{STORIES} is absent (set LOCALLLM_TEST_MODELS to the test models folder)")
+        pytest.skip(ABSENT)
     readme = tmp_path / "README.md"
     readme.write_text("# stories\n")
     with serve(monkeypatch, {"tester/stories": {"stories260K.gguf": STORIES, "README.md": readme}}) as stub:

@@ -138,7 +138,12 @@ def test_cuda_without_nvcc_fails_clearly(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_shellcheck_clean() -> None:
-    files = [str(SCRIPT), str(ROOT / "scripts" / "test"), str(ROOT / ".ci" / "run")]
+    files = [
+        str(SCRIPT),
+        str(ROOT / "scripts" / "test"),
+        str(ROOT / "scripts" / "test-models"),
+        str(ROOT / ".ci" / "run"),
+    ]
     result = subprocess.run(["shellcheck", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

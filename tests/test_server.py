@@ -95,7 +95,8 @@ def test_error_mid_stream_is_an_sse_error_event(tmp_path: Path) -> None:
 
 def test_error_before_first_byte_has_a_status(client: TestClient) -> None:
     r = client.post("/api/generate", json={"model": "missing", "prompt": "hi"})
-    assert r.status_code == 404 and r.json() == {"error": "model 'missing:latest' not found"}
+    assert r.status_code == 404
+    assert r.json() == {"error": "model 'missing' not found: pull it first with 'localllm pull missing'"}
     r = client.post("/v1/chat/completions", json={"model": "missing", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
@@ -116,7 +117,6 @@ def test_sse_framing(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
         ({"model": "tiny"}, "messages"),
         ({"model": "tiny", "messages": []}, "messages"),
         ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}, "max_tokens"),
@@ -130,6 +130,16 @@ def test_openai_errors_name_the_param(client: TestClient, body: dict, param: str
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
+
+
+def test_openai_without_a_model_or_a_default_is_tgis_422(client: TestClient) -> None:
+    """No model (or huggingface_hub's "dummy") goes to LOCALLLM_DEFAULT_MODEL, as TGI requests do: none here."""
+    for body in ({"messages": [{"role": "user", "content": "x"}]}, {"model": "dummy", "prompt": "x"}):
+        path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+        r = client.post(path, json=body)
+        assert r.status_code == 422
+        error = r.json()["error"]
+        assert error["param"] == "model" and "LOCALLLM_DEFAULT_MODEL" in error["message"]
 
 
 def test_unknown_route_and_method(client: TestClient) -> None:

@@ -60,6 +60,7 @@ class RunnerProcess:
         self._watchdog: asyncio.Task[None] | None = None
         self._last_heard = time.monotonic()  # the last message from the runner, or the start of its work
         self._hung: str | None = None
+        self._stopping = False  # stop() was called: the exit is the one asked for
         self.exit_reason: str | None = None
 
     @property
@@ -139,7 +140,10 @@ class RunnerProcess:
         finally:
             await self.proc.wait()
             self.exit_reason = self._hung or self._death_message("")
-            log.warning("runner %d for %s exited: %s", self.proc.pid, self.spec.model_path, self.exit_reason)
+            if self._hung is None and (self._stopping or self.proc.returncode == 0):  # keep-alive, stop, shutdown
+                log.info("runner %d for %s stopped", self.proc.pid, self.spec.model_path)
+            else:
+                log.warning("runner %d for %s exited: %s", self.proc.pid, self.spec.model_path, self.exit_reason)
             for queue in self._queues.values():
                 queue.put_nowait({"ev": "error", "kind": "engine", "message": self.exit_reason})
 
@@ -235,6 +239,7 @@ class RunnerProcess:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """End the process (closing stdin first, then SIGTERM, then SIGKILL)."""
+        self._stopping = True
         if self.proc.returncode is None:
             if self.proc.stdin is not None:
                 with contextlib.suppress(OSError):

@@ -45,7 +45,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         )
         try:  # a read-only store (a shared volume) serves what it holds; writes fail, naming it
             svc.store.ensure()
-            removed = svc.store.prune()
+            removed = svc.store.attach()  # None: another daemon serves this store, so nothing is pruned
             problem = None if os.access(svc.store.blobs_dir, os.W_OK) else "read-only or no write permission"
         except OSError as exc:
             removed, problem = [], str(exc)
@@ -53,7 +53,9 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
             log.warning(
                 "model store %s is not writable (%s): pulls, creates and deletes will fail", svc.store.root, problem
             )
-        if removed:
+        if removed is None:
+            log.info("another localllm serves the model store %s too: not pruning it", svc.store.root)
+        elif removed:
             log.info("pruned %d unused blobs", len(removed))
         await svc.scheduler.start()
         app.state.service = svc
@@ -62,6 +64,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         try:
             yield
         finally:
+            svc.store.detach()
             if own:
                 await svc.scheduler.close()
 

@@ -20,6 +20,7 @@ from ..errors import (
     InvalidRequest,
     LocalLLMError,
     ModelNotFound,
+    NoModelChosen,
     QuotaExceeded,
     ServerBusy,
     Unauthorized,
@@ -32,6 +33,7 @@ RETRY_AFTER_SECONDS = 2  # what a 503 Server Busy asks clients to wait (the open
 
 _STATUS: list[tuple[type[BaseException], int]] = [
     (BodyTooLarge, 413),
+    (NoModelChosen, 422),
     (InvalidRequest, 400),
     (ModelNotFound, 404),
     (Unauthorized, 401),

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from ...errors import InvalidRequest
+from ...errors import InvalidRequest, NoModelChosen
 from ...names import ModelName, parse_name
 from ...service import Answer, Service, collect
 from ...types import Constraints, Event, Options
@@ -31,10 +31,14 @@ def service_of(request: Request) -> Service:
     return service
 
 
+# What huggingface_hub's InferenceClient(base_url=...) sends as the model when it is given none.
+PLACEHOLDER_MODEL = "dummy"
+
+
 def choose_model(body: dict[str, Any], service: Service, *, field: str = "model") -> ModelName:
     """The model `body` names, else the daemon's default model; never a guess."""
     value = body.get(field)
-    if value is not None and value != "":
+    if value is not None and value != "" and value != PLACEHOLDER_MODEL:
         if not isinstance(value, str):
             raise InvalidRequest(f"{field} must be a string, got {type(value).__name__}", field=field)
         return parse_name(value, field=field)
@@ -45,6 +49,17 @@ def choose_model(body: dict[str, Any], service: Service, *, field: str = "model"
         "LOCALLLM_DEFAULT_MODEL set to the model that requests without one should use",
         field=field,
     )
+
+
+def with_default_model(body: dict[str, Any], service: Service) -> dict[str, Any]:
+    """`body` with its model chosen as for TGI when it names none or huggingface_hub's placeholder ("dummy"),
+    and TGI's 422 when there is no default."""
+    if body.get("model") not in (None, "", PLACEHOLDER_MODEL):
+        return body
+    try:
+        return {**body, "model": str(choose_model(body, service))}
+    except InvalidRequest as exc:
+        raise NoModelChosen(str(exc)) from None
 
 
 def dimensions(body: dict[str, Any]) -> int | None:

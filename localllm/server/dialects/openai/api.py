@@ -33,7 +33,7 @@ from ....types import Done, Event, Token, TokenLogprob, ToolCall, ToolCalls
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
 from ...streaming import EventStream, prepend, sse_event, until_disconnect
-from ..shared import collect_all, merged, service_of
+from ..shared import collect_all, merged, service_of, with_default_model
 from .requests import Shape, to_chat_request, to_completion_request
 
 FINISH = {"stop": "stop", "length": "length", "cancel": "stop"}
@@ -68,7 +68,7 @@ def _seeded(options: Any, i: int) -> Any:
 
 @guarded(ERRORS)
 async def chat_completions(request: Request) -> Response:
-    body = await rq.read_json(request)
+    body = with_default_model(await rq.read_json(request), service_of(request))  # InferenceClient's "dummy"
     req, shape = to_chat_request(body)
     service = service_of(request)
     streams = [service.chat(replace(req, options=_seeded(req.options, i))) for i in range(shape.n)]
@@ -77,7 +77,7 @@ async def chat_completions(request: Request) -> Response:
 
 @guarded(ERRORS)
 async def completions(request: Request) -> Response:
-    body = await rq.read_json(request)
+    body = with_default_model(await rq.read_json(request), service_of(request))
     reqs, shape = to_completion_request(body)
     service = service_of(request)
     each = shape.best_of  # candidates per prompt (n unless best_of asks for more)

@@ -61,6 +61,10 @@ MODEL_OK = obj({"id": STR, "object": STR, "created": INT, "owned_by": STR}, requ
 MODEL_PATH = [{"name": "model", "in": "path", "required": True, "schema": STR}]
 
 
+# generation may leave the model to LOCALLLM_DEFAULT_MODEL ("dummy", as InferenceClient sends): 422 without one
+GENERATE_CODES = ("400", "401", "403", "404", "413", "422", "429", "5XX")
+
+
 def paths() -> dict[str, Any]:
     err = OPENAI_ERROR
     return {
@@ -68,14 +72,14 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "OpenAI chat completions",
                 "requestBody": body(CHAT_COMPLETIONS),
-                "responses": responses(err, COMPLETION_OK, stream=SSE),
+                "responses": responses(err, COMPLETION_OK, stream=SSE, codes=GENERATE_CODES),
             }
         },
         "/v1/completions": {
             "post": {
                 "summary": "OpenAI (legacy) completions",
                 "requestBody": body(COMPLETIONS),
-                "responses": responses(err, COMPLETION_OK, stream=SSE),
+                "responses": responses(err, COMPLETION_OK, stream=SSE, codes=GENERATE_CODES),
             }
         },
         "/v1/models": {

@@ -173,11 +173,6 @@ async def generate_stream(request: Request) -> Response:
     return await answer(request, None, stream=True)
 
 
-async def compat_generate(request: Request) -> Response:
-    """`POST /`: `stream` in the body decides; a whole answer is a list of one, as the Inference API's."""
-    return await answer(request, None, stream=None, listed=True)
-
-
 @guarded(ERRORS)
 async def answer(
     request: Request, body: dict[str, Any] | None, *, stream: bool | None, listed: bool = False
@@ -340,8 +335,7 @@ async def tokenize(request: Request, body: dict[str, Any]) -> Response:
     )
 
 
-routes = [
-    Route("/", compat_generate, methods=["POST"]),
+routes = [  # POST / is tei.root: TGI's generation, or TEI's embeddings for an embedding model
     Route("/generate_stream", generate_stream, methods=["POST"]),
     Route("/info", info, methods=["GET"]),
     Route("/health", health, methods=["GET"]),

@@ -1,0 +1,72 @@
+"""A fresh clone and the test models (issue 18, item 7): `scripts/test-models` fetches the exact files through
+huggingface_hub (here from the Hub stand-in) and checks their sha256; a run without them says so loudly."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..conftest import ROOT, model_file
+from ..hubstub import HubStub
+from ..testmodels import MODELS
+
+
+def fetch(tmp_path: Path, repos: dict[str, dict[str, Path]]) -> subprocess.CompletedProcess[str]:
+    with HubStub(repos) as hub:
+        env = {
+            **os.environ,
+            "PYTHON": sys.executable,
+            "HF_ENDPOINT": hub.url,
+            "HF_HOME": str(tmp_path / "hf"),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        }
+        env.pop("HF_HUB_OFFLINE", None)
+        return subprocess.run(
+            [str(ROOT / "scripts" / "test-models")], env=env, capture_output=True, text=True, timeout=300
+        )
+
+
+def test_test_models_fetches_checks_and_links_the_exact_files(tmp_path: Path) -> None:
+    repos: dict[str, dict[str, Path]] = {}
+    for model in MODELS:
+        repos.setdefault(model.repo_id, {})[model.filename] = model_file(model.name)
+    result = fetch(tmp_path, repos)
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = tmp_path / "cache" / "localllm" / "test-models"
+    assert f"export LOCALLLM_TEST_MODELS={folder}" in result.stdout
+    for model in MODELS:
+        link = folder / model.name
+        assert link.resolve().is_relative_to(tmp_path / "hf"), "the file lives in the Hugging Face cache"
+        assert hashlib.sha256(link.read_bytes()).hexdigest() == model.sha256
+
+
+def test_test_models_refuses_a_file_that_is_not_the_one_expected(tmp_path: Path) -> None:
+    repos: dict[str, dict[str, Path]] = {}
+    for model in MODELS:  # every file is stories260K: right for one, wrong for the others
+        repos.setdefault(model.repo_id, {})[model.filename] = model_file("stories260K.gguf")
+    result = fetch(tmp_path, repos)
+    assert result.returncode == 1
+    assert "llama-2-tiny-random.gguf: sha256 mismatch: expected 81f226c6" in result.stderr
+    folder = tmp_path / "cache" / "localllm" / "test-models"
+    assert (folder / "stories260K.gguf").exists() and not (folder / "llama-2-tiny-random.gguf").exists()
+
+
+def test_a_run_without_the_models_ends_with_one_loud_line(tmp_path: Path) -> None:
+    env = {**os.environ, "LOCALLLM_TEST_MODELS": str(tmp_path / "nothing-here")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/e2e/test_store_sharing.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout
+    last = result.stdout.strip().splitlines()[-1]
+    assert "3 tests were SKIPPED because the test models are missing" in last
+    assert "scripts/test-models" in last
