@@ -21,7 +21,7 @@ from ..scheduler import Scheduler
 from ..service import Service
 from ..sessions import Sessions
 from ..store import Store
-from . import auth, compat_api, create_api, embed_api, ollama_api, openai_api, openapi, security
+from . import auth, compat_api, create_api, embed_api, ollama_api, openai_api, openapi, security, ui
 from .errors import message_of
 
 log = logging.getLogger("localllm.server")
@@ -87,6 +87,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
             *auth.routes,
             *compat_api.routes,
             *openapi.routes,
+            *ui.routes,  # the web chat page at /ui/
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         middleware=[  # outermost first: security.py's docstring draws the order
