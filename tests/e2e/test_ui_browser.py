@@ -290,24 +290,57 @@ def test_no_console_errors_and_no_other_origin(recorder: Recorder, daemon: Daemo
     assert foreign == []
 
 
+def store_conversation(page: Any, conversation: dict[str, Any]) -> None:
+    """Make `conversation` the browser's only one and reload the page to show it."""
+    page.evaluate(
+        """c => {
+          localStorage.setItem('localllm.conversations', JSON.stringify([{system: '', options: {}, ...c,
+            updated: Date.now()}]));
+          localStorage.setItem('localllm.current', c.id);
+        }""",
+        conversation,
+    )
+    page.reload()
+    page.wait_for_selector("body.ready")
+
+
 def test_errors_are_shown_in_words(browser: Any, daemon: Daemon) -> None:
     context = browser.new_context()
     page = context.new_page()
     page.goto(daemon.url + "/ui/")
     page.wait_for_selector("body.ready")
-    page.evaluate(
-        """() => {
-          localStorage.setItem('localllm.conversations', JSON.stringify([{id: 'gone', title: 'gone',
-            model: 'gone:latest', system: '', options: {}, messages: [], updated: Date.now()}]));
-          localStorage.setItem('localllm.current', 'gone');
-        }"""
-    )
-    page.reload()
-    page.wait_for_selector("body.ready")
+    store_conversation(page, {"id": "gone", "title": "gone", "model": "gone:latest", "messages": []})
     assert page.get_by_label("Model", exact=True).input_value() == "gone:latest"
     alert = send(page, "hello").get_by_role("alert")
     sync_api.expect(alert).to_contain_text("gone")
     sync_api.expect(alert).to_contain_text("not found")
+    context.close()
+
+
+def test_markdown_code_copy_and_thinking(browser: Any, daemon: Daemon) -> None:
+    context = browser.new_context()
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.goto(daemon.url + "/ui/")
+    page.wait_for_selector("body.ready")
+    answer = "Use **pip**, then *run*:\n\n```sh\npip install x <y>\n```\n\n- one `a<b`\n- two"
+    messages = [
+        {"role": "user", "content": "how?"},
+        {"role": "assistant", "content": answer, "thinking": "They want steps.", "model": STORIES},
+    ]
+    store_conversation(page, {"id": "md", "title": "md", "model": STORIES, "messages": messages})
+    body = page.locator('[data-role="assistant"] .markdown')
+    assert body.locator("strong").inner_text() == "pip" and body.locator("em").inner_text() == "run"
+    assert body.locator("pre code").inner_text() == "pip install x <y>"
+    assert body.locator("li").all_inner_texts() == ["one a<b", "two"]
+    thinking = page.locator('[data-role="assistant"] details.thinking')
+    assert thinking.evaluate("d => d.open") is False, "thinking is folded"
+    sync_api.expect(thinking.locator(".thinking-text")).to_have_text("They want steps.")
+    thinking.locator("summary").click()
+    sync_api.expect(thinking.locator(".thinking-text")).to_be_visible()
+    page.get_by_role("button", name="Copy").click()
+    sync_api.expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == "pip install x <y>"
     context.close()
 
 
@@ -338,6 +371,10 @@ def test_with_api_keys_the_page_asks_once(browser: Any, hub: HubStub, tmp_path: 
         page.wait_for_selector("body.ready")
         sync_api.expect(dialog).to_be_hidden()
         assert seen[-1] == "Bearer sk-page" and seen.count("Bearer sk-page") >= 2
+        # The daemon goes away: the page says so in words.
+        store_conversation(page, {"id": "x", "title": "x", "model": "any:latest", "messages": []})
+        stop_daemon(keyed)
+        sync_api.expect(send(page, "hello").get_by_role("alert")).to_contain_text("Cannot reach the localllm daemon")
         context.close()
     finally:
         stop_daemon(keyed)

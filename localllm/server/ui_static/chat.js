@@ -75,20 +75,19 @@ export async function refreshModels() {
   try {
     const { models = [] } = await json("/api/tags");
     modelNames = models.map((m) => m.name).sort();
+    showNotice("");
   } catch (err) {
     showNotice(err instanceof ApiError ? err.message : String(err));
     return;
   }
-  select.replaceChildren();
-  if (!modelNames.length) {
-    select.append(new Option("no models: pull one in Models", ""));
-    select.disabled = true;
-    return;
-  }
-  select.disabled = false;
-  for (const name of modelNames) select.append(new Option(name, name));
+  select.replaceChildren(...modelNames.map((name) => new Option(name, name)));
   if (conversation.model && !modelNames.includes(conversation.model)) {
     select.append(new Option(`${conversation.model} (not here any more)`, conversation.model));
+  }
+  select.disabled = select.options.length === 0;
+  if (select.disabled) {
+    select.append(new Option("no models: pull one in Models", ""));
+    return;
   }
   select.value = conversation.model || modelNames[0];
   conversation.model = select.value;
