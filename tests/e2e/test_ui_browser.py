@@ -30,6 +30,7 @@ CHROMIUM = os.environ.get("LOCALLLM_TEST_CHROMIUM") or shutil.which("chromium") 
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".artifacts" / "ui"
 STORIES = f"hf.co/{CHAT_REPO}:latest"  # stories260K with a template that passes the user's text through
 PAYLOAD = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+FAST = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}  # no throttling
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (./install.sh --dev)")
 sync_api.expect.set_options(timeout=20_000)
@@ -166,12 +167,28 @@ def test_chat_streams_the_story(page: Any, daemon: Daemon) -> None:
           }).observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true});
         }"""
     )
-    answer = send(page, "Once upon a time")
+    # stories260K writes 60 tokens in a few frames' time; a slow link (Chromium's own throttling, ~3 s for this
+    # answer) lets the page show it growing, as a person on a slower model would see it.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {**FAST, "downloadThroughput": 3000})
+    try:
+        with page.expect_request(lambda r: r.url.endswith("/api/chat")) as sent:
+            answer = send(page, "Once upon a time")
+    finally:
+        cdp.send("Network.emulateNetworkConditions", FAST)
+        cdp.detach()
+    assert sent.value.post_data_json == {
+        "model": STORIES,
+        "messages": [{"role": "user", "content": "Once upon a time"}],
+        "stream": True,
+        "options": {"temperature": 0, "num_predict": 60},
+    }
     sync_api.expect(page.locator('[data-role="user"] .plain')).to_have_text(["Once upon a time"])
     text = answer.locator(".markdown").inner_text()
     assert "Lily" in text, text
     partial = {n for n in page.evaluate("window.seen") if 0 < n < len(text)}
-    assert len(partial) >= 2, f"the answer did not stream in: lengths seen while streaming {partial}"
+    assert len(partial) >= 5, f"the answer did not stream in: lengths seen while streaming {partial}"
     assert box.input_value() == ""
 
 
@@ -311,7 +328,13 @@ def test_errors_are_shown_in_words(browser: Any, daemon: Daemon) -> None:
     page.wait_for_selector("body.ready")
     store_conversation(page, {"id": "gone", "title": "gone", "model": "gone:latest", "messages": []})
     assert page.get_by_label("Model", exact=True).input_value() == "gone:latest"
-    alert = send(page, "hello").get_by_role("alert")
+    settings(page, system="Answer in French.")
+    with page.expect_request(lambda r: r.url.endswith("/api/chat")) as sent:
+        alert = send(page, "hello").get_by_role("alert")
+    assert sent.value.post_data_json["messages"] == [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "hello"},
+    ]
     sync_api.expect(alert).to_contain_text("gone")
     sync_api.expect(alert).to_contain_text("not found")
     context.close()

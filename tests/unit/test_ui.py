@@ -94,11 +94,13 @@ def test_the_page_has_no_inline_code_and_never_parses_html() -> None:
 
 
 def test_the_package_data_carries_every_page_file() -> None:
-    section = (ROOT / "pyproject.toml").read_text().partition("[tool.setuptools.package-data]")[2]
-    line = re.search(r"^localllm = \[(.*)\]", section, re.M)
-    assert line, "pyproject.toml has no package-data for localllm"
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^packages = \[.*"localllm\.server\.ui_static"', text, re.M), "a package, or it is left out"
+    section = text.partition("[tool.setuptools.package-data]")[2]
+    line = re.search(r'^"localllm.server.ui_static" = \[(.*)\]', section, re.M)
+    assert line, "pyproject.toml has no package-data for localllm.server.ui_static"
     patterns = re.findall(r'"([^"]+)"', line.group(1))
-    files = [p.relative_to(ROOT / "localllm").as_posix() for p in ui.FILES.iterdir()]
+    files = [p.name for p in ui.FILES.iterdir()]
     assert files and all(any(fnmatch.fnmatch(f, p) for p in patterns) for f in files)
 
 

@@ -257,7 +257,7 @@ async function send() {
 /** The messages to send: the system prompt, then every turn that has text (failed empty answers are left out). */
 function history() {
   const out = [];
-  if (conversation.system.trim()) out.push({ role: "system", content: conversation.system });
+  if ((conversation.system || "").trim()) out.push({ role: "system", content: conversation.system });
   for (const m of conversation.messages) {
     if (m.content) out.push({ role: m.role, content: m.content });
   }
