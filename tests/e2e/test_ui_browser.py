@@ -296,7 +296,20 @@ def test_screenshots_at_desktop_and_phone_width(page: Any) -> None:
         sync_api.expect(page.locator("#model-list .card").first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / f"models-{label}.png"))
         assert page.evaluate("document.documentElement.scrollWidth") <= width, "nothing wider than the screen"
+    # On the phone the conversations are a drawer behind the ☰ button.
+    page.get_by_role("link", name="Chat").click()
+    sidebar = page.locator("#sidebar")
+    assert not sidebar.evaluate("s => s.getBoundingClientRect().right > 0"), "the drawer starts closed"
+    page.get_by_role("button", name="Conversations").click()
+    sync_api.expect(page.get_by_role("button", name="New chat")).to_be_in_viewport()
+    page.wait_for_timeout(300)  # the drawer's slide
+    page.screenshot(path=str(ARTIFACTS / "chat-phone-conversations.png"))
+    page.locator("#conversations .open").last.click()
+    sync_api.expect(page.get_by_role("button", name="New chat")).not_to_be_in_viewport()
     page.set_viewport_size({"width": 1280, "height": 800})
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(ARTIFACTS / "chat-desktop-dark.png"))
+    page.emulate_media(color_scheme="light")
     assert (ARTIFACTS / "chat-phone.png").stat().st_size > 5_000
 
 
