@@ -17,6 +17,7 @@ from .keys import keys
 from .models import cp, list_models, ps, pull, rm, show, stop
 from .run import run
 from .serve import serve
+from .ui import ui
 
 _ALIASES = {"ls": "list", "start": "serve"}
 
@@ -71,7 +72,7 @@ def _echo_version(client: Client) -> None:
         click.echo(f"Warning: client version is {__version__}")
 
 
-for _command in (serve, create, show, run, embed, stop, pull, list_models, ps, cp, rm, keys):
+for _command in (serve, create, show, run, embed, stop, pull, list_models, ps, cp, rm, keys, ui):
     cli.add_command(_command)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 
-def copy_with_metadata(src: Path, dst: Path, extra: dict[str, str | int]) -> Path:
+def copy_with_metadata(src: Path, dst: Path, extra: Mapping[str, str | int | list[str]]) -> Path:
+    """A copy of `src` with `extra` metadata set (replacing what it had under those keys)."""
     reader = GGUFReader(str(src))
     arch = reader.fields["general.architecture"].contents()
     writer = GGUFWriter(str(dst), arch)
@@ -18,7 +20,9 @@ def copy_with_metadata(src: Path, dst: Path, extra: dict[str, str | int]) -> Pat
         sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
     for key, value in extra.items():
-        if isinstance(value, int):
+        if isinstance(value, list):
+            writer.add_array(key, value)
+        elif isinstance(value, int):
             writer.add_uint32(key, value)
         else:
             writer.add_string(key, value)

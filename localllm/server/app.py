@@ -21,7 +21,7 @@ from ..scheduler import Scheduler
 from ..service import Service
 from ..sessions import Sessions
 from ..store import Store
-from . import auth, dialects, openapi, security
+from . import auth, dialects, openapi, security, ui
 from .errors import RouteError
 
 log = logging.getLogger("localllm.server")
@@ -78,7 +78,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         return dialects.shape_of(request.url.path, request.method).response(exc)
 
     app = Starlette(
-        routes=[*dialects.routes(), *auth.routes, *openapi.routes],
+        routes=[*dialects.routes(), *auth.routes, *openapi.routes, *ui.routes],  # ui: the web chat page at /ui/
         exception_handlers={HTTPException: http_error, Exception: server_error},
         middleware=[  # outermost first: security.py's docstring draws the order
             Middleware(security.HostCheck, bound=settings.host.host, port=settings.host.port, errors=dialects.shape_of),

@@ -28,8 +28,14 @@ from ..keys import Authenticator, Meter
 from .security import ShapeOf, reject
 
 TOKEN_PATH = "/api/v1/token"
-# Paths anyone may GET (or HEAD): liveness and version checks, and the token endpoint (it checks secrets).
-OPEN_PATHS = frozenset({"/", "/api/version", "/health", "/openapi.json", TOKEN_PATH})
+# Paths anyone may GET (or HEAD): liveness and version checks, and the token endpoint (it checks secrets);
+# and the web page's files (server/ui.py), which must load to ask for a key.
+OPEN_PATHS = frozenset({"/", "/api/version", "/health", "/openapi.json", TOKEN_PATH, "/ui"})
+OPEN_PREFIX = "/ui/"
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIX)
 
 
 def credential_of(scope: Scope) -> str | None:
@@ -60,7 +66,7 @@ class Auth:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] not in {"http", "websocket"}
-            or (scope.get("method") in {"GET", "HEAD"} and scope["path"] in OPEN_PATHS)
+            or (scope.get("method") in {"GET", "HEAD"} and _is_open(scope["path"]))
             or not self.authenticator.enabled
         ):
             await self.app(scope, receive, send)

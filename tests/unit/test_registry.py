@@ -22,7 +22,8 @@ from localllm.store import Store
     [
         ("/api/chat", "POST", "ollama"),
         ("/", "GET", "ollama"),
-        ("/", "POST", "tgi"),
+        ("/", "POST", "tei"),  # TEI embeddings for an embedding model, else TGI generation: TGI errors both ways
+        ("/embed", "POST", "tei"),
         ("/generate_stream", "POST", "tgi"),
         ("/generate_stream", "GET", "tgi"),
         ("/generate", "POST", "compat"),
