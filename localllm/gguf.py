@@ -1,11 +1,11 @@
 """Read what localllm needs from a GGUF file's metadata, within bounds: a model file is untrusted input.
 
-The file is mapped, not read, and walked once: scalars are kept, strings up to `GGUF_MAX_STRING` (longer ones
-are skipped and their size noted in `skipped`), arrays up to `GGUF_MAX_KEPT_ARRAY` elements (bigger ones, and
-the vocabulary arrays unless `verbose`, are skipped: a fixed-size array in one step, a string array by
-walking its lengths). A file that declares more keys, tensors or array elements than the `GGUF_MAX_*` bounds
-of `limits.py`, or sizes that run past its end, is refused with a `ValueError` naming what. Results are
-cached by path, modification time and size.
+The file is mapped, not read, and walked once: scalars are kept, strings up to `GGUF_MAX_STRING` (longer
+ones are skipped and their size noted in `skipped`), arrays up to `GGUF_MAX_KEPT_ARRAY` elements
+(`GGUF_MAX_VERBOSE_ARRAY` with `verbose`; bigger ones, and the vocabulary arrays unless `verbose`, are
+skipped: a fixed-size array in one step, a string array by walking its lengths). A file that declares more
+keys, tensors or strings than the `GGUF_MAX_*` bounds of `limits.py`, or sizes that run past its end, is
+refused with a `ValueError` naming what. Results are cached by path, modification time and size.
 
 ```
 GGUF file:  "GGUF" | version u32 | tensor count u64 | key count u64
@@ -161,7 +161,10 @@ class _Reader:
 
     def _array(self, key: str) -> list[Any] | None:
         itype, count = self._unpack("<IQ", key)
-        keep = (key not in _BIG_ARRAYS or self.verbose) and (count <= limits.GGUF_MAX_KEPT_ARRAY or self.verbose)
+        if self.verbose:
+            keep = count <= limits.GGUF_MAX_VERBOSE_ARRAY
+        else:
+            keep = key not in _BIG_ARRAYS and count <= limits.GGUF_MAX_KEPT_ARRAY
         if itype in _FORMATS:
             fmt = f"<{count}{_FORMATS[itype]}"
             size = count * struct.calcsize(_FORMATS[itype])
@@ -176,8 +179,8 @@ class _Reader:
         if count > limits.GGUF_MAX_ARRAY:  # strings or arrays: each must be walked over
             raise ValueError(f"the metadata array {key} has {count} elements, more than {limits.GGUF_MAX_ARRAY}")
         self.walked += count
-        if self.walked > 2 * limits.GGUF_MAX_ARRAY:
-            raise ValueError(f"the metadata arrays have more than {2 * limits.GGUF_MAX_ARRAY} elements in all")
+        if self.walked > limits.GGUF_MAX_ARRAY:
+            raise ValueError(f"the metadata arrays have more than {limits.GGUF_MAX_ARRAY} strings in all")
         if itype == _STRING:
             start = self.pos
             self._skip_strings(count, key)

@@ -48,10 +48,11 @@ REGEX_MAX_BYTES = 4 << 10  # a regular expression turned into a grammar (TGI `gr
 # -- GGUF metadata (a model file is untrusted input too) ---------------------------------------------------
 GGUF_MAX_KEYS = 1 << 16  # metadata keys of one file
 GGUF_MAX_TENSORS = 1 << 17  # tensor infos of one file (the biggest MoE models have ~30k)
-GGUF_MAX_ARRAY = 1 << 22  # elements of one metadata array (vocabularies are ~260k, merges ~500k)
+GGUF_MAX_ARRAY = 1 << 21  # strings in metadata arrays, each walked over (vocabularies ~260k, merges ~500k)
 GGUF_MAX_STRING = 1 << 20  # one metadata string kept (longer ones are skipped, not read)
-GGUF_MAX_KEPT_ARRAY = 1 << 16  # elements of an array kept in `metadata` (bigger ones are None unless verbose)
-GGUF_MAX_READ = 256 << 20  # bytes of metadata values kept for one file, verbose included
+GGUF_MAX_KEPT_ARRAY = 1 << 16  # elements of an array kept in `metadata` (bigger ones are None)
+GGUF_MAX_VERBOSE_ARRAY = 1 << 20  # elements of an array shown by `/api/show` with verbose (vocabularies)
+GGUF_MAX_READ = 64 << 20  # bytes of metadata values kept for one file, verbose included
 
 
 def render_workers() -> int:

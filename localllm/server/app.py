@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
             yield
         finally:
             if own:
-                await svc.scheduler.close()
+                await svc.close()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import prompt
 from ..errors import InvalidRequest
 from ..sessions import Sessions, Turn
 from ..types import Constraints, Options, Token
@@ -275,13 +274,7 @@ async def encode(request: Request) -> Response:
         ids = []
         for item in inputs:
             if preprocess:
-                item = prompt.render_generate(
-                    item,
-                    system=model.system,
-                    template=model.template,
-                    bos_token=model.info.bos_token,
-                    eos_token=model.info.eos_token,
-                )
+                item = await service.render_prompt(model, item, system=model.system)
             ids.append([t for t, _ in await service.tokenize(name, item, add_bos=add_bos)])
     except Exception as exc:
         return error_response(exc)
