@@ -222,7 +222,7 @@ def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
 
 
 def frame(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    data = json.dumps(message).encode("ascii")  # escaped: even a lone surrogate in a message travels intact
     return struct.pack(">I", len(data)) + data
 
 

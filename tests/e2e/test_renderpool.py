@@ -43,8 +43,8 @@ def test_a_slow_template_is_killed_at_the_time_bound_and_its_worker_replaced() -
             with pytest.raises(InvalidRequest, match=r"the request's template exceeded .* longer than 0\.3 s"):
                 await render(pool, SLOW)
             assert time.monotonic() - started < 1.5
-            assert await render(pool, LIGHT) == "hi"  # a fresh worker
-            assert pool.pids() != first and not alive(first[0])
+            assert await render(pool, LIGHT) == "hi"  # the spare, or a fresh worker
+            assert not all(alive(pid) for pid in first)  # the one that overran is gone
         finally:
             await pool.close()
 
@@ -97,3 +97,15 @@ def test_close_leaves_no_worker() -> None:
 
     pids = asyncio.run(scenario())
     assert pids and not any(alive(p) for p in pids)
+
+
+def test_any_text_travels_to_a_worker_and_back() -> None:
+    async def scenario() -> str:
+        pool = RenderPool(1)
+        try:
+            variables = {"messages": [{"role": "user", "content": "é ✓ \ud800 \x00"}]}
+            return await pool.render(LIGHT, variables, max_bytes=1 << 20, source=SOURCE)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(scenario()) == "é ✓ \ud800 \x00"
