@@ -72,16 +72,20 @@ def size_text(n: int) -> str:
     return f"{n} bytes"
 
 
+def utf8_len(text: str) -> int:
+    """The bytes of `text` in UTF-8 (a lone surrogate, which JSON can carry, counted as 3)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def check_count(items: Sequence[Any], bound: int, field: str, what: str) -> None:
     if len(items) > bound:
         raise InvalidRequest(f"{field} holds {len(items)} {what}, more than the {bound} allowed", field=field)
 
 
 def check_bytes(text: str, bound: int, field: str, what: str) -> None:
-    if len(text) > bound or len(text.encode("utf-8", "surrogatepass")) > bound:
+    if len(text) > bound or utf8_len(text) > bound:
         raise InvalidRequest(
-            f"{field}: the {what} is {len(text.encode('utf-8', 'surrogatepass'))} bytes, more than the "
-            f"{size_text(bound)} allowed",
+            f"{field}: the {what} is {utf8_len(text)} bytes, more than the {size_text(bound)} allowed",
             field=field,
         )
 

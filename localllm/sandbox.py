@@ -157,9 +157,9 @@ class _CountLoops(jinja2.visitor.NodeTransformer):
 @functools.lru_cache(maxsize=32)
 def compiled(template: str) -> jinja2.Template:
     """The template compiled with counted loops (cached by its text: most requests reuse a model's own)."""
-    if len(template) > limits.TEMPLATE_MAX_BYTES or len(template.encode("utf-8")) > limits.TEMPLATE_MAX_BYTES:
+    if len(template) > limits.TEMPLATE_MAX_BYTES or limits.utf8_len(template) > limits.TEMPLATE_MAX_BYTES:
         raise BoundExceeded(
-            f"the template is {len(template.encode('utf-8'))} bytes, more than "
+            f"the template is {limits.utf8_len(template)} bytes, more than "
             f"{limits.size_text(limits.TEMPLATE_MAX_BYTES)}"
         )
     tree = _ENV.parse(template)
@@ -181,7 +181,7 @@ def render(template: str, variables: dict[str, Any], *, max_bytes: int) -> str:
                 raise OutputExceeded(f"its output passed {limits.size_text(max_bytes)}")
             out.append(piece)
         text = "".join(out)
-        if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        if limits.utf8_len(text) > max_bytes:
             raise OutputExceeded(f"its output passed {limits.size_text(max_bytes)}")
         return text
     finally:

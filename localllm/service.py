@@ -341,10 +341,10 @@ class Service:
             messages.insert(0, ChatMessage("system", model.system))
 
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
-        n_ctx = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
+        context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
 
         async def render(kept: Sequence[ChatMessage]) -> str:
-            return await self.render(model, kept, tools=req.tools, n_ctx=n_ctx)
+            return await self.render(model, kept, tools=req.tools, n_ctx=context)
 
         full = await render(messages) if req.messages else ""
 
@@ -354,7 +354,7 @@ class Service:
             bytes than the context can hold loses turns before it is tokenized (those counted at 4 bytes a token)."""
             kept, text = await _fit_bytes(list(messages), full, render, limits.prompt_bytes(n_ctx))
             n = len(await runner.tokenize(text))
-            first = n + (len(full.encode()) - len(text.encode())) // 4
+            first = n + (limits.utf8_len(full) - limits.utf8_len(text)) // 4
             room = n_ctx - reserve_for_answer(n_ctx, options.num_predict)
             while n > room:
                 droppable = [i for i, m in enumerate(kept[:-1]) if m.role != "system"]
@@ -569,7 +569,7 @@ async def _fit_bytes(
 ) -> tuple[list[ChatMessage], str]:
     """The fewest oldest turns dropped (binary search over renders) for the prompt to have at most
     `budget` bytes (`text` is all of them rendered), so that no prompt the context cannot hold is tokenized."""
-    if len(text.encode()) <= budget:
+    if limits.utf8_len(text) <= budget:
         return messages, text
     droppable = [i for i, m in enumerate(messages[:-1]) if m.role != "system"]
 
@@ -583,7 +583,7 @@ async def _fit_bytes(
     while low < high:
         mid = (low + high) // 2
         mid_text = await render(without(mid))
-        if len(mid_text.encode()) <= budget:
+        if limits.utf8_len(mid_text) <= budget:
             high, best, best_text = mid, without(mid), mid_text
         else:
             low = mid + 1
@@ -595,7 +595,7 @@ def _check_prompt_bytes(text: str, n_ctx: int, *, truncate: bool, field: str) ->
     that passes the bound on any prompt; the runner never receives hundreds of megabytes."""
     if len(text) * 4 <= limits.prompt_bytes(n_ctx):  # the common case, without encoding the text
         return
-    size = len(text.encode("utf-8", "surrogatepass"))
+    size = limits.utf8_len(text)
     if size > limits.PROMPT_MAX_BYTES:
         raise InvalidRequest(
             f"{field}: the input is {size} bytes, more than the {limits.size_text(limits.PROMPT_MAX_BYTES)} "
