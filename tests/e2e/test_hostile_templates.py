@@ -249,3 +249,24 @@ def test_prompt_that_cannot_fit_is_refused_or_cut_before_the_runner(server: Daem
     r = httpx.post(server.url + "/api/chat", json={**chat, "options": {"num_ctx": 256, **NORMAL}}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["truncated"] > 0
+
+
+def test_amplifier_bounds_are_refused_in_each_dialect(server: Daemon) -> None:
+    """A few of docs/limits.md's bounds, each refused in its dialect's error shape, naming the field."""
+    model = "hf.co/hostile/chat-GGUF"
+    hi = [{"role": "user", "content": "hi"}]
+    bias = {str(i): 1 for i in range(limits.MAX_LOGIT_BIAS + 1)}
+    r = httpx.post(server.url + "/v1/chat/completions", json={"model": model, "messages": hi, "logit_bias": bias})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias", r.text
+    deep: dict[str, object] = {"type": "string"}
+    for _ in range(limits.SCHEMA_MAX_DEPTH):
+        deep = {"type": "array", "items": deep}
+    r = httpx.post(server.url + "/api/chat", json={"model": model, "messages": hi, "format": deep, "stream": False})
+    assert r.status_code == 400 and "nests deeper" in r.json()["error"], r.text
+    regex = {"type": "regex", "value": "a" * (limits.REGEX_MAX_BYTES + 1)}
+    body = {"model": model, "inputs": "hi", "parameters": {"grammar": regex}}
+    r = httpx.post(server.url + "/generate", json=body)
+    assert r.status_code == 422 and "parameters.grammar.value" in r.json()["error"], r.text
+    prompts = ["a"] * (limits.MAX_CHOICES // 4 + 1)
+    r = httpx.post(server.url + "/v1/completions", json={"model": model, "prompt": prompts, "n": 4})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text

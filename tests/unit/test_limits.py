@@ -52,3 +52,13 @@ def test_grammars() -> None:
 def test_prompt_bytes_are_relative_to_the_context_and_capped() -> None:
     assert limits.prompt_bytes(2048) == limits.BYTES_PER_TOKEN * 2048
     assert limits.prompt_bytes(1 << 24) == limits.PROMPT_MAX_BYTES
+
+
+def test_regexes_turned_into_grammars_are_bounded() -> None:
+    from localllm.server.regex_grammar import UnsupportedRegex, regex_to_gbnf
+
+    with pytest.raises(UnsupportedRegex, match="longer than"):
+        regex_to_gbnf("a" * (limits.REGEX_MAX_BYTES + 1))
+    with pytest.raises(UnsupportedRegex):  # Python's own parser or ours: refused, never a RecursionError
+        regex_to_gbnf("(" * 1500 + "a" + ")" * 1500)
+    assert regex_to_gbnf("[a-z]{2,3}") == "root ::= [a-z]{2,3}\n"
