@@ -229,8 +229,9 @@ class _Reader:
             self.pos = saved
 
     def tensors(self) -> list[tuple[int, int, int]]:
-        """(element count, number of dimensions, ggml type) of every tensor."""
-        out = []
+        """(element count, number of dimensions, ggml type) of every tensor, each checked to lie within the file
+        (a truncated download is refused here, not when llama.cpp loads it)."""
+        out, ends = [], []
         for i in range(self.n_tensors):
             what = f"tensor info {i}"
             if self._string(what, 1 << 16) is None:
@@ -240,11 +241,19 @@ class _Reader:
                 raise ValueError(f"{what} has {n_dims} dimensions, more than 8")
             dims = self._unpack(f"<{n_dims}Q", what) if n_dims else ()
             dims = (dims,) if isinstance(dims, int) else dims
-            ttype, _offset = self._unpack("<IQ", what)
+            ttype, offset = self._unpack("<IQ", what)
             n = 1
             for d in dims:
                 n *= d
             out.append((n, n_dims, ttype))
+            block, size = _gguf.GGML_QUANT_SIZES.get(ttype, (1, 0))  # an unknown type: not checked
+            ends.append((i, offset + n // block * size))
+        align = self.meta.get("general.alignment")
+        align = align if isinstance(align, int) and align > 0 else 32
+        data = -(-self.pos // align) * align
+        for i, end in ends:
+            if data + end > len(self.buf):
+                raise ValueError(f"the file ends inside the data of tensor {i} (truncated?)")
         return out
 
 

@@ -120,3 +120,14 @@ def test_an_overlong_string_is_skipped_and_noted(tmp_path: Path) -> None:
     path = gguf(tmp_path / "tpl.gguf", *BASE, kv("tokenizer.chat_template", STRING, string(template)))
     info = read_info(path)
     assert info.chat_template is None and info.skipped == {"tokenizer.chat_template": len(template)}
+
+
+def test_tensor_data_past_the_end_of_the_file_is_refused(tmp_path: Path) -> None:
+    """A download cut short: its tensor infos promise data the file does not hold."""
+    tensor = string("t") + struct.pack("<IQIQ", 1, 1000, 0, 0)  # 1000 float32 at offset 0 of the data
+    path = gguf(tmp_path / "cut.gguf", *BASE, n_tensors=1)
+    path.write_bytes(path.read_bytes() + tensor + b"\0" * 64)
+    with pytest.raises(ValueError, match="ends inside the data of tensor 0"):
+        read_info(path)
+    path.write_bytes(path.read_bytes() + b"\0" * 4000)
+    assert read_info(path).parameter_count == 1000
