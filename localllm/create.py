@@ -13,10 +13,11 @@ import json
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
-from . import library, prompt
+from . import library
 from .errors import InvalidRequest, ModelNotFound
 from .gguf import read_info
 from .names import ModelName, parse_name
+from .renderpool import TemplateSource
 from .service import Service
 from .store import (
     MEDIA_ADAPTER,
@@ -49,8 +50,8 @@ class CreateRequest:
 async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progress, None]:
     """Build the model's manifest from its base and its own layers, yielding progress."""
     store = service.store
-    if req.template is not None:
-        prompt.check_template(req.template)
+    if req.template is not None:  # untrusted code: compiled and tried by a bounded render worker
+        await service.check_template(req.template, TemplateSource("the template", "template"))
     if req.files and req.from_:
         raise InvalidRequest("give either from or files, not both", field="files")
     params, system, template_text = Options(), None, None
@@ -102,6 +103,10 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
             layer = store.add_blob_bytes(data, media)
             yield Progress(f"{'using existing' if existed else 'creating new'} layer {layer.digest}")
             layers.append(layer)
+        if req.template is None and template_text is None:  # the GGUF's own chat template is the model's
+            await service.check_gguf_template(
+                store.blob_path(base[0].digest), f"the chat template in the GGUF of {req.model}"
+            )
         yield Progress("writing manifest")
         store.write_manifest(req.model, Manifest(tuple(layers)))
     yield Progress("success")

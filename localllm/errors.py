@@ -6,6 +6,7 @@ LocalLLMError
  │    ├── NoModelChosen                     a request that leaves the model to a daemon with no default (422)
  │    ├── ModelfileError                    a Modelfile that does not parse ("line N: ...")
  │    └── ContextLengthExceeded             the input does not fit the context window
+ │         └── PromptTooLong                 its bytes cannot fit, refused before it is tokenized
  ├── ModelNotFound (LookupError)            no such model in the store (or on the Hub)
  ├── ConfigError (ValueError)               a LOCALLLM_* variable that does not parse
  ├── AddressInUse                           the daemon's address is taken (by another localllm, or not)
@@ -79,6 +80,30 @@ class ContextLengthExceeded(InvalidRequest):
 
     def __str__(self) -> str:
         text = f"the input is {self.n_tokens} tokens, longer than the context window of {self.n_ctx} tokens"
+        return f"{self.field}: {text}" if self.field else text
+
+
+class PromptTooLong(ContextLengthExceeded):
+    """A prompt with more bytes than its context window can hold at any tokenization (limits.BYTES_PER_TOKEN)."""
+
+    def __init__(
+        self, n_bytes: int, n_ctx: int, per_token: int, *, field: str | None = None, rendered: bool = False
+    ) -> None:
+        super().__init__(0, n_ctx, field=field)
+        self.n_bytes = n_bytes
+        self.per_token = per_token
+        self.rendered = rendered  # the chat template's output passed `n_bytes` (it was stopped there)
+
+    def __str__(self) -> str:
+        size = (
+            f"the rendered prompt passed {self.n_bytes} bytes"
+            if self.rendered
+            else f"the input is {self.n_bytes} bytes"
+        )
+        text = (
+            f"{size}, more than a context window of {self.n_ctx} tokens can hold "
+            f"(at most {self.per_token} bytes a token; options.num_ctx sets the window)"
+        )
         return f"{self.field}: {text}" if self.field else text
 
 

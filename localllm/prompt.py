@@ -1,60 +1,87 @@
 """Turn messages (or a prompt and a system text) into the text a model continues.
 
 Chat templates are the Jinja2 templates Hugging Face models ship in `tokenizer.chat_template`, rendered
-in a sandbox with the usual variables (`messages`, `add_generation_prompt`, `bos_token`, `eos_token`).
-A model without one gets a plain "Role: text" transcript.
+with the usual variables (`messages`, `add_generation_prompt`, `bos_token`, `eos_token`, `tools`). They are
+untrusted code: `chat_render` only prepares a render (`Render`), which the daemon hands to a bounded worker
+process (`renderpool.py`, sandbox in `sandbox.py`); `render_chat` renders in this process with the sandbox's
+counted bounds (tests, tools). A model without a template gets a plain "Role: text" transcript.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-import jinja2
-import jinja2.sandbox
-
+from . import limits, sandbox
 from .errors import InvalidRequest
 from .types import ChatMessage, Tool
 
 
-def _raise(message: str) -> None:
-    raise InvalidRequest(f"the chat template refused the messages: {message}", field="messages")
+@dataclass(frozen=True)
+class Render:
+    """A chat template and the variables to render it with: what a render worker is sent."""
 
+    template: str
+    variables: dict[str, Any]
+    bos_token: str = ""
 
-def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False) -> str:
-    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii)
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-    )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise
-    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
-    return env
-
-
-_ENV = _environment()
+    def finish(self, text: str) -> str:
+        """The rendered text as the runner takes it: it adds the BOS token itself, so a leading one is cut."""
+        if self.bos_token and text.startswith(self.bos_token):
+            return text[len(self.bos_token) :]
+        return text
 
 
 def check_template(template: str) -> None:
-    """Raise `InvalidRequest` when `template` is not valid Jinja2 (e.g. an Ollama Go template)."""
-    try:
-        _ENV.from_string(template)
-    except jinja2.TemplateSyntaxError as exc:
+    """Raise `InvalidRequest` when `template` is not valid Jinja2 (e.g. an Ollama Go template), in-process."""
+    reply = sandbox.outcome({"op": "check", "template": template})
+    if reply.get("error") == "syntax":
         hint = " (this looks like a Go template; localllm templates are Jinja2)" if "{{ ." in template else ""
         raise InvalidRequest(
-            f"invalid chat template at line {exc.lineno}: {exc.message}{hint}", field="template"
-        ) from None
+            f"invalid chat template at line {reply.get('line')}: {reply.get('message')}{hint}", field="template"
+        )
+    if "error" in reply:
+        raise InvalidRequest(f"invalid chat template: {reply.get('message')}", field="template")
 
 
 def supports_tools(template: str | None) -> bool:
     """Whether a chat template renders `tools` itself (Hugging Face templates that do mention them)."""
     return bool(template) and "tools" in str(template)
+
+
+def chat_render(
+    messages: Sequence[ChatMessage],
+    *,
+    template: str | None,
+    bos_token: str = "",
+    eos_token: str = "",
+    tools: Sequence[Tool] = (),
+) -> Render | str:
+    """The render for `messages`, ending where the assistant's answer begins; the prompt itself when there is
+    no template.
+
+    `tools` go to a template that supports them as the `tools` variable; for any other template they are
+    described in the system message, with the `<tool_call>` format that `tools.parse_tool_calls` reads.
+    """
+    if tools and not supports_tools(template):
+        messages = _with_tool_instructions(messages, tools)
+    if not template:
+        return _plain(messages)
+    variables = {
+        "messages": [_message_dict(m) for m in messages],
+        "tools": [t.as_dict() for t in tools] or None,
+        "add_generation_prompt": True,
+        "bos_token": bos_token,
+        "eos_token": eos_token,
+    }
+    return Render(template, variables, bos_token)
+
+
+def generate_messages(prompt: str, *, system: str | None) -> list[ChatMessage]:
+    """`/api/generate`'s prompt and system text as the messages a chat template takes."""
+    return ([ChatMessage("system", system)] if system else []) + [ChatMessage("user", prompt)]
 
 
 def render_chat(
@@ -64,30 +91,19 @@ def render_chat(
     bos_token: str = "",
     eos_token: str = "",
     tools: Sequence[Tool] = (),
+    max_bytes: int = limits.PROMPT_MAX_BYTES,
 ) -> str:
-    """The prompt for `messages`, ending where the assistant's answer begins.
-
-    `tools` go to a template that supports them as the `tools` variable; for any other template they are
-    described in the system message, with the `<tool_call>` format that `tools.parse_tool_calls` reads.
-    """
-    if tools and not supports_tools(template):
-        messages = _with_tool_instructions(messages, tools)
-    if not template:
-        return _plain(messages)
-    try:
-        text = _ENV.from_string(template).render(
-            messages=[_message_dict(m) for m in messages],
-            tools=[t.as_dict() for t in tools] or None,
-            add_generation_prompt=True,
-            bos_token=bos_token,
-            eos_token=eos_token,
-        )
-    except jinja2.TemplateError as exc:
-        raise InvalidRequest(f"the model's chat template failed: {exc}", field="messages") from None
-    # The runner adds the BOS token itself; a template that writes it too would double it.
-    if bos_token and text.startswith(bos_token):
-        text = text[len(bos_token) :]
-    return text
+    """`chat_render` rendered in this process (with the sandbox's counted bounds, not time or memory)."""
+    job = chat_render(messages, template=template, bos_token=bos_token, eos_token=eos_token, tools=tools)
+    if isinstance(job, str):
+        return job
+    reply = sandbox.outcome(
+        {"op": "render", "template": job.template, "variables": job.variables, "max_bytes": max_bytes}
+    )
+    if "error" in reply:
+        verb = "refused the messages" if reply["error"] == "refused" else "failed"
+        raise InvalidRequest(f"the chat template {verb}: {reply.get('message')}", field="messages")
+    return job.finish(str(reply["text"]))
 
 
 def render_generate(
@@ -96,7 +112,7 @@ def render_generate(
     """The prompt for `/api/generate`: through the chat template when the model has one, else as given."""
     if not template:
         return f"{system}\n\n{prompt}" if system else prompt
-    messages = ([ChatMessage("system", system)] if system else []) + [ChatMessage("user", prompt)]
+    messages = generate_messages(prompt, system=system)
     return render_chat(messages, template=template, bos_token=bos_token, eos_token=eos_token)
 
 

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import keys, prompt
+from . import keys, limits, prompt
 from .config import Settings
-from .errors import ContextLengthExceeded, EngineError, InvalidRequest
+from .errors import ContextLengthExceeded, EngineError, InvalidRequest, PromptTooLong
 from .gguf import GGUFInfo, read_info
 from .memory import ModelShape, context_that_fits
 from .names import ModelName, parse_name
+from .renderpool import RenderPool, RenderTooLong, TemplateSource
 from .runner.context import reserve_for_answer
 from .runner.process import RunnerSpec
 from .scheduler import ModelRef, Runner, Scheduler
@@ -165,6 +166,7 @@ class Model:
     parameters: Options
     messages: tuple[ChatMessage, ...] = ()  # a conversation every chat starts from (Modelfile MESSAGE)
     license: tuple[str, ...] = ()
+    template_source: str = "the model's chat template"  # what an error about the template calls it
 
     @property
     def name(self) -> str:
@@ -194,6 +196,11 @@ class Service:
         self.store = store
         self.scheduler = scheduler
         self._pull_locks: dict[str, asyncio.Lock] = {}
+        self.renderer = RenderPool()  # chat templates are untrusted code: rendered by bounded worker processes
+
+    async def close(self) -> None:
+        await self.scheduler.close()
+        await self.renderer.close()
 
     # -- models ------------------------------------------------------------------------------------
 
@@ -209,7 +216,8 @@ class Service:
             info = read_info(path)
         except Exception as exc:  # the gguf reader raises plain ValueErrors, KeyErrors, ... on a bad file
             raise EngineError(f"cannot read the model file of '{stored.name}': {exc}") from exc
-        template = self.store.read_blob_text(stored.manifest.layer(MEDIA_TEMPLATE)) or info.chat_template
+        own = self.store.read_blob_text(stored.manifest.layer(MEDIA_TEMPLATE))
+        template = own or info.chat_template
         messages = json.loads(self.store.read_blob_text(stored.manifest.layer(MEDIA_MESSAGES)) or "[]")
         license_ = self.store.read_blob_text(stored.manifest.layer(MEDIA_LICENSE))
         return Model(
@@ -221,6 +229,9 @@ class Service:
             params,
             tuple(ChatMessage(str(m["role"]), str(m["content"])) for m in messages),
             (license_,) if license_ else (),
+            f"the Modelfile TEMPLATE of '{stored.name}'"
+            if own
+            else f"the chat template in the GGUF of '{stored.name}'",
         )
 
     def list_models(self) -> list[Model]:
@@ -269,9 +280,32 @@ class Service:
                 while (event := await events.get()) is not None:
                     if isinstance(event, BaseException):
                         raise event
+                    if event.status == "success":  # a hostile chat template is reported now, not at first chat
+                        await self._check_pulled(name)
                     yield event
             finally:
                 cancel.set()
+
+    async def _check_pulled(self, name: ModelName) -> None:
+        path = self.store.model_path(self.store.get(name).manifest)
+        try:
+            await self.check_gguf_template(path, f"the chat template in the GGUF of '{name}'")
+        except InvalidRequest:
+            self.store.delete(name)
+            raise
+
+    async def check_gguf_template(self, path: Path, label: str) -> None:
+        """Refuse a GGUF whose chat template is too large to read or exceeds a bound of chat templates."""
+        info = read_info(path)
+        size = info.skipped.get("tokenizer.chat_template")
+        if size is not None:
+            raise InvalidRequest(
+                f"{label} is {size} bytes, more than a chat template may have "
+                f"({limits.size_text(limits.TEMPLATE_MAX_BYTES)})",
+                field="template",
+            )
+        if info.chat_template:
+            await self.check_template(info.chat_template, TemplateSource(label, "template"))
 
     # -- generation --------------------------------------------------------------------------------
 
@@ -322,6 +356,7 @@ class Service:
         model = self.model(req.model)
         self._check_generative(model, "generate")
         options = req.options.merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
+        limits.check_generation((), constraints=req.constraints, stop=options.stop)
         if req.suffix:
             if model.info.fim is None:
                 raise InvalidRequest(
@@ -329,17 +364,16 @@ class Service:
                 )
             pre, suf, mid = model.info.fim
             text = f"{pre}{req.prompt}{suf}{req.suffix}{mid}"
-        elif req.raw:
+        elif req.raw or not req.prompt:
             text = req.prompt
         else:
-            if req.template is not None:
-                prompt.check_template(req.template)
-            text = prompt.render_generate(
+            system = req.system if req.system is not None else model.system
+            text = await self.render_prompt(
+                model,
                 req.prompt,
-                system=req.system if req.system is not None else model.system,
-                template=req.template if req.template is not None else model.template,
-                bos_token=model.info.bos_token,
-                eos_token=model.info.eos_token,
+                system=system,
+                template=req.template,
+                n_ctx=None if req.truncate else self._ref(model, options).spec.n_ctx,
             )
         async for event in self._run(
             model,
@@ -370,28 +404,28 @@ class Service:
         if model.system and not (messages and messages[0].role == "system"):
             messages.insert(0, ChatMessage("system", model.system))
 
-        def render(kept: Sequence[ChatMessage]) -> str:
-            return prompt.render_chat(
-                kept,
-                template=model.template,
-                bos_token=model.info.bos_token,
-                eos_token=model.info.eos_token,
-                tools=req.tools,
-            )
+        limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
+        context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
+
+        async def render(kept: Sequence[ChatMessage]) -> str:
+            return await self.render(model, kept, tools=req.tools, n_ctx=context)
+
+        full = await render(messages) if req.messages else ""
 
         async def fit(runner: Runner, n_ctx: int) -> tuple[str, int]:
             """Drop the oldest turns (never a system message, never the last message) until the rendered
-            conversation leaves room for the answer; the tokens dropped are reported."""
-            kept = list(messages)
-            text = render(kept)
-            first = n = len(await runner.tokenize(text))
+            conversation leaves room for the answer; the tokens dropped are reported. A conversation with more
+            bytes than the context can hold loses turns before it is tokenized (those counted at 4 bytes a token)."""
+            kept, text = await _fit_bytes(list(messages), full, render, limits.prompt_bytes(n_ctx))
+            n = len(await runner.tokenize(text))
+            first = n + (limits.utf8_len(full) - limits.utf8_len(text)) // 4
             room = n_ctx - reserve_for_answer(n_ctx, options.num_predict)
             while n > room:
                 droppable = [i for i, m in enumerate(kept[:-1]) if m.role != "system"]
                 if not droppable:
                     break
                 del kept[droppable[0]]
-                text = render(kept)
+                text = await render(kept)
                 n = len(await runner.tokenize(text))
             if n < first:
                 log.warning(
@@ -403,11 +437,10 @@ class Service:
                 )
             return text, first - n
 
-        text = render(messages) if req.messages else ""
         async for event in self._run(
             model,
             options,
-            text,
+            full,
             req.keep_alive,
             started,
             field="messages",
@@ -435,6 +468,7 @@ class Service:
         keys.check_quota()  # the request's API key may have used up its daily tokens
         ref = self._ref(model, options)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
+        _check_prompt_bytes(text, ref.spec.n_ctx, truncate=truncate, field=field)
         if not text:
             # An empty prompt loads the model, or with keep_alive 0 unloads it (as Ollama does).
             if keep <= 0:
@@ -469,10 +503,70 @@ class Service:
                 exc.field = field
                 raise
 
+    # -- prompts: chat templates are untrusted code, rendered by bounded worker processes ------------------
+
+    async def render(
+        self,
+        model: Model,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[Tool] = (),
+        template: str | None = None,
+        n_ctx: int | None = None,
+        field: str = "messages",
+    ) -> str:
+        """The prompt for `messages` through the request's `template`, else the model's own (Modelfile or GGUF).
+
+        Its output is bounded by what a context of `n_ctx` tokens can hold (past it: `PromptTooLong`), or with
+        no `n_ctx` (the input may be cut to fit) by the bound on any prompt."""
+        source = TemplateSource("the request's template", "template") if template is not None else None
+        job = prompt.chat_render(
+            messages,
+            template=template if template is not None else model.template,
+            bos_token=model.info.bos_token,
+            eos_token=model.info.eos_token,
+            tools=tools,
+        )
+        if isinstance(job, str):
+            return job
+        source = source or TemplateSource(model.template_source)
+        max_bytes = limits.PROMPT_MAX_BYTES if n_ctx is None else limits.prompt_bytes(n_ctx)
+        try:
+            text = await self.renderer.render(job.template, job.variables, max_bytes=max_bytes, source=source)
+        except RenderTooLong:
+            if n_ctx is None or max_bytes == limits.PROMPT_MAX_BYTES:
+                raise
+            raise PromptTooLong(max_bytes, n_ctx, limits.BYTES_PER_TOKEN, field=field, rendered=True) from None
+        return job.finish(text)
+
+    async def render_prompt(
+        self, model: Model, text: str, *, system: str | None, template: str | None = None, n_ctx: int | None = None
+    ) -> str:
+        """`/api/generate`'s prompt: through the chat template when there is one, else as given."""
+        if template is None and not model.template:
+            return prompt.render_generate(text, system=system, template=None)
+        messages = prompt.generate_messages(text, system=system)
+        return await self.render(model, messages, template=template, n_ctx=n_ctx, field="prompt")
+
+    async def check_template(self, template: str, source: TemplateSource) -> None:
+        """Refuse a template that does not compile, or exceeds a bound on a short conversation (at create and
+        pull, so that a hostile one is reported then, not at the first chat)."""
+        await self.renderer.check(template, source)
+        sample = [ChatMessage("system", "s"), ChatMessage("user", "u"), ChatMessage("assistant", "a")]
+        job = prompt.chat_render([*sample, ChatMessage("user", "u")], template=template)
+        if not isinstance(job, str):
+            try:
+                await self.renderer.render(job.template, job.variables, max_bytes=1 << 20, source=source)
+            except InvalidRequest as exc:
+                if "exceeded a bound" in str(exc):
+                    raise
+                # Any other error (raise_exception on roles it does not take) is the template's own business.
+
     async def tokenize(
         self, name: ModelName, text: str, *, add_bos: bool = True, keep_alive: float | None = None
     ) -> list[tuple[int, bytes]]:
         """The model's tokens for `text`, each with its bytes (empty for a special token); loads the model."""
+        limits.check_bytes(text, limits.PROMPT_MAX_BYTES, "prompt", "text to tokenize")
         model = self.model(name)
         ref = self._ref(model, model.parameters.merged_over(DEFAULT_OPTIONS))
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
@@ -511,6 +605,9 @@ class Service:
         merged = (options or Options()).merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
         ref = self._ref(model, merged)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
+        limits.check_count(inputs, limits.MAX_EMBED_INPUTS, "input", "inputs")
+        for item in inputs:
+            _check_prompt_bytes(item if isinstance(item, str) else "", ref.spec.n_ctx, truncate=truncate, field="input")
         if not inputs and keep <= 0:
             await self.scheduler.unload(ref.spec.model_path)
             return Embeddings([], total_duration=time.perf_counter_ns() - started)
@@ -531,6 +628,48 @@ class Service:
 
     def loaded(self) -> list[Any]:
         return self.scheduler.loaded()
+
+
+async def _fit_bytes(
+    messages: list[ChatMessage], text: str, render: Callable[[Sequence[ChatMessage]], Awaitable[str]], budget: int
+) -> tuple[list[ChatMessage], str]:
+    """The fewest oldest turns dropped (binary search over renders) for the prompt to have at most
+    `budget` bytes (`text` is all of them rendered), so that no prompt the context cannot hold is tokenized."""
+    if limits.utf8_len(text) <= budget:
+        return messages, text
+    droppable = [i for i, m in enumerate(messages[:-1]) if m.role != "system"]
+
+    def without(k: int) -> list[ChatMessage]:
+        gone = set(droppable[:k])
+        return [m for i, m in enumerate(messages) if i not in gone]
+
+    low, high = 1, len(droppable)
+    best = without(high)
+    best_text = await render(best)
+    while low < high:
+        mid = (low + high) // 2
+        mid_text = await render(without(mid))
+        if limits.utf8_len(mid_text) <= budget:
+            high, best, best_text = mid, without(mid), mid_text
+        else:
+            low = mid + 1
+    return best, best_text
+
+
+def _check_prompt_bytes(text: str, n_ctx: int, *, truncate: bool, field: str) -> None:
+    """Refuse, before it is tokenized, a prompt that cannot fit the context (unless it may be cut to fit) or
+    that passes the bound on any prompt; the runner never receives hundreds of megabytes."""
+    if len(text) * 4 <= limits.prompt_bytes(n_ctx):  # the common case, without encoding the text
+        return
+    size = limits.utf8_len(text)
+    if size > limits.PROMPT_MAX_BYTES:
+        raise InvalidRequest(
+            f"{field}: the input is {size} bytes, more than the {limits.size_text(limits.PROMPT_MAX_BYTES)} "
+            "any prompt may have",
+            field=field,
+        )
+    if not truncate and size > limits.prompt_bytes(n_ctx):
+        raise PromptTooLong(size, n_ctx, limits.BYTES_PER_TOKEN, field=field)
 
 
 def _number(value: Any) -> int:

@@ -141,12 +141,7 @@ class Sessions:
         messages = [*session.messages, ChatMessage("user", text)]
         if model.template:
             system = [ChatMessage("system", model.system)] if model.system else []
-            full = prompt.render_chat(
-                [*system, *messages],
-                template=model.template,
-                bos_token=model.info.bos_token,
-                eos_token=model.info.eos_token,
-            )
+            full = await self.service.render(model, [*system, *messages])
             if context and full.startswith(session.rendered):
                 new = full[len(session.rendered) :]
             else:  # the template rewrites earlier turns: send it all (the slot's cache still has the prefix)

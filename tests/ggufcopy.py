@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+from localllm.gguf import _Reader
 
 
 def copy_with_metadata(src: Path, dst: Path, extra: Mapping[str, str | int | list[str]]) -> Path:
@@ -62,4 +65,27 @@ def write_lora(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return dst
+
+
+def with_raw_kv(src: Path, dst: Path, key: str, payload: bytes, *, hole: int = 0) -> Path:
+    """A copy of `src` with one more metadata key (its type and value bytes in `payload`, then `hole` zero bytes
+    written as a sparse hole), tensors unchanged: tensor offsets are relative to the aligned data section."""
+    data = src.read_bytes()
+    with _Reader(str(src), verbose=False) as reader:
+        reader.read_metadata()
+        kv_end = reader.pos
+        reader.tensors()
+        infos_end = reader.pos
+        align = int(reader.meta.get("general.alignment") or 32)
+    data_start = -(-infos_end // align) * align
+    n_tensors, n_keys = struct.unpack_from("<QQ", data, 8)
+    head = data[:8] + struct.pack("<QQ", n_tensors, n_keys + 1) + data[24:kv_end]
+    key_bytes = struct.pack("<Q", len(key.encode())) + key.encode()
+    with dst.open("wb") as f:
+        f.write(head + key_bytes + payload)
+        f.seek(hole, 1)
+        f.write(data[kv_end:infos_end])
+        f.write(b"\0" * (-f.tell() % align))
+        f.write(data[data_start:])
     return dst

@@ -10,8 +10,8 @@ import pytest
 import localllm
 
 ROOT = Path(__file__).resolve().parent.parent
-LEAVES = {"config", "errors", "types", "names", "modelfile", "gguf", "tools", "__init__"}
-CORE = {"store", "hub", "prompt", "memory", "scheduler", "runner", "library", "keys"}
+LEAVES = {"config", "errors", "types", "names", "modelfile", "gguf", "tools", "limits", "__init__"}
+CORE = {"store", "hub", "prompt", "sandbox", "renderpool", "memory", "scheduler", "runner", "library", "keys"}
 USE_CASES = {"service", "create", "sessions"}
 ADAPTERS = {"server", "daemon"}
 CLIENT = {"client"}

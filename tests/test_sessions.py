@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from localllm import prompt
 from localllm.errors import InvalidRequest, ServerBusy
 from localllm.names import parse_name
 from localllm.service import GenerateRequest
@@ -36,6 +37,9 @@ class ScriptedService:
             info=info,
             stored=SimpleNamespace(manifest=SimpleNamespace(digest="d1")),
         )
+
+    async def render(self, model: Any, messages: Any) -> str:
+        return prompt.render_chat(messages, template=model.template, bos_token="<s>", eos_token="</s>")
 
     def loaded(self) -> list[Any]:
         return [SimpleNamespace(digest=d) for d in self.loaded_digests]

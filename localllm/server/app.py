@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         finally:
             svc.store.detach()
             if own:
-                await svc.scheduler.close()
+                await svc.close()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         """Starlette's 404 (no such path) and 405 (not with this method), in the path's dialect."""

@@ -9,18 +9,12 @@ from starlette.requests import Request
 
 from ..config import parse_duration
 from ..errors import BodyTooLarge, ConfigError, InvalidRequest
+from ..limits import size_text
 from ..names import ModelName, parse_name
 
 T = TypeVar("T")
 
 MAX_BODY = 64 << 20  # the default of LOCALLLM_MAX_BODY; the app's own limit is `app.state.max_body`
-
-
-def size_text(n: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n} bytes"
 
 
 async def read_body(request: Request) -> bytes:

@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ... import prompt
 from ...errors import InvalidRequest
 from ...service import collect
 from ...sessions import Sessions, Turn
@@ -248,13 +247,7 @@ async def encode(request: Request) -> Response:
     ids = []
     for item in inputs:
         if preprocess:
-            item = prompt.render_generate(
-                item,
-                system=model.system,
-                template=model.template,
-                bos_token=model.info.bos_token,
-                eos_token=model.info.eos_token,
-            )
+            item = await service.render_prompt(model, item, system=model.system)
         ids.append([t for t, _ in await service.tokenize(name, item, add_bos=add_bos)])
     if isinstance(raw, str):
         return JSONResponse({"input_ids": ids[0], "length": len(ids[0])})

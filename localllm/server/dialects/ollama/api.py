@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import math
@@ -365,7 +366,8 @@ async def show(request: Request) -> Response:
     verbose = rq.field(body, "verbose", bool, False)
     from ....gguf import read_metadata
 
-    info = read_metadata(model.path, verbose=verbose) if verbose else dict(model.info.metadata)
+    # verbose reads the vocabulary (bounded by limits.GGUF_MAX_VERBOSE_ARRAY): in a thread, off the event loop
+    info = await asyncio.to_thread(read_metadata, model.path, verbose=True) if verbose else dict(model.info.metadata)
     info["general.parameter_count"] = model.info.parameter_count
     return JSONResponse(
         {

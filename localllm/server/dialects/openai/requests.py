@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ....errors import InvalidRequest
+from ....limits import MAX_CHOICES
 from ....service import ChatRequest, GenerateRequest
 from ....tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
 from ....types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options
@@ -258,6 +259,11 @@ def to_completion_request(body: dict[str, Any]) -> tuple[list[GenerateRequest], 
     if best_of > framing.n and framing.stream:
         raise InvalidRequest(
             "best_of cannot be used with stream: the best choices are known only at the end", field="best_of"
+        )
+    if len(prompts) * best_of > MAX_CHOICES:
+        raise InvalidRequest(
+            f"{len(prompts)} prompts × best_of/n {best_of} is more than the {MAX_CHOICES} generations allowed",
+            field="prompt",
         )
     options = sampling_options(body, default_max_tokens=16)
     limits = constraints(body, legacy_logprobs=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 import warnings
 
+from ....limits import REGEX_MAX_BYTES
+
 _CLASSES = {
     "d": [("0", "9")],
     "w": [("a", "z"), ("A", "Z"), ("0", "9"), ("_", "_")],
@@ -30,14 +32,18 @@ class UnsupportedRegex(ValueError):
 
 
 def regex_to_gbnf(pattern: str) -> str:
-    """The GBNF grammar whose language is the full matches of `pattern`."""
+    """The GBNF grammar whose language is the full matches of `pattern` (at most `REGEX_MAX_BYTES`)."""
+    if len(pattern.encode("utf-8", "surrogatepass")) > REGEX_MAX_BYTES:
+        raise UnsupportedRegex(f"longer than the {REGEX_MAX_BYTES} bytes allowed")
     try:
         with warnings.catch_warnings():  # e.g. "possible nested set": a future change, not an error here
             warnings.simplefilter("ignore")
             re.compile(pattern)
+        return f"root ::= {_Parser(pattern).parse()}\n"
     except re.error as exc:
         raise UnsupportedRegex(f"not a valid regular expression: {exc}") from None
-    return f"root ::= {_Parser(pattern).parse()}\n"
+    except RecursionError:
+        raise UnsupportedRegex("its groups nest too deeply") from None
 
 
 def _char(c: str, *, in_class: bool) -> str:

@@ -1,0 +1,178 @@
+"""Every bound on work that grows faster than a request's byte size, declared once.
+
+docs/limits.md is the table (field, bound, why); the dialects and the service refer to these names, and the
+checks here raise `InvalidRequest` (a 400 in the dialect's shape) naming the field and the bound. A request
+body is already capped at LOCALLLM_MAX_BODY (64 MiB): the bounds below are on what the daemon, a render
+worker or a runner would build from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import InvalidRequest
+from .types import Constraints, Tool
+
+# -- chat templates (untrusted code: request `template`, Modelfile TEMPLATE, a GGUF's chat template) -------
+TEMPLATE_MAX_BYTES = 256 << 10  # the template's own text; real chat templates are under 32 KiB
+TEMPLATE_SECONDS = 2.0  # wall clock of one render, after which its worker process is killed and replaced
+TEMPLATE_STEPS = 1_000_000  # loop iterations + calls + `range` items of one render (sandbox counter)
+TEMPLATE_MEMORY = 512 << 20  # address space (RLIMIT_AS) of a render worker process
+TEMPLATE_INT_BITS = 4096  # the largest integer `**` or `*` may build in a template
+RENDER_QUEUE = 64  # renders waiting for a worker beyond which a request is answered 503 (busy)
+
+# -- prompts -------------------------------------------------------------------------------------------------
+BYTES_PER_TOKEN = 32  # generous: text is ~4 bytes a token; a prompt over this × num_ctx cannot fit
+PROMPT_MAX_BYTES = 16 << 20  # any prompt, even one a runner would cut to fit (truncate)
+
+# -- request fields ------------------------------------------------------------------------------------------
+MAX_MESSAGES = 4096
+MAX_TOOLS = 128
+MAX_STOP = 32  # stop sequences; each is searched for after every token
+MAX_STOP_BYTES = 1024  # one stop sequence
+MAX_LOGIT_BIAS = 1024  # entries of logit_bias (OpenAI allows 300)
+MAX_EMBED_INPUTS = 2048  # inputs of one embeddings request (OpenAI's own limit)
+MAX_CHOICES = 128  # generations of one request: n (or best_of) × prompts
+SCHEMA_MAX_BYTES = 64 << 10  # a JSON schema (format, response_format, a tool's parameters) as JSON
+SCHEMA_MAX_DEPTH = 32  # nesting of objects/arrays in a JSON schema
+SCHEMA_MAX_REPEAT = 10_000  # minItems/maxItems/minLength/… of a schema: each becomes that many grammar items
+SCHEMA_TOTAL_REPEAT = 100_000  # their sum over one schema
+GRAMMAR_MAX_BYTES = 64 << 10  # a GBNF grammar (`grammar`) or one built from a regex
+GRAMMAR_MAX_EXPANSION = 200_000  # symbols llama.cpp writes out for `x{m,n}` repetitions of one grammar
+REGEX_MAX_BYTES = 4 << 10  # a regular expression turned into a grammar (TGI `grammar: {"type": "regex"}`)
+
+# -- GGUF metadata (a model file is untrusted input too) ---------------------------------------------------
+GGUF_MAX_KEYS = 1 << 16  # metadata keys of one file
+GGUF_MAX_TENSORS = 1 << 17  # tensor infos of one file (the biggest MoE models have ~30k)
+GGUF_MAX_ARRAY = 1 << 21  # strings in metadata arrays, each walked over (vocabularies ~260k, merges ~500k)
+GGUF_MAX_STRING = 1 << 20  # one metadata string kept (longer ones are skipped, not read)
+GGUF_MAX_KEPT_ARRAY = 1 << 16  # elements of an array kept in `metadata` (bigger ones are None)
+GGUF_MAX_VERBOSE_ARRAY = 1 << 20  # elements of an array shown by `/api/show` with verbose (vocabularies)
+GGUF_MAX_READ = 64 << 20  # bytes of metadata values kept for one file, verbose included
+
+
+def render_workers() -> int:
+    """Render worker processes: one per core, at least 2 (a slow render never holds every worker), at most 4."""
+    return max(2, min(4, os.cpu_count() or 2))
+
+
+def prompt_bytes(n_ctx: int) -> int:
+    """The most bytes a prompt for a context of `n_ctx` tokens can have and still fit."""
+    return min(PROMPT_MAX_BYTES, BYTES_PER_TOKEN * max(1, n_ctx))
+
+
+def size_text(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
+def utf8_len(text: str) -> int:
+    """The bytes of `text` in UTF-8 (a lone surrogate, which JSON can carry, counted as 3)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def check_count(items: Sequence[Any], bound: int, field: str, what: str) -> None:
+    if len(items) > bound:
+        raise InvalidRequest(f"{field} holds {len(items)} {what}, more than the {bound} allowed", field=field)
+
+
+def check_bytes(text: str, bound: int, field: str, what: str) -> None:
+    if len(text) > bound or utf8_len(text) > bound:
+        raise InvalidRequest(
+            f"{field}: the {what} is {utf8_len(text)} bytes, more than the {size_text(bound)} allowed",
+            field=field,
+        )
+
+
+def check_stop(stop: Sequence[str] | None, field: str = "stop") -> None:
+    check_count(stop or (), MAX_STOP, field, "stop sequences")
+    for s in stop or ():
+        check_bytes(s, MAX_STOP_BYTES, field, "stop sequence")
+
+
+_REPEAT_KEYS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties", "minContains")
+
+
+def check_schema(schema: Any, field: str = "format") -> None:
+    """A JSON schema small enough that its grammar (built in the runner) stays small: bytes, depth, repeats."""
+    if not isinstance(schema, (dict, list)):
+        return
+    text = json.dumps(schema, ensure_ascii=False)
+    check_bytes(text, SCHEMA_MAX_BYTES, field, "JSON schema")
+    total = 0
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > SCHEMA_MAX_DEPTH:
+            raise InvalidRequest(f"{field}: the JSON schema nests deeper than {SCHEMA_MAX_DEPTH} levels", field=field)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _REPEAT_KEYS and isinstance(value, int) and not isinstance(value, bool):
+                    if value > SCHEMA_MAX_REPEAT:
+                        raise InvalidRequest(
+                            f"{field}: {key} {value} in the JSON schema is more than the {SCHEMA_MAX_REPEAT} "
+                            "allowed (each becomes a grammar item)",
+                            field=field,
+                        )
+                    total += max(value, 0)
+                stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+    if total > SCHEMA_TOTAL_REPEAT:
+        raise InvalidRequest(
+            f"{field}: the JSON schema's repetition counts add up to {total}, more than the "
+            f"{SCHEMA_TOTAL_REPEAT} allowed",
+            field=field,
+        )
+
+
+# One GBNF token: a comment, a string or class literal (with escapes), a repetition, a name, or one character.
+_GBNF_TOKEN = re.compile(
+    r'#[^\n]*|"(?:[^"\\]|\\.)*"|\[(?:[^\]\\]|\\.)*\]|\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}|[A-Za-z0-9_-]+|\s+|.', re.S
+)
+
+
+def check_grammar(grammar: str, field: str = "grammar") -> None:
+    """A GBNF grammar whose `x{m,n}` repetitions stay small once llama.cpp writes them out (it copies the
+    repeated item up to max(m, n) times, so `"aaaa"{100000}` is 400k symbols from 15 bytes)."""
+    check_bytes(grammar, GRAMMAR_MAX_BYTES, field, "grammar")
+    expansion = 0
+    last = 1  # the size of the item a repetition applies to: a literal's length, 1 for a name or a group
+    for match in _GBNF_TOKEN.finditer(grammar):
+        token = match.group(0)
+        if match.group(1) is not None:
+            low, high = int(match.group(1)), int(match.group(2) or 0)
+            expansion += max(low, high) * last
+            if expansion > GRAMMAR_MAX_EXPANSION:
+                raise InvalidRequest(
+                    f"{field}: the grammar's repetitions ({token.strip()}) write out more than "
+                    f"{GRAMMAR_MAX_EXPANSION} symbols",
+                    field=field,
+                )
+        elif not token.isspace() and not token.startswith("#"):
+            last = max(1, len(token) - 2) if token[0] in '"[' else 1
+
+
+def check_regex(pattern: str, field: str) -> None:
+    check_bytes(pattern, REGEX_MAX_BYTES, field, "regular expression")
+
+
+def check_generation(
+    messages: Sequence[Any], *, tools: Sequence[Tool] = (), constraints: Constraints, stop: Sequence[str] | None
+) -> None:
+    """The bounds of a chat or generate request, whichever dialect it came in (the field names are Ollama's)."""
+    check_count(messages, MAX_MESSAGES, "messages", "messages")
+    check_count(tools, MAX_TOOLS, "tools", "tools")
+    for i, tool in enumerate(tools):
+        check_schema(tool.parameters, f"tools[{i}].function.parameters")
+    check_stop(stop)
+    check_count(constraints.logit_bias, MAX_LOGIT_BIAS, "logit_bias", "entries")
+    check_schema(constraints.format)
+    if constraints.grammar:
+        check_grammar(constraints.grammar)

@@ -1,0 +1,64 @@
+"""The amplifier bounds of limits.py: each refusal names its field and its bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from localllm import limits
+from localllm.errors import InvalidRequest
+from localllm.types import Constraints, Tool
+
+
+def refused(**kwargs: object) -> InvalidRequest:
+    args: dict[str, object] = {"constraints": Constraints(), "stop": None, **kwargs}
+    messages = args.pop("messages", ())
+    with pytest.raises(InvalidRequest) as err:
+        limits.check_generation(messages, **args)  # type: ignore[arg-type]
+    return err.value
+
+
+def test_counts() -> None:
+    assert refused(messages=[{}] * (limits.MAX_MESSAGES + 1)).field == "messages"
+    assert refused(tools=[Tool(f"t{i}") for i in range(limits.MAX_TOOLS + 1)]).field == "tools"
+    assert refused(stop=["x"] * (limits.MAX_STOP + 1)).field == "stop"
+    assert refused(stop=["x" * (limits.MAX_STOP_BYTES + 1)]).field == "stop"
+    bias = tuple((i, 1.0) for i in range(limits.MAX_LOGIT_BIAS + 1))
+    assert refused(constraints=Constraints(logit_bias=bias)).field == "logit_bias"
+    limits.check_generation([{}] * 10, tools=[Tool("t")], constraints=Constraints(), stop=["a", "b"])
+
+
+def test_schemas() -> None:
+    deep: dict[str, object] = {"type": "string"}
+    for _ in range(limits.SCHEMA_MAX_DEPTH):
+        deep = {"type": "array", "items": deep}
+    assert "nests deeper" in str(refused(constraints=Constraints(format=deep)))
+    huge = {"type": "array", "items": {"type": "string"}, "minItems": limits.SCHEMA_MAX_REPEAT + 1}
+    assert "minItems" in str(refused(constraints=Constraints(format=huge)))
+    many = {"type": "object", "properties": {f"p{i}": {"type": "string", "maxLength": 9000} for i in range(20)}}
+    assert "add up to" in str(refused(constraints=Constraints(format=many)))
+    tool = Tool("t", parameters={"type": "object", "description": "x" * limits.SCHEMA_MAX_BYTES})
+    assert refused(tools=[tool]).field == "tools[0].function.parameters"
+    limits.check_schema({"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}}})
+
+
+def test_grammars() -> None:
+    err = refused(constraints=Constraints(grammar='root ::= "aaaa"{100000}'))
+    assert err.field == "grammar" and "repetitions" in str(err)
+    assert refused(constraints=Constraints(grammar="root ::= x{100000}\nx ::= [a-z]{100000}")).field == "grammar"
+    limits.check_grammar('root ::= "yes" | "no" # a comment with {99999999}\nitem ::= [0-9]{1,5}')
+    limits.check_grammar('root ::= "{" "}"')  # braces inside literals are not repetitions
+
+
+def test_prompt_bytes_are_relative_to_the_context_and_capped() -> None:
+    assert limits.prompt_bytes(2048) == limits.BYTES_PER_TOKEN * 2048
+    assert limits.prompt_bytes(1 << 24) == limits.PROMPT_MAX_BYTES
+
+
+def test_regexes_turned_into_grammars_are_bounded() -> None:
+    from localllm.server.dialects.tgi.regex_grammar import UnsupportedRegex, regex_to_gbnf
+
+    with pytest.raises(UnsupportedRegex, match="longer than"):
+        regex_to_gbnf("a" * (limits.REGEX_MAX_BYTES + 1))
+    with pytest.raises(UnsupportedRegex):  # Python's own parser or ours: refused, never a RecursionError
+        regex_to_gbnf("(" * 1500 + "a" + ")" * 1500)
+    assert regex_to_gbnf("[a-z]{2,3}") == "root ::= [a-z]{2,3}\n"
