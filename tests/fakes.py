@@ -11,7 +11,7 @@ import numpy as np
 from gguf import GGUFWriter
 
 from localllm.errors import EngineError
-from localllm.runner.process import RunnerSpec
+from localllm.runner.protocol import Job, LoadSpec, RunnerInfo
 from localllm.types import Done, Token
 
 
@@ -38,13 +38,13 @@ def write_tiny_gguf(path: Path, *, template: str | None = None, context_length: 
 class FakeRunner:
     """Answers every prompt with `script`; `fail_after` makes it die mid-stream like a killed runner."""
 
-    def __init__(self, spec: RunnerSpec, script: list[str], fail_after: int | None = None, delay: float = 0.0) -> None:
+    def __init__(self, spec: LoadSpec, script: list[str], fail_after: int | None = None, delay: float = 0.0) -> None:
         self.spec = spec
         self.script = script
         self.fail_after = fail_after
         self.delay = delay
-        self.info: dict[str, Any] = {"n_ctx": spec.n_ctx, "n_layer": 2, "n_gpu_layers": 0, "gpu_offload": False}
-        self.prompts: list[tuple[str, dict[str, Any]]] = []
+        self.info = RunnerInfo(n_ctx=spec.n_ctx, n_layer=2)
+        self.jobs: list[Job] = []
         self.stopped = False
         self.cancelled = 0
         self._dead = False
@@ -53,14 +53,14 @@ class FakeRunner:
     def alive(self) -> bool:
         return not (self.stopped or self._dead)
 
-    async def generate(self, prompt: str, options: dict[str, Any]) -> AsyncGenerator[Token | Done, None]:
-        self.prompts.append((prompt, options))
+    async def generate(self, job: Job) -> AsyncGenerator[Token | Done, None]:
+        self.jobs.append(job)
         finished = False
         try:
             for i, piece in enumerate(self.script):
                 if self.fail_after is not None and i == self.fail_after:
                     self._dead = True
-                    raise EngineError("the model runner was killed by SIGKILL")
+                    raise EngineError("the model runner was killed by SIGKILL", kind="crash")
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 yield Token(piece)
@@ -85,7 +85,7 @@ class FakeFactory:
         self.kwargs = kwargs
         self.runners: list[FakeRunner] = []
 
-    async def __call__(self, spec: RunnerSpec) -> FakeRunner:
+    async def __call__(self, spec: LoadSpec) -> FakeRunner:
         runner = FakeRunner(spec, self.script, **self.kwargs)
         self.runners.append(runner)
         return runner

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from localllm.errors import EngineError, InvalidRequest, ServerBusy
+from localllm.runner.protocol import Job
 from localllm.server import lmdeploy_api, tgi_api, triton_api, vllm_api
 from localllm.server.compat_api import dialect_of
 from localllm.server.regex_grammar import UnsupportedRegex, regex_to_gbnf
@@ -87,13 +88,13 @@ def test_token_texts_add_up_to_the_output() -> None:
 
 def test_a_session_keeps_its_slot_when_other_prompts_share_only_the_bos() -> None:
     batcher, _, sent = make("xyz", n_parallel=3)
-    batcher.handle({"op": "generate", "id": "s1", "prompt": "^once upon", "options": {}})
+    batcher.handle("s1", Job("^once upon"))
     run(batcher)
     # other conversations: each shares one token ("^", the BOS here) with the session's slot
     for i, other in enumerate(("^the dog", "^a cat")):
-        batcher.handle({"op": "generate", "id": f"o{i}", "prompt": other, "options": {}})
+        batcher.handle(f"o{i}", Job(other))
         run(batcher)
-    batcher.handle({"op": "generate", "id": "s2", "prompt": "^once uponxyz and then", "options": {}})
+    batcher.handle("s2", Job("^once uponxyz and then"))
     run(batcher)
     assert done_of(sent, "s2")["prompt_eval_count"] == len(" and then")
 

@@ -4,6 +4,7 @@ sentence-embedding model through the official `openai` and `ollama` packages and
 from __future__ import annotations
 
 import base64
+import json
 import math
 import struct
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 
 from localllm.errors import InvalidRequest
 from localllm.runner import embedding
+from localllm.runner.protocol import Embed, Failure, ProtocolError, Vectors, decode_request
 from localllm.server.embed_api import dimensions, encode_base64, encoding_format, ollama_inputs, openai_inputs
 
 from .conftest import EMBED_FILE, EMBED_REPO, STORIES_REPO, Daemon, daemon_with, model_file
@@ -96,28 +98,35 @@ class WordEngine:
         self.seen.extend(prompts)
         return [[float(len(p)), 0.0] for p in prompts]
 
+    def ran_out_of_memory(self) -> bool:
+        return False
+
 
 def test_runner_embeds_in_order_and_counts_tokens() -> None:
     engine = WordEngine()
-    out = embedding.answer(engine, {"op": "embed", "id": "1", "inputs": ["a bb", [5, 6, 7]]})
-    assert out == {"ev": "embeddings", "id": "1", "embeddings": [[4.0, 0.0], [3.0, 0.0]], "prompt_eval_count": 7}
+    out = embedding.answer(engine, Embed(("a bb", (5, 6, 7))))
+    assert out == Vectors([[4.0, 0.0], [3.0, 0.0]], prompt_eval_count=7)
 
 
 def test_runner_truncates_keeping_the_end_token_or_refuses_naming_both_numbers() -> None:
     engine = WordEngine()
     text = "a bb ccc dddd eeeee ffffff ggggggg"  # 9 tokens with [CLS] and [SEP]
-    out = embedding.answer(engine, {"op": "embed", "id": "1", "inputs": [text], "truncate": True})
-    assert out["ev"] == "embeddings" and engine.seen[-1] == [101, 1, 2, 3, 4, 102]
-    refused = embedding.answer(engine, {"op": "embed", "id": "2", "inputs": ["x", text], "truncate": False})
-    assert refused["ev"] == "error" and refused["kind"] == "context"
-    assert (refused["n_tokens"], refused["n_ctx"]) == (9, 6)
+    out = embedding.answer(engine, Embed((text,), truncate=True))
+    assert isinstance(out, Vectors) and engine.seen[-1] == [101, 1, 2, 3, 4, 102]
+    refused = embedding.answer(engine, Embed(("x", text), truncate=False))
+    assert isinstance(refused, Failure) and refused.kind == "context"
+    assert (refused.n_tokens, refused.n_ctx) == (9, 6)
 
 
 def test_runner_refuses_bad_inputs() -> None:
     engine = WordEngine()
-    for inputs in ([[500]], [[]], [3.5], "text"):
-        out = embedding.answer(engine, {"op": "embed", "id": "1", "inputs": inputs})
-        assert out["ev"] == "error" and out["kind"] == "request", inputs
+    for inputs in ([[500]], [[]]):
+        out = embedding.answer(engine, Embed.of(inputs))
+        assert isinstance(out, Failure) and out.kind == "request", inputs
+    for raw in ([3.5], "text", [[1, True]]):  # not even an embed request: the runner's reader refuses it
+        with pytest.raises(ProtocolError) as refused:
+            decode_request(json.dumps({"op": "embed", "id": "7", "inputs": raw}).encode())
+        assert refused.value.rid == "7", raw
     assert engine.seen == []
 
 

@@ -49,9 +49,9 @@ def test_generate_stream_and_single(client: TestClient, factory: FakeFactory) ->
     out = lines(r.text)
     assert [o["response"] for o in out] == ["Hello", ",", " world", ""]
     assert out[-1]["done"] is True and out[-1]["done_reason"] == "stop" and out[-1]["eval_count"] == 3
-    prompt, options = factory.runners[0].prompts[0]
-    assert prompt == "hi!", "the model's chat template shapes the prompt"
-    assert options["temperature"] == 0.0 and options["top_k"] == 40, "request options over defaults"
+    job = factory.runners[0].jobs[0]
+    assert job.prompt == "hi!", "the model's chat template shapes the prompt"
+    assert job.sampling.temperature == 0.0 and job.sampling.top_k == 40, "request options over defaults"
     single = client.post("/api/generate", json={"model": "tiny", "prompt": "hi", "stream": False}).json()
     assert single["response"] == "Hello, world" and single["done"] is True
 
