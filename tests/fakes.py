@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gguf import GGUFWriter
 
 from localllm.errors import EngineError
 from localllm.runner.protocol import Job, LoadSpec, RunnerInfo
+from localllm.scheduler import RunnerFactory
 from localllm.types import Done, Token
 
 
@@ -75,6 +76,15 @@ class FakeRunner:
     async def tokenize(self, text: str) -> list[int]:
         return [1] + [3] * len(text.split())
 
+    async def pieces(self, text: str, *, add_bos: bool = True) -> list[tuple[int, bytes]]:
+        words = [(3, f" {w}".encode()) for w in text.split()]
+        return [(1, b""), *words] if add_bos else words
+
+    async def embed(
+        self, inputs: Sequence[str] | Sequence[Sequence[int]], truncate: bool = True, *, normalize: bool = True
+    ) -> tuple[list[list[float]], int]:
+        raise EngineError("this fake runner computes no embeddings")
+
     async def stop(self, timeout: float = 5.0) -> None:
         self.stopped = True
 
@@ -89,3 +99,7 @@ class FakeFactory:
         runner = FakeRunner(spec, self.script, **self.kwargs)
         self.runners.append(runner)
         return runner
+
+
+if TYPE_CHECKING:  # mypy holds the fakes to the protocols the scheduler takes
+    _factory: RunnerFactory = FakeFactory()
