@@ -170,13 +170,19 @@ async def _answer(
     cid = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
     created = int(time.time())
     try:
-        firsts = list(await until_disconnect(asyncio.gather(*(s.__anext__() for s in streams)), request))
+        # Every stream's first event or error: none is still running when they are closed (a generator that
+        # is closed while it runs raises RuntimeError, a 500 where the first error is the answer).
+        results = await until_disconnect(
+            asyncio.gather(*(s.__anext__() for s in streams), return_exceptions=True), request
+        )
     except ClientGone:
         return Response(status_code=499)
-    except Exception as exc:
+    failed = next((r for r in results if isinstance(r, BaseException)), None)
+    if failed is not None:
         for stream in streams:
             await stream.aclose()
-        return error_response(exc)
+        return error_response(failed if isinstance(failed, Exception) else RuntimeError(str(failed)))
+    firsts = [r for r in results if not isinstance(r, BaseException)]
     chunk_object = "chat.completion.chunk" if chat else "text_completion"
 
     def envelope(obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from localllm.runner import engine as engine_module
 from localllm.runner.batch import Batcher, _common_prefix
-from localllm.runner.engine import Engine, Sampler, grammar_for
+from localllm.runner.engine import Engine, LoadError, Sampler, grammar_for
 from localllm.runner.protocol import Job, LoadSpec, Sampling
 from localllm.tools import call_schema, parse_tool_choice, parse_tools
 
@@ -46,6 +48,18 @@ def test_tool_call_schemas_compile_into_grammars() -> None:
     either = call_schema(tools, parse_tool_choice("required", tools))
     assert named is not None and either is not None
     assert "get_weather" in grammar_for(named) and "add" in grammar_for(either)
+
+
+def test_a_load_failure_says_whether_llama_cpp_ran_out_of_memory(tmp_path: Path) -> None:
+    """The kind comes from what llama.cpp logged while loading, not from our message (which names both)."""
+    missing = str(tmp_path / "missing.gguf")
+    with pytest.raises(LoadError) as failed:
+        Engine(LoadSpec(model_path=missing, n_ctx=64))
+    assert failed.value.kind == "load" and missing in str(failed.value)
+    engine_module._log(2, b"ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 1 GiB\n", None)
+    assert LoadError("llama.cpp could not create the context").kind == "out_of_memory"
+    engine_module._recent_log.clear()
+    assert LoadError("llama.cpp could not create the context").kind == "load"
 
 
 def test_unknown_format_is_refused() -> None:

@@ -424,3 +424,12 @@ def test_async_client_whole_answer(server: Daemon) -> None:
 
     chat, text = asyncio.run(scenario())
     assert "there was a little girl" in chat and "there was a little girl" in text
+
+
+def test_several_prompts_that_all_fail_answer_the_first_error(server: Daemon) -> None:
+    """Each prompt's generation fails at once (a grammar that does not parse); the answer is that 400, never a
+    500 from closing a generation still running (found by the OpenAPI fuzz test)."""
+    body = {"model": STORIES, "prompt": ["a", "b", "c", "d"], "grammar": "not a grammar", "max_tokens": 4}
+    for _ in range(6):
+        r = httpx.post(server.url + "/v1/completions", json=body, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["message"] == "the grammar does not parse", r.text
