@@ -221,3 +221,12 @@ def test_a_public_name_left_out_of_all_is_found() -> None:
         "from __future__ import annotations\nimport json\nfrom json import dumps\n__version__ = '1.0.0'", vars(package)
     )
     assert exported(package) == ["__version__", "dumps"], "json (a module) and annotations are not API; dumps is"
+
+
+def test_every_test_module_is_in_a_tier() -> None:
+    """pytest collects tests/unit and tests/e2e (pyproject's testpaths): a test module elsewhere would never run."""
+    tests = ROOT / "tests"
+    stray = sorted(
+        str(p.relative_to(ROOT)) for p in tests.rglob("test_*.py") if p.parent not in (tests / "unit", tests / "e2e")
+    )
+    assert not stray, f"move these into tests/unit (no llama.cpp, no process) or tests/e2e: {stray}"
