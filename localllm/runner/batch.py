@@ -183,7 +183,7 @@ class Batcher:
             work.sampler = self.make_sampler(params)
             if work.min_tokens > 0 and not params.ignore_eos:
                 work.early = self.make_sampler(dataclasses.replace(params, ignore_eos=True))
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:  # a grammar llama.cpp refuses, a schema its converter cannot take (it asserts)
             if work.sampler is not None:
                 work.sampler.close()
             self.send(rid, Failure("request", str(exc)))

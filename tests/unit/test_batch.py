@@ -283,3 +283,19 @@ def test_streams_sharing_the_model_send_less_often(monkeypatch: pytest.MonkeyPat
     for n in (4, 6):
         for stream in texts(n):
             assert "".join(stream) == "abcdefghijklm" and stream[:3] == ["a", "bcde", "fghi"]
+
+
+def test_a_format_the_grammar_converter_cannot_take_is_refused_and_the_loop_goes_on() -> None:
+    def converter(fmt: Any) -> str:
+        assert isinstance(fmt, str), f"Unrecognized schema: {fmt}"  # as llama-cpp-python's converter does
+        return "root ::= [a-z]"
+
+    engine = ScriptEngine("ok")
+    sent: list[dict[str, Any]] = []
+    batcher = Batcher(engine, recorder(sent), lambda params: ScriptSampler("ok"), converter)
+    batcher.handle("bad", Job("q", format={"": {"x": [None, True]}}))
+    batcher.handle("good", Job("q", format="json"))
+    run(batcher)
+    error = next(m for m in sent if m.get("id") == "bad")
+    assert error["ev"] == "error" and error["kind"] == "request" and "Unrecognized schema" in error["message"]
+    assert text_of(sent, "good") == "ok"
