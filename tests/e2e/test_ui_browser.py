@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import CHAT_REPO, STORIES_REPO, Daemon, daemon_with, start_daemon, stop_daemon
+from ..conftest import CHAT_REPO, STORIES_REPO
 from ..ggufcopy import copy_with_metadata
 from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with, start_daemon, stop_daemon
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 

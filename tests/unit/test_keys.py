@@ -29,7 +29,7 @@ from localllm.service import Service
 from localllm.store import Manifest, Store
 from localllm_cli.main import cli
 
-from .fakes import FakeFactory, write_tiny_gguf
+from ..fakes import FakeFactory, write_tiny_gguf
 
 
 class Clock:

@@ -18,8 +18,8 @@ from localllm.names import parse_name
 from localllm.store import MEDIA_MODEL, Store
 from localllm.types import Progress
 
-from .hubstub import HubStub
-from .testmodels import models_dir
+from ..hubstub import HubStub
+from ..testmodels import models_dir
 
 MODELS = models_dir()
 STORIES = MODELS / "stories260K.gguf"

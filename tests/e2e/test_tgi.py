@@ -13,8 +13,9 @@ import httpx
 import pytest
 from huggingface_hub import InferenceClient
 
-from .conftest import STORIES_REPO, Daemon, daemon_with
-from .hubstub import HubStub
+from ..conftest import STORIES_REPO
+from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with
 
 text_generation = pytest.importorskip(
     "text_generation", reason="the `text-generation` client (pip install --no-deps text-generation)"
@@ -79,7 +80,7 @@ def test_best_of_returns_the_most_likely_candidate(client: Any) -> None:
     assert out.details.seed is not None and len({out.details.seed, *(o.seed for o in others)}) == 3
 
     def mean(tokens: list[Any]) -> float:
-        return sum(t.logprob for t in tokens) / len(tokens)
+        return float(sum(t.logprob for t in tokens)) / len(tokens)
 
     assert all(mean(out.details.tokens) >= mean(o.tokens) for o in others)
     assert all(o.generated_text == "".join(t.text for t in o.tokens) for o in others)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CHAT_REPO, EMBED_FILE, EMBED_REPO, Daemon, daemon_with, model_file
-from .hubstub import HubStub
+from ..conftest import CHAT_REPO, EMBED_FILE, EMBED_REPO, model_file
+from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

@@ -17,8 +17,8 @@ import pytest
 
 from localllm.names import parse_name
 
+from ..hubstub import HubStub
 from .conftest import Daemon, start_daemon, stop_daemon
-from .hubstub import HubStub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

@@ -12,7 +12,8 @@ from localllm import library
 from localllm.errors import InvalidModelName, ModelfileError
 from localllm.names import DEFAULT_HOST, parse_name
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..conftest import ROOT
+
 LIBRARY = ROOT / "modelfiles"
 QUANT = re.compile(r"I?Q\d+(?:_[A-Z0-9]+)*|BF16|F16|F32", re.IGNORECASE)
 

@@ -6,12 +6,14 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import CHAT_REPO, STORIES_REPO, TINY_REPO, Daemon, start_daemon, stop_daemon
-from .hubstub import HubStub
+from ..conftest import CHAT_REPO, STORIES_REPO, TINY_REPO
+from ..hubstub import HubStub
+from .conftest import Daemon, start_daemon, stop_daemon
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -30,7 +32,7 @@ def parallel(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator
         stop_daemon(d)
 
 
-async def generate(client: httpx.AsyncClient, prompt: str, **options: object) -> tuple[str, dict]:
+async def generate(client: httpx.AsyncClient, prompt: str, **options: object) -> tuple[str, dict[str, Any]]:
     body = {"model": STORIES, "prompt": prompt, "options": {"temperature": 0, "num_predict": 64, **options}}
     parts = []
     async with client.stream("POST", "/api/generate", json=body) as r:
@@ -42,7 +44,7 @@ async def generate(client: httpx.AsyncClient, prompt: str, **options: object) ->
 
 
 def test_concurrent_greedy_requests_match_their_solo_text(parallel: Daemon) -> None:
-    async def scenario() -> tuple[list[str], list[str], list[dict]]:
+    async def scenario() -> tuple[list[str], list[str], list[dict[str, Any]]]:
         async with httpx.AsyncClient(base_url=parallel.url, timeout=120) as client:
             solo = [(await generate(client, p))[0] for p in PROMPTS]
             together = await asyncio.gather(*(generate(client, p) for p in PROMPTS))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MODELS, ROOT
+from ..conftest import MODELS, ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

@@ -18,8 +18,9 @@ from localllm.errors import DownloadError
 from localllm.names import parse_name
 from localllm.store import Store
 
-from .conftest import STORIES_REPO, TINY_REPO, start_daemon, stop_daemon
-from .hubstub import HubStub
+from ..conftest import STORIES_REPO, TINY_REPO
+from ..hubstub import HubStub
+from .conftest import start_daemon, stop_daemon
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

@@ -6,21 +6,28 @@ import asyncio
 import json
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import jsonschema
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionMessageParam,
+    ChatCompletionNamedToolChoiceParam,
+    ChatCompletionToolParam,
+)
 
-from .conftest import CHAT_REPO, FIM_REPO, STORIES_REPO, Daemon, daemon_with
-from .conftest import PERSON_SCHEMA as SCHEMA
-from .hubstub import HubStub
+from ..conftest import CHAT_REPO, FIM_REPO, STORIES_REPO
+from ..conftest import PERSON_SCHEMA as SCHEMA
+from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
 CHAT = f"hf.co/{CHAT_REPO}"
 STORIES = f"hf.co/{STORIES_REPO}"
-USER = [{"role": "user", "content": "Once upon a time"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Once upon a time"}]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,7 @@ def test_n_choices_are_distinct_and_reproducible_with_a_seed(client: openai.Open
             messages=USER,
             n=3,
             seed=7,
-            temperature=1.0,  # type: ignore[arg-type]
+            temperature=1.0,
             max_tokens=24,
         )
         assert [c.index for c in out.choices] == [0, 1, 2]
@@ -64,7 +71,7 @@ def test_logprobs_are_consistent(client: openai.OpenAI) -> None:
         messages=USER,
         temperature=0,
         max_tokens=12,
-        logprobs=True,  # type: ignore[arg-type]
+        logprobs=True,
         top_logprobs=3,
     )
     content = out.choices[0].logprobs.content  # type: ignore[union-attr]
@@ -86,7 +93,7 @@ def test_json_schema_output_always_validates(client: openai.OpenAI, seed: int) -
         messages=USER,
         seed=seed,
         temperature=0.9,
-        max_tokens=200,  # type: ignore[arg-type]
+        max_tokens=200,
         response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA, "strict": True}},
     )
     jsonschema.validate(json.loads(out.choices[0].message.content or ""), SCHEMA)
@@ -95,7 +102,7 @@ def test_json_schema_output_always_validates(client: openai.OpenAI, seed: int) -
 def test_logit_bias_bans_a_token(client: openai.OpenAI, server: Daemon) -> None:
     plain = client.completions.create(model=STORIES, prompt="Once upon a time", temperature=0, max_tokens=8)
     assert plain.choices[0].text.startswith(",")
-    comma = 432  # stories260K's "," (see tests/test_batch for the tokenizer's ids)
+    comma = 432  # stories260K's "," (see tests/unit/test_batch.py for the tokenizer's ids)
     biased = client.completions.create(
         model=STORIES, prompt="Once upon a time", temperature=0, max_tokens=8, logit_bias={str(comma): -100}
     )
@@ -146,7 +153,7 @@ def test_async_client_streams(server: Daemon) -> None:
             model=CHAT,
             messages=USER,
             temperature=0,
-            max_tokens=20,  # type: ignore[arg-type]
+            max_tokens=20,
             stream=True,
         )
         return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
@@ -156,15 +163,15 @@ def test_async_client_streams(server: Daemon) -> None:
 
 def test_errors_raise_the_matching_exceptions(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
-        client.chat.completions.create(model="nope", messages=USER)  # type: ignore[arg-type]
+        client.chat.completions.create(model="nope", messages=USER)
     assert missing.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model=CHAT, messages=USER, top_logprobs=50, logprobs=True)  # type: ignore[arg-type]
+        client.chat.completions.create(model=CHAT, messages=USER, top_logprobs=50, logprobs=True)
     assert err.value.body["param"] == "top_logprobs"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(
             model=CHAT,
-            messages=[{"role": "user", "content": "x " * 3000}],  # type: ignore[arg-type]
+            messages=[{"role": "user", "content": "x " * 3000}],
             extra_body={"options": {"num_ctx": 256}},
         )
     assert err.value.code == "context_length_exceeded"
@@ -185,21 +192,21 @@ TIME_ARGS = {
     "required": ["zone"],
     "additionalProperties": False,
 }
-TOOLS = [
+TOOLS: list[ChatCompletionToolParam] = [
     {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER_ARGS}},
     {"type": "function", "function": {"name": "get_time", "description": "Time", "parameters": TIME_ARGS}},
 ]
 SCHEMAS = {"get_weather": WEATHER_ARGS, "get_time": TIME_ARGS}
-WEATHER_CHOICE = {"type": "function", "function": {"name": "get_weather"}}
+WEATHER_CHOICE: ChatCompletionNamedToolChoiceParam = {"type": "function", "function": {"name": "get_weather"}}
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_forced_tool_call_arguments_validate(client: openai.OpenAI, seed: int) -> None:
     out = client.chat.completions.create(
         model=CHAT,
-        messages=USER,  # type: ignore[arg-type]
-        tools=TOOLS,  # type: ignore[arg-type]
-        tool_choice=WEATHER_CHOICE,  # type: ignore[arg-type]
+        messages=USER,
+        tools=TOOLS,
+        tool_choice=WEATHER_CHOICE,
         seed=seed,
         temperature=0.9,
         max_tokens=120,
@@ -211,15 +218,15 @@ def test_forced_tool_call_arguments_validate(client: openai.OpenAI, seed: int) -
     assert calls is not None and len(calls) == 1
     call = calls[0]
     assert call.type == "function" and call.id.startswith("call_")
-    assert call.function.name == "get_weather"  # type: ignore[union-attr]
-    jsonschema.validate(json.loads(call.function.arguments), WEATHER_ARGS)  # type: ignore[union-attr]
+    assert call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER_ARGS)
 
 
 def test_required_tool_call_picks_one_of_the_tools(client: openai.OpenAI) -> None:
     out = client.chat.completions.create(
         model=CHAT,
-        messages=USER,  # type: ignore[arg-type]
-        tools=TOOLS,  # type: ignore[arg-type]
+        messages=USER,
+        tools=TOOLS,
         tool_choice="required",
         seed=3,
         max_tokens=120,
@@ -232,9 +239,9 @@ def test_required_tool_call_picks_one_of_the_tools(client: openai.OpenAI) -> Non
 def test_streamed_tool_call_deltas(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
         model=CHAT,
-        messages=USER,  # type: ignore[arg-type]
-        tools=TOOLS,  # type: ignore[arg-type]
-        tool_choice=WEATHER_CHOICE,  # type: ignore[arg-type]
+        messages=USER,
+        tools=TOOLS,
+        tool_choice=WEATHER_CHOICE,
         seed=1,
         max_tokens=120,
         stream=True,
@@ -255,7 +262,7 @@ def test_streamed_tool_call_deltas(client: openai.OpenAI) -> None:
 
 
 def test_auto_tool_choice_without_a_call_is_plain_content(client: openai.OpenAI) -> None:
-    kwargs: dict = {"model": CHAT, "messages": USER, "tools": TOOLS, "temperature": 0, "max_tokens": 20}
+    kwargs: dict[str, Any] = {"model": CHAT, "messages": USER, "tools": TOOLS, "temperature": 0, "max_tokens": 20}
     whole = client.chat.completions.create(**kwargs)
     assert whole.choices[0].finish_reason == "length" and not whole.choices[0].message.tool_calls
     text = whole.choices[0].message.content or ""
@@ -265,7 +272,7 @@ def test_auto_tool_choice_without_a_call_is_plain_content(client: openai.OpenAI)
 
 
 def test_tool_results_in_the_history(client: openai.OpenAI) -> None:
-    history = [
+    history: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "What is the weather in Oslo?"},
         {
             "role": "assistant",
@@ -280,23 +287,24 @@ def test_tool_results_in_the_history(client: openai.OpenAI) -> None:
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "Once upon a time it was sunny"},
     ]
-    out = client.chat.completions.create(model=CHAT, messages=history, tools=TOOLS, temperature=0, max_tokens=8)  # type: ignore[arg-type]
+    out = client.chat.completions.create(model=CHAT, messages=history, tools=TOOLS, temperature=0, max_tokens=8)
     assert out.choices[0].message.content and out.usage is not None and out.usage.prompt_tokens > 20
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model=CHAT, messages=[*history[:2], {"role": "tool", "content": "x"}])  # type: ignore[arg-type]
+        no_call_id: list[Any] = [*history[:2], {"role": "tool", "content": "x"}]
+        client.chat.completions.create(model=CHAT, messages=no_call_id)
     assert err.value.body["param"] == "messages[2].tool_call_id"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(
             model=CHAT,
-            messages=USER,  # type: ignore[arg-type]
-            tools=TOOLS,  # type: ignore[arg-type]
+            messages=USER,
+            tools=TOOLS,
             tool_choice={"type": "function", "function": {"name": "launch_rockets"}},
         )
     assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
 
 
 def test_echo_sends_the_prompt_back_first(client: openai.OpenAI) -> None:
-    kwargs: dict = {"model": STORIES, "prompt": "Once upon a time", "temperature": 0, "max_tokens": 8}
+    kwargs: dict[str, Any] = {"model": STORIES, "prompt": "Once upon a time", "temperature": 0, "max_tokens": 8}
     plain = client.completions.create(**kwargs).choices[0].text
     echoed = client.completions.create(**kwargs, echo=True).choices[0].text
     assert echoed == "Once upon a time" + plain
@@ -308,10 +316,10 @@ def test_echo_sends_the_prompt_back_first(client: openai.OpenAI) -> None:
 
 
 def test_best_of_returns_the_most_likely_candidates(client: openai.OpenAI) -> None:
-    kwargs: dict = {"model": STORIES, "prompt": "The dog", "temperature": 1.0, "seed": 11, "max_tokens": 10}
+    kwargs: dict[str, Any] = {"model": STORIES, "prompt": "The dog", "temperature": 1.0, "seed": 11, "max_tokens": 10}
     # The same seeds give the same three candidates, with their log-probabilities.
     candidates = client.completions.create(**kwargs, n=3, logprobs=0).choices
-    means = [sum(c.logprobs.token_logprobs) / len(c.logprobs.token_logprobs) for c in candidates]  # type: ignore[union-attr, arg-type]
+    means = [sum(c.logprobs.token_logprobs) / len(c.logprobs.token_logprobs) for c in candidates]
     ranked = [candidates[i].text for i in sorted(range(3), key=lambda i: -means[i])]
     best = client.completions.create(**kwargs, n=2, best_of=3)
     assert [c.text for c in best.choices] == ranked[:2]
@@ -342,11 +350,11 @@ def test_suffix_fills_in_the_middle_when_the_model_can(client: openai.OpenAI, se
 
 def test_min_tokens_and_mirostat(client: openai.OpenAI) -> None:
     eos = 2  # stories260K's </s>: biased up, the answer ends at once unless min_tokens holds it off
-    kwargs: dict = {"model": STORIES, "prompt": "Once upon a time", "temperature": 0, "max_tokens": 50}
+    kwargs: dict[str, Any] = {"model": STORIES, "prompt": "Once upon a time", "temperature": 0, "max_tokens": 50}
     ended = client.completions.create(**kwargs, logit_bias={str(eos): 100})
-    assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens == 0  # type: ignore[union-attr]
+    assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens == 0
     held = client.completions.create(**kwargs, logit_bias={str(eos): 100}, extra_body={"min_tokens": 7})
-    assert held.choices[0].finish_reason == "stop" and held.usage.completion_tokens == 7  # type: ignore[union-attr]
+    assert held.choices[0].finish_reason == "stop" and held.usage.completion_tokens == 7
     assert held.choices[0].text == client.completions.create(**{**kwargs, "max_tokens": 7}).choices[0].text
 
     # llama.cpp's grammar and ignore_eos, at the top level as llama.cpp's server and vLLM take them
@@ -355,14 +363,14 @@ def test_min_tokens_and_mirostat(client: openai.OpenAI) -> None:
     endless = client.completions.create(
         **{**kwargs, "max_tokens": 12}, logit_bias={str(eos): 100}, extra_body={"ignore_eos": True}
     )
-    assert endless.choices[0].finish_reason == "length" and endless.usage.completion_tokens == 12  # type: ignore[union-attr]
+    assert endless.choices[0].finish_reason == "length" and endless.usage.completion_tokens == 12
 
     def mirostat(seed: int) -> str:
         extra = {"mirostat": 2, "mirostat_tau": 3.0, "mirostat_eta": 0.1}
         out = client.completions.create(
             **{**kwargs, "temperature": 0.8, "seed": seed, "max_tokens": 24}, extra_body=extra
         )
-        return out.choices[0].text
+        return str(out.choices[0].text)
 
     assert mirostat(5) == mirostat(5) and len(mirostat(5)) > 20
     with pytest.raises(openai.BadRequestError) as err:
@@ -378,7 +386,7 @@ def test_json_object_ignored_fields_and_text_parts(client: openai.OpenAI) -> Non
                 "role": "developer",
                 "content": [{"type": "text", "text": "Once upon"}, {"type": "text", "text": " a time"}],
             }
-        ],  # type: ignore[list-item]
+        ],
         response_format={"type": "json_object"},
         seed=4,
         temperature=0.7,
@@ -409,10 +417,19 @@ def test_async_client_whole_answer(server: Daemon) -> None:
     async def scenario() -> tuple[str, str]:
         client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
         chat, text = await asyncio.gather(
-            client.chat.completions.create(model=CHAT, messages=USER, temperature=0, max_tokens=20),  # type: ignore[arg-type]
+            client.chat.completions.create(model=CHAT, messages=USER, temperature=0, max_tokens=20),
             client.completions.create(model=STORIES, prompt="Once upon a time", temperature=0, max_tokens=20),
         )
         return chat.choices[0].message.content or "", text.choices[0].text
 
     chat, text = asyncio.run(scenario())
     assert "there was a little girl" in chat and "there was a little girl" in text
+
+
+def test_several_prompts_that_all_fail_answer_the_first_error(server: Daemon) -> None:
+    """Each prompt's generation fails at once (a grammar that does not parse); the answer is that 400, never a
+    500 from closing a generation still running (found by the OpenAPI fuzz test)."""
+    body = {"model": STORIES, "prompt": ["a", "b", "c", "d"], "grammar": "not a grammar", "max_tokens": 4}
+    for _ in range(6):
+        r = httpx.post(server.url + "/v1/completions", json=body, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["message"] == "the grammar does not parse", r.text

@@ -10,13 +10,16 @@ import json
 import os
 import signal
 import subprocess
+from typing import Any
 
 import httpx
 import ollama
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
-from .conftest import CHAT_REPO, STORIES_REPO, TINY_REPO, Daemon, free_port, localllm_command
+from ..conftest import CHAT_REPO, STORIES_REPO, TINY_REPO
+from .conftest import Daemon, free_port, localllm_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -27,7 +30,7 @@ GREEDY = {"temperature": 0, "num_predict": 40}
 LILY = "there was a little girl named Lily"
 
 
-def ndjson(response: httpx.Response) -> list[dict]:
+def ndjson(response: httpx.Response) -> list[dict[str, Any]]:
     return [json.loads(line) for line in response.iter_lines() if line.strip()]
 
 
@@ -109,8 +112,8 @@ def test_chat_uses_the_models_template(pulled: Daemon) -> None:
 
 def test_openai_chat_completions(pulled: Daemon) -> None:
     client = openai.OpenAI(base_url=pulled.url + "/v1", api_key="unused", max_retries=0)
-    messages = [{"role": "user", "content": "Once upon a time"}]
-    done = client.chat.completions.create(model=CHAT, messages=messages, temperature=0, max_tokens=40)  # type: ignore[arg-type]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Once upon a time"}]
+    done = client.chat.completions.create(model=CHAT, messages=messages, temperature=0, max_tokens=40)
     assert LILY in (done.choices[0].message.content or "")
     assert done.choices[0].finish_reason == "length"
     assert done.usage is not None and done.usage.completion_tokens == 40
@@ -121,7 +124,7 @@ def test_openai_chat_completions(pulled: Daemon) -> None:
             model=CHAT,
             messages=messages,
             temperature=0,
-            max_tokens=40,  # type: ignore[arg-type]
+            max_tokens=40,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -133,15 +136,16 @@ def test_openai_chat_completions(pulled: Daemon) -> None:
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 40
     assert {m.id for m in client.models.list()} >= {f"{CHAT}:latest"}
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="no-such-model", messages=messages)  # type: ignore[arg-type]
+        client.chat.completions.create(model="no-such-model", messages=messages)
 
 
 def test_ollama_package(pulled: Daemon) -> None:
     client = ollama.Client(host=pulled.url)
     out = client.generate(model=STORIES, prompt="Once upon a time", options=GREEDY)
-    assert LILY in out.response and out.done
+    assert LILY in (out.response or "") and out.done
     streamed = "".join(
-        part.response for part in client.generate(model=STORIES, prompt="Once upon a time", options=GREEDY, stream=True)
+        part.response or ""
+        for part in client.generate(model=STORIES, prompt="Once upon a time", options=GREEDY, stream=True)
     )
     assert streamed == out.response
     reply = client.chat(model=CHAT, messages=[{"role": "user", "content": "Once upon a time"}], options=GREEDY)
@@ -208,7 +212,7 @@ def test_bad_input_is_a_clear_4xx(pulled: Daemon, path: str, body: bytes, status
 def test_openai_bad_input_names_the_param(pulled: Daemon) -> None:
     client = openai.OpenAI(base_url=pulled.url + "/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "x"}], temperature="hot")  # type: ignore[arg-type]
+        client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "x"}], temperature="hot")  # type: ignore[call-overload]
     assert err.value.body["param"] == "temperature"  # type: ignore[index]
     r = httpx.post(pulled.url + "/v1/chat/completions", content=b"{nope")
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"

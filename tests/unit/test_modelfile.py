@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from typing import Any
 
 import pytest
 
@@ -278,7 +279,7 @@ def test_round_trip_over_generated_values() -> None:
 
 
 def test_round_trip_over_parameter_values() -> None:
-    values = {
+    values: dict[str, list[Any]] = {
         "temperature": [0.0, 0.7, 1.0, 1e-05, 123.456],
         "top_k": [0, 40],
         "top_p": [0.0, 0.95, 1.0],

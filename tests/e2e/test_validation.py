@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import CHAT_REPO, STORIES_REPO, Daemon, daemon_with
-from .hubstub import HubStub
+from ..conftest import CHAT_REPO, STORIES_REPO
+from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..conftest import ROOT
+
 SCRIPT = ROOT / "install.sh"
 BASH = shutil.which("bash") or "/bin/bash"
 OPTIONS = ("--prefix", "--bin-dir", "--no-link", "--dev", "--cpu", "--cuda", "--service", "--python", "--uninstall")

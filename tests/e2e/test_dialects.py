@@ -1,5 +1,6 @@
 """The vLLM, LMDeploy and Triton dialects and the `POST /generate` dispatch, against a real daemon and real
-llama.cpp (stories260K, greedy), byte for byte where the framing matters; plus their pure translators."""
+llama.cpp (stories260K, greedy), byte for byte where the framing matters (their pure translators:
+tests/unit/test_dialects.py)."""
 
 from __future__ import annotations
 
@@ -12,94 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from localllm.errors import EngineError, InvalidRequest, ServerBusy
-from localllm.server.dialects import lmdeploy as lmdeploy_api
-from localllm.server.dialects import triton as triton_api
-from localllm.server.dialects import vllm as vllm_api
-from localllm.server.dialects.compat import dialect_of
-from localllm.server.dialects.tgi import api as tgi_api
-from localllm.server.dialects.tgi.regex_grammar import UnsupportedRegex, regex_to_gbnf
-from localllm.types import Token, TokenLogprob
-
-from .conftest import STORIES_REPO, Daemon, daemon_with
-from .hubstub import HubStub
-from .test_batch import done_of, make, run
+from ..conftest import STORIES_REPO
+from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with
 
 STORIES = f"hf.co/{STORIES_REPO}"
 PROMPT = "Once upon a time"
 GREEDY_12 = ", there was a little girl named Lily. She"
 GREEDY_8 = ", there was a little girl"
-
-# -- pure translators ------------------------------------------------------------------------------------
-
-
-def test_the_body_decides_the_dialect_of_post_generate() -> None:
-    assert dialect_of({"inputs": "x", "parameters": {}}) == "tgi"
-    assert dialect_of({"prompt": "x", "max_tokens": 3}) == "vllm"
-    assert dialect_of({"prompt": "x", "session_id": 3, "interactive_mode": True}) == "lmdeploy"
-    assert dialect_of({"prompt": "x", "instance_id": 3, "sequence_start": True}) == "lmdeploy"
-    with pytest.raises(InvalidRequest, match="TGI"):
-        dialect_of({"text": "x"})
-
-
-def test_each_dialect_has_its_own_error_shape_and_statuses() -> None:
-    bad = InvalidRequest("top_p must be < 1", field="top_p")
-    assert tgi_api.tgi_error(bad) == {"error": "top_p must be < 1", "error_type": "validation"}
-    assert tgi_api.error_response(bad).status_code == 422
-    assert tgi_api.error_response(ServerBusy("busy")).status_code == 429
-    assert tgi_api.tgi_error(EngineError("crashed"))["error_type"] == "generation"
-    assert tgi_api.error_response(EngineError("crashed")).status_code == 424
-    assert vllm_api.vllm_error(bad) == {
-        "object": "error",
-        "message": "top_p must be < 1",
-        "type": "BadRequestError",
-        "param": "top_p",
-        "code": 400,
-    }
-    assert lmdeploy_api.lmdeploy_error(bad) == {
-        "object": "error",
-        "message": "top_p must be < 1",
-        "code": 400,
-        "param": "top_p",
-        "type": "invalid_request_error",
-    }
-    assert triton_api.triton_error(bad) == {"error": "top_p must be < 1"}
-    assert triton_api.error_response(ServerBusy("busy")).status_code == 503
-
-
-def test_regex_grammar_translates_or_refuses() -> None:
-    assert regex_to_gbnf(r"^\d{3}-(yes|no)$") == 'root ::= [0-9]{3} "-" (("yes" | "no"))\n'
-    assert regex_to_gbnf(r'"[^"\\]*"') == 'root ::= "\\x22" [^"\\x5C]* "\\x22"\n'
-    for pattern in (r"(a)\1", r"(?=a)b", r"\bword", r"a^b", r"(?i)abc", "[[:alpha:]]"):
-        with pytest.raises(UnsupportedRegex):
-            regex_to_gbnf(pattern)
-
-
-def test_token_texts_add_up_to_the_output() -> None:
-    def lp(i: int, text: str) -> TokenLogprob:
-        return TokenLogprob(i, text, tuple(text.encode()), -0.1)
-
-    # " Hel" held back (it may begin the stop sequence " Hello!"), released with "lo"; then text with no token
-    tokens = [Token("", (lp(1, " Hel"),)), Token(" Hello", (lp(2, "lo"),)), Token(" the", (lp(3, " the"),))]
-    tokens.append(Token("re"))
-    pairs = tgi_api.split_text(tokens)
-    assert [text for _, text in pairs] == ["", " Hello", " there"]
-    spans = tgi_api.char_offsets("Once ünder", [(1, b""), (2, b" Once"), (3, b" \xc3\xbc"), (4, b"nder")])
-    assert spans == [(0, 0), (0, 4), (4, 6), (6, 10)]
-
-
-def test_a_session_keeps_its_slot_when_other_prompts_share_only_the_bos() -> None:
-    batcher, _, sent = make("xyz", n_parallel=3)
-    batcher.handle({"op": "generate", "id": "s1", "prompt": "^once upon", "options": {}})
-    run(batcher)
-    # other conversations: each shares one token ("^", the BOS here) with the session's slot
-    for i, other in enumerate(("^the dog", "^a cat")):
-        batcher.handle({"op": "generate", "id": f"o{i}", "prompt": other, "options": {}})
-        run(batcher)
-    batcher.handle({"op": "generate", "id": "s2", "prompt": "^once uponxyz and then", "options": {}})
-    run(batcher)
-    assert done_of(sent, "s2")["prompt_eval_count"] == len(" and then")
-
 
 # -- a real daemon ---------------------------------------------------------------------------------------
 
@@ -266,7 +187,7 @@ def test_triton_endpoints(server: Daemon) -> None:
     meta = httpx.get(server.url + f"/v2/models/{STORIES}").json()
     assert meta["name"] == STORIES and meta["versions"] == ["1"]
     assert httpx.get(server.url + "/v2/models/nope/ready").status_code == 404
-    body = {"text_input": PROMPT, "parameters": {"temperature": 0, "max_tokens": 8}}
+    body: dict[str, Any] = {"text_input": PROMPT, "parameters": {"temperature": 0, "max_tokens": 8}}
     out = post(server, f"/v2/models/{STORIES}/generate", body).json()
     assert out == {"model_name": STORIES, "model_version": "1", "text_output": PROMPT + GREEDY_8}
     body = {**body, "exclude_input_in_output": True, "return_finish_reason": True, "return_num_output_tokens": True}

@@ -1,5 +1,5 @@
 """Session bookkeeping (LMDeploy's interactive sessions) over a scripted service: what a turn sends, and when
-sessions end. The end-to-end proof, with the real KV cache, is in test_dialects.py."""
+sessions end. The end-to-end proof, with the real KV cache, is in tests/e2e/test_dialects.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Embeddings: request parsing and the runner's input handling (fast), then a real daemon with the real MiniLM
-sentence-embedding model through the official `openai` and `ollama` packages and plain HTTP."""
+"""Embeddings through a real daemon with the real MiniLM sentence-embedding model, through the official
+`openai` and `ollama` packages and plain HTTP (request parsing and the runner's side: tests/unit/test_embed.py)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,9 @@ import ollama
 import openai
 import pytest
 
-from localllm.errors import InvalidRequest
-from localllm.runner import embedding
-from localllm.server.dialects.ollama.embed import ollama_inputs
-from localllm.server.dialects.openai.embed import encode_base64, encoding_format, openai_inputs
-from localllm.server.dialects.shared import dimensions
-
-from .conftest import EMBED_FILE, EMBED_REPO, STORIES_REPO, Daemon, daemon_with, model_file
-from .hubstub import HubStub
+from ..conftest import EMBED_FILE, EMBED_REPO, STORIES_REPO, model_file
+from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with
 
 EMBED = f"hf.co/{EMBED_REPO}"
 STORIES = f"hf.co/{STORIES_REPO}"
@@ -34,93 +29,6 @@ def dot(a: list[float], b: list[float]) -> float:
 
 def norm(a: list[float]) -> float:
     return math.sqrt(dot(a, a))
-
-
-# -- request fields (no model) ------------------------------------------------------------------------------
-
-
-def test_ollama_input_shapes() -> None:
-    assert ollama_inputs({"input": "hi"}) == ["hi"]
-    assert ollama_inputs({"input": ["a", "b"]}) == ["a", "b"]
-    assert ollama_inputs({}) == [] and ollama_inputs({"input": ""}) == [], "no input: load the model only"
-    for bad in ([], [1], {"a": 1}, 3):
-        with pytest.raises(InvalidRequest) as info:
-            ollama_inputs({"input": bad})
-        assert info.value.field == "input"
-
-
-def test_openai_input_shapes() -> None:
-    assert openai_inputs({"input": "hi"}) == ["hi"]
-    assert openai_inputs({"input": ["a", "b"]}) == ["a", "b"]
-    assert openai_inputs({"input": [1, 2, 3]}) == [[1, 2, 3]]
-    assert openai_inputs({"input": [[1, 2], [3]]}) == [[1, 2], [3]]
-    for bad in (None, "", [], [""], ["a", 1], [1, [2]], [[]], [-1], [True], [[1.5]], {"a": 1}):
-        with pytest.raises(InvalidRequest) as info:
-            openai_inputs({"input": bad})
-        assert info.value.field == "input", bad
-
-
-def test_dimensions_and_encoding_format() -> None:
-    assert dimensions({}) is None and dimensions({"dimensions": 64}) == 64
-    for bad in (0, -3, "64", 6.5, True):
-        with pytest.raises(InvalidRequest) as info:
-            dimensions({"dimensions": bad})
-        assert info.value.field == "dimensions"
-    assert encoding_format({}) == "float" and encoding_format({"encoding_format": "base64"}) == "base64"
-    for bad in ("binary", 1):
-        with pytest.raises(InvalidRequest) as info:
-            encoding_format({"encoding_format": bad})
-        assert info.value.field == "encoding_format"
-
-
-def test_base64_is_little_endian_float32() -> None:
-    raw = base64.b64decode(encode_base64([1.0, -0.5, 0.25]))
-    assert raw == struct.pack("<3f", 1.0, -0.5, 0.25)
-
-
-# -- the runner's side, over a fake engine ------------------------------------------------------------------
-
-
-class WordEngine:
-    """Tokens are words (id = length of the word); [CLS]=101 before, [SEP]=102 after, like BERT."""
-
-    n_ctx_seq = 6
-    n_vocab = 200
-    special_suffix = [102]
-
-    def __init__(self) -> None:
-        self.seen: list[list[int]] = []
-
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
-        return [101, *(len(w) for w in text.split()), 102]
-
-    def embed(self, prompts: list[list[int]], *, normalize: bool = True) -> list[list[float]]:
-        self.seen.extend(prompts)
-        return [[float(len(p)), 0.0] for p in prompts]
-
-
-def test_runner_embeds_in_order_and_counts_tokens() -> None:
-    engine = WordEngine()
-    out = embedding.answer(engine, {"op": "embed", "id": "1", "inputs": ["a bb", [5, 6, 7]]})
-    assert out == {"ev": "embeddings", "id": "1", "embeddings": [[4.0, 0.0], [3.0, 0.0]], "prompt_eval_count": 7}
-
-
-def test_runner_truncates_keeping_the_end_token_or_refuses_naming_both_numbers() -> None:
-    engine = WordEngine()
-    text = "a bb ccc dddd eeeee ffffff ggggggg"  # 9 tokens with [CLS] and [SEP]
-    out = embedding.answer(engine, {"op": "embed", "id": "1", "inputs": [text], "truncate": True})
-    assert out["ev"] == "embeddings" and engine.seen[-1] == [101, 1, 2, 3, 4, 102]
-    refused = embedding.answer(engine, {"op": "embed", "id": "2", "inputs": ["x", text], "truncate": False})
-    assert refused["ev"] == "error" and refused["kind"] == "context"
-    assert (refused["n_tokens"], refused["n_ctx"]) == (9, 6)
-
-
-def test_runner_refuses_bad_inputs() -> None:
-    engine = WordEngine()
-    for inputs in ([[500]], [[]], [3.5], "text"):
-        out = embedding.answer(engine, {"op": "embed", "id": "1", "inputs": inputs})
-        assert out["ev"] == "error" and out["kind"] == "request", inputs
-    assert engine.seen == []
 
 
 # -- end to end: a real daemon, the real MiniLM model --------------------------------------------------------

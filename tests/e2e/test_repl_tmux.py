@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import CHAT_REPO, Daemon, daemon_with, localllm_command
-from .hubstub import HubStub
+from ..conftest import CHAT_REPO
+from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with, localllm_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

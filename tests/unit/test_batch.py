@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from localllm.runner import batch
 from localllm.runner.batch import Batcher
 from localllm.runner.context import cut_to_fit
+from localllm.runner.protocol import STREAM_INTERVAL, Cancel, Event, Job, encode_event
 
 EOG = 0
 
@@ -63,6 +66,9 @@ class ScriptEngine:
     def logprobs(self, index: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
         return -0.5, [(token, -0.5)][:top]
 
+    def ran_out_of_memory(self) -> bool:
+        return False
+
 
 class ScriptSampler:
     """The n-th token it samples is the n-th character of the script (then end of generation)."""
@@ -80,12 +86,17 @@ class ScriptSampler:
 
 
 def make(
-    script: str, *, stream_interval: float = batch.STREAM_INTERVAL, **kwargs: Any
+    script: str, *, stream_interval: float = STREAM_INTERVAL, **kwargs: Any
 ) -> tuple[Batcher, ScriptEngine, list[dict[str, Any]]]:
     engine = ScriptEngine(script, **kwargs)
     sent: list[dict[str, Any]] = []
     sampler = lambda params: ScriptSampler(script)  # noqa: E731
-    return Batcher(engine, sent.append, sampler, stream_interval=stream_interval), engine, sent
+    return Batcher(engine, recorder(sent), sampler, stream_interval=stream_interval), engine, sent
+
+
+def recorder(sent: list[dict[str, Any]]) -> Callable[[str, Event], None]:
+    """A `send` that keeps each event as the message the daemon would read."""
+    return lambda rid, event: sent.append(json.loads(encode_event(rid, event)))
 
 
 def run(batcher: Batcher, steps: int = 100) -> None:
@@ -105,8 +116,8 @@ def done_of(sent: list[dict[str, Any]], rid: str) -> dict[str, Any]:
 
 def test_two_requests_share_each_decode() -> None:
     batcher, engine, sent = make("hello")
-    batcher.handle({"op": "generate", "id": "a", "prompt": "ab", "options": {}})
-    batcher.handle({"op": "generate", "id": "b", "prompt": "cd", "options": {}})
+    batcher.handle("a", Job("ab"))
+    batcher.handle("b", Job("cd"))
     run(batcher)
     assert text_of(sent, "a") == text_of(sent, "b") == "hello"
     assert done_of(sent, "a")["reason"] == "stop" and done_of(sent, "a")["eval_count"] == 5
@@ -115,7 +126,7 @@ def test_two_requests_share_each_decode() -> None:
 
 def test_long_prompts_are_fed_in_chunks_of_the_batch_size() -> None:
     batcher, engine, sent = make("x", n_batch=8)
-    batcher.handle({"op": "generate", "id": "a", "prompt": "p" * 20, "options": {}})
+    batcher.handle("a", Job("p" * 20))
     run(batcher)
     assert [len(b) for b in engine.decoded[:3]] == [8, 8, 4]
     assert done_of(sent, "a")["prompt_eval_count"] == 20
@@ -123,7 +134,7 @@ def test_long_prompts_are_fed_in_chunks_of_the_batch_size() -> None:
 
 def test_stop_string_across_tokens_is_cut_and_never_sent() -> None:
     batcher, _, sent = make("one. END more")
-    batcher.handle({"op": "generate", "id": "a", "prompt": "q", "options": {"stop": ["END"]}})
+    batcher.handle("a", Job("q", stop=("END",)))
     run(batcher)
     assert text_of(sent, "a") == "one. "
     assert done_of(sent, "a")["reason"] == "stop"
@@ -131,9 +142,9 @@ def test_stop_string_across_tokens_is_cut_and_never_sent() -> None:
 
 def test_num_predict_and_context_limit() -> None:
     batcher, _, sent = make("abcdefghij", n_ctx=6)
-    batcher.handle({"op": "generate", "id": "a", "prompt": "q", "options": {"num_predict": 3}})
-    batcher.handle({"op": "generate", "id": "b", "prompt": "q", "options": {}})
-    batcher.handle({"op": "generate", "id": "c", "prompt": "123456", "options": {}})
+    batcher.handle("a", Job("q", num_predict=3))
+    batcher.handle("b", Job("q"))
+    batcher.handle("c", Job("123456"))
     run(batcher)
     assert text_of(sent, "a") == "abc" and done_of(sent, "a")["reason"] == "length"
     assert done_of(sent, "b")["reason"] == "length" and len(text_of(sent, "b")) < 6
@@ -143,10 +154,10 @@ def test_num_predict_and_context_limit() -> None:
 
 def test_prompt_cache_takes_the_slot_with_the_longest_prefix() -> None:
     batcher, engine, sent = make("!", n_parallel=2)
-    batcher.handle({"op": "generate", "id": "a", "prompt": "the cat sat", "options": {}})
-    batcher.handle({"op": "generate", "id": "b", "prompt": "a dog ran", "options": {}})
+    batcher.handle("a", Job("the cat sat"))
+    batcher.handle("b", Job("a dog ran"))
     run(batcher)
-    batcher.handle({"op": "generate", "id": "c", "prompt": "a dog ran far", "options": {}})
+    batcher.handle("c", Job("a dog ran far"))
     run(batcher)
     done = done_of(sent, "c")
     assert done["cached_tokens"] == len("a dog ran")
@@ -158,9 +169,9 @@ def test_a_short_prompt_tail_is_rounded_up_to_a_tile_with_cached_tokens() -> Non
     """With a tile of 8, the 4 new tokens of a follow-up prompt go with the 4 cached tokens before them:
     the same tokens at the same positions, so the cache ends up exactly as without the rounding."""
     batcher, engine, sent = make("!", n_parallel=1, n_batch=16, tail_tile=8)
-    batcher.handle({"op": "generate", "id": "a", "prompt": "the big cat", "options": {}})
+    batcher.handle("a", Job("the big cat"))
     run(batcher)
-    batcher.handle({"op": "generate", "id": "b", "prompt": "the big cat! sat", "options": {}})
+    batcher.handle("b", Job("the big cat! sat"))
     run(batcher)
     done = done_of(sent, "b")
     first = engine.decoded[-2]  # the follow-up's prompt step (the last one sampled its end)
@@ -169,19 +180,19 @@ def test_a_short_prompt_tail_is_rounded_up_to_a_tile_with_cached_tokens() -> Non
     assert engine.kv[0] == [ord(c) for c in "the big cat! sat!"]  # with the answer
     assert batcher.slots[0].tokens == engine.kv[0]
     # a one-token tail is left as it is
-    batcher.handle({"op": "generate", "id": "c", "prompt": "the big cat! sat!x", "options": {}})
+    batcher.handle("c", Job("the big cat! sat!x"))
     run(batcher)
     assert [pos for _, pos, _, _ in engine.decoded[-2]] == [17]
 
 
 def test_cancel_frees_the_slot_for_the_next_request() -> None:
     batcher, _, sent = make("z" * 50, n_parallel=1)
-    batcher.handle({"op": "generate", "id": "a", "prompt": "q", "options": {}})
-    batcher.handle({"op": "generate", "id": "b", "prompt": "r", "options": {"num_predict": 2}})
+    batcher.handle("a", Job("q"))
+    batcher.handle("b", Job("r", num_predict=2))
     batcher.step()
     batcher.step()
-    assert batcher.slots[0].job is not None and batcher.slots[0].job.rid == "a"
-    batcher.handle({"op": "cancel", "id": "a"})
+    assert batcher.slots[0].work is not None and batcher.slots[0].work.rid == "a"
+    batcher.handle("a", Cancel())
     batcher.step()
     assert done_of(sent, "a")["reason"] == "cancel"
     run(batcher)
@@ -190,7 +201,7 @@ def test_cancel_frees_the_slot_for_the_next_request() -> None:
 
 def test_logprobs_travel_with_the_text() -> None:
     batcher, _, sent = make("ok")
-    batcher.handle({"op": "generate", "id": "a", "prompt": "q", "options": {"logprobs": 1}})
+    batcher.handle("a", Job("q", logprobs=1))
     run(batcher)
     lps = [lp for m in sent if m.get("logprobs") for lp in m["logprobs"]]
     assert [lp["token"] for lp in lps] == ["o", "k"] and lps[0]["top"] == [[ord("o"), "o", -0.5]]
@@ -211,9 +222,9 @@ def test_min_tokens_holds_off_the_end_until_reached() -> None:
 
     engine = ScriptEngine("")
     sent: list[dict[str, Any]] = []
-    batcher = Batcher(engine, sent.append, EagerToEnd)
-    batcher.handle({"op": "generate", "id": "a", "prompt": "ab", "options": {"min_tokens": 3}})
-    batcher.handle({"op": "generate", "id": "b", "prompt": "cd", "options": {}})
+    batcher = Batcher(engine, recorder(sent), EagerToEnd)
+    batcher.handle("a", Job("ab", min_tokens=3))
+    batcher.handle("b", Job("cd"))
     run(batcher)
     assert text_of(sent, "a") == "xxx" and done_of(sent, "a")["reason"] == "stop"
     assert text_of(sent, "b") == "" and done_of(sent, "b")["eval_count"] == 0
@@ -229,8 +240,8 @@ def test_cut_to_fit_keeps_head_and_tail_and_room_for_the_answer() -> None:
 
 def test_truncate_cuts_an_over_long_prompt_and_says_so() -> None:
     batcher, engine, sent = make("ok", n_ctx=16)
-    batcher.handle({"op": "generate", "id": "long", "prompt": "x" * 40, "options": {"truncate": True}})
-    batcher.handle({"op": "generate", "id": "refused", "prompt": "x" * 40, "options": {}})
+    batcher.handle("long", Job("x" * 40, truncate=True))
+    batcher.handle("refused", Job("x" * 40))
     run(batcher)
     done = done_of(sent, "long")
     assert done["truncated"] == 40 - 12 and done["prompt_eval_count"] == 12 and text_of(sent, "long") == "ok"
@@ -240,11 +251,11 @@ def test_truncate_cuts_an_over_long_prompt_and_says_so() -> None:
 
 def test_text_goes_out_first_token_at_once_then_in_small_batches() -> None:
     batcher, engine, sent = make("hello", stream_interval=60.0)  # nothing but the first token before the end
-    batcher.handle({"op": "generate", "id": "a", "prompt": "ab", "options": {}})
+    batcher.handle("a", Job("ab"))
     run(batcher)
     assert [m["text"] for m in sent if m["ev"] == "text"] == ["h", "ello"]
     batcher, engine, sent = make("hello", stream_interval=0.0)  # every token as it comes
-    batcher.handle({"op": "generate", "id": "b", "prompt": "ab", "options": {}})
+    batcher.handle("b", Job("ab"))
     run(batcher)
     assert [m["text"] for m in sent if m["ev"] == "text"] == ["h", "e", "l", "l", "o"]
 
@@ -254,12 +265,12 @@ def test_streams_sharing_the_model_send_less_often(monkeypatch: pytest.MonkeyPat
     streams each waits two intervals; beyond four streams the wait stops growing."""
     step = 1 / 64  # exact in binary: no rounding at the interval's edge
     now = [1024.0]
-    monkeypatch.setattr(batch.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
 
     def texts(n_streams: int) -> list[list[str]]:
         batcher, engine, sent = make("abcdefghijklmnop", stream_interval=step, n_parallel=n_streams, n_batch=16)
         for i in range(n_streams):
-            batcher.handle({"op": "generate", "id": str(i), "prompt": "xy", "options": {"num_predict": 13}})
+            batcher.handle(str(i), Job("xy", num_predict=13))
         while batcher.busy:
             now[0] += step
             batcher.step()
@@ -272,3 +283,19 @@ def test_streams_sharing_the_model_send_less_often(monkeypatch: pytest.MonkeyPat
     for n in (4, 6):
         for stream in texts(n):
             assert "".join(stream) == "abcdefghijklm" and stream[:3] == ["a", "bcde", "fghi"]
+
+
+def test_a_format_the_grammar_converter_cannot_take_is_refused_and_the_loop_goes_on() -> None:
+    def converter(fmt: Any) -> str:
+        assert isinstance(fmt, str), f"Unrecognized schema: {fmt}"  # as llama-cpp-python's converter does
+        return "root ::= [a-z]"
+
+    engine = ScriptEngine("ok")
+    sent: list[dict[str, Any]] = []
+    batcher = Batcher(engine, recorder(sent), lambda params: ScriptSampler("ok"), converter)
+    batcher.handle("bad", Job("q", format={"": {"x": [None, True]}}))
+    batcher.handle("good", Job("q", format="json"))
+    run(batcher)
+    error = next(m for m in sent if m.get("id") == "bad")
+    assert error["ev"] == "error" and error["kind"] == "request" and "Unrecognized schema" in error["message"]
+    assert text_of(sent, "good") == "ok"

@@ -16,7 +16,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 
 from localllm.server.openapi import document
 
-from .conftest import CHAT_REPO, STORIES_REPO, Daemon, daemon_with
+from ..conftest import CHAT_REPO, STORIES_REPO
+from .conftest import Daemon, daemon_with
 
 MODELS = [f"hf.co/{STORIES_REPO}:latest", f"hf.co/{CHAT_REPO}:latest", "no-such-model"]
 # Fuzzed: the routes that read and validate bodies or answer cheaply. Left out: pull, create, delete, copy
@@ -98,7 +99,7 @@ def _schema() -> Any:
 schema = _schema()
 
 
-@schema.parametrize()
+@schema.parametrize()  # type: ignore[untyped-decorator]
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi_document(case: Any, api_daemon: Daemon) -> None:
     case.call_and_validate(

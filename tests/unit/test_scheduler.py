@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import openai
@@ -15,13 +16,13 @@ from localllm.config import Settings, parse_host
 from localllm.errors import EngineError, InvalidRequest, ServerBusy
 from localllm.memory import GiB, Memory, MiB, ModelShape
 from localllm.names import parse_name
-from localllm.runner.process import RunnerSpec
+from localllm.runner.protocol import LoadSpec
 from localllm.scheduler import BUSY_MESSAGE, Lease, ModelRef, Scheduler
 from localllm.server.app import create_app
 from localllm.service import Service
 from localllm.store import Manifest, Store
 
-from .fakes import FakeFactory, FakeRunner, write_tiny_gguf
+from ..fakes import FakeFactory, FakeRunner, write_tiny_gguf
 
 
 class Clock:
@@ -55,7 +56,7 @@ def ref(
     num_gpu: int = -1,
     shape: ModelShape | None = None,
 ) -> ModelRef:
-    spec = RunnerSpec(model_path=path, n_ctx=n_ctx, n_parallel=n_parallel, num_gpu=num_gpu)
+    spec = LoadSpec(model_path=path, n_ctx=n_ctx, n_parallel=n_parallel, num_gpu=num_gpu)
     return ModelRef(path, "sha256:" + "0" * 64, spec, size, shape=shape or ModelShape())
 
 
@@ -137,7 +138,7 @@ def test_new_load_options_reload_the_model() -> None:
         async with sched.use(ref("a", n_ctx=128), keep_alive=60):
             pass
         async with sched.use(ref("a", n_ctx=256), keep_alive=60) as lease:
-            assert lease.runner.info["n_ctx"] == 256
+            assert lease.runner.info.n_ctx == 256
         assert factory.runners[0].stopped and len(factory.runners) == 2
         await sched.close()
 
@@ -296,11 +297,11 @@ class GatedFactory(FakeFactory):
         self.error = error
         self.calls = 0
 
-    async def __call__(self, spec: RunnerSpec) -> FakeRunner:
+    async def __call__(self, spec: LoadSpec) -> FakeRunner:
         self.calls += 1
         await self.gate.wait()
         if self.error:
-            raise EngineError(self.error)
+            raise EngineError(self.error, kind="load")
         return await super().__call__(spec)
 
 
@@ -334,6 +335,7 @@ def test_a_failed_load_fails_those_waiting_for_it_once() -> None:
         factory.gate.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, EngineError) and "unknown model architecture" in str(r) for r in results)
+        assert all(isinstance(r, EngineError) and r.kind == "load" for r in results), "the kind travels too"
         assert factory.calls == 1, "those in line when it failed share the one error"
         with pytest.raises(EngineError):
             await _use_once(sched, a)
@@ -422,20 +424,20 @@ def test_a_model_that_cannot_fit_is_refused_with_the_numbers() -> None:
 class GpuFactory(FakeFactory):
     """Runners that report the layers they offloaded, as the engine does; `fail` refuses some specs."""
 
-    def __init__(self, layers: int, fail: Callable[[RunnerSpec], str | None] | None = None) -> None:
+    def __init__(self, layers: int, fail: Callable[[LoadSpec], EngineError | None] | None = None) -> None:
         super().__init__()
         self.layers = layers
         self.fail = fail
-        self.specs: list[RunnerSpec] = []
+        self.specs: list[LoadSpec] = []
 
-    async def __call__(self, spec: RunnerSpec) -> FakeRunner:
+    async def __call__(self, spec: LoadSpec) -> FakeRunner:
         self.specs.append(spec)
         error = self.fail(spec) if self.fail else None
         if error:
-            raise EngineError(error)
+            raise error
         runner = await super().__call__(spec)
         n = spec.num_gpu if spec.num_gpu >= 0 else 999
-        runner.info.update(n_layer=self.layers, n_gpu_layers=min(n, self.layers + 1), gpu_offload=n > 0)
+        runner.info = replace(runner.info, n_layer=self.layers, n_gpu_layers=min(n, self.layers + 1), gpu_offload=n > 0)
         return runner
 
 
@@ -468,8 +470,8 @@ def test_gpu_layers_fit_the_free_vram() -> None:
         async with sched.use(ref("b", size=8 * GiB, shape=SHAPE, num_gpu=3), keep_alive=60):
             pass
         assert [s.num_gpu for s in factory.specs] == [33, 3], "all of it (output layer too); an explicit num_gpu"
-        ps = {m.name: m for m in sched.loaded()}
-        assert ps["a"].size_vram == ps["a"].size and ps["b"].size_vram == int(ps["b"].size * 3 / 33)
+        by_name = {m.name: m for m in sched.loaded()}
+        assert by_name["a"].size_vram == by_name["a"].size and by_name["b"].size_vram == int(by_name["b"].size * 3 / 33)
         await sched.close()
 
         factory = GpuFactory(32)
@@ -510,10 +512,10 @@ def test_vram_held_by_loaded_models_is_not_counted_twice_and_idle_ones_make_way(
 
 
 def test_out_of_memory_on_the_gpu_retries_once_with_half_the_layers() -> None:
-    def oom_above(n: int) -> Callable[[RunnerSpec], str | None]:
-        def fail(spec: RunnerSpec) -> str | None:
+    def oom_above(n: int) -> Callable[[LoadSpec], EngineError | None]:
+        def fail(spec: LoadSpec) -> EngineError | None:
             if spec.num_gpu > n or spec.num_gpu < 0:
-                return "failed to load model: cudaMalloc failed: out of memory"
+                return EngineError("failed to load model: llama.cpp could not load m.gguf", kind="out_of_memory")
             return None
 
         return fail
@@ -529,15 +531,19 @@ def test_out_of_memory_on_the_gpu_retries_once_with_half_the_layers() -> None:
 
         factory = GpuFactory(32, fail=oom_above(8))
         sched = Scheduler(factory=factory, memory=gpu_memory(24 * GiB))
-        with pytest.raises(EngineError, match="out of memory"):
+        with pytest.raises(EngineError) as failed:
             await _use_once(sched, ref("a", size=8 * GiB, shape=SHAPE))
+        assert failed.value.kind == "out_of_memory"
         assert [s.num_gpu for s in factory.specs] == [33, 16], "once only"
-        with pytest.raises(EngineError, match="out of memory"):
+        with pytest.raises(EngineError) as failed:
             await _use_once(sched, ref("b", size=8 * GiB, shape=SHAPE, num_gpu=30))
+        assert failed.value.kind == "out_of_memory"
         assert factory.specs[-1].num_gpu == 30 and len(factory.specs) == 3, "an explicit num_gpu is not second-guessed"
         await sched.close()
 
-        factory = GpuFactory(32, fail=lambda spec: "failed to load model: unknown model architecture")
+        # The message says "out of memory", but the runner said the load failed for another reason.
+        message = "failed to load model: unknown model architecture (or out of memory)"
+        factory = GpuFactory(32, fail=lambda spec: EngineError(message, kind="load"))
         sched = Scheduler(factory=factory, memory=gpu_memory(24 * GiB))
         with pytest.raises(EngineError, match="architecture"):
             await _use_once(sched, ref("a", size=8 * GiB, shape=SHAPE))

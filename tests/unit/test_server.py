@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -16,7 +17,7 @@ from localllm.server.app import create_app
 from localllm.service import Service
 from localllm.store import Manifest, Store
 
-from .fakes import FakeFactory, write_tiny_gguf
+from ..fakes import FakeFactory, write_tiny_gguf
 
 
 def make_client(tmp_path: Path, factory: FakeFactory) -> Iterator[TestClient]:
@@ -39,7 +40,7 @@ def client(tmp_path: Path, factory: FakeFactory) -> Iterator[TestClient]:
     yield from make_client(tmp_path, factory)
 
 
-def lines(text: str) -> list[dict]:
+def lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line]
 
 
@@ -49,9 +50,9 @@ def test_generate_stream_and_single(client: TestClient, factory: FakeFactory) ->
     out = lines(r.text)
     assert [o["response"] for o in out] == ["Hello", ",", " world", ""]
     assert out[-1]["done"] is True and out[-1]["done_reason"] == "stop" and out[-1]["eval_count"] == 3
-    prompt, options = factory.runners[0].prompts[0]
-    assert prompt == "hi!", "the model's chat template shapes the prompt"
-    assert options["temperature"] == 0.0 and options["top_k"] == 40, "request options over defaults"
+    job = factory.runners[0].jobs[0]
+    assert job.prompt == "hi!", "the model's chat template shapes the prompt"
+    assert job.sampling.temperature == 0.0 and job.sampling.top_k == 40, "request options over defaults"
     single = client.post("/api/generate", json={"model": "tiny", "prompt": "hi", "stream": False}).json()
     assert single["response"] == "Hello, world" and single["done"] is True
 
@@ -125,7 +126,7 @@ def test_sse_framing(client: TestClient) -> None:
         ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": 3}, "temperature"),
     ],
 )
-def test_openai_errors_name_the_param(client: TestClient, body: dict, param: str) -> None:
+def test_openai_errors_name_the_param(client: TestClient, body: dict[str, Any], param: str) -> None:
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 400
     error = r.json()["error"]

@@ -15,8 +15,9 @@ import pytest
 
 from localllm.keys import KeysFile, sign_token
 
-from .conftest import CHAT_REPO, STORIES_REPO, Daemon, localllm_command, start_daemon, stop_daemon
-from .hubstub import HubStub
+from ..conftest import CHAT_REPO, STORIES_REPO
+from ..hubstub import HubStub
+from .conftest import Daemon, localllm_command, start_daemon, stop_daemon
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -217,8 +218,8 @@ def test_openai_and_ollama_packages_with_a_key(keyed: Daemon) -> None:
 
     client = ollama.Client(host=keyed.url, headers=bearer(ENV_KEY))
     out = client.generate(model=STORIES, prompt="Once upon a time", options=GREEDY)
-    assert "Lily" in out.response
-    assert "".join(p.response for p in client.generate(model=STORIES, prompt="Once", stream=True, options=GREEDY))
+    assert "Lily" in (out.response or "")
+    assert "".join(p.response or "" for p in client.generate(model=STORIES, prompt="Once", stream=True, options=GREEDY))
     with pytest.raises(ollama.ResponseError) as err:
         ollama.Client(host=keyed.url).list()
     assert err.value.status_code == 401

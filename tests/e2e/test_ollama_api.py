@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jsonschema
 import ollama
 import pytest
 
-from .conftest import CHAT_REPO, FIM_REPO, STORIES_REPO, Daemon, daemon_with
-from .conftest import PERSON_SCHEMA as SCHEMA
-from .ggufcopy import write_lora
-from .hubstub import HubStub
+from ..conftest import CHAT_REPO, FIM_REPO, STORIES_REPO
+from ..conftest import PERSON_SCHEMA as SCHEMA
+from ..ggufcopy import write_lora
+from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -37,14 +40,19 @@ def client(server: Daemon) -> ollama.Client:
 
 
 def test_create_from_an_uploaded_gguf_with_system_and_parameters(
-    client: ollama.Client, server: Daemon, stories_gguf: Path
+    client: ollama.Client, server: Daemon, stories_gguf: Path, tmp_path: Path
 ) -> None:
+    notes = tmp_path / "notes.txt"  # bytes this daemon has never seen: not a blob until uploaded
+    notes.write_bytes(b"a blob of its own: " + os.urandom(16))
+    new = "sha256:" + hashlib.sha256(notes.read_bytes()).hexdigest()
+    assert httpx.head(f"{server.url}/api/blobs/{new}").status_code == 404
+    assert client.create_blob(notes) == new
+    assert httpx.head(f"{server.url}/api/blobs/{new}").status_code == 200
     digest = "sha256:" + hashlib.sha256(stories_gguf.read_bytes()).hexdigest()
-    assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code in (200, 404)
+    assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code == 200, "pulled with stories260K already"
     assert client.create_blob(stories_gguf) == digest
-    assert httpx.head(f"{server.url}/api/blobs/{digest}").status_code == 200
     steps = [
-        p.status
+        p.status or ""
         for p in client.create(
             model="storyteller",
             files={"stories260K.gguf": digest},
@@ -60,7 +68,7 @@ def test_create_from_an_uploaded_gguf_with_system_and_parameters(
     # The system text leads the prompt and temperature 0 holds: the greedy story, every time.
     first = client.generate(model="storyteller", prompt="").response
     assert first == ""  # an empty prompt only loads the model
-    answers = {client.generate(model="storyteller", prompt=",").response for _ in range(2)}
+    answers = {client.generate(model="storyteller", prompt=",").response or "" for _ in range(2)}
     assert len(answers) == 1 and "a little girl named Lily" in answers.pop()
     shown = httpx.post(server.url + "/api/show", json={"model": "storyteller"}).json()
     assert shown["system"] == "Once upon a time" and shown["license"] == "MIT"
@@ -114,7 +122,7 @@ def test_format_schema_always_validates(client: ollama.Client, seed: int) -> Non
     out = client.generate(
         model=STORIES, prompt="Once upon a time", format=SCHEMA, options={"seed": seed, "temperature": 0.9}
     )
-    jsonschema.validate(json.loads(out.response), SCHEMA)
+    jsonschema.validate(json.loads(out.response or ""), SCHEMA)
 
 
 def test_format_json_in_chat(client: ollama.Client) -> None:
@@ -148,6 +156,7 @@ def test_context_continues_a_generation(client: ollama.Client) -> None:
     assert more.response == "" and more.done_reason == "load"  # an empty prompt only loads
     more = client.generate(model=STORIES, prompt=" ", context=first.context, options=options)
     assert more.context and more.context[: len(first.context)] == first.context
+    assert first.response and more.response and both.response
     assert (first.response + more.response).startswith(first.response) and LILY in both.response
     with pytest.raises(ollama.ResponseError):
         client.generate(model=STORIES, prompt="x", context=first.context, raw=True)
@@ -181,13 +190,13 @@ TOOLS = [
 
 def test_chat_with_tools_and_tool_results(client: ollama.Client, server: Daemon) -> None:
     # stories260K will not call a tool on its own: the answer stays text, streamed or not.
-    kwargs: dict = {"model": CHAT, "tools": TOOLS, "options": {"temperature": 0, "num_predict": 10}}
+    kwargs: dict[str, Any] = {"model": CHAT, "tools": TOOLS, "options": {"temperature": 0, "num_predict": 10}}
     messages = [{"role": "user", "content": "Once upon a time"}]
     whole = client.chat(messages=messages, **kwargs)
     assert whole.message.content and not whole.message.tool_calls
     streamed = "".join(c.message.content or "" for c in client.chat(messages=messages, stream=True, **kwargs))
     assert streamed == whole.message.content
-    history = [
+    history: list[dict[str, Any]] = [
         *messages,
         {
             "role": "assistant",
@@ -319,7 +328,7 @@ def test_copy_and_delete_through_the_package(client: ollama.Client) -> None:
     names = {m.model for m in client.list().models}
     assert "stories-copy:latest" in names and f"{STORIES}:latest" in names
     out = client.generate(model="stories-copy", prompt="Once upon a time", options={"temperature": 0, "num_predict": 8})
-    assert out.response.startswith(", there was")
+    assert (out.response or "").startswith(", there was")
     client.delete("stories-copy")
     assert "stories-copy:latest" not in {m.model for m in client.list().models}
     assert f"{STORIES}:latest" in {m.model for m in client.list().models}, "the original and its blob stay"
