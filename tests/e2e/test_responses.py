@@ -53,7 +53,7 @@ def test_create_answers_greedy_stories_text_and_usage(client: openai.OpenAI) -> 
     assert r.id.startswith("resp_") and r.object == "response" and r.model == CHAT
     assert r.status == "incomplete" and r.incomplete_details and r.incomplete_details.reason == "max_output_tokens"
     assert [item.type for item in r.output] == ["message"]
-    assert r.output_text.strip() and r.output[0].content[0].annotations == []  # type: ignore[union-attr]
+    assert r.output_text.strip() and r.output[0].content[0].annotations == []
     assert r.usage and r.usage.output_tokens == 24 and r.usage.input_tokens > 0
     assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
     again = client.responses.create(input="Once upon a time", instructions="Tell a story.", **greedy())
@@ -78,7 +78,7 @@ def test_stream_gives_the_same_text_as_create(client: openai.OpenAI) -> None:
 def test_forced_function_call_arguments_validate(client: openai.OpenAI) -> None:
     r = client.responses.create(
         input="What is the weather in Paris?",
-        tools=[WEATHER],  # type: ignore[list-item]
+        tools=[WEATHER],
         tool_choice={"type": "function", "name": "get_weather"},
         **greedy(max_output_tokens=200),
     )

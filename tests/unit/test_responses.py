@@ -11,7 +11,9 @@ import pytest
 from localllm.errors import InvalidRequest
 from localllm.names import parse_name
 from localllm.responses_store import ResponseStore
-from localllm.server.dialects import responses as r
+from localllm.server.dialects.responses.api import keep
+from localllm.server.dialects.responses.encode import Encoder, sse_named, whole
+from localllm.server.dialects.responses.requests import Turn, parse_input, to_turn
 from localllm.server.errors import RouteError
 from localllm.service import Answer
 from localllm.types import ChatMessage, Done, Thinking, Token, ToolCall, ToolCalls
@@ -19,8 +21,8 @@ from localllm.types import ChatMessage, Done, Thinking, Token, ToolCall, ToolCal
 WEATHER = {"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {}}}
 
 
-def turn(**body: Any) -> r.Turn:
-    return r.to_turn({"model": "m", "input": "hi", **body}, ResponseStore())
+def turn(**body: Any) -> Turn:
+    return to_turn({"model": "m", "input": "hi", **body}, ResponseStore())
 
 
 def test_a_string_input_is_one_user_message_after_the_instructions() -> None:
@@ -46,7 +48,7 @@ def test_input_items_become_messages_calls_and_results() -> None:
         {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
         {"role": "assistant", "content": [{"type": "output_text", "text": "ok", "annotations": []}]},
     ]
-    assert r.parse_input(items) == (
+    assert parse_input(items) == (
         ChatMessage("system", "sys"),
         ChatMessage("user", "ab"),
         ChatMessage("assistant", "", (ToolCall("c1", "weather", {"city": "Paris"}), ToolCall("c2", "weather", {}))),
@@ -98,19 +100,19 @@ def test_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
 
 def test_previous_response_id_prepends_the_stored_conversation() -> None:
     store = ResponseStore()
-    first = r.to_turn({"model": "m", "input": "one", "instructions": "sys"}, store)
-    final = r.whole(first, Answer((Token("two"),), Done("stop", 3, eval_count=1)))
-    r.keep(store, first, final)
-    second = r.to_turn({"model": "m", "input": "three", "previous_response_id": first.id}, store)
+    first = to_turn({"model": "m", "input": "one", "instructions": "sys"}, store)
+    final = whole(first, Answer((Token("two"),), Done("stop", 3, eval_count=1)))
+    keep(store, first, final)
+    second = to_turn({"model": "m", "input": "three", "previous_response_id": first.id}, store)
     assert [m.content for m in second.chat.messages] == ["one", "two", "three"]
     with pytest.raises(RouteError) as info:
-        r.to_turn({"model": "m", "input": "x", "previous_response_id": "resp_nope"}, store)
+        to_turn({"model": "m", "input": "x", "previous_response_id": "resp_nope"}, store)
     assert info.value.status == 404
 
 
 def test_stream_events_are_numbered_and_ordered_and_end_in_the_whole_object() -> None:
     t = turn()
-    enc = r.Encoder(t)
+    enc = Encoder(t)
     events = enc.start()
     for event in (Thinking("hm"), Token("Hel"), Token("lo"), ToolCalls((ToolCall("c", "weather", {"x": 1}),))):
         events += enc.feed(event)
@@ -162,13 +164,13 @@ def test_stream_events_are_numbered_and_ordered_and_end_in_the_whole_object() ->
 
 
 def test_a_length_stop_is_incomplete() -> None:
-    final = r.whole(turn(), Answer((Token("x"),), Done("length", 1, eval_count=1)))
+    final = whole(turn(), Answer((Token("x"),), Done("length", 1, eval_count=1)))
     assert final["status"] == "incomplete" and final["incomplete_details"] == {"reason": "max_output_tokens"}
     assert final["output"][0]["status"] == "incomplete"
 
 
 def test_sse_frames_carry_the_event_name() -> None:
-    assert r.sse_named({"type": "response.created", "sequence_number": 0}) == (
+    assert sse_named({"type": "response.created", "sequence_number": 0}) == (
         b'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n'
     )
 
