@@ -166,3 +166,10 @@ def test_sse_bytes_event_names_order_and_sequence_numbers(d: Daemon) -> None:
     ]
     assert names[:4] == head and names[-4:] == tail
     assert set(names[4:-4]) == {"response.output_text.delta"} and len(names[4:-4]) == 6
+
+
+def test_an_unknown_model_is_404_in_openais_shape_before_any_byte(client: openai.OpenAI) -> None:
+    for stream in (False, True):
+        with pytest.raises(openai.NotFoundError) as info:
+            client.responses.create(model="no-such-model", input="hi", stream=stream)
+        assert isinstance(info.value.body, dict) and info.value.body["code"] == "model_not_found"

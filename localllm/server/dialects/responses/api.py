@@ -175,7 +175,7 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "the input tokens of a Responses request",
                 "requestBody": body(count_schema),
-                "responses": responses(err, obj({"object": STR, "input_tokens": INT})),
+                "responses": responses(err, obj({"object": STR, "input_tokens": INT}), codes=CODES),
             }
         },
         "/v1/responses/{response_id}": {
