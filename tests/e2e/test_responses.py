@@ -5,6 +5,7 @@ continued by `previous_response_id` (reusing the KV cache), retrieve and delete,
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import jsonschema
 import openai
 import pytest
 
-from ..conftest import CHAT_REPO, Daemon
+from ..conftest import CHAT_REPO, ROOT, Daemon
 
 CHAT = f"hf.co/{CHAT_REPO}"
 WEATHER = {
@@ -173,3 +174,12 @@ def test_an_unknown_model_is_404_in_openais_shape_before_any_byte(client: openai
         with pytest.raises(openai.NotFoundError) as info:
             client.responses.create(model="no-such-model", input="hi", stream=stream)
         assert isinstance(info.value.body, dict) and info.value.body["code"] == "model_not_found"
+
+
+def test_the_openai_sdk_example_of_docs_agents_runs(d: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/agents.md's `openai` example, word for word but for the model and the address."""
+    text = (ROOT / "docs" / "agents.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "client.responses.create" in b)
+    code = block.replace("qwen2.5-coder:7b", CHAT).replace("http://127.0.0.1:11434", d.url)
+    exec(compile(code, "docs/agents.md", "exec"), {})
+    assert capsys.readouterr().out.strip()
