@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ....responses_store import ResponseStore
-from ....service import ChatRequest
+from ....service import ChatRequest, Service
 from ....types import ChatMessage, Done, Event
 from ... import requests as rq
 from ...errors import RouteError, guarded
@@ -127,7 +127,9 @@ async def input_tokens(request: Request) -> Response:
     return JSONResponse({"object": "response.input_tokens", "input_tokens": count})
 
 
-async def count_tokens(service: Any, chat: ChatRequest) -> int:
+async def count_tokens(service: Service, chat: ChatRequest) -> int:
+    """The prompt generation would evaluate, tokenized: the model's stored system message and conversation
+    placed as `service.chat` places them (those lines mirror its own; one shared helper there would be better)."""
     model = service.model(chat.model)
     messages = list(chat.messages)
     lead = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
