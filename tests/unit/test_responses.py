@@ -62,6 +62,9 @@ def test_flat_function_tools_and_a_forced_choice_constrain_the_output() -> None:
     assert [tool.name for tool in t.chat.tools] == ["weather"] and t.chat.call_required
     assert t.chat.constraints.format["properties"]["name"] == {"const": "weather"}
     assert turn(tools=[WEATHER], tool_choice="none").chat.tools == ()
+    # what agents send beside their functions (hosted tools, Codex's freeform tools) is left out, not refused
+    mixed = turn(tools=[{"type": "web_search"}, {"type": "custom", "name": "apply_patch"}, WEATHER])
+    assert [tool.name for tool in mixed.chat.tools] == ["weather"] and mixed.echo["tools"][0] == {"type": "web_search"}
 
 
 def test_text_format() -> None:
@@ -82,7 +85,11 @@ def test_text_format() -> None:
         ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]}, "input[0].arguments"),
         ({"temperature": 2.5}, "temperature"),
         ({"max_output_tokens": 0}, "max_output_tokens"),
-        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"tools": ["web_search"]}, "tools[0].type"),
+        ({"tools": [{"type": "function", "name": 3}]}, "tools[0].name"),
+        ({"tools": [{"type": "custom", "name": "x"}, {"type": "function", "name": "a b"}]}, "tools[1].name"),
+        ({"tools": [WEATHER, WEATHER]}, "tools[1].name"),
+        ({"tools": [{"type": "function", "name": "f", "parameters": "x"}]}, "tools[0].parameters"),
         ({"tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
         ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
         ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema"),

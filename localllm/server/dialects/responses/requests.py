@@ -8,6 +8,8 @@ ignored.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass, field, replace
@@ -17,10 +19,12 @@ from ....errors import InvalidRequest
 from ....responses_store import ResponseStore
 from ....service import ChatRequest
 from ....tools import call_schema, parse_tool_choice, parse_tools
-from ....types import ChatMessage, Constraints, Options, ToolCall
+from ....types import ChatMessage, Constraints, Options, Tool, ToolCall
 from ... import requests as rq
 from ...errors import RouteError
 from ...fields import Field, Fields, as_options, check_fields
+
+log = logging.getLogger("localllm.server")
 
 # Fields, declared once: parse, the unknown-field check and the OpenAPI schema. `input` and `tool_choice`
 # (a string or a list/object) are read below and listed in `OTHER`.
@@ -153,20 +157,38 @@ def _arguments(text: str, label: str) -> dict[str, Any]:
     return value
 
 
-def parse_tools_flat(raw: list[Any]) -> list[dict[str, Any]]:
+def parse_tools_flat(raw: list[Any]) -> list[tuple[int, dict[str, Any]]]:
     """Responses' flat function tools (`{"type": "function", "name", "description", "parameters", "strict"}`)
-    in the chat shape `tools.parse_tools` reads; any other tool type is refused."""
+    in the chat shape `tools.parse_tools` reads, each with its index in `tools`. Declarations of other types
+    (hosted tools such as `web_search`, Codex's freeform `custom` tools, `namespace`) are not run here: they
+    are left out of the prompt, not refused, since agents send them with every request."""
     out = []
     for i, item in enumerate(raw):
         label = f"tools[{i}]"
-        if not isinstance(item, dict) or item.get("type") != "function":
-            kind = item.get("type") if isinstance(item, dict) else None
-            raise InvalidRequest(
-                f"{label}: only function tools are supported here (got type {kind!r})", field=f"{label}.type"
-            )
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise InvalidRequest(f'{label} must be an object with a "type"', field=f"{label}.type")
+        if item["type"] != "function":
+            log.info("tool %s of type %r left out: only function tools are offered to the model", label, item["type"])
+            continue
+        for key, kind in (("name", str), ("description", str), ("parameters", dict)):
+            rq.field(item, key, kind, required=key == "name", prefix=f"{label}.")
         function = {k: item[k] for k in ("name", "description", "parameters") if item.get(k) is not None}
-        out.append({"type": "function", "function": function})
+        out.append((i, {"type": "function", "function": function}))
     return out
+
+
+def function_tools(raw: list[Any]) -> tuple[Tool, ...]:
+    """The function tools, checked by `tools.parse_tools` (its errors named in Responses' flat shape)."""
+    flat = parse_tools_flat(raw)
+    try:
+        return parse_tools([chat for _, chat in flat])
+    except InvalidRequest as exc:
+        found = re.match(r"tools\[(\d+)\](?:\.function)?", exc.field or "")
+        if not found:
+            raise
+        label = f"tools[{flat[int(found.group(1))][0]}]"
+        field = label + (exc.field or "")[found.end() :]
+        raise InvalidRequest(str(exc).replace(found.group(0), label), field=field) from None
 
 
 def _tool_choice(raw: Any) -> Any:
@@ -221,7 +243,7 @@ def to_turn(body: dict[str, Any], store: ResponseStore, *, counting: bool = Fals
     if body.get("input") is None:
         raise InvalidRequest("input is required: a string or a list of input items", field="input")
     conversation = (*earlier, *parse_input(body["input"]))
-    tools = parse_tools(parse_tools_flat(v["tools"]))
+    tools = function_tools(v["tools"])
     choice = parse_tool_choice(_tool_choice(body.get("tool_choice")), tools)
     fmt = text_format(v["text"])
     schema = call_schema(tools, choice)
