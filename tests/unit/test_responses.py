@@ -3,20 +3,22 @@ encoder's events for fixed service events, and the response store's bounds. No d
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
 
-from localllm.errors import InvalidRequest
+from localllm.errors import EngineError, InvalidRequest
 from localllm.names import parse_name
 from localllm.responses_store import ResponseStore
-from localllm.server.dialects.responses.api import keep
+from localllm.server.dialects.responses.api import keep, stream
 from localllm.server.dialects.responses.encode import Encoder, sse_named, whole
 from localllm.server.dialects.responses.requests import Turn, parse_input, to_turn
 from localllm.server.errors import RouteError
 from localllm.service import Answer
-from localllm.types import ChatMessage, Done, Thinking, Token, ToolCall, ToolCalls
+from localllm.types import ChatMessage, Done, Event, Thinking, Token, ToolCall, ToolCalls
 
 WEATHER = {"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {}}}
 
@@ -193,3 +195,20 @@ def test_store_bounds_count_bytes_and_expiry() -> None:
     now[0] = 11
     assert store.get("resp_2") is None and len(store) == 0 and store.bytes == 0
     assert store.put({"id": "a"}, conv) and store.delete("a") and not store.delete("a")
+
+
+def test_an_error_after_the_stream_began_ends_it_with_response_failed_and_nothing_is_stored() -> None:
+    async def events() -> AsyncGenerator[Event, None]:
+        yield Token("Once")
+        raise EngineError("the runner died")
+
+    async def drain() -> list[dict[str, Any]]:
+        return [e async for e in stream(t, events(), store)]
+
+    store = ResponseStore()
+    t = turn()
+    out = asyncio.run(drain())
+    assert [e["type"] for e in out][-2:] == ["response.output_text.delta", "response.failed"]
+    failed = out[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["message"] == "the runner died"
+    assert [e["sequence_number"] for e in out] == list(range(len(out))) and store.get(t.id) is None
