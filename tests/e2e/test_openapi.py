@@ -37,6 +37,10 @@ FUZZED = {
     "/v1/models",
     "/v1/models/{model}",
     "/v1/embeddings",
+    "/v1/responses",
+    "/v1/responses/input_tokens",
+    "/v1/responses/{response_id}",
+    "/v1/responses/{response_id}/input_items",
     "/generate",
     "/generate_stream",
     "/tokenize",
@@ -51,7 +55,16 @@ FUZZED = {
     "/v2/models/{model}/generate",
 }
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap")
-LENGTHS = ("num_predict", "max_tokens", "max_completion_tokens", "max_new_tokens", "min_tokens", "n", "best_of")
+LENGTHS = (
+    "num_predict",
+    "max_tokens",
+    "max_output_tokens",
+    "max_completion_tokens",
+    "max_new_tokens",
+    "min_tokens",
+    "n",
+    "best_of",
+)
 
 
 def _narrow(node: Any) -> Any:

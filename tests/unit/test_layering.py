@@ -15,7 +15,19 @@ import localllm
 from ..conftest import ROOT
 
 LEAVES = {"config", "errors", "types", "names", "modelfile", "gguf", "tools", "limits", "__init__"}
-CORE = {"store", "hub", "prompt", "sandbox", "renderpool", "memory", "scheduler", "runner", "library", "keys"}
+CORE = {
+    "store",
+    "hub",
+    "prompt",
+    "sandbox",
+    "renderpool",
+    "responses_store",
+    "memory",
+    "scheduler",
+    "runner",
+    "library",
+    "keys",
+}
 USE_CASES = {"service", "create", "sessions"}
 ADAPTERS = {"server", "daemon"}
 CLIENT = {"client"}

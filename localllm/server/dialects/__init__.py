@@ -13,11 +13,12 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from ..errors import ErrorShape
-from . import compat, lmdeploy, ollama, openai, tei, tgi, triton, vllm
+from . import compat, lmdeploy, ollama, openai, responses, tei, tgi, triton, vllm
 from .contract import Dialect
 
 DIALECTS: tuple[Dialect, ...] = (
     ollama.DIALECT,
+    responses.DIALECT,
     openai.DIALECT,
     compat.DIALECT,
     tei.DIALECT,
