@@ -48,7 +48,7 @@ class _SchedulerGauges(Collector):
             f"{PREFIX}num_requests_waiting", "Requests waiting for a slot or a load", labels=["model"]
         )
         busy = GaugeMetricFamily(f"{PREFIX}slots_busy", "Sequence slots in use", labels=["model"])
-        slots = GaugeMetricFamily(f"{PREFIX}slots_total", "Sequence slots of the loaded model", labels=["model"])
+        slots = GaugeMetricFamily(f"{PREFIX}num_slots", "Sequence slots of the loaded model", labels=["model"])
         loaded = GaugeMetricFamily(f"{PREFIX}models_loaded", "Models loaded now")
         rows = list(self.usage())
         for name, users, total, queued in rows:

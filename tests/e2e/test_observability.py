@@ -121,7 +121,7 @@ def test_counters_and_histograms_equal_what_was_sent(ops: Daemon) -> None:
     assert value(after, "localllm_model_load_seconds_count", model=LABEL) == 1
     assert value(after, "localllm_num_requests_running", model=LABEL) == 0
     assert value(after, "localllm_num_requests_waiting", model=LABEL) == 0
-    assert value(after, "localllm_slots_total", model=LABEL) >= 1
+    assert value(after, "localllm_num_slots", model=LABEL) >= 1
     assert value(after, "localllm_model_crashes_total", model=LABEL) == 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -89,3 +90,11 @@ def test_json_lines_carry_the_current_request() -> None:
     assert first["message"] == "hello there" and first["request_id"] == "rid-7" and first["model"] == "tiny"
     assert first["dialect"] == "openai" and first["status"] == 200 and first["level"] == "INFO"
     assert "request_id" not in second
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_daemon_exports() -> None:
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana-localllm.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|total|count|sum)$", "", n) for e in exprs for n in re.findall(r"localllm_\w+", e)}
+    exported = {family.name for family in metrics.Metrics().registry.collect()}
+    assert used and used <= exported, used - exported
