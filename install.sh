@@ -513,16 +513,21 @@ SystemCallErrorNumber=EPERM
 RemoveIPC=yes
 SANDBOX
     # GPUs: only their devices (PrivateDevices would hide them); without one, no devices at all.
-    if ls /dev/nvidia* /dev/kfd /dev/dri >/dev/null 2>&1; then
+    gpus=$(gpu_devices)
+    if [ -n "$gpus" ]; then
         echo "DevicePolicy=closed"
-        if ls /dev/nvidia* >/dev/null 2>&1; then
-            printf 'DeviceAllow=%s rw\n' char-nvidia-frontend char-nvidia-uvm char-nvidia-caps char-nvidia-caps-imex
-        fi
-        [ ! -e /dev/kfd ] || echo "DeviceAllow=/dev/kfd rw"
-        [ ! -e /dev/dri ] || echo "DeviceAllow=char-drm rw"
+        case "$gpus" in *nvidia*)
+            printf 'DeviceAllow=%s rw\n' char-nvidia-frontend char-nvidia-uvm char-nvidia-caps char-nvidia-caps-imex ;;
+        esac
+        case "$gpus" in */dev/kfd*) echo "DeviceAllow=/dev/kfd rw" ;; esac
+        case "$gpus" in */dev/dri*) echo "DeviceAllow=char-drm rw" ;; esac
     else
         echo "PrivateDevices=yes"
     fi
+}
+
+gpu_devices() {  # the GPU device nodes here (NVIDIA's, AMD's /dev/kfd, /dev/dri), one a line
+    ls -d /dev/nvidia* /dev/kfd /dev/dri 2>/dev/null || true
 }
 
 environment_line() {  # a unit's Environment= line for $1=$2, quoted for systemd when it holds blanks or quotes

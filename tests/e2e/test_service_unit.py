@@ -43,10 +43,12 @@ def user_unit(tmp_path: Path) -> Path:
     return config / "systemd" / "user" / "localllm.service"
 
 
-def system_unit(tmp_path: Path, models: str = "/var/lib/localllm/models") -> Path:
-    """The text install_system_service writes (it also creates a user and directories, which a test cannot)."""
+def system_unit(tmp_path: Path, models: str = "/var/lib/localllm/models", gpus: str | None = None) -> Path:
+    """The text install_system_service writes (it also creates a user and directories, which a test cannot);
+    `gpus` stands in for the GPU device nodes found."""
+    fake = "" if gpus is None else f"gpu_devices() {{ printf '%s\\n' {gpus}; }}\n"
     script = (
-        f"{functions()}\nIS_ROOT=1; DEV=0; SRC={ROOT}; PREFIX={prefix(tmp_path)}; VPY=/usr/bin/python3\n"
+        f"{functions()}\nIS_ROOT=1; DEV=0; SRC={ROOT}; PREFIX={prefix(tmp_path)}; VPY=/usr/bin/python3\n{fake}"
         + 'unit_text "$(environment_line LOCALLLM_MODELS "$1")\nUser=localllm\nGroup=localllm\n'
         + 'WorkingDirectory=/var/lib/localllm\n$(system_sandbox "$1")\n" multi-user.target\n'
     )
@@ -85,10 +87,25 @@ def test_the_user_unit_has_no_sandbox_that_needs_privileges(tmp_path: Path) -> N
     assert "ProtectHome" not in text and "ProtectSystem" not in text and "PrivateDevices" not in text
 
 
+def test_a_gpu_gets_through_the_system_units_device_policy(tmp_path: Path) -> None:
+    text = lines(system_unit(tmp_path, gpus="/dev/nvidia0 /dev/nvidiactl /dev/nvidia-uvm /dev/kfd"))
+    assert "PrivateDevices=yes" not in text and "DevicePolicy=closed" in text
+    for device in ("char-nvidia-frontend", "char-nvidia-uvm", "/dev/kfd"):
+        assert f"DeviceAllow={device} rw" in text
+    assert "DeviceAllow=char-drm rw" not in text
+    none = lines(system_unit(tmp_path / "none", gpus=""))
+    assert "PrivateDevices=yes" in none and not any(line.startswith("Device") for line in none)
+
+
 @needs_analyze
 def test_systemd_analyze_verify_passes_on_both_units(tmp_path: Path) -> None:
     assert ANALYZE is not None
-    for unit, scope in ((user_unit(tmp_path / "user"), "--user"), (system_unit(tmp_path / "system"), "--system")):
+    units = (
+        (user_unit(tmp_path / "user"), "--user"),
+        (system_unit(tmp_path / "system"), "--system"),
+        (system_unit(tmp_path / "gpu", gpus="/dev/nvidia0 /dev/nvidiactl /dev/dri"), "--system"),
+    )
+    for unit, scope in units:
         done = subprocess.run([ANALYZE, scope, "verify", str(unit)], capture_output=True, text=True, timeout=60)
         if scope == "--user" and "Failed to initialize manager" in done.stderr:
             done = subprocess.run([ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=60)
