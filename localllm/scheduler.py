@@ -27,6 +27,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import logs, metrics
 from .errors import EngineError, InvalidRequest, ServerBusy
 from .memory import GPU_OVERHEAD, Estimate, Memory, MemoryProbe, ModelShape, Placement, SystemMemory, format_bytes
 from .memory import estimate as estimate_memory
@@ -118,6 +119,7 @@ class _Line:
     waiters: collections.deque[_Waiter] = field(default_factory=collections.deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     failure: _Failure | None = None
+    name: str = ""  # the model's, for the metrics
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,9 @@ class Scheduler:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+            # not awaited without a bound: after uvicorn cancels requests at shutdown, Python 3.11's wait_for
+            # in the reaper was seen to lose this cancellation and the daemon never exited
+            await asyncio.wait([self._reaper], timeout=2.0)
         await asyncio.gather(*(entry.runner.stop() for entry in self._loaded.values()), return_exceptions=True)
         self._loaded.clear()
 
@@ -206,7 +209,7 @@ class Scheduler:
 
     async def _acquire(self, ref: ModelRef, keep_alive: float) -> tuple[_Loaded, int]:
         key = ref.spec.model_path
-        line = self._lines.setdefault(key, _Line())
+        line = self._lines.setdefault(key, _Line(name=ref.name))
         self._tickets += 1
         me = _Waiter(self._tickets, asyncio.get_running_loop().create_future())
         line.waiters.append(me)
@@ -290,6 +293,7 @@ class Scheduler:
 
     async def _load(self, line: _Line, ref: ModelRef, keep_alive: float) -> tuple[_Loaded | None, int]:
         """Load `ref`, idle until taken; None if it was loaded by the time the load lock was ours."""
+        logs.detach()  # the runner outlives the request that loads it: its log lines are not that request's
         async with self._load_lock:
             if ref.spec.model_path in self._loaded:
                 return None, 0
@@ -308,6 +312,7 @@ class Scheduler:
             line.failure = _Failure(line.waiters[-1].ticket if line.waiters else 0, ref.spec, exc)
             raise
         load_ns = time.perf_counter_ns() - started
+        metrics.count_load(ref.name, load_ns / 1e9)
         slots = runner.info.n_parallel or spec.n_parallel or 1
         entry = _Loaded(ref, runner, spec, est, keep_alive, slots=max(1, slots))
         entry.vram = self._vram_of(entry)
@@ -447,6 +452,7 @@ class Scheduler:
         key = entry.ref.spec.model_path
         if self._loaded.get(key) is entry:
             del self._loaded[key]
+            metrics.count_unload(entry.ref.name, crashed=not entry.runner.alive)
             self._changed(key)
 
     async def _reap(self) -> None:
@@ -460,6 +466,15 @@ class Scheduler:
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    def usage(self) -> list[tuple[str, int, int, int]]:
+        """(model, requests running, slots, requests waiting) of each model loaded or waited for (the
+        metrics' gauges)."""
+        rows = {e.ref.spec.model_path: (e.ref.name, e.users, e.slots, 0) for e in self._loaded.values()}
+        for key, line in self._lines.items():
+            name, users, slots, _ = rows.get(key, (line.name, 0, 0, 0))
+            rows[key] = (name, users, slots, len(line.waiters))
+        return list(rows.values())
 
     def loaded(self) -> list[LoadedModel]:
         now_mono, now_wall = self._clock(), time.time()

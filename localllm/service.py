@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import keys, limits, prompt
+from . import keys, limits, logs, metrics, prompt
 from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest, PromptTooLong
 from .gguf import GGUFInfo, read_info
@@ -250,6 +250,7 @@ class Service:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Progress | BaseException | None] = asyncio.Queue()
         cancel = threading.Event()
+        done: dict[str, int] = {}  # bytes downloaded of each blob so far (for the metrics)
 
         def work() -> None:
             try:
@@ -270,6 +271,12 @@ class Service:
                         raise event
                     if event.status == "success":  # a hostile chat template is reported now, not at first chat
                         await self._check_pulled(name)
+                    if event.status.startswith("pulling ") and event.digest and event.completed is not None:
+                        # a download reports 0 bytes first (a blob found in the store does not), then its progress
+                        if event.digest in done:
+                            metrics.count_pull(str(name), event.completed - done[event.digest])
+                        if event.digest in done or event.completed == 0:
+                            done[event.digest] = event.completed
                     yield event
             finally:
                 cancel.set()
@@ -298,6 +305,7 @@ class Service:
     # -- generation --------------------------------------------------------------------------------
 
     def _ref(self, model: Model, options: Options) -> ModelRef:
+        logs.note_model(model.name)  # the request runs this model (its log lines and metrics say so)
         trained = model.info.context_length or self.settings.context_length
         embedding = "embedding" in model.capabilities
         n_parallel = 1 if embedding else self.settings.num_parallel
@@ -466,7 +474,13 @@ class Service:
             async with self.scheduler.use(ref, keep_alive=keep) as lease:
                 yield Done("load", load_duration=lease.load_duration, total_duration=time.perf_counter_ns() - started)
             return
+        watching = metrics.active()
+        queued = time.perf_counter_ns()
         async with self.scheduler.use(ref, keep_alive=keep) as lease:
+            watch = None
+            if watching is not None:
+                waited = (time.perf_counter_ns() - queued - lease.load_duration) / 1e9
+                watch = watching.watch(model.name, started, max(0.0, waited))
             dropped = 0
             if fit is not None:
                 text, dropped = await fit(lease.runner, lease.runner.info.n_ctx or ref.spec.n_ctx)
@@ -475,7 +489,10 @@ class Service:
                     lease.runner.generate(_job(text, options, constraints, truncate))
                 ) as events:
                     async for event in events:
+                        if watch is not None:
+                            watch.see(event)
                         if isinstance(event, Done):
+                            logs.note_tokens(event.prompt_eval_count + event.cached_tokens, event.eval_count)
                             keys.charge(event.prompt_eval_count + event.cached_tokens + event.eval_count)
                             if event.truncated:
                                 log.warning("%s: cut %d input tokens to fit the context", model.name, event.truncated)
@@ -486,8 +503,11 @@ class Service:
                                 truncated=event.truncated + dropped,
                             )
                         yield event
-            except ContextLengthExceeded as exc:
-                exc.field = field
+            except BaseException as exc:
+                if watch is not None:
+                    watch.fail()
+                if isinstance(exc, ContextLengthExceeded):
+                    exc.field = field
                 raise
 
     # -- prompts: chat templates are untrusted code, rendered by bounded worker processes ------------------
