@@ -378,7 +378,7 @@ class Batcher:
                 job.held = ""
                 if hit:
                     job.text.append(text[:hit])
-                self._finish(job, "stop")
+                self._finish(job, "stop", stop=next(s for s in job.stops if text.startswith(s, hit)))
                 return
             keep = _held_back(text, job.stops)
         if len(text) > keep:
@@ -397,7 +397,8 @@ class Batcher:
         job.text.clear()
         self.send(message)
 
-    def _finish(self, job: Job, reason: str) -> None:
+    def _finish(self, job: Job, reason: str, *, stop: str | None = None) -> None:
+        """End `job`; `stop` is the stop sequence that ended it, when one did."""
         tail = job.held + job.decoder.decode(b"", final=True)
         if tail:
             job.text.append(tail)
@@ -417,6 +418,7 @@ class Batcher:
                 "cached_tokens": job.cached,
                 "context": job.prompt + job.generated,
                 "truncated": job.truncated,
+                "stop_sequence": stop,
             }
         )
         self._release(job, self.slots[job.slot] if job.slot >= 0 else None)

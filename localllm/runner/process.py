@@ -209,6 +209,7 @@ class RunnerProcess:
                     context=tuple(event.get("context") or ()),
                     cached_tokens=event.get("cached_tokens", 0),
                     truncated=event.get("truncated", 0),
+                    stop_sequence=event.get("stop_sequence"),
                 )
 
     async def tokenize(self, text: str) -> list[int]:
