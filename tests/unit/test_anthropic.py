@@ -14,8 +14,8 @@ import pytest
 
 from localllm.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
 from localllm.server import dialects
-from localllm.server.errors import message_of
 from localllm.server.dialects import anthropic as an
+from localllm.server.errors import message_of
 from localllm.service import Answer
 from localllm.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
 
