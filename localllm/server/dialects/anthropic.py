@@ -19,7 +19,7 @@ import contextlib
 import json
 import secrets
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -78,7 +78,8 @@ STRUCTURED: dict[str, Schema] = {
     "system": {"anyOf": [STR, BLOCKS]},
     "tools": {"type": "array", "items": obj({"name": STR, "description": STR, "input_schema": OBJ})},
     "tool_choice": obj({"type": {"enum": ["auto", "any", "tool", "none"]}, "name": STR}),
-    "thinking": obj({"type": {"enum": ["enabled", "disabled"]}, "budget_tokens": {**INT, "minimum": 1}}),
+    "thinking": obj({"type": {"enum": ["enabled", "adaptive", "disabled"]}, "budget_tokens": {**INT, "minimum": 1}}),
+    "output_config": obj({"format": obj({"type": {"const": "json_schema"}, "schema": OBJ}), "effort": STR}),
 }
 COUNT_FIELDS = Fields(Field("model", str, required=True))
 FIELDS = COUNT_FIELDS + Fields(
@@ -89,7 +90,10 @@ FIELDS = COUNT_FIELDS + Fields(
     Field("stop_sequences", STOP, option="stop"),
     Field("stream", bool, default=False),
     Field("metadata", dict),  # accepted and ignored (`user_id`)
-    Field("service_tier", str),  # accepted and ignored
+    Field("service_tier", str),  # accepted and ignored, as the next three
+    Field("speed", str),
+    Field("inference_geo", str),
+    Field("cache_control", dict),  # prompt caching is automatic here (a slot's KV is reused)
 )
 
 
@@ -106,7 +110,30 @@ def parse(body: dict[str, Any]) -> Parsed:
     """Translate `POST /v1/messages`."""
     FIELDS.check(body, also=STRUCTURED)
     values = FIELDS.read(body)
-    return Parsed(_chat(body, as_options(values, FIELDS)), values["stream"], _thinking(body, values["max_tokens"]))
+    chat = _chat(body, as_options(values, FIELDS))
+    fmt = _output_format(body)
+    if fmt is not None:
+        if chat.call_required:
+            raise InvalidRequest(
+                "a forced tool_choice cannot be combined with output_config.format", field="tool_choice"
+            )
+        chat = replace(chat, constraints=replace(chat.constraints, format=fmt))
+    return Parsed(chat, values["stream"], _thinking(body, values["max_tokens"]))
+
+
+def _output_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """`output_config.format` (`{"type": "json_schema", "schema": ...}`): the output is constrained to it;
+    `output_config.effort` is accepted and ignored."""
+    config = rq.field(body, "output_config", dict)
+    if config is None:
+        return None
+    fmt = rq.field(config, "format", dict, prefix="output_config.")
+    if fmt is None:
+        return None
+    if fmt.get("type") != "json_schema":
+        raise InvalidRequest('output_config.format.type must be "json_schema"', field="output_config.format.type")
+    schema: dict[str, Any] = rq.field(fmt, "schema", dict, required=True, prefix="output_config.format.")
+    return schema
 
 
 def parse_count(body: dict[str, Any]) -> ChatRequest:
@@ -261,10 +288,10 @@ def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> ToolChoice:
 def _thinking(body: dict[str, Any], max_tokens: int | None) -> int | None:
     """The thinking budget asked for (`{"type": "enabled", "budget_tokens": n}`), checked as Anthropic does."""
     raw = rq.field(body, "thinking", dict)
-    if raw is None or raw.get("type") == "disabled":
+    if raw is None or raw.get("type") in ("disabled", "adaptive"):
         return None
     if raw.get("type") != "enabled":
-        raise InvalidRequest('thinking.type must be "enabled" or "disabled"', field="thinking.type")
+        raise InvalidRequest('thinking.type must be "enabled", "adaptive" or "disabled"', field="thinking.type")
     budget: int = rq.field(raw, "budget_tokens", int, required=True, prefix="thinking.")
     if budget < 1 or (max_tokens is not None and budget >= max_tokens):
         raise InvalidRequest(
@@ -437,8 +464,9 @@ async def _first_then(first: asyncio.Future[Event], rest: AsyncGenerator[Event, 
 
 @guarded(ERRORS)
 async def messages(request: Request) -> Response:
-    parsed = parse(await rq.read_json(request))
-    model = str(parsed.chat.model)
+    raw = await rq.read_json(request)
+    parsed = parse(raw)
+    model = str(raw["model"])  # as the client named it
     stream = service_of(request).chat(parsed.chat)
     mid = new_id()
     if not parsed.stream:
