@@ -36,6 +36,8 @@ FUZZED = {
     "/v1/models",
     "/v1/models/{model}",
     "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/generate",
     "/generate_stream",
     "/tokenize",

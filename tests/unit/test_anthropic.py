@@ -283,3 +283,20 @@ def test_middleware_refusals_in_anthropics_shape(tmp_path: Path) -> None:
         bad = client.post("/v1/messages", json={**BASE, "max_tokens": None}, headers={"x-api-key": "sekret"})
         assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
         assert "max_tokens" in bad.json()["error"]["message"]
+
+
+def test_output_config_format_constrains_the_text() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    p = parse(output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "low"})
+    assert p.chat.constraints.format == schema and not p.chat.call_required
+    assert parse(output_config={"effort": "high"}).chat.constraints.format is None
+    assert refused({**BASE, "output_config": {"format": {"type": "text"}}}) == "output_config.format.type"
+    forced = {"tools": [WEATHER], "tool_choice": {"type": "any"}}
+    body = {**BASE, **forced, "output_config": {"format": {"type": "json_schema", "schema": schema}}}
+    assert refused(body) == "tool_choice"
+
+
+def test_newer_sdk_fields_are_accepted() -> None:
+    p = parse(thinking={"type": "adaptive"}, speed="fast", inference_geo="eu", cache_control={"type": "ephemeral"})
+    assert p.thinking_budget is None
+    assert refused({**BASE, "container": "c"}) == "container"
