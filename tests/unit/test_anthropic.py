@@ -300,3 +300,15 @@ def test_newer_sdk_fields_are_accepted() -> None:
     p = parse(thinking={"type": "adaptive"}, speed="fast", inference_geo="eu", cache_control={"type": "ephemeral"})
     assert p.thinking_budget is None
     assert refused({**BASE, "container": "c"}) == "container"
+
+
+def test_a_browser_may_send_the_anthropic_headers(tmp_path: Path) -> None:
+    for client in app_client(tmp_path):
+        headers = {
+            "Origin": "http://127.0.0.1:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key, anthropic-version, anthropic-dangerous-direct-browser-access",
+        }
+        r = client.options("/v1/messages", headers=headers)
+        assert r.status_code == 204, r.text
+        assert "anthropic-version" in r.headers["access-control-allow-headers"]
