@@ -174,7 +174,9 @@ def test_the_sse_bytes(server: Daemon) -> None:
         raw = r.read()
     events = [(n, d) for n, d in events_of(raw) if n != "ping"]
     names = [n for n, _ in events]
-    assert names == ["message_start", "content_block_start", *["content_block_delta"] * 6, "content_block_stop"] + [
+    k = names.count("content_block_delta")  # pieces as the runner sends them (a few tokens may come together)
+    assert k >= 1 and names == ["message_start", "content_block_start", *["content_block_delta"] * k] + [
+        "content_block_stop",
         "message_delta",
         "message_stop",
     ]
@@ -186,7 +188,9 @@ def test_the_sse_bytes(server: Daemon) -> None:
         "cache_creation_input_tokens": 0,
     }
     assert events[1][1] == {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-    assert all(d["delta"]["type"] == "text_delta" and d["index"] == 0 for _, d in events[2:8])
+    deltas = [d for n, d in events if n == "content_block_delta"]
+    assert all(d["delta"]["type"] == "text_delta" and d["index"] == 0 for d in deltas)
+    assert "".join(d["delta"]["text"] for d in deltas) == greedy_chat_text(server, 6)
     assert events[-2][1]["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
     assert events[-2][1]["usage"]["output_tokens"] == 6 and events[-1][1] == {"type": "message_stop"}
     assert raw.startswith(b"event: message_start\ndata: {")

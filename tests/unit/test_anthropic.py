@@ -14,7 +14,8 @@ import pytest
 
 from localllm.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
 from localllm.server import dialects
-from localllm.server.dialects import anthropic as an
+from localllm.server.dialects.anthropic import api as an
+from localllm.server.dialects.anthropic import requests as anr
 from localllm.server.errors import message_of
 from localllm.service import Answer
 from localllm.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
@@ -25,13 +26,13 @@ WEATHER = {"name": "get_weather", "description": "w", "input_schema": {"type": "
 BASE: dict[str, Any] = {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
 
 
-def parse(**extra: Any) -> an.Parsed:
-    return an.parse({**BASE, **extra})
+def parse(**extra: Any) -> anr.Parsed:
+    return anr.parse({**BASE, **extra})
 
 
 def refused(body: dict[str, Any]) -> str | None:
     with pytest.raises(InvalidRequest) as info:
-        an.parse(body)
+        anr.parse(body)
     return info.value.field
 
 
@@ -101,7 +102,7 @@ def test_blocks_become_the_conversation() -> None:
         ],
         "tools": [WEATHER],
     }
-    chat = an.parse(body).chat
+    chat = anr.parse(body).chat
     roles = [(m.role, m.content, m.tool_call_id) for m in chat.messages]
     assert roles == [
         ("system", "Be brief.\nBe kind.", None),
@@ -128,10 +129,10 @@ def test_tool_choice_modes() -> None:
 
 
 def test_count_tokens_takes_the_prompt_fields_only() -> None:
-    chat = an.parse_count({"model": "m", "messages": [{"role": "user", "content": "hi"}], "system": "s"})
+    chat = anr.parse_count({"model": "m", "messages": [{"role": "user", "content": "hi"}], "system": "s"})
     assert [m.role for m in chat.messages] == ["system", "user"]
     with pytest.raises(InvalidRequest) as info:
-        an.parse_count({**BASE})
+        anr.parse_count({**BASE})
     assert info.value.field == "max_tokens"
 
 
