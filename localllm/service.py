@@ -394,12 +394,7 @@ class Service:
         model = self.model(req.model)
         self._check_generative(model, "chat")
         options = req.options.merged_over(model.parameters)
-        # The request's own leading system messages come first, then the model's stored conversation.
-        lead = next((i for i, m in enumerate(req.messages) if m.role != "system"), len(req.messages))
-        messages = [*req.messages[:lead], *model.messages, *req.messages[lead:]]
-        if model.system and not (messages and messages[0].role == "system"):
-            messages.insert(0, ChatMessage("system", model.system))
-
+        messages = _conversation(model, req.messages)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
 
@@ -445,6 +440,18 @@ class Service:
             fit=fit if req.truncate else None,
         ):
             yield event
+
+    async def count_chat(self, req: ChatRequest) -> int:
+        """The input tokens `req` would have: its conversation (with the model's own system prompt and messages)
+        and tools through the chat template, tokenized as generation would (loads the model)."""
+        model = self.model(req.model)
+        self._check_generative(model, "chat")
+        options = req.options.merged_over(model.parameters)
+        limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
+        ref = self._ref(model, options)
+        text = await self.render(model, _conversation(model, req.messages), tools=req.tools, n_ctx=ref.spec.n_ctx)
+        async with self.scheduler.use(ref, keep_alive=self.settings.keep_alive) as lease:
+            return len(await lease.runner.tokenize(text))
 
     async def _run(
         self,
@@ -635,6 +642,16 @@ class Service:
 
     def loaded(self) -> list[Any]:
         return self.scheduler.loaded()
+
+
+def _conversation(model: Model, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """The request's own leading system messages first, then the model's stored conversation, then the rest;
+    the model's system prompt first when the request has none."""
+    lead = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
+    out = [*messages[:lead], *model.messages, *messages[lead:]]
+    if model.system and not (out and out[0].role == "system"):
+        out.insert(0, ChatMessage("system", model.system))
+    return out
 
 
 async def _fit_bytes(

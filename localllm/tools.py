@@ -41,12 +41,7 @@ def parse_tools(raw: Any, *, field: str = "tools") -> tuple[Tool, ...]:
         function = item.get("function")
         if not isinstance(function, dict):
             raise InvalidRequest(f"{label}.function must be an object", field=f"{label}.function")
-        name = function.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidRequest(
-                f"{label}.function.name must be 1 to 64 letters, digits, '_', '-', '.' or ':'",
-                field=f"{label}.function.name",
-            )
+        name = tool_name(function.get("name"), f"{label}.function.name")
         description = function.get("description") or ""
         if not isinstance(description, str):
             raise InvalidRequest(
@@ -63,6 +58,13 @@ def parse_tools(raw: Any, *, field: str = "tools") -> tuple[Tool, ...]:
             raise InvalidRequest(f"{label}: tool '{name}' is declared twice", field=f"{label}.function.name")
         tools.append(Tool(name, description, parameters))
     return tuple(tools)
+
+
+def tool_name(name: Any, label: str) -> str:
+    """A tool's name, checked (what every API allows: 1 to 64 letters, digits, '_', '-', '.' or ':')."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidRequest(f"{label} must be 1 to 64 letters, digits, '_', '-', '.' or ':'", field=label)
+    return name
 
 
 @dataclass(frozen=True)

@@ -268,6 +268,7 @@ class Done:
     context: tuple[int, ...] | None = None
     cached_tokens: int = 0  # prompt tokens whose KV was reused (not counted in prompt_eval_count)
     truncated: int = 0  # input tokens dropped to fit the context (never silently: reported to the client)
+    stop_sequence: str | None = None  # the stop sequence that ended the generation, when one did
 
 
 @dataclass(frozen=True)

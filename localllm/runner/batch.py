@@ -334,7 +334,7 @@ class Batcher:
                 work.held = ""
                 if hit:
                     work.text.append(text[:hit])
-                self._finish(work, "stop")
+                self._finish(work, "stop", stop=next(s for s in work.stops if text.startswith(s, hit)))
                 return
             keep = _held_back(text, work.stops)
         if len(text) > keep:
@@ -351,7 +351,8 @@ class Batcher:
         work.text.clear()
         self.send(work.rid, text)
 
-    def _finish(self, work: Work, reason: str) -> None:
+    def _finish(self, work: Work, reason: str, *, stop: str | None = None) -> None:
+        """End `work`; `stop` is the stop sequence that ended it, when one did."""
         tail = work.held + work.decoder.decode(b"", final=True)
         if tail:
             work.text.append(tail)
@@ -368,6 +369,7 @@ class Batcher:
             context=(*work.prompt, *work.generated),
             cached_tokens=work.cached,
             truncated=work.truncated,
+            stop_sequence=stop,
         )
         self.send(work.rid, finished)
         self._release(work, self.slots[work.slot] if work.slot >= 0 else None)

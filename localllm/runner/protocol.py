@@ -404,6 +404,7 @@ class Finished(Done):
             "cached_tokens": self.cached_tokens,
             "context": list(self.context or ()),
             "truncated": self.truncated,
+            "stop_sequence": self.stop_sequence,
         }
 
     @classmethod
@@ -417,6 +418,7 @@ class Finished(Done):
             context=tuple(message.get("context") or ()),
             cached_tokens=int(message.get("cached_tokens", 0)),
             truncated=int(message.get("truncated", 0)),
+            stop_sequence=message.get("stop_sequence"),
         )
 
 

@@ -34,7 +34,8 @@ log = logging.getLogger("localllm.server")
 
 # Origins of local apps that browsers-in-apps send, as Ollama allows them (envconfig.AllowedOrigins).
 APP_ORIGINS = ("app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
-# Request headers a browser may send (Ollama's list, plus x-api-key for our auth).
+# Request headers a browser may send (Ollama's list, plus x-api-key for our auth, and the anthropic package's
+# `anthropic-version`, `anthropic-beta`, `anthropic-dangerous-direct-browser-access`).
 ALLOWED_HEADERS = (
     "authorization",
     "content-type",
@@ -44,6 +45,7 @@ ALLOWED_HEADERS = (
     "openai-beta",
     "x-api-key",
     "x-stainless-*",
+    "anthropic-*",
 )
 ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 PREFLIGHT_MAX_AGE = 7200  # seconds; what Chromium caps it at

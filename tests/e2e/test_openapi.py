@@ -41,6 +41,8 @@ FUZZED = {
     "/v1/responses/input_tokens",
     "/v1/responses/{response_id}",
     "/v1/responses/{response_id}/input_items",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/generate",
     "/generate_stream",
     "/tokenize",

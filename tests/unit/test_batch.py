@@ -137,7 +137,14 @@ def test_stop_string_across_tokens_is_cut_and_never_sent() -> None:
     batcher.handle("a", Job("q", stop=("END",)))
     run(batcher)
     assert text_of(sent, "a") == "one. "
-    assert done_of(sent, "a")["reason"] == "stop"
+    assert done_of(sent, "a")["reason"] == "stop" and done_of(sent, "a")["stop_sequence"] == "END"
+
+
+def test_an_end_of_text_names_no_stop_sequence() -> None:
+    batcher, _, sent = make("hello")
+    batcher.handle("a", Job("q", stop=("END",)))
+    run(batcher)
+    assert done_of(sent, "a")["reason"] == "stop" and done_of(sent, "a")["stop_sequence"] is None
 
 
 def test_num_predict_and_context_limit() -> None:

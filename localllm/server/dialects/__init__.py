@@ -13,13 +13,14 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from ..errors import ErrorShape
-from . import compat, lmdeploy, ollama, openai, responses, tei, tgi, triton, vllm
+from . import anthropic, compat, lmdeploy, ollama, openai, responses, tei, tgi, triton, vllm
 from .contract import Dialect
 
 DIALECTS: tuple[Dialect, ...] = (
     ollama.DIALECT,
     responses.DIALECT,
     openai.DIALECT,
+    anthropic.DIALECT,
     compat.DIALECT,
     tei.DIALECT,
     tgi.DIALECT,

@@ -1,0 +1,251 @@
+"""Anthropic's Messages routes, their error shape, and the encoders from the service's events to Anthropic's
+objects: a whole `message`, or SSE events with `event:` lines (and `ping` while the first event is awaited)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ....service import Answer
+from ....types import Done, Event, Thinking, Token, ToolCall, ToolCalls
+from ... import requests as rq
+from ...errors import ErrorShape, guarded, message_of, status_of
+from ...schema import SSE
+from ...streaming import EventStream, until_disconnect
+from ..shared import collect_all, service_of
+from .requests import parse, parse_count
+
+PING_AFTER = 1.0  # seconds without a first event before the stream opens and pings (a model loading)
+PING_EVERY = 5.0
+OVERLOADED = 529  # Anthropic's status for a busy server (our 503)
+
+# -- errors ----------------------------------------------------------------------------------------------
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    OVERLOADED: "overloaded_error",
+}
+
+
+def anthropic_status(exc: BaseException) -> int:
+    status = status_of(exc)
+    return OVERLOADED if status == 503 else 400 if status == 422 else status
+
+
+def anthropic_error(exc: BaseException) -> dict[str, Any]:
+    status = anthropic_status(exc)
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message_of(exc)}}
+
+
+ERRORS = ErrorShape(anthropic_error, anthropic_status)
+
+# -- encoders: events to Anthropic's objects --------------------------------------------------------------
+
+
+def new_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def stop_reason(done: Done, called: bool) -> str:
+    if called:
+        return "tool_use"
+    if done.reason == "length":
+        return "max_tokens"
+    return "stop_sequence" if done.stop_sequence else "end_turn"
+
+
+def usage(done: Done | None) -> dict[str, Any]:
+    """Anthropic's usage: `input_tokens` excludes the cached ones (`cache_read_input_tokens`)."""
+    return {
+        "input_tokens": done.prompt_eval_count if done else 0,
+        "output_tokens": done.eval_count if done else 0,
+        "cache_read_input_tokens": done.cached_tokens if done else 0,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def tool_use(call: ToolCall) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+
+
+def envelope(mid: str, model: str) -> dict[str, Any]:
+    return {"id": mid, "type": "message", "role": "assistant", "model": model}
+
+
+def whole(mid: str, model: str, answer: Answer) -> dict[str, Any]:
+    """The whole answer as one `message`."""
+    content: list[dict[str, Any]] = []
+    if answer.thinking:
+        content.append({"type": "thinking", "thinking": answer.thinking, "signature": ""})
+    if answer.text:
+        content.append({"type": "text", "text": answer.text})
+    content += [tool_use(c) for c in answer.tool_calls]
+    return {
+        **envelope(mid, model),
+        "content": content,
+        "stop_reason": stop_reason(answer.done, bool(answer.tool_calls)),
+        "stop_sequence": answer.done.stop_sequence,
+        "usage": usage(answer.done),
+    }
+
+
+Sse = tuple[str, dict[str, Any]]  # an event's name and data
+
+
+async def sse_events(mid: str, model: str, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Sse, None]:
+    """The stream's events: `message_start`, a block per kind of output (thinking, text, each tool call) with
+    its deltas, then `message_delta` (stop reason, usage) and `message_stop`."""
+    yield (
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                **envelope(mid, model),
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": usage(None),
+            },
+        },
+    )
+    index, open_kind, called = -1, "", False
+
+    def start(kind: str, block: dict[str, Any]) -> list[Sse]:
+        nonlocal index, open_kind
+        out = [stop()] if open_kind else []
+        index, open_kind = index + 1, kind
+        return [*out, ("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})]
+
+    def stop() -> Sse:
+        return "content_block_stop", {"type": "content_block_stop", "index": index}
+
+    def delta(body: dict[str, Any]) -> Sse:
+        return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": body}
+
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, Thinking) and event.text:
+                if open_kind != "thinking":
+                    for item in start("thinking", {"type": "thinking", "thinking": "", "signature": ""}):
+                        yield item
+                yield delta({"type": "thinking_delta", "thinking": event.text})
+            elif isinstance(event, Token) and event.text:
+                if open_kind != "text":
+                    for item in start("text", {"type": "text", "text": ""}):
+                        yield item
+                yield delta({"type": "text_delta", "text": event.text})
+            elif isinstance(event, ToolCalls):
+                called = True
+                for call in event.calls:
+                    for item in start("tool_use", {**tool_use(call), "input": {}}):
+                        yield item
+                    yield delta(
+                        {"type": "input_json_delta", "partial_json": json.dumps(call.arguments, ensure_ascii=False)}
+                    )
+            elif isinstance(event, Done):
+                if open_kind:
+                    yield stop()
+                    open_kind = ""
+                yield (
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": stop_reason(event, called), "stop_sequence": event.stop_sequence},
+                        "usage": usage(event),
+                    },
+                )
+    yield "message_stop", {"type": "message_stop"}
+
+
+def sse_frame(item: Sse | dict[str, Any]) -> bytes:
+    """An SSE event with its `event:` line (the SDK drops events without one); an error is the `error` event."""
+    name, data = item if isinstance(item, tuple) else ("error", item)
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+PING: Sse = ("ping", {"type": "ping"})
+
+
+async def with_pings(
+    opening: AsyncGenerator[Sse, None], pending: asyncio.Future[Any], stream: AsyncGenerator[Any, None], every: float
+) -> AsyncGenerator[Sse, None]:
+    """`message_start`, then a `ping` every `every` seconds until `pending` (the first event of `stream`) is
+    there, then the rest of `opening`; closing this closes `stream` (cancelling the wait)."""
+    try:
+        async with contextlib.aclosing(opening):
+            yield await opening.__anext__()
+            while not (await asyncio.wait({pending}, timeout=every))[0]:
+                yield PING
+            async for item in opening:
+                yield item
+    finally:
+        await _abandon(pending, stream)
+
+
+async def _abandon(pending: asyncio.Future[Any], stream: AsyncGenerator[Any, None]) -> None:
+    """Cancel the wait for `stream`'s next event (when still waiting) and close `stream`."""
+    if not pending.done():
+        pending.cancel()
+        with contextlib.suppress(BaseException):
+            await pending
+    await stream.aclose()
+
+
+async def _first_then(first: asyncio.Future[Event], rest: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+    yield await first
+    async for event in rest:
+        yield event
+
+
+# -- routes ---------------------------------------------------------------------------------------------
+
+
+@guarded(ERRORS)
+async def messages(request: Request) -> Response:
+    raw = await rq.read_json(request)
+    parsed = parse(raw)
+    model = str(raw["model"])  # as the client named it
+    stream = service_of(request).chat(parsed.chat)
+    mid = new_id()
+    if not parsed.stream:
+        answer = (await collect_all([stream], request))[0]
+        return JSONResponse(whole(mid, model, answer))
+    # The first event within PING_AFTER: an early error (an unknown model) is answered with its status.
+    # Later (a model loading), the stream opens and pings until it comes.
+    pending: asyncio.Future[Event] = asyncio.ensure_future(stream.__anext__())
+    try:
+        await until_disconnect(asyncio.wait({pending}, timeout=PING_AFTER), request)
+        if pending.done():
+            pending.result()
+    except BaseException:
+        await _abandon(pending, stream)
+        raise
+    items = with_pings(sse_events(mid, model, _first_then(pending, stream)), pending, stream, PING_EVERY)
+    return EventStream(items, frame=sse_frame, on_error=anthropic_error, media_type=SSE)
+
+
+@guarded(ERRORS)
+async def count_tokens(request: Request) -> Response:
+    req = parse_count(await rq.read_json(request))
+    count = await until_disconnect(service_of(request).count_chat(req), request)
+    return JSONResponse({"input_tokens": count})
+
+
+routes = [
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+]
