@@ -106,7 +106,15 @@ def adapt(messages: Sequence[ChatMessage], caps: TemplateCaps) -> list[dict[str,
     names = {c.id: c.name for m in messages for c in m.tool_calls}
     out: list[dict[str, Any]] = []
     system: list[str] = []  # system texts waiting for the next user turn (a template without a system role)
+    pending: list[str] = []  # the last assistant turn's calls not answered yet
     for m in messages:
+        if m.tool_calls:
+            pending = [c.id for c in m.tool_calls]
+        elif m.role == "tool":
+            if m.tool_call_id is None and pending:  # Ollama's tool messages name no call: the next one open
+                m = replace(m, tool_call_id=pending[0])
+            if m.tool_call_id in pending:
+                pending.remove(m.tool_call_id)
         if m.role == "system" and not caps.system:
             system.append(m.content)
             continue

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from localllm import prompt, sandbox
+from localllm.errors import InvalidRequest
 from localllm.templatecaps import TemplateCaps
 from localllm.types import ChatMessage, Tool, ToolCall
 
@@ -98,3 +99,43 @@ def test_mistral_call_ids_are_nine_alphanumerics_and_match() -> None:
 def test_tools_stay_undefined_without_tools() -> None:
     template = "{% if tools is defined %}TOOLS{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}"
     assert "TOOLS" not in _render(template, [ChatMessage("user", "hi")])
+
+
+def test_a_tool_message_without_an_id_answers_the_open_call() -> None:
+    """Ollama's tool messages carry no call id; a template that demands ids gets the open call's."""
+    template = (DATA / "mistralai-Mistral-Nemo-Instruct-2407.jinja").read_text(encoding="utf-8")
+    messages = [*TOOL_CHAT[:2], ChatMessage("tool", "TempGolf")]
+    text = _render(template, messages, (WEATHER,))
+    assert text.count(prompt.short_call_id(CALL.id)) == 2 and "TempGolf" in text
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ (messages | map(attribute='role')) | tojson }}", '["user"]'),  # a generator
+        ("{{ {'b': 1, 'a': [2]} | tojson(sort_keys=true, separators=(',', ':')) }}", '{"a":[2],"b":1}'),
+        ("{{ {'k': 'é'} | tojson(indent=2) }}", '{\n  "k": "é"\n}'),
+        ("{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}", "1"),
+        ("{% for m in messages %}{% if true %}{% break %}{% endif %}x{% endfor %}done", "done"),
+        ("{{ '  a,b  '.strip().split(',') | join('+') }}{{ 'x'.upper() }}", "a+bX"),
+        ("{% generation %}{{ messages[0].content }}{% endgeneration %}", "hi"),
+        ("{{ strftime_now('%Y') | length }}", "4"),
+    ],
+)
+def test_transformers_parity(template: str, expected: str) -> None:
+    assert prompt.render_chat([ChatMessage("user", "hi")], template=template) == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ raise_exception('no system role') }}",
+        "{{ tools.x.y }}",
+        "{{ messages[0].content + 1 }}",
+        "{{ 1 / 0 }}",
+        "{{ messages[5].content }}",
+    ],
+)
+def test_any_template_error_is_a_precise_invalid_request(template: str) -> None:
+    with pytest.raises(InvalidRequest, match="the chat template"):
+        prompt.render_chat([ChatMessage("user", "hi")], template=template)
