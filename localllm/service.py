@@ -584,13 +584,20 @@ class Service:
         return caps
 
     async def render_prompt(
-        self, model: Model, text: str, *, system: str | None, template: str | None = None, n_ctx: int | None = None
+        self,
+        model: Model,
+        text: str,
+        *,
+        system: str | None,
+        template: str | None = None,
+        n_ctx: int | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         """`/api/generate`'s prompt: through the chat template when there is one, else as given."""
         if template is None and not model.template:
             return prompt.render_generate(text, system=system, template=None)
         messages = prompt.generate_messages(text, system=system)
-        return await self.render(model, messages, template=template, n_ctx=n_ctx, field="prompt")
+        return await self.render(model, messages, template=template, n_ctx=n_ctx, field="prompt", extra=extra)
 
     async def check_template(self, template: str, source: TemplateSource) -> None:
         """Refuse a template that does not compile, or exceeds a bound on a short conversation (at create and

@@ -139,3 +139,11 @@ def test_transformers_parity(template: str, expected: str) -> None:
 def test_any_template_error_is_a_precise_invalid_request(template: str) -> None:
     with pytest.raises(InvalidRequest, match="the chat template"):
         prompt.render_chat([ChatMessage("user", "hi")], template=template)
+
+
+def test_extra_variables_reach_the_template() -> None:
+    """`enable_thinking=False` (how `think: false` renders) reaches Qwen3's template."""
+    template = (DATA / "Qwen-Qwen3-0.6B.jinja").read_text(encoding="utf-8")
+    on = prompt.render_chat(CHAT, template=template)
+    off = prompt.render_chat(CHAT, template=template, extra={"enable_thinking": False})
+    assert off.endswith("<think>\n\n</think>\n\n") and not on.endswith("</think>\n\n")
