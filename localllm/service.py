@@ -583,6 +583,19 @@ class Service:
             self._caps[template] = caps
         return caps
 
+    async def capabilities(self, model: Model) -> list[str]:
+        """`/api/show`'s capabilities, with `tools` as the probe finds it (not guessed from the template's text)."""
+        caps = list(model.capabilities)
+        template, label = model.template_for(tools=True)
+        if "completion" not in caps or not template:
+            return caps
+        try:
+            probed = await self.template_caps(template, TemplateSource(label))
+        except InvalidRequest:  # a template that cannot even be probed takes no tools
+            return [c for c in caps if c != "tools"]
+        caps = [c for c in caps if c != "tools"]
+        return [caps[0], "tools", *caps[1:]] if probed.tools else caps
+
     async def render_prompt(
         self,
         model: Model,

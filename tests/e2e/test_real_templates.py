@@ -109,3 +109,12 @@ def test_mistral_nemo_tool_round_trip(d: Daemon) -> None:
     assert out.message.content is not None
     shown = ollama.Client(host=d.url).show("nemo-tpl")
     assert "tools" in (shown.capabilities or [])
+
+
+def test_show_reports_tools_only_where_the_template_renders_them(d: Daemon) -> None:
+    """A template that only mentions "tools" (the old substring test said yes) does not take tools."""
+    template = "{# no tools here #}{% for m in messages %}{{ m.content }}{% endfor %}"
+    body = {"model": "mentions-tools", "from": f"hf.co/{STORIES_REPO}", "template": template, "stream": False}
+    assert httpx.post(d.url + "/api/create", json=body, timeout=60).status_code == 200
+    shown = ollama.Client(host=d.url).show("mentions-tools")
+    assert shown.capabilities == ["completion"]
