@@ -233,7 +233,9 @@ def probe(template: str) -> templatecaps.TemplateCaps:
     """The template's capabilities, each probe render with the bounds of a render (a syntax error raises)."""
     compiled(template)
     free = frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(template)))
-    return templatecaps.probe(template, lambda variables: render(template, variables, max_bytes=1 << 16), free)
+    return templatecaps.probe(
+        template, lambda variables: render(template, variables, max_bytes=1 << 20), free, fatal=(BoundExceeded,)
+    )
 
 
 def outcome(request: dict[str, Any]) -> dict[str, Any]:

@@ -90,9 +90,15 @@ def _variables(messages: list[dict[str, Any]], *, tools: bool = False, prompt: b
     return out
 
 
-def probe(template: str, render: Renderer, free: frozenset[str] = frozenset()) -> TemplateCaps:
+def probe(
+    template: str,
+    render: Renderer,
+    free: frozenset[str] = frozenset(),
+    fatal: tuple[type[BaseException], ...] = (),
+) -> TemplateCaps:
     """The capabilities of `template`, `render` being how to render it (which raises on a template error);
-    `free` are the variables it reads without setting them."""
+    `free` are the variables it reads without setting them. An error of a `fatal` type (a bound: a template
+    that goes past one on these small conversations is hostile) stops the probing and propagates."""
     functions, dated = "functions" in free, "datetime" in free
 
     def text(messages: list[dict[str, Any]], **kw: Any) -> str | None:
@@ -103,6 +109,8 @@ def probe(template: str, render: Renderer, free: frozenset[str] = frozenset()) -
             variables["datetime"] = datetime_text()
         try:
             return render(variables)
+        except fatal:
+            raise
         except Exception:  # the template refused or failed on this probe: that is the answer
             return None
 
