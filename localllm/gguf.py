@@ -52,6 +52,7 @@ class GGUFInfo:
     metadata: dict[str, Any] = field(default_factory=dict)  # every scalar key, and big arrays as None
     fim: tuple[str, str, str] | None = None  # fill-in-the-middle tokens: prefix, suffix, middle
     skipped: dict[str, int] = field(default_factory=dict)  # strings too long to keep: key -> size in bytes
+    chat_templates: dict[str, str] = field(default_factory=dict)  # named variants: `tokenizer.chat_template.<name>`
 
     @property
     def parameter_size(self) -> str:
@@ -287,6 +288,11 @@ def _read_info(path: str, _mtime: int, _size: int) -> GGUFInfo:
             metadata=meta,
             fim=(fim[0], fim[1], fim[2]) if all(fim) else None,
             skipped=reader.skipped,
+            chat_templates={
+                key.removeprefix("tokenizer.chat_template."): value
+                for key, value in meta.items()
+                if key.startswith("tokenizer.chat_template.") and isinstance(value, str)
+            },
         )
 
 

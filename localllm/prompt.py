@@ -9,13 +9,16 @@ counted bounds (tests, tools). A model without a template gets a plain "Role: te
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+import string
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import limits, sandbox
+from . import limits, sandbox, templatecaps
 from .errors import InvalidRequest
+from .templatecaps import TemplateCaps
 from .types import ChatMessage, Tool
 
 
@@ -47,8 +50,14 @@ def check_template(template: str) -> None:
 
 
 def supports_tools(template: str | None) -> bool:
-    """Whether a chat template renders `tools` itself (Hugging Face templates that do mention them)."""
+    """A guess from the template's text alone whether it renders `tools` (`templatecaps.probe` knows)."""
     return bool(template) and "tools" in str(template)
+
+
+def guessed_caps(template: str) -> TemplateCaps:
+    """The capabilities assumed where a template was not probed (an unprobed render, in-process)."""
+    tools = supports_tools(template)
+    return TemplateCaps(tools=tools, tool_calls=tools, tool_responses=tools, thinking=templatecaps.thinking(template))
 
 
 def chat_render(
@@ -58,25 +67,110 @@ def chat_render(
     bos_token: str = "",
     eos_token: str = "",
     tools: Sequence[Tool] = (),
+    caps: TemplateCaps | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Render | str:
     """The render for `messages`, ending where the assistant's answer begins; the prompt itself when there is
     no template.
 
-    `tools` go to a template that supports them as the `tools` variable; for any other template they are
-    described in the system message, with the `<tool_call>` format that `tools.parse_tool_calls` reads.
+    The messages are adapted to what the template can take (`caps`, from `templatecaps.probe`): a system text
+    it refuses goes into the first user turn; tools, calls and results it cannot show are written as text
+    (`tools` described in the system message, with the `<tool_call>` format `tools.parse_tool_calls` reads);
+    call ids take the shape it demands, arguments the type it wants; consecutive same-role turns are merged
+    where it enforces alternation. `tools` is left undefined when there are none. `extra` variables (e.g.
+    `enable_thinking`) are passed to the template as they are.
     """
-    if tools and not supports_tools(template):
-        messages = _with_tool_instructions(messages, tools)
     if not template:
-        return _plain(messages)
-    variables = {
-        "messages": [_message_dict(m) for m in messages],
-        "tools": [t.as_dict() for t in tools] or None,
+        return _plain(_with_tool_instructions(messages, tools) if tools else messages)
+    caps = caps or guessed_caps(template)
+    if tools and not caps.tools:
+        messages = _with_tool_instructions(messages, tools)
+    variables: dict[str, Any] = {
+        **(extra or {}),
+        "messages": adapt(messages, caps),
         "add_generation_prompt": True,
         "bos_token": bos_token,
         "eos_token": eos_token,
     }
+    if tools and caps.tools:
+        variables["tools"] = [t.as_dict() for t in tools]
+    if caps.functions_text:
+        variables["functions"] = templatecaps.functions_text(variables.get("tools", []))
+    if caps.datetime_text:
+        variables["datetime"] = templatecaps.datetime_text()
     return Render(template, variables, bos_token)
+
+
+def adapt(messages: Sequence[ChatMessage], caps: TemplateCaps) -> list[dict[str, Any]]:
+    """`messages` as template variables, with the polyfills `caps` call for (see `chat_render`)."""
+    names = {c.id: c.name for m in messages for c in m.tool_calls}
+    out: list[dict[str, Any]] = []
+    system: list[str] = []  # system texts waiting for the next user turn (a template without a system role)
+    pending: list[str] = []  # the last assistant turn's calls not answered yet
+    for m in messages:
+        if m.tool_calls:
+            pending = [c.id for c in m.tool_calls]
+        elif m.role == "tool":
+            if m.tool_call_id is None and pending:  # Ollama's tool messages name no call: the next one open
+                m = replace(m, tool_call_id=pending[0])
+            if m.tool_call_id in pending:
+                pending.remove(m.tool_call_id)
+        if m.role == "system" and not caps.system:
+            system.append(m.content)
+            continue
+        item = _message_dict(m, caps, names)
+        if item["role"] == "user" and system:
+            item["content"] = "\n".join([*system, item["content"]])
+            system = []
+        if caps.alternates and out and _mergeable(out[-1], item):
+            out[-1] = {**out[-1], "content": f"{out[-1]['content']}\n{item['content']}"}
+            continue
+        out.append(item)
+    if system:  # nothing followed the system text: it is a user turn of its own
+        out.append({"role": "user", "content": "\n".join(system)})
+    return out
+
+
+def short_call_id(call_id: str) -> str:
+    """A call id as Mistral templates demand it (9 alphanumerics): kept when it is one, else derived from it
+    (the same for the call and its result)."""
+    if len(call_id) == 9 and call_id.isascii() and call_id.isalnum():
+        return call_id
+    digest = int.from_bytes(hashlib.sha256(call_id.encode()).digest()[:8], "big")
+    return "".join(_ALNUM[(digest >> (6 * i)) % len(_ALNUM)] for i in range(9))
+
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+def _mergeable(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["role"] == b["role"] and a["role"] in ("user", "assistant") and "tool_calls" not in a | b
+
+
+def _message_dict(m: ChatMessage, caps: TemplateCaps, names: Mapping[str, str]) -> dict[str, Any]:
+    ident = short_call_id if caps.short_call_ids else str
+    content = m.content
+    if m.role == "tool" and not caps.tool_responses:
+        return {"role": "user", "content": f"<tool_response>{content}</tool_response>"}
+    out: dict[str, Any] = {"role": m.role, "content": content}
+    calls = m.tool_calls
+    if calls and (not caps.tool_calls or (len(calls) > 1 and not caps.parallel_calls)):
+        text = "".join(
+            "<tool_call>" + json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False) + "</tool_call>"
+            for c in calls
+        )
+        out["content"] = f"{content}\n{text}" if content else text
+    elif calls:
+        out["tool_calls"] = []
+        for c in calls:
+            arguments: Any = c.arguments if caps.object_arguments else json.dumps(c.arguments, ensure_ascii=False)
+            function = {"name": c.name, "arguments": arguments}
+            out["tool_calls"].append({"id": ident(c.id), "type": "function", "function": function})
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = ident(m.tool_call_id)
+        if m.tool_call_id in names:
+            out["name"] = names[m.tool_call_id]
+    return out
 
 
 def generate_messages(prompt: str, *, system: str | None) -> list[ChatMessage]:
@@ -92,9 +186,19 @@ def render_chat(
     eos_token: str = "",
     tools: Sequence[Tool] = (),
     max_bytes: int = limits.PROMPT_MAX_BYTES,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """`chat_render` rendered in this process (with the sandbox's counted bounds, not time or memory)."""
-    job = chat_render(messages, template=template, bos_token=bos_token, eos_token=eos_token, tools=tools)
+    """`chat_render` rendered in this process, the template probed first (with the sandbox's counted bounds,
+    not time or memory)."""
+    caps = None
+    if template:
+        try:
+            caps = sandbox.probe(template)
+        except Exception as exc:  # a syntax error or a bound: the render below reports it
+            del exc
+    job = chat_render(
+        messages, template=template, bos_token=bos_token, eos_token=eos_token, tools=tools, caps=caps, extra=extra
+    )
     if isinstance(job, str):
         return job
     reply = sandbox.outcome(
@@ -114,15 +218,6 @@ def render_generate(
         return f"{system}\n\n{prompt}" if system else prompt
     messages = generate_messages(prompt, system=system)
     return render_chat(messages, template=template, bos_token=bos_token, eos_token=eos_token)
-
-
-def _message_dict(m: ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": m.content}
-    if m.tool_calls:
-        out["tool_calls"] = [c.as_dict() for c in m.tool_calls]
-    if m.tool_call_id is not None:
-        out["tool_call_id"] = m.tool_call_id
-    return out
 
 
 def _with_tool_instructions(messages: Sequence[ChatMessage], tools: Sequence[Tool]) -> list[ChatMessage]:

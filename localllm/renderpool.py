@@ -27,6 +27,7 @@ from typing import Any
 
 from . import limits, sandbox
 from .errors import EngineError, InvalidRequest, ServerBusy
+from .templatecaps import TemplateCaps
 
 log = logging.getLogger("localllm.render")
 
@@ -103,6 +104,13 @@ class Renderer:
         reply = await self._ask({"op": "render", "template": template, "variables": variables, "max_bytes": max_bytes})
         if "text" in reply:
             return str(reply["text"])
+        raise _error(reply, source, template)
+
+    async def probe(self, template: str, source: TemplateSource) -> TemplateCaps:
+        """What `template` can take (`templatecaps.probe`, run in a worker with a render's bounds)."""
+        reply = await self._ask({"op": "probe", "template": template})
+        if "caps" in reply:
+            return TemplateCaps.from_dict(dict(reply["caps"]))
         raise _error(reply, source, template)
 
     async def check(self, template: str, source: TemplateSource) -> None:

@@ -13,7 +13,8 @@ Two layers (docs/limits.md says why both):
 
 Worker protocol, on stdin/stdout: frames of a 4-byte big-endian length and a JSON object. The worker
 first writes `{"ready": true}`. Requests
-`{"op": "render", "template", "variables", "max_bytes"}` or `{"op": "check", "template"}`; replies `{"text"}`
+`{"op": "render", "template", "variables", "max_bytes"}`, `{"op": "check", "template"}` or
+`{"op": "probe", "template"}` (its capabilities, `templatecaps.probe`); replies `{"text"}` (`{"caps"}` to a probe)
 or `{"error": kind, "message", "line"?}` with kind `syntax`, `bound`, `output` (past `max_bytes`), `refused`
 (the template's own `raise_exception`), `failed` (any other error) or `memory`.
 """
@@ -30,11 +31,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 import jinja2
+import jinja2.ext
+import jinja2.meta
 import jinja2.nodes
 import jinja2.sandbox
 import jinja2.visitor
 
-from . import limits
+from . import limits, templatecaps
 
 LOOP = "__bounded_loop__"  # the global every `{% for %}` iterates through (a name no real template uses)
 
@@ -92,12 +95,49 @@ def _raise(message: str) -> None:
     raise Refused(str(message))
 
 
-def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False) -> str:
-    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii)
+def _plain(value: Any) -> Any:
+    """`value` as JSON can take it: any other iterable (a generator, `dict.items()`, a Jinja2 undefined) as a
+    list, as transformers' `tojson` does."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, jinja2.Undefined):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Iterable):
+        return [_plain(v) for v in _loop(value)]
+    return value
+
+
+def _tojson(
+    value: Any,
+    indent: int | None = None,
+    ensure_ascii: bool = False,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """transformers' `tojson`: unicode kept, its `indent`, `separators` and `sort_keys`, iterables as lists."""
+    seps = (str(separators[0]), str(separators[1])) if separators is not None else None
+    return json.dumps(
+        _plain(value), indent=indent, ensure_ascii=ensure_ascii, separators=seps, sort_keys=sort_keys, default=str
+    )
 
 
 def _length(value: Any) -> int | None:
     return len(value) if isinstance(value, (str, bytes, list, tuple)) else None
+
+
+class _Generation(jinja2.ext.Extension):
+    """transformers' `{% generation %}…{% endgeneration %}` (marks assistant text for training): its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> list[jinja2.nodes.Node]:
+        next(parser.stream)
+        body: list[jinja2.nodes.Node] = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return body
 
 
 class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
@@ -106,7 +146,7 @@ class BoundedEnvironment(jinja2.sandbox.ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "+", "**"})
 
     def __init__(self) -> None:
-        super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+        super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols", _Generation])
         self.filters["tojson"] = _tojson
         self.globals.update(
             {
@@ -188,12 +228,24 @@ def render(template: str, variables: dict[str, Any], *, max_bytes: int) -> str:
         _BUDGET.reset(token)
 
 
+@functools.lru_cache(maxsize=128)
+def probe(template: str) -> templatecaps.TemplateCaps:
+    """The template's capabilities, each probe render with the bounds of a render (a syntax error raises)."""
+    compiled(template)
+    free = frozenset(jinja2.meta.find_undeclared_variables(_ENV.parse(template)))
+    return templatecaps.probe(
+        template, lambda variables: render(template, variables, max_bytes=1 << 20), free, fatal=(BoundExceeded,)
+    )
+
+
 def outcome(request: dict[str, Any]) -> dict[str, Any]:
     """The reply to one worker request (also usable in-process: every error becomes a reply)."""
     try:
         if request.get("op") == "check":
             compiled(str(request["template"]))
             return {"text": ""}
+        if request.get("op") == "probe":
+            return {"caps": probe(str(request["template"])).as_dict()}
         text = render(str(request["template"]), dict(request["variables"]), max_bytes=int(request["max_bytes"]))
         return {"text": text}
     except jinja2.TemplateSyntaxError as exc:

@@ -16,12 +16,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import keys, limits, logs, metrics, prompt
+from . import keys, limits, logs, metrics, prompt, templatecaps
 from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest, PromptTooLong
 from .gguf import GGUFInfo, read_info
@@ -41,6 +41,7 @@ from .store import (
     Store,
     StoredModel,
 )
+from .templatecaps import TemplateCaps
 from .tools import held_back
 from .types import (
     ChatMessage,
@@ -151,6 +152,15 @@ class Model:
     messages: tuple[ChatMessage, ...] = ()  # a conversation every chat starts from (Modelfile MESSAGE)
     license: tuple[str, ...] = ()
     template_source: str = "the model's chat template"  # what an error about the template calls it
+    own_template: bool = False  # the template is the Modelfile's (it wins over the GGUF's named variants)
+
+    def template_for(self, *, tools: bool) -> tuple[str | None, str]:
+        """The template for a request, and what an error calls it: the GGUF's `tool_use` variant when the
+        request has tools (unless the Modelfile sets a TEMPLATE), else the model's own."""
+        variant = self.info.chat_templates.get("tool_use")
+        if tools and variant and not self.own_template:
+            return variant, f"the tool_use chat template in the GGUF of '{self.name}'"
+        return self.template, self.template_source
 
     @property
     def name(self) -> str:
@@ -170,8 +180,15 @@ class Model:
     def capabilities(self) -> list[str]:
         if self.info.pooling or self.info.architecture in {"bert", "nomic-bert", "jina-bert-v2"}:
             return ["embedding"]
-        tools = ["tools"] if prompt.supports_tools(self.template) else []
-        return ["completion", *tools, *(["insert"] if self.info.fim else [])]
+        template = self.template or ""
+        tools = prompt.supports_tools(template) or "tool_use" in self.info.chat_templates
+        thinking = templatecaps.thinking(template)
+        return [
+            "completion",
+            *(["tools"] if tools else []),
+            *(["insert"] if self.info.fim else []),
+            *(["thinking"] if thinking else []),
+        ]
 
 
 class Service:
@@ -185,6 +202,7 @@ class Service:
         # chat templates are untrusted code: rendered by bounded worker processes (tests of the unit tier pass
         # an in-process renderer)
         self.renderer = renderer or RenderPool()
+        self._caps: dict[str, TemplateCaps] = {}  # what each template can take, by its text (probed once)
 
     async def close(self) -> None:
         await self.scheduler.close()
@@ -220,6 +238,7 @@ class Service:
             f"the Modelfile TEMPLATE of '{stored.name}'"
             if own
             else f"the chat template in the GGUF of '{stored.name}'",
+            own_template=bool(own),
         )
 
     def list_models(self) -> list[Model]:
@@ -383,11 +402,17 @@ class Service:
         ):
             yield event
 
-    def chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
+    async def chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
         """The chat's events; with tools, output that may be a call is held back and a call found in it comes
-        as `ToolCalls` (`tools.held_back`)."""
+        as `ToolCalls` (`tools.held_back`), its id in the shape the template takes back."""
         events = self._chat(req)
-        return held_back(events, req.tools, forced=req.call_required) if req.tools else events
+        if req.tools:
+            template, label = self.model(req.model).template_for(tools=True)
+            short = bool(template) and (await self.template_caps(str(template), TemplateSource(label))).short_call_ids
+            events = held_back(events, req.tools, forced=req.call_required, short_ids=short)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     async def _chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
@@ -528,22 +553,31 @@ class Service:
         template: str | None = None,
         n_ctx: int | None = None,
         field: str = "messages",
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
-        """The prompt for `messages` through the request's `template`, else the model's own (Modelfile or GGUF).
+        """The prompt for `messages` through the request's `template`, else the model's own (Modelfile or GGUF;
+        the GGUF's `tool_use` variant when there are `tools`), adapted to what that template can take; `extra`
+        template variables (e.g. `enable_thinking`) are passed through.
 
         Its output is bounded by what a context of `n_ctx` tokens can hold (past it: `PromptTooLong`), or with
         no `n_ctx` (the input may be cut to fit) by the bound on any prompt."""
-        source = TemplateSource("the request's template", "template") if template is not None else None
+        if template is not None:
+            source = TemplateSource("the request's template", "template")
+        else:
+            template, label = model.template_for(tools=bool(tools))
+            source = TemplateSource(label)
+        caps = await self.template_caps(template, source) if template else None
         job = prompt.chat_render(
             messages,
-            template=template if template is not None else model.template,
+            template=template,
             bos_token=model.info.bos_token,
             eos_token=model.info.eos_token,
             tools=tools,
+            caps=caps,
+            extra=extra,
         )
         if isinstance(job, str):
             return job
-        source = source or TemplateSource(model.template_source)
         max_bytes = limits.PROMPT_MAX_BYTES if n_ctx is None else limits.prompt_bytes(n_ctx)
         try:
             text = await self.renderer.render(job.template, job.variables, max_bytes=max_bytes, source=source)
@@ -553,14 +587,44 @@ class Service:
             raise PromptTooLong(max_bytes, n_ctx, limits.BYTES_PER_TOKEN, field=field, rendered=True) from None
         return job.finish(text)
 
+    async def template_caps(self, template: str, source: TemplateSource) -> TemplateCaps:
+        """What `template` can take, probed once (in a render worker) and remembered by its text."""
+        caps = self._caps.get(template)
+        if caps is None:
+            caps = await self.renderer.probe(template, source)
+            if len(self._caps) >= 64:  # a bound: requests may bring their own templates
+                self._caps.pop(next(iter(self._caps)))
+            self._caps[template] = caps
+        return caps
+
+    async def capabilities(self, model: Model) -> list[str]:
+        """`/api/show`'s capabilities, with `tools` as the probe finds it (not guessed from the template's text)."""
+        caps = list(model.capabilities)
+        template, label = model.template_for(tools=True)
+        if "completion" not in caps or not template:
+            return caps
+        try:
+            probed = await self.template_caps(template, TemplateSource(label))
+        except InvalidRequest:  # a template that cannot even be probed takes no tools
+            return [c for c in caps if c != "tools"]
+        caps = [c for c in caps if c != "tools"]
+        return [caps[0], "tools", *caps[1:]] if probed.tools else caps
+
     async def render_prompt(
-        self, model: Model, text: str, *, system: str | None, template: str | None = None, n_ctx: int | None = None
+        self,
+        model: Model,
+        text: str,
+        *,
+        system: str | None,
+        template: str | None = None,
+        n_ctx: int | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         """`/api/generate`'s prompt: through the chat template when there is one, else as given."""
         if template is None and not model.template:
             return prompt.render_generate(text, system=system, template=None)
         messages = prompt.generate_messages(text, system=system)
-        return await self.render(model, messages, template=template, n_ctx=n_ctx, field="prompt")
+        return await self.render(model, messages, template=template, n_ctx=n_ctx, field="prompt", extra=extra)
 
     async def check_template(self, template: str, source: TemplateSource) -> None:
         """Refuse a template that does not compile, or exceeds a bound on a short conversation (at create and

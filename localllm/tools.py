@@ -15,6 +15,7 @@ import contextlib
 import json
 import re
 import secrets
+import string
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,7 +120,7 @@ def may_be_a_call(text: str) -> bool:
     return any(head.startswith(m) or m.startswith(head) for m in _MARKERS) if head else True
 
 
-def parse_tool_calls(text: str, tools: Sequence[Tool]) -> list[ToolCall] | None:
+def parse_tool_calls(text: str, tools: Sequence[Tool], *, short_ids: bool = False) -> list[ToolCall] | None:
     """The calls `text` asks for, in any of the usual formats; None when it is not (only) tool calls."""
     names = {t.name for t in tools}
     body = text.strip()
@@ -137,7 +138,7 @@ def parse_tool_calls(text: str, tools: Sequence[Tool]) -> list[ToolCall] | None:
         candidates.extend(parsed if isinstance(parsed, list) else [parsed])
     calls = []
     for item in candidates:
-        call = _as_call(item, names)
+        call = _as_call(item, names, short_ids)
         if call is None:
             return None
         calls.append(call)
@@ -145,7 +146,7 @@ def parse_tool_calls(text: str, tools: Sequence[Tool]) -> list[ToolCall] | None:
 
 
 async def held_back(
-    events: AsyncGenerator[Event, None], tools: Sequence[Tool], *, forced: bool = False
+    events: AsyncGenerator[Event, None], tools: Sequence[Tool], *, forced: bool = False, short_ids: bool = False
 ) -> AsyncGenerator[Event, None]:
     """`events` with the output held back while it may still turn out to be a tool call (always, when a call
     is `forced`): once it plainly is not one, all of it goes out as one `Token` and the rest flows through;
@@ -160,7 +161,7 @@ async def held_back(
                 event, held = _joined(held), None
             elif held is not None and isinstance(event, Done):
                 if held:
-                    calls = parse_tool_calls("".join(t.text for t in held), tools)
+                    calls = parse_tool_calls("".join(t.text for t in held), tools, short_ids=short_ids)
                     yield ToolCalls(tuple(calls)) if calls else _joined(held)
                 held = None
             yield event
@@ -170,7 +171,10 @@ def _joined(parts: Sequence[Token]) -> Token:
     return Token("".join(t.text for t in parts), tuple(lp for t in parts for lp in t.logprobs))
 
 
-def new_call_id() -> str:
+def new_call_id(short: bool = False) -> str:
+    """A fresh tool-call id: OpenAI's shape, or 9 alphanumerics where the template demands them (Mistral)."""
+    if short:
+        return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(9))
     return "call_" + secrets.token_hex(12)
 
 
@@ -181,7 +185,7 @@ def _loads(text: str) -> Any:
         return None
 
 
-def _as_call(item: Any, names: set[str]) -> ToolCall | None:
+def _as_call(item: Any, names: set[str], short_ids: bool = False) -> ToolCall | None:
     if not isinstance(item, dict):
         return None
     if isinstance(item.get("function"), dict):  # {"type": "function", "function": {...}}
@@ -192,4 +196,4 @@ def _as_call(item: Any, names: set[str]) -> ToolCall | None:
         arguments = _loads(arguments)
     if name not in names or not isinstance(arguments, dict):
         return None
-    return ToolCall(new_call_id(), name, arguments)
+    return ToolCall(new_call_id(short_ids), name, arguments)

@@ -377,7 +377,7 @@ async def show(request: Request) -> Response:
             "system": model.system or "",
             "details": model.details.as_dict(),
             "model_info": info,
-            "capabilities": model.capabilities,
+            "capabilities": await service_of(request).capabilities(model),
             "modified_at": timestamp(model.stored.modified_at),
             **({"license": "\n\n".join(model.license)} if model.license else {}),
             **(
