@@ -51,6 +51,27 @@ def supports_tools(template: str | None) -> bool:
     return bool(template) and "tools" in str(template)
 
 
+def supports_thinking(template: str | None) -> bool:
+    """Whether a chat template is a reasoning model's: it switches thinking (`enable_thinking`), renders
+    earlier reasoning (`reasoning_content`) or writes `<think>` itself. The one check of the capability."""
+    return bool(template) and any(mark in str(template) for mark in ("enable_thinking", "reasoning_content", "<think>"))
+
+
+def takes_think_levels(template: str | None) -> bool:
+    """Whether a chat template sets how hard the model thinks (`reasoning_effort`: low, medium, high)."""
+    return bool(template) and "reasoning_effort" in str(template)
+
+
+def think_variables(think: bool | str | None) -> dict[str, Any]:
+    """The template variables of a request's `think`: `enable_thinking` (Qwen3's switch) when it is set, and
+    `reasoning_effort` when it is a level. Nothing when it is not set: the template's own default."""
+    if think is None:
+        return {}
+    if isinstance(think, str):
+        return {"enable_thinking": True, "reasoning_effort": think}
+    return {"enable_thinking": think}
+
+
 def chat_render(
     messages: Sequence[ChatMessage],
     *,
@@ -58,6 +79,7 @@ def chat_render(
     bos_token: str = "",
     eos_token: str = "",
     tools: Sequence[Tool] = (),
+    think: bool | str | None = None,
 ) -> Render | str:
     """The render for `messages`, ending where the assistant's answer begins; the prompt itself when there is
     no template.
@@ -75,6 +97,7 @@ def chat_render(
         "add_generation_prompt": True,
         "bos_token": bos_token,
         "eos_token": eos_token,
+        **think_variables(think),
     }
     return Render(template, variables, bos_token)
 
@@ -92,9 +115,10 @@ def render_chat(
     eos_token: str = "",
     tools: Sequence[Tool] = (),
     max_bytes: int = limits.PROMPT_MAX_BYTES,
+    think: bool | str | None = None,
 ) -> str:
     """`chat_render` rendered in this process (with the sandbox's counted bounds, not time or memory)."""
-    job = chat_render(messages, template=template, bos_token=bos_token, eos_token=eos_token, tools=tools)
+    job = chat_render(messages, template=template, bos_token=bos_token, eos_token=eos_token, tools=tools, think=think)
     if isinstance(job, str):
         return job
     reply = sandbox.outcome(
@@ -118,6 +142,8 @@ def render_generate(
 
 def _message_dict(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.thinking:
+        out["reasoning_content"] = m.thinking  # an earlier answer's reasoning, as Qwen3's template reads it
     if m.tool_calls:
         out["tool_calls"] = [c.as_dict() for c in m.tool_calls]
     if m.tool_call_id is not None:

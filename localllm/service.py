@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import keys, limits, prompt
+from . import keys, limits, prompt, thinking
 from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest, PromptTooLong
 from .gguf import GGUFInfo, read_info
@@ -100,6 +100,7 @@ class GenerateRequest:
     suffix: str | None = None  # text after the insertion point: fill-in-the-middle
     template: str | None = None  # a chat template for this request instead of the model's
     truncate: bool = False  # cut an input too long for the context (head and tail kept) rather than refuse it
+    think: thinking.Think = None  # reasoning on or off (or a level); None: the template's default
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class ChatRequest:
     tools: tuple[Tool, ...] = ()  # functions the model may call (rendered into the prompt, calls parsed)
     truncate: bool = False  # drop the oldest turns of a conversation too long for the context, rather than refuse it
     call_required: bool = False  # the output is constrained to a call: all of it is held back as one
+    think: thinking.Think = None  # reasoning on or off (or a level); None: the template's default
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,8 @@ class Model:
         if self.info.pooling or self.info.architecture in {"bert", "nomic-bert", "jina-bert-v2"}:
             return ["embedding"]
         tools = ["tools"] if prompt.supports_tools(self.template) else []
-        return ["completion", *tools, *(["insert"] if self.info.fim else [])]
+        thinks = ["thinking"] if prompt.supports_thinking(self.template) else []
+        return ["completion", *tools, *(["insert"] if self.info.fim else []), *thinks]
 
 
 class Service:
@@ -351,12 +354,22 @@ class Service:
         if "completion" not in model.capabilities:
             raise InvalidRequest(f'"{model.name}" does not support {what}', field="model")
 
+    def _thinks(self, model: Model, template: str | None, think: thinking.Think, *, default: bool) -> bool:
+        """Whether the output is parsed for reasoning: on a template that supports thinking, unless `think` is
+        false; with `think` unset, only where `default` (a templated prompt, not a raw one). `think` asked of
+        a model whose template cannot think is refused, as Ollama does."""
+        capable = prompt.supports_thinking(template)
+        if think not in (None, False) and not capable:
+            raise InvalidRequest(f'"{model.name}" does not support thinking', field="think")
+        return capable and think is not False and (think is not None or default)
+
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
         model = self.model(req.model)
         self._check_generative(model, "generate")
         options = req.options.merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
         limits.check_generation((), constraints=req.constraints, stop=options.stop)
+        thinks = self._thinks(model, req.template or model.template, req.think, default=not (req.raw or req.suffix))
         if req.suffix:
             if model.info.fim is None:
                 raise InvalidRequest(
@@ -374,8 +387,9 @@ class Service:
                 system=system,
                 template=req.template,
                 n_ctx=None if req.truncate else self._ref(model, options).spec.n_ctx,
+                think=req.think,
             )
-        async for event in self._run(
+        events: AsyncGenerator[Event, None] = self._run(
             model,
             options,
             text if req.prompt or req.suffix else "",
@@ -384,8 +398,12 @@ class Service:
             field="prompt",
             constraints=req.constraints,
             truncate=req.truncate,
-        ):
-            yield event
+        )
+        if thinks and not req.suffix:
+            events = thinking.split_thinking(events, opened=thinking.opens_thinking(text))
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     def chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
         """The chat's events; with tools, output that may be a call is held back and a call found in it comes
@@ -406,9 +424,10 @@ class Service:
 
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
+        thinks = self._thinks(model, model.template, req.think, default=True)
 
         async def render(kept: Sequence[ChatMessage]) -> str:
-            return await self.render(model, kept, tools=req.tools, n_ctx=context)
+            return await self.render(model, kept, tools=req.tools, n_ctx=context, think=req.think)
 
         full = await render(messages) if req.messages else ""
 
@@ -437,7 +456,7 @@ class Service:
                 )
             return text, first - n
 
-        async for event in self._run(
+        events: AsyncGenerator[Event, None] = self._run(
             model,
             options,
             full,
@@ -447,8 +466,12 @@ class Service:
             constraints=req.constraints,
             truncate=req.truncate,
             fit=fit if req.truncate else None,
-        ):
-            yield event
+        )
+        if thinks:  # the reasoning is split off here, before tool calls are looked for in the answer
+            events = thinking.split_thinking(events, opened=thinking.opens_thinking(full))
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     async def _run(
         self,
@@ -514,6 +537,7 @@ class Service:
         template: str | None = None,
         n_ctx: int | None = None,
         field: str = "messages",
+        think: thinking.Think = None,
     ) -> str:
         """The prompt for `messages` through the request's `template`, else the model's own (Modelfile or GGUF).
 
@@ -526,6 +550,7 @@ class Service:
             bos_token=model.info.bos_token,
             eos_token=model.info.eos_token,
             tools=tools,
+            think=think,
         )
         if isinstance(job, str):
             return job
@@ -540,13 +565,20 @@ class Service:
         return job.finish(text)
 
     async def render_prompt(
-        self, model: Model, text: str, *, system: str | None, template: str | None = None, n_ctx: int | None = None
+        self,
+        model: Model,
+        text: str,
+        *,
+        system: str | None,
+        template: str | None = None,
+        n_ctx: int | None = None,
+        think: thinking.Think = None,
     ) -> str:
         """`/api/generate`'s prompt: through the chat template when there is one, else as given."""
         if template is None and not model.template:
             return prompt.render_generate(text, system=system, template=None)
         messages = prompt.generate_messages(text, system=system)
-        return await self.render(model, messages, template=template, n_ctx=n_ctx, field="prompt")
+        return await self.render(model, messages, template=template, n_ctx=n_ctx, field="prompt", think=think)
 
     async def check_template(self, template: str, source: TemplateSource) -> None:
         """Refuse a template that does not compile, or exceeds a bound on a short conversation (at create and
