@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ollama
@@ -29,7 +30,7 @@ R1 = (DATA / "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja").read_text()
 STORIES = f"hf.co/{STORIES_REPO}"
 # The model's answer, forced: a thought that begins with fixed words, then an answer that begins with "Once".
 GRAMMAR = r'root ::= "<think>\nlet me see" [a-z ]{1,12} "\n</think>\n\n" "Once" [a-z ]{1,12}'
-USER = [{"role": "user", "content": "Tell me a story."}]
+USER: list[Any] = [{"role": "user", "content": "Tell me a story."}]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_think_on_a_model_that_cannot_think_is_a_400(oc: ollama.Client, ai: open
             call()
         assert err.value.status_code == 400 and err.value.error == f'"{STORIES}:latest" does not support thinking'
     with pytest.raises(openai.BadRequestError) as bad:
-        ai.chat.completions.create(model=STORIES, messages=USER, reasoning_effort="low")  # type: ignore[arg-type]
+        ai.chat.completions.create(model=STORIES, messages=USER, reasoning_effort="low")
     assert "does not support thinking" in bad.value.message
     # think false asks nothing of the model: fine anywhere
     assert oc.chat(model=STORIES, messages=USER, think=False, options={"num_predict": 4}).message.content
@@ -92,7 +93,7 @@ def test_think_false_renders_thinking_off_as_the_template_says(oc: ollama.Client
             model="qwen3ish",
             messages=USER,
             reasoning_effort=effort,
-            max_tokens=2,  # type: ignore[arg-type]
+            max_tokens=2,
         ).usage.prompt_tokens  # type: ignore[union-attr]
         for effort in ("none", "high")
     }
@@ -124,7 +125,7 @@ def test_reasoning_content_apart_from_content_in_openai_chat(ai: openai.OpenAI) 
     kwargs = {"model": "qwen3ish", "messages": USER, "max_tokens": 80, "temperature": 0}
     whole = ai.chat.completions.create(**kwargs, extra_body={"grammar": GRAMMAR})  # type: ignore[call-overload]
     message = whole.choices[0].message
-    reasoning = message.model_extra["reasoning_content"]  # type: ignore[index]
+    reasoning = message.model_extra["reasoning_content"]
     assert reasoning.startswith("let me see") and "think>" not in reasoning
     assert message.content.startswith("Once") and "think>" not in message.content
     stream = ai.chat.completions.create(**kwargs, extra_body={"grammar": GRAMMAR}, stream=True)  # type: ignore[call-overload]

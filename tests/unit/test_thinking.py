@@ -11,14 +11,14 @@ import pytest
 
 from localllm import prompt
 from localllm.service import collect
-from localllm.thinking import ThinkParser, opens_thinking, split_thinking
+from localllm.thinking import Kind, ThinkParser, opens_thinking, split_thinking
 from localllm.tools import held_back
 from localllm.types import ChatMessage, Done, Event, Thinking, Token, TokenLogprob, Tool, ToolCalls
 
 QWEN3 = (Path(__file__).parent.parent / "data" / "thinking" / "Qwen-Qwen3-0.6B.jinja").read_text()
 
 
-def parse(pieces: Sequence[str], *, opened: bool = False) -> tuple[str, str, list[tuple[str, str]]]:
+def parse(pieces: Sequence[str], *, opened: bool = False) -> tuple[str, str, list[tuple[Kind, str]]]:
     """The thinking, the answer, and every part in order, of `pieces` fed one by one."""
     parser = ThinkParser(opened=opened)
     parts = [part for piece in pieces for part in parser.feed(piece)] + parser.flush()
