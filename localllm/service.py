@@ -354,14 +354,12 @@ class Service:
         if "completion" not in model.capabilities:
             raise InvalidRequest(f'"{model.name}" does not support {what}', field="model")
 
-    def _thinks(self, model: Model, template: str | None, think: thinking.Think, *, default: bool) -> bool:
-        """Whether the output is parsed for reasoning: on a template that supports thinking, unless `think` is
-        false; with `think` unset, only where `default` (a templated prompt, not a raw one). `think` asked of
-        a model whose template cannot think is refused, as Ollama does."""
+    def _can_think(self, model: Model, template: str | None, think: thinking.Think) -> bool:
+        """Whether the template supports thinking; `think` asked of one that cannot is refused, as Ollama does."""
         capable = prompt.supports_thinking(template)
         if think not in (None, False) and not capable:
             raise InvalidRequest(f'"{model.name}" does not support thinking', field="think")
-        return capable and think is not False and (think is not None or default)
+        return capable
 
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
@@ -369,7 +367,7 @@ class Service:
         self._check_generative(model, "generate")
         options = req.options.merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
         limits.check_generation((), constraints=req.constraints, stop=options.stop)
-        thinks = self._thinks(model, req.template or model.template, req.think, default=not (req.raw or req.suffix))
+        capable = self._can_think(model, req.template or model.template, req.think)
         if req.suffix:
             if model.info.fim is None:
                 raise InvalidRequest(
@@ -399,7 +397,7 @@ class Service:
             constraints=req.constraints,
             truncate=req.truncate,
         )
-        if thinks and not req.suffix:
+        if not req.suffix and thinking.splits(capable, req.think, text, default=not req.raw):
             events = thinking.split_thinking(events, opened=thinking.opens_thinking(text))
         async with contextlib.aclosing(events):
             async for event in events:
@@ -424,7 +422,7 @@ class Service:
 
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
-        thinks = self._thinks(model, model.template, req.think, default=True)
+        capable = self._can_think(model, model.template, req.think)
 
         async def render(kept: Sequence[ChatMessage]) -> str:
             return await self.render(model, kept, tools=req.tools, n_ctx=context, think=req.think)
@@ -467,7 +465,7 @@ class Service:
             truncate=req.truncate,
             fit=fit if req.truncate else None,
         )
-        if thinks:  # the reasoning is split off here, before tool calls are looked for in the answer
+        if thinking.splits(capable, req.think, full):  # here, before tool calls are looked for in the answer
             events = thinking.split_thinking(events, opened=thinking.opens_thinking(full))
         async with contextlib.aclosing(events):
             async for event in events:

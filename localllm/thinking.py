@@ -108,6 +108,16 @@ def opens_thinking(prompt: str) -> bool:
     return tail.endswith(OPEN)
 
 
+def splits(capable: bool, think: Think, prompt: str, *, default: bool = True) -> bool:
+    """Whether the output of `prompt` is parsed for reasoning: where the template supports thinking, unless
+    `think` is false (then the template was told not to think), and with `think` unset only by `default` (a
+    templated prompt, not a raw one). A prompt that opens `<think>` itself is always parsed: its template
+    cannot turn thinking off, and the answer must not begin with the reasoning."""
+    if not capable:
+        return False
+    return opens_thinking(prompt) or (think is not False and (think is not None or default))
+
+
 async def split_thinking(events: AsyncGenerator[Event, None], *, opened: bool = False) -> AsyncGenerator[Event, None]:
     """`events` with the text of each `Token` split into `Thinking` and answer `Token`s (its log-probabilities
     go with the answer part, when it has one); what is held at the end comes out before `Done`."""

@@ -113,8 +113,11 @@ def test_a_prompt_opened_think_makes_the_output_thinking(oc: ollama.Client) -> N
     thoughts = [p.message.thinking for p in pieces if p.message.thinking]
     assert len(thoughts) > 1 and "".join(thoughts) == whole.message.thinking  # streamed as it comes
     assert not any(p.message.content for p in pieces)
-    # without `think`, a thinking model's reasoning is still split off
-    assert oc.chat(model="r1ish", messages=USER).message.thinking == whole.message.thinking
+    # without `think`, a thinking model's reasoning is still split off; R1's template cannot turn thinking
+    # off, so with think false too its output (inside the <think> it opened) is not passed off as the answer
+    for think in (None, False):
+        reply = oc.chat(model="r1ish", messages=USER, think=think)
+        assert reply.message.thinking == whole.message.thinking and reply.message.content == ""
     generated = oc.generate(model="r1ish", prompt="Tell me a story.", think=True)
     assert generated.thinking and generated.response == ""
     streamed = list(oc.generate(model="r1ish", prompt="Tell me a story.", think=True, stream=True))

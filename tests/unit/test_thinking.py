@@ -228,3 +228,14 @@ def test_library_reasoning_models_have_their_thinking_parameters() -> None:
         assert (params["temperature"], params["top_p"]) == (0.6, 0.95), name
         if name.startswith("qwen3:"):  # Qwen3's card: top_k 20, min_p 0; its GGUFs': presence_penalty 1.5
             assert (params["top_k"], params["min_p"], params["presence_penalty"]) == (20, 0, 1.5), name
+
+
+def test_when_the_output_is_parsed_for_thinking() -> None:
+    from localllm.thinking import splits
+
+    plain, opened = "<|im_start|>assistant\n", "<｜Assistant｜><think>\n"
+    assert not splits(False, None, opened)  # a template that cannot think: never
+    assert splits(True, None, plain) and splits(True, True, plain) and splits(True, "high", plain)
+    assert not splits(True, False, plain)  # thinking turned off in the template: the output is the answer
+    assert splits(True, False, opened)  # ...unless the prompt opens <think> itself regardless
+    assert not splits(True, None, plain, default=False) and splits(True, True, plain, default=False)  # raw
