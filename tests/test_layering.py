@@ -10,7 +10,7 @@ import pytest
 import localllm
 
 ROOT = Path(__file__).resolve().parent.parent
-LEAVES = {"config", "errors", "types", "names", "modelfile", "gguf", "tools", "limits", "__init__"}
+LEAVES = {"config", "errors", "types", "names", "modelfile", "gguf", "tools", "thinking", "limits", "__init__"}
 CORE = {"store", "hub", "prompt", "sandbox", "renderpool", "memory", "scheduler", "runner", "library", "keys"}
 USE_CASES = {"service", "create", "sessions"}
 ADAPTERS = {"server", "daemon"}
