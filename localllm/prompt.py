@@ -60,6 +60,27 @@ def guessed_caps(template: str) -> TemplateCaps:
     return TemplateCaps(tools=tools, tool_calls=tools, tool_responses=tools, thinking=templatecaps.thinking(template))
 
 
+def supports_thinking(template: str | None) -> bool:
+    """Whether a chat template is a reasoning model's: it switches thinking (`enable_thinking`), renders
+    earlier reasoning (`reasoning_content`) or writes `<think>` itself. The one check of the capability."""
+    return bool(template) and templatecaps.thinking(str(template))
+
+
+def takes_think_levels(template: str | None) -> bool:
+    """Whether a chat template sets how hard the model thinks (`reasoning_effort`: low, medium, high)."""
+    return bool(template) and "reasoning_effort" in str(template)
+
+
+def think_variables(think: bool | str | None) -> dict[str, Any]:
+    """The template variables of a request's `think`: `enable_thinking` (Qwen3's switch) when it is set, and
+    `reasoning_effort` when it is a level. Nothing when it is not set: the template's own default."""
+    if think is None:
+        return {}
+    if isinstance(think, str):
+        return {"enable_thinking": True, "reasoning_effort": think}
+    return {"enable_thinking": think}
+
+
 def chat_render(
     messages: Sequence[ChatMessage],
     *,
@@ -69,6 +90,7 @@ def chat_render(
     tools: Sequence[Tool] = (),
     caps: TemplateCaps | None = None,
     extra: Mapping[str, Any] | None = None,
+    think: bool | str | None = None,
 ) -> Render | str:
     """The render for `messages`, ending where the assistant's answer begins; the prompt itself when there is
     no template.
@@ -91,6 +113,7 @@ def chat_render(
         "add_generation_prompt": True,
         "bos_token": bos_token,
         "eos_token": eos_token,
+        **think_variables(think),
     }
     if tools and caps.tools:
         variables["tools"] = [t.as_dict() for t in tools]
@@ -153,6 +176,8 @@ def _message_dict(m: ChatMessage, caps: TemplateCaps, names: Mapping[str, str]) 
     if m.role == "tool" and not caps.tool_responses:
         return {"role": "user", "content": f"<tool_response>{content}</tool_response>"}
     out: dict[str, Any] = {"role": m.role, "content": content}
+    if m.thinking:
+        out["reasoning_content"] = m.thinking  # an earlier answer's reasoning, as Qwen3's template reads it
     calls = m.tool_calls
     if calls and (not caps.tool_calls or (len(calls) > 1 and not caps.parallel_calls)):
         text = "".join(
@@ -187,6 +212,7 @@ def render_chat(
     tools: Sequence[Tool] = (),
     max_bytes: int = limits.PROMPT_MAX_BYTES,
     extra: Mapping[str, Any] | None = None,
+    think: bool | str | None = None,
 ) -> str:
     """`chat_render` rendered in this process, the template probed first (with the sandbox's counted bounds,
     not time or memory)."""
@@ -197,7 +223,14 @@ def render_chat(
         except Exception as exc:  # a syntax error or a bound: the render below reports it
             del exc
     job = chat_render(
-        messages, template=template, bos_token=bos_token, eos_token=eos_token, tools=tools, caps=caps, extra=extra
+        messages,
+        template=template,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        tools=tools,
+        caps=caps,
+        extra=extra,
+        think=think,
     )
     if isinstance(job, str):
         return job

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import keys, limits, logs, metrics, prompt, templatecaps
+from . import keys, limits, logs, metrics, prompt, templatecaps, thinking
 from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest, PromptTooLong
 from .gguf import GGUFInfo, read_info
@@ -85,6 +85,7 @@ class GenerateRequest:
     suffix: str | None = None  # text after the insertion point: fill-in-the-middle
     template: str | None = None  # a chat template for this request instead of the model's
     truncate: bool = False  # cut an input too long for the context (head and tail kept) rather than refuse it
+    think: thinking.Think = None  # reasoning on or off (or a level); None: the template's default
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class ChatRequest:
     tools: tuple[Tool, ...] = ()  # functions the model may call (rendered into the prompt, calls parsed)
     truncate: bool = False  # drop the oldest turns of a conversation too long for the context, rather than refuse it
     call_required: bool = False  # the output is constrained to a call: all of it is held back as one
+    think: thinking.Think = None  # reasoning on or off (or a level); None: the template's default
 
 
 @dataclass(frozen=True)
@@ -182,12 +184,12 @@ class Model:
             return ["embedding"]
         template = self.template or ""
         tools = prompt.supports_tools(template) or "tool_use" in self.info.chat_templates
-        thinking = templatecaps.thinking(template)
+        thinks = templatecaps.thinking(template)
         return [
             "completion",
             *(["tools"] if tools else []),
             *(["insert"] if self.info.fim else []),
-            *(["thinking"] if thinking else []),
+            *(["thinking"] if thinks else []),
         ]
 
 
@@ -366,12 +368,20 @@ class Service:
         if "completion" not in model.capabilities:
             raise InvalidRequest(f'"{model.name}" does not support {what}', field="model")
 
+    def _can_think(self, model: Model, template: str | None, think: thinking.Think) -> bool:
+        """Whether the template supports thinking; `think` asked of one that cannot is refused, as Ollama does."""
+        capable = prompt.supports_thinking(template)
+        if think not in (None, False) and not capable:
+            raise InvalidRequest(f'"{model.name}" does not support thinking', field="think")
+        return capable
+
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
         model = self.model(req.model)
         self._check_generative(model, "generate")
         options = req.options.merged_over(model.parameters)
         limits.check_generation((), constraints=req.constraints, stop=options.stop)
+        capable = self._can_think(model, req.template or model.template, req.think)
         if req.suffix:
             if model.info.fim is None:
                 raise InvalidRequest(
@@ -389,8 +399,9 @@ class Service:
                 system=system,
                 template=req.template,
                 n_ctx=None if req.truncate else self._ref(model, options).spec.n_ctx,
+                think=req.think,
             )
-        async for event in self._run(
+        events: AsyncGenerator[Event, None] = self._run(
             model,
             options,
             text if req.prompt or req.suffix else "",
@@ -399,8 +410,12 @@ class Service:
             field="prompt",
             constraints=req.constraints,
             truncate=req.truncate,
-        ):
-            yield event
+        )
+        if not req.suffix and thinking.splits(capable, req.think, text, default=not req.raw):
+            events = thinking.split_thinking(events, opened=thinking.opens_thinking(text))
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     async def chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
         """The chat's events; with tools, output that may be a call is held back and a call found in it comes
@@ -422,9 +437,10 @@ class Service:
         messages = _conversation(model, req.messages)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
+        capable = self._can_think(model, model.template, req.think)
 
         async def render(kept: Sequence[ChatMessage]) -> str:
-            return await self.render(model, kept, tools=req.tools, n_ctx=context)
+            return await self.render(model, kept, tools=req.tools, n_ctx=context, think=req.think)
 
         full = await render(messages) if req.messages else ""
 
@@ -453,7 +469,7 @@ class Service:
                 )
             return text, first - n
 
-        async for event in self._run(
+        events: AsyncGenerator[Event, None] = self._run(
             model,
             options,
             full,
@@ -463,8 +479,12 @@ class Service:
             constraints=req.constraints,
             truncate=req.truncate,
             fit=fit if req.truncate else None,
-        ):
-            yield event
+        )
+        if thinking.splits(capable, req.think, full):  # here, before tool calls are looked for in the answer
+            events = thinking.split_thinking(events, opened=thinking.opens_thinking(full))
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     async def count_chat(self, req: ChatRequest) -> int:
         """The input tokens `req` would have: its conversation (with the model's own system prompt and messages)
@@ -554,6 +574,7 @@ class Service:
         n_ctx: int | None = None,
         field: str = "messages",
         extra: Mapping[str, Any] | None = None,
+        think: thinking.Think = None,
     ) -> str:
         """The prompt for `messages` through the request's `template`, else the model's own (Modelfile or GGUF;
         the GGUF's `tool_use` variant when there are `tools`), adapted to what that template can take; `extra`
@@ -575,6 +596,7 @@ class Service:
             tools=tools,
             caps=caps,
             extra=extra,
+            think=think,
         )
         if isinstance(job, str):
             return job
@@ -619,12 +641,15 @@ class Service:
         template: str | None = None,
         n_ctx: int | None = None,
         extra: Mapping[str, Any] | None = None,
+        think: thinking.Think = None,
     ) -> str:
         """`/api/generate`'s prompt: through the chat template when there is one, else as given."""
         if template is None and not model.template:
             return prompt.render_generate(text, system=system, template=None)
         messages = prompt.generate_messages(text, system=system)
-        return await self.render(model, messages, template=template, n_ctx=n_ctx, field="prompt", extra=extra)
+        return await self.render(
+            model, messages, template=template, n_ctx=n_ctx, field="prompt", extra=extra, think=think
+        )
 
     async def check_template(self, template: str, source: TemplateSource) -> None:
         """Refuse a template that does not compile, or exceeds a bound on a short conversation (at create and

@@ -205,6 +205,7 @@ class ChatMessage:
     content: str
     tool_calls: tuple[ToolCall, ...] = ()  # what an assistant message asked for
     tool_call_id: str | None = None  # which call a tool message answers
+    thinking: str = ""  # an assistant message's reasoning (Ollama's `thinking`, OpenAI's `reasoning_content`)
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ class Done:
 
 @dataclass(frozen=True)
 class Thinking:
-    """A piece of the model's reasoning, apart from its answer (room for reasoning models: not produced yet)."""
+    """A piece of the model's reasoning, apart from its answer (`thinking.split_thinking`)."""
 
     text: str
 

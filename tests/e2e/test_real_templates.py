@@ -14,7 +14,8 @@ import ollama
 import openai
 import pytest
 
-from ..conftest import STORIES_REPO, Daemon
+from ..conftest import STORIES_REPO
+from .conftest import Daemon
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

@@ -14,7 +14,21 @@ import localllm
 
 from ..conftest import ROOT
 
-LEAVES = {"config", "errors", "types", "names", "modelfile", "gguf", "tools", "limits", "logs", "metrics", "templatecaps", "__init__"}
+LEAVES = {
+    "config",
+    "errors",
+    "types",
+    "names",
+    "modelfile",
+    "gguf",
+    "tools",
+    "limits",
+    "logs",
+    "metrics",
+    "templatecaps",
+    "thinking",
+    "__init__",
+}
 CORE = {
     "store",
     "hub",

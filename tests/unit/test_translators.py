@@ -74,7 +74,8 @@ def test_ollama_chat_body_with_tools() -> None:
         ({"model": "m", "options": {"nope": 1}}, "options.nope"),
         ({"model": "m", "top_logprobs": 3}, "top_logprobs"),
         ({"model": "m", "raw": True, "system": "s"}, "raw"),
-        ({"model": "m", "think": True}, "think"),
+        ({"model": "m", "think": "very"}, "think"),
+        ({"model": "m", "think": 1}, "think"),
         ({"model": "m", "context": [-1]}, "context"),
     ],
 )

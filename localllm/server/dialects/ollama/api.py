@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import json
 import math
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -18,6 +19,7 @@ from .... import __version__, create, modelfile
 from ....errors import InvalidRequest
 from ....service import Answer, ChatRequest, GenerateRequest, Model, collect
 from ....store import MEDIA_ADAPTER, Store
+from ....thinking import LEVELS, Think
 from ....tools import new_call_id, parse_tools
 from ....types import (
     ROLES,
@@ -109,9 +111,9 @@ def _logprobs(lps: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
 
 
 def _text(key: str, piece: str, calls: Sequence[ToolCall] = (), thinking: str = "") -> dict[str, Any]:
-    """The text of a generate (`key` "response") or chat (`key` "message") object."""
+    """The text of a generate (`key` "response") or chat (`key` "message") object, with its reasoning apart."""
     if key == "response":
-        return {"response": piece}
+        return {"response": piece, "thinking": thinking} if thinking else {"response": piece}
     message: dict[str, Any] = {"role": "assistant", "content": piece}
     if thinking:
         message["thinking"] = thinking
@@ -181,8 +183,15 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
     """Fields whose meaning we cannot honour yet get a 400 rather than being silently ignored."""
     if body.get("images"):
         raise InvalidRequest("this model has no vision support: images cannot be used", field="images")
-    if body.get("think") not in (None, False):
-        raise InvalidRequest("this model does not support thinking", field="think")
+
+
+def parse_think(raw: Any, *, field: str = "think") -> Think:
+    """Ollama's `think`: true, false, or a level ("low", "medium", "high") for models that take one."""
+    if raw is None or isinstance(raw, bool) or raw in LEVELS:
+        return cast(Think, raw)
+    raise InvalidRequest(
+        f'invalid {field} value: {json.dumps(raw)} (must be "high", "medium", "low", true, or false)', field=field
+    )
 
 
 def _constraints(body: dict[str, Any]) -> Constraints:
@@ -238,6 +247,7 @@ def to_generate_request(body: dict[str, Any]) -> tuple[GenerateRequest, bool]:
         suffix=rq.field(body, "suffix", str) or None,
         template=rq.field(body, "template", str) or None,
         truncate=_truncate(body),
+        think=parse_think(body.get("think")),
     )
     return req, bool(rq.field(body, "stream", bool, True))
 
@@ -257,7 +267,8 @@ def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
         content = rq.field(item, "content", str, "", prefix=f"{label}.")
         calls = _message_calls(item, label) if role == "assistant" else ()
         call_id = rq.field(item, "tool_call_id", str, prefix=f"{label}.") if role == "tool" else None
-        out.append(ChatMessage(role, content, calls, call_id))
+        thought = rq.field(item, "thinking", str, "", prefix=f"{label}.") if role == "assistant" else ""
+        out.append(ChatMessage(role, content, calls, call_id, thought))
     return tuple(out)
 
 
@@ -296,6 +307,7 @@ def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, bool]:
         constraints=_constraints(body),
         tools=parse_tools(body.get("tools")),
         truncate=_truncate(body),
+        think=parse_think(body.get("think")),
     )
     return req, bool(rq.field(body, "stream", bool, True))
 

@@ -33,7 +33,7 @@ _SAMPLING_COMMON = {
     "format": FORMAT,
     "logprobs": BOOL,
     "top_logprobs": TOP_LOGPROBS.schema(),
-    "think": {"const": False},
+    "think": {"anyOf": [BOOL, {"enum": ["low", "medium", "high"]}]},
     "truncate": BOOL,
     "shift": BOOL,
 }

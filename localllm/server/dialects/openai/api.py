@@ -29,7 +29,7 @@ from ....errors import (
 )
 from ....names import parse_name
 from ....service import Answer
-from ....types import Done, Event, Token, TokenLogprob, ToolCall, ToolCalls
+from ....types import Done, Event, Thinking, Token, TokenLogprob, ToolCall, ToolCalls
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
 from ...streaming import EventStream, prepend, sse_event, until_disconnect
@@ -182,6 +182,13 @@ async def chunks(
             if isinstance(event, Token):
                 choice = token_choice(framing.chat, i, event, offsets[i])
                 offsets[i] += len(event.text)
+            elif isinstance(event, Thinking) and framing.chat:  # as llama-server, vLLM and DeepSeek's API
+                choice = {
+                    "index": i,
+                    "delta": {"reasoning_content": event.text},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
             elif isinstance(event, ToolCalls):
                 called[i] = True
                 calls = {"tool_calls": _tool_call_dicts(event.calls, indexed=True)}
@@ -195,7 +202,7 @@ async def chunks(
                 else:
                     choice["text"] = ""
             else:
-                continue  # reasoning has no place in these objects
+                continue  # reasoning has no place in a text completion
             yield {**framing.envelope(framing.chunk_object, [choice]), **extra}
     if framing.shape.include_usage:
         yield {**framing.envelope(framing.chunk_object, []), "usage": _usage([d for d in dones if d], framing.groups)}
@@ -241,6 +248,8 @@ def whole_choice(framing: Framing, i: int, answer: Answer, echo: str) -> dict[st
             "finish_reason": finish,
         }
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if answer.thinking:
+        message["reasoning_content"] = answer.thinking
     if answer.tool_calls:
         message = {**message, "content": None, "tool_calls": _tool_call_dicts(answer.tool_calls)}
         finish = "tool_calls"

@@ -30,7 +30,15 @@ OPENAI_SAMPLING: dict[str, Schema] = {
     **FIELDS.schema()["properties"],
     "options": OPTIONS,
 }
-CHAT_MESSAGE = obj({"role": STR, "content": {"anyOf": [STR, ANY_LIST]}, "tool_calls": ANY_LIST, "tool_call_id": STR})
+CHAT_MESSAGE = obj(
+    {
+        "role": STR,
+        "content": {"anyOf": [STR, ANY_LIST]},
+        "tool_calls": ANY_LIST,
+        "tool_call_id": STR,
+        "reasoning_content": STR,
+    }
+)
 CHAT_COMPLETIONS = obj(
     {
         **OPENAI_SAMPLING,
@@ -40,6 +48,7 @@ CHAT_COMPLETIONS = obj(
         "response_format": OBJ,
         "tools": ANY_LIST,
         "tool_choice": {"anyOf": [STR, OBJ]},
+        "reasoning_effort": {"enum": ["none", "minimal", "low", "medium", "high"]},
     },
     required=("model", "messages"),
 )

@@ -15,6 +15,7 @@ from typing import Any
 from ....errors import InvalidRequest
 from ....limits import MAX_CHOICES
 from ....service import ChatRequest, GenerateRequest
+from ....thinking import Think
 from ....tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
 from ....types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options
 from ... import requests as rq
@@ -67,7 +68,8 @@ def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
         call_id = None
         if role == "tool":
             call_id = rq.field(item, "tool_call_id", str, required=True, prefix=f"{label}.")
-        out.append(ChatMessage(role, _content(item.get("content"), f"{label}.content"), calls, call_id))
+        thought = rq.field(item, "reasoning_content", str, "", prefix=f"{label}.") if role == "assistant" else ""
+        out.append(ChatMessage(role, _content(item.get("content"), f"{label}.content"), calls, call_id, thought or ""))
     return tuple(out)
 
 
@@ -221,6 +223,20 @@ def _tools(body: dict[str, Any]) -> tuple[tuple[Tool, ...], ToolChoice]:
     return tools, parse_tool_choice(body.get("tool_choice"), tools)
 
 
+# OpenAI's `reasoning_effort` as a `think`: "none" turns thinking off, the others are levels (a template that
+# takes no level just thinks).
+EFFORTS: dict[str, Think] = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+
+
+def reasoning_effort(body: dict[str, Any]) -> Think:
+    raw = body.get("reasoning_effort")
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or raw not in EFFORTS:
+        raise InvalidRequest(f"reasoning_effort must be one of {', '.join(EFFORTS)}", field="reasoning_effort")
+    return EFFORTS[raw]
+
+
 def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, Shape]:
     """Translate a chat completion request."""
     name = rq.model_name(body)
@@ -239,6 +255,7 @@ def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, Shape]:
         constraints=limits,
         tools=offered,
         call_required=schema is not None,
+        think=reasoning_effort(body),
     )
     return request, shape(body)
 
