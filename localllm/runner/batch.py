@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import detokenize
 from .context import cut_to_fit
 from .engine import SamplingParams
 from .protocol import STREAM_INTERVAL, Message
@@ -157,7 +158,9 @@ class Batcher:
             self.send(reply)
         elif op == "generate":
             self._submit(rid, message)
-        elif op == "embed":
+        elif op == "detokenize":
+            self.send(detokenize.answer(self.engine, message))
+        elif op in ("embed", "rerank"):  # `embed` answers both (runner.main picks embedding or rerank)
             if self.embed is None:
                 self.send(
                     {"ev": "error", "id": rid, "kind": "request", "message": "this runner computes no embeddings"}

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="runner: %(levelname)s %(message)s")
     channel = Channel(_take_stdout())
-    from . import embedding
+    from . import embedding, rerank
     from .batch import Batcher
     from .engine import Engine, LoadSpec, Sampler, grammar_for
 
@@ -66,9 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     channel.send({"ev": "ready", **engine.info()})
     inbox: queue.Queue[Message | None] = queue.Queue()
     threading.Thread(target=_read_commands, args=(inbox,), daemon=True, name="commands").start()
-    embed = (lambda message: embedding.answer(engine, message)) if engine.embedding else None
+
+    def embed(message: Message) -> Message:  # `embed` and `rerank` messages, between decode steps
+        if message.get("op") == "rerank":
+            return rerank.answer(engine, message)
+        return embedding.answer(engine, message)
+
     sampler = functools.partial(Sampler, engine)
-    Batcher(engine, channel.send, sampler, grammar_for, embed, stream_interval).run(inbox)
+    Batcher(engine, channel.send, sampler, grammar_for, embed if engine.embedding else None, stream_interval).run(inbox)
     engine.close()
     return 0
 

@@ -183,7 +183,7 @@ class RunnerProcess:
                 if kind == "error":
                     finished = True
                     raise _error_from(event)
-                finished = kind in {"done", "tokens", "embeddings"}
+                finished = kind in {"done", "tokens", "embeddings", "scores"}
                 yield event
                 if finished:
                     return
@@ -235,6 +235,20 @@ class RunnerProcess:
         async with contextlib.aclosing(self._request({**message, "truncate": truncate, "normalize": normalize})) as ev:
             async for event in ev:
                 return [list(v) for v in event["embeddings"]], int(event["prompt_eval_count"])
+        raise EngineError("the model runner did not answer")
+
+    async def detokenize(self, tokens: Sequence[int]) -> list[bytes]:
+        """Each token's bytes, special tokens written out (a token outside the vocabulary: InvalidRequest)."""
+        async for event in self._request({"op": "detokenize", "tokens": list(tokens)}):
+            return [bytes(p) for p in event["pieces"]]
+        raise EngineError("the model runner did not answer")
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> tuple[list[float], int]:
+        """One relevance score per document (llama.cpp's raw classifier output) and the tokens evaluated."""
+        message = {"op": "rerank", "query": query, "documents": list(documents)}
+        async with contextlib.aclosing(self._request(message)) as events:
+            async for event in events:
+                return [float(s) for s in event["scores"]], int(event["prompt_eval_count"])
         raise EngineError("the model runner did not answer")
 
     async def stop(self, timeout: float = 5.0) -> None:

@@ -6,13 +6,19 @@ daemon -> runner                                    runner -> daemon
    "pieces"?}
   {"op": "embed", "id", "inputs", "truncate",         {"ev": "done", "id", "reason", counters...}
    "normalize"}                                       {"ev": "tokens", "id", "tokens"}
-  {"op": "cancel", "id"}                              {"ev": "embeddings", "id", "embeddings", "prompt_eval_count"}
+  {"op": "rerank", "id", "query", "documents"}        {"ev": "embeddings", "id", "embeddings", "prompt_eval_count"}
+  {"op": "detokenize", "id", "tokens"}                {"ev": "scores", "id", "scores", "prompt_eval_count"}
+  {"op": "cancel", "id"}
   EOF on stdin: exit                                  {"ev": "error", "id"?, "message", "kind", ...}
 
 `embed` (embedding models only, loaded with `embedding`): `inputs` is a list of strings or of token-id lists;
 the answer has one vector per input, in order, L2-normalised unless `normalize` is false. An input longer than
 the context is cut to fit with `truncate` (default true: its end-of-text special tokens are kept), else refused
 with a "context" error.
+
+`rerank` (rerankers only: pooling type rank, loaded with `embedding`): one score per document for the pair
+(query, document), formatted as llama-server does (`rerank.py`), all pairs evaluated together.
+`detokenize` answers a `tokens` event whose `pieces` write special tokens out (`detokenize.py`).
 
 `tokenize` adds the model's BOS unless `add_bos` is false; with `pieces` the answer also has each token's
 bytes (`"pieces": [[int, ...], ...]`).

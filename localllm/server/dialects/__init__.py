@@ -13,7 +13,7 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from ..errors import ErrorShape
-from . import compat, lmdeploy, ollama, openai, tei, tgi, triton, vllm
+from . import compat, lmdeploy, ollama, openai, rerank, tei, tgi, tokenize, triton, vllm
 from .contract import Dialect
 
 DIALECTS: tuple[Dialect, ...] = (
@@ -21,6 +21,8 @@ DIALECTS: tuple[Dialect, ...] = (
     openai.DIALECT,
     compat.DIALECT,
     tei.DIALECT,
+    rerank.DIALECT,
+    tokenize.DIALECT,
     tgi.DIALECT,
     lmdeploy.DIALECT,
     triton.DIALECT,
