@@ -1,0 +1,117 @@
+"""Rerank and detokenize without a model: llama-server's pair format, the runner's answers, the dialect's
+sorting and encoders (the real daemon and llama.cpp: tests/e2e/test_rerank_tokenize.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from localllm.errors import InvalidRequest
+from localllm.runner import detokenize, rerank
+from localllm.runner.rerank import RerankFrame
+from localllm.server.dialects import rerank as dialect
+from localllm.server.dialects import tokenize
+from localllm.types import Ranking
+
+
+class FakeEngine:
+    """Words are tokens (id = 10 + length), `embed` scores a prompt by its length."""
+
+    n_ctx_seq = 12
+    n_vocab = 100
+
+    def __init__(self, frame: RerankFrame | None) -> None:
+        self.rerank_frame = frame
+        self.calls: list[list[list[int]]] = []
+        self.parsed: list[bool] = []
+
+    def tokenize(self, text: str, *, add_bos: bool = True, parse_special: bool = True) -> list[int]:
+        assert not add_bos
+        self.parsed.append(parse_special)
+        return [10 + len(w) for w in text.split()]
+
+    def embed(self, prompts: list[list[int]], *, normalize: bool = True) -> list[list[float]]:
+        assert not normalize
+        self.calls.append(prompts)
+        return [[float(len(p)), 99.0] for p in prompts]
+
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        assert special
+        return b"<s>" if token == 1 else f"t{token}".encode()
+
+
+BERT = RerankFrame(bos=101, eos=102, sep=None, template=None)
+
+
+def test_pairs_are_formatted_as_llama_server_does() -> None:
+    engine = FakeEngine(BERT)
+    assert rerank.pair_tokens(engine, BERT, "a bb", "ccc") == [101, 11, 12, 102, 13, 102]
+    assert engine.parsed == [False, False]  # query and document: special tokens in them are text
+    with_sep = RerankFrame(bos=1, eos=2, sep=3, template=None)
+    assert rerank.pair_tokens(engine, with_sep, "a", "b") == [1, 11, 2, 3, 11, 2]
+    bare = RerankFrame(bos=None, eos=None, sep=None, template=None)
+    assert rerank.pair_tokens(engine, bare, "a", "b") == [11, 11]
+    templated = RerankFrame(bos=1, eos=2, sep=None, template="Q: {query} D: {document}")
+    assert rerank.pair_tokens(engine, templated, "aa", "bbb") == [12, 12, 12, 13]  # "Q:" "aa" "D:" "bbb"
+    assert engine.parsed[-1] is True
+
+
+def test_all_pairs_go_to_the_engine_in_one_call_and_scores_are_first_outputs() -> None:
+    engine = FakeEngine(BERT)
+    event = rerank.answer(engine, {"id": 7, "query": "q", "documents": ["a", "b c", "d e f"]})
+    assert event == {"ev": "scores", "id": "7", "scores": [5.0, 6.0, 7.0], "prompt_eval_count": 18}
+    assert len(engine.calls) == 1 and len(engine.calls[0]) == 3
+
+
+def test_rerank_refusals() -> None:
+    assert rerank.answer(FakeEngine(None), {"id": 1, "query": "q", "documents": ["a"]})["kind"] == "request"
+    assert rerank.answer(FakeEngine(BERT), {"id": 1, "query": "q", "documents": [3]})["kind"] == "request"
+    long = rerank.answer(FakeEngine(BERT), {"id": 1, "query": "q", "documents": ["a " * 20]})
+    assert long["kind"] == "context" and long["n_tokens"] == 24 and long["n_ctx"] == 12
+
+
+def test_detokenize_writes_special_tokens_and_refuses_ids_outside_the_vocabulary() -> None:
+    engine = FakeEngine(BERT)
+    assert detokenize.answer(engine, {"id": 2, "tokens": [1, 5]})["pieces"] == [list(b"<s>"), list(b"t5")]
+    bad = detokenize.answer(engine, {"id": 2, "tokens": [1, 100]})
+    assert bad["kind"] == "request" and "0..99" in bad["message"]
+    assert detokenize.answer(engine, {"id": 2, "tokens": [True]})["kind"] == "request"
+
+
+def test_ranked_sorts_by_score_keeps_ties_in_order_and_cuts_to_top_n() -> None:
+    scores = [0.5, 2.0, -1.0, 2.0]
+    assert [r.index for r in dialect.ranked(scores, None)] == [1, 3, 0, 2]
+    assert [r.index for r in dialect.ranked(scores, 2)] == [1, 3]
+    assert [r.index for r in dialect.ranked(scores, 10)] == [1, 3, 0, 2]
+
+
+def test_documents_are_strings_or_text_objects() -> None:
+    assert dialect.texts_of(["a", {"text": "b", "title": "t"}], "documents") == ["a", "b"]
+    with pytest.raises(InvalidRequest) as bad:
+        dialect.texts_of(["a", {"title": "t"}], "documents")
+    assert bad.value.field == "documents" and "documents[1]" in str(bad.value)
+
+
+def test_encoders() -> None:
+    result = Ranking([0.0, 3.0], prompt_eval_count=11)
+    top = dialect.ranked(result.scores, 1)
+    jina = dialect.encode_jina("m", ["x", "y"], result, top, True)
+    assert jina["results"] == [{"index": 1, "relevance_score": 3.0, "document": {"text": "y"}}]
+    assert jina["usage"] == {"prompt_tokens": 11, "total_tokens": 11} and jina["model"] == "m"
+    v2 = dialect.encode_cohere_v2(["x", "y"], result, top, False)
+    assert v2["results"] == [{"index": 1, "relevance_score": 3.0}] and v2["meta"]["api_version"]["version"] == "2"
+    tei = dialect.encode_tei(["x", "y"], result, False, True)
+    assert tei == [
+        {"index": 1, "score": 1 / (1 + math.exp(-3.0)), "text": "y"},
+        {"index": 0, "score": 0.5, "text": "x"},
+    ]
+    assert [r["score"] for r in dialect.encode_tei(["x", "y"], result, True, False)] == [3.0, 0.0]
+
+
+def test_token_pieces_and_ids() -> None:
+    assert tokenize.piece_json(b"hi") == "hi"
+    assert tokenize.piece_json(b"\xe2\x82") == [0xE2, 0x82]  # half a character: its bytes, as llama-server
+    with pytest.raises(InvalidRequest) as bad:
+        tokenize.token_ids([1, -2])
+    assert bad.value.field == "tokens"
