@@ -4,15 +4,19 @@ sorting and encoders (the real daemon and llama.cpp: tests/e2e/test_rerank_token
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from localllm.errors import InvalidRequest
 from localllm.runner import detokenize, rerank
 from localllm.runner.rerank import RerankFrame
+from localllm.server import dialects
 from localllm.server.dialects import rerank as dialect
 from localllm.server.dialects import tokenize
 from localllm.types import Ranking
+
+from .test_registry import app_client
 
 
 class FakeEngine:
@@ -115,3 +119,39 @@ def test_token_pieces_and_ids() -> None:
     with pytest.raises(InvalidRequest) as bad:
         tokenize.token_ids([1, -2])
     assert bad.value.field == "tokens"
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v1/rerank", "rerank"),
+        ("/rerank", "rerank"),
+        ("/v2/rerank", "rerank"),
+        ("/api/rerank", "rerank"),
+        ("/detokenize", "tokenize"),
+        ("/api/tokenize", "tokenize"),
+        ("/api/detokenize", "tokenize"),
+        ("/tokenize", "compat"),
+    ],
+)
+def test_owners(path: str, name: str) -> None:
+    assert dialects.owner(path, "POST").name == name
+    assert path in dialects.paths()
+
+
+def test_bad_bodies_are_refused_in_each_shape_naming_the_field(tmp_path: Path) -> None:
+    for client in app_client(tmp_path, default_model="m"):
+        r = client.post("/v1/rerank", json={"model": "m", "documents": ["a"]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "query"
+        r = client.post("/v2/rerank", json={"query": "q", "documents": ["a"], "top_n": 0})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "top_n"
+        r = client.post("/rerank", json={"query": "q", "texts": [1]})
+        assert r.status_code == 422 and "texts[0]" in r.json()["error"]  # TEI's shape: TGI's
+        r = client.post("/api/rerank", json={"model": "m", "query": "q", "documents": ["a"], "extra": 1})
+        assert r.status_code == 400 and "unknown field 'extra'" in r.json()["error"]
+        r = client.post("/tokenize", json={"content": "x", "with_pieces": "yes"})
+        assert r.status_code == 422 and "with_pieces" in r.json()["error"]
+        r = client.post("/detokenize", json={"tokens": [1, "a"]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "tokens"
+        r = client.post("/api/detokenize", json={"tokens": [1]})
+        assert r.status_code == 400 and r.json()["error"] == "model is required"
