@@ -111,6 +111,7 @@ def test_encoders() -> None:
         {"index": 0, "score": 0.5, "text": "x"},
     ]
     assert [r["score"] for r in dialect.encode_tei(["x", "y"], result, True, False)] == [3.0, 0.0]
+    assert dialect.sigmoid(-1000.0) == 0.0 and dialect.sigmoid(1000.0) == 1.0
 
 
 def test_token_pieces_and_ids() -> None:

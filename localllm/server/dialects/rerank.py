@@ -120,19 +120,29 @@ async def _rank(request: Request, values: dict[str, Any], documents: list[str], 
     return result
 
 
+def _results(docs: list[str], top: list[Ranked], with_docs: bool) -> list[dict[str, Any]]:
+    """Jina's and Cohere's results: `document` as `{"text"}` when asked for."""
+    out: list[dict[str, Any]] = [{"index": r.index, "relevance_score": r.score} for r in top]
+    if with_docs:
+        for row, r in zip(out, top, strict=True):
+            row["document"] = {"text": docs[r.index]}
+    return out
+
+
+def sigmoid(x: float) -> float:
+    """TEI's score without `raw_scores` (no overflow for a very negative logit)."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
 def encode_jina(model: str, docs: list[str], result: Ranking, top: list[Ranked], with_docs: bool) -> dict[str, Any]:
     return {
         "id": f"rerank-{uuid.uuid4().hex}",
         "model": model,
         "object": "list",
-        "results": [
-            {
-                "index": r.index,
-                "relevance_score": r.score,
-                **({"document": {"text": docs[r.index]}} if with_docs else {}),
-            }
-            for r in top
-        ],
+        "results": _results(docs, top, with_docs),
         "usage": {"prompt_tokens": result.prompt_eval_count, "total_tokens": result.prompt_eval_count},
     }
 
@@ -140,14 +150,7 @@ def encode_jina(model: str, docs: list[str], result: Ranking, top: list[Ranked],
 def encode_cohere_v2(docs: list[str], result: Ranking, top: list[Ranked], with_docs: bool) -> dict[str, Any]:
     return {
         "id": f"rerank-{uuid.uuid4().hex}",
-        "results": [
-            {
-                "index": r.index,
-                "relevance_score": r.score,
-                **({"document": {"text": docs[r.index]}} if with_docs else {}),
-            }
-            for r in top
-        ],
+        "results": _results(docs, top, with_docs),
         "meta": {
             "api_version": {"version": "2"},
             "billed_units": {"search_units": 1},
@@ -159,7 +162,7 @@ def encode_cohere_v2(docs: list[str], result: Ranking, top: list[Ranked], with_d
 def encode_tei(docs: list[str], result: Ranking, raw: bool, with_text: bool) -> list[dict[str, Any]]:
     out = []
     for r in ranked(result.scores, None):
-        score = r.score if raw else 1.0 / (1.0 + math.exp(-r.score))
+        score = r.score if raw else sigmoid(r.score)
         out.append({"index": r.index, "score": score, **({"text": docs[r.index]} if with_text else {})})
     return out
 
