@@ -458,14 +458,76 @@ Wants=network-online.target
 After=network-online.target
 
 [Service]
+# The daemon tells systemd when it listens (READY=1) and when it stops (STOPPING=1). On stop only the daemon
+# gets SIGTERM (KillMode=mixed): requests in flight get 5 s to finish, streams still running then end with an
+# error line, and the daemon stops its model runners itself; whatever is left after TimeoutStopSec is killed.
+Type=notify
+NotifyAccess=main
 ExecStart=$PREFIX/bin/localllm serve
 Restart=always
 RestartSec=3
+KillMode=mixed
+TimeoutStopSec=30
 $(environment_line LOCALLLM_HOST "${LOCALLLM_HOST:-127.0.0.1:11434}")
+# Sandboxing that needs no privileges (a user unit gets it too)
+NoNewPrivileges=yes
+LockPersonality=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+RestrictNamespaces=yes
+SystemCallArchitectures=native
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 ${1}
 [Install]
 WantedBy=$2
 UNIT
+}
+
+system_sandbox() {  # the system unit's sandbox: $1 the models directory (written), the rest read-only
+    # The home directories are hidden unless the environment, its Python or the models live there.
+    home=yes
+    src=""
+    [ "$DEV" -eq 0 ] || src=$SRC  # an editable install reads the checkout
+    for path in "$PREFIX" "$(real_python "$VPY")" "$1" $src; do
+        case "$path" in /home/* | /root/* | /run/user/*) home=read-only ;; esac
+    done
+    cat <<SANDBOX
+ProtectSystem=strict
+ProtectHome=$home
+ReadWritePaths=/var/lib/localllm
+SANDBOX
+    case "$1" in /var/lib/localllm/*) ;; *) printf 'ReadWritePaths=%s\n' "$1" ;; esac
+    cat <<SANDBOX
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+CapabilityBoundingSet=
+AmbientCapabilities=
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+RemoveIPC=yes
+SANDBOX
+    # GPUs: only their devices (PrivateDevices would hide them); without one, no devices at all.
+    gpus=$(gpu_devices)
+    if [ -n "$gpus" ]; then
+        echo "DevicePolicy=closed"
+        case "$gpus" in *nvidia*)
+            printf 'DeviceAllow=%s rw\n' char-nvidia-frontend char-nvidia-uvm char-nvidia-caps char-nvidia-caps-imex ;;
+        esac
+        case "$gpus" in */dev/kfd*) echo "DeviceAllow=/dev/kfd rw" ;; esac
+        case "$gpus" in */dev/dri*) echo "DeviceAllow=char-drm rw" ;; esac
+    else
+        echo "PrivateDevices=yes"
+    fi
+}
+
+gpu_devices() {  # the GPU device nodes here (NVIDIA's, AMD's /dev/kfd, /dev/dri), one a line
+    ls -d /dev/nvidia* /dev/kfd /dev/dri 2>/dev/null || true
 }
 
 environment_line() {  # a unit's Environment= line for $1=$2, quoted for systemd when it holds blanks or quotes
@@ -523,6 +585,7 @@ install_system_service() {
 User=localllm
 Group=localllm
 WorkingDirectory=/var/lib/localllm
+$(system_sandbox "$MODELS_DIR")
 " multi-user.target)"
     if systemd_running ""; then
         status "Enabling and (re)starting the localllm service"

@@ -82,6 +82,12 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "tokens with another tokenizer)",
     ),
     "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
+    "LOCALLLM_LOG_FORMAT": ("text", "text, or json for one JSON object per line (with each request's id)"),
+    "LOCALLLM_SHUTDOWN_GRACE": (
+        "5s",
+        "on SIGTERM, how long requests in flight may finish; streams still running then end with an error line",
+    ),
+    "LOCALLLM_METRICS": ("0", "1 to serve Prometheus metrics at GET /metrics (behind the API key when auth is on)"),
     "LOCALLLM_ORIGINS": (
         "",
         "more browser origins allowed (comma-separated, * wildcards, e.g. chrome-extension://*); "
@@ -215,6 +221,13 @@ def _flash_attention(environ: Mapping[str, str]) -> str:
     return value
 
 
+def _log_format(environ: Mapping[str, str]) -> str:
+    raw = environ.get("LOCALLLM_LOG_FORMAT", "").strip().lower() or "text"
+    if raw not in {"text", "json"}:
+        raise ConfigError(f"LOCALLLM_LOG_FORMAT={raw!r} must be text or json")
+    return raw
+
+
 def _flag(environ: Mapping[str, str], name: str) -> bool:
     raw = environ.get(name, "").strip().lower()
     if raw not in {"", "0", "1", "false", "true"}:
@@ -286,6 +299,9 @@ class Settings:
     stream_interval: float = 0.025  # seconds between a stream's text messages (first token at once)
     flash_attention: str = "auto"  # "auto", "on" or "off"
     embed_token_ids: bool = False  # /v1/embeddings embeds token-id input (else a 400: send text)
+    log_format: str = "text"  # "text" or "json" (one object per line)
+    metrics: bool = False  # serve GET /metrics
+    shutdown_grace: float = 5.0  # seconds requests in flight get to finish after SIGTERM
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -314,4 +330,9 @@ class Settings:
             ),
             flash_attention=_flash_attention(env),
             embed_token_ids=_flag(env, "LOCALLLM_EMBED_TOKEN_IDS"),
+            log_format=_log_format(env),
+            metrics=_flag(env, "LOCALLLM_METRICS"),
+            shutdown_grace=_duration(
+                env, "LOCALLLM_SHUTDOWN_GRACE", "5s", ok=lambda s: 0 <= s <= 600, hint="from 0 to 10m, such as '5s'"
+            ),
         )

@@ -1,21 +1,63 @@
-"""Run the daemon: logging, the app, uvicorn on `LOCALLLM_HOST`, clean shutdown on SIGINT/SIGTERM."""
+"""Run the daemon: logging, the app, uvicorn on `LOCALLLM_HOST`, clean shutdown on SIGINT/SIGTERM, and
+systemd's notifications (READY=1 once it listens, STOPPING=1 when it stops) for a `Type=notify` unit."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import logging
+import math
+import os
 import socket
 import urllib.request
 
 import uvicorn
 
-from . import __version__
+from . import __version__, logs
 from .config import HostAddress, Settings
 from .errors import AddressInUse, ConfigError
+from .server import streaming
 from .server.app import create_app
 
 log = logging.getLogger("localllm")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling systemd (`Type=notify`) when it is ready and when it stops."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            notify("READY=1", f"STATUS=listening on {sock_name(sockets)}")
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        notify("STOPPING=1")
+        streaming.begin_shutdown()
+        await super().shutdown(sockets)
+
+
+def notify(*fields: str) -> bool:
+    """Send `fields` to systemd's notification socket ($NOTIFY_SOCKET, the sd_notify protocol: one datagram of
+    `KEY=value` lines); False when not run by systemd with Type=notify, or when the send fails."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address or address[0] not in "/@":
+        return False
+    target = "\0" + address[1:] if address[0] == "@" else address  # '@': an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(target)
+            sock.sendall("\n".join(fields).encode())
+    except OSError as exc:
+        log.warning("could not notify systemd at %s: %s", address, exc)
+        return False
+    return True
+
+
+def sock_name(sockets: list[socket.socket] | None) -> str:
+    with contextlib.suppress(OSError, IndexError, TypeError):
+        host, port = (sockets or [])[0].getsockname()[:2]
+        return f"{host}:{port}"
+    return "its socket"
 
 
 def serve(settings: Settings) -> None:
@@ -24,10 +66,7 @@ def serve(settings: Settings) -> None:
     The address is taken first, before the store is touched: a second daemon started by mistake on a busy
     port fails at once and leaves the first one's store alone.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if settings.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(debug=settings.debug, fmt=settings.log_format)
     if not settings.debug:  # one INFO line per HTTP request of a pull (httpx's) is noise: keep it for debug
         for name in ("httpx", "httpx2", "httpcore", "huggingface_hub"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -36,11 +75,15 @@ def serve(settings: Settings) -> None:
     config = uvicorn.Config(
         create_app(settings),
         log_level="debug" if settings.debug else "warning",
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         lifespan="on",
-        timeout_graceful_shutdown=5,
+        # After SIGTERM (or SIGINT) requests in flight get LOCALLLM_SHUTDOWN_GRACE to finish; then the streams
+        # still running end with an error line (streaming.begin_shutdown) and the runners are stopped. The
+        # unit's TimeoutStopSec (install.sh) leaves room for both.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
     )
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        _Server(config).run(sockets=[sock])
     finally:
         sock.close()
 

@@ -11,7 +11,7 @@ LocalLLMError
  ├── ConfigError (ValueError)               a LOCALLLM_* variable that does not parse
  ├── AddressInUse                           the daemon's address is taken (by another localllm, or not)
  ├── ServerBusy                             the queue is full
- ├── EngineError                            the runner failed (crash, load failure)
+ ├── EngineError                            the runner failed; `kind`: out of memory, load, crash, hang
  ├── DownloadError                          a pull failed (network, checksum)
  ├── AccessDenied                           the request may not be served (server/security.py, server/auth.py)
  │    ├── Unauthorized                      no API key, a wrong one, or an expired access token (401)
@@ -23,6 +23,8 @@ LocalLLMError
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 
 class LocalLLMError(Exception):
@@ -119,8 +121,19 @@ class ServerBusy(LocalLLMError):
     """Too many requests are waiting; try again later."""
 
 
+EngineFailure = Literal["out_of_memory", "load", "crash", "hang", "engine"]
+
+
 class EngineError(LocalLLMError):
-    """The model runner failed: it could not load the model, or it died while serving."""
+    """The model runner failed: it could not load the model, or it died while serving.
+
+    `kind` says how, set where it happened: "out_of_memory" (llama.cpp could not allocate), "load" (the model
+    did not load for another reason), "crash" (the runner died), "hang" (it made no progress and was
+    stopped) or "engine" (llama.cpp failed while computing)."""
+
+    def __init__(self, message: str, *, kind: EngineFailure = "engine") -> None:
+        super().__init__(message)
+        self.kind: EngineFailure = kind
 
 
 class DownloadError(LocalLLMError):

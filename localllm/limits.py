@@ -47,6 +47,11 @@ GRAMMAR_MAX_BYTES = 64 << 10  # a GBNF grammar (`grammar`) or one built from a r
 GRAMMAR_MAX_EXPANSION = 200_000  # symbols llama.cpp writes out for `x{m,n}` repetitions of one grammar
 REGEX_MAX_BYTES = 4 << 10  # a regular expression turned into a grammar (TGI `grammar: {"type": "regex"}`)
 
+# -- stored responses (OpenAI Responses API, `store: true`; localllm/responses_store.py) ----------------------
+RESPONSES_MAX_COUNT = 1000  # responses kept in memory; the oldest go first
+RESPONSES_MAX_BYTES = 64 << 20  # their size (response objects and conversations); the oldest go first
+RESPONSES_TTL_S = 24 * 3600.0  # a stored response expires after this long
+
 # -- GGUF metadata (a model file is untrusted input too) ---------------------------------------------------
 GGUF_MAX_KEYS = 1 << 16  # metadata keys of one file
 GGUF_MAX_TENSORS = 1 << 17  # tensor infos of one file (the biggest MoE models have ~30k)

@@ -91,7 +91,34 @@ class _Worker:
         await asyncio.sleep(0)  # the transport closes once both pipes have seen the end
 
 
-class RenderPool:
+class Renderer:
+    """Renders chat templates through `_ask`, one request of the sandbox's worker protocol (`sandbox.outcome`)."""
+
+    async def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def render(self, template: str, variables: dict[str, Any], *, max_bytes: int, source: TemplateSource) -> str:
+        """`template` rendered with `variables`, or `InvalidRequest` naming the bound and the template's source
+        (`RenderTooLong` when the output passed `max_bytes`)."""
+        reply = await self._ask({"op": "render", "template": template, "variables": variables, "max_bytes": max_bytes})
+        if "text" in reply:
+            return str(reply["text"])
+        raise _error(reply, source, template)
+
+    async def check(self, template: str, source: TemplateSource) -> None:
+        """Refuse a template that does not compile (e.g. an Ollama Go template) or is too large."""
+        reply = await self._ask({"op": "check", "template": template})
+        if "error" in reply:
+            raise _error(reply, source, template)
+
+    async def close(self) -> None:
+        """Let go of whatever the renderer holds."""
+
+
+class RenderPool(Renderer):
+    """The daemon's renderer: bounded worker processes, each request within a time bound (a worker that
+    overruns or dies is killed and replaced)."""
+
     def __init__(self, workers: int | None = None, *, seconds: float = limits.TEMPLATE_SECONDS) -> None:
         self.size = workers or limits.render_workers()
         self.seconds = seconds
@@ -169,20 +196,6 @@ class RenderPool:
                 await asyncio.shield(worker.kill())
                 if not self._closed:
                     self._spawn()
-
-    async def render(self, template: str, variables: dict[str, Any], *, max_bytes: int, source: TemplateSource) -> str:
-        """`template` rendered with `variables`, or `InvalidRequest` naming the bound and the template's source
-        (`RenderTooLong` when the output passed `max_bytes`)."""
-        reply = await self._ask({"op": "render", "template": template, "variables": variables, "max_bytes": max_bytes})
-        if "text" in reply:
-            return str(reply["text"])
-        raise _error(reply, source, template)
-
-    async def check(self, template: str, source: TemplateSource) -> None:
-        """Refuse a template that does not compile (e.g. an Ollama Go template) or is too large."""
-        reply = await self._ask({"op": "check", "template": template})
-        if "error" in reply:
-            raise _error(reply, source, template)
 
     def _forget(self) -> None:
         """Drop the workers of an event loop that is gone (their pipes belong to it): killed, not awaited."""

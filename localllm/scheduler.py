@@ -22,33 +22,36 @@ import contextlib
 import dataclasses
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import logs, metrics
 from .errors import EngineError, InvalidRequest, ServerBusy
 from .memory import GPU_OVERHEAD, Estimate, Memory, MemoryProbe, ModelShape, Placement, SystemMemory, format_bytes
 from .memory import estimate as estimate_memory
 from .memory import place as place_model
-from .runner.process import RunnerProcess, RunnerSpec
+from .runner.process import RunnerProcess
+from .runner.protocol import Job, LoadSpec, RunnerInfo
 from .types import Done, LoadedModel, ModelDetails, Token
 
 log = logging.getLogger("localllm.scheduler")
 
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
-_OUT_OF_MEMORY = re.compile(r"out of memory|failed to allocate|unable to allocate|cudaMalloc|alloc\w* failed", re.I)
 _POLL = 1.0  # seconds between re-checks while waiting, should a wake-up be missed
 
 
 class Runner(Protocol):
-    info: dict[str, Any]
+    """A loaded model that serves requests (`runner.process.RunnerProcess`, or a fake in tests)."""
+
+    @property
+    def info(self) -> RunnerInfo: ...
 
     @property
     def alive(self) -> bool: ...
 
-    def generate(self, prompt: str, options: dict[str, Any]) -> AsyncGenerator[Token | Done, None]: ...
+    def generate(self, job: Job) -> AsyncGenerator[Token | Done, None]: ...
 
     async def tokenize(self, text: str) -> list[int]: ...
 
@@ -65,7 +68,7 @@ class Runner(Protocol):
     async def stop(self, timeout: float = 5.0) -> None: ...
 
 
-RunnerFactory = Callable[[RunnerSpec], Awaitable[Runner]]
+RunnerFactory = Callable[[LoadSpec], Awaitable[Runner]]
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class ModelRef:
 
     name: str
     digest: str
-    spec: RunnerSpec
+    spec: LoadSpec
     size: int  # bytes of the model file(s): the weights
     details: ModelDetails = field(default_factory=ModelDetails)
     shape: ModelShape = field(default_factory=ModelShape)
@@ -88,7 +91,7 @@ class ModelRef:
 class _Loaded:
     ref: ModelRef  # as requested (the spec a later request must match to share this runner)
     runner: Runner
-    spec: RunnerSpec  # as loaded (num_gpu fitted to the free VRAM)
+    spec: LoadSpec  # as loaded (num_gpu fitted to the free VRAM)
     estimate: Estimate
     keep_alive: float
     slots: int = 1
@@ -108,8 +111,8 @@ class _Waiter:
 @dataclass(frozen=True)
 class _Failure:
     upto: int  # waiters with tickets up to this one were in line when the load failed
-    spec: RunnerSpec
-    message: str
+    spec: LoadSpec
+    error: EngineError
 
 
 @dataclass(eq=False)
@@ -120,6 +123,7 @@ class _Line:
     waiters: collections.deque[_Waiter] = field(default_factory=collections.deque)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     failure: _Failure | None = None
+    name: str = ""  # the model's, for the metrics
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,9 @@ class Scheduler:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+            # not awaited without a bound: after uvicorn cancels requests at shutdown, Python 3.11's wait_for
+            # in the reaper was seen to lose this cancellation and the daemon never exited
+            await asyncio.wait([self._reaper], timeout=2.0)
         await asyncio.gather(*(entry.runner.stop() for entry in self._loaded.values()), return_exceptions=True)
         self._loaded.clear()
 
@@ -208,7 +213,7 @@ class Scheduler:
 
     async def _acquire(self, ref: ModelRef, keep_alive: float) -> tuple[_Loaded, int]:
         key = ref.spec.model_path
-        line = self._lines.setdefault(key, _Line())
+        line = self._lines.setdefault(key, _Line(name=ref.name))
         self._tickets += 1
         me = _Waiter(self._tickets, asyncio.get_running_loop().create_future())
         line.waiters.append(me)
@@ -230,7 +235,7 @@ class Scheduler:
         while True:
             failure = line.failure
             if failure is not None and ticket <= failure.upto and failure.spec == ref.spec:
-                raise EngineError(failure.message)
+                raise EngineError(str(failure.error), kind=failure.error.kind)
             entry = self._loaded.get(key)
             if entry is not None and not entry.runner.alive:
                 self._drop(entry)  # its requests end with errors; whoever is next loads it again
@@ -292,6 +297,7 @@ class Scheduler:
 
     async def _load(self, line: _Line, ref: ModelRef, keep_alive: float) -> tuple[_Loaded | None, int]:
         """Load `ref`, idle until taken; None if it was loaded by the time the load lock was ours."""
+        logs.detach()  # the runner outlives the request that loads it: its log lines are not that request's
         async with self._load_lock:
             if ref.spec.model_path in self._loaded:
                 return None, 0
@@ -307,10 +313,11 @@ class Scheduler:
         try:
             runner, spec = await self._start(ref, spec, on_gpu=placement.vram > 0)
         except EngineError as exc:
-            line.failure = _Failure(line.waiters[-1].ticket if line.waiters else 0, ref.spec, str(exc))
+            line.failure = _Failure(line.waiters[-1].ticket if line.waiters else 0, ref.spec, exc)
             raise
         load_ns = time.perf_counter_ns() - started
-        slots = int(runner.info.get("n_parallel") or spec.n_parallel or 1)
+        metrics.count_load(ref.name, load_ns / 1e9)
+        slots = runner.info.n_parallel or spec.n_parallel or 1
         entry = _Loaded(ref, runner, spec, est, keep_alive, slots=max(1, slots))
         entry.vram = self._vram_of(entry)
         entry.ram = est.total - entry.vram
@@ -319,7 +326,7 @@ class Scheduler:
         self._wake.set()
         return entry, load_ns
 
-    async def _start(self, ref: ModelRef, spec: RunnerSpec, *, on_gpu: bool) -> tuple[Runner, RunnerSpec]:
+    async def _start(self, ref: ModelRef, spec: LoadSpec, *, on_gpu: bool) -> tuple[Runner, LoadSpec]:
         """Start a runner; if it ran out of memory with layers we chose for the GPU, once more with half."""
         log.info(
             "loading %s (ctx %d x %d slots, ~%s, gpu layers %s)",
@@ -332,7 +339,7 @@ class Scheduler:
         try:
             return await self._factory(spec), spec
         except EngineError as exc:
-            if ref.spec.num_gpu >= 0 or not on_gpu or not _OUT_OF_MEMORY.search(str(exc)):
+            if ref.spec.num_gpu >= 0 or not on_gpu or exc.kind != "out_of_memory":
                 raise
             fewer = dataclasses.replace(spec, num_gpu=max(0, spec.num_gpu // 2))
             log.warning("loading %s ran out of memory (%s); trying %d gpu layers", ref.name, exc, fewer.num_gpu)
@@ -341,10 +348,10 @@ class Scheduler:
     def _vram_of(self, entry: _Loaded) -> int:
         """Bytes the runner holds in VRAM, from what it reported once loaded."""
         info = entry.runner.info
-        if not info.get("gpu_offload"):
+        if not info.gpu_offload:
             return 0
-        n_gpu = int(info.get("n_gpu_layers") or 0)
-        n_layer = int(info.get("n_layer") or 0)
+        n_gpu = info.n_gpu_layers
+        n_layer = info.n_layer
         if n_layer and n_gpu > n_layer:
             return entry.estimate.total
         return entry.estimate.on_gpu(n_gpu)
@@ -449,6 +456,7 @@ class Scheduler:
         key = entry.ref.spec.model_path
         if self._loaded.get(key) is entry:
             del self._loaded[key]
+            metrics.count_unload(entry.ref.name, crashed=not entry.runner.alive)
             self._changed(key)
 
     async def _reap(self) -> None:
@@ -463,22 +471,31 @@ class Scheduler:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
 
+    def usage(self) -> list[tuple[str, int, int, int]]:
+        """(model, requests running, slots, requests waiting) of each model loaded or waited for (the
+        metrics' gauges)."""
+        rows = {e.ref.spec.model_path: (e.ref.name, e.users, e.slots, 0) for e in self._loaded.values()}
+        for key, line in self._lines.items():
+            name, users, slots, _ = rows.get(key, (line.name, 0, 0, 0))
+            rows[key] = (name, users, slots, len(line.waiters))
+        return list(rows.values())
+
     def loaded(self) -> list[LoadedModel]:
         now_mono, now_wall = self._clock(), time.time()
         out = []
         for entry in self._loaded.values():
             info = entry.runner.info
             remaining = entry.keep_alive if entry.users else entry.expires_at - now_mono
-            n_layer = int(info.get("n_layer") or entry.estimate.layers) + 1
-            gpu_share = min(int(info.get("n_gpu_layers") or 0), n_layer) / n_layer
+            n_layer = (info.n_layer or entry.estimate.layers) + 1
+            gpu_share = min(info.n_gpu_layers, n_layer) / n_layer
             size = entry.estimate.size
             out.append(
                 LoadedModel(
                     name=entry.ref.name,
                     digest=entry.ref.digest,
                     size=size,
-                    size_vram=int(size * gpu_share) if info.get("gpu_offload") else 0,
-                    context_length=int(info.get("n_ctx") or entry.ref.spec.n_ctx),
+                    size_vram=int(size * gpu_share) if info.gpu_offload else 0,
+                    context_length=info.n_ctx or entry.ref.spec.n_ctx,
                     expires_at=now_wall + remaining if math.isfinite(remaining) else math.inf,
                     details=entry.ref.details,
                 )

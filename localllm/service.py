@@ -21,15 +21,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import keys, limits, prompt
+from . import keys, limits, logs, metrics, prompt
 from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest, PromptTooLong
 from .gguf import GGUFInfo, read_info
 from .memory import ModelShape, context_that_fits
 from .names import ModelName, parse_name
-from .renderpool import RenderPool, RenderTooLong, TemplateSource
+from .renderpool import Renderer, RenderPool, RenderTooLong, TemplateSource
 from .runner.context import reserve_for_answer
-from .runner.process import RunnerSpec
+from .runner.protocol import SAMPLING_OPTIONS, Job, LoadSpec, Sampling
 from .scheduler import ModelRef, Runner, Scheduler
 from .store import (
     MEDIA_ADAPTER,
@@ -72,22 +72,6 @@ TOKEN_IDS_REFUSED = (
     "model's, so their vectors would be wrong. Send the text instead (LangChain: "
     "OpenAIEmbeddings(..., check_embedding_ctx_length=False)); an operator who knows the ids are this model's "
     "can allow them with LOCALLLM_EMBED_TOKEN_IDS=1"
-)
-
-DEFAULT_OPTIONS = Options(
-    temperature=0.8,
-    top_k=40,
-    top_p=0.9,
-    min_p=0.0,
-    typical_p=1.0,
-    num_predict=-1,
-    repeat_penalty=1.0,
-    repeat_last_n=64,
-    presence_penalty=0.0,
-    frequency_penalty=0.0,
-    num_gpu=-1,
-    num_batch=512,
-    stop=(),
 )
 
 
@@ -196,12 +180,16 @@ class Model:
 
 
 class Service:
-    def __init__(self, settings: Settings, store: Store, scheduler: Scheduler) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, scheduler: Scheduler, *, renderer: Renderer | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.scheduler = scheduler
         self._pull_locks: dict[str, asyncio.Lock] = {}
-        self.renderer = RenderPool()  # chat templates are untrusted code: rendered by bounded worker processes
+        # chat templates are untrusted code: rendered by bounded worker processes (tests of the unit tier pass
+        # an in-process renderer)
+        self.renderer = renderer or RenderPool()
 
     async def close(self) -> None:
         await self.scheduler.close()
@@ -267,6 +255,7 @@ class Service:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Progress | BaseException | None] = asyncio.Queue()
         cancel = threading.Event()
+        done: dict[str, int] = {}  # bytes downloaded of each blob so far (for the metrics)
 
         def work() -> None:
             try:
@@ -287,6 +276,12 @@ class Service:
                         raise event
                     if event.status == "success":  # a hostile chat template is reported now, not at first chat
                         await self._check_pulled(name)
+                    if event.status.startswith("pulling ") and event.digest and event.completed is not None:
+                        # a download reports 0 bytes first (a blob found in the store does not), then its progress
+                        if event.digest in done:
+                            metrics.count_pull(str(name), event.completed - done[event.digest])
+                        if event.digest in done or event.completed == 0:
+                            done[event.digest] = event.completed
                     yield event
             finally:
                 cancel.set()
@@ -315,6 +310,7 @@ class Service:
     # -- generation --------------------------------------------------------------------------------
 
     def _ref(self, model: Model, options: Options) -> ModelRef:
+        logs.note_model(model.name)  # the request runs this model (its log lines and metrics say so)
         trained = model.info.context_length or self.settings.context_length
         embedding = "embedding" in model.capabilities or "rerank" in model.capabilities  # pooled outputs
         n_parallel = 1 if embedding else self.settings.num_parallel
@@ -330,13 +326,13 @@ class Service:
             )
         if embedding:  # one sequence (as Ollama), never past the trained positions (BERT has no more)
             n_ctx = min(n_ctx, trained)
-        spec = RunnerSpec(
+        spec = LoadSpec(  # what is not set in the options keeps LoadSpec's default
             model_path=str(model.path),
             n_ctx=n_ctx,
-            num_gpu=options.num_gpu if options.num_gpu is not None else -1,
+            num_gpu=options.num_gpu if options.num_gpu is not None else LoadSpec.num_gpu,
             n_threads=options.num_thread or self.settings.num_threads,
-            n_batch=options.num_batch or 512,
-            use_mmap=options.use_mmap if options.use_mmap is not None else True,
+            n_batch=options.num_batch or LoadSpec.n_batch,
+            use_mmap=options.use_mmap if options.use_mmap is not None else LoadSpec.use_mmap,
             n_parallel=n_parallel,
             embedding=embedding,
             stream_interval=self.settings.stream_interval,
@@ -360,7 +356,7 @@ class Service:
         started = time.perf_counter_ns()
         model = self.model(req.model)
         self._check_generative(model, "generate")
-        options = req.options.merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
+        options = req.options.merged_over(model.parameters)
         limits.check_generation((), constraints=req.constraints, stop=options.stop)
         if req.suffix:
             if model.info.fim is None:
@@ -402,7 +398,7 @@ class Service:
         started = time.perf_counter_ns()
         model = self.model(req.model)
         self._check_generative(model, "chat")
-        options = req.options.merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
+        options = req.options.merged_over(model.parameters)
         # The request's own leading system messages come first, then the model's stored conversation.
         lead = next((i for i, m in enumerate(req.messages) if m.role != "system"), len(req.messages))
         messages = [*req.messages[:lead], *model.messages, *req.messages[lead:]]
@@ -483,17 +479,25 @@ class Service:
             async with self.scheduler.use(ref, keep_alive=keep) as lease:
                 yield Done("load", load_duration=lease.load_duration, total_duration=time.perf_counter_ns() - started)
             return
+        watching = metrics.active()
+        queued = time.perf_counter_ns()
         async with self.scheduler.use(ref, keep_alive=keep) as lease:
+            watch = None
+            if watching is not None:
+                waited = (time.perf_counter_ns() - queued - lease.load_duration) / 1e9
+                watch = watching.watch(model.name, started, max(0.0, waited))
             dropped = 0
             if fit is not None:
-                text, dropped = await fit(lease.runner, int(lease.runner.info.get("n_ctx") or ref.spec.n_ctx))
-            runner_options = {**_runner_options(options), **constraints.as_runner_options()}
-            if truncate:
-                runner_options["truncate"] = True
+                text, dropped = await fit(lease.runner, lease.runner.info.n_ctx or ref.spec.n_ctx)
             try:
-                async with contextlib.aclosing(lease.runner.generate(text, runner_options)) as events:
+                async with contextlib.aclosing(
+                    lease.runner.generate(_job(text, options, constraints, truncate))
+                ) as events:
                     async for event in events:
+                        if watch is not None:
+                            watch.see(event)
                         if isinstance(event, Done):
+                            logs.note_tokens(event.prompt_eval_count + event.cached_tokens, event.eval_count)
                             keys.charge(event.prompt_eval_count + event.cached_tokens + event.eval_count)
                             if event.truncated:
                                 log.warning("%s: cut %d input tokens to fit the context", model.name, event.truncated)
@@ -504,8 +508,11 @@ class Service:
                                 truncated=event.truncated + dropped,
                             )
                         yield event
-            except ContextLengthExceeded as exc:
-                exc.field = field
+            except BaseException as exc:
+                if watch is not None:
+                    watch.fail()
+                if isinstance(exc, ContextLengthExceeded):
+                    exc.field = field
                 raise
 
     # -- prompts: chat templates are untrusted code, rendered by bounded worker processes ------------------
@@ -573,7 +580,7 @@ class Service:
         """The model's tokens for `text`, each with its bytes (empty for a special token); loads the model."""
         limits.check_bytes(text, limits.PROMPT_MAX_BYTES, "prompt", "text to tokenize")
         model = self.model(name)
-        ref = self._ref(model, model.parameters.merged_over(DEFAULT_OPTIONS))
+        ref = self._ref(model, model.parameters)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
         async with self.scheduler.use(ref, keep_alive=keep) as lease:
             return await lease.runner.pieces(text, add_bos=add_bos)
@@ -584,7 +591,7 @@ class Service:
         """Each token's bytes, special tokens written out (their join is the text); loads the model."""
         limits.check_count(tokens, limits.MAX_TOKENIZE_IDS, "tokens", "token ids")
         model = self.model(name)
-        ref = self._ref(model, model.parameters.merged_over(DEFAULT_OPTIONS))
+        ref = self._ref(model, model.parameters)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
         async with self.scheduler.use(ref, keep_alive=keep) as lease:
             try:
@@ -610,7 +617,7 @@ class Service:
                 field="model",
             )
         limits.check_count(documents, limits.MAX_RERANK_DOCUMENTS, "documents", "documents")
-        ref = self._ref(model, model.parameters.merged_over(DEFAULT_OPTIONS))
+        ref = self._ref(model, model.parameters)
         budget = limits.prompt_bytes(ref.spec.n_ctx)
         for i, text in enumerate([query, *documents]):
             what = "query" if i == 0 else f"document {i - 1}"
@@ -654,7 +661,7 @@ class Service:
         width = _number(model.info.metadata.get(f"{model.info.architecture}.embedding_length"))
         if dimensions is not None:
             _check_dimensions(dimensions, width)
-        merged = (options or Options()).merged_over(model.parameters).merged_over(DEFAULT_OPTIONS)
+        merged = (options or Options()).merged_over(model.parameters)
         ref = self._ref(model, merged)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
         limits.check_count(inputs, limits.MAX_EMBED_INPUTS, "input", "inputs")
@@ -739,23 +746,23 @@ def _unit(vector: list[float]) -> list[float]:
     return [x / norm for x in vector] if norm > 0 else vector
 
 
-def _runner_options(options: Options) -> dict[str, Any]:
-    keys = (
-        "temperature",
-        "top_k",
-        "top_p",
-        "min_p",
-        "typical_p",
-        "num_predict",
-        "stop",
-        "seed",
-        "repeat_penalty",
-        "repeat_last_n",
-        "presence_penalty",
-        "frequency_penalty",
-        "mirostat",
-        "mirostat_tau",
-        "mirostat_eta",
+def _job(prompt: str, options: Options, constraints: Constraints, truncate: bool) -> Job:
+    """The runner's job for `prompt` under the merged options; what they leave unset keeps the defaults of
+    `Job` and `Sampling`, the only copy of them."""
+    sampling: dict[str, Any] = {k: v for k in SAMPLING_OPTIONS if (v := getattr(options, k)) is not None}
+    limits: dict[str, Any] = {k: v for k in ("num_predict", "stop") if (v := getattr(options, k)) is not None}
+    return Job(
+        prompt,
+        Sampling(
+            **sampling,
+            grammar=constraints.grammar or None,
+            logit_bias=constraints.logit_bias,
+            ignore_eos=constraints.ignore_eos,
+        ),
+        **limits,
+        min_tokens=constraints.min_tokens,
+        format=constraints.format,
+        logprobs=constraints.logprobs,
+        context=constraints.context,
+        truncate=truncate,
     )
-    values = options.as_dict()
-    return {k: values[k] for k in keys if k in values}

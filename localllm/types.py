@@ -194,24 +194,6 @@ class Constraints:
     min_tokens: int = 0  # no end of the answer (EOS) before this many tokens
     context: tuple[int, ...] = ()  # tokens of an earlier exchange the prompt continues (Ollama's `context`)
 
-    def as_runner_options(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.format is not None:
-            out["format"] = self.format
-        if self.grammar:
-            out["grammar"] = self.grammar
-        if self.logprobs is not None:
-            out["logprobs"] = self.logprobs
-        if self.logit_bias:
-            out["logit_bias"] = [list(pair) for pair in self.logit_bias]
-        if self.ignore_eos:
-            out["ignore_eos"] = True
-        if self.min_tokens:
-            out["min_tokens"] = self.min_tokens
-        if self.context:
-            out["context"] = list(self.context)
-        return out
-
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gguf import GGUFWriter
 
+from localllm import sandbox
 from localllm.errors import EngineError
-from localllm.runner.process import RunnerSpec
+from localllm.renderpool import Renderer
+from localllm.runner.protocol import Job, LoadSpec, RunnerInfo
+from localllm.scheduler import RunnerFactory
 from localllm.types import Done, Token
 
 
@@ -38,13 +41,13 @@ def write_tiny_gguf(path: Path, *, template: str | None = None, context_length: 
 class FakeRunner:
     """Answers every prompt with `script`; `fail_after` makes it die mid-stream like a killed runner."""
 
-    def __init__(self, spec: RunnerSpec, script: list[str], fail_after: int | None = None, delay: float = 0.0) -> None:
+    def __init__(self, spec: LoadSpec, script: list[str], fail_after: int | None = None, delay: float = 0.0) -> None:
         self.spec = spec
         self.script = script
         self.fail_after = fail_after
         self.delay = delay
-        self.info: dict[str, Any] = {"n_ctx": spec.n_ctx, "n_layer": 2, "n_gpu_layers": 0, "gpu_offload": False}
-        self.prompts: list[tuple[str, dict[str, Any]]] = []
+        self.info = RunnerInfo(n_ctx=spec.n_ctx, n_layer=2)
+        self.jobs: list[Job] = []
         self.stopped = False
         self.cancelled = 0
         self._dead = False
@@ -53,14 +56,14 @@ class FakeRunner:
     def alive(self) -> bool:
         return not (self.stopped or self._dead)
 
-    async def generate(self, prompt: str, options: dict[str, Any]) -> AsyncGenerator[Token | Done, None]:
-        self.prompts.append((prompt, options))
+    async def generate(self, job: Job) -> AsyncGenerator[Token | Done, None]:
+        self.jobs.append(job)
         finished = False
         try:
             for i, piece in enumerate(self.script):
                 if self.fail_after is not None and i == self.fail_after:
                     self._dead = True
-                    raise EngineError("the model runner was killed by SIGKILL")
+                    raise EngineError("the model runner was killed by SIGKILL", kind="crash")
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 yield Token(piece)
@@ -75,6 +78,21 @@ class FakeRunner:
     async def tokenize(self, text: str) -> list[int]:
         return [1] + [3] * len(text.split())
 
+    async def pieces(self, text: str, *, add_bos: bool = True) -> list[tuple[int, bytes]]:
+        words = [(3, f" {w}".encode()) for w in text.split()]
+        return [(1, b""), *words] if add_bos else words
+
+    async def embed(
+        self, inputs: Sequence[str] | Sequence[Sequence[int]], truncate: bool = True, *, normalize: bool = True
+    ) -> tuple[list[list[float]], int]:
+        raise EngineError("this fake runner computes no embeddings")
+
+    async def detokenize(self, tokens: Sequence[int]) -> list[bytes]:
+        return [b"" if t == 1 else b" w" for t in tokens]
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> tuple[list[float], int]:
+        raise EngineError("this fake runner is no reranker")
+
     async def stop(self, timeout: float = 5.0) -> None:
         self.stopped = True
 
@@ -85,7 +103,19 @@ class FakeFactory:
         self.kwargs = kwargs
         self.runners: list[FakeRunner] = []
 
-    async def __call__(self, spec: RunnerSpec) -> FakeRunner:
+    async def __call__(self, spec: LoadSpec) -> FakeRunner:
         runner = FakeRunner(spec, self.script, **self.kwargs)
         self.runners.append(runner)
         return runner
+
+
+if TYPE_CHECKING:  # mypy holds the fakes to the protocols the scheduler takes
+    _factory: RunnerFactory = FakeFactory()
+
+
+class InlineRenderer(Renderer):
+    """The daemon's template sandbox without its worker processes (the unit tier starts none): the counted
+    bounds hold, the time and memory bounds of a worker do not."""
+
+    async def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        return sandbox.outcome(request)

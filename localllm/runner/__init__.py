@@ -1,2 +1,3 @@
-"""The model runner: a child process per loaded model (`main`, `engine`) and the daemon's handle on it
-(`process`). Importing this package does not import llama_cpp; only `engine` does."""
+"""The model runner: a child process per loaded model (`main`, `engine`), the daemon's handle on it (`process`),
+and the typed boundary between the two (`protocol`). Importing this package does not import llama_cpp; only
+`engine` does."""

@@ -21,27 +21,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..types import TokenLogprob
 from . import detokenize
 from .context import cut_to_fit
-from .engine import SamplingParams
-from .protocol import STREAM_INTERVAL, Message
+from .protocol import (
+    STREAM_INTERVAL,
+    Cancel,
+    Detokenize,
+    Embed,
+    ErrorKind,
+    Event,
+    Failure,
+    Finished,
+    Job,
+    Request,
+    Rerank,
+    Sampling,
+    Scores,
+    Text,
+    Tokenize,
+    TokenList,
+    Vectors,
+)
 
 log = logging.getLogger("localllm.runner")
 
 MAX_INTERVAL_SCALE = 4  # with n streams generating, each waits up to min(n, 4) intervals between messages
-
-_FLOAT = (
-    "temperature",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "repeat_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "mirostat_tau",
-    "mirostat_eta",
-)
-_INT = ("top_k", "repeat_last_n", "seed", "mirostat")
 
 
 class SamplerLike(Protocol):
@@ -54,10 +59,11 @@ class EngineLike(Protocol):
     n_parallel: int
     n_batch: int
     n_ctx_seq: int
+    n_vocab: int
     tail_tile: int  # 0: no rounding of prompt tails
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]: ...
-    def piece(self, token: int) -> bytes: ...
+    def piece(self, token: int, *, special: bool = False) -> bytes: ...
     def is_eog(self, token: int) -> bool: ...
     def clear_batch(self) -> None: ...
     @property
@@ -66,31 +72,23 @@ class EngineLike(Protocol):
     def decode(self) -> int: ...
     def forget(self, seq: int, from_pos: int) -> bool: ...
     def worth_a_tile(self, n_new: int, n_past: int) -> bool: ...
+    def ran_out_of_memory(self) -> bool: ...
     def logprobs(self, index: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]: ...
 
 
-def sampling_params(options: dict[str, Any], grammar_for: Callable[[Any], str] | None = None) -> SamplingParams:
-    """Sampling parameters from a request's options; `format` becomes a grammar through `grammar_for`."""
-    values: dict[str, Any] = {k: float(options[k]) for k in _FLOAT if options.get(k) is not None}
-    values.update({k: int(options[k]) for k in _INT if options.get(k) is not None})
-    if values.get("seed", 0) < 0:
-        del values["seed"]
-    if options.get("grammar"):
-        values["grammar"] = str(options["grammar"])
-    elif options.get("format") and grammar_for is not None:
-        values["grammar"] = grammar_for(options["format"])
-    if options.get("ignore_eos"):
-        values["ignore_eos"] = True
-    if options.get("logit_bias"):
-        values["logit_bias"] = tuple((int(t), float(b)) for t, b in options["logit_bias"])
-    return SamplingParams(**values)
+def sampling_for(job: Job, grammar_for: Callable[[Any], str] | None = None) -> Sampling:
+    """The job's sampling parameters, its `format` made a grammar through `grammar_for` (unless it has one)."""
+    if job.format and not job.sampling.grammar and grammar_for is not None:
+        return dataclasses.replace(job.sampling, grammar=grammar_for(job.format))
+    return job.sampling
 
 
 @dataclass(eq=False)
-class Job:
+class Work:
+    """A generation in progress."""
+
     rid: str
     prompt: list[int]
-    options: dict[str, Any]
     sampler: SamplerLike | None = None
     early: SamplerLike | None = None  # used until `min_tokens` are generated: cannot end the answer
     truncated: int = 0  # prompt tokens cut out to fit the context
@@ -108,7 +106,7 @@ class Job:
     generated: list[int] = field(default_factory=list)
     held: str = ""  # text held back: it may begin a stop string
     text: list[str] = field(default_factory=list)  # to send after this step
-    lps: list[dict[str, Any]] = field(default_factory=list)
+    lps: list[TokenLogprob] = field(default_factory=list)
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     t_start: float = 0.0
     t_first: float = 0.0
@@ -119,7 +117,7 @@ class Job:
 class Slot:
     seq: int
     tokens: list[int] = field(default_factory=list)  # what this sequence's cache holds
-    job: Job | None = None
+    work: Work | None = None
     last_used: float = 0.0
 
 
@@ -127,126 +125,96 @@ class Batcher:
     def __init__(
         self,
         engine: EngineLike,
-        send: Callable[[Message], None],
-        make_sampler: Callable[[SamplingParams], SamplerLike],
+        send: Callable[[str, Event], None],
+        make_sampler: Callable[[Sampling], SamplerLike],
         grammar_for: Callable[[Any], str] | None = None,
-        embed: Callable[[Message], Message] | None = None,
+        embed: Callable[[Embed | Rerank], Vectors | Scores | Failure] | None = None,
         stream_interval: float = STREAM_INTERVAL,
     ) -> None:
         self.engine = engine
         self.stream_interval = stream_interval
         self.grammar_for = grammar_for
-        self.embed = embed  # answers an `embed` message (embedding.answer), between decode steps
-        self.send = send
+        # answers an `Embed` or `Rerank` request (embedding.answer, rerank.answer), between decode steps
+        self.embed = embed
+        self.send = send  # an event for the request of that id
         self.make_sampler = make_sampler
         self.slots = [Slot(i) for i in range(engine.n_parallel)]
-        self.waiting: collections.deque[Job] = collections.deque()
+        self.waiting: collections.deque[Work] = collections.deque()
         self.cancelled: set[str] = set()
 
     # -- requests ------------------------------------------------------------------------------------
 
-    def handle(self, message: Message) -> None:
-        op = message.get("op")
-        rid = str(message.get("id"))
-        if op == "cancel":
+    def handle(self, rid: str, request: Request) -> None:
+        if isinstance(request, Cancel):
             self.cancelled.add(rid)
-        elif op == "tokenize":
-            tokens = self.engine.tokenize(str(message.get("text", "")), add_bos=bool(message.get("add_bos", True)))
-            reply: Message = {"ev": "tokens", "id": rid, "tokens": tokens}
-            if message.get("pieces"):  # each token's bytes, for offsets and token texts
-                reply["pieces"] = [list(self.engine.piece(t)) for t in tokens]
-            self.send(reply)
-        elif op == "generate":
-            self._submit(rid, message)
-        elif op == "detokenize":
-            self.send(detokenize.answer(self.engine, message))
-        elif op in ("embed", "rerank"):  # `embed` answers both (runner.main picks embedding or rerank)
-            if self.embed is None:
-                self.send(
-                    {"ev": "error", "id": rid, "kind": "request", "message": "this runner computes no embeddings"}
-                )
-            else:
-                self.send(self.embed(message))
-
-    def _submit(self, rid: str, message: Message) -> None:
-        options: dict[str, Any] = message.get("options") or {}
-        tokens = message.get("tokens")
-        if tokens:
-            prompt = [int(t) for t in tokens]
-        elif options.get("context"):  # an earlier exchange's tokens, then the new text (no second BOS)
-            prompt = [int(t) for t in options["context"]]
-            prompt += self.engine.tokenize(str(message.get("prompt", "")), add_bos=False)
+        elif isinstance(request, Tokenize):
+            tokens = self.engine.tokenize(request.text, add_bos=request.add_bos)
+            # with `pieces`, each token's bytes, for offsets and token texts
+            pieces = tuple(self.engine.piece(t) for t in tokens) if request.pieces else None
+            self.send(rid, TokenList(tuple(tokens), pieces))
+        elif isinstance(request, Job):
+            self._submit(rid, request)
+        elif isinstance(request, Detokenize):
+            self.send(rid, detokenize.answer(self.engine, request))
+        elif self.embed is None:
+            self.send(rid, Failure("request", "this runner computes no embeddings"))
         else:
-            prompt = self.engine.tokenize(str(message.get("prompt", "")))
+            self.send(rid, self.embed(request))
+
+    def _submit(self, rid: str, job: Job) -> None:
+        if job.context:  # an earlier exchange's tokens, then the new text (no second BOS)
+            prompt = list(job.context) + self.engine.tokenize(job.prompt, add_bos=False)
+        else:
+            prompt = self.engine.tokenize(job.prompt)
         n_ctx = self.engine.n_ctx_seq
         truncated = 0
-        if len(prompt) >= n_ctx and options.get("truncate"):
-            prompt, truncated = cut_to_fit(prompt, n_ctx, options.get("num_predict"))
+        if len(prompt) >= n_ctx and job.truncate:
+            prompt, truncated = cut_to_fit(prompt, n_ctx, job.num_predict)
         if len(prompt) >= n_ctx:
-            self.send(
-                {
-                    "ev": "error",
-                    "id": rid,
-                    "kind": "context",
-                    "n_tokens": len(prompt),
-                    "n_ctx": n_ctx,
-                    "message": f"the input is {len(prompt)} tokens, longer than the context window of {n_ctx}",
-                }
-            )
+            message = f"the input is {len(prompt)} tokens, longer than the context window of {n_ctx}"
+            self.send(rid, Failure("context", message, n_tokens=len(prompt), n_ctx=n_ctx))
             return
-        num_predict = options.get("num_predict")
-        job = Job(
+        if job.num_predict == 0:
+            self.send(rid, Finished("length", context=tuple(prompt)))
+            return
+        work = Work(
             rid,
             prompt,
-            options,
-            num_predict=-1 if num_predict is None else int(num_predict),
-            stops=tuple(s for s in options.get("stop") or () if s),
-            top_logprobs=int(options["logprobs"]) if options.get("logprobs") is not None else -1,
+            num_predict=job.num_predict,
+            stops=tuple(s for s in job.stop if s),
+            top_logprobs=job.logprobs if job.logprobs is not None else -1,
             truncated=truncated,
+            min_tokens=job.min_tokens,
         )
-        if job.num_predict == 0:
-            self.send(
-                {
-                    "ev": "done",
-                    "id": rid,
-                    "reason": "length",
-                    "prompt_eval_count": 0,
-                    "prompt_eval_duration": 0,
-                    "eval_count": 0,
-                    "eval_duration": 0,
-                    "cached_tokens": 0,
-                    "context": prompt,
-                }
-            )
-            return
         try:
-            params = sampling_params(options, self.grammar_for)
-            job.sampler = self.make_sampler(params)
-            job.min_tokens = int(options.get("min_tokens") or 0)
-            if job.min_tokens > 0 and not params.ignore_eos:
-                job.early = self.make_sampler(dataclasses.replace(params, ignore_eos=True))
-        except (ValueError, TypeError) as exc:
-            self.send({"ev": "error", "id": rid, "kind": "request", "message": str(exc)})
+            params = sampling_for(job, self.grammar_for)
+            work.sampler = self.make_sampler(params)
+            if work.min_tokens > 0 and not params.ignore_eos:
+                work.early = self.make_sampler(dataclasses.replace(params, ignore_eos=True))
+        except Exception as exc:  # a grammar llama.cpp refuses, a schema its converter cannot take (it asserts)
+            if work.sampler is not None:
+                work.sampler.close()
+            self.send(rid, Failure("request", str(exc)))
             return
-        self.waiting.append(job)
+        self.waiting.append(work)
 
     @property
     def busy(self) -> bool:
-        return bool(self.waiting) or any(s.job is not None for s in self.slots)
+        return bool(self.waiting) or any(s.work is not None for s in self.slots)
 
     def _assign(self) -> None:
         while self.waiting:
-            free = [s for s in self.slots if s.job is None]
+            free = [s for s in self.slots if s.work is None]
             if not free:
                 return
-            job = self.waiting.popleft()
-            if job.rid in self.cancelled:
-                self._release(job, None)
+            work = self.waiting.popleft()
+            if work.rid in self.cancelled:
+                self._release(work, None)
                 continue
             # The slot whose cache holds the longest prefix of this prompt, if reusing it keeps at least half of
             # what it holds; else the least recently used slot (an empty one first). So a prompt that shares
             # only a BOS with a conversation's slot leaves that conversation's cache alone.
-            reuse = {s.seq: min(_common_prefix(s.tokens, job.prompt), len(job.prompt) - 1) for s in free}
+            reuse = {s.seq: min(_common_prefix(s.tokens, work.prompt), len(work.prompt) - 1) for s in free}
             good = [s for s in free if reuse[s.seq] > 0 and 2 * reuse[s.seq] >= len(s.tokens)]
             if good:
                 slot = max(good, key=lambda s: (reuse[s.seq], -s.last_used))
@@ -256,189 +224,178 @@ class Batcher:
             if keep < len(slot.tokens) and not self.engine.forget(slot.seq, keep):
                 keep = 0
             del slot.tokens[keep:]
-            job.slot, job.n_past, job.cached = slot.seq, keep, keep
-            job.pending = job.prompt[keep:]
-            job.t_start = time.perf_counter()
-            slot.job = job
+            work.slot, work.n_past, work.cached = slot.seq, keep, keep
+            work.pending = work.prompt[keep:]
+            work.t_start = time.perf_counter()
+            slot.work = work
 
     # -- the loop ------------------------------------------------------------------------------------
 
-    def run(self, inbox: queue.Queue[Message | None]) -> None:
-        """Serve messages from `inbox` until it yields None (stdin closed)."""
+    def run(self, inbox: queue.Queue[tuple[str, Request] | None]) -> None:
+        """Serve the requests from `inbox` until it yields None (stdin closed)."""
         while True:
             try:
-                message = inbox.get(block=not self.busy)
+                item = inbox.get(block=not self.busy)
                 while True:
-                    if message is None:
+                    if item is None:
                         return
-                    self.handle(message)
-                    message = inbox.get_nowait()
+                    self.handle(*item)
+                    item = inbox.get_nowait()
             except queue.Empty:
                 pass
             self.step()
 
     def step(self) -> None:
         for slot in self.slots:
-            if slot.job is not None and slot.job.rid in self.cancelled:
-                self._finish(slot.job, "cancel")
+            if slot.work is not None and slot.work.rid in self.cancelled:
+                self._finish(slot.work, "cancel")
         self._assign()
-        active = [s.job for s in self.slots if s.job is not None]
+        active = [s.work for s in self.slots if s.work is not None]
         if not active:
             return
         engine = self.engine
         engine.clear_batch()
-        for job in active:
-            job.out_index = -1
-            if not job.pending:
-                job.out_index = engine.add(job.next_token, job.n_past, job.slot, True)
+        for work in active:
+            work.out_index = -1
+            if not work.pending:
+                work.out_index = engine.add(work.next_token, work.n_past, work.slot, True)
         room = engine.n_batch - engine.batch_size
-        for job in active:
-            if not job.pending or room <= 0:
+        for work in active:
+            if not work.pending or room <= 0:
                 continue
-            if len(job.pending) <= room:
-                self._round_up_tail(job, room)
-            chunk = job.pending[:room]
-            last = len(chunk) == len(job.pending)
+            if len(work.pending) <= room:
+                self._round_up_tail(work, room)
+            chunk = work.pending[:room]
+            last = len(chunk) == len(work.pending)
             for k, token in enumerate(chunk):
-                index = engine.add(token, job.n_past + k, job.slot, last and k == len(chunk) - 1)
+                index = engine.add(token, work.n_past + k, work.slot, last and k == len(chunk) - 1)
             if last:
-                job.out_index = index
-            job.n_past += len(chunk)
-            self.slots[job.slot].tokens.extend(chunk)
-            del job.pending[: len(chunk)]
+                work.out_index = index
+            work.n_past += len(chunk)
+            self.slots[work.slot].tokens.extend(chunk)
+            del work.pending[: len(chunk)]
             room -= len(chunk)
         code = engine.decode()
         if code != 0:
-            for job in active:
-                self._fail(job, f"llama_decode failed with code {code}")
+            for work in active:
+                self._fail(work, f"llama_decode failed with code {code}")
             return
-        for job in active:
-            if job.out_index < 0:
+        for work in active:
+            if work.out_index < 0:
                 continue
-            if job.next_token >= 0 and not job.pending and job.generated:
-                self.slots[job.slot].tokens.append(job.next_token)
-                job.n_past += 1
-            self._take(job)
+            if work.next_token >= 0 and not work.pending and work.generated:
+                self.slots[work.slot].tokens.append(work.next_token)
+                work.n_past += 1
+            self._take(work)
         now = time.perf_counter()
         # Text goes out at once for a job's first token, then in batches: every message costs the daemon and
         # the client a wake-up and a socket write, and on a small machine that time is taken from llama.cpp's
         # threads. The more streams share the model, the longer each waits (up to 4 intervals), so the
         # daemon's messages per second stay about the same however many streams there are.
         interval = self.stream_interval * min(len(active), MAX_INTERVAL_SCALE)
-        for job in active:
-            if self.slots[job.slot].job is job and (job.text or job.lps) and now - job.t_flushed >= interval:
-                job.t_flushed = now
-                self._flush(job)
+        for work in active:
+            if self.slots[work.slot].work is work and (work.text or work.lps) and now - work.t_flushed >= interval:
+                work.t_flushed = now
+                self._flush(work)
 
-    def _round_up_tail(self, job: Job, room: int) -> None:
+    def _round_up_tail(self, work: Work, room: int) -> None:
         """Lengthen a short last prompt chunk with cached tokens evaluated again, where that is cheaper
         (`EngineLike.worth_a_tile`): the same tokens at the same positions, so the same cache."""
         engine = self.engine
-        n_new = len(job.pending)
+        n_new = len(work.pending)
         # llama.cpp gives every sequence of a ubatch the same number of tokens: with other sequences in this
         # batch, one token of the tail goes with theirs and the rest forms its own ubatch.
         want = engine.tail_tile + (1 if engine.batch_size else 0)
         extra = want - n_new
-        if extra <= 0 or extra > job.n_past or want > room or not engine.worth_a_tile(n_new, job.n_past):
+        if extra <= 0 or extra > work.n_past or want > room or not engine.worth_a_tile(n_new, work.n_past):
             return
-        slot = self.slots[job.slot]
-        keep = job.n_past - extra
+        slot = self.slots[work.slot]
+        keep = work.n_past - extra
         if not engine.forget(slot.seq, keep):  # not expected (tail_tile is 0 for recurrent models): start over
             keep = 0
-        job.pending[:0] = slot.tokens[keep:]
+        work.pending[:0] = slot.tokens[keep:]
         del slot.tokens[keep:]
-        job.n_past = keep
-        job.cached = min(job.cached, keep)  # what is evaluated again is not counted as cached
+        work.n_past = keep
+        work.cached = min(work.cached, keep)  # what is evaluated again is not counted as cached
 
-    def _take(self, job: Job) -> None:
+    def _take(self, work: Work) -> None:
         engine = self.engine
-        assert job.sampler is not None
-        sampler = job.early if job.early is not None and len(job.generated) < job.min_tokens else job.sampler
-        token = sampler.sample(engine, job.out_index)
-        if not job.generated and not job.t_first:
-            job.t_first = time.perf_counter()
+        assert work.sampler is not None
+        sampler = work.early if work.early is not None and len(work.generated) < work.min_tokens else work.sampler
+        token = sampler.sample(engine, work.out_index)
+        if not work.generated and not work.t_first:
+            work.t_first = time.perf_counter()
         if engine.is_eog(token):
-            self._finish(job, "stop")
+            self._finish(work, "stop")
             return
-        job.generated.append(token)
+        work.generated.append(token)
         raw = engine.piece(token)
-        if job.top_logprobs >= 0:
-            chosen, top = engine.logprobs(job.out_index, token, job.top_logprobs)
-            job.lps.append(
-                {
-                    "id": token,
-                    "token": raw.decode("utf-8", "replace"),
-                    "bytes": list(raw),
-                    "logprob": chosen,
-                    "top": [[t, engine.piece(t).decode("utf-8", "replace"), lp] for t, lp in top],
-                }
-            )
-        text = job.held + job.decoder.decode(raw)
+        if work.top_logprobs >= 0:
+            chosen, top = engine.logprobs(work.out_index, token, work.top_logprobs)
+            alternatives = tuple((t, engine.piece(t).decode("utf-8", "replace"), lp) for t, lp in top)
+            work.lps.append(TokenLogprob(token, raw.decode("utf-8", "replace"), tuple(raw), chosen, alternatives))
+        text = work.held + work.decoder.decode(raw)
         keep = 0
-        if job.stops:
-            hit = _find_stop(text, job.stops)
+        if work.stops:
+            hit = _find_stop(text, work.stops)
             if hit is not None:
-                job.held = ""
+                work.held = ""
                 if hit:
-                    job.text.append(text[:hit])
-                self._finish(job, "stop")
+                    work.text.append(text[:hit])
+                self._finish(work, "stop")
                 return
-            keep = _held_back(text, job.stops)
+            keep = _held_back(text, work.stops)
         if len(text) > keep:
-            job.text.append(text[: len(text) - keep])
-        job.held = text[len(text) - keep :] if keep else ""
-        if len(job.generated) == job.num_predict or job.n_past + 1 >= engine.n_ctx_seq:
-            self._finish(job, "length")
+            work.text.append(text[: len(text) - keep])
+        work.held = text[len(text) - keep :] if keep else ""
+        if len(work.generated) == work.num_predict or work.n_past + 1 >= engine.n_ctx_seq:
+            self._finish(work, "length")
             return
-        job.next_token = token
+        work.next_token = token
 
-    def _flush(self, job: Job) -> None:
-        message: Message = {"ev": "text", "id": job.rid, "text": "".join(job.text)}
-        if job.lps:
-            message["logprobs"] = job.lps
-            job.lps = []
-        job.text.clear()
-        self.send(message)
+    def _flush(self, work: Work) -> None:
+        text = Text("".join(work.text), tuple(work.lps)) if work.lps else Text("".join(work.text))
+        work.lps.clear()
+        work.text.clear()
+        self.send(work.rid, text)
 
-    def _finish(self, job: Job, reason: str) -> None:
-        tail = job.held + job.decoder.decode(b"", final=True)
+    def _finish(self, work: Work, reason: str) -> None:
+        tail = work.held + work.decoder.decode(b"", final=True)
         if tail:
-            job.text.append(tail)
-        if job.text or job.lps:
-            self._flush(job)
+            work.text.append(tail)
+        if work.text or work.lps:
+            self._flush(work)
         now = time.perf_counter()
-        first = job.t_first or now
-        self.send(
-            {
-                "ev": "done",
-                "id": job.rid,
-                "reason": reason,
-                "prompt_eval_count": len(job.prompt) - job.cached,
-                "prompt_eval_duration": int((first - job.t_start) * 1e9),
-                "eval_count": len(job.generated),
-                "eval_duration": int((now - first) * 1e9),
-                "cached_tokens": job.cached,
-                "context": job.prompt + job.generated,
-                "truncated": job.truncated,
-            }
+        first = work.t_first or now
+        finished = Finished(
+            reason,
+            prompt_eval_count=len(work.prompt) - work.cached,
+            prompt_eval_duration=int((first - work.t_start) * 1e9),
+            eval_count=len(work.generated),
+            eval_duration=int((now - first) * 1e9),
+            context=(*work.prompt, *work.generated),
+            cached_tokens=work.cached,
+            truncated=work.truncated,
         )
-        self._release(job, self.slots[job.slot] if job.slot >= 0 else None)
+        self.send(work.rid, finished)
+        self._release(work, self.slots[work.slot] if work.slot >= 0 else None)
 
-    def _fail(self, job: Job, message: str) -> None:
-        self.send({"ev": "error", "id": job.rid, "kind": "engine", "message": message})
-        slot = self.slots[job.slot]
+    def _fail(self, work: Work, message: str) -> None:
+        kind: ErrorKind = "out_of_memory" if self.engine.ran_out_of_memory() else "engine"
+        self.send(work.rid, Failure(kind, message))
+        slot = self.slots[work.slot]
         self.engine.forget(slot.seq, 0)
         slot.tokens.clear()
-        self._release(job, slot)
+        self._release(work, slot)
 
-    def _release(self, job: Job, slot: Slot | None) -> None:
-        for sampler in (job.sampler, job.early):
+    def _release(self, work: Work, slot: Slot | None) -> None:
+        for sampler in (work.sampler, work.early):
             if sampler is not None:
                 sampler.close()
-        job.sampler = job.early = None
-        self.cancelled.discard(job.rid)
-        if slot is not None and slot.job is job:
-            slot.job = None
+        work.sampler = work.early = None
+        self.cancelled.discard(work.rid)
+        if slot is not None and slot.work is work:
+            slot.work = None
             slot.last_used = time.perf_counter()
 
 

@@ -9,15 +9,19 @@ chains, read log-probabilities, and drop a sequence's cache from a position; and
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import json
 import math
-from dataclasses import dataclass
+import re
+import sys
 from typing import Any
 
 import llama_cpp
 import numpy as np
 
+from ..errors import EngineFailure
+from .protocol import LoadSpec, RunnerInfo, Sampling
 from .rerank import RerankFrame
 
 _BACKEND_READY = False
@@ -30,46 +34,34 @@ _FLASH_TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class LoadSpec:
-    model_path: str
-    n_ctx: int  # per sequence
-    num_gpu: int = -1  # -1: every layer when llama.cpp can offload, else none
-    n_threads: int = 0
-    n_batch: int = 512
-    use_mmap: bool = True
-    n_parallel: int = 1
-    embedding: bool = False  # an embedding model: one sequence of n_ctx, pooled outputs, no sampling
-    lora: tuple[str, ...] = ()  # LoRA adapter GGUFs applied (scale 1) on top of the model
-    flash_attention: str = "auto"  # "auto" (llama.cpp's choice), "on" or "off"
-
-
 class LoadError(Exception):
-    pass
+    """The model did not load; `kind` is "out_of_memory" when llama.cpp said it could not allocate, else "load"."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.kind: EngineFailure = "out_of_memory" if ran_out_of_memory() else "load"
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int = 0xFFFFFFFF  # llama.cpp's "random"
-    grammar: str | None = None
-    logit_bias: tuple[tuple[int, float], ...] = ()
-    ignore_eos: bool = False
-    mirostat: int = 0  # 1 or 2: Mirostat sampling (replaces top-k/top-p/min-p), as in llama.cpp
-    mirostat_tau: float = 5.0
-    mirostat_eta: float = 0.1
+# What llama.cpp logs when an allocation fails (ggml's CPU and GPU backends, the KV cache, compute buffers).
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|failed to allocate|unable to allocate|insufficient memory|cudaMalloc failed|alloc\w* failed", re.I
+)
+_recent_log: collections.deque[str] = collections.deque(maxlen=64)
 
-    @property
-    def penalised(self) -> bool:
-        return self.repeat_penalty != 1.0 or bool(self.presence_penalty) or bool(self.frequency_penalty)
+
+def _log(level: int, text: bytes, user_data: Any) -> None:
+    """llama.cpp's log: kept (its recent lines tell out-of-memory from other failures) and written to stderr."""
+    line = text.decode("utf-8", "replace")
+    _recent_log.append(line)
+    sys.stderr.write(line)
+
+
+_log_callback = llama_cpp.llama_log_callback(_log)  # kept here: llama.cpp holds only a pointer to it
+
+
+def ran_out_of_memory() -> bool:
+    """Whether llama.cpp's recent log says an allocation failed."""
+    return any(_OUT_OF_MEMORY.search(line) for line in _recent_log)
 
 
 _SCHEMA_CHAR = 'char ::= [^"\\\\] |'
@@ -90,7 +82,7 @@ def grammar_for(fmt: Any) -> str:
     raise ValueError(f'format must be "json" or a JSON schema object, got {fmt!r}')
 
 
-def _plain_greedy(params: SamplingParams) -> bool:
+def _plain_greedy(params: Sampling) -> bool:
     """Whether `params` select the most likely token with nothing else in the chain."""
     return (
         params.temperature <= 0
@@ -104,7 +96,7 @@ def _plain_greedy(params: SamplingParams) -> bool:
 class Sampler:
     """A llama.cpp sampler chain for one request."""
 
-    def __init__(self, engine: Engine, params: SamplingParams) -> None:
+    def __init__(self, engine: Engine, params: Sampling) -> None:
         self._ptr: Any = None
         # Plain greedy decoding (the benchmark's and many API clients' temperature 0) needs no chain: the
         # chain would copy all n_vocab logits into a candidate array per token just to take the largest.
@@ -140,7 +132,7 @@ class Sampler:
         if params.temperature <= 0:
             add(chain, llama_cpp.llama_sampler_init_greedy())
             return
-        seed = params.seed & 0xFFFFFFFF
+        seed = 0xFFFFFFFF if params.seed < 0 else params.seed & 0xFFFFFFFF  # llama.cpp's "random" seed
         if params.mirostat in (1, 2):
             add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
             tau, eta = params.mirostat_tau, params.mirostat_eta
@@ -181,8 +173,10 @@ class Engine:
     def __init__(self, spec: LoadSpec) -> None:
         global _BACKEND_READY
         if not _BACKEND_READY:
+            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
             llama_cpp.llama_backend_init()
             _BACKEND_READY = True
+        _recent_log.clear()
         self.gpu = bool(llama_cpp.llama_supports_gpu_offload())
         self.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (999 if self.gpu else 0)
         mparams = llama_cpp.llama_model_default_params()
@@ -248,6 +242,7 @@ class Engine:
         self._pieces: dict[int, bytes] = {}
         self.special_suffix = self._special_suffix()
         self.rerank_frame = self._rerank_frame() if rank else None
+        _recent_log.clear()  # loaded: what llama.cpp logs from here on is about decoding
 
     def _rerank_frame(self) -> RerankFrame:
         """The special tokens and template llama-server's rerank format uses (see `rerank.pair_tokens`)."""
@@ -279,18 +274,22 @@ class Engine:
                 raise LoadError("llama.cpp could not apply the LoRA adapters")
         return adapters
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "n_ctx": self.n_ctx_seq,
-            "n_ctx_train": self.n_ctx_train,
-            "n_parallel": self.n_parallel,
-            "n_vocab": self.n_vocab,
-            "gpu_offload": self.gpu and self.n_gpu_layers > 0,
-            "n_gpu_layers": min(self.n_gpu_layers, self.n_layer + 1),
-            "n_layer": self.n_layer,
-            "embedding": self.embedding,
-            "n_embd": self.n_embd,
-        }
+    def info(self) -> RunnerInfo:
+        return RunnerInfo(
+            n_ctx=self.n_ctx_seq,
+            n_ctx_train=self.n_ctx_train,
+            n_parallel=self.n_parallel,
+            n_vocab=self.n_vocab,
+            gpu_offload=self.gpu and self.n_gpu_layers > 0,
+            n_gpu_layers=min(self.n_gpu_layers, self.n_layer + 1),
+            n_layer=self.n_layer,
+            embedding=self.embedding,
+            n_embd=self.n_embd,
+        )
+
+    def ran_out_of_memory(self) -> bool:
+        """Whether llama.cpp's recent log says an allocation failed (for a decode that failed)."""
+        return ran_out_of_memory()
 
     # -- text ----------------------------------------------------------------------------------------
 

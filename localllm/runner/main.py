@@ -1,6 +1,6 @@
 """Entry point of a runner process: `python -m localllm.runner.main '<LoadSpec as JSON>'`.
 
-The process owns one model. It answers protocol messages (see `protocol`) on its stdin/stdout. Before
+The process owns one model. It answers requests (see `protocol`) on its stdin/stdout. Before
 loading anything it moves its stdout to a private descriptor and points fd 1 at stderr, so nothing that
 llama.cpp prints can corrupt the protocol stream. A thread reads commands; the main thread runs the
 decode loop (`batch.Batcher`).
@@ -9,7 +9,6 @@ decode loop (`batch.Batcher`).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import queue
@@ -17,7 +16,19 @@ import sys
 import threading
 from typing import BinaryIO
 
-from .protocol import STREAM_INTERVAL, Message, decode, encode
+from .protocol import (
+    Embed,
+    Event,
+    Failure,
+    LoadSpec,
+    ProtocolError,
+    Request,
+    Rerank,
+    Scores,
+    Vectors,
+    decode_request,
+    encode_event,
+)
 
 
 class Channel:
@@ -27,8 +38,8 @@ class Channel:
         self._out = out
         self._lock = threading.Lock()
 
-    def send(self, message: Message) -> None:
-        data = encode(message)
+    def send(self, rid: str | None, event: Event) -> None:
+        data = encode_event(rid, event)
         with self._lock:
             self._out.write(data)
 
@@ -39,12 +50,15 @@ def _take_stdout() -> BinaryIO:
     return os.fdopen(proto_fd, "wb", buffering=0)
 
 
-def _read_commands(inbox: queue.Queue[Message | None]) -> None:
+def _read_commands(inbox: queue.Queue[tuple[str, Request] | None], channel: Channel) -> None:
     for line in sys.stdin.buffer:
         try:
-            inbox.put(decode(line))
-        except ValueError:
-            logging.warning("ignoring a malformed command")
+            inbox.put(decode_request(line))
+        except ProtocolError as exc:
+            if exc.rid is None:
+                logging.warning("ignoring a malformed command: %s", exc)
+            else:
+                channel.send(exc.rid, Failure("request", str(exc)))
     inbox.put(None)
 
 
@@ -54,26 +68,30 @@ def main(argv: list[str] | None = None) -> int:
     channel = Channel(_take_stdout())
     from . import embedding, rerank
     from .batch import Batcher
-    from .engine import Engine, LoadSpec, Sampler, grammar_for
+    from .engine import Engine, LoadError, Sampler, grammar_for
 
-    spec = json.loads(args[0])
-    stream_interval = float(spec.pop("stream_interval", STREAM_INTERVAL))
+    spec = LoadSpec.from_argument(args[0])
     try:
-        engine = Engine(LoadSpec(**spec))
-    except Exception as exc:  # the daemon reports this to the client that asked for the model
-        channel.send({"ev": "error", "kind": "load", "message": f"failed to load model: {exc}"})
+        engine = Engine(spec)
+    except LoadError as exc:  # the daemon reports this to the client that asked for the model
+        channel.send(None, Failure(exc.kind, f"failed to load model: {exc}"))
         return 1
-    channel.send({"ev": "ready", **engine.info()})
-    inbox: queue.Queue[Message | None] = queue.Queue()
-    threading.Thread(target=_read_commands, args=(inbox,), daemon=True, name="commands").start()
+    except Exception as exc:
+        channel.send(None, Failure("load", f"failed to load model: {exc}"))
+        return 1
+    channel.send(None, engine.info())
+    inbox: queue.Queue[tuple[str, Request] | None] = queue.Queue()
+    threading.Thread(target=_read_commands, args=(inbox, channel), daemon=True, name="commands").start()
 
-    def embed(message: Message) -> Message:  # `embed` and `rerank` messages, between decode steps
-        if message.get("op") == "rerank":
-            return rerank.answer(engine, message)
-        return embedding.answer(engine, message)
+    def embed(request: Embed | Rerank) -> Vectors | Scores | Failure:  # pooled outputs, between decode steps
+        if isinstance(request, Rerank):
+            return rerank.answer(engine, request)
+        return embedding.answer(engine, request)
 
     sampler = functools.partial(Sampler, engine)
-    Batcher(engine, channel.send, sampler, grammar_for, embed if engine.embedding else None, stream_interval).run(inbox)
+    Batcher(engine, channel.send, sampler, grammar_for, embed if engine.embedding else None, spec.stream_interval).run(
+        inbox
+    )
     engine.close()
     return 0
 

@@ -10,18 +10,35 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import json
 import logging
 import signal
 import sys
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
-from ..errors import ContextLengthExceeded, EngineError, InvalidRequest
-from ..types import Done, Token, TokenLogprob
-from .protocol import STREAM_INTERVAL, Message, decode, encode
+from ..errors import EngineError
+from ..types import Done, Token
+from .protocol import (
+    Cancel,
+    Detokenize,
+    Embed,
+    Event,
+    Failure,
+    Finished,
+    Job,
+    LoadSpec,
+    ProtocolError,
+    Request,
+    Rerank,
+    RunnerInfo,
+    Scores,
+    Text,
+    Tokenize,
+    TokenList,
+    Vectors,
+    decode_event,
+    encode_request,
+)
 
 log = logging.getLogger("localllm.runner")
 
@@ -29,31 +46,14 @@ _STREAM_LIMIT = 1 << 24
 _ids = itertools.count(1)
 
 
-@dataclass(frozen=True)
-class RunnerSpec:
-    """How to load a model; the same fields as `engine.LoadSpec`, known without importing llama_cpp."""
-
-    model_path: str
-    n_ctx: int  # per sequence: the context is n_ctx * n_parallel tokens
-    num_gpu: int = -1
-    n_threads: int = 0
-    n_batch: int = 512
-    use_mmap: bool = True
-    n_parallel: int = 1  # sequence slots decoded together
-    embedding: bool = False  # an embedding model: loaded with pooled outputs, answers `embed` only
-    lora: tuple[str, ...] = ()  # LoRA adapter files (Modelfile ADAPTER)
-    stream_interval: float = STREAM_INTERVAL  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
-    flash_attention: str = "auto"  # "auto", "on" or "off" (LOCALLLM_FLASH_ATTENTION)
-
-
 class RunnerProcess:
     """A running runner: one model, requests multiplexed by id over its pipes."""
 
-    def __init__(self, spec: RunnerSpec, proc: asyncio.subprocess.Process, info: Message) -> None:
+    def __init__(self, spec: LoadSpec, proc: asyncio.subprocess.Process) -> None:
         self.spec = spec
         self.proc = proc
-        self.info = info
-        self._queues: dict[str, asyncio.Queue[Message]] = {}
+        self.info = RunnerInfo()
+        self._queues: dict[str, asyncio.Queue[Event]] = {}
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._reader: asyncio.Task[None] | None = None
         self._stderr_reader: asyncio.Task[None] | None = None
@@ -72,9 +72,7 @@ class RunnerProcess:
         return self.proc.pid
 
     @classmethod
-    async def start(
-        cls, spec: RunnerSpec, *, load_timeout: float = 600.0, hang_timeout: float = 300.0
-    ) -> RunnerProcess:
+    async def start(cls, spec: LoadSpec, *, load_timeout: float = 600.0, hang_timeout: float = 300.0) -> RunnerProcess:
         """Start a runner and wait until its model is loaded; raise `EngineError` if it is not.
 
         Once loaded, a runner that has requests in hand but says nothing for `hang_timeout` seconds (stopped,
@@ -84,26 +82,27 @@ class RunnerProcess:
             sys.executable,
             "-m",
             "localllm.runner.main",
-            json.dumps(asdict(spec)),
+            spec.to_argument(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             limit=_STREAM_LIMIT,
             start_new_session=True,
         )
-        runner = cls(spec, proc, {})
+        runner = cls(spec, proc)
         assert proc.stderr is not None and proc.stdout is not None
         runner._stderr_reader = asyncio.create_task(runner._drain_stderr())
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), load_timeout)
         except asyncio.TimeoutError:
             await runner.stop()
-            raise EngineError(f"the model took longer than {load_timeout:.0f}s to load") from None
-        first = _safe_decode(line)
-        if first.get("ev") != "ready":
+            raise EngineError(f"the model took longer than {load_timeout:.0f}s to load", kind="hang") from None
+        _, first = _safe_decode(line)
+        if not isinstance(first, RunnerInfo):
             await runner.stop()
-            message = first.get("message") or runner._death_message("while loading the model")
-            raise EngineError(str(message))
+            if isinstance(first, Failure):  # kind "load" or "out_of_memory"
+                raise first.error()
+            raise EngineError(runner._death_message("while loading the model"), kind="crash")
         runner.info = first
         runner._reader = asyncio.create_task(runner._read())
         runner._watchdog = asyncio.create_task(runner._watch(hang_timeout))
@@ -133,10 +132,10 @@ class RunnerProcess:
         try:
             async for line in self.proc.stdout:
                 self._last_heard = time.monotonic()
-                message = _safe_decode(line)
-                queue = self._queues.get(str(message.get("id")))
-                if queue is not None:
-                    queue.put_nowait(message)
+                rid, event = _safe_decode(line)
+                queue = self._queues.get(rid) if rid is not None else None
+                if queue is not None and event is not None:
+                    queue.put_nowait(event)
         finally:
             await self.proc.wait()
             self.exit_reason = self._hung or self._death_message("")
@@ -144,8 +143,9 @@ class RunnerProcess:
                 log.info("runner %d for %s stopped", self.proc.pid, self.spec.model_path)
             else:
                 log.warning("runner %d for %s exited: %s", self.proc.pid, self.spec.model_path, self.exit_reason)
+            death = Failure("hang" if self._hung else "crash", self.exit_reason)
             for queue in self._queues.values():
-                queue.put_nowait({"ev": "error", "kind": "engine", "message": self.exit_reason})
+                queue.put_nowait(death)
 
     def _death_message(self, when: str) -> str:
         code = self.proc.returncode
@@ -161,67 +161,64 @@ class RunnerProcess:
         tail = f" ({self._stderr[-1]})" if self._stderr and code not in (None, 0) else ""
         return f"the model runner {what}{' ' + when if when else ''}{tail}"
 
-    def _send(self, message: Message) -> None:
+    def _send(self, rid: str, request: Request) -> None:
         if not self.alive or self.proc.stdin is None:
-            raise EngineError(self.exit_reason or "the model runner is not running")
-        self.proc.stdin.write(encode(message))
+            raise EngineError(self.exit_reason or "the model runner is not running", kind="crash")
+        self.proc.stdin.write(encode_request(rid, request))
 
-    async def _request(self, message: Message) -> AsyncGenerator[Message, None]:
+    async def _request(self, request: Request) -> AsyncGenerator[Event, None]:
         rid = str(next(_ids))
-        queue: asyncio.Queue[Message] = asyncio.Queue()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
         if not self._queues:  # work starts now: the hang clock counts from here
             self._last_heard = time.monotonic()
         self._queues[rid] = queue
         finished = False
         try:
-            self._send({**message, "id": rid})
+            self._send(rid, request)
             while True:
                 event = await queue.get()
-                if event.get("ev") == "text" and not queue.empty():
-                    event = _coalesce(event, queue)
-                kind = event.get("ev")
-                if kind == "error":
-                    finished = True
-                    raise _error_from(event)
-                finished = kind in {"done", "tokens", "embeddings", "scores"}
+                if isinstance(event, Text):
+                    if not queue.empty():
+                        event = _coalesce(event, queue)
+                    yield event
+                    continue
+                finished = True
+                if isinstance(event, Failure):
+                    raise event.error()
                 yield event
-                if finished:
-                    return
+                return
         finally:
             self._queues.pop(rid, None)
             if not finished and self.alive:
                 with contextlib.suppress(EngineError, OSError):
-                    self._send({"op": "cancel", "id": rid})
+                    self._send(rid, Cancel())
 
-    async def generate(self, prompt: str, options: dict[str, Any]) -> AsyncGenerator[Token | Done, None]:
-        """Stream the generation of `prompt`; closing the iterator early cancels it in the runner."""
-        async for event in self._request({"op": "generate", "prompt": prompt, "options": options}):
-            if event["ev"] == "text":
-                lps = event.get("logprobs")
-                yield Token(event["text"], tuple(_logprob(x) for x in lps) if lps else ())
-            elif event["ev"] == "done":
-                yield Done(
-                    reason=event["reason"],
-                    prompt_eval_count=event["prompt_eval_count"],
-                    prompt_eval_duration=event["prompt_eval_duration"],
-                    eval_count=event["eval_count"],
-                    eval_duration=event["eval_duration"],
-                    context=tuple(event.get("context") or ()),
-                    cached_tokens=event.get("cached_tokens", 0),
-                    truncated=event.get("truncated", 0),
-                )
+    async def _answer(self, request: Request) -> Event:
+        """The one event that answers `request`."""
+        async with contextlib.aclosing(self._request(request)) as events:
+            async for event in events:
+                return event
+        raise EngineError("the model runner did not answer", kind="crash")
+
+    async def generate(self, job: Job) -> AsyncGenerator[Token | Done, None]:
+        """Stream the generation of `job`; closing the iterator early cancels it in the runner."""
+        async with contextlib.aclosing(self._request(job)) as events:
+            async for event in events:
+                if isinstance(event, Text | Finished):
+                    yield event
 
     async def tokenize(self, text: str) -> list[int]:
-        async for event in self._request({"op": "tokenize", "text": text}):
-            return list(event["tokens"])
-        raise EngineError("the model runner did not answer")
+        answer = await self._answer(Tokenize(text))
+        if not isinstance(answer, TokenList):
+            raise EngineError(f"the model runner answered a tokenize request with {answer!r}")
+        return list(answer.tokens)
 
     async def pieces(self, text: str, *, add_bos: bool = True) -> list[tuple[int, bytes]]:
         """The tokens of `text`, each with its bytes (a special token's are empty)."""
-        message = {"op": "tokenize", "text": text, "add_bos": add_bos, "pieces": True}
-        async for event in self._request(message):
-            return [(int(t), bytes(p)) for t, p in zip(event["tokens"], event["pieces"], strict=True)]
-        raise EngineError("the model runner did not answer")
+        answer = await self._answer(Tokenize(text, add_bos=add_bos, pieces=True))
+        if not isinstance(answer, TokenList) or answer.pieces is None:
+            raise EngineError(f"the model runner answered a tokenize request with {answer!r}")
+        return list(zip(answer.tokens, answer.pieces, strict=True))
 
     async def embed(
         self, inputs: Sequence[str] | Sequence[Sequence[int]], truncate: bool = True, *, normalize: bool = True
@@ -231,25 +228,24 @@ class RunnerProcess:
         Unit vectors unless `normalize` is false. An input longer than the context is cut to fit with
         `truncate`, else `ContextLengthExceeded`.
         """
-        message = {"op": "embed", "inputs": [i if isinstance(i, str) else list(i) for i in inputs]}
-        async with contextlib.aclosing(self._request({**message, "truncate": truncate, "normalize": normalize})) as ev:
-            async for event in ev:
-                return [list(v) for v in event["embeddings"]], int(event["prompt_eval_count"])
-        raise EngineError("the model runner did not answer")
+        answer = await self._answer(Embed.of(inputs, truncate, normalize))
+        if not isinstance(answer, Vectors):
+            raise EngineError(f"the model runner answered an embed request with {answer!r}")
+        return answer.vectors, answer.prompt_eval_count
 
     async def detokenize(self, tokens: Sequence[int]) -> list[bytes]:
         """Each token's bytes, special tokens written out (a token outside the vocabulary: InvalidRequest)."""
-        async for event in self._request({"op": "detokenize", "tokens": list(tokens)}):
-            return [bytes(p) for p in event["pieces"]]
-        raise EngineError("the model runner did not answer")
+        answer = await self._answer(Detokenize(tuple(tokens)))
+        if not isinstance(answer, TokenList) or answer.pieces is None:
+            raise EngineError(f"the model runner answered a detokenize request with {answer!r}")
+        return list(answer.pieces)
 
     async def rerank(self, query: str, documents: Sequence[str]) -> tuple[list[float], int]:
         """One relevance score per document (llama.cpp's raw classifier output) and the tokens evaluated."""
-        message = {"op": "rerank", "query": query, "documents": list(documents)}
-        async with contextlib.aclosing(self._request(message)) as events:
-            async for event in events:
-                return [float(s) for s in event["scores"]], int(event["prompt_eval_count"])
-        raise EngineError("the model runner did not answer")
+        answer = await self._answer(Rerank(query, tuple(documents)))
+        if not isinstance(answer, Scores):
+            raise EngineError(f"the model runner answered a rerank request with {answer!r}")
+        return list(answer.scores), answer.prompt_eval_count
 
     async def stop(self, timeout: float = 5.0) -> None:
         """End the process (closing stdin first, then SIGTERM, then SIGKILL)."""
@@ -272,51 +268,31 @@ class RunnerProcess:
                     await asyncio.wait_for(task, 1.0)
 
 
-def _coalesce(first: Message, queue: asyncio.Queue[Message]) -> Message:
+def _coalesce(first: Text, queue: asyncio.Queue[Event]) -> Text:
     """Merge the text events already waiting behind `first`, so a slow reader gets fewer, larger pieces.
 
     Stops at the first event of another kind, which is put back at the front by re-queueing the rest.
     """
-    text = [first["text"]]
-    logprobs = list(first.get("logprobs") or ())
-    rest: list[Message] = []
+    text = [first.text]
+    logprobs = list(first.logprobs)
+    rest: list[Event] = []
     while not queue.empty():
         event = queue.get_nowait()
-        if rest or event.get("ev") != "text":
+        if rest or not isinstance(event, Text):
             rest.append(event)
             continue
-        text.append(event["text"])
-        logprobs.extend(event.get("logprobs") or ())
+        text.append(event.text)
+        logprobs.extend(event.logprobs)
     for event in rest:
         queue.put_nowait(event)
-    merged: Message = {"ev": "text", "id": first["id"], "text": "".join(text)}
-    if logprobs:
-        merged["logprobs"] = logprobs
-    return merged
+    return Text("".join(text), tuple(logprobs))
 
 
-def _logprob(raw: dict[str, Any]) -> TokenLogprob:
-    return TokenLogprob(
-        raw["id"],
-        raw["token"],
-        tuple(raw["bytes"]),
-        raw["logprob"],
-        tuple((t, text, lp) for t, text, lp in raw.get("top", ())),
-    )
-
-
-def _safe_decode(line: bytes) -> Message:
+def _safe_decode(line: bytes) -> tuple[str | None, Event | None]:
+    if not line:
+        return None, None
     try:
-        return decode(line) if line else {}
-    except ValueError:
-        return {}
-
-
-def _error_from(event: Message) -> Exception:
-    kind = event.get("kind")
-    message = str(event.get("message", "the model runner failed"))
-    if kind == "context":
-        return ContextLengthExceeded(int(event["n_tokens"]), int(event["n_ctx"]))
-    if kind == "request":
-        return InvalidRequest(message)
-    return EngineError(message)
+        return decode_event(line)
+    except ProtocolError as exc:
+        log.warning("ignoring a malformed message from a runner: %s", exc)
+        return None, None

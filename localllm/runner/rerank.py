@@ -1,8 +1,8 @@
 """Rerank requests in the runner: (query, document) pairs to token lists, as llama.cpp's server formats them,
 then one score per pair from a model loaded with pooling type rank.
 
-`answer(engine, message)` turns one `{"op": "rerank", "id", "query", "documents"}` message into the
-`{"ev": "scores", "id", "scores", "prompt_eval_count"}` event that answers it (or an `error` event). All pairs
+`answer(engine, request)` turns one `Rerank` request into the `Scores` event that answers it (or a
+`Failure`). All pairs
 of one request are evaluated together (`engine.embed` packs them into as few decodes as fit). The score of a
 pair is the first (and, with one classifier output, only) value of its pooled output: the raw classifier
 logit, as llama-server returns it.
@@ -17,9 +17,9 @@ No llama_cpp here: the engine computes, so a fake engine can drive this module.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from .protocol import Message
+from .protocol import Failure, Rerank, Scores
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class RerankEngine(Protocol):
 
     def tokenize(self, text: str, *, add_bos: bool = True, parse_special: bool = True) -> list[int]: ...
     def embed(self, prompts: list[list[int]], *, normalize: bool = True) -> list[list[float]]: ...
+    def ran_out_of_memory(self) -> bool: ...
 
 
 def pair_tokens(engine: RerankEngine, frame: RerankFrame, query: str, document: str) -> list[int]:
@@ -54,36 +55,21 @@ def pair_tokens(engine: RerankEngine, frame: RerankFrame, query: str, document: 
     return out
 
 
-def answer(engine: RerankEngine, message: Message) -> Message:
-    """The `scores` event for a `rerank` message: one float per document, in the documents' order."""
-    rid = str(message.get("id"))
-    query, documents = message.get("query"), message.get("documents")
+def answer(engine: RerankEngine, request: Rerank) -> Scores | Failure:
+    """The scores for a `Rerank` request: one float per document, in the documents' order."""
     frame = engine.rerank_frame
     if frame is None:
-        return _error(rid, "request", "this model is not a reranker (its pooling type is not rank)")
-    if not isinstance(query, str) or not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
-        return _error(rid, "request", "rerank needs a query string and a list of document strings")
-    prompts = [pair_tokens(engine, frame, query, document) for document in documents]
+        return Failure("request", "this model is not a reranker (its pooling type is not rank)")
+    prompts = [pair_tokens(engine, frame, request.query, document) for document in request.documents]
+    n_ctx = engine.n_ctx_seq
     for i, prompt in enumerate(prompts):
-        if len(prompt) > engine.n_ctx_seq:
-            return {
-                "ev": "error",
-                "id": rid,
-                "kind": "context",
-                "n_tokens": len(prompt),
-                "n_ctx": engine.n_ctx_seq,
-                "message": f"document {i} with the query is {len(prompt)} tokens, longer than the context "
-                f"window of {engine.n_ctx_seq}",
-            }
+        if len(prompt) > n_ctx:
+            message = f"document {i} with the query is {len(prompt)} tokens, longer than the context window of {n_ctx}"
+            return Failure("context", message, n_tokens=len(prompt), n_ctx=n_ctx)
     try:
         outputs = engine.embed(prompts, normalize=False) if prompts else []
     except ValueError as exc:
-        return _error(rid, "request", str(exc))
+        return Failure("request", str(exc))
     except RuntimeError as exc:
-        return _error(rid, "engine", str(exc))
-    scores: list[Any] = [float(out[0]) for out in outputs]
-    return {"ev": "scores", "id": rid, "scores": scores, "prompt_eval_count": sum(map(len, prompts))}
-
-
-def _error(rid: str, kind: str, message: str) -> Message:
-    return {"ev": "error", "id": rid, "kind": kind, "message": message}
+        return Failure("out_of_memory" if engine.ran_out_of_memory() else "engine", str(exc))
+    return Scores(tuple(float(out[0]) for out in outputs), sum(map(len, prompts)))

@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import metrics
 from ..config import Settings
 from ..keys import Authenticator
 from ..runner.process import RunnerProcess
@@ -21,7 +22,7 @@ from ..scheduler import Scheduler
 from ..service import Service
 from ..sessions import Sessions
 from ..store import Store
-from . import auth, dialects, openapi, security, ui
+from . import auth, dialects, observe, openapi, security, ui
 from .errors import RouteError
 
 log = logging.getLogger("localllm.server")
@@ -58,6 +59,8 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         elif removed:
             log.info("pruned %d unused blobs", len(removed))
         await svc.scheduler.start()
+        if settings.metrics:
+            metrics.enable().watch_scheduler(svc.scheduler.usage)
         app.state.service = svc
         app.state.sessions = Sessions(svc)  # LMDeploy's interactive sessions
         security.announce(settings.host, authenticator)
@@ -78,9 +81,19 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         return dialects.shape_of(request.url.path, request.method).response(exc)
 
     app = Starlette(
-        routes=[*dialects.routes(), *auth.routes, *openapi.routes, *ui.routes],  # ui: the web chat page at /ui/
+        routes=[
+            *dialects.routes(),
+            *auth.routes,
+            *openapi.routes,
+            *ui.routes,  # the web chat page at /ui/
+            *(observe.routes if settings.metrics else []),  # GET /metrics
+        ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         middleware=[  # outermost first: security.py's docstring draws the order
+            # a request id for every answer and log line, access lines (INFO in JSON logs, else DEBUG)
+            Middleware(
+                observe.RequestIds, access_level=logging.INFO if settings.log_format == "json" else logging.DEBUG
+            ),
             Middleware(security.HostCheck, bound=settings.host.host, port=settings.host.port, errors=dialects.shape_of),
             Middleware(security.Cors, origins=settings.origins, errors=dialects.shape_of),
             Middleware(auth.Auth, authenticator=authenticator, errors=dialects.shape_of),

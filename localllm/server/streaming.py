@@ -23,11 +23,22 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ..errors import ServerBusy
+
 log = logging.getLogger("localllm.server")
 
 T = TypeVar("T")
 
 Frame = Callable[[Any], bytes]
+
+
+_stopping = False
+
+
+def begin_shutdown() -> None:
+    """The daemon stops: streams cut short from now on end with an error line saying so."""
+    global _stopping
+    _stopping = True
 
 
 class ClientGone(Exception):
@@ -95,23 +106,29 @@ class EventStream(StreamingResponse):
         self.trailer = trailer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        done = False
         try:
-            async with anyio.create_task_group() as group:
-
-                async def watch() -> None:
-                    await _disconnected(receive)
-                    if not done:
-                        log.info("client disconnected; generation cancelled")
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch)
-                await self._stream(send)
-                done = True
-                group.cancel_scope.cancel()
+            await self._watched(receive, send)
+        except asyncio.CancelledError:
+            if not _stopping:  # else uvicorn cancelled it when the grace after SIGTERM was over: it has ended
+                raise
         finally:
             with anyio.CancelScope(shield=True):
                 await self.items.aclose()
+
+    async def _watched(self, receive: Receive, send: Send) -> None:
+        done = False
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                await _disconnected(receive)
+                if not done:
+                    log.info("client disconnected; generation cancelled")
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            await self._stream(send)
+            done = True
+            group.cancel_scope.cancel()
 
     async def _stream(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -120,6 +137,14 @@ class EventStream(StreamingResponse):
                 await send({"type": "http.response.body", "body": self.frame(item), "more_body": True})
             tail = self.trailer
         except OSError:
+            return
+        except asyncio.CancelledError:
+            if not _stopping:
+                raise
+            # The daemon stops and the grace is over (uvicorn cancelled this request): say so, and end.
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                error = self.frame(self.on_error(ServerBusy("localllm is shutting down: the answer was cut short")))
+                await send({"type": "http.response.body", "body": error, "more_body": False})
             return
         except Exception as exc:
             tail = self.frame(self.on_error(exc))

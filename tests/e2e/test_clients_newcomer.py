@@ -14,8 +14,9 @@ import pytest
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 
-from ..conftest import CHAT_REPO, EMBED_FILE, EMBED_REPO, Daemon, daemon_with, model_file
+from ..conftest import CHAT_REPO, EMBED_FILE, EMBED_REPO, model_file
 from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with
 
 EMBED = f"hf.co/{EMBED_REPO}"
 CHAT = f"hf.co/{CHAT_REPO}"

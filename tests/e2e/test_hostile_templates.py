@@ -21,9 +21,10 @@ import pytest
 
 from localllm import limits
 
-from ..conftest import STORY_TEMPLATE, Daemon, model_file, start_daemon, stop_daemon
+from ..conftest import STORY_TEMPLATE, model_file
 from ..ggufcopy import copy_with_metadata, with_raw_kv
 from ..hubstub import HubStub
+from .conftest import Daemon, start_daemon, stop_daemon
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

@@ -10,19 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ..conftest import (
-    EMBED_FILE,
-    EMBED_REPO,
-    STORIES_REPO,
-    TINY_REPO,
-    Daemon,
-    free_port,
-    localllm_command,
-    model_file,
-    start_daemon,
-    stop_daemon,
-)
+from ..conftest import EMBED_FILE, EMBED_REPO, STORIES_REPO, TINY_REPO, model_file
 from ..hubstub import HubStub
+from .conftest import Daemon, free_port, localllm_command, start_daemon, stop_daemon
 
 STORIES = f"hf.co/{STORIES_REPO}"
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import EMBED_FILE, ROOT, Daemon, daemon_with, model_file
+from ..conftest import EMBED_FILE, ROOT, model_file
 from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with
 
 README = (ROOT / "README.md").read_text()
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import EMBED_FILE, STORIES_REPO, Daemon, model_file, start_daemon, stop_daemon
+from ..conftest import EMBED_FILE, STORIES_REPO, model_file
 from ..ggufcopy import write_reranker
 from ..hubstub import HubStub
+from .conftest import Daemon, start_daemon, stop_daemon
 
 RERANK_REPO = "testorg/minilm-reranker-GGUF"
 RERANKER = f"hf.co/{RERANK_REPO}"
@@ -57,10 +58,10 @@ def _llamacpp_scores(reranker: Path) -> tuple[list[float], list[float]]:
     pairs = [[bos, *query, eos, *llm.tokenize(doc.encode(), add_bos=False, special=False), eos] for doc in DOCUMENTS]
 
     def run(group: list[list[int]]) -> list[float]:
-        llm._batch.reset()
+        llm._batch.reset()  # type: ignore[no-untyped-call]
         for seq, tokens in enumerate(group):
             llm._batch.add_sequence(tokens, seq, True)
-        llm._ctx.kv_cache_clear()
+        llm._ctx.kv_cache_clear()  # type: ignore[no-untyped-call]
         llm._ctx.decode(llm._batch)
         return [float(llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, seq)[0]) for seq in range(len(group))]
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import STORIES_REPO, Daemon, localllm_command, start_daemon, stop_daemon
+from ..conftest import STORIES_REPO
 from ..hubstub import HubStub
+from .conftest import Daemon, localllm_command, start_daemon, stop_daemon
 
 
 @pytest.fixture(scope="module")

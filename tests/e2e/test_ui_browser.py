@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import CHAT_REPO, STORIES_REPO, Daemon, daemon_with, start_daemon, stop_daemon
+from ..conftest import CHAT_REPO, STORIES_REPO
 from ..ggufcopy import copy_with_metadata
 from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with, start_daemon, stop_daemon
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
 
@@ -249,7 +250,7 @@ def test_pull_shows_progress_then_delete(page: Any, daemon: Daemon) -> None:
     name = f"hf.co/{STORIES_REPO}"
     page.get_by_label("Model name", exact=True).fill(name)
     page.get_by_role("button", name="Pull").click()
-    sync_api.expect(page.locator("#pull-text")).to_contain_text("100%", timeout=60_000)
+    sync_api.expect(page.locator("#pull-text")).to_contain_text("done (100%)", timeout=60_000)
     assert page.locator("#pull-progress").evaluate("b => b.value") == 100
     assert max(page.evaluate("window.progress")) == 100
     card = page.locator("#model-list .card", has_text=STORIES_REPO)

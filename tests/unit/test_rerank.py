@@ -10,6 +10,7 @@ import pytest
 
 from localllm.errors import InvalidRequest
 from localllm.runner import detokenize, rerank
+from localllm.runner.protocol import Detokenize, Failure, ProtocolError, Rerank, Scores, TokenList, decode_request
 from localllm.runner.rerank import RerankFrame
 from localllm.server import dialects
 from localllm.server.dialects import rerank as dialect
@@ -40,6 +41,9 @@ class FakeEngine:
         self.calls.append(prompts)
         return [[float(len(p)), 99.0] for p in prompts]
 
+    def ran_out_of_memory(self) -> bool:
+        return False
+
     def piece(self, token: int, *, special: bool = False) -> bytes:
         assert special
         return b"<s>" if token == 1 else f"t{token}".encode()
@@ -63,24 +67,28 @@ def test_pairs_are_formatted_as_llama_server_does() -> None:
 
 def test_all_pairs_go_to_the_engine_in_one_call_and_scores_are_first_outputs() -> None:
     engine = FakeEngine(BERT)
-    event = rerank.answer(engine, {"id": 7, "query": "q", "documents": ["a", "b c", "d e f"]})
-    assert event == {"ev": "scores", "id": "7", "scores": [5.0, 6.0, 7.0], "prompt_eval_count": 18}
+    event = rerank.answer(engine, Rerank("q", ("a", "b c", "d e f")))
+    assert event == Scores((5.0, 6.0, 7.0), 18)
     assert len(engine.calls) == 1 and len(engine.calls[0]) == 3
 
 
 def test_rerank_refusals() -> None:
-    assert rerank.answer(FakeEngine(None), {"id": 1, "query": "q", "documents": ["a"]})["kind"] == "request"
-    assert rerank.answer(FakeEngine(BERT), {"id": 1, "query": "q", "documents": [3]})["kind"] == "request"
-    long = rerank.answer(FakeEngine(BERT), {"id": 1, "query": "q", "documents": ["a " * 20]})
-    assert long["kind"] == "context" and long["n_tokens"] == 24 and long["n_ctx"] == 12
+    not_a_reranker = rerank.answer(FakeEngine(None), Rerank("q", ("a",)))
+    assert isinstance(not_a_reranker, Failure) and not_a_reranker.kind == "request"
+    long = rerank.answer(FakeEngine(BERT), Rerank("q", ("a " * 20,)))
+    assert isinstance(long, Failure) and (long.kind, long.n_tokens, long.n_ctx) == ("context", 24, 12)
+    assert "document 0" in long.message
+    with pytest.raises(ProtocolError, match="documents must be a list of strings"):
+        decode_request(b'{"op":"rerank","id":"1","query":"q","documents":[3]}')
 
 
 def test_detokenize_writes_special_tokens_and_refuses_ids_outside_the_vocabulary() -> None:
     engine = FakeEngine(BERT)
-    assert detokenize.answer(engine, {"id": 2, "tokens": [1, 5]})["pieces"] == [list(b"<s>"), list(b"t5")]
-    bad = detokenize.answer(engine, {"id": 2, "tokens": [1, 100]})
-    assert bad["kind"] == "request" and "0..99" in bad["message"]
-    assert detokenize.answer(engine, {"id": 2, "tokens": [True]})["kind"] == "request"
+    assert detokenize.answer(engine, Detokenize((1, 5))) == TokenList((1, 5), (b"<s>", b"t5"))
+    bad = detokenize.answer(engine, Detokenize((1, 100)))
+    assert isinstance(bad, Failure) and bad.kind == "request" and "0..99" in bad.message
+    with pytest.raises(ProtocolError, match="tokens must be a list of token ids"):
+        decode_request(b'{"op":"detokenize","id":"2","tokens":[true]}')
 
 
 def test_ranked_sorts_by_score_keeps_ties_in_order_and_cuts_to_top_n() -> None:

@@ -13,11 +13,12 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from ..errors import ErrorShape
-from . import compat, lmdeploy, ollama, openai, rerank, tei, tgi, tokenize, triton, vllm
+from . import compat, lmdeploy, ollama, openai, rerank, responses, tei, tgi, tokenize, triton, vllm
 from .contract import Dialect
 
 DIALECTS: tuple[Dialect, ...] = (
     ollama.DIALECT,
+    responses.DIALECT,
     openai.DIALECT,
     compat.DIALECT,
     tei.DIALECT,

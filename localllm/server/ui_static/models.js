@@ -60,27 +60,31 @@ function detailsText(details = {}) {
   return [details.family, details.parameter_size, details.quantization_level, details.format].filter(Boolean).join(" · ");
 }
 
-function modelItem(model) {
+// One model as a card: its name, a line of facts and one action button (data-<action>="name").
+function card(model, facts, action, label, danger = false) {
   const li = document.createElement("li");
   li.className = "card";
   li.dataset.model = model.name;
   const name = document.createElement("div");
   name.className = "name";
   name.textContent = model.name;
-  const facts = document.createElement("div");
-  facts.className = "facts";
-  const modified = model.modified_at ? new Date(model.modified_at).toLocaleString() : "";
-  facts.textContent = [humanBytes(model.size), detailsText(model.details), modified && `modified ${modified}`]
-    .filter(Boolean)
-    .join(" · ");
-  const del = document.createElement("button");
-  del.type = "button";
-  del.className = "danger";
-  del.dataset.delete = model.name;
-  del.textContent = "Delete";
-  del.setAttribute("aria-label", `Delete ${model.name}`);
-  li.append(name, facts, del);
+  const line = document.createElement("div");
+  line.className = "facts";
+  line.textContent = facts.filter(Boolean).join(" · ");
+  const button = document.createElement("button");
+  button.type = "button";
+  if (danger) button.className = "danger";
+  button.dataset[action] = model.name;
+  button.textContent = label;
+  button.setAttribute("aria-label", `${label} ${model.name}`);
+  li.append(name, line, button);
   return li;
+}
+
+function modelItem(model) {
+  const modified = model.modified_at ? new Date(model.modified_at).toLocaleString() : "";
+  const facts = [humanBytes(model.size), detailsText(model.details), modified && `modified ${modified}`];
+  return card(model, facts, "delete", "Delete", true);
 }
 
 async function listLoaded() {
@@ -96,32 +100,19 @@ async function listLoaded() {
 }
 
 function loadedItem(model) {
-  const li = document.createElement("li");
-  li.className = "card";
-  li.dataset.model = model.name;
-  const name = document.createElement("div");
-  name.className = "name";
-  name.textContent = model.name;
-  const facts = document.createElement("div");
-  facts.className = "facts";
   const processor = model.size_vram ? `${Math.round((100 * model.size_vram) / model.size)}% GPU` : "CPU";
   const until = new Date(model.expires_at);
   const untilText = until.getFullYear() > 2200 ? "kept loaded" : `until ${until.toLocaleTimeString()}`;
-  facts.textContent = [humanBytes(model.size), processor, `context ${model.context_length}`, untilText].join(" · ");
-  const unloadButton = document.createElement("button");
-  unloadButton.type = "button";
-  unloadButton.dataset.unload = model.name;
-  unloadButton.textContent = "Unload";
-  unloadButton.setAttribute("aria-label", `Unload ${model.name}`);
-  li.append(name, facts, unloadButton);
-  return li;
+  return card(model, [humanBytes(model.size), processor, `context ${model.context_length}`, untilText], "unload", "Unload");
 }
 
 async function pull(name) {
   if (!name || pulling) return;
   const bar = $("pull-progress");
   const text = $("pull-text");
-  const totals = new Map(); // digest -> [completed, total]
+  // digest -> [completed, total], one map a stage: the downloads, then the check of their digests (the daemon
+  // names those "verify-<digest>"), so the bar runs to 100% for each stage instead of falling back
+  const stages = { download: new Map(), verify: new Map() };
   bar.value = 0;
   bar.hidden = false;
   text.textContent = `Pulling ${name}…`;
@@ -131,6 +122,7 @@ async function pull(name) {
   $("pull-cancel").hidden = false;
   try {
     for await (const step of stream("/api/pull", { model: name, stream: true }, pulling.signal)) {
+      const totals = step.digest?.startsWith("verify-") ? stages.verify : stages.download;
       if (step.digest && step.total) totals.set(step.digest, [step.completed || 0, step.total]);
       let done = 0;
       let total = 0;

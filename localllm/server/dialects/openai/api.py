@@ -125,12 +125,23 @@ async def _answer(request: Request, streams: list[Events], framing: Framing) -> 
     if not framing.shape.stream:
         answers = await collect_all(streams, request)
         return JSONResponse(whole(framing, answers))
-    try:  # every generation's first event, so that an early error in any of them is answered with a status
-        firsts = list(await until_disconnect(asyncio.gather(*(s.__anext__() for s in streams)), request))
+    # Every generation's first event or error, so that an early error in any of them is answered with a status;
+    # none is still running when they are closed (closing a generator while it runs raises RuntimeError: a 500
+    # where the first error is the answer).
+    try:
+        results = await until_disconnect(
+            asyncio.gather(*(s.__anext__() for s in streams), return_exceptions=True), request
+        )
     except BaseException:
         for stream in streams:
             await stream.aclose()
         raise
+    failed = next((r for r in results if isinstance(r, BaseException)), None)
+    if failed is not None:
+        for stream in streams:
+            await stream.aclose()
+        raise failed
+    firsts = [r for r in results if not isinstance(r, BaseException)]
     events = merged([prepend(first, stream) for first, stream in zip(firsts, streams, strict=True)])
     return EventStream(
         chunks(framing, events, len(streams)),

@@ -1,0 +1,194 @@
+"""The routes of the Responses API and their OpenAPI paths."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ....responses_store import ResponseStore
+from ....service import ChatRequest, Service
+from ....types import ChatMessage, Done, Event
+from ... import requests as rq
+from ...errors import RouteError, guarded
+from ...schema import ANY_LIST, BOOL, INT, OBJ, OPENAI_ERROR, SSE, STR, body, obj, path_parameter, responses
+from ...streaming import EventStream
+from ..openai.api import ERRORS
+from ..shared import collect_all, opened, service_of, with_default_model
+from .encode import Encoder, answered, arguments_of, error_event, sse_named, whole
+from .requests import COUNT_FIELDS, FIELDS, Turn, to_turn
+
+# -- routes -------------------------------------------------------------------------------------------------
+
+
+def store_of(request: Request) -> ResponseStore:
+    store: ResponseStore | None = getattr(request.app.state, "responses", None)
+    if store is None:
+        store = request.app.state.responses = ResponseStore()
+    return store
+
+
+def keep(store: ResponseStore, turn: Turn, final: dict[str, Any]) -> None:
+    if turn.store:
+        store.put(final, answered(turn.conversation, final["output"]))
+
+
+@guarded(ERRORS)
+async def create(request: Request) -> Response:
+    service = service_of(request)
+    body = with_default_model(await rq.read_json(request), service)
+    store = store_of(request)
+    turn = to_turn(body, store)
+    if not turn.stream:
+        answer = (await collect_all([service.chat(turn.chat)], request))[0]
+        final = whole(turn, answer)
+        keep(store, turn, final)
+        return JSONResponse(final)
+    events = await opened(service.chat(turn.chat), request)  # an early error is answered with its status
+    return EventStream(stream(turn, events, store), frame=sse_named, on_error=error_event, media_type=SSE)
+
+
+async def stream(
+    turn: Turn, events: AsyncGenerator[Event, None], store: ResponseStore
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The response's SSE events; an error once streaming has begun ends it with `response.failed`."""
+    encoder = Encoder(turn)
+    for out in encoder.start():
+        yield out
+    async with contextlib.aclosing(events):
+        try:
+            async for event in events:
+                if isinstance(event, Done):
+                    tail, final = encoder.finish(event)
+                    keep(store, turn, final)
+                else:
+                    tail = encoder.feed(event)
+                for out in tail:
+                    yield out
+        except Exception as exc:
+            yield encoder.fail(exc)
+
+
+def _stored(request: Request) -> tuple[ResponseStore, str]:
+    return store_of(request), request.path_params["response_id"]
+
+
+@guarded(ERRORS)
+async def retrieve(request: Request) -> Response:
+    store, rid = _stored(request)
+    stored = store.get(rid)
+    if stored is None:
+        raise RouteError(f"response '{rid}' not found (not stored, deleted, or expired)", 404)
+    return JSONResponse(stored.response)
+
+
+@guarded(ERRORS)
+async def delete(request: Request) -> Response:
+    store, rid = _stored(request)
+    if not store.delete(rid):
+        raise RouteError(f"response '{rid}' not found (not stored, deleted, or expired)", 404)
+    return JSONResponse({"id": rid, "object": "response.deleted", "deleted": True})
+
+
+@guarded(ERRORS)
+async def input_items(request: Request) -> Response:
+    """The stored conversation's input items (messages and calls, oldest first)."""
+    store, rid = _stored(request)
+    stored = store.get(rid)
+    if stored is None:
+        raise RouteError(f"response '{rid}' not found (not stored, deleted, or expired)", 404)
+    items = [item for m in stored.conversation[:-1] for item in as_items(m)]
+    return JSONResponse({"object": "list", "data": items, "first_id": None, "last_id": None, "has_more": False})
+
+
+def as_items(message: ChatMessage) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        return [{"type": "function_call_output", "call_id": message.tool_call_id, "output": message.content}]
+    out: list[dict[str, Any]] = []
+    if message.content or not message.tool_calls:
+        kind = "output_text" if message.role == "assistant" else "input_text"
+        out.append({"type": "message", "role": message.role, "content": [{"type": kind, "text": message.content}]})
+    for call in message.tool_calls:
+        out.append({"type": "function_call", "call_id": call.id, "name": call.name, "arguments": arguments_of(call)})
+    return out
+
+
+@guarded(ERRORS)
+async def input_tokens(request: Request) -> Response:
+    """The input tokens a request would have: its prompt (instructions, conversation, tools) tokenized."""
+    service = service_of(request)
+    body = with_default_model(await rq.read_json(request), service)
+    turn = to_turn(body, store_of(request), counting=True)
+    count = await count_tokens(service, turn.chat)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": count})
+
+
+async def count_tokens(service: Service, chat: ChatRequest) -> int:
+    """The prompt generation would evaluate, tokenized: the model's stored system message and conversation
+    placed as `service.chat` places them (those lines mirror its own; one shared helper there would be better)."""
+    model = service.model(chat.model)
+    messages = list(chat.messages)
+    lead = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
+    messages = [*messages[:lead], *model.messages, *messages[lead:]]  # as service.chat orders them
+    if model.system and not (messages and messages[0].role == "system"):
+        messages.insert(0, ChatMessage("system", model.system))
+    text = await service.render(model, messages, tools=chat.tools)
+    return len(await service.tokenize(chat.model, text))
+
+
+routes = [
+    Route("/v1/responses", create, methods=["POST"]),
+    Route("/v1/responses/input_tokens", input_tokens, methods=["POST"]),
+    Route("/v1/responses/{response_id}", retrieve, methods=["GET"]),
+    Route("/v1/responses/{response_id}", delete, methods=["DELETE"]),
+    Route("/v1/responses/{response_id}/input_items", input_items, methods=["GET"]),
+]
+
+
+# -- OpenAPI -------------------------------------------------------------------------------------------------
+
+RESPONSE = obj(
+    {"id": STR, "object": STR, "created_at": INT, "status": STR, "model": STR, "output": ANY_LIST, "usage": OBJ},
+    required=("id", "object", "status", "output"),
+)
+ITEMS: dict[str, Any] = {"input": {"anyOf": [STR, ANY_LIST]}, "tool_choice": {"anyOf": [STR, OBJ]}}
+CODES = ("400", "401", "403", "404", "413", "422", "429", "5XX")
+
+
+def paths() -> dict[str, Any]:
+    err = OPENAI_ERROR
+    one = {"parameters": path_parameter("response_id")}
+    count_schema = obj(
+        {k: s for k, s in {**FIELDS.schema()["properties"], **ITEMS}.items() if k in COUNT_FIELDS}, closed=True
+    )
+    return {
+        "/v1/responses": {
+            "post": {
+                "summary": "OpenAI Responses: a response, stored for previous_response_id unless store is false",
+                "requestBody": body(FIELDS.schema(closed=True, **ITEMS)),
+                "responses": responses(err, RESPONSE, stream=SSE, codes=CODES),
+            }
+        },
+        "/v1/responses/input_tokens": {
+            "post": {
+                "summary": "the input tokens of a Responses request",
+                "requestBody": body(count_schema),
+                "responses": responses(err, obj({"object": STR, "input_tokens": INT}), codes=CODES),
+            }
+        },
+        "/v1/responses/{response_id}": {
+            "get": {"summary": "a stored response", **one, "responses": responses(err, RESPONSE)},
+            "delete": {
+                "summary": "delete a stored response",
+                **one,
+                "responses": responses(err, obj({"id": STR, "object": STR, "deleted": BOOL})),
+            },
+        },
+        "/v1/responses/{response_id}/input_items": {
+            "get": {"summary": "a stored response's input items", **one, "responses": responses(err, OBJ)}
+        },
+    }

@@ -1,0 +1,78 @@
+"""The outermost middleware: a request id for every request, its closing log line, its count in metrics;
+and `GET /metrics` (when `LOCALLLM_METRICS=1`).
+
+The id is the request's `X-Request-Id` when it sends a sane one (`logs.begin`), else a new one; it comes
+back in the answer's `X-Request-Id` header, whatever the answer (refusals by the middleware inside this one
+included), and in every log line written while the request runs. `/metrics` sits behind the API key like
+every other route when authentication is on (Prometheus sends it with `authorization` in its scrape config).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import logs, metrics
+from .dialects import owner
+
+log = logging.getLogger("localllm.http")
+
+HEADER = "x-request-id"
+
+
+class RequestIds:
+    def __init__(self, app: ASGIApp, *, access_level: int = logging.INFO) -> None:
+        self.app = app
+        self.access_level = access_level
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = scope.get("path", ""), scope.get("method", "")
+        info, token = logs.begin(Headers(scope=scope).get(HEADER), owner(path, method).name)
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message)[HEADER] = info.id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            metrics.count_request(status, info.model, info.dialect)
+            if log.isEnabledFor(self.access_level):
+                log.log(
+                    self.access_level,
+                    "%s %s %d",
+                    method,
+                    path,
+                    status,
+                    extra={
+                        "method": method,
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - info.started) * 1000, 3),
+                        "prompt_tokens": info.prompt_tokens,
+                        "eval_tokens": info.eval_tokens,
+                    },
+                )
+            logs.end(token)
+
+
+async def scrape(request: Request) -> Response:
+    active = metrics.active()
+    body = active.exposition() if active is not None else b""
+    return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
+routes = [Route("/metrics", scrape, methods=["GET"])]

@@ -1,0 +1,379 @@
+"""The key store, tokens and quotas (localllm/keys.py), the security middleware in-process, and `localllm keys`.
+
+The same behaviour against a real daemon process is in test_security_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from localllm import keys
+from localllm.config import Settings, keys_file_from_env, parse_host, parse_origins
+from localllm.errors import ConfigError, InvalidRequest, QuotaExceeded, Unauthorized
+from localllm.keys import Authenticator, KeysFile, Meter, sign_token
+from localllm.names import parse_name
+from localllm.scheduler import Scheduler
+from localllm.server.app import create_app
+from localllm.server.security import host_of, is_loopback_origin
+from localllm.service import Service
+from localllm.store import Manifest, Store
+from localllm_cli.main import cli
+
+from ..fakes import FakeFactory, write_tiny_gguf
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_key(path: Path, name: str = "", quota: int | None = None) -> str:
+    _, secret = keys.update(path, lambda f: f.create("key", name, quota=quota))
+    return secret
+
+
+def make_app(path: Path, name: str = "notes", quota: int | None = None) -> tuple[str, str]:
+    entry, secret = keys.update(path, lambda f: f.create("app", name, quota=quota))
+    return entry.id, secret
+
+
+# -- the keys file -----------------------------------------------------------------------------------------
+
+
+def test_keys_are_stored_hashed_in_a_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "keys.json"
+    key = make_key(path, "laptop", quota=500)
+    assert key.startswith("llk-") and len(key) > 40
+    text = path.read_text()
+    assert key not in text and key[4:] not in text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    data = json.loads(text)
+    assert data["version"] == 1 and len(data["secret"]) == 64
+    [entry] = data["keys"]
+    assert entry["name"] == "laptop" and entry["quota"] == 500 and entry["hint"] == "…" + key[-4:]
+    assert KeysFile.load(path).entries[0].matches(key)
+    assert not KeysFile.load(path).entries[0].matches(key + "x")
+
+
+def test_revoke_by_id_or_unique_name(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    make_key(path, "a")
+    make_key(path, "b")
+    ids = [e.id for e in KeysFile.load(path).entries]
+    gone = keys.update(path, lambda f: f.revoke("a"))
+    assert gone.name == "a"
+    gone = keys.update(path, lambda f: f.revoke(ids[1]))
+    assert gone.name == "b"
+    assert KeysFile.load(path).entries == ()
+    with pytest.raises(InvalidRequest, match="no key or app"):
+        keys.update(path, lambda f: f.revoke("nope"))
+
+
+def test_names_and_quotas_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    with pytest.raises(InvalidRequest, match="an app needs a name"):
+        make_app(path, "")
+    with pytest.raises(InvalidRequest, match="quota"):
+        make_key(path, quota=0)
+    make_app(path, "notes")
+    with pytest.raises(InvalidRequest, match="already"):
+        make_app(path, "notes")
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("{nope", "not valid JSON"),
+        ('{"version": 2, "secret": "' + "0" * 64 + '"}', "version 2"),
+        ('{"version": 1}', "malformed"),
+        ('{"version": 1, "secret": "' + "0" * 64 + '", "keys": [{"id": "k"}]}', "malformed"),
+    ],
+)
+def test_a_broken_keys_file_stops_the_daemon_naming_it(tmp_path: Path, content: str, needle: str) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=needle) as err:
+        Authenticator(path)
+    assert str(path) in str(err.value)
+
+
+# -- authentication -----------------------------------------------------------------------------------------
+
+
+def test_auth_is_off_without_keys_and_on_with_env_keys_or_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    assert not Authenticator(None).enabled
+    assert not Authenticator(path).enabled
+    env = Authenticator(None, ["s3cret"])
+    assert env.enabled and env.authenticate("s3cret").id == "env-1"
+    with pytest.raises(Unauthorized, match="invalid API key"):
+        env.authenticate("s3cret2")
+    with pytest.raises(Unauthorized, match="requires an API key"):
+        env.authenticate(None)
+
+
+def test_the_file_is_read_again_when_it_changes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "keys.json"
+    auth = Authenticator(path)
+    assert not auth.enabled
+    key = make_key(path, "a")
+    assert auth.enabled and auth.authenticate(key).name == "a"
+    keys.update(path, lambda f: f.revoke("a"))
+    with pytest.raises(Unauthorized):
+        auth.authenticate(key)
+    assert auth.enabled, "an empty keys file still asks for keys (fail closed)"
+    key2 = make_key(path, "b")
+    assert auth.authenticate(key2).name == "b"
+    path.write_text("{broken")  # a file that stops parsing keeps the keys read before
+    os.utime(path, ns=(1, 1))
+    assert auth.authenticate(key2).name == "b"
+    assert "keeping the keys read before" in caplog.text
+    path.unlink()
+    assert not auth.enabled
+
+
+def test_app_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    appid, secret = make_app(path, "notes", quota=100)
+    clock = Clock()
+    auth = Authenticator(path, token_ttl=60, clock=clock)
+    issued = auth.issue_token(appid, secret)
+    assert issued.expires_at == int(clock.now) + 60
+    principal = auth.authenticate(issued.token)
+    assert (principal.id, principal.name, principal.quota) == (appid, "notes", 100)
+    with pytest.raises(Unauthorized, match="wrong appid or secret"):
+        auth.issue_token(appid, secret + "x")
+    with pytest.raises(Unauthorized, match="wrong appid or secret"):
+        auth.issue_token("app-0000", secret)
+    with pytest.raises(Unauthorized, match="invalid access token"):
+        auth.authenticate(issued.token[:-2] + "AA")
+    with pytest.raises(Unauthorized, match="invalid access token"):
+        forged = KeysFile.load(path).secret[::-1]
+        auth.authenticate(sign_token(forged, appid, issued.expires_at))
+    clock.now += 61
+    with pytest.raises(Unauthorized, match="expired at"):
+        auth.authenticate(issued.token)
+    # An app secret is not an API key.
+    with pytest.raises(Unauthorized, match="invalid API key"):
+        auth.authenticate(secret)
+    clock.now -= 61
+    keys.update(path, lambda f: f.revoke("notes"))
+    with pytest.raises(Unauthorized):
+        auth.authenticate(issued.token)
+
+
+def test_quota_counts_tokens_per_utc_day(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = make_key(path, "small", quota=10)
+    clock = Clock(1_700_000_000.0 - 1_700_000_000.0 % 86400 + 3600)  # 01:00 UTC
+    auth = Authenticator(path, clock=clock)
+    who = auth.authenticate(key)
+    with keys.metering(Meter(auth, who)):
+        keys.check_quota()
+        keys.charge(6)
+        keys.check_quota()
+        keys.charge(6)
+        with pytest.raises(QuotaExceeded, match="daily quota of 10 tokens") as err:
+            keys.check_quota()
+    assert err.value.retry_after == 23 * 3600
+    keys.charge(1000)  # outside a request: nothing to charge
+    assert auth.used_today(who) == 12
+    clock.now += 86400
+    auth.check_quota(who)
+    assert auth.used_today(who) == 0
+
+
+# -- configuration -----------------------------------------------------------------------------------------
+
+
+def test_security_settings() -> None:
+    s = Settings.from_env(
+        {
+            "LOCALLLM_MODELS": "/srv/llm/models",
+            "LOCALLLM_API_KEYS": " k3y-one, k3y-two ,,",
+            "LOCALLLM_ORIGINS": "https://x.org, chrome-extension://*",
+            "LOCALLLM_TOKEN_TTL": "30m",
+        }
+    )
+    assert s.api_keys == ("k3y-one", "k3y-two") and "k3y" not in repr(s)
+    assert s.origins == ("https://x.org", "chrome-extension://*")
+    assert s.keys_file == Path("/srv/llm/keys.json")
+    assert s.token_ttl == 1800
+    assert keys_file_from_env({"LOCALLLM_KEYS_FILE": "/etc/k.json"}) == Path("/etc/k.json")
+    assert Settings(host=parse_host(""), models_dir=Path("m")).keys_file is None
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"LOCALLLM_ORIGINS": "example.org"}, "LOCALLLM_ORIGINS"),
+        ({"LOCALLLM_TOKEN_TTL": "0"}, "LOCALLLM_TOKEN_TTL"),
+        ({"LOCALLLM_TOKEN_TTL": "-1"}, "LOCALLLM_TOKEN_TTL"),
+        ({"LOCALLLM_TOKEN_TTL": "soon"}, "LOCALLLM_TOKEN_TTL"),
+    ],
+)
+def test_bad_security_settings_name_the_variable(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        Settings.from_env(env)
+
+
+def test_origin_and_host_parsing() -> None:
+    assert parse_origins("*") == ("*",)
+    for origin in ("http://localhost", "https://localhost:3000", "http://127.0.0.1:8080", "http://[::1]:5173"):
+        assert is_loopback_origin(origin), origin
+    for origin in ("http://evil.example", "http://localhost.evil.example", "ftp://localhost", "null"):
+        assert not is_loopback_origin(origin), origin
+    assert host_of("LocalHost:11434") == "localhost"
+    assert host_of("[::1]:80") == "::1"
+    assert host_of("127.0.0.1") == "127.0.0.1"
+    assert host_of("evil.example:11434") == "evil.example"
+
+
+# -- the middleware, in-process ------------------------------------------------------------------------------
+
+
+def app_client(tmp_path: Path, **settings: Any) -> Iterator[TestClient]:
+    config = Settings(host=parse_host(""), models_dir=tmp_path / "models", **settings)
+    store = Store(config.models_dir)
+    layer = store.add_blob_file(write_tiny_gguf(tmp_path / "tiny.gguf", template="{{ messages[-1].content }}!"))
+    store.write_manifest(parse_name("tiny"), Manifest((layer,)))
+    service = Service(config, store, Scheduler(factory=FakeFactory()))
+    with TestClient(create_app(config, service=service), base_url="http://127.0.0.1") as client:
+        yield client
+
+
+@pytest.fixture
+def open_client(tmp_path: Path) -> Iterator[TestClient]:
+    yield from app_client(tmp_path, origins=("https://*.example.org",))
+
+
+def test_host_check_in_both_dialects(open_client: TestClient) -> None:
+    assert open_client.get("/api/tags", headers={"Host": "localhost:11434"}).status_code == 200
+    assert open_client.get("/api/tags", headers={"Host": "[::1]:11434"}).status_code == 200
+    assert open_client.get("/api/tags", headers={"Host": "127.0.0.2"}).status_code == 200
+    r = open_client.get("/api/tags", headers={"Host": "evil.example"})
+    assert r.status_code == 403 and "DNS rebinding" in r.json()["error"]
+    r = open_client.get("/v1/models", headers={"Host": "evil.example:11434"})
+    assert r.status_code == 403 and r.json()["error"]["type"] == "invalid_request_error"
+    with pytest.raises(WebSocketDisconnect) as closed:
+        with open_client.websocket_connect("/api/tags", headers={"Host": "evil.example"}):
+            pass
+    assert closed.value.code == 1008
+
+
+def test_cors(open_client: TestClient) -> None:
+    r = open_client.get("/api/tags", headers={"Origin": "http://localhost:3000"})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert "Origin" in r.headers["vary"]
+    r = open_client.get("/api/tags", headers={"Origin": "https://app.example.org"})
+    assert r.headers["access-control-allow-origin"] == "https://app.example.org"
+    assert open_client.get("/api/tags", headers={"Origin": "tauri://localhost"}).status_code == 200
+    r = open_client.get("/v1/models", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and "LOCALLLM_ORIGINS" in r.json()["error"]["message"]
+    preflight = {
+        "Origin": "http://127.0.0.1:5173",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os",
+    }
+    r = open_client.options("/v1/chat/completions", headers=preflight)
+    assert r.status_code == 204
+    assert r.headers["access-control-allow-origin"] == "http://127.0.0.1:5173"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    assert r.headers["access-control-allow-headers"] == "authorization, content-type, x-stainless-os"
+    r = open_client.options("/api/chat", headers={**preflight, "Access-Control-Request-Headers": "x-evil"})
+    assert r.status_code == 403 and "x-evil" in r.json()["error"]
+
+
+def test_auth_in_process(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = make_key(path, "small", quota=15)  # each fake generation counts 3 prompt + 3 answer tokens
+    for client in app_client(tmp_path, keys_file=path):
+        body = {"model": "tiny", "prompt": "hi", "stream": False}
+        assert client.get("/api/version").status_code == 200
+        assert client.head("/").status_code == 200
+        r = client.post("/api/generate", json=body)
+        assert r.status_code == 401 and "requires an API key" in r.json()["error"]
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        r = client.get("/v1/models", headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        r = client.get("/v1/models", headers={"Authorization": f"Basic {key}"})
+        assert r.status_code == 401 and "Bearer" in r.json()["error"]["message"]
+        # 401 answers to a browser carry CORS headers, so its page can read why.
+        r = client.get("/api/tags", headers={"Origin": "http://localhost:3000"})
+        assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+        assert client.post("/api/generate", json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert client.post("/api/generate", json=body, headers={"x-api-key": key}).status_code == 200
+        r = client.post("/api/generate", json=body, params={"accessToken": key})
+        assert r.status_code == 200
+        r = client.post("/api/generate", json=body, params={"accessToken": key})
+        assert r.status_code == 429 and "daily quota of 15 tokens" in r.json()["error"]
+        assert int(r.headers["retry-after"]) > 0
+        r = client.post(
+            "/v1/chat/completions",
+            json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+        # Listing is not generating: it stays allowed.
+        assert client.get("/api/tags", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_token_endpoint(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    appid, secret = make_app(path)
+    for client in app_client(tmp_path, keys_file=path, token_ttl=120.0):
+        r = client.get("/api/v1/token", params={"appid": appid})
+        assert r.status_code == 400 and "secret is required" in r.json()["error"]
+        r = client.get("/api/v1/token", params={"appid": appid, "secret": "wrong"})
+        assert r.status_code == 401
+        r = client.get("/api/v1/token", params={"appid": appid, "secret": secret})
+        assert r.status_code == 200, r.text
+        issued = r.json()
+        assert issued["token_type"] == "Bearer" and issued["expires_in"] == 120
+        headers = {"Authorization": f"Bearer {issued['access_token']}"}
+        assert client.get("/api/tags", headers=headers).status_code == 200
+        assert client.get("/api/tags", params={"accessToken": issued["access_token"]}).status_code == 200
+
+
+# -- `localllm keys` ----------------------------------------------------------------------------------------
+
+
+def test_cli_keys_create_list_revoke(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    runner = CliRunner()
+    made = runner.invoke(cli, ["keys", "--file", str(path), "create", "--name", "laptop", "--quota", "1000"])
+    assert made.exit_code == 0, made.output
+    key = made.stdout.strip()
+    assert key.startswith("llk-") and "shown only this once" in made.stderr
+    assert "Authentication is now on" in made.stderr
+    app = runner.invoke(cli, ["keys", "--file", str(path), "create", "--app", "notes"])
+    assert app.exit_code == 0, app.output
+    assert app.stdout.startswith("appid: app-") and "secret: " in app.stdout
+    listing = runner.invoke(cli, ["keys", "--file", str(path), "list"])
+    assert listing.exit_code == 0
+    assert "laptop" in listing.stdout and "notes" in listing.stdout and "1,000" in listing.stdout
+    assert key not in listing.stdout and key[-4:] in listing.stdout
+    gone = runner.invoke(cli, ["keys", "--file", str(path), "revoke", "laptop"])
+    assert gone.exit_code == 0 and "Revoked the key" in gone.stderr
+    missing = runner.invoke(cli, ["keys", "--file", str(path), "revoke", "laptop"])
+    assert missing.exit_code == 1 and "no key or app" in missing.output
+    both = runner.invoke(cli, ["keys", "--file", str(path), "create", "--app", "x", "--name", "y"])
+    assert both.exit_code == 2
+    bad = runner.invoke(cli, ["keys", "--file", str(path), "create", "--quota", "0"])
+    assert bad.exit_code == 2
+    assert runner.invoke(cli, ["keys", "--file", str(tmp_path / "none.json"), "list"]).exit_code == 0
+    assert not (tmp_path / "none.json").exists()
