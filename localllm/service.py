@@ -52,6 +52,7 @@ from .types import (
     ModelDetails,
     Options,
     Progress,
+    Ranking,
     Thinking,
     Token,
     TokenLogprob,
@@ -62,6 +63,8 @@ from .types import (
 )
 
 log = logging.getLogger("localllm.service")
+
+POOLING_RANK = 4  # `<arch>.pooling_type` of a reranker (llama.cpp's LLAMA_POOLING_TYPE_RANK)
 
 # Clients count tokens with their own tokenizer (LangChain's OpenAIEmbeddings sends OpenAI's ids by default):
 # embedding those ids as this model's would answer wrong vectors with a 200.
@@ -180,6 +183,8 @@ class Model:
 
     @property
     def capabilities(self) -> list[str]:
+        if self.info.metadata.get(f"{self.info.architecture}.pooling_type") == POOLING_RANK:
+            return ["rerank"]  # a cross-encoder: its pooled output is a score, not an embedding
         if self.info.pooling or self.info.architecture in {"bert", "nomic-bert", "jina-bert-v2"}:
             return ["embedding"]
         template = self.template or ""
@@ -328,7 +333,7 @@ class Service:
     def _ref(self, model: Model, options: Options) -> ModelRef:
         logs.note_model(model.name)  # the request runs this model (its log lines and metrics say so)
         trained = model.info.context_length or self.settings.context_length
-        embedding = "embedding" in model.capabilities
+        embedding = "embedding" in model.capabilities or "rerank" in model.capabilities  # pooled outputs
         n_parallel = 1 if embedding else self.settings.num_parallel
         n_ctx = options.num_ctx or min(self.settings.context_length, trained)
         if not options.num_ctx:  # the default window also fits the machine's memory (RAM and VRAM together)
@@ -675,6 +680,53 @@ class Service:
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
         async with self.scheduler.use(ref, keep_alive=keep) as lease:
             return await lease.runner.pieces(text, add_bos=add_bos)
+
+    async def detokenize(
+        self, name: ModelName, tokens: Sequence[int], *, keep_alive: float | None = None
+    ) -> list[bytes]:
+        """Each token's bytes, special tokens written out (their join is the text); loads the model."""
+        limits.check_count(tokens, limits.MAX_TOKENIZE_IDS, "tokens", "token ids")
+        model = self.model(name)
+        ref = self._ref(model, model.parameters)
+        keep = self.settings.keep_alive if keep_alive is None else keep_alive
+        async with self.scheduler.use(ref, keep_alive=keep) as lease:
+            try:
+                return await lease.runner.detokenize(tokens)
+            except InvalidRequest as exc:
+                exc.field = "tokens"
+                raise
+
+    # -- rerank ------------------------------------------------------------------------------------
+
+    async def rerank(
+        self, name: ModelName, query: str, documents: Sequence[str], *, keep_alive: float | None = None
+    ) -> Ranking:
+        """One relevance score per document for `query`, by a reranker (a model of pooling type rank); every
+        pair goes to the runner in one request. Any other model is an InvalidRequest naming `model`."""
+        started = time.perf_counter_ns()
+        keys.check_quota()
+        model = self.model(name)
+        if "rerank" not in model.capabilities:
+            kind = "an embedding model" if "embedding" in model.capabilities else "a generative model"
+            raise InvalidRequest(
+                f'"{model.name}" is {kind}, not a reranker: rerank needs a cross-encoder GGUF (pooling type rank)',
+                field="model",
+            )
+        limits.check_count(documents, limits.MAX_RERANK_DOCUMENTS, "documents", "documents")
+        ref = self._ref(model, model.parameters)
+        budget = limits.prompt_bytes(ref.spec.n_ctx)
+        for i, text in enumerate([query, *documents]):
+            what = "query" if i == 0 else f"document {i - 1}"
+            limits.check_bytes(text, budget, "query" if i == 0 else "documents", what)
+        keep = self.settings.keep_alive if keep_alive is None else keep_alive
+        async with self.scheduler.use(ref, keep_alive=keep) as lease:
+            try:
+                scores, count = await lease.runner.rerank(query, documents) if documents else ([], 0)
+            except ContextLengthExceeded as exc:
+                exc.field = "documents"
+                raise
+        keys.charge(count)
+        return Ranking(scores, count, time.perf_counter_ns() - started, lease.load_duration)
 
     # -- embeddings --------------------------------------------------------------------------------
 

@@ -303,6 +303,17 @@ class Embeddings:
 
 
 @dataclass(frozen=True)
+class Ranking:
+    """The answer to a rerank request: one relevance score per document, in the documents' order (llama.cpp's
+    raw classifier output, higher is more relevant)."""
+
+    scores: list[float]
+    prompt_eval_count: int = 0  # tokens evaluated, over every (query, document) pair
+    total_duration: int = 0
+    load_duration: int = 0
+
+
+@dataclass(frozen=True)
 class Progress:
     """One step of a pull, shaped like Ollama's progress lines."""
 

@@ -87,6 +87,12 @@ class FakeRunner:
     ) -> tuple[list[list[float]], int]:
         raise EngineError("this fake runner computes no embeddings")
 
+    async def detokenize(self, tokens: Sequence[int]) -> list[bytes]:
+        return [b"" if t == 1 else b" w" for t in tokens]
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> tuple[list[float], int]:
+        raise EngineError("this fake runner is no reranker")
+
     async def stop(self, timeout: float = 5.0) -> None:
         self.stopped = True
 

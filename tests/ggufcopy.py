@@ -89,3 +89,47 @@ def with_raw_kv(src: Path, dst: Path, key: str, payload: bytes, *, hole: int = 0
         f.write(b"\0" * (-f.tell() % align))
         f.write(data[data_start:])
     return dst
+
+
+def write_reranker(src: Path, dst: Path, *, seed: int = 0) -> Path:
+    """A cross-encoder reranker made from a BERT embedding GGUF (`src`): its tensors and metadata, pooling type
+    rank (4), and a seeded random classification head as llama.cpp's BERT loader reads it: `cls.weight`
+    [n_embd, n_embd] and `cls.bias`, then `cls.output.weight` [n_embd -> 1] and `cls.output.bias`. llama.cpp
+    scores a (query, document) pair as cls.output · tanh(cls · h[CLS] + cls.bias) + cls.output.bias."""
+    import numpy as np
+
+    reader = GGUFReader(str(src))
+    arch = str(reader.fields["general.architecture"].contents())
+    n_embd = int(reader.fields[f"{arch}.embedding_length"].contents())
+    pooling = f"{arch}.pooling_type"
+    writer = GGUFWriter(str(dst), arch)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", pooling):
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+    writer.add_uint32(pooling, 4)
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / np.sqrt(n_embd)
+    head = {
+        "cls.weight": (rng.standard_normal((n_embd, n_embd)) * scale).astype(np.float32),
+        "cls.bias": (rng.standard_normal(n_embd) * 0.1).astype(np.float32),
+        "cls.output.weight": (rng.standard_normal((1, n_embd)) * scale * 4).astype(np.float32),
+        "cls.output.bias": np.array([0.25], dtype=np.float32),
+    }
+    for tensor in reader.tensors:
+        writer.add_tensor_info(
+            tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type
+        )
+    for name, array in head.items():
+        writer.add_tensor_info(name, array.shape, array.dtype, array.nbytes)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(tensor.data)
+    for array in head.values():
+        writer.write_tensor_data(array)
+    writer.close()
+    return dst

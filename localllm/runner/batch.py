@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..types import TokenLogprob
+from . import detokenize
 from .context import cut_to_fit
 from .protocol import (
     STREAM_INTERVAL,
     Cancel,
+    Detokenize,
     Embed,
     ErrorKind,
     Event,
@@ -33,7 +35,9 @@ from .protocol import (
     Finished,
     Job,
     Request,
+    Rerank,
     Sampling,
+    Scores,
     Text,
     Tokenize,
     TokenList,
@@ -55,10 +59,11 @@ class EngineLike(Protocol):
     n_parallel: int
     n_batch: int
     n_ctx_seq: int
+    n_vocab: int
     tail_tile: int  # 0: no rounding of prompt tails
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]: ...
-    def piece(self, token: int) -> bytes: ...
+    def piece(self, token: int, *, special: bool = False) -> bytes: ...
     def is_eog(self, token: int) -> bool: ...
     def clear_batch(self) -> None: ...
     @property
@@ -123,13 +128,14 @@ class Batcher:
         send: Callable[[str, Event], None],
         make_sampler: Callable[[Sampling], SamplerLike],
         grammar_for: Callable[[Any], str] | None = None,
-        embed: Callable[[Embed], Vectors | Failure] | None = None,
+        embed: Callable[[Embed | Rerank], Vectors | Scores | Failure] | None = None,
         stream_interval: float = STREAM_INTERVAL,
     ) -> None:
         self.engine = engine
         self.stream_interval = stream_interval
         self.grammar_for = grammar_for
-        self.embed = embed  # answers an `Embed` request (embedding.answer), between decode steps
+        # answers an `Embed` or `Rerank` request (embedding.answer, rerank.answer), between decode steps
+        self.embed = embed
         self.send = send  # an event for the request of that id
         self.make_sampler = make_sampler
         self.slots = [Slot(i) for i in range(engine.n_parallel)]
@@ -148,6 +154,8 @@ class Batcher:
             self.send(rid, TokenList(tuple(tokens), pieces))
         elif isinstance(request, Job):
             self._submit(rid, request)
+        elif isinstance(request, Detokenize):
+            self.send(rid, detokenize.answer(self.engine, request))
         elif self.embed is None:
             self.send(rid, Failure("request", "this runner computes no embeddings"))
         else:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import EngineFailure
 from .protocol import LoadSpec, RunnerInfo, Sampling
+from .rerank import RerankFrame
 
 _BACKEND_READY = False
 EMBED_SEQS = 16  # inputs packed into one llama_decode of an embedding model
@@ -240,7 +241,22 @@ class Engine:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self.special_suffix = self._special_suffix()
+        self.rerank_frame = self._rerank_frame() if rank else None
         _recent_log.clear()  # loaded: what llama.cpp logs from here on is about decoding
+
+    def _rerank_frame(self) -> RerankFrame:
+        """The special tokens and template llama-server's rerank format uses (see `rerank.pair_tokens`)."""
+        vocab = self.vocab
+        eos = int(llama_cpp.llama_vocab_eos(vocab))
+        if eos == llama_cpp.LLAMA_TOKEN_NULL:
+            eos = int(llama_cpp.llama_vocab_sep(vocab))
+        template = llama_cpp.llama_model_chat_template(self.model, b"rerank")
+        return RerankFrame(
+            bos=int(llama_cpp.llama_vocab_bos(vocab)) if llama_cpp.llama_vocab_get_add_bos(vocab) else None,
+            eos=eos if llama_cpp.llama_vocab_get_add_eos(vocab) else None,
+            sep=int(llama_cpp.llama_vocab_sep(vocab)) if llama_cpp.llama_vocab_get_add_sep(vocab) else None,
+            template=template.decode("utf-8", "replace") if template else None,
+        )
 
     def _apply_lora(self, paths: tuple[str, ...]) -> list[Any]:
         adapters = []
@@ -277,18 +293,19 @@ class Engine:
 
     # -- text ----------------------------------------------------------------------------------------
 
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool = True, parse_special: bool = True) -> list[int]:
         """Tokens of `text`; with `add_bos`, the special tokens the model adds (an embedding model: at both
-        ends, as BERT's [CLS] ... [SEP])."""
+        ends, as BERT's [CLS] ... [SEP]); with `parse_special`, special tokens written in the text are read
+        as such."""
         data = text.encode("utf-8")
         special = add_bos and (self.add_bos or self.embedding)
         cap = len(data) + 8
         buf = (llama_cpp.llama_token * cap)()
-        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, special, True)
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, special, parse_special)
         if n < 0:
             cap = -n
             buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, special, True)
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, special, parse_special)
         return list(buf[:n])
 
     def _special_suffix(self) -> list[int]:
@@ -299,18 +316,20 @@ class Engine:
                 return full[start + len(bare) :]
         return []
 
-    def piece(self, token: int) -> bytes:
-        """The bytes of one token (cached: the per-token path calls this for every token)."""
-        cached = self._pieces.get(token)
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes of one token (cached: the per-token path calls this for every token); a special token's
+        are empty unless `special` (then its text, as llama-server's tokenize and detokenize write it)."""
+        cached = None if special else self._pieces.get(token)
         if cached is not None:
             return cached
         buf = self._piece_buf
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         out = buf.raw[:n]
-        self._pieces[token] = out
+        if not special:
+            self._pieces[token] = out
         return out
 
     def worth_a_tile(self, n_new: int, n_past: int) -> bool:

@@ -16,7 +16,19 @@ import sys
 import threading
 from typing import BinaryIO
 
-from .protocol import Event, Failure, LoadSpec, ProtocolError, Request, decode_request, encode_event
+from .protocol import (
+    Embed,
+    Event,
+    Failure,
+    LoadSpec,
+    ProtocolError,
+    Request,
+    Rerank,
+    Scores,
+    Vectors,
+    decode_request,
+    encode_event,
+)
 
 
 class Channel:
@@ -54,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="runner: %(levelname)s %(message)s")
     channel = Channel(_take_stdout())
-    from . import embedding
+    from . import embedding, rerank
     from .batch import Batcher
     from .engine import Engine, LoadError, Sampler, grammar_for
 
@@ -70,9 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     channel.send(None, engine.info())
     inbox: queue.Queue[tuple[str, Request] | None] = queue.Queue()
     threading.Thread(target=_read_commands, args=(inbox, channel), daemon=True, name="commands").start()
-    embed = functools.partial(embedding.answer, engine) if engine.embedding else None
+
+    def embed(request: Embed | Rerank) -> Vectors | Scores | Failure:  # pooled outputs, between decode steps
+        if isinstance(request, Rerank):
+            return rerank.answer(engine, request)
+        return embedding.answer(engine, request)
+
     sampler = functools.partial(Sampler, engine)
-    Batcher(engine, channel.send, sampler, grammar_for, embed, spec.stream_interval).run(inbox)
+    Batcher(engine, channel.send, sampler, grammar_for, embed if engine.embedding else None, spec.stream_interval).run(
+        inbox
+    )
     engine.close()
     return 0
 

@@ -20,6 +20,7 @@ from ..errors import EngineError
 from ..types import Done, Token
 from .protocol import (
     Cancel,
+    Detokenize,
     Embed,
     Event,
     Failure,
@@ -28,7 +29,9 @@ from .protocol import (
     LoadSpec,
     ProtocolError,
     Request,
+    Rerank,
     RunnerInfo,
+    Scores,
     Text,
     Tokenize,
     TokenList,
@@ -229,6 +232,20 @@ class RunnerProcess:
         if not isinstance(answer, Vectors):
             raise EngineError(f"the model runner answered an embed request with {answer!r}")
         return answer.vectors, answer.prompt_eval_count
+
+    async def detokenize(self, tokens: Sequence[int]) -> list[bytes]:
+        """Each token's bytes, special tokens written out (a token outside the vocabulary: InvalidRequest)."""
+        answer = await self._answer(Detokenize(tuple(tokens)))
+        if not isinstance(answer, TokenList) or answer.pieces is None:
+            raise EngineError(f"the model runner answered a detokenize request with {answer!r}")
+        return list(answer.pieces)
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> tuple[list[float], int]:
+        """One relevance score per document (llama.cpp's raw classifier output) and the tokens evaluated."""
+        answer = await self._answer(Rerank(query, tuple(documents)))
+        if not isinstance(answer, Scores):
+            raise EngineError(f"the model runner answered a rerank request with {answer!r}")
+        return list(answer.scores), answer.prompt_eval_count
 
     async def stop(self, timeout: float = 5.0) -> None:
         """End the process (closing stdin first, then SIGTERM, then SIGKILL)."""

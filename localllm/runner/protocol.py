@@ -9,8 +9,10 @@ daemon -> runner                                      runner -> daemon
   Job       {"op": "generate", "id", "prompt", ...}     Text        {"ev": "text", "id", "text", "logprobs"?}
   Tokenize  {"op": "tokenize", "id", "text", ...}       Finished    {"ev": "done", "id", "reason", counters...}
   Embed     {"op": "embed", "id", "inputs", ...}        TokenList   {"ev": "tokens", "id", "tokens", "pieces"?}
-  Cancel    {"op": "cancel", "id"}                      Vectors     {"ev": "embeddings", "id", "embeddings", ...}
-  EOF on stdin: exit                                    Failure     {"ev": "error", "id"?, "kind", "message", ...}
+  Rerank    {"op": "rerank", "id", "query", ...}        Vectors     {"ev": "embeddings", "id", "embeddings", ...}
+  Detokenize {"op": "detokenize", "id", "tokens"}       Scores      {"ev": "scores", "id", "scores", ...}
+  Cancel    {"op": "cancel", "id"}                      Failure     {"ev": "error", "id"?, "kind", "message", ...}
+  EOF on stdin: exit
 
 Each type has `to_message()` and `from_message()`; `encode_request`/`decode_request` and
 `encode_event`/`decode_event` put the `id` around them and make the line. This module is the only code that
@@ -31,6 +33,10 @@ refused with a "context" failure. `format` ("json" or a JSON schema) becomes a g
 bytes. `Embed` (embedding models only): one vector per input (a string or token ids), in order, L2-normalised
 unless `normalize` is false; an input longer than the context is cut to fit with `truncate` (its end-of-text
 special tokens kept), else refused with a "context" failure.
+
+`Rerank` (rerankers only: pooling type rank, loaded with `embedding`): one score per document for the pair
+(query, document), formatted as llama-server does (`rerank.py`), all pairs evaluated together; the answer is
+`Scores`. `Detokenize` is answered by a `TokenList` whose `pieces` write special tokens out (`detokenize.py`).
 
 The defaults of these types are the daemon's defaults (sampling as Ollama's; no length limit; the load
 options): they are written here and nowhere else.
@@ -291,6 +297,47 @@ class Embed:
 
 
 @dataclass(frozen=True)
+class Rerank:
+    """One relevance score per document for `query` (a reranker's classifier output)."""
+
+    OP: ClassVar[str] = "rerank"
+
+    query: str
+    documents: tuple[str, ...]
+
+    def to_message(self) -> Message:
+        return {"op": self.OP, "query": self.query, "documents": list(self.documents)}
+
+    @classmethod
+    def from_message(cls, message: Message) -> Rerank:
+        query, documents = message.get("query"), message.get("documents")
+        if not isinstance(query, str):
+            raise ValueError("query must be a string")
+        if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
+            raise ValueError("documents must be a list of strings")
+        return cls(query, tuple(documents))
+
+
+@dataclass(frozen=True)
+class Detokenize:
+    """Each token's bytes, special tokens written out (answered by a `TokenList` with `pieces`)."""
+
+    OP: ClassVar[str] = "detokenize"
+
+    tokens: tuple[int, ...]
+
+    def to_message(self) -> Message:
+        return {"op": self.OP, "tokens": list(self.tokens)}
+
+    @classmethod
+    def from_message(cls, message: Message) -> Detokenize:
+        tokens = message.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise ValueError("tokens must be a list of token ids")
+        return cls(tuple(tokens))
+
+
+@dataclass(frozen=True)
 class Cancel:
     """Stop the request of this id (its answer ends with a Finished of reason "cancel")."""
 
@@ -304,10 +351,8 @@ class Cancel:
         return cls()
 
 
-Request = Job | Tokenize | Embed | Cancel
-_REQUESTS: dict[str, type[Job] | type[Tokenize] | type[Embed] | type[Cancel]] = {
-    t.OP: t for t in (Job, Tokenize, Embed, Cancel)
-}
+Request = Job | Tokenize | Embed | Rerank | Detokenize | Cancel
+_REQUESTS: dict[str, type[Request]] = {t.OP: t for t in (Job, Tokenize, Embed, Rerank, Detokenize, Cancel)}
 
 
 def encode_request(rid: str, request: Request) -> bytes:
@@ -466,6 +511,26 @@ class Vectors:
 
 
 @dataclass(frozen=True)
+class Scores:
+    """The answer to `Rerank`: one score per document, in order, and the tokens evaluated over all pairs."""
+
+    EV: ClassVar[str] = "scores"
+
+    scores: tuple[float, ...]
+    prompt_eval_count: int
+
+    def to_message(self) -> Message:
+        return {"ev": self.EV, "scores": list(self.scores), "prompt_eval_count": self.prompt_eval_count}
+
+    @classmethod
+    def from_message(cls, message: Message) -> Scores:
+        scores = message["scores"]
+        if not isinstance(scores, list):
+            raise ValueError("scores must be a list")
+        return cls(tuple(float(s) for s in scores), int(message["prompt_eval_count"]))
+
+
+@dataclass(frozen=True)
 class Failure:
     """A request (or, with no id, the load) failed; `kind` says how (see the module's doc)."""
 
@@ -499,10 +564,8 @@ class Failure:
         return EngineError(self.message, kind=self.kind)
 
 
-Event = RunnerInfo | Text | Finished | TokenList | Vectors | Failure
-_EVENTS: dict[str, type[RunnerInfo] | type[Text] | type[Finished] | type[TokenList] | type[Vectors] | type[Failure]] = {
-    t.EV: t for t in (RunnerInfo, Text, Finished, TokenList, Vectors, Failure)
-}
+Event = RunnerInfo | Text | Finished | TokenList | Vectors | Scores | Failure
+_EVENTS: dict[str, type[Event]] = {t.EV: t for t in (RunnerInfo, Text, Finished, TokenList, Vectors, Scores, Failure)}
 
 
 def encode_event(rid: str | None, event: Event) -> bytes:

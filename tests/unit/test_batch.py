@@ -22,6 +22,7 @@ class ScriptEngine:
     def __init__(self, script: str, n_parallel: int = 2, n_ctx: int = 64, n_batch: int = 8, tail_tile: int = 0) -> None:
         self.script = script
         self.tail_tile = tail_tile
+        self.n_vocab = 0x110000  # tokens are characters
         self.n_parallel, self.n_ctx_seq, self.n_batch = n_parallel, n_ctx, n_batch
         self.staged: list[tuple[int, int, int, bool]] = []
         self.decoded: list[list[tuple[int, int, int, bool]]] = []
@@ -31,7 +32,7 @@ class ScriptEngine:
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
         return [ord(c) for c in text]
 
-    def piece(self, token: int) -> bytes:
+    def piece(self, token: int, *, special: bool = False) -> bytes:
         return chr(token).encode()
 
     def is_eog(self, token: int) -> bool:

@@ -9,6 +9,7 @@ import pytest
 from localllm.errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
 from localllm.runner.protocol import (
     Cancel,
+    Detokenize,
     Embed,
     Event,
     Failure,
@@ -17,8 +18,10 @@ from localllm.runner.protocol import (
     LoadSpec,
     ProtocolError,
     Request,
+    Rerank,
     RunnerInfo,
     Sampling,
+    Scores,
     Text,
     Tokenize,
     TokenList,
@@ -65,6 +68,10 @@ REQUESTS: list[Request] = [
     Tokenize("hello", add_bos=False, pieces=True),
     Embed(("a", (1, 2, 3))),
     Embed.of([[6, 7], [4, 5]], truncate=False, normalize=False),
+    Rerank("what is a panda?", ("The giant panda is a bear.", "ünïcode ✓", "")),
+    Rerank("q", ()),
+    Detokenize((1, 15043, 0)),
+    Detokenize(()),
     Cancel(),
 ]
 
@@ -86,6 +93,8 @@ EVENTS: list[Event] = [
     TokenList((1, 2, 3)),
     TokenList((1, 2), (b"", b"\xe2\x9c")),
     Vectors([[0.5, -0.25], [1.0, 0.0]], 9),
+    Scores((3.25, -7.5, 0.0), 42),
+    Scores((), 0),
     Failure("context", "the input is 300 tokens", n_tokens=300, n_ctx=256),
     Failure("out_of_memory", "failed to load model: llama.cpp could not create the context"),
     Failure("request", "input 1 is empty"),
@@ -142,6 +151,9 @@ def test_failures_become_the_daemons_errors_with_their_kind() -> None:
         b'{"op": "generate", "id": "1", "sampling": [1]}',
         b'{"op": "generate", "id": "1", "num_predict": "many"}',
         b'{"op": "embed", "id": "1", "inputs": "text"}',
+        b'{"op": "rerank", "id": "1", "documents": ["a"]}',
+        b'{"op": "rerank", "id": "1", "query": "q", "documents": "a"}',
+        b'{"op": "detokenize", "id": "1", "tokens": [1, "a"]}',
     ],
 )
 def test_bad_requests_are_refused(line: bytes) -> None:
@@ -151,7 +163,13 @@ def test_bad_requests_are_refused(line: bytes) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    [b"not json", b'{"ev": "dance"}', b'{"ev": "text", "id": "1"}', b'{"ev": "done", "id": "1", "reason": "stop"}'],
+    [
+        b"not json",
+        b'{"ev": "dance"}',
+        b'{"ev": "text", "id": "1"}',
+        b'{"ev": "done", "id": "1", "reason": "stop"}',
+        b'{"ev": "scores", "id": "1", "scores": 3, "prompt_eval_count": 1}',
+    ],
 )
 def test_bad_events_are_refused(line: bytes) -> None:
     with pytest.raises(ProtocolError):

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from ..errors import ErrorShape
-from . import anthropic, compat, lmdeploy, ollama, openai, responses, tei, tgi, triton, vllm
+from . import anthropic, compat, lmdeploy, ollama, openai, rerank, responses, tei, tgi, tokenize, triton, vllm
 from .contract import Dialect
 
 DIALECTS: tuple[Dialect, ...] = (
@@ -23,6 +23,8 @@ DIALECTS: tuple[Dialect, ...] = (
     anthropic.DIALECT,
     compat.DIALECT,
     tei.DIALECT,
+    rerank.DIALECT,
+    tokenize.DIALECT,
     tgi.DIALECT,
     lmdeploy.DIALECT,
     triton.DIALECT,

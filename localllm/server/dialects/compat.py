@@ -7,7 +7,7 @@ dialect was meant); after that, the dialect's own.
                        `instance_id`, `interactive_mode`, `sequence_start`,
                        `sequence_end`, `request_output_len` or `cancel`
                      body has `prompt`                               -> vLLM      (vllm.py)
-    POST /tokenize   body has `inputs` -> TGI;  `prompt` -> vLLM
+    POST /tokenize   body has `inputs` -> TGI;  `prompt` -> vLLM;  `content` -> llama-server (tokenize.py)
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .. import requests as rq
 from ..errors import guarded
 from ..schema import ANY_LIST, BOOL, COMPAT_ERROR, MODEL, OBJ, SERVING_CODES, STR, body, obj, responses
 from . import lmdeploy, vllm
+from . import tokenize as tokenize_dialect
 from .contract import Dialect
 from .tgi import api as tgi_api
 from .tgi.openapi import TGI_GENERATE
@@ -55,8 +56,13 @@ async def generate(request: Request) -> Response:
 @guarded(tgi_api.ERRORS)
 async def tokenize(request: Request) -> Response:
     body = await rq.read_json(request)
-    if "inputs" not in body and "prompt" not in body:
-        raise InvalidRequest("the body of POST /tokenize must have `inputs` (TGI) or `prompt` (vLLM)", field="inputs")
+    if "inputs" not in body and "prompt" not in body and "content" not in body:
+        raise InvalidRequest(
+            "the body of POST /tokenize must have `inputs` (TGI), `prompt` (vLLM) or `content` (llama-server)",
+            field="inputs",
+        )
+    if "content" in body and "inputs" not in body and "prompt" not in body:
+        return await tokenize_dialect.llama_tokenize(request, body)
     if "inputs" in body:
         return await tgi_api.tokenize(request, body)
     return await vllm.tokenize(request, body)
@@ -82,7 +88,7 @@ def paths() -> dict[str, Any]:
         },
         "/tokenize": {
             "post": {
-                "summary": "tokenize (TGI `inputs` or vLLM `prompt`)",
+                "summary": "tokenize (TGI `inputs`, vLLM `prompt` or llama-server `content`)",
                 "requestBody": body(OBJ),
                 "responses": responses(COMPAT_ERROR, {"type": ["array", "object"]}, codes=SERVING_CODES),
             }
