@@ -15,8 +15,10 @@ from localllm.renderpool import RenderPool, TemplateSource
 
 SOURCE = TemplateSource("the request's template", "template")
 LIGHT = "{% for m in messages %}{{ m.content }}{% endfor %}"
-# Slow but within the step budget (200k iterations, each building an 8 KB string: not a counted step).
-SLOW = "{% for i in range(200000) %}{% set x = 'ab' * 4000 %}{% endfor %}done"
+# Slow but within the step budget (400k iterations, each building a 200 KB string: not a counted step). It runs
+# for about 3 s on an idle 2-core machine, far past the bounds below, so every heavy render is cut however fast
+# the machine (at 8 KB a string it finished within 0.5 s when the machine was idle).
+SLOW = "{% for i in range(400000) %}{% set x = 'ab' * 100000 %}{% endfor %}done"
 VARS = {"messages": [{"role": "user", "content": "hi"}]}
 
 
