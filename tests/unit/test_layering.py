@@ -108,6 +108,20 @@ def test_localllm_imports_go_downward(path: Path) -> None:
         assert LEVEL[other] <= LEVEL[me], f"{me} (level {LEVEL[me]}) must not import {other} (level {LEVEL[other]})"
 
 
+# The runner boundary's modules (`protocol` re-exports the others): the daemon imports them, so they stay
+# below everything else in the runner and never reach the engine or llama.cpp.
+BOUNDARY = {"protocol", "wire", "loadspec", "requests", "events"}
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDARY))
+def test_the_runner_boundary_imports_only_itself_and_leaves(name: str) -> None:
+    path = ROOT / "localllm" / "runner" / f"{name}.py"
+    names = {n for n in imported(path, "localllm") if n.startswith("localllm.")}
+    runner = {n.split(".")[2] for n in names if n.startswith("localllm.runner.")}
+    assert runner <= BOUNDARY, f"runner/{name}.py imports {runner - BOUNDARY} from the runner"
+    assert {owner(n) for n in names} <= LEAVES | {"runner"}, f"runner/{name}.py imports more than leaves"
+
+
 @pytest.mark.parametrize("path", modules(ROOT / "cli"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_cli_uses_only_the_client_and_leaves(path: Path) -> None:
     names = imported(path, "cli")

@@ -1,0 +1,59 @@
+"""How a runner loads its model (`LoadSpec`, the runner's one argument); its defaults are the daemon's load
+options, written here and nowhere else."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+
+from .wire import Message, ProtocolError, decode_line
+
+STREAM_INTERVAL = 0.025  # seconds between a stream's "text" messages (its first token goes at once)
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """How to load a model; equal specs can share a runner."""
+
+    model_path: str
+    n_ctx: int  # per sequence: the context is n_ctx * n_parallel tokens
+    num_gpu: int = -1  # layers on the GPU; -1: every layer when llama.cpp can offload, else none
+    n_threads: int = 0  # 0: llama.cpp's choice
+    n_batch: int = 512
+    use_mmap: bool = True
+    n_parallel: int = 1  # sequence slots decoded together
+    embedding: bool = False  # an embedding model: one sequence, pooled outputs, answers `Embed` only
+    lora: tuple[str, ...] = ()  # LoRA adapter GGUFs applied (scale 1) on top of the model (Modelfile ADAPTER)
+    stream_interval: float = STREAM_INTERVAL  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
+    flash_attention: str = "auto"  # "auto" (llama.cpp's choice), "on" or "off" (LOCALLLM_FLASH_ATTENTION)
+
+    def to_message(self) -> Message:
+        message = {f.name: getattr(self, f.name) for f in fields(self)}
+        message["lora"] = list(self.lora)
+        return message
+
+    @classmethod
+    def from_message(cls, message: Message) -> LoadSpec:
+        try:
+            return cls(
+                model_path=str(message["model_path"]),
+                n_ctx=int(message["n_ctx"]),
+                num_gpu=int(message.get("num_gpu", cls.num_gpu)),
+                n_threads=int(message.get("n_threads", cls.n_threads)),
+                n_batch=int(message.get("n_batch", cls.n_batch)),
+                use_mmap=bool(message.get("use_mmap", cls.use_mmap)),
+                n_parallel=int(message.get("n_parallel", cls.n_parallel)),
+                embedding=bool(message.get("embedding", cls.embedding)),
+                lora=tuple(str(p) for p in message.get("lora", ())),
+                stream_interval=float(message.get("stream_interval", cls.stream_interval)),
+                flash_attention=str(message.get("flash_attention", cls.flash_attention)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"bad load spec: {exc}") from exc
+
+    def to_argument(self) -> str:
+        return json.dumps(self.to_message(), separators=(",", ":"))
+
+    @classmethod
+    def from_argument(cls, argument: str) -> LoadSpec:
+        return cls.from_message(decode_line(argument))
