@@ -177,13 +177,14 @@ def ps(client: Client) -> None:
     for model in client.ps():
         size, size_vram = int(model.get("size") or 0), int(model.get("size_vram") or 0)
         context = model.get("context_length")
+        kv = model.get("kv_cache_type")
         rows.append(
             [
                 str(model.get("name") or model.get("model") or ""),
                 short_digest(model.get("digest")),
                 human_bytes(size),
                 processor(size, size_vram),
-                str(context) if context else "",
+                (f"{context} ({kv})" if kv and kv != "f16" else str(context)) if context else "",
                 until(model.get("expires_at"), now),
             ]
         )

@@ -19,6 +19,7 @@ import platformdirs
 
 from .errors import ConfigError, InvalidModelName
 from .names import parse_name
+from .types import KV_CACHE_TYPES
 
 DEFAULT_PORT = 11434
 APP_NAME = "localllm"
@@ -66,6 +67,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LOCALLLM_FLASH_ATTENTION": (
         "auto",
         "llama.cpp's flash attention: auto (its choice: on for CPU and most GPUs), on, or off (1/0 as Ollama)",
+    ),
+    "LOCALLLM_KV_CACHE_TYPE": (
+        "f16",
+        "the KV cache's element type: f16, q8_0 (half the memory) or q4_0 (a quarter), as OLLAMA_KV_CACHE_TYPE; "
+        "the quantised ones need flash attention (auto turns it on for them; off refuses them)",
     ),
     "LOCALLLM_STREAM_INTERVAL": (
         "25ms",
@@ -221,6 +227,19 @@ def _flash_attention(environ: Mapping[str, str]) -> str:
     return value
 
 
+def _kv_cache_type(environ: Mapping[str, str], flash_attention: str) -> str:
+    raw = environ.get("LOCALLLM_KV_CACHE_TYPE", "").strip()
+    value = raw.lower() or "f16"
+    if value not in KV_CACHE_TYPES:
+        raise ConfigError(f"LOCALLLM_KV_CACHE_TYPE={raw!r} must be one of {', '.join(KV_CACHE_TYPES)}")
+    if value != "f16" and flash_attention == "off":
+        raise ConfigError(
+            f"LOCALLLM_KV_CACHE_TYPE={raw!r} needs flash attention, but LOCALLLM_FLASH_ATTENTION is off "
+            "(set it to auto or on, or use LOCALLLM_KV_CACHE_TYPE=f16)"
+        )
+    return value
+
+
 def _log_format(environ: Mapping[str, str]) -> str:
     raw = environ.get("LOCALLLM_LOG_FORMAT", "").strip().lower() or "text"
     if raw not in {"text", "json"}:
@@ -298,6 +317,7 @@ class Settings:
     max_body: int = 64 << 20  # bytes: a larger request body is refused with 413
     stream_interval: float = 0.025  # seconds between a stream's text messages (first token at once)
     flash_attention: str = "auto"  # "auto", "on" or "off"
+    kv_cache_type: str = "f16"  # "f16", "q8_0" or "q4_0"; a model's option overrides it (memory.kv_cache_type_for)
     embed_token_ids: bool = False  # /v1/embeddings embeds token-id input (else a 400: send text)
     log_format: str = "text"  # "text" or "json" (one object per line)
     metrics: bool = False  # serve GET /metrics
@@ -308,6 +328,7 @@ class Settings:
         env = os.environ if environ is None else environ
         models = env.get("LOCALLLM_MODELS", "").strip()
         debug = _flag(env, "LOCALLLM_DEBUG")
+        flash = _flash_attention(env)
         return cls(
             host=parse_host(env.get("LOCALLLM_HOST", "")),
             models_dir=Path(models).expanduser() if models else default_models_dir(),
@@ -328,7 +349,8 @@ class Settings:
             stream_interval=_duration(
                 env, "LOCALLLM_STREAM_INTERVAL", "25ms", ok=lambda s: 0 <= s <= 10, hint="from 0 to 10s, such as '25ms'"
             ),
-            flash_attention=_flash_attention(env),
+            flash_attention=flash,
+            kv_cache_type=_kv_cache_type(env, flash),
             embed_token_ids=_flag(env, "LOCALLLM_EMBED_TOKEN_IDS"),
             log_format=_log_format(env),
             metrics=_flag(env, "LOCALLLM_METRICS"),

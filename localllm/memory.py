@@ -1,7 +1,8 @@
 """How much memory a model needs, how much the machine has free, and how many of its layers fit on the GPU.
 
-An estimate follows what llama.cpp allocates: the weights (the size of the GGUF file), the KV cache (f16 K and
-V for every layer and for every token of every sequence slot) and an allowance for the compute buffers. The
+An estimate follows what llama.cpp allocates: the weights (the size of the GGUF file), the KV cache (K and V
+for every layer and for every token of every sequence slot, in the KV cache type's bytes) and an allowance for
+the compute buffers. The
 probe of free memory (RAM from /proc/meminfo, VRAM from `nvidia-smi`) is injected into the scheduler, so tests
 drive it with fakes.
 """
@@ -18,11 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .config import Settings
+from .errors import InvalidRequest
+
 log = logging.getLogger("localllm.memory")
 
 MiB = 1 << 20
 GiB = 1 << 30
-KV_BYTES = 2  # the KV cache is f16
+# Bytes per block and elements per block of each KV cache type (ggml's layouts): f16 is 2 bytes an element;
+# q8_0 is 32 int8 and one f16 scale (34 bytes per 32), q4_0 is 32 nibbles and one f16 scale (18 bytes per 32).
+KV_BLOCKS: dict[str, tuple[int, int]] = {"f16": (2, 1), "q8_0": (34, 32), "q4_0": (18, 32)}
 MIN_COMPUTE = 64 * MiB
 GPU_OVERHEAD = 512 * MiB  # VRAM left free for the CUDA context and fragmentation
 
@@ -72,16 +78,24 @@ class ModelShape:
             value_length=get("attention.value_length"),
         )
 
+    def head_sizes(self) -> tuple[int, int]:
+        """Elements of one K head and one V head (0: unknown)."""
+        key = self.key_length or (self.embedding_length // self.head_count if self.head_count else 0)
+        return key, self.value_length or key
+
     def kv_width(self) -> int:
         """Elements of K plus V per token and layer (n_embd_k_gqa + n_embd_v_gqa in llama.cpp)."""
-        heads = self.head_count
-        kv_heads = self.head_count_kv or heads
-        head_dim = self.embedding_length // heads if heads else 0
-        key = self.key_length or head_dim
-        value = self.value_length or key
+        kv_heads = self.head_count_kv or self.head_count
+        key, value = self.head_sizes()
         if not (kv_heads and key):
             return 2 * self.embedding_length  # no head counts: assume full multi-head attention
         return kv_heads * (key + value)
+
+    def holds(self, kv_cache_type: str) -> bool:
+        """Whether llama.cpp can keep this model's K and V as `kv_cache_type`: a quantised type's blocks must
+        divide every head (stories260K's heads of 8 cannot be q8_0). An unknown shape is left to llama.cpp."""
+        block = KV_BLOCKS[kv_cache_type][1]
+        return all(size % block == 0 for size in self.head_sizes())
 
 
 @dataclass(frozen=True)
@@ -111,21 +125,70 @@ class Estimate:
         return min(self.total, math.ceil(gpu_layers * self.size / self.layers) + self.compute)
 
 
-def estimate(weights: int, shape: ModelShape, *, n_ctx: int, n_parallel: int) -> Estimate:
+def kv_bytes(elements: int, kv_cache_type: str = "f16") -> int:
+    """Bytes of `elements` K or V values stored as `kv_cache_type`."""
+    block_bytes, block_elements = KV_BLOCKS[kv_cache_type]
+    return -(-elements * block_bytes // block_elements)
+
+
+def estimate(weights: int, shape: ModelShape, *, n_ctx: int, n_parallel: int, kv_cache_type: str = "f16") -> Estimate:
     """What a model of `weights` bytes needs with `n_parallel` sequences of `n_ctx` tokens each."""
-    kv = KV_BYTES * shape.block_count * n_ctx * max(1, n_parallel) * shape.kv_width()
+    kv = kv_bytes(shape.block_count * n_ctx * max(1, n_parallel) * shape.kv_width(), kv_cache_type)
     return Estimate(weights=weights, kv=kv, compute=max(MIN_COMPUTE, weights // 20), layers=shape.block_count)
 
 
+def kv_cache_type_for(settings: Settings, option: str | None, shape: ModelShape, *, embedding: bool) -> str:
+    """The KV cache type a model loads with: its `kv_cache_type` option (a Modelfile's or the request's), else
+    LOCALLLM_KV_CACHE_TYPE. An embedding model keeps f16 (its cache lives for one batch), and so does a model
+    whose heads the daemon's quantised type does not divide (logged). A quantised option that cannot be
+    honoured (flash attention off, heads it does not divide) is a 400 naming it."""
+    if embedding:
+        return "f16"
+    value = option or settings.kv_cache_type
+    if value == "f16":
+        return value
+    if settings.flash_attention == "off":  # LOCALLLM_KV_CACHE_TYPE with it off stops the daemon at start
+        raise InvalidRequest(
+            f"options.kv_cache_type {value} needs flash attention, but LOCALLLM_FLASH_ATTENTION is off "
+            "(use f16, or start the daemon with flash attention auto or on)",
+            field=_FIELD,
+        )
+    if not shape.holds(value):
+        sizes = " and ".join(str(size) for size in sorted(set(shape.head_sizes())))
+        why = f"{value} stores blocks of {KV_BLOCKS[value][1]} values, and this model's attention heads hold {sizes}"
+        if option:
+            raise InvalidRequest(f"options.kv_cache_type {value} does not fit this model: {why}; use f16", field=_FIELD)
+        if (shape, value) not in _told:  # once per model shape, not per request
+            _told.add((shape, value))
+            log.warning("LOCALLLM_KV_CACHE_TYPE=%s does not fit a model (%s): its KV cache stays f16", value, why)
+        return "f16"
+    return value
+
+
+_FIELD = "options.kv_cache_type"
+_told: set[tuple[ModelShape, str]] = set()
+
+
 def context_that_fits(
-    weights: int, shape: ModelShape, *, n_parallel: int, memory: int, want: int, floor: int = 2048
+    weights: int,
+    shape: ModelShape,
+    *,
+    n_parallel: int,
+    memory: int,
+    want: int,
+    floor: int = 2048,
+    kv_cache_type: str = "f16",
 ) -> int:
     """The largest context (per sequence, a multiple of 256, at most `want`) whose estimate fits in `memory`
     bytes; never below `floor` (or `want`, if smaller): a model that does not fit even then is refused by
     the scheduler with a message, not shrunk to nothing."""
     low = min(want, floor)
     n_ctx = want
-    while n_ctx > low and estimate(weights, shape, n_ctx=n_ctx, n_parallel=n_parallel).total > memory:
+
+    def total(n_ctx: int) -> int:
+        return estimate(weights, shape, n_ctx=n_ctx, n_parallel=n_parallel, kv_cache_type=kv_cache_type).total
+
+    while n_ctx > low and total(n_ctx) > memory:
         n_ctx = max(low, (n_ctx // 2) // 256 * 256)
     return n_ctx
 

@@ -84,6 +84,8 @@ def parse_parameter(name: str, raw: str) -> Any:
         if raw.lower() not in _BOOLS:
             raise InvalidRequest(f"parameter {key!r} must be true or false, got {raw!r}", field=where)
         value = _BOOLS[raw.lower()]
+    elif types == (str,):
+        value = raw
     elif types == (int,):
         if not _INT.fullmatch(raw):
             raise InvalidRequest(f"parameter {key!r} must be an integer, got {raw!r}", field=where)
@@ -92,8 +94,8 @@ def parse_parameter(name: str, raw: str) -> Any:
         if not _FLOAT.fullmatch(raw) or not math.isfinite(float(raw)):
             raise InvalidRequest(f"parameter {key!r} must be a number, got {raw!r}", field=where)
         value = float(raw)
-    parse_options({key: [value] if key == "stop" else value}, field="parameters")  # the ranges
-    return value
+    checked = parse_options({key: [value] if key == "stop" else value}, field="parameters")  # ranges, choices
+    return value if key == "stop" else getattr(checked, key)
 
 
 def parse(text: str) -> Modelfile:

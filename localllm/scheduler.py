@@ -84,7 +84,10 @@ class ModelRef:
     shape: ModelShape = field(default_factory=ModelShape)
 
     def estimate(self) -> Estimate:
-        return estimate_memory(self.size, self.shape, n_ctx=self.spec.n_ctx, n_parallel=self.spec.n_parallel)
+        spec = self.spec
+        return estimate_memory(
+            self.size, self.shape, n_ctx=spec.n_ctx, n_parallel=spec.n_parallel, kv_cache_type=spec.kv_cache_type
+        )
 
 
 @dataclass(eq=False)
@@ -498,6 +501,7 @@ class Scheduler:
                     context_length=info.n_ctx or entry.ref.spec.n_ctx,
                     expires_at=now_wall + remaining if math.isfinite(remaining) else math.inf,
                     details=entry.ref.details,
+                    kv_cache_type=entry.spec.kv_cache_type,
                 )
             )
         out.sort(key=lambda m: m.expires_at, reverse=True)

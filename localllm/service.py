@@ -25,7 +25,7 @@ from . import keys, limits, logs, metrics, prompt, templatecaps, thinking
 from .config import Settings
 from .errors import ContextLengthExceeded, EngineError, InvalidRequest, PromptTooLong
 from .gguf import GGUFInfo, read_info
-from .memory import ModelShape, context_that_fits
+from .memory import ModelShape, context_that_fits, kv_cache_type_for
 from .names import ModelName, parse_name
 from .renderpool import Renderer, RenderPool, RenderTooLong, TemplateSource
 from .runner.context import reserve_for_answer
@@ -336,14 +336,17 @@ class Service:
         embedding = "embedding" in model.capabilities or "rerank" in model.capabilities  # pooled outputs
         n_parallel = 1 if embedding else self.settings.num_parallel
         n_ctx = options.num_ctx or min(self.settings.context_length, trained)
+        shape = ModelShape.from_metadata(model.info.metadata, model.info.architecture)
+        kv_cache_type = kv_cache_type_for(self.settings, options.kv_cache_type, shape, embedding=embedding)
         if not options.num_ctx:  # the default window also fits the machine's memory (RAM and VRAM together)
             machine = self.scheduler.machine()
             n_ctx = context_that_fits(
                 model.stored.manifest.size,
-                ModelShape.from_metadata(model.info.metadata, model.info.architecture),
+                shape,
                 n_parallel=n_parallel,
                 memory=int((machine.ram_total + machine.vram_total) * 0.9),
                 want=n_ctx,
+                kv_cache_type=kv_cache_type,
             )
         if embedding:  # one sequence (as Ollama), never past the trained positions (BERT has no more)
             n_ctx = min(n_ctx, trained)
@@ -358,13 +361,13 @@ class Service:
             embedding=embedding,
             stream_interval=self.settings.stream_interval,
             flash_attention=self.settings.flash_attention,
+            kv_cache_type=kv_cache_type,
             lora=tuple(
                 str(self.store.blob_path(layer.digest))
                 for layer in model.stored.manifest.layers
                 if layer.media_type == MEDIA_ADAPTER
             ),
         )
-        shape = ModelShape.from_metadata(model.info.metadata, model.info.architecture)
         return ModelRef(
             model.name, model.stored.manifest.digest, spec, model.stored.manifest.size, model.details, shape
         )

@@ -32,9 +32,13 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "mirostat": (int,),
     "mirostat_tau": _FLOAT,
     "mirostat_eta": _FLOAT,
+    "kv_cache_type": (str,),  # not Ollama's (it has only OLLAMA_KV_CACHE_TYPE): the per-model override
 }
 # Options that change how a model is loaded: a different value needs another runner.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap")
+LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "kv_cache_type")
+# The KV cache's element types (Ollama's OLLAMA_KV_CACHE_TYPE values); the quantised ones need flash attention.
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {"kv_cache_type": KV_CACHE_TYPES}
 # Accepted and ignored, as Ollama does, with the reason in the docs.
 DEPRECATED_OPTIONS = frozenset(
     {
@@ -94,6 +98,7 @@ class Options:
     mirostat: int | None = None  # 0 off, 1 Mirostat, 2 Mirostat 2.0
     mirostat_tau: float | None = None
     mirostat_eta: float | None = None
+    kv_cache_type: str | None = None  # "f16", "q8_0" or "q4_0" (LOCALLLM_KV_CACHE_TYPE when not set)
 
     def merged_over(self, base: Options) -> Options:
         """These options where set, else `base`'s (request > Modelfile > defaults)."""
@@ -135,6 +140,8 @@ def parse_options(raw: object, *, field: str = "options") -> Options:
             value = parse_stop(value, name)
         if key in _RANGES:
             check_range(value, name, *_RANGES[key])
+        if key in OPTION_CHOICES:
+            value = check_choice(value, name, OPTION_CHOICES[key])
         if _FLOAT == types:
             value = float(value)
         values[key] = value
@@ -164,6 +171,13 @@ def check_range(
         parts += [f"{'<' if open_high else '<='} {high}"] if high is not None else []
         bounds = " and ".join(parts)
     raise InvalidRequest(f"{name} must be {bounds}, got {value}", field=name)
+
+
+def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    """`value` as one of `choices` (compared in lower case, as Ollama reads OLLAMA_KV_CACHE_TYPE)."""
+    if value.strip().lower() not in choices:
+        raise InvalidRequest(f"{name} must be one of {', '.join(choices)}, got {value!r}", field=name)
+    return value.strip().lower()
 
 
 def parse_stop(value: object, name: str, *, limit: int | None = None) -> tuple[str, ...]:
@@ -354,3 +368,4 @@ class LoadedModel:
     context_length: int
     expires_at: float
     details: ModelDetails = field(default_factory=ModelDetails)
+    kv_cache_type: str = "f16"

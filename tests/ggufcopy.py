@@ -133,3 +133,55 @@ def write_reranker(src: Path, dst: Path, *, seed: int = 0) -> Path:
         writer.write_tensor_data(array)
     writer.close()
     return dst
+
+
+def write_random_llama(
+    tokenizer_from: Path, dst: Path, *, n_embd: int = 64, n_head: int = 2, n_layer: int = 2, seed: int = 0
+) -> Path:
+    """A llama with seeded random F32 weights and the tokenizer (and context length) of `tokenizer_from`:
+    gibberish at the cost of its shape. Heads of n_embd / n_head values (64 / 2 = 32: whole q8_0 and q4_0
+    blocks, which stories260K's heads of 8 are not), one KV head per two query heads."""
+    import numpy as np
+
+    reader = GGUFReader(str(tokenizer_from))
+    writer = GGUFWriter(str(dst), "llama")
+    for field in reader.fields.values():
+        if field.name.startswith("tokenizer.") or field.name == "llama.context_length":
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
+            writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+    n_head_kv, n_ff, head = max(1, n_head // 2), 2 * n_embd, n_embd // n_head
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head_kv)
+    writer.add_rope_dimension_count(head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    rng = np.random.default_rng(seed)
+
+    def mat(name: str, rows: int, cols: int) -> None:
+        writer.add_tensor(name, (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32))
+
+    def norm(name: str) -> None:
+        writer.add_tensor(name, np.ones(n_embd, dtype=np.float32))
+
+    mat("token_embd.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        norm(f"blk.{i}.attn_norm.weight")
+        mat(f"blk.{i}.attn_q.weight", n_embd, n_embd)
+        mat(f"blk.{i}.attn_k.weight", head * n_head_kv, n_embd)
+        mat(f"blk.{i}.attn_v.weight", head * n_head_kv, n_embd)
+        mat(f"blk.{i}.attn_output.weight", n_embd, n_embd)
+        norm(f"blk.{i}.ffn_norm.weight")
+        mat(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+        mat(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        mat(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+    norm("output_norm.weight")
+    mat("output.weight", n_vocab, n_embd)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst

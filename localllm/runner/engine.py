@@ -32,6 +32,7 @@ _FLASH_TYPES = {
     "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
     "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
 }
+_KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
 
 
 class LoadError(Exception):
@@ -177,6 +178,15 @@ class Engine:
             llama_cpp.llama_backend_init()
             _BACKEND_READY = True
         _recent_log.clear()
+        kv_type = _KV_TYPES.get(spec.kv_cache_type)
+        quantised = spec.kv_cache_type != "f16"
+        if kv_type is None:
+            raise LoadError(f"unknown KV cache type {spec.kv_cache_type!r} (f16, q8_0 or q4_0)")
+        if quantised and spec.flash_attention == "off":
+            raise LoadError(
+                f"the KV cache type {spec.kv_cache_type} (LOCALLLM_KV_CACHE_TYPE or the kv_cache_type option) "
+                "needs flash attention, but LOCALLLM_FLASH_ATTENTION is off"
+            )
         self.gpu = bool(llama_cpp.llama_supports_gpu_offload())
         self.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (999 if self.gpu else 0)
         mparams = llama_cpp.llama_model_default_params()
@@ -199,7 +209,11 @@ class Engine:
         cparams.n_ubatch = min(spec.n_batch, 512)
         cparams.n_seq_max = self.n_parallel
         cparams.kv_unified = False
-        cparams.flash_attn_type = _FLASH_TYPES[spec.flash_attention]
+        # A quantised V cache needs flash attention: under "auto" it is turned on rather than left to llama.cpp,
+        # whose "auto" may pick off on a device without the kernel and then refuse the context.
+        cparams.flash_attn_type = _FLASH_TYPES["on" if quantised else spec.flash_attention]
+        cparams.type_k = kv_type
+        cparams.type_v = kv_type
         if spec.embedding:
             # Non-causal models (BERT) need a whole input in one ubatch; several short inputs share a batch,
             # each its own sequence, and the pooling type (mean, cls, last) comes from the model.
@@ -213,7 +227,11 @@ class Engine:
         ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not ctx:
             llama_cpp.llama_model_free(model)
-            raise LoadError("llama.cpp could not create the context (out of memory? try a smaller num_ctx)")
+            said = [
+                line.split(": ", 1)[1].strip() for line in _recent_log if line.startswith("llama_init_from_model: ")
+            ]
+            why = f": {said[-1]}" if said else " (out of memory? try a smaller num_ctx)"
+            raise LoadError(f"llama.cpp could not create the context{why}")
         self.ctx = ctx
         self._adapters = self._apply_lora(spec.lora)
         # llama.cpp pads the context (to a multiple of 256): the window a request gets is what was asked for.

@@ -26,6 +26,7 @@ class LoadSpec:
     lora: tuple[str, ...] = ()  # LoRA adapter GGUFs applied (scale 1) on top of the model (Modelfile ADAPTER)
     stream_interval: float = STREAM_INTERVAL  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
     flash_attention: str = "auto"  # "auto" (llama.cpp's choice), "on" or "off" (LOCALLLM_FLASH_ATTENTION)
+    kv_cache_type: str = "f16"  # K and V elements: "f16", "q8_0" or "q4_0" (the quantised ones need flash attention)
 
     def to_message(self) -> Message:
         message = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -47,6 +48,7 @@ class LoadSpec:
                 lora=tuple(str(p) for p in message.get("lora", ())),
                 stream_interval=float(message.get("stream_interval", cls.stream_interval)),
                 flash_attention=str(message.get("flash_attention", cls.flash_attention)),
+                kv_cache_type=str(message.get("kv_cache_type", cls.kv_cache_type)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"bad load spec: {exc}") from exc

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..types import _RANGES as OPTION_RANGES
-from ..types import DEPRECATED_OPTIONS, OPTION_TYPES
+from ..types import DEPRECATED_OPTIONS, OPTION_CHOICES, OPTION_TYPES
 
 Schema = dict[str, Any]
 
@@ -111,6 +111,8 @@ def _option_schema(key: str) -> Schema:
     types = OPTION_TYPES[key]
     if key == "stop":
         return STOP
+    if key in OPTION_CHOICES:
+        return {"type": "string", "enum": list(OPTION_CHOICES[key])}
     kind = BOOL if bool in types else NUM if float in types else INT
     low, high = OPTION_RANGES.get(key, (None, None))
     return ranged(kind, low, high)

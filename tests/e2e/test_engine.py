@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import llama_cpp
 import pytest
 
 from localllm.runner import engine as engine_module
@@ -17,6 +18,7 @@ from localllm.runner.protocol import Job, LoadSpec, Sampling
 from localllm.tools import call_schema, parse_tool_choice, parse_tools
 
 from ..conftest import model_file
+from ..ggufcopy import write_random_llama
 from ..unit.test_batch import recorder
 
 
@@ -153,3 +155,26 @@ def test_flash_attention_off_gives_the_same_greedy_text_and_rounds_nothing() -> 
         finally:
             engine.close()
     assert texts[0] == texts[1] and "Lily" in texts[0]
+
+
+@pytest.mark.model
+def test_a_quantised_kv_cache_is_what_llama_cpp_keeps_and_it_answers(tmp_path: Path) -> None:
+    """q8_0 and q4_0 reach llama.cpp (the sequence's saved state shrinks as their blocks do) and decode; a model
+    whose heads a block does not divide (stories260K: 8) and flash attention off are refused, saying why."""
+    path = str(write_random_llama(model_file("stories260K.gguf"), tmp_path / "heads-of-32.gguf"))
+    state: dict[str, int] = {}
+    for kv in ("f16", "q8_0", "q4_0"):
+        engine = Engine(LoadSpec(model_path=path, n_ctx=256, n_threads=2, kv_cache_type=kv))
+        try:
+            tokens = _greedy_tokens(engine, Sampler(engine, Sampling(temperature=0)), "Once upon a time", 16)
+            assert len(tokens) == 16 and all(0 <= t < engine.n_vocab for t in tokens)
+            assert engine.decode() == 0
+            state[kv] = int(llama_cpp.llama_state_seq_get_size(engine.ctx, 0))
+        finally:
+            engine.close()
+    assert state["q4_0"] < state["q8_0"] < state["f16"], state
+    with pytest.raises(LoadError, match="needs flash attention, but LOCALLLM_FLASH_ATTENTION is off"):
+        Engine(LoadSpec(model_path=path, n_ctx=256, kv_cache_type="q8_0", flash_attention="off"))
+    stories = str(model_file("stories260K.gguf"))
+    with pytest.raises(LoadError, match="K cache type q8_0 with block size 32 does not divide n_embd_head_k=8"):
+        Engine(LoadSpec(model_path=stories, n_ctx=256, kv_cache_type="q8_0"))

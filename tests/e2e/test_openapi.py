@@ -15,6 +15,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from localllm.server.openapi import document
+from localllm.types import LOAD_OPTIONS
 
 from ..conftest import CHAT_REPO, STORIES_REPO
 from .conftest import Daemon, daemon_with
@@ -56,7 +57,6 @@ FUZZED = {
     "/v2/models/{model}/ready",
     "/v2/models/{model}/generate",
 }
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap")
 LENGTHS = (
     "num_predict",
     "max_tokens",

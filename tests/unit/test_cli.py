@@ -206,7 +206,7 @@ class FakeDaemon:
             {"name": "smollm2:135m", "digest": DIGEST, "size": 200_000_000, "size_vram": 0, "context_length": 8192,
              "expires_at": iso(timedelta(minutes=4, seconds=30))},
             {"name": "qwen:latest", "digest": "ab" * 32, "size": 2_000_000_000, "size_vram": 2_000_000_000,
-             "context_length": 4096, "expires_at": "2318-01-01T00:00:00Z"},
+             "context_length": 4096, "expires_at": "2318-01-01T00:00:00Z", "kv_cache_type": "q8_0"},
             {"name": "split:latest", "digest": "cd" * 32, "size": 1000, "size_vram": 520, "context_length": 2048,
              "expires_at": iso(timedelta(hours=-1))},
         ]  # fmt: skip
@@ -306,7 +306,8 @@ def test_ps_prints_processor_context_and_until(daemon: FakeDaemon) -> None:
     assert lines[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
     assert "100% CPU" in lines[1] and "8192" in lines[1] and lines[1].endswith("4 minutes from now")
     assert "200 MB" in lines[1] and "270cba1bd510" in lines[1]
-    assert "100% GPU" in lines[2] and lines[2].endswith("Forever")
+    assert "100% GPU" in lines[2] and "4096 (q8_0)" in lines[2] and lines[2].endswith("Forever")
+    assert "(f16)" not in lines[1], "the default KV cache type is not shown"
     assert "48%/52% CPU/GPU" in lines[3] and lines[3].endswith("Stopping...")
 
 

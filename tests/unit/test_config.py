@@ -24,6 +24,23 @@ def test_flash_attention() -> None:
         assert Settings.from_env({"LOCALLLM_FLASH_ATTENTION": raw}).flash_attention == value
 
 
+def test_kv_cache_type() -> None:
+    assert Settings.from_env({}).kv_cache_type == "f16"
+    for raw, value in (("q8_0", "q8_0"), (" Q4_0 ", "q4_0"), ("F16", "f16"), ("", "f16")):
+        assert Settings.from_env({"LOCALLLM_KV_CACHE_TYPE": raw}).kv_cache_type == value
+    on = {"LOCALLLM_FLASH_ATTENTION": "on", "LOCALLLM_KV_CACHE_TYPE": "q4_0"}
+    assert Settings.from_env(on).kv_cache_type == "q4_0"
+    off = {"LOCALLLM_FLASH_ATTENTION": "0", "LOCALLLM_KV_CACHE_TYPE": "f16"}
+    assert Settings.from_env(off).kv_cache_type == "f16", "f16 needs no flash attention"
+
+
+def test_a_quantised_kv_cache_with_flash_attention_off_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"LOCALLLM_FLASH_ATTENTION": "off", "LOCALLLM_KV_CACHE_TYPE": "q8_0"})
+    assert "LOCALLLM_KV_CACHE_TYPE='q8_0' needs flash attention" in str(err.value)
+    assert "LOCALLLM_FLASH_ATTENTION is off" in str(err.value)
+
+
 def test_stream_interval() -> None:
     assert Settings.from_env({"LOCALLLM_STREAM_INTERVAL": "0"}).stream_interval == 0
     assert Settings.from_env({"LOCALLLM_STREAM_INTERVAL": "100ms"}).stream_interval == 0.1
@@ -77,6 +94,7 @@ def test_durations(value: object, seconds: float) -> None:
         ({"LOCALLLM_STREAM_INTERVAL": "1m"}, "LOCALLLM_STREAM_INTERVAL"),
         ({"LOCALLLM_STREAM_INTERVAL": "often"}, "LOCALLLM_STREAM_INTERVAL"),
         ({"LOCALLLM_FLASH_ATTENTION": "fast"}, "LOCALLLM_FLASH_ATTENTION"),
+        ({"LOCALLLM_KV_CACHE_TYPE": "q4_1"}, "LOCALLLM_KV_CACHE_TYPE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from localllm.config import Settings
+from localllm.errors import InvalidRequest
 from localllm.memory import (
     Estimate,
     GiB,
@@ -18,6 +20,8 @@ from localllm.memory import (
     estimate,
     fit_layers,
     format_bytes,
+    kv_bytes,
+    kv_cache_type_for,
     parse_meminfo,
     parse_nvidia_smi,
     place,
@@ -65,6 +69,44 @@ def test_estimate_counts_kv_for_every_slot_and_a_compute_allowance() -> None:
     assert est.compute == 5 * GiB // 20
     assert est.size == 9 * GiB and est.total == 9 * GiB + est.compute
     assert estimate(10 * MiB, ModelShape(), n_ctx=128, n_parallel=1) == Estimate(10 * MiB, 0, 64 * MiB, 0)
+
+
+def test_the_kv_cache_type_scales_the_kv_estimate_by_its_block_size() -> None:
+    shape = ModelShape.from_metadata(LLAMA_8B, "llama")
+    f16 = estimate(5 * GiB, shape, n_ctx=8192, n_parallel=4)
+    q8 = estimate(5 * GiB, shape, n_ctx=8192, n_parallel=4, kv_cache_type="q8_0")
+    q4 = estimate(5 * GiB, shape, n_ctx=8192, n_parallel=4, kv_cache_type="q4_0")
+    elements = f16.kv // 2
+    assert q8.kv == elements * 34 // 32, "q8_0: 34 bytes per block of 32"
+    assert q4.kv == elements * 18 // 32, "q4_0: 18 bytes per block of 32"
+    assert q8.weights == q4.weights == f16.weights and q8.compute == f16.compute
+    assert kv_bytes(33, "q8_0") == 36 and kv_bytes(3) == 6, "rounded up, never down"
+    # a quantised cache lets the default context grow on the same machine
+    wide = ModelShape(block_count=32, embedding_length=4096, head_count=32, head_count_kv=8)
+    tight = context_that_fits(5 * GiB, wide, n_parallel=4, memory=8 * GiB, want=32768)
+    assert context_that_fits(5 * GiB, wide, n_parallel=4, memory=8 * GiB, want=32768, kv_cache_type="q4_0") > tight
+
+
+def test_the_kv_cache_type_a_model_loads_with() -> None:
+    heads_of_64 = ModelShape(block_count=30, embedding_length=576, head_count=9, head_count_kv=3)
+    heads_of_8 = ModelShape(block_count=5, embedding_length=64, head_count=8, head_count_kv=4)  # stories260K
+    assert heads_of_64.holds("q4_0") and not heads_of_8.holds("q8_0") and heads_of_8.holds("f16")
+    assert ModelShape().holds("q8_0"), "an unknown shape is left to llama.cpp"
+    settings = Settings.from_env({"LOCALLLM_KV_CACHE_TYPE": "q8_0"})
+    assert kv_cache_type_for(settings, None, heads_of_64, embedding=False) == "q8_0", "the daemon's type"
+    assert kv_cache_type_for(settings, "q4_0", heads_of_64, embedding=False) == "q4_0", "the model's option wins"
+    assert kv_cache_type_for(settings, "q4_0", heads_of_64, embedding=True) == "f16", "an embedding model: f16"
+    assert kv_cache_type_for(settings, None, heads_of_8, embedding=False) == "f16", "the daemon's does not fit"
+    with pytest.raises(InvalidRequest) as err:
+        kv_cache_type_for(settings, "q8_0", heads_of_8, embedding=False)
+    assert err.value.field == "options.kv_cache_type"
+    assert "q8_0 stores blocks of 32 values, and this model's attention heads hold 8" in str(err.value)
+    off = Settings.from_env({"LOCALLLM_FLASH_ATTENTION": "off"})
+    assert kv_cache_type_for(off, None, heads_of_64, embedding=False) == "f16"
+    with pytest.raises(InvalidRequest) as err:
+        kv_cache_type_for(off, "q8_0", heads_of_64, embedding=False)
+    assert err.value.field == "options.kv_cache_type"
+    assert "q8_0 needs flash attention, but LOCALLLM_FLASH_ATTENTION is off" in str(err.value)
 
 
 def test_bytes_on_gpu_per_layer() -> None:

@@ -116,6 +116,10 @@ def test_parse_parameter() -> None:
     assert parse_parameter("NUM_PREDICT", "-2") == -2
     assert parse_parameter("stop", "User:") == "User:"
     assert parse_parameter("use_mmap", "f") is False
+    assert parse_parameter("kv_cache_type", "Q4_0") == "q4_0"
+    with pytest.raises(InvalidRequest) as bad:
+        parse_parameter("kv_cache_type", "q2_k")
+    assert bad.value.field == "parameters.kv_cache_type"
     with pytest.raises(InvalidRequest) as info:
         parse_parameter("temperature", "nan")
     assert info.value.field == "parameters.temperature"
@@ -288,6 +292,7 @@ def test_round_trip_over_parameter_values() -> None:
         "use_mmap": [True, False],
         "stop": [["<|im_end|>"], ["a", "b c", '"q"', "\n"]],
         "mirostat_eta": [0.1],
+        "kv_cache_type": ["f16", "q8_0"],
     }
     for combo in itertools.product(*values.values()):
         mf = Modelfile(from_="m", parameters=dict(zip(values, combo, strict=True)))

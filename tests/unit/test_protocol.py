@@ -111,7 +111,8 @@ def test_events_round_trip(event: Event) -> None:
 def test_load_spec_round_trips_through_the_runners_argument() -> None:
     spec = LoadSpec("/m/model.gguf", 2048, num_gpu=12, n_threads=3, n_batch=256, use_mmap=False, n_parallel=2)
     full = LoadSpec("/m/bert.gguf", 512, embedding=True, lora=("/a.gguf", "/b.gguf"), stream_interval=0.0)
-    for s in (spec, full, LoadSpec("/m/x.gguf", 1, flash_attention="off")):
+    quantised = LoadSpec("/m/x.gguf", 1, flash_attention="on", kv_cache_type="q8_0")
+    for s in (spec, full, LoadSpec("/m/x.gguf", 1, flash_attention="off"), quantised):
         assert LoadSpec.from_argument(s.to_argument()) == s
         assert LoadSpec.from_message(s.to_message()) == s
     with pytest.raises(ProtocolError):

@@ -601,3 +601,14 @@ def test_ps_reports_the_memory_estimate(tmp_path: Path) -> None:
         weights = json.loads(next((tmp_path / "models" / "manifests").rglob("latest")).read_text())["layers"][0]["size"]
         # tiny: 2 layers of 8 wide, n_ctx 256 (its trained context) x 4 slots, f16 K and V
         assert model["size"] == weights + 2 * 2 * 256 * 4 * 16 and model["size_vram"] == 0
+        assert model["kv_cache_type"] == "f16"
+
+
+def test_ps_counts_a_quantised_kv_cache_in_the_estimate(tmp_path: Path) -> None:
+    for client in client_over(tmp_path, Scheduler(factory=FakeFactory(), memory=plenty())):
+        answer = client.post("/api/generate", json={"model": "tiny", "options": {"kv_cache_type": "q8_0"}})
+        assert answer.status_code == 200, answer.text
+        (model,) = client.get("/api/ps").json()["models"]
+        weights = json.loads(next((tmp_path / "models" / "manifests").rglob("latest")).read_text())["layers"][0]["size"]
+        # as above, in q8_0: 34 bytes per 32 elements instead of 2 bytes per element
+        assert model["size"] == weights + 2 * 256 * 4 * 16 * 34 // 32 and model["kv_cache_type"] == "q8_0"

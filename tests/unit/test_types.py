@@ -37,6 +37,8 @@ def test_mirostat_is_honoured_and_checked() -> None:
         ({"stop": [1]}, "options.stop"),
         ({"seed": True}, "options.seed"),
         ({"no_such_option": 1}, "options.no_such_option"),
+        ({"kv_cache_type": "q5_1"}, "options.kv_cache_type"),
+        ({"kv_cache_type": 8}, "options.kv_cache_type"),
     ],
 )
 def test_bad_options_name_the_field(options: dict[str, object], field: str) -> None:
@@ -49,3 +51,11 @@ def test_bad_options_name_the_field(options: dict[str, object], field: str) -> N
 def test_options_must_be_an_object() -> None:
     with pytest.raises(InvalidRequest, match="options must be an object"):
         parse_options([1])
+
+
+def test_kv_cache_type_is_a_load_option_read_in_lower_case() -> None:
+    assert parse_options({"kv_cache_type": " Q8_0"}).kv_cache_type == "q8_0"
+    assert parse_options({"kv_cache_type": "f16"}).merged_over(Options(kv_cache_type="q4_0")).kv_cache_type == "f16"
+    assert Options().merged_over(Options(kv_cache_type="q4_0")).kv_cache_type == "q4_0", "a Modelfile's value"
+    with pytest.raises(InvalidRequest, match="must be one of f16, q8_0, q4_0, got 'q5_1'"):
+        parse_options({"kv_cache_type": "q5_1"})

@@ -440,6 +440,7 @@ async def ps(request: Request) -> Response:
                 "expires_at": timestamp(m.expires_at) if math.isfinite(m.expires_at) else "2318-01-01T00:00:00Z",
                 "size_vram": m.size_vram,
                 "context_length": m.context_length,
+                "kv_cache_type": m.kv_cache_type,
             }
         )
     return JSONResponse({"models": models})
