@@ -8,6 +8,7 @@ printed as one Markdown table with a column per server and the ratios localllm /
 
     .venv/bin/python bench/bench.py --model stories --threads 2
     .venv/bin/python bench/bench.py --model bench-135m --threads 2 --only localllm,llama-server
+    .venv/bin/python bench/bench.py --model stories --figures repeat --only localllm,llama-server
 
 See bench/README.md for how to build the peers and what each figure means. All traffic stays on 127.0.0.1.
 """
@@ -108,6 +109,11 @@ CHAT_TURNS = (
         "Lily saw her and made a little house out of a box. Sue was warm again and sang for Lily.",
     ),
 )
+# The figures (--figures): single-stream decode, N concurrent streams, the two-turn chat, and a long prompt
+# repeated after other traffic has passed through every slot.
+FIGURES = ("single", "concurrent", "chat", "repeat")
+REPEAT_ANSWER = 8  # max_tokens of the long prompt's answers: TTFT is what is measured
+FILLER_WAVES = 2  # waves of `--parallel` concurrent requests between the long prompt and its repeat
 CHAT_QUESTION_1 = "Can you tell me one more story?"
 CHAT_QUESTION_2 = "Thank you! What happened next?"
 
@@ -208,6 +214,8 @@ class Config:
     concurrency: tuple[int, ...]
     history_tokens: int
     answer_tokens: int
+    long_tokens: int  # the repeated long prompt's size
+    figures: tuple[str, ...]
     start_timeout: float
     request_timeout: float
     llama_server: Path
@@ -572,6 +580,7 @@ class ServerResult:
     methods: list[str] = field(default_factory=list)
     concurrent: dict[int, dict[str, Any]] = field(default_factory=dict)
     chat: dict[str, Any] = field(default_factory=dict)
+    repeat: dict[str, Any] = field(default_factory=dict)
     rss_idle: float | None = None
     rss_loaded: dict[str, float] = field(default_factory=dict)
     rss_after_unload: float | None = None
@@ -608,10 +617,10 @@ class Tokenizer:
         return len(self._llama.tokenize(text.encode(), add_bos=True, special=False))
 
 
-def chat_history(tok: Tokenizer, n_tokens: int, label: int) -> str:
+def chat_history(tok: Tokenizer, n_tokens: int, label: int, *, opening: str = "Conversation") -> str:
     """A User/Assistant transcript of about `n_tokens` tokens (whole sentences), opened by a line unique to
-    `label` so that no server can already hold it in a cache."""
-    text = f"Conversation {label}.\n"
+    `opening` and `label` so that no server can already hold it in a cache."""
+    text = f"{opening} {label}.\n"
     i = 0
     while True:
         question, answer = CHAT_TURNS[i % len(CHAT_TURNS)]
@@ -630,8 +639,10 @@ class Measure:
     def __init__(self, server: Server, cfg: Config, tok: Tokenizer, result: ServerResult) -> None:
         self.server, self.cfg, self.tok, self.result = server, cfg, tok, result
         self.singles: list[Stream] = []
-        self.rounds: dict[int, list[tuple[float, list[Stream]]]] = {n: [] for n in cfg.concurrency}
+        concurrency = cfg.concurrency if "concurrent" in cfg.figures else ()
+        self.rounds: dict[int, list[tuple[float, list[Stream]]]] = {n: [] for n in concurrency}
         self.chats: list[tuple[Stream, Stream, int, int]] = []
+        self.repeats: list[tuple[Stream, Stream, int]] = []
 
     def run(self, client: httpx.AsyncClient, prompt: str, n: int) -> Any:
         return stream_completion(client, self.server, prompt, n, timeout=self.cfg.request_timeout)
@@ -664,6 +675,20 @@ class Measure:
         prompt2 = prompt1 + t1.text + f"\nUser: {CHAT_QUESTION_2}\nAssistant:"
         t2 = await self.run(client, prompt2, 16)
         self.chats.append((t1, t2, self.tok.count(prompt1), self.tok.count(prompt2)))
+
+    async def repeat_prompt(self, client: httpx.AsyncClient, k: int) -> None:
+        """A long prompt, then `FILLER_WAVES` waves of `--parallel` short distinct requests sent at once (each
+        wave takes every slot, so the long prompt's slot is reused), then the same long prompt again."""
+        prompt = chat_history(self.tok, self.cfg.long_tokens, k + 1, opening="Transcript")
+        cold = await self.run(client, prompt, REPEAT_ANSWER)
+        for wave in range(FILLER_WAVES):
+            openers = [
+                f"Story {k}.{wave}.{i}: {CONCURRENT_PROMPTS[i % len(CONCURRENT_PROMPTS)]}"
+                for i in range(self.cfg.parallel)
+            ]
+            await asyncio.gather(*(self.run(client, p, REPEAT_ANSWER) for p in openers))
+        again = await self.run(client, prompt, REPEAT_ANSWER)
+        self.repeats.append((cold, again, self.tok.count(prompt)))
 
     async def finish(self, client: httpx.AsyncClient) -> None:
         """Sum up into the result; read RSS; let the server unload (localllm)."""
@@ -705,15 +730,31 @@ class Measure:
             firsts.append(t1.ttft * 1000 if t1.ttft is not None else None)
             seconds.append(t2.ttft * 1000 if t2.ttft is not None else None)
         ratios = [b / a for a, b in zip(firsts, seconds, strict=True) if a and b]
-        result.chat = {
-            "turn1_ttft_ms": _median(firsts),
-            "turn2_ttft_ms": _median(seconds),
-            "ratio": _median(ratios),
-            "turn1_prompt_tokens": [c[2] for c in self.chats],
-            "turn2_prompt_tokens": [c[3] for c in self.chats],
-            "all_turn1_ms": firsts,
-            "all_turn2_ms": seconds,
-        }
+        if self.chats:
+            result.chat = {
+                "turn1_ttft_ms": _median(firsts),
+                "turn2_ttft_ms": _median(seconds),
+                "ratio": _median(ratios),
+                "turn1_prompt_tokens": [c[2] for c in self.chats],
+                "turn2_prompt_tokens": [c[3] for c in self.chats],
+                "all_turn1_ms": firsts,
+                "all_turn2_ms": seconds,
+            }
+        colds, agains = [], []
+        for cold, again, _ in self.repeats:
+            for label, s in (("first", cold), ("repeated", again)):
+                if not s.complete:
+                    result.notes.append(f"long prompt ({label}) incomplete: {s.error or s.finish}")
+            colds.append(cold.ttft * 1000 if cold.ttft is not None else None)
+            agains.append(again.ttft * 1000 if again.ttft is not None else None)
+        if self.repeats:
+            result.repeat = {
+                "cold_ttft_ms": _median(colds),
+                "repeat_ttft_ms": _median(agains),
+                "all_cold_ms": colds,
+                "all_repeat_ms": agains,
+                "prompt_tokens": [r[2] for r in self.repeats],
+            }
         result.rss_loaded = self.server.rss()
         await self.server.after_measurements(client, result)
 
@@ -728,13 +769,15 @@ async def measure(server: Server, cfg: Config, tok: Tokenizer, result: ServerRes
     async with _client(cfg) as client:
         m = Measure(server, cfg, tok, result)
         await m.setup(client)
-        for i in range(cfg.repeat):
+        for i in range(cfg.repeat if "single" in cfg.figures else 0):
             await m.single(client, i)
-        for n in cfg.concurrency:
+        for n in cfg.concurrency if "concurrent" in cfg.figures else ():
             for rep in range(cfg.repeat):
                 await m.concurrent(client, n, rep)
-        for k in range(cfg.repeat):
+        for k in range(cfg.repeat if "chat" in cfg.figures else 0):
             await m.chat(client, k)
+        for k in range(cfg.repeat if "repeat" in cfg.figures else 0):
+            await m.repeat_prompt(client, k)
         await m.finish(client)
 
 
@@ -755,13 +798,15 @@ async def measure_interleaved(pairs: list[tuple[Server, ServerResult]], cfg: Con
                     live.remove(m)
 
         await each(0, "setup")
-        for i in range(cfg.repeat):
+        for i in range(cfg.repeat if "single" in cfg.figures else 0):
             await each(i, "single", i)
-        for n in cfg.concurrency:
+        for n in cfg.concurrency if "concurrent" in cfg.figures else ():
             for rep in range(cfg.repeat):
                 await each(rep, "concurrent", n, rep)
-        for k in range(cfg.repeat):
+        for k in range(cfg.repeat if "chat" in cfg.figures else 0):
             await each(k, "chat", k)
+        for k in range(cfg.repeat if "repeat" in cfg.figures else 0):
+            await each(k, "repeat_prompt", k)
         await each(0, "finish")
 
 
@@ -859,15 +904,16 @@ def report(cfg: Config, results: dict[str, ServerResult], header: list[str], *, 
     def count_fmt(v: Any) -> str:
         return "–" if v is None else str(v)
 
-    row(f"decode tok/s, 1 stream ({cfg.tokens} tokens, median of {cfg.repeat})", lambda r: r.decode_tps)
-    row("tok/s incl. TTFT, 1 stream", lambda r: r.overall_tps)
-    row("TTFT, 1 stream (ms)", lambda r: r.ttft_ms)
-    row(
-        "tokens / SSE chunks per single stream (count method)",
-        lambda r: f"{min(r.single_tokens)} / {min(r.single_chunks)} ({','.join(sorted(set(r.methods)))})",
-        count_fmt,
-        False,
-    )
+    if "single" in cfg.figures:
+        row(f"decode tok/s, 1 stream ({cfg.tokens} tokens, median of {cfg.repeat})", lambda r: r.decode_tps)
+        row("tok/s incl. TTFT, 1 stream", lambda r: r.overall_tps)
+        row("TTFT, 1 stream (ms)", lambda r: r.ttft_ms)
+        row(
+            "tokens / SSE chunks per single stream (count method)",
+            lambda r: f"{min(r.single_tokens)} / {min(r.single_chunks)} ({','.join(sorted(set(r.methods)))})",
+            count_fmt,
+            False,
+        )
 
     def conc(n: int, what: str) -> Callable[[ServerResult], Any]:
         def pick(r: ServerResult) -> Any:
@@ -880,13 +926,18 @@ def report(cfg: Config, results: dict[str, ServerResult], header: list[str], *, 
 
         return pick
 
-    for n in cfg.concurrency:
+    for n in cfg.concurrency if "concurrent" in cfg.figures else ():
         row(f"aggregate tok/s, {n} streams (median of {cfg.repeat} rounds)", conc(n, "aggregate_tps"))
         row(f"completed streams, {n} streams x {cfg.repeat} (full length)", conc(n, "completed"), count_fmt, False)
         row(f"TTFT p50 / max, {n} streams (ms)", conc(n, "ttft"), count_fmt, False)
-    row(f"chat turn 1 TTFT, ~{cfg.history_tokens}-token history (ms)", lambda r: r.chat["turn1_ttft_ms"])
-    row("chat turn 2 TTFT, history + answer + new message (ms)", lambda r: r.chat["turn2_ttft_ms"])
-    row("chat turn 2 / turn 1 TTFT", lambda r: r.chat["ratio"], lambda v: _fmt(v, 3))
+    if "chat" in cfg.figures:
+        row(f"chat turn 1 TTFT, ~{cfg.history_tokens}-token history (ms)", lambda r: r.chat["turn1_ttft_ms"])
+        row("chat turn 2 TTFT, history + answer + new message (ms)", lambda r: r.chat["turn2_ttft_ms"])
+        row("chat turn 2 / turn 1 TTFT", lambda r: r.chat["ratio"], lambda v: _fmt(v, 3))
+    others = FILLER_WAVES * cfg.parallel
+    if "repeat" in cfg.figures:
+        row(f"long prompt TTFT, first time (~{cfg.long_tokens} tokens, ms)", lambda r: r.repeat["cold_ttft_ms"])
+        row(f"long prompt TTFT, again after {others} other requests (ms)", lambda r: r.repeat["repeat_ttft_ms"])
     row("daemon idle RSS, no model loaded (MB)", lambda r: r.rss_idle)
     row(
         "RSS with the model loaded, all processes (MB)",
@@ -905,11 +956,15 @@ def report(cfg: Config, results: dict[str, ServerResult], header: list[str], *, 
             cells.append(_ratio(a, b) if ratio and isinstance(a, (int, float)) else "")
         lines.append("| " + " | ".join(cells) + " |")
     if interleaved:  # each repeat ran on every server back to back: compare them repeat by repeat
-        paired: list[tuple[str, Callable[[ServerResult], list[float | None]]]] = [
-            ("decode tok/s, 1 stream", lambda r: r.single_rates)
-        ]
-        for n in cfg.concurrency:
+        paired: list[tuple[str, Callable[[ServerResult], list[float | None]]]] = []
+        if "single" in cfg.figures:
+            paired.append(("decode tok/s, 1 stream", lambda r: r.single_rates))
+        for n in cfg.concurrency if "concurrent" in cfg.figures else ():
             paired.append((f"aggregate tok/s, {n} streams", functools.partial(_round_rates, n=n)))
+        if "repeat" in cfg.figures:
+            paired.append(
+                (f"long prompt TTFT again after {others} other requests", lambda r: r.repeat["all_repeat_ms"])
+            )
         for label, pick in paired:
             cells = [f"{label}: median of the {cfg.repeat} paired ratios", *("" for _ in cols)]
             for p in peers:
@@ -940,6 +995,9 @@ def report(cfg: Config, results: dict[str, ServerResult], header: list[str], *, 
         for c in cols
         if results[c].chat
     }
+    repeats = {c: results[c].repeat["prompt_tokens"] for c in cols if results[c].repeat}
+    if repeats:
+        out.append(f"- long prompt tokens (counted locally), each round: {next(iter(repeats.values()))}")
     if sizes:
         same = len({str(v) for v in sizes.values()}) == 1
         for c, (t1, t2) in sizes.items():
@@ -1013,6 +1071,16 @@ def describe(cfg: Config, load_before: float, *, interleaved: bool = False) -> l
             if interleaved
             else "measured one after the other (--sequential)"
         ),
+        *(
+            [
+                f"- long prompt: a ~{cfg.long_tokens}-token transcript unique to each round, answered with "
+                f"{REPEAT_ANSWER} tokens, then {FILLER_WAVES} waves of {cfg.parallel} short distinct requests at once "
+                "(each wave takes every slot), then the same long prompt again"
+            ]
+            if "repeat" in cfg.figures
+            else []
+        ),
+        f"- figures: {', '.join(cfg.figures)}",
         "- ratios are localllm / peer: above 1 is better for tok/s, worse for TTFT and RSS",
     ]
 
@@ -1028,6 +1096,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="single-stream runs and chat conversations (3)")
     ap.add_argument("--history-tokens", type=int, default=1000, help="chat history size in tokens (1000)")
     ap.add_argument("--answer-tokens", type=int, default=64, help="max_tokens of the chat's first answer (64)")
+    ap.add_argument("--long-tokens", type=int, default=1000, help="the repeated long prompt's tokens (1000)")
+    ap.add_argument(
+        "--figures",
+        default=",".join(FIGURES),
+        help=f"figures to measure, comma-separated (default: all of {','.join(FIGURES)}; e.g. repeat alone)",
+    )
     ap.add_argument("--only", default=",".join(SERVER_NAMES), help="servers to run, comma-separated")
     ap.add_argument("--skip-missing", action="store_true", help="skip a peer that is not built/installed")
     ap.add_argument("--llama-server", type=Path, default=DEFAULT_LLAMA_SERVER, help="llama-server binary")
@@ -1055,6 +1129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in (("--threads", a.threads), ("--tokens", a.tokens), ("--repeat", a.repeat)):
         if value < 1:
             raise SystemExit(f"{name} must be at least 1")
+    figures = tuple(f for f in FIGURES if f in {x.strip() for x in a.figures.split(",")})
+    if not figures or set(x.strip() for x in a.figures.split(",") if x.strip()) - set(FIGURES):
+        raise SystemExit(f"--figures: choose from {','.join(FIGURES)}")
     cfg = Config(
         model=model,
         threads=a.threads,
@@ -1065,14 +1142,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=tuple(int(x) for x in a.concurrency.split(",") if x.strip()),
         history_tokens=a.history_tokens,
         answer_tokens=a.answer_tokens,
+        long_tokens=a.long_tokens,
+        figures=figures,
         start_timeout=a.start_timeout,
         request_timeout=a.request_timeout,
         llama_server=a.llama_server.resolve(),
         peer_python=a.peer_python.absolute(),  # a venv's python is a symlink: keep the venv's path
         logs=WORK / "logs",
     )
-    if cfg.history_tokens + cfg.answer_tokens + 64 > cfg.ctx:
+    if "chat" in figures and cfg.history_tokens + cfg.answer_tokens + 64 > cfg.ctx:
         raise SystemExit("--ctx is too small for --history-tokens + --answer-tokens")
+    if "repeat" in figures and cfg.long_tokens + 64 > cfg.ctx:
+        raise SystemExit("--ctx is too small for --long-tokens (e.g. --long-tokens 4000 --ctx 4352)")
 
     if not a.skip_missing:
         for name in only:
