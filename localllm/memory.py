@@ -1,10 +1,9 @@
 """How much memory a model needs, how much the machine has free, and how many of its layers fit on the GPU.
 
 An estimate follows what llama.cpp allocates: the weights (the size of the GGUF file), the KV cache (K and V
-for every layer and for every token of every sequence slot, in the KV cache type's bytes) and an allowance for
-the compute buffers. The
-probe of free memory (RAM from /proc/meminfo, VRAM from `nvidia-smi`) is injected into the scheduler, so tests
-drive it with fakes.
+for every layer and for every token of every sequence slot, in the bytes of the KV cache type) and an allowance
+for the compute buffers. The probe of free memory (RAM from /proc/meminfo, VRAM from `nvidia-smi`) is injected
+into the scheduler, so tests drive it with fakes.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 from ..conftest import STORIES_REPO, model_file
 from ..ggufcopy import write_random_llama
 from ..hubstub import HubStub
-from .conftest import Daemon, start_daemon, stop_daemon
+from .conftest import Daemon, daemon_with, start_daemon, stop_daemon
 
 pytestmark = pytest.mark.model
 
@@ -33,14 +33,10 @@ def kv_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStub]:
 
 @pytest.fixture(scope="module")
 def d(tmp_path_factory: pytest.TempPathFactory, kv_hub: HubStub) -> Iterator[Daemon]:
-    daemon = start_daemon(tmp_path_factory.mktemp("kv"), kv_hub, LOCALLLM_KV_CACHE_TYPE="Q8_0")
-    try:
-        for name in (HEADS, STORIES):
-            pulled = daemon.cli("pull", name)
-            assert pulled.returncode == 0, pulled.stderr
+    with daemon_with(
+        tmp_path_factory.mktemp("kv"), kv_hub, [HEADS_REPO, STORIES_REPO], LOCALLLM_KV_CACHE_TYPE="Q8_0"
+    ) as daemon:
         yield daemon
-    finally:
-        stop_daemon(daemon)
 
 
 def generate(d: Daemon, model: str, **options: Any) -> httpx.Response:
