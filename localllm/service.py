@@ -358,6 +358,9 @@ class Service:
             embedding=embedding,
             stream_interval=self.settings.stream_interval,
             flash_attention=self.settings.flash_attention,
+            cache_ram=self.settings.cache_ram,
+            cache_dir=str(self.settings.cache_dir or ""),
+            cache_disk=self.settings.cache_disk,
             lora=tuple(
                 str(self.store.blob_path(layer.digest))
                 for layer in model.stored.manifest.layers

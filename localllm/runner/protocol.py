@@ -12,6 +12,7 @@ daemon -> runner                                      runner -> daemon
   Rerank    {"op": "rerank", "id", "query", ...}        Vectors     {"ev": "embeddings", "id", "embeddings", ...}
   Detokenize {"op": "detokenize", "id", "tokens"}       Scores      {"ev": "scores", "id", "scores", ...}
   Cancel    {"op": "cancel", "id"}                      Failure     {"ev": "error", "id"?, "kind", "message", ...}
+                                                        CacheReport {"ev": "cache", "ram_bytes", "requests", ...}
   EOF on stdin: exit
 
 Each type has `to_message()` and `from_message()`; `encode_request`/`decode_request` and
@@ -50,7 +51,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, get_args
 
 from ..errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
-from ..types import Done, Token, TokenLogprob
+from ..limits import PROMPT_CACHE_DISK
+from ..types import Done, PromptCacheStats, Token, TokenLogprob
 
 Message = dict[str, Any]
 
@@ -87,6 +89,10 @@ class LoadSpec:
     lora: tuple[str, ...] = ()  # LoRA adapter GGUFs applied (scale 1) on top of the model (Modelfile ADAPTER)
     stream_interval: float = STREAM_INTERVAL  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
     flash_attention: str = "auto"  # "auto" (llama.cpp's choice), "on" or "off" (LOCALLLM_FLASH_ATTENTION)
+    # the prompt cache's saved KV states (runner/kvstates.py)
+    cache_ram: int = -1  # bytes in RAM; -1: limits.prompt_cache_ram of the RAM free; 0: none (LOCALLLM_CACHE_RAM)
+    cache_dir: str = ""  # the disk tier's directory; "": no disk tier (LOCALLLM_CACHE_DIR)
+    cache_disk: int = PROMPT_CACHE_DISK  # the disk tier's bound in bytes (LOCALLLM_CACHE_DISK)
 
     def to_message(self) -> Message:
         message = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -108,6 +114,9 @@ class LoadSpec:
                 lora=tuple(str(p) for p in message.get("lora", ())),
                 stream_interval=float(message.get("stream_interval", cls.stream_interval)),
                 flash_attention=str(message.get("flash_attention", cls.flash_attention)),
+                cache_ram=int(message.get("cache_ram", cls.cache_ram)),
+                cache_dir=str(message.get("cache_dir", cls.cache_dir)),
+                cache_disk=int(message.get("cache_disk", cls.cache_disk)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"bad load spec: {exc}") from exc
@@ -564,8 +573,24 @@ class Failure:
         return EngineError(self.message, kind=self.kind)
 
 
-Event = RunnerInfo | Text | Finished | TokenList | Vectors | Scores | Failure
-_EVENTS: dict[str, type[Event]] = {t.EV: t for t in (RunnerInfo, Text, Finished, TokenList, Vectors, Scores, Failure)}
+@dataclass(frozen=True)
+class CacheReport(PromptCacheStats):
+    """The runner's prompt cache (no id): sent when jobs start, kept by the daemon for `/api/ps`."""
+
+    EV: ClassVar[str] = "cache"
+
+    def to_message(self) -> Message:
+        return {"ev": self.EV, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_message(cls, message: Message) -> CacheReport:
+        return cls(**{f.name: int(message.get(f.name) or 0) for f in fields(cls)})
+
+
+Event = RunnerInfo | Text | Finished | TokenList | Vectors | Scores | Failure | CacheReport
+_EVENTS: dict[str, type[Event]] = {
+    t.EV: t for t in (RunnerInfo, Text, Finished, TokenList, Vectors, Scores, Failure, CacheReport)
+}
 
 
 def encode_event(rid: str | None, event: Event) -> bytes:
