@@ -21,6 +21,7 @@ from localllm.scheduler import BUSY_MESSAGE, Lease, ModelRef, Scheduler
 from localllm.server.app import create_app
 from localllm.service import Service
 from localllm.store import Manifest, Store
+from localllm.types import PromptCacheStats
 
 from ..fakes import FakeFactory, FakeRunner, write_tiny_gguf
 
@@ -601,3 +602,16 @@ def test_ps_reports_the_memory_estimate(tmp_path: Path) -> None:
         weights = json.loads(next((tmp_path / "models" / "manifests").rglob("latest")).read_text())["layers"][0]["size"]
         # tiny: 2 layers of 8 wide, n_ctx 256 (its trained context) x 4 slots, f16 K and V
         assert model["size"] == weights + 2 * 2 * 256 * 4 * 16 and model["size_vram"] == 0
+
+
+def test_ps_reports_each_runners_prompt_cache(tmp_path: Path) -> None:
+    factory = FakeFactory()
+    for client in client_over(tmp_path, Scheduler(factory=factory, memory=plenty())):
+        assert client.post("/api/generate", json={"model": "tiny"}).status_code == 200
+        (model,) = client.get("/api/ps").json()["models"]
+        assert "prompt_cache" not in model, "nothing reported yet"
+        factory.runners[-1].prompt_cache = PromptCacheStats(ram_bytes=4096, ram_states=2, requests=4, ram_hits=3)
+        (model,) = client.get("/api/ps").json()["models"]
+        cache = model["prompt_cache"]
+        assert cache["ram_bytes"] == 4096 and cache["hits"] == 3 and cache["hit_rate"] == 0.75
+        assert cache["disk_limit"] == 0
