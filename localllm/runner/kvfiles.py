@@ -276,13 +276,6 @@ class KVFiles:
             except Exception:  # one failed file operation must not end the others
                 log.exception("prompt cache: a file operation failed")
 
-    def flush(self) -> None:
-        """Wait for the queued operations."""
-        if self._thread is not None:
-            done = threading.Event()
-            self._ops.put(done.set)
-            done.wait()
-
     def close(self) -> None:
         if self._thread is not None:
             self._ops.put(None)

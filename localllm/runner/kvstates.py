@@ -152,8 +152,6 @@ class _Counts:
     hits: dict[str, int] = field(default_factory=lambda: {"slot": 0, "ram": 0, "disk": 0})
     cached_tokens: int = 0
     prompt_tokens: int = 0
-    saved: int = 0
-    evicted: int = 0
 
 
 class KVStates:
@@ -270,7 +268,6 @@ class KVStates:
             self._drop(old)
         state = KVState(prompt, hashes, len(data), last_used=self.clock())
         self.index.add(state)
-        self.counts.saved += 1
         if in_ram:
             state.data = data
             self._ram[state] = None
@@ -295,7 +292,6 @@ class KVStates:
         if state in self._ram:
             del self._ram[state]
             self.ram_bytes -= state.size
-            self.counts.evicted += 1
         state.data = None
         if state.file is None:
             self.index.remove(state)
