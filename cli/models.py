@@ -174,7 +174,8 @@ def ps(client: Client) -> None:
     """List the models loaded in memory."""
     now = datetime.now(timezone.utc)
     rows = []
-    for model in client.ps():
+    models = client.ps()
+    for model in models:
         size, size_vram = int(model.get("size") or 0), int(model.get("size_vram") or 0)
         context = model.get("context_length")
         kv = model.get("kv_cache_type")
@@ -188,7 +189,23 @@ def ps(client: Client) -> None:
                 until(model.get("expires_at"), now),
             ]
         )
-    click.echo(table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows))
+    header = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    caches = [model.get("prompt_cache") for model in models]
+    if any(isinstance(c, dict) for c in caches):  # localllm's daemon: each model's prompt cache
+        header.append("PROMPT CACHE")
+        for row, cache in zip(rows, caches, strict=False):
+            row.append(prompt_cache(cache) if isinstance(cache, dict) else "")
+    click.echo(table(header, rows))
+
+
+def prompt_cache(cache: JSONObject) -> str:
+    """`12 MB in RAM + 1.2 GB on disk, 75% hits`: the saved states' sizes and the share of prompts that hit."""
+    size = human_bytes(int(cache.get("ram_bytes") or 0)) + " in RAM"
+    if cache.get("disk_limit"):
+        size += f" + {human_bytes(int(cache.get('disk_bytes') or 0))} on disk"
+    requests = int(cache.get("requests") or 0)
+    rate = f"{round(100 * float(cache.get('hit_rate') or 0))}% hits" if requests else "no prompts yet"
+    return f"{size}, {rate}"
 
 
 @click.command()

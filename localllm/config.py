@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from .errors import ConfigError, InvalidModelName
+from .limits import PROMPT_CACHE_DISK
 from .names import parse_name
 from .types import KV_CACHE_TYPES
 
@@ -87,6 +88,17 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "1 lets /v1/embeddings embed token-id input as this model's ids (by default it is refused: clients count "
         "tokens with another tokenizer)",
     ),
+    "LOCALLLM_CACHE_RAM": (
+        "auto",
+        "RAM for each model's prompt cache beyond its slots: saved KV states of evicted prompts (bytes, or e.g. "
+        "512MiB, 8GiB; auto: a quarter of the RAM free when the model loads, at most 8GiB; 0: off)",
+    ),
+    "LOCALLLM_CACHE_DIR": (
+        "",
+        "directory where the prompt cache's states are also written, to outlive a model's unload and a restart "
+        "(empty: no disk tier)",
+    ),
+    "LOCALLLM_CACHE_DISK": ("16GiB", "most bytes the prompt cache keeps in LOCALLLM_CACHE_DIR; the oldest go"),
     "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
     "LOCALLLM_LOG_FORMAT": ("text", "text, or json for one JSON object per line (with each request's id)"),
     "LOCALLLM_SHUTDOWN_GRACE": (
@@ -285,6 +297,16 @@ def parse_size(value: str, *, name: str) -> int:
     return int(amount * _SIZE_UNITS[unit])
 
 
+def _cache_ram(environ: Mapping[str, str]) -> int:
+    """LOCALLLM_CACHE_RAM in bytes; -1 for auto (the runner takes a share of the RAM free when it loads)."""
+    raw = environ.get("LOCALLLM_CACHE_RAM", "").strip()
+    if raw.lower() in {"", "auto"}:
+        return -1
+    if raw.rstrip("bBiIkKmMgG ") in {"0", "0.0"}:
+        return 0
+    return parse_size(raw, name="LOCALLLM_CACHE_RAM")
+
+
 def _model(environ: Mapping[str, str], name: str) -> str | None:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -322,6 +344,9 @@ class Settings:
     log_format: str = "text"  # "text" or "json" (one object per line)
     metrics: bool = False  # serve GET /metrics
     shutdown_grace: float = 5.0  # seconds requests in flight get to finish after SIGTERM
+    cache_ram: int = -1  # bytes of saved KV states per model in RAM; -1: auto; 0: off
+    cache_dir: Path | None = None  # the prompt cache's disk tier (None: none)
+    cache_disk: int = PROMPT_CACHE_DISK  # its bound in bytes
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -357,4 +382,9 @@ class Settings:
             shutdown_grace=_duration(
                 env, "LOCALLLM_SHUTDOWN_GRACE", "5s", ok=lambda s: 0 <= s <= 600, hint="from 0 to 10m, such as '5s'"
             ),
+            cache_ram=_cache_ram(env),
+            cache_dir=Path(cache_dir).expanduser()
+            if (cache_dir := env.get("LOCALLLM_CACHE_DIR", "").strip())
+            else None,
+            cache_disk=parse_size(env.get("LOCALLLM_CACHE_DISK", "").strip() or "16GiB", name="LOCALLLM_CACHE_DISK"),
         )

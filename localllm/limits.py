@@ -52,6 +52,15 @@ RESPONSES_MAX_COUNT = 1000  # responses kept in memory; the oldest go first
 RESPONSES_MAX_BYTES = 64 << 20  # their size (response objects and conversations); the oldest go first
 RESPONSES_TTL_S = 24 * 3600.0  # a stored response expires after this long
 
+# -- the prompt cache (saved KV states of the runners' sequences; runner/kvstates.py, runner/kvfiles.py) -------
+PROMPT_CACHE_RAM_MAX = 8 << 30  # LOCALLLM_CACHE_RAM's default: this, or a quarter of the RAM free, if less
+PROMPT_CACHE_RAM_SHARE = 4  # ... the default is the RAM available when the runner starts over this
+PROMPT_CACHE_DISK = 16 << 30  # LOCALLLM_CACHE_DISK's default: the whole LOCALLLM_CACHE_DIR
+PROMPT_CACHE_MIN_TOKENS = 64  # a sequence shorter than this is not saved
+PROMPT_CACHE_MAX_STATES = 4096  # states in RAM, and files on disk, per runner (their tokens stay indexed)
+PROMPT_CACHE_CANDIDATES = 64  # states compared token by token (one block each) in one lookup
+PROMPT_CACHE_WRITES = 8  # state files queued for writing; past it a state stays in RAM only
+
 # -- GGUF metadata (a model file is untrusted input too) ---------------------------------------------------
 GGUF_MAX_KEYS = 1 << 16  # metadata keys of one file
 GGUF_MAX_TENSORS = 1 << 17  # tensor infos of one file (the biggest MoE models have ~30k)
@@ -65,6 +74,11 @@ GGUF_MAX_READ = 64 << 20  # bytes of metadata values kept for one file, verbose 
 def render_workers() -> int:
     """Render worker processes: one per core, at least 2 (a slow render never holds every worker), at most 4."""
     return max(2, min(4, os.cpu_count() or 2))
+
+
+def prompt_cache_ram(available: int) -> int:
+    """LOCALLLM_CACHE_RAM's default for a runner starting with `available` bytes of RAM free."""
+    return max(0, min(PROMPT_CACHE_RAM_MAX, available // PROMPT_CACHE_RAM_SHARE))
 
 
 def prompt_bytes(n_ctx: int) -> int:

@@ -34,7 +34,7 @@ from .memory import estimate as estimate_memory
 from .memory import place as place_model
 from .runner.process import RunnerProcess
 from .runner.protocol import Job, LoadSpec, RunnerInfo
-from .types import Done, LoadedModel, ModelDetails, Token
+from .types import Done, LoadedModel, ModelDetails, PromptCacheStats, Token
 
 log = logging.getLogger("localllm.scheduler")
 
@@ -50,6 +50,9 @@ class Runner(Protocol):
 
     @property
     def alive(self) -> bool: ...
+
+    @property
+    def prompt_cache(self) -> PromptCacheStats | None: ...
 
     def generate(self, job: Job) -> AsyncGenerator[Token | Done, None]: ...
 
@@ -502,6 +505,7 @@ class Scheduler:
                     expires_at=now_wall + remaining if math.isfinite(remaining) else math.inf,
                     details=entry.ref.details,
                     kv_cache_type=entry.spec.kv_cache_type,
+                    prompt_cache=entry.runner.prompt_cache,
                 )
             )
         out.sort(key=lambda m: m.expires_at, reverse=True)

@@ -362,6 +362,9 @@ class Service:
             stream_interval=self.settings.stream_interval,
             flash_attention=self.settings.flash_attention,
             kv_cache_type=kv_cache_type,
+            cache_ram=self.settings.cache_ram,
+            cache_dir=str(self.settings.cache_dir or ""),
+            cache_disk=self.settings.cache_disk,
             lora=tuple(
                 str(self.store.blob_path(layer.digest))
                 for layer in model.stored.manifest.layers

@@ -15,7 +15,7 @@ from localllm.errors import EngineError
 from localllm.renderpool import Renderer
 from localllm.runner.protocol import Job, LoadSpec, RunnerInfo
 from localllm.scheduler import RunnerFactory
-from localllm.types import Done, Token
+from localllm.types import Done, PromptCacheStats, Token
 
 
 def write_tiny_gguf(path: Path, *, template: str | None = None, context_length: int = 256) -> Path:
@@ -51,6 +51,7 @@ class FakeRunner:
         self.stopped = False
         self.cancelled = 0
         self._dead = False
+        self.prompt_cache: PromptCacheStats | None = None
 
     @property
     def alive(self) -> bool:

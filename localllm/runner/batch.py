@@ -4,7 +4,9 @@ Every step puts the next token of each generating request and chunks of new prom
 decodes it once, and samples each request with its own sampler chain. A request joins at the next step
 and leaves without disturbing the others. A slot keeps the tokens whose KV it holds, so a new request
 goes to the free slot sharing the longest prefix with it and evaluates only what follows (multi-turn
-chats re-send their history). Output leaves as one message per request per step.
+chats re-send their history). Beyond the slots, saved states (kvstates.py): before a slot is reused, what
+it held is saved when worth it, and a prompt that a saved state begins better than any free slot gets that
+state restored into its slot. Output leaves as one message per request per step.
 
 The loop talks to llama.cpp only through `Engine` (engine.py), so it can be driven by a fake in tests.
 """
@@ -24,8 +26,10 @@ from typing import Any, Protocol
 from ..types import TokenLogprob
 from . import detokenize
 from .context import cut_to_fit
+from .kvstates import BLOCK, KVStates, Source
 from .protocol import (
     STREAM_INTERVAL,
+    CacheReport,
     Cancel,
     Detokenize,
     Embed,
@@ -74,6 +78,8 @@ class EngineLike(Protocol):
     def worth_a_tile(self, n_new: int, n_past: int) -> bool: ...
     def ran_out_of_memory(self) -> bool: ...
     def logprobs(self, index: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]: ...
+    def save_state(self, seq: int) -> bytearray | None: ...
+    def load_state(self, seq: int, data: bytearray) -> bool: ...
 
 
 def sampling_for(job: Job, grammar_for: Callable[[Any], str] | None = None) -> Sampling:
@@ -125,18 +131,20 @@ class Batcher:
     def __init__(
         self,
         engine: EngineLike,
-        send: Callable[[str, Event], None],
+        send: Callable[[str | None, Event], None],
         make_sampler: Callable[[Sampling], SamplerLike],
         grammar_for: Callable[[Any], str] | None = None,
         embed: Callable[[Embed | Rerank], Vectors | Scores | Failure] | None = None,
         stream_interval: float = STREAM_INTERVAL,
+        states: KVStates | None = None,
     ) -> None:
         self.engine = engine
         self.stream_interval = stream_interval
         self.grammar_for = grammar_for
         # answers an `Embed` or `Rerank` request (embedding.answer, rerank.answer), between decode steps
         self.embed = embed
-        self.send = send  # an event for the request of that id
+        self.send = send  # an event for the request of that id (None: about the runner)
+        self.states = states  # saved KV states beyond the slots (None: only the slots')
         self.make_sampler = make_sampler
         self.slots = [Slot(i) for i in range(engine.n_parallel)]
         self.waiting: collections.deque[Work] = collections.deque()
@@ -203,6 +211,7 @@ class Batcher:
         return bool(self.waiting) or any(s.work is not None for s in self.slots)
 
     def _assign(self) -> None:
+        reported = False
         while self.waiting:
             free = [s for s in self.slots if s.work is None]
             if not free:
@@ -220,14 +229,48 @@ class Batcher:
                 slot = max(good, key=lambda s: (reuse[s.seq], -s.last_used))
             else:
                 slot = min(free, key=lambda s: s.last_used)
-            keep = reuse[slot.seq]
+            work.t_start = time.perf_counter()
+            keep, source = self._reuse(slot, work.prompt, reuse[slot.seq])
             if keep < len(slot.tokens) and not self.engine.forget(slot.seq, keep):
-                keep = 0
+                keep, source = 0, "none"
             del slot.tokens[keep:]
             work.slot, work.n_past, work.cached = slot.seq, keep, keep
             work.pending = work.prompt[keep:]
-            work.t_start = time.perf_counter()
             slot.work = work
+            if self.states is not None:
+                self.states.note(source, keep, len(work.prompt))
+                reported = True
+        if reported and self.states is not None:
+            self.send(None, CacheReport(**dataclasses.asdict(self.states.stats())))
+
+    def _reuse(self, slot: Slot, prompt: list[int], keep: int) -> tuple[int, Source]:
+        """How much of `prompt` `slot` holds once it takes it, and from where: the `keep` tokens it holds
+        already, or more from a saved state restored into it (kvstates.py). What the slot loses is saved
+        first, when that is worth it."""
+        states = self.states
+        if states is None:
+            return keep, "slot"
+        state, n = states.find(prompt)
+        n = min(n, len(prompt) - 1)
+        if state is None or n < keep + BLOCK:  # restore only for a block or more beyond what the slot holds
+            self._save(slot, keep)
+            return keep, "slot" if keep else "none"
+        self._save(slot, 0)
+        slot.tokens.clear()
+        source = states.restore(self.engine, slot.seq, state)
+        if source == "none":
+            return 0, source
+        slot.tokens.extend(state.tokens)
+        return n, source
+
+    def _save(self, slot: Slot, keep: int) -> None:
+        """Save what `slot` holds before it is cut to `keep` tokens, if a block or more would be lost."""
+        states = self.states
+        if states is None or len(slot.tokens) - keep < BLOCK or not states.wants(slot.tokens):
+            return
+        data = self.engine.save_state(slot.seq)
+        if data is not None:
+            states.save(slot.tokens, data)
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -238,12 +281,23 @@ class Batcher:
                 item = inbox.get(block=not self.busy)
                 while True:
                     if item is None:
+                        self.close()
                         return
                     self.handle(*item)
                     item = inbox.get_nowait()
             except queue.Empty:
                 pass
             self.step()
+
+    def close(self) -> None:
+        """With a disk tier, save what the slots hold (a restart finds it); finish the state files' writes."""
+        if self.states is None:
+            return
+        if self.states.files is not None:
+            for slot in self.slots:
+                if slot.work is None:
+                    self._save(slot, 0)
+        self.states.close()
 
     def step(self) -> None:
         for slot in self.slots:

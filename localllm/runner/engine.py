@@ -21,6 +21,7 @@ import llama_cpp
 import numpy as np
 
 from ..errors import EngineFailure
+from . import kvfiles
 from .protocol import LoadSpec, RunnerInfo, Sampling
 from .rerank import RerankFrame
 
@@ -254,6 +255,11 @@ class Engine:
         recurrent = llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
         flash = spec.flash_attention != "off"
         self.tail_tile = FA_TILE if flash and on_cpu and not recurrent and not spec.embedding else 0
+        # Saved states (kvstates.py) are restored and then cut to the prompt's common prefix: a recurrent
+        # state cannot be cut, so those models keep only their slots.
+        self.saves_states = not recurrent and not spec.embedding and self.memory is not None
+        self.n_swa = int(llama_cpp.llama_model_n_swa(model))
+        self._spec = spec
         self._attention_per_token = 2.0 * float(llama_cpp.llama_model_n_embd(model)) * self.n_layer
         self._matmul_per_token = 2.0 * max(1.0, float(llama_cpp.llama_model_n_params(model)))
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -391,11 +397,51 @@ class Engine:
         return int(llama_cpp.llama_decode(self.ctx, self._batch))
 
     def forget(self, seq: int, from_pos: int) -> bool:
-        """Drop the cache of sequence `seq` from `from_pos` on; False if this model cannot cut part of it."""
+        """Drop the cache of sequence `seq` from `from_pos` on; False if this model cannot cut part of it (then
+        all of it is dropped). A sliding-window cache has dropped its oldest positions: cut back further than
+        its window, it lacks what the next tokens attend to (llama-server's test)."""
         if llama_cpp.llama_memory_seq_rm(self.memory, seq, from_pos, -1):
+            pos_min = int(llama_cpp.llama_memory_seq_pos_min(self.memory, seq))
+            if not self.n_swa or from_pos == 0 or pos_min <= max(0, from_pos - self.n_swa):
+                return True
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+        return False
+
+    # -- saved states (the prompt cache's, kvstates.py) ----------------------------------------------
+
+    def save_state(self, seq: int) -> bytearray | None:
+        """A copy of sequence `seq`'s state (its KV cache), None if llama.cpp gives none."""
+        size = int(llama_cpp.llama_state_seq_get_size(self.ctx, seq))
+        if size <= 0:
+            return None
+        data = bytearray(size)
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, (ctypes.c_uint8 * size).from_buffer(data), size, seq)
+        return data if written == size else None
+
+    def load_state(self, seq: int, data: bytearray) -> bool:
+        """Put a saved state into sequence `seq` (replacing what it held); False when llama.cpp refuses it (the
+        sequence is then empty)."""
+        buf = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        if llama_cpp.llama_state_seq_set_data(self.ctx, buf, len(data), seq) > 0:
             return True
         llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
         return False
+
+    def state_layout(self) -> dict[str, object]:
+        """Everything a saved state depends on: a state is restored only into a runner whose layout is equal."""
+        spec = self._spec
+        return {
+            "format": 1,
+            "llama_cpp": llama_cpp.__version__,
+            "model": kvfiles.file_identity(spec.model_path),
+            "lora": [kvfiles.file_identity(p) for p in spec.lora],
+            "n_ctx_seq": self.n_ctx_seq,
+            "n_ctx": int(llama_cpp.llama_n_ctx(self.ctx)),
+            "n_parallel": self.n_parallel,
+            "kv_cache_type": spec.kv_cache_type,
+            "flash_attention": spec.flash_attention,
+            "n_gpu_layers": self.n_gpu_layers if self.gpu else 0,
+        }
 
     def logprobs(self, index: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
         """The log-probability of `token` at output `index`, and the `top` most likely tokens."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar, Literal, get_args
 
 from ..errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
-from ..types import Done, Token, TokenLogprob
+from ..types import Done, PromptCacheStats, Token, TokenLogprob
 from .wire import Message, ProtocolError, decode_line, encode_line
 
 ErrorKind = Literal[EngineFailure, "context", "request"]
@@ -206,8 +206,24 @@ class Failure:
         return EngineError(self.message, kind=self.kind)
 
 
-Event = RunnerInfo | Text | Finished | TokenList | Vectors | Scores | Failure
-_EVENTS: dict[str, type[Event]] = {t.EV: t for t in (RunnerInfo, Text, Finished, TokenList, Vectors, Scores, Failure)}
+@dataclass(frozen=True)
+class CacheReport(PromptCacheStats):
+    """The runner's prompt cache (no id): sent when jobs start, kept by the daemon for `/api/ps`."""
+
+    EV: ClassVar[str] = "cache"
+
+    def to_message(self) -> Message:
+        return {"ev": self.EV, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_message(cls, message: Message) -> CacheReport:
+        return cls(**{f.name: int(message.get(f.name) or 0) for f in fields(cls)})
+
+
+Event = RunnerInfo | Text | Finished | TokenList | Vectors | Scores | Failure | CacheReport
+_EVENTS: dict[str, type[Event]] = {
+    t.EV: t for t in (RunnerInfo, Text, Finished, TokenList, Vectors, Scores, Failure, CacheReport)
+}
 
 
 def encode_event(rid: str | None, event: Event) -> bytes:

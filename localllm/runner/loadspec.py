@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 
+from ..limits import PROMPT_CACHE_DISK
 from .wire import Message, ProtocolError, decode_line
 
 STREAM_INTERVAL = 0.025  # seconds between a stream's "text" messages (its first token goes at once)
@@ -27,6 +28,10 @@ class LoadSpec:
     stream_interval: float = STREAM_INTERVAL  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
     flash_attention: str = "auto"  # "auto" (llama.cpp's choice), "on" or "off" (LOCALLLM_FLASH_ATTENTION)
     kv_cache_type: str = "f16"  # K and V elements: "f16", "q8_0" or "q4_0" (the quantised ones need flash attention)
+    # the prompt cache's saved KV states (runner/kvstates.py)
+    cache_ram: int = -1  # bytes in RAM; -1: limits.prompt_cache_ram of the RAM free; 0: none (LOCALLLM_CACHE_RAM)
+    cache_dir: str = ""  # the disk tier's directory; "": no disk tier (LOCALLLM_CACHE_DIR)
+    cache_disk: int = PROMPT_CACHE_DISK  # the disk tier's bound in bytes (LOCALLLM_CACHE_DISK)
 
     def to_message(self) -> Message:
         message = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -49,6 +54,9 @@ class LoadSpec:
                 stream_interval=float(message.get("stream_interval", cls.stream_interval)),
                 flash_attention=str(message.get("flash_attention", cls.flash_attention)),
                 kv_cache_type=str(message.get("kv_cache_type", cls.kv_cache_type)),
+                cache_ram=int(message.get("cache_ram", cls.cache_ram)),
+                cache_dir=str(message.get("cache_dir", cls.cache_dir)),
+                cache_disk=int(message.get("cache_disk", cls.cache_disk)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"bad load spec: {exc}") from exc

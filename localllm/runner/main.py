@@ -14,8 +14,13 @@ import os
 import queue
 import sys
 import threading
-from typing import BinaryIO
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
+from ..limits import prompt_cache_ram
+from ..memory import SystemMemory
+from .kvfiles import KVFiles
+from .kvstates import KVStates
 from .protocol import (
     Embed,
     Event,
@@ -29,6 +34,9 @@ from .protocol import (
     decode_request,
     encode_event,
 )
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 class Channel:
@@ -62,6 +70,19 @@ def _read_commands(inbox: queue.Queue[tuple[str, Request] | None], channel: Chan
     inbox.put(None)
 
 
+def open_states(spec: LoadSpec, engine: Engine) -> KVStates | None:
+    """The prompt cache's saved states for this runner (None for a model whose states are not kept)."""
+    if not engine.saves_states:
+        return None
+    ram = spec.cache_ram if spec.cache_ram >= 0 else prompt_cache_ram(SystemMemory(nvidia_smi=None).snapshot().ram_free)
+    if spec.cache_dir:
+        try:
+            return KVStates(ram, KVFiles(Path(spec.cache_dir).expanduser(), engine.state_layout(), spec.cache_disk))
+        except OSError as exc:
+            logging.warning("prompt cache: no disk tier, %s is unusable: %s", spec.cache_dir, exc)
+    return KVStates(ram)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="runner: %(levelname)s %(message)s")
@@ -79,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         channel.send(None, Failure("load", f"failed to load model: {exc}"))
         return 1
+    states = open_states(spec, engine)  # before "ready": its disk tier is scanned as part of the load
     channel.send(None, engine.info())
     inbox: queue.Queue[tuple[str, Request] | None] = queue.Queue()
     threading.Thread(target=_read_commands, args=(inbox, channel), daemon=True, name="commands").start()
@@ -89,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return embedding.answer(engine, request)
 
     sampler = functools.partial(Sampler, engine)
-    Batcher(engine, channel.send, sampler, grammar_for, embed if engine.embedding else None, spec.stream_interval).run(
-        inbox
-    )
+    embedder = embed if engine.embedding else None
+    Batcher(engine, channel.send, sampler, grammar_for, embedder, spec.stream_interval, states).run(inbox)
     engine.close()
     return 0
 

@@ -17,8 +17,9 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 
 from ..errors import EngineError
-from ..types import Done, Token
+from ..types import Done, PromptCacheStats, Token
 from .protocol import (
+    CacheReport,
     Cancel,
     Detokenize,
     Embed,
@@ -53,6 +54,7 @@ class RunnerProcess:
         self.spec = spec
         self.proc = proc
         self.info = RunnerInfo()
+        self.prompt_cache: PromptCacheStats | None = None  # the runner's last `CacheReport`
         self._queues: dict[str, asyncio.Queue[Event]] = {}
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._reader: asyncio.Task[None] | None = None
@@ -133,6 +135,9 @@ class RunnerProcess:
             async for line in self.proc.stdout:
                 self._last_heard = time.monotonic()
                 rid, event = _safe_decode(line)
+                if rid is None and isinstance(event, CacheReport):
+                    self.prompt_cache = event
+                    continue
                 queue = self._queues.get(rid) if rid is not None else None
                 if queue is not None and event is not None:
                     queue.put_nowait(event)

@@ -12,6 +12,7 @@ daemon -> runner                                      runner -> daemon
   Rerank    {"op": "rerank", "id", "query", ...}        Vectors     {"ev": "embeddings", "id", "embeddings", ...}
   Detokenize {"op": "detokenize", "id", "tokens"}       Scores      {"ev": "scores", "id", "scores", ...}
   Cancel    {"op": "cancel", "id"}                      Failure     {"ev": "error", "id"?, "kind", "message", ...}
+                                                        CacheReport {"ev": "cache", "ram_bytes", "requests", ...}
   EOF on stdin: exit
 
 Each type has `to_message()` and `from_message()`; `encode_request`/`decode_request` and
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from .events import (
     ERROR_KINDS,
+    CacheReport,
     ErrorKind,
     Event,
     Failure,
@@ -59,6 +61,7 @@ __all__ = [
     "RANDOM_SEED",
     "SAMPLING_OPTIONS",
     "STREAM_INTERVAL",
+    "CacheReport",
     "Cancel",
     "Detokenize",
     "Embed",

@@ -11,6 +11,7 @@ import pytest
 
 from localllm.runner.batch import Batcher
 from localllm.runner.context import cut_to_fit
+from localllm.runner.kvstates import KVStates
 from localllm.runner.protocol import STREAM_INTERVAL, Cancel, Event, Job, encode_event
 
 EOG = 0
@@ -70,6 +71,14 @@ class ScriptEngine:
     def ran_out_of_memory(self) -> bool:
         return False
 
+    def save_state(self, seq: int) -> bytearray | None:
+        self.saves = getattr(self, "saves", 0) + 1
+        return bytearray(json.dumps(self.kv.get(seq, [])).encode())
+
+    def load_state(self, seq: int, data: bytearray) -> bool:
+        self.kv[seq] = json.loads(data)
+        return True
+
 
 class ScriptSampler:
     """The n-th token it samples is the n-th character of the script (then end of generation)."""
@@ -95,7 +104,7 @@ def make(
     return Batcher(engine, recorder(sent), sampler, stream_interval=stream_interval), engine, sent
 
 
-def recorder(sent: list[dict[str, Any]]) -> Callable[[str, Event], None]:
+def recorder(sent: list[dict[str, Any]]) -> Callable[[str | None, Event], None]:
     """A `send` that keeps each event as the message the daemon would read."""
     return lambda rid, event: sent.append(json.loads(encode_event(rid, event)))
 
@@ -307,3 +316,43 @@ def test_a_format_the_grammar_converter_cannot_take_is_refused_and_the_loop_goes
     error = next(m for m in sent if m.get("id") == "bad")
     assert error["ev"] == "error" and error["kind"] == "request" and "Unrecognized schema" in error["message"]
     assert text_of(sent, "good") == "ok"
+
+
+def with_states(script: str, ram: int = 1 << 20, **kwargs: Any) -> tuple[Batcher, ScriptEngine, list[dict[str, Any]]]:
+    engine = ScriptEngine(script, **kwargs)
+    sent: list[dict[str, Any]] = []
+    sampler = lambda params: ScriptSampler(script)  # noqa: E731
+    return Batcher(engine, recorder(sent), sampler, states=KVStates(ram)), engine, sent
+
+
+def test_a_prompt_that_went_out_of_every_slot_comes_back_from_a_saved_state() -> None:
+    batcher, engine, sent = with_states("!", n_parallel=2, n_ctx=512, n_batch=64)
+    long = "".join(chr(0x4E00 + i) for i in range(200))  # one token a character
+    batcher.handle("long", Job(long))
+    run(batcher)
+    for i in range(2):  # other traffic takes both slots
+        batcher.handle(f"other{i}", Job(chr(0x6000 + i) * 150))
+    run(batcher)
+    assert all(s.tokens[0] != ord(long[0]) for s in batcher.slots), "no slot holds the long prompt any more"
+    saves = engine.saves
+    batcher.handle("again", Job(long + "?"))
+    run(batcher)
+    done = done_of(sent, "again")
+    assert done["cached_tokens"] == len(long) and done["prompt_eval_count"] == 1
+    assert engine.saves == saves + 1, "the slot it took was saved first (the other traffic's prompt)"
+    slot = next(s for s in batcher.slots if s.tokens[:200] == [ord(c) for c in long])
+    assert engine.kv[slot.seq] == slot.tokens, "the restored state was cut to what the prompt shares"
+    report = [m for m in sent if m["ev"] == "cache"][-1]
+    assert "id" not in report and report["ram_hits"] == 1 and report["ram_states"] >= 2
+    assert report["requests"] == 4 and report["cached_tokens"] == len(long)
+
+
+def test_a_slot_that_keeps_its_prefix_is_not_saved_again() -> None:
+    batcher, engine, sent = with_states("!", n_parallel=1, n_ctx=512, n_batch=64)
+    long = "x" * 150
+    batcher.handle("a", Job(long))
+    run(batcher)
+    batcher.handle("b", Job(long + "y"))  # the slot keeps everything: nothing lost, nothing saved
+    run(batcher)
+    assert getattr(engine, "saves", 0) == 0 and done_of(sent, "b")["cached_tokens"] == 150
+    assert [m for m in sent if m["ev"] == "cache"][-1]["slot_hits"] == 1

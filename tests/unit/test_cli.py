@@ -311,6 +311,26 @@ def test_ps_prints_processor_context_and_until(daemon: FakeDaemon) -> None:
     assert "48%/52% CPU/GPU" in lines[3] and lines[3].endswith("Stopping...")
 
 
+def test_ps_shows_each_models_prompt_cache_when_the_daemon_reports_it(
+    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = daemon.route_api_ps(None).json()["models"]
+    plain[0]["prompt_cache"] = {
+        "ram_bytes": 12_000_000,
+        "disk_bytes": 0,
+        "disk_limit": 0,
+        "requests": 8,
+        "hit_rate": 0.75,
+    }
+    plain[1]["prompt_cache"] = {"ram_bytes": 0, "disk_bytes": 2_500_000_000, "disk_limit": 1 << 34, "requests": 0}
+    monkeypatch.setattr(daemon, "route_api_ps", lambda body: httpx.Response(200, json={"models": plain}))
+    lines = invoke(daemon, ["ps"]).stdout.splitlines()
+    assert lines[0].split()[-3:] == ["UNTIL", "PROMPT", "CACHE"]
+    assert lines[1].endswith("12 MB in RAM, 75% hits")
+    assert lines[2].endswith("0 B in RAM + 2.5 GB on disk, no prompts yet")
+    assert lines[3].rstrip().endswith("Stopping..."), "a model without a report: the column is empty"
+
+
 def test_show_prints_a_summary(daemon: FakeDaemon) -> None:
     result = invoke(daemon, ["show", "smollm2:135m"])
     assert result.exit_code == 0, result.output

@@ -46,6 +46,15 @@ def test_stream_interval() -> None:
     assert Settings.from_env({"LOCALLLM_STREAM_INTERVAL": "100ms"}).stream_interval == 0.1
 
 
+def test_prompt_cache() -> None:
+    s = Settings.from_env({})
+    assert (s.cache_ram, s.cache_dir, s.cache_disk) == (-1, None, 16 << 30), "auto RAM, no disk tier"
+    for raw, value in (("0", 0), ("0B", 0), ("auto", -1), ("512MiB", 512 << 20), ("8GiB", 8 << 30), ("1000", 1000)):
+        assert Settings.from_env({"LOCALLLM_CACHE_RAM": raw}).cache_ram == value
+    s = Settings.from_env({"LOCALLLM_CACHE_DIR": "~/kv", "LOCALLLM_CACHE_DISK": "2GiB"})
+    assert s.cache_dir == Path("~/kv").expanduser() and s.cache_disk == 2 << 30
+
+
 @pytest.mark.parametrize(
     ("value", "url"),
     [
@@ -95,6 +104,9 @@ def test_durations(value: object, seconds: float) -> None:
         ({"LOCALLLM_STREAM_INTERVAL": "often"}, "LOCALLLM_STREAM_INTERVAL"),
         ({"LOCALLLM_FLASH_ATTENTION": "fast"}, "LOCALLLM_FLASH_ATTENTION"),
         ({"LOCALLLM_KV_CACHE_TYPE": "q4_1"}, "LOCALLLM_KV_CACHE_TYPE"),
+        ({"LOCALLLM_CACHE_RAM": "lots"}, "LOCALLLM_CACHE_RAM"),
+        ({"LOCALLLM_CACHE_RAM": "-5"}, "LOCALLLM_CACHE_RAM"),
+        ({"LOCALLLM_CACHE_DISK": "0"}, "LOCALLLM_CACHE_DISK"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:

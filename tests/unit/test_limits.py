@@ -62,3 +62,9 @@ def test_regexes_turned_into_grammars_are_bounded() -> None:
     with pytest.raises(UnsupportedRegex):  # Python's own parser or ours: refused, never a RecursionError
         regex_to_gbnf("(" * 1500 + "a" + ")" * 1500)
     assert regex_to_gbnf("[a-z]{2,3}") == "root ::= [a-z]{2,3}\n"
+
+
+def test_the_prompt_caches_default_ram_is_a_share_of_the_free_ram_and_capped() -> None:
+    assert limits.prompt_cache_ram(4 << 30) == 1 << 30
+    assert limits.prompt_cache_ram(256 << 30) == limits.PROMPT_CACHE_RAM_MAX == 8 << 30
+    assert limits.prompt_cache_ram(0) == 0

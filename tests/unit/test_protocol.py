@@ -8,6 +8,7 @@ import pytest
 
 from localllm.errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
 from localllm.runner.protocol import (
+    CacheReport,
     Cancel,
     Detokenize,
     Embed,
@@ -98,6 +99,8 @@ EVENTS: list[Event] = [
     Failure("context", "the input is 300 tokens", n_tokens=300, n_ctx=256),
     Failure("out_of_memory", "failed to load model: llama.cpp could not create the context"),
     Failure("request", "input 1 is empty"),
+    CacheReport(ram_bytes=1 << 20, ram_states=3, ram_limit=8 << 30, requests=9, slot_hits=2, ram_hits=4),
+    CacheReport(),
 ]
 
 
@@ -112,7 +115,8 @@ def test_load_spec_round_trips_through_the_runners_argument() -> None:
     spec = LoadSpec("/m/model.gguf", 2048, num_gpu=12, n_threads=3, n_batch=256, use_mmap=False, n_parallel=2)
     full = LoadSpec("/m/bert.gguf", 512, embedding=True, lora=("/a.gguf", "/b.gguf"), stream_interval=0.0)
     quantised = LoadSpec("/m/x.gguf", 1, flash_attention="on", kv_cache_type="q8_0")
-    for s in (spec, full, LoadSpec("/m/x.gguf", 1, flash_attention="off"), quantised):
+    cached = LoadSpec("/m/x.gguf", 64, cache_ram=0, cache_dir="/var/cache/kv", cache_disk=1 << 30)
+    for s in (spec, full, LoadSpec("/m/x.gguf", 1, flash_attention="off"), quantised, cached):
         assert LoadSpec.from_argument(s.to_argument()) == s
         assert LoadSpec.from_message(s.to_message()) == s
     with pytest.raises(ProtocolError):

@@ -21,6 +21,7 @@ from localllm.scheduler import BUSY_MESSAGE, Lease, ModelRef, Scheduler
 from localllm.server.app import create_app
 from localllm.service import Service
 from localllm.store import Manifest, Store
+from localllm.types import PromptCacheStats
 
 from ..fakes import FakeFactory, FakeRunner, write_tiny_gguf
 
@@ -612,3 +613,16 @@ def test_ps_counts_a_quantised_kv_cache_in_the_estimate(tmp_path: Path) -> None:
         weights = json.loads(next((tmp_path / "models" / "manifests").rglob("latest")).read_text())["layers"][0]["size"]
         # as above, in q8_0: 34 bytes per 32 elements instead of 2 bytes per element
         assert model["size"] == weights + 2 * 256 * 4 * 16 * 34 // 32 and model["kv_cache_type"] == "q8_0"
+
+
+def test_ps_reports_each_runners_prompt_cache(tmp_path: Path) -> None:
+    factory = FakeFactory()
+    for client in client_over(tmp_path, Scheduler(factory=factory, memory=plenty())):
+        assert client.post("/api/generate", json={"model": "tiny"}).status_code == 200
+        (model,) = client.get("/api/ps").json()["models"]
+        assert "prompt_cache" not in model, "nothing reported yet"
+        factory.runners[-1].prompt_cache = PromptCacheStats(ram_bytes=4096, ram_states=2, requests=4, ram_hits=3)
+        (model,) = client.get("/api/ps").json()["models"]
+        cache = model["prompt_cache"]
+        assert cache["ram_bytes"] == 4096 and cache["hits"] == 3 and cache["hit_rate"] == 0.75
+        assert cache["disk_limit"] == 0

@@ -443,6 +443,8 @@ async def ps(request: Request) -> Response:
                 "kv_cache_type": m.kv_cache_type,
             }
         )
+        if m.prompt_cache is not None:  # localllm's own field (Ollama's clients ignore it)
+            models[-1]["prompt_cache"] = m.prompt_cache.as_dict()
     return JSONResponse({"models": models})
 
 

@@ -1,0 +1,352 @@
+"""Saved KV states of the runner's sequences: the prompt cache beyond the slots, in RAM and on disk.
+
+A slot's sequence holds the KV cache of the tokens it last evaluated; a new prompt that begins with them
+evaluates only the rest (batch.py). With more users than slots, that cache is overwritten. So before a slot
+is reused, the decode loop saves what its sequence holds (llama.cpp's state of one sequence, and the tokens it
+was computed from) here, and a new prompt takes whichever shares the longest prefix with it: a slot, or a saved
+state, which is copied back into a slot (`engine.load_state`) and trimmed to the common prefix.
+
+States are found through a `PrefixIndex`: the prompt's tokens in blocks of `BLOCK`, each block's hash chained
+on the previous one's, so one dictionary entry names a whole prefix. A lookup binary-searches the deepest block
+some state shares with the prompt, then compares at most one block of tokens with each of those states; never
+every state token by token. The RAM tier is bounded in bytes (`LOCALLLM_CACHE_RAM`) and in count, least
+recently used first out. With a disk tier (`kvfiles.KVFiles`, `LOCALLLM_CACHE_DIR`), every saved state is
+also written to a file (by a background thread) and stays findable once RAM lets it go, and across restarts.
+
+Saving is kept off the common path: a sequence shorter than `PROMPT_CACHE_MIN_TOKENS` is not saved, nor one a
+saved state already covers (its tokens are a prefix of that state's); a state that is a prefix of the new one
+is dropped, as the new one serves every prompt it served.
+
+No llama.cpp here: the engine's save and load go through `StateEngine`, so unit tests drive this with bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from ..limits import PROMPT_CACHE_CANDIDATES, PROMPT_CACHE_MAX_STATES, PROMPT_CACHE_MIN_TOKENS
+from ..types import PromptCacheStats
+from .kvfiles import KVFiles, StoredState
+
+log = logging.getLogger("localllm.runner")
+
+BLOCK = 32  # tokens per hashed block of the prefix index
+Source = Literal["slot", "ram", "disk", "none"]
+
+
+class StateEngine(Protocol):
+    def save_state(self, seq: int) -> bytearray | None: ...
+    def load_state(self, seq: int, data: bytearray) -> bool: ...
+
+
+def chain(tokens: Sequence[int]) -> list[int]:
+    """The chained hash of each whole block of `tokens`: the k-th names tokens[: (k + 1) * BLOCK]."""
+    out: list[int] = []
+    h = 0
+    for end in range(BLOCK, len(tokens) + 1, BLOCK):
+        h = hash((h, *tokens[end - BLOCK : end]))
+        out.append(h)
+    return out
+
+
+def _agree(a: array[int], b: array[int], start: int, stop: int) -> int:
+    """The first position in [start, stop) where `a` and `b` differ (or where either ends, or `stop`)."""
+    stop = min(stop, len(a), len(b))
+    if a[start:stop] == b[start:stop]:
+        return stop
+    for i in range(start, stop):
+        if a[i] != b[i]:
+            return i
+    return stop
+
+
+@dataclass(eq=False)
+class KVState:
+    """One saved sequence: its tokens, its state's bytes in RAM (`data`) and/or its file (`file`)."""
+
+    tokens: array[int]
+    hashes: list[int]
+    size: int  # bytes of the state
+    data: bytearray | None = None
+    file: str | None = None  # its file's name in the disk tier, once written
+    file_size: int = 0
+    last_used: float = 0.0
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+
+class PrefixIndex:
+    """States by the blocks they begin with (see the module's doc)."""
+
+    def __init__(self) -> None:
+        self._through: dict[int, set[KVState]] = {}  # a prefix's chained hash -> the states beginning with it
+        self._ending: dict[int, set[KVState]] = {}  # -> the states whose last whole block it is
+
+    def __len__(self) -> int:
+        return len({s for states in self._ending.values() for s in states})
+
+    def add(self, state: KVState) -> None:
+        for h in state.hashes:
+            self._through.setdefault(h, set()).add(state)
+        self._ending.setdefault(state.hashes[-1], set()).add(state)
+
+    def remove(self, state: KVState) -> None:
+        for table, keys in ((self._through, state.hashes), (self._ending, state.hashes[-1:])):
+            for h in keys:
+                states = table.get(h)
+                if states is not None:
+                    states.discard(state)
+                    if not states:
+                        del table[h]
+
+    def longest(self, tokens: array[int], hashes: list[int]) -> tuple[KVState | None, int]:
+        """The state sharing the longest prefix with `tokens` (whose chained hashes are `hashes`), and how
+        many tokens they share; (None, 0) when none shares a whole block."""
+        # A state holding the first k blocks holds the first k - 1: the blocks shared are a prefix of the
+        # chain, so a binary search finds the deepest.
+        low, high = 0, len(hashes)
+        while low < high:
+            mid = (low + high + 1) // 2
+            if hashes[mid - 1] in self._through:
+                low = mid
+            else:
+                high = mid - 1
+        if low == 0:
+            return None, 0
+        base = low * BLOCK
+        best: KVState | None = None
+        best_n = -1
+        for i, state in enumerate(self._through[hashes[low - 1]]):
+            if i == PROMPT_CACHE_CANDIDATES:
+                break
+            n = _agree(state.tokens, tokens, base, base + BLOCK)
+            if n > best_n or (n == best_n and best is not None and state.size < best.size):
+                best, best_n = state, n
+        # a hash names its blocks but could collide: what is restored is checked token for token (in C)
+        if best is None or best.tokens[:base] != tokens[:base]:
+            return None, 0
+        return best, best_n
+
+    def prefixes_of(self, tokens: array[int], hashes: list[int]) -> list[KVState]:
+        """The states whose tokens are a prefix of `tokens`."""
+        out = []
+        for h in hashes:
+            for state in self._ending.get(h, ()):
+                n = state.n_tokens
+                if n <= len(tokens) and state.tokens == tokens[:n]:
+                    out.append(state)
+        return out
+
+
+@dataclass
+class _Counts:
+    requests: int = 0  # prompts of at least one block, looked up
+    hits: dict[str, int] = field(default_factory=lambda: {"slot": 0, "ram": 0, "disk": 0})
+    cached_tokens: int = 0
+    prompt_tokens: int = 0
+
+
+class KVStates:
+    """The saved states of one runner: RAM (LRU, `ram_limit` bytes) and, with `files`, disk."""
+
+    def __init__(
+        self,
+        ram_limit: int,
+        files: KVFiles | None = None,
+        *,
+        max_states: int = PROMPT_CACHE_MAX_STATES,
+        min_tokens: int = PROMPT_CACHE_MIN_TOKENS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ram_limit = max(0, ram_limit)
+        self.files = files
+        self.max_states = max_states
+        self.min_tokens = max(BLOCK, min_tokens)
+        self.clock = clock
+        self.index = PrefixIndex()
+        self._ram: collections.OrderedDict[KVState, None] = collections.OrderedDict()  # oldest use first
+        self._disk: collections.OrderedDict[KVState, None] = collections.OrderedDict()
+        self.ram_bytes = 0
+        self.disk_bytes = 0
+        self.counts = _Counts()
+        if files is not None:
+            for stored in files.scan():  # oldest use first
+                self._adopt(stored)
+            self._bound()
+
+    @property
+    def enabled(self) -> bool:
+        return self.ram_limit > 0 or self.files is not None
+
+    def _adopt(self, stored: StoredState) -> None:
+        tokens = array("i", stored.tokens)
+        hashes = chain(tokens)
+        if not hashes:
+            return
+        state = KVState(tokens, hashes, stored.size, file=stored.name, file_size=stored.file_size)
+        state.last_used = stored.last_used
+        self.index.add(state)
+        self._disk[state] = None
+        self.disk_bytes += state.file_size
+
+    # -- lookups -------------------------------------------------------------------------------------
+
+    def find(self, tokens: Sequence[int]) -> tuple[KVState | None, int]:
+        """The saved state sharing the longest prefix with `tokens`, and the length of that prefix."""
+        if not self.enabled or len(tokens) < BLOCK:
+            return None, 0
+        prompt = array("i", tokens)
+        return self.index.longest(prompt, chain(prompt))
+
+    def note(self, source: Source, cached: int, n_prompt: int) -> None:
+        """Count a prompt of `n_prompt` tokens that reused `cached` of them from `source`."""
+        if n_prompt < BLOCK:
+            return
+        hit = source != "none" and cached >= BLOCK
+        log.info("prompt cache: %s, %d of %d prompt tokens kept", f"{source} hit" if hit else "miss", cached, n_prompt)
+        c = self.counts
+        c.requests += 1
+        c.prompt_tokens += n_prompt
+        c.cached_tokens += cached
+        if hit:
+            c.hits[source] += 1
+
+    def stats(self) -> PromptCacheStats:
+        c = self.counts
+        return PromptCacheStats(
+            ram_bytes=self.ram_bytes,
+            ram_states=len(self._ram),
+            ram_limit=self.ram_limit,
+            disk_bytes=self.disk_bytes,
+            disk_states=len(self._disk),
+            disk_limit=self.files.limit if self.files is not None else 0,
+            requests=c.requests,
+            slot_hits=c.hits["slot"],
+            ram_hits=c.hits["ram"],
+            disk_hits=c.hits["disk"],
+            cached_tokens=c.cached_tokens,
+            prompt_tokens=c.prompt_tokens,
+        )
+
+    # -- saving --------------------------------------------------------------------------------------
+
+    def wants(self, tokens: Sequence[int]) -> bool:
+        """Whether a sequence holding `tokens` is worth saving: long enough, and not covered by a saved state
+        (which then counts as used now). Asked before the engine copies the state out."""
+        if not self.enabled or len(tokens) < self.min_tokens:
+            return False
+        have, n = self.find(tokens)
+        if have is not None and n == len(tokens):
+            self.touch(have)
+            return False
+        return True
+
+    def save(self, tokens: Sequence[int], data: bytearray) -> KVState | None:
+        """Keep the state `data` of a sequence holding `tokens` (unless a saved state covers it already, or
+        it is bigger than the whole RAM bound); the states it covers go."""
+        prompt = array("i", tokens)
+        hashes = chain(prompt)
+        if not hashes or not self.enabled:
+            return None
+        have, n = self.index.longest(prompt, hashes)
+        if have is not None and n == len(prompt):
+            self.touch(have)
+            return None
+        in_ram = len(data) <= self.ram_limit
+        written = self.files.write(prompt, data) if self.files is not None else None
+        if not in_ram and written is None:
+            return None
+        for old in self.index.prefixes_of(prompt, hashes):
+            self._drop(old)
+        state = KVState(prompt, hashes, len(data), last_used=self.clock())
+        self.index.add(state)
+        if in_ram:
+            state.data = data
+            self._ram[state] = None
+            self.ram_bytes += state.size
+        if written is not None:
+            state.file, state.file_size = written
+            self._disk[state] = None
+            self.disk_bytes += state.file_size
+        self._bound()
+        log.info("prompt cache: saved a state of %d tokens (%d bytes)", len(prompt), len(data))
+        return state
+
+    def _bound(self) -> None:
+        while self._ram and (self.ram_bytes > self.ram_limit or len(self._ram) > self.max_states):
+            self._let_go_ram(next(iter(self._ram)))
+        limit = self.files.limit if self.files is not None else 0
+        while self._disk and (self.disk_bytes > limit or len(self._disk) > self.max_states):
+            self._let_go_disk(next(iter(self._disk)))
+
+    def _let_go_ram(self, state: KVState) -> None:
+        """Free the state's bytes in RAM; it stays findable while it has a file."""
+        if state in self._ram:
+            del self._ram[state]
+            self.ram_bytes -= state.size
+        state.data = None
+        if state.file is None:
+            self.index.remove(state)
+
+    def _let_go_disk(self, state: KVState) -> None:
+        """Delete the state's file; it stays findable while it is in RAM."""
+        if state in self._disk:
+            del self._disk[state]
+            self.disk_bytes -= state.file_size
+        if self.files is not None and state.file is not None:
+            self.files.delete(state.file)
+        state.file = None
+        if state.data is None:
+            self.index.remove(state)
+
+    def _drop(self, state: KVState) -> None:
+        """Forget `state` in both tiers."""
+        self._let_go_ram(state)
+        self._let_go_disk(state)
+        self.index.remove(state)
+
+    # -- restoring -----------------------------------------------------------------------------------
+
+    def touch(self, state: KVState) -> None:
+        state.last_used = self.clock()
+        if state in self._ram:
+            self._ram.move_to_end(state)
+        if state in self._disk:
+            self._disk.move_to_end(state)
+            if self.files is not None and state.file is not None:
+                self.files.touch(state.file)
+
+    def restore(self, engine: StateEngine, seq: int, state: KVState) -> Source:
+        """Load `state` into sequence `seq`; where it came from ("ram", "disk"), or "none" when it could not
+        be (unreadable, or refused by llama.cpp: it is dropped, and the sequence is left empty)."""
+        source: Source = "ram"
+        data = state.data
+        if data is None and self.files is not None and state.file is not None:
+            source = "disk"
+            data = self.files.read(state.file, state.tokens)
+            if data is not None and len(data) != state.size:
+                data = None
+        if data is None or not engine.load_state(seq, data):
+            log.warning("prompt cache: a saved state of %d tokens could not be restored; dropped", state.n_tokens)
+            self._drop(state)
+            return "none"
+        if source == "disk" and len(data) <= self.ram_limit:  # it is in use again: keep it at hand
+            state.data = data
+            self._ram[state] = None
+            self.ram_bytes += state.size
+        self.touch(state)
+        self._bound()
+        return source
+
+    def close(self) -> None:
+        """Finish the disk writes under way."""
+        if self.files is not None:
+            self.files.close()
