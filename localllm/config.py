@@ -87,6 +87,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "5s",
         "on SIGTERM, how long requests in flight may finish; streams still running then end with an error line",
     ),
+    "LOCALLLM_REPLICA": (
+        "",
+        "this daemon's name among replicas behind a load balancer, sent back in every answer's "
+        "X-Localllm-Replica header (letters, digits, . _ -; none by default)",
+    ),
     "LOCALLLM_METRICS": ("0", "1 to serve Prometheus metrics at GET /metrics (behind the API key when auth is on)"),
     "LOCALLLM_ORIGINS": (
         "",
@@ -228,6 +233,16 @@ def _log_format(environ: Mapping[str, str]) -> str:
     return raw
 
 
+def _replica(environ: Mapping[str, str]) -> str:
+    raw = environ.get("LOCALLLM_REPLICA", "").strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", raw):
+        raise ConfigError(
+            f"LOCALLLM_REPLICA={raw[:80]!r} must be a name of up to 64 letters, digits, '.', '_' or '-' "
+            "(it is sent in a header)"
+        )
+    return raw
+
+
 def _flag(environ: Mapping[str, str], name: str) -> bool:
     raw = environ.get(name, "").strip().lower()
     if raw not in {"", "0", "1", "false", "true"}:
@@ -302,6 +317,7 @@ class Settings:
     log_format: str = "text"  # "text" or "json" (one object per line)
     metrics: bool = False  # serve GET /metrics
     shutdown_grace: float = 5.0  # seconds requests in flight get to finish after SIGTERM
+    replica: str = ""  # LOCALLLM_REPLICA: this daemon's name in the X-Localllm-Replica header ("" sends none)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -335,4 +351,5 @@ class Settings:
             shutdown_grace=_duration(
                 env, "LOCALLLM_SHUTDOWN_GRACE", "5s", ok=lambda s: 0 <= s <= 600, hint="from 0 to 10m, such as '5s'"
             ),
+            replica=_replica(env),
         )
