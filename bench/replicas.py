@@ -4,7 +4,7 @@
 Three set-ups, on one throwaway store holding the model, everything on 127.0.0.1:
 
     one       one daemon, the clients talk to it directly
-    one+nginx the same daemon behind nginx (deploy/nginx/localllm.conf through deploy/nginx/standalone.py)
+    one+nginx the same daemon behind nginx (deploy/nginx/localllm.conf, run by deploy/standalone.py)
     two+nginx two daemons behind the same nginx config
 
 Every daemon gets LOCALLLM_NUM_THREADS=--threads (1 by default: on a small machine that other work shares,
@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-STANDALONE = ROOT / "deploy" / "nginx" / "standalone.py"
+STANDALONE = ROOT / "deploy" / "standalone.py"
 MODEL_NAME = "bench/replicas:latest"
 DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "stories260K.gguf"
 
@@ -105,7 +105,7 @@ def start_daemon(work: Path, store: Path, name: str, threads: int) -> Process:
 def start_nginx(work: Path, upstreams: list[Process]) -> Process:
     port = free_port()
     prefix = work / f"nginx-{port}"
-    args = [sys.executable, str(STANDALONE), "--listen", f"127.0.0.1:{port}", "--prefix", str(prefix)]
+    args = [sys.executable, str(STANDALONE), "nginx", "--listen", f"127.0.0.1:{port}", "--prefix", str(prefix)]
     for daemon in upstreams:
         args += ["--upstream", daemon.url.removeprefix("http://")]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,11 +1,12 @@
-"""Replicas behind a real nginx (issue 17, part 3): two daemons serving one model store behind Debian's nginx,
-started here on loopback ports with the shipped deploy/nginx/localllm.conf (through deploy/nginx/standalone.py,
-which replaces only its upstream `server` lines and its `listen` line). Requests are spread over both; a key
-or a session keeps to one daemon, and a conversation finds its prompt cache there; a daemon that stops loses
-no request that had not started answering: nginx retries those on the other one.
+"""Replicas behind a real load balancer (issue 17, part 3): two daemons serving one model store behind Debian's
+nginx, then behind Debian's HAProxy, each started here on loopback ports with its shipped config
+(deploy/nginx/localllm.conf, deploy/haproxy/localllm.cfg, through deploy/standalone.py, which replaces only the
+daemons' `server` lines and the listening line). Requests are spread over both; a key or a session keeps to
+one daemon, and a conversation finds its prompt cache there; a daemon that stops loses no request that had not
+started answering: the balancer retries those on the other one.
 
-Each daemon names itself in `X-Localllm-Replica` (LOCALLLM_REPLICA). Without nginx the tests skip, except in
-CI (`CI` set, as .ci/run does), where they fail: .ci/run installs it."""
+Each daemon names itself in `X-Localllm-Replica` (LOCALLLM_REPLICA). Without the balancer the tests skip,
+except in CI (`CI` set, as .ci/run does), where they fail: .ci/run installs both."""
 
 from __future__ import annotations
 
@@ -30,19 +31,22 @@ from ..conftest import CHAT_REPO, ROOT, TINY_REPO
 from ..hubstub import HubStub
 from .conftest import Daemon, free_port, start_daemon, stop_daemon
 
-DEPLOY = ROOT / "deploy" / "nginx"
+DEPLOY = ROOT / "deploy"
 STANDALONE = DEPLOY / "standalone.py"
+SHIPPED = {"nginx": DEPLOY / "nginx" / "localllm.conf", "haproxy": DEPLOY / "haproxy" / "localllm.cfg"}
 KEYS = [f"llk-replica-test-{i:02d}" for i in range(24)]  # enough that two replicas both get some
 CHAT = f"hf.co/{CHAT_REPO}"
 TINY = f"hf.co/{TINY_REPO}"
 REPLICA = "x-localllm-replica"
 
 
-def nginx_binary() -> str:
-    for candidate in (os.environ.get("LOCALLLM_TEST_NGINX"), "/usr/sbin/nginx", "/usr/bin/nginx"):
+def balancer_binary(name: str) -> str:
+    for candidate in (os.environ.get(f"LOCALLLM_TEST_{name.upper()}"), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    reason = "no nginx (/usr/sbin/nginx): install Debian's (apt-get install nginx; .ci/run does) for the replica tests"
+    reason = (
+        f"no {name} (/usr/sbin/{name}): install Debian's (apt-get install {name}; .ci/run does) for the replica tests"
+    )
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; in CI it must be there", pytrace=False)
     pytest.skip(reason)
@@ -50,6 +54,7 @@ def nginx_binary() -> str:
 
 @dataclass
 class Proxy:
+    balancer: str
     url: str
     prefix: Path
     proc: subprocess.Popen[bytes]
@@ -58,9 +63,15 @@ class Proxy:
         return (self.prefix / "access.log").read_text().splitlines()
 
 
+@pytest.fixture(scope="module", params=sorted(SHIPPED))
+def balancer(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[dict[str, Daemon]]:
-    """Daemons `a` and `b` on one store: `a` pulls into it, `b` serves what is there."""
+def replicas(tmp_path_factory: pytest.TempPathFactory, hub: HubStub, balancer: str) -> Iterator[dict[str, Daemon]]:
+    """Daemons `a` and `b` on one store (new ones for each balancer): `a` pulls into it, `b` serves what is there."""
     store = tmp_path_factory.mktemp("store") / "models"
     env = {
         "LOCALLLM_MODELS": str(store),
@@ -85,30 +96,31 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory, replicas: dict[str, Daemon]) -> Iterator[Proxy]:
-    nginx = nginx_binary()
-    prefix = tmp_path_factory.mktemp("nginx")
+def proxy(tmp_path_factory: pytest.TempPathFactory, balancer: str, replicas: dict[str, Daemon]) -> Iterator[Proxy]:
+    binary = balancer_binary(balancer)
+    prefix = tmp_path_factory.mktemp(balancer)
     port = free_port()
-    args = [sys.executable, str(STANDALONE), "--nginx", nginx, "--listen", f"127.0.0.1:{port}", "--prefix", str(prefix)]
+    args = [sys.executable, str(STANDALONE), balancer, "--binary", binary, "--listen", f"127.0.0.1:{port}"]
+    args += ["--prefix", str(prefix)]
     for d in replicas.values():
         args += ["--upstream", d.host]
     check = subprocess.run([*args, "--check"], capture_output=True, text=True, timeout=30)
-    assert check.returncode == 0, check.stderr
+    assert check.returncode == 0, check.stdout + check.stderr
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
         while True:
-            assert proc.poll() is None, (prefix / "error.log").read_text()
+            assert proc.poll() is None, [p.read_text() for p in prefix.glob("*.log")]
             try:
                 if httpx.get(url + "/", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
-                assert time.monotonic() < deadline, "nginx did not answer"
+                assert time.monotonic() < deadline, f"{balancer} did not answer"
                 time.sleep(0.1)
-        yield Proxy(url, prefix, proc)
+        yield Proxy(balancer, url, prefix, proc)
     finally:
-        proc.send_signal(signal.SIGTERM)  # nginx's fast shutdown
+        proc.send_signal(signal.SIGTERM)  # a fast shutdown, for both
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -123,7 +135,7 @@ def replica_of(proxy: Proxy, headers: dict[str, str]) -> str:
 
 
 def session_on(proxy: Proxy, replica: str, prefix: str) -> str:
-    """A session id that nginx sends to `replica`."""
+    """A session id that the balancer sends to `replica`."""
     for i in range(200):
         session = f"{prefix}-{i}"
         if replica_of(proxy, {"Authorization": f"Bearer {KEYS[0]}", "X-Session-Id": session}) == replica:
@@ -131,11 +143,11 @@ def session_on(proxy: Proxy, replica: str, prefix: str) -> str:
     raise AssertionError(f"no session id went to {replica}")
 
 
-def test_nginx_runs_the_shipped_rules_and_the_health_route_answers(proxy: Proxy) -> None:
-    shipped = (DEPLOY / "localllm.conf").read_text().splitlines()
+def test_the_balancer_runs_the_shipped_rules_and_the_health_route_answers(proxy: Proxy) -> None:
+    shipped = SHIPPED[proxy.balancer].read_text().splitlines()
     running = (proxy.prefix / "localllm.conf").read_text().splitlines()
     changed = [line for line in running if line not in shipped] + [line for line in shipped if line not in running]
-    assert changed and all(re.match(r"\s*(server \S+ max_fails=|listen )", line) for line in changed), changed
+    assert changed and all(re.match(r"\s*(server |listen |bind )", line) for line in changed), changed
     health = httpx.get(proxy.url + "/health", timeout=10)  # open, as a balancer's check needs
     assert health.status_code == 200 and health.headers[REPLICA] in {"a", "b"}
 
@@ -234,8 +246,17 @@ def test_a_stopping_daemon_loses_no_request_that_had_not_started_answering(
     assert replica == ["a"] and events[0]["done"] is False
     assert "shutting down" in str(events[-1].get("error")), events[-1]
     assert replicas["a"].proc.wait(30) in (0, -signal.SIGTERM)
-    a_port, b_port = (replicas[n].host.rsplit(":", 1)[1] for n in ("a", "b"))
-    retried = [
-        line for line in proxy.access_log() if re.search(rf":{a_port}, \S+:{b_port} upstream_status=503, 200", line)
-    ]
-    assert len(retried) == 3, proxy.access_log()[-8:]  # the three waiting in a's queue: 503 there, answered by b
+    log = proxy.access_log()
+    if proxy.balancer == "nginx":  # first a's 503, then b's answer
+        a_port, b_port = (replicas[n].host.rsplit(":", 1)[1] for n in ("a", "b"))
+        retried = [line for line in log if re.search(rf":{a_port}, \S+:{b_port} upstream_status=503, 200", line)]
+        assert len(retried) == 3, log[-8:]  # the three waiting in a's queue
+    else:  # b's answer after one retry (+1); those sent after the stop may have been retried too
+        retried = [
+            line for line in log if re.search(r'localllm/replica2 \S+ 200 \d+ .*/\+1 \S+ "POST /api/generate', line)
+        ]
+        assert len(retried) >= 3, log[-8:]
+        deadline = time.monotonic() + 15  # the active health check takes a out
+        while not any("Server localllm/replica1 is DOWN" in line for line in proxy.access_log()):
+            assert time.monotonic() < deadline, proxy.access_log()[-8:]
+            time.sleep(0.5)
