@@ -105,6 +105,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "5s",
         "on SIGTERM, how long requests in flight may finish; streams still running then end with an error line",
     ),
+    "LOCALLLM_REPLICA": (
+        "",
+        "this daemon's name among replicas behind a load balancer, sent back in every answer's "
+        "X-Localllm-Replica header (letters, digits, . _ -; none by default)",
+    ),
     "LOCALLLM_METRICS": ("0", "1 to serve Prometheus metrics at GET /metrics (behind the API key when auth is on)"),
     "LOCALLLM_ORIGINS": (
         "",
@@ -259,6 +264,16 @@ def _log_format(environ: Mapping[str, str]) -> str:
     return raw
 
 
+def _replica(environ: Mapping[str, str]) -> str:
+    raw = environ.get("LOCALLLM_REPLICA", "").strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", raw):
+        raise ConfigError(
+            f"LOCALLLM_REPLICA={raw[:80]!r} must be a name of up to 64 letters, digits, '.', '_' or '-' "
+            "(it is sent in a header)"
+        )
+    return raw
+
+
 def _flag(environ: Mapping[str, str], name: str) -> bool:
     raw = environ.get(name, "").strip().lower()
     if raw not in {"", "0", "1", "false", "true"}:
@@ -347,6 +362,7 @@ class Settings:
     cache_ram: int = -1  # bytes of saved KV states per model in RAM; -1: auto; 0: off
     cache_dir: Path | None = None  # the prompt cache's disk tier (None: none)
     cache_disk: int = PROMPT_CACHE_DISK  # its bound in bytes
+    replica: str = ""  # LOCALLLM_REPLICA: this daemon's name in the X-Localllm-Replica header ("" sends none)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -387,4 +403,5 @@ class Settings:
             if (cache_dir := env.get("LOCALLLM_CACHE_DIR", "").strip())
             else None,
             cache_disk=parse_size(env.get("LOCALLLM_CACHE_DISK", "").strip() or "16GiB", name="LOCALLLM_CACHE_DISK"),
+            replica=_replica(env),
         )

@@ -5,25 +5,31 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import math
 import os
 import socket
 import urllib.request
+from collections.abc import Callable
 
 import uvicorn
 
 from . import __version__, logs
 from .config import HostAddress, Settings
 from .errors import AddressInUse, ConfigError
-from .server import streaming
-from .server.app import create_app
+from .server.app import begin_shutdown, create_app
 
 log = logging.getLogger("localllm")
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling systemd (`Type=notify`) when it is ready and when it stops."""
+    """uvicorn's server, telling systemd (`Type=notify`) when it is ready and when it stops, and the app when
+    it stops (`on_stop`, before uvicorn waits for the requests in flight)."""
+
+    def __init__(self, config: uvicorn.Config, *, on_stop: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_stop = on_stop
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -32,7 +38,7 @@ class _Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         notify("STOPPING=1")
-        streaming.begin_shutdown()
+        self.on_stop()
         await super().shutdown(sockets)
 
 
@@ -72,18 +78,20 @@ def serve(settings: Settings) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
     sock = listen(settings.host)
     log.info("localllm %s listening on %s, models in %s", __version__, settings.host.base_url, settings.models_dir)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         log_level="debug" if settings.debug else "warning",
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         lifespan="on",
-        # After SIGTERM (or SIGINT) requests in flight get LOCALLLM_SHUTDOWN_GRACE to finish; then the streams
-        # still running end with an error line (streaming.begin_shutdown) and the runners are stopped. The
+        # After SIGTERM (or SIGINT) the socket closes and requests not yet answering get 503 (begin_shutdown:
+        # a balancer retries them on another replica); requests in flight get LOCALLLM_SHUTDOWN_GRACE to
+        # finish; then the streams still running end with an error line and the runners are stopped. The
         # unit's TimeoutStopSec (install.sh) leaves room for both.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
     )
     try:
-        _Server(config).run(sockets=[sock])
+        _Server(config, on_stop=functools.partial(begin_shutdown, app)).run(sockets=[sock])
     finally:
         sock.close()
 

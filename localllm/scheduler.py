@@ -9,7 +9,9 @@ theirs, and it offloads as many layers to the GPU as fit in its free memory. Whe
 keep-alive clock starts. A runner that died is dropped and the next request loads the model again.
 
 No more than `max_queue` requests wait at once (for a slot or a load); the next gets `ServerBusy`. A request
-cancelled while waiting (its client went away) leaves the line without taking a slot.
+cancelled while waiting (its client went away) leaves the line without taking a slot. Once the daemon stops
+(`stop_taking`), the requests waiting and every new one get `ServerBusy` at once, so a load balancer sends
+them to another replica, while those holding a slot go on.
 
 The runner factory, the clock and the memory probe are injected so tests can drive the logic with fakes.
 """
@@ -39,6 +41,7 @@ from .types import Done, LoadedModel, ModelDetails, PromptCacheStats, Token
 log = logging.getLogger("localllm.scheduler")
 
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+STOPPING_MESSAGE = "the daemon is stopping: send the request again (to another replica, or once it is back)"
 _POLL = 1.0  # seconds between re-checks while waiting, should a wake-up be missed
 
 
@@ -164,6 +167,7 @@ class Scheduler:
         self._reaper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # the reaper's: an expiry changed
         self._idle = asyncio.Event()  # a model fell idle or went: room may have been made
+        self._stopping = False  # the daemon stops: no request gets a slot any more
 
     async def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap())
@@ -176,6 +180,16 @@ class Scheduler:
             await asyncio.wait([self._reaper], timeout=2.0)
         await asyncio.gather(*(entry.runner.stop() for entry in self._loaded.values()), return_exceptions=True)
         self._loaded.clear()
+
+    def stop_taking(self) -> None:
+        """The daemon stops: the requests waiting for a slot or a load, and every new one, get `ServerBusy` now
+        rather than a slot (a balancer retries them elsewhere); the requests holding a slot go on."""
+        self._stopping = True
+        for line in self._lines.values():
+            line.changed.set()
+            for waiter in line.waiters:
+                if not waiter.turn.done():
+                    waiter.turn.set_result(None)
 
     def machine(self) -> Memory:
         """The machine's memory, probed once (totals do not change while the daemon runs)."""
@@ -191,6 +205,8 @@ class Scheduler:
     @contextlib.asynccontextmanager
     async def use(self, ref: ModelRef, *, keep_alive: float) -> AsyncIterator[Lease]:
         """Hold a slot of a loaded runner of `ref` for one request; `ServerBusy` when too many wait."""
+        if self._stopping:
+            raise ServerBusy(STOPPING_MESSAGE)
         if not self._ready_now(ref) and self._waiting >= self._max_queue:
             log.info("%d requests waiting: refusing one for %s", self._waiting, ref.name)
             raise ServerBusy(BUSY_MESSAGE)
@@ -239,6 +255,8 @@ class Scheduler:
     async def _first_in_line(self, line: _Line, ref: ModelRef, keep_alive: float, ticket: int) -> tuple[_Loaded, int]:
         key = ref.spec.model_path
         while True:
+            if self._stopping:
+                raise ServerBusy(STOPPING_MESSAGE)
             failure = line.failure
             if failure is not None and ticket <= failure.upto and failure.spec == ref.spec:
                 raise EngineError(str(failure.error), kind=failure.error.kind)

@@ -22,7 +22,7 @@ from ..scheduler import Scheduler
 from ..service import Service
 from ..sessions import Sessions
 from ..store import Store
-from . import auth, dialects, observe, openapi, security, ui
+from . import auth, dialects, observe, openapi, security, streaming, ui
 from .errors import RouteError
 
 log = logging.getLogger("localllm.server")
@@ -92,7 +92,9 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         middleware=[  # outermost first: security.py's docstring draws the order
             # a request id for every answer and log line, access lines (INFO in JSON logs, else DEBUG)
             Middleware(
-                observe.RequestIds, access_level=logging.INFO if settings.log_format == "json" else logging.DEBUG
+                observe.RequestIds,
+                access_level=logging.INFO if settings.log_format == "json" else logging.DEBUG,
+                replica=settings.replica,
             ),
             Middleware(security.HostCheck, bound=settings.host.host, port=settings.host.port, errors=dialects.shape_of),
             Middleware(security.Cors, origins=settings.origins, errors=dialects.shape_of),
@@ -104,3 +106,13 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
     app.state.shape_of = dialects.shape_of
     app.state.max_body = settings.max_body
     return app
+
+
+def begin_shutdown(app: Starlette) -> None:
+    """The daemon stops (SIGTERM): requests not yet answering get 503 at once, so that a load balancer retries
+    them on another replica (docs/scale-out.md), and streams cut short from now on end with an error line
+    saying so. The listening socket closes too (uvicorn), so new connections are refused."""
+    streaming.begin_shutdown()
+    service: Service | None = getattr(app.state, "service", None)
+    if service is not None:
+        service.scheduler.stop_taking()

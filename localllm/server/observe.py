@@ -3,8 +3,10 @@ and `GET /metrics` (when `LOCALLLM_METRICS=1`).
 
 The id is the request's `X-Request-Id` when it sends a sane one (`logs.begin`), else a new one; it comes
 back in the answer's `X-Request-Id` header, whatever the answer (refusals by the middleware inside this one
-included), and in every log line written while the request runs. `/metrics` sits behind the API key like
-every other route when authentication is on (Prometheus sends it with `authorization` in its scrape config).
+included), and in every log line written while the request runs. With `LOCALLLM_REPLICA` set, every answer
+also names the daemon in `X-Localllm-Replica` (which replica behind a load balancer answered). `/metrics`
+sits behind the API key like every other route when authentication is on (Prometheus sends it with
+`authorization` in its scrape config).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from .dialects import owner
 log = logging.getLogger("localllm.http")
 
 HEADER = "x-request-id"
+REPLICA_HEADER = "x-localllm-replica"
 
 
 class RequestIds:
-    def __init__(self, app: ASGIApp, *, access_level: int = logging.INFO) -> None:
+    def __init__(self, app: ASGIApp, *, access_level: int = logging.INFO, replica: str = "") -> None:
         self.app = app
         self.access_level = access_level
+        self.replica = replica
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,7 +47,10 @@ class RequestIds:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                MutableHeaders(scope=message)[HEADER] = info.id
+                headers = MutableHeaders(scope=message)
+                headers[HEADER] = info.id
+                if self.replica:
+                    headers[REPLICA_HEADER] = self.replica
             await send(message)
 
         try:

@@ -116,3 +116,11 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
 
 def test_models_dir_expands_user() -> None:
     assert Settings.from_env({"LOCALLLM_MODELS": "~/m"}).models_dir == Path("~/m").expanduser()
+
+
+def test_replica_name_is_a_header_safe_name() -> None:
+    assert Settings.from_env({}).replica == ""
+    assert Settings.from_env({"LOCALLLM_REPLICA": " gpu-box.2_a "}).replica == "gpu-box.2_a"
+    for bad in ("two words", "a\r\nX-Evil: 1", "x" * 65, "naïve"):
+        with pytest.raises(ConfigError, match="LOCALLLM_REPLICA"):
+            Settings.from_env({"LOCALLLM_REPLICA": bad})

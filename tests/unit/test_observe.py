@@ -98,3 +98,11 @@ def test_the_grafana_dashboard_uses_only_metrics_the_daemon_exports() -> None:
     used = {re.sub(r"_(bucket|total|count|sum)$", "", n) for e in exprs for n in re.findall(r"localllm_\w+", e)}
     exported = {family.name for family in metrics.Metrics().registry.collect()}
     assert used and used <= exported, used - exported
+
+
+def test_the_replica_header_names_the_daemon_only_when_asked(tmp_path: Path) -> None:
+    assert "x-localllm-replica" not in client(tmp_path).get("/").headers
+    named = client(tmp_path, replica="left", api_keys=("sekrit",))
+    assert named.get("/").headers["x-localllm-replica"] == "left"
+    refused = named.get("/api/tags")  # refusals by the middleware inside it carry it too
+    assert refused.status_code == 401 and refused.headers["x-localllm-replica"] == "left"

@@ -17,7 +17,7 @@ from localllm.errors import EngineError, InvalidRequest, ServerBusy
 from localllm.memory import GiB, Memory, MiB, ModelShape
 from localllm.names import parse_name
 from localllm.runner.protocol import LoadSpec
-from localllm.scheduler import BUSY_MESSAGE, Lease, ModelRef, Scheduler
+from localllm.scheduler import BUSY_MESSAGE, STOPPING_MESSAGE, Lease, ModelRef, Scheduler
 from localllm.server.app import create_app
 from localllm.service import Service
 from localllm.store import Manifest, Store
@@ -261,6 +261,31 @@ def test_a_full_queue_refuses_at_once_with_server_busy() -> None:
         for h in (holder, *waiters):
             await h.release()
         assert order == ["0", "1", "2"] and sched.waiting == 0 and idle(sched, "a")
+        await sched.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stopping_scheduler_refuses_the_waiting_and_the_new_while_the_holders_go_on() -> None:
+    async def scenario() -> None:
+        sched = Scheduler(factory=FakeFactory(), memory=plenty())
+        a = ref("a", n_parallel=1)
+        order: list[str] = []
+        holder = Holder(sched, a, order, "0")
+        await until(lambda: order == ["0"])
+        waiters = [Holder(sched, a, order, str(i)) for i in (1, 2)]
+        await settle()
+        assert sched.waiting == 2
+        sched.stop_taking()
+        for w in waiters:  # at once, not after the holder's request ends
+            with pytest.raises(ServerBusy) as busy:
+                await asyncio.wait_for(w.task, 0.5)
+            assert str(busy.value) == STOPPING_MESSAGE
+        with pytest.raises(ServerBusy):  # a new request, to a loaded model with a free slot or to a new one
+            await asyncio.wait_for(_use_once(sched, ref("b")), 1)
+        assert holder.lease is not None and not holder.task.done()
+        await holder.release()
+        assert order == ["0"] and sched.waiting == 0
         await sched.close()
 
     asyncio.run(scenario())
