@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from localllm import prompt
-from localllm.service import collect
+from localllm.generation import collect
 from localllm.thinking import Kind, ThinkParser, opens_thinking, split_thinking
 from localllm.tools import held_back
 from localllm.types import ChatMessage, Done, Event, Thinking, Token, TokenLogprob, Tool, ToolCalls

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from ...errors import InvalidRequest, NoModelChosen
+from ...generation import Answer, collect
 from ...names import ModelName, parse_name
-from ...service import Answer, Service, collect
+from ...service import Service
 from ...types import Constraints, Event, Options
 from .. import requests as rq
 from ..fields import STOP, Field, Fields, as_options

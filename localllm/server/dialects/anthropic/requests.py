@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ....errors import InvalidRequest
-from ....service import ChatRequest
+from ....generation import ChatRequest
 from ....tools import ToolChoice, call_schema, tool_name
 from ....types import ChatMessage, Constraints, Options, Tool, ToolCall
 from ... import requests as rq

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ....errors import InvalidRequest
+from ....generation import ChatRequest, GenerateRequest
 from ....limits import MAX_CHOICES
-from ....service import ChatRequest, GenerateRequest
 from ....thinking import Think
 from ....tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
 from ....types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options

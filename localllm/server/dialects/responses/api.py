@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ....generation import ChatRequest
 from ....responses_store import ResponseStore
-from ....service import ChatRequest, Service
+from ....service import Service
 from ....types import ChatMessage, Done, Event
 from ... import requests as rq
 from ...errors import RouteError, guarded
@@ -136,7 +137,7 @@ async def count_tokens(service: Service, chat: ChatRequest) -> int:
     messages = [*messages[:lead], *model.messages, *messages[lead:]]  # as service.chat orders them
     if model.system and not (messages and messages[0].role == "system"):
         messages.insert(0, ChatMessage("system", model.system))
-    text = await service.render(model, messages, tools=chat.tools)
+    text = await service.templates.render(model, messages, tools=chat.tools)
     return len(await service.tokenize(chat.model, text))
 
 

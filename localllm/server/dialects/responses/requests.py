@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ....errors import InvalidRequest
+from ....generation import ChatRequest
 from ....responses_store import ResponseStore
-from ....service import ChatRequest
 from ....tools import call_schema, parse_tool_choice, parse_tools
 from ....types import ChatMessage, Constraints, Options, Tool, ToolCall
 from ... import requests as rq
