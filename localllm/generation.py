@@ -56,6 +56,8 @@ class ChatRequest:
     truncate: bool = False  # drop the oldest turns of a conversation too long for the context, rather than refuse it
     call_required: bool = False  # the output is constrained to a call: all of it is held back as one
     think: thinking.Think = None  # reasoning on or off (or a level); None: the template's default
+    think_field: str = "think"  # the request's field that set `think`, named when the model cannot think
+    think_budget: int | None = None  # at most this many tokens of thinking (`thinking.budgeted`), where it thinks
 
 
 @dataclass(frozen=True)

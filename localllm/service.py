@@ -180,12 +180,22 @@ class Service:
         if "completion" not in model.capabilities:
             raise InvalidRequest(f'"{model.name}" does not support {what}', field="model")
 
-    def _can_think(self, model: Model, template: str | None, think: thinking.Think) -> bool:
-        """Whether the template supports thinking; `think` asked of one that cannot is refused, as Ollama does."""
+    def _can_think(self, model: Model, template: str | None, think: thinking.Think, field: str = "think") -> bool:
+        """Whether the template supports thinking; `think` asked of one that cannot is refused (naming the
+        request's `field`), as Ollama and OpenAI do."""
         capable = prompt.supports_thinking(template)
         if think not in (None, False) and not capable:
-            raise InvalidRequest(f'"{model.name}" does not support thinking', field="think")
+            raise InvalidRequest(f'"{model.name}" does not support thinking', field=field)
         return capable
+
+    def _chat_thinking(self, model: Model, req: ChatRequest) -> tuple[bool, thinking.Think, int | None]:
+        """Whether the model can think, the `think` its template is rendered with, and the thinking budget kept:
+        where the model thinks and its output is free (a grammar rules the output from its first token). A
+        budget turns thinking on where `think` leaves it to the template."""
+        capable = self._can_think(model, model.template, req.think, req.think_field)
+        free = req.constraints.format is None and not req.constraints.grammar
+        budget = req.think_budget if capable and req.think is not False and free else None
+        return capable, True if budget is not None and req.think is None else req.think, budget
 
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
@@ -249,10 +259,11 @@ class Service:
         messages = conversation(model, req.messages)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
-        capable = self._can_think(model, model.template, req.think)
+        capable, think, budget = self._chat_thinking(model, req)
 
         async def render(kept: Sequence[ChatMessage]) -> str:
-            return await self.templates.render(model, kept, tools=req.tools, n_ctx=context, think=req.think)
+            text = await self.templates.render(model, kept, tools=req.tools, n_ctx=context, think=think)
+            return text if budget is None else thinking.prefilled(text)
 
         full = await render(messages) if req.messages else ""
 
@@ -291,8 +302,9 @@ class Service:
             constraints=req.constraints,
             truncate=req.truncate,
             fit=fit if req.truncate else None,
+            think_budget=budget,
         )
-        if thinking.splits(capable, req.think, full):  # here, before tool calls are looked for in the answer
+        if thinking.splits(capable, think, full):  # here, before tool calls are looked for in the answer
             events = thinking.split_thinking(events, opened=thinking.opens_thinking(full))
         async with contextlib.aclosing(events):
             async for event in events:
@@ -306,9 +318,10 @@ class Service:
         options = req.options.merged_over(model.parameters)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         ref = self._ref(model, options)
-        text = await self.templates.render(
-            model, conversation(model, req.messages), tools=req.tools, n_ctx=ref.spec.n_ctx
-        )
+        _, think, budget = self._chat_thinking(model, req)
+        messages = conversation(model, req.messages)
+        text = await self.templates.render(model, messages, tools=req.tools, n_ctx=ref.spec.n_ctx, think=think)
+        text = text if budget is None else thinking.prefilled(text)
         async with self.scheduler.use(ref, keep_alive=self.settings.keep_alive) as lease:
             return len(await lease.runner.tokenize(text))
 
@@ -324,9 +337,11 @@ class Service:
         constraints: Constraints,
         truncate: bool = False,
         fit: Callable[[Runner, int], Awaitable[tuple[str, int]]] | None = None,
+        think_budget: int | None = None,
     ) -> AsyncGenerator[Token | Done, None]:
         """Generate from `text` on a slot of the model's runner. With `truncate`, an input too long for the
-        context is cut (by `fit` first, when given: chat drops old turns) and the count reported in `Done`."""
+        context is cut (by `fit` first, when given: chat drops old turns) and the count reported in `Done`.
+        With `think_budget`, `text` opens the thinking and the thinking is cut at that many tokens."""
         keys.check_quota()  # the request's API key may have used up its daily tokens
         ref = self._ref(model, options)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
@@ -350,10 +365,18 @@ class Service:
             dropped = 0
             if fit is not None:
                 text, dropped = await fit(lease.runner, lease.runner.info.n_ctx or ref.spec.n_ctx)
+            job = runner_job(text, options, constraints, truncate)
+
+            def run(prompt: str, num_predict: int, stop: tuple[str, ...]) -> AsyncGenerator[Token | Done, None]:
+                return lease.runner.generate(replace(job, prompt=prompt, num_predict=num_predict, stop=stop))
+
+            generation = (
+                lease.runner.generate(job)
+                if think_budget is None
+                else thinking.budgeted(run, text, think_budget, num_predict=job.num_predict, stop=job.stop)
+            )
             try:
-                async with contextlib.aclosing(
-                    lease.runner.generate(runner_job(text, options, constraints, truncate))
-                ) as events:
+                async with contextlib.aclosing(generation) as events:
                     async for event in events:
                         if watch is not None:
                             watch.see(event)
