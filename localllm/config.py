@@ -81,6 +81,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "1 lets /v1/embeddings embed token-id input as this model's ids (by default it is refused: clients count "
         "tokens with another tokenizer)",
     ),
+    "LOCALLLM_RESPONSES_DIR": (
+        "",
+        "directory where /v1/responses keeps stored responses, so conversations survive a restart "
+        "(unset: in memory only); the same bounds and expiry hold there",
+    ),
     "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
     "LOCALLLM_LOG_FORMAT": ("text", "text, or json for one JSON object per line (with each request's id)"),
     "LOCALLLM_SHUTDOWN_GRACE": (
@@ -299,6 +304,7 @@ class Settings:
     stream_interval: float = 0.025  # seconds between a stream's text messages (first token at once)
     flash_attention: str = "auto"  # "auto", "on" or "off"
     embed_token_ids: bool = False  # /v1/embeddings embeds token-id input (else a 400: send text)
+    responses_dir: Path | None = None  # where stored responses are kept too (None: in memory only)
     log_format: str = "text"  # "text" or "json" (one object per line)
     metrics: bool = False  # serve GET /metrics
     shutdown_grace: float = 5.0  # seconds requests in flight get to finish after SIGTERM
@@ -330,6 +336,7 @@ class Settings:
             ),
             flash_attention=_flash_attention(env),
             embed_token_ids=_flag(env, "LOCALLLM_EMBED_TOKEN_IDS"),
+            responses_dir=Path(d).expanduser() if (d := env.get("LOCALLLM_RESPONSES_DIR", "").strip()) else None,
             log_format=_log_format(env),
             metrics=_flag(env, "LOCALLLM_METRICS"),
             shutdown_grace=_duration(

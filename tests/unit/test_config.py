@@ -86,3 +86,9 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
 
 def test_models_dir_expands_user() -> None:
     assert Settings.from_env({"LOCALLLM_MODELS": "~/m"}).models_dir == Path("~/m").expanduser()
+
+
+def test_responses_dir_is_optional_and_expands_user() -> None:
+    assert Settings.from_env({}).responses_dir is None
+    assert Settings.from_env({"LOCALLLM_RESPONSES_DIR": " "}).responses_dir is None
+    assert Settings.from_env({"LOCALLLM_RESPONSES_DIR": "~/r"}).responses_dir == Path("~/r").expanduser()

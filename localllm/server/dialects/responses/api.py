@@ -27,9 +27,10 @@ from .requests import COUNT_FIELDS, FIELDS, Turn, to_turn
 
 
 def store_of(request: Request) -> ResponseStore:
+    """The daemon's stored responses, made (and read from `LOCALLLM_RESPONSES_DIR`) at the first use."""
     store: ResponseStore | None = getattr(request.app.state, "responses", None)
     if store is None:
-        store = request.app.state.responses = ResponseStore()
+        store = request.app.state.responses = ResponseStore(directory=service_of(request).settings.responses_dir)
     return store
 
 
