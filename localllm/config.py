@@ -99,6 +99,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "(empty: no disk tier)",
     ),
     "LOCALLLM_CACHE_DISK": ("16GiB", "most bytes the prompt cache keeps in LOCALLLM_CACHE_DIR; the oldest go"),
+    "LOCALLLM_RESPONSES_DIR": (
+        "",
+        "directory where /v1/responses keeps stored responses, so conversations survive a restart "
+        "(unset: in memory only); the same bounds and expiry hold there",
+    ),
     "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
     "LOCALLLM_LOG_FORMAT": ("text", "text, or json for one JSON object per line (with each request's id)"),
     "LOCALLLM_SHUTDOWN_GRACE": (
@@ -356,6 +361,7 @@ class Settings:
     flash_attention: str = "auto"  # "auto", "on" or "off"
     kv_cache_type: str = "f16"  # "f16", "q8_0" or "q4_0"; a model's option overrides it (memory.kv_cache_type_for)
     embed_token_ids: bool = False  # /v1/embeddings embeds token-id input (else a 400: send text)
+    responses_dir: Path | None = None  # where stored responses are kept too (None: in memory only)
     log_format: str = "text"  # "text" or "json" (one object per line)
     metrics: bool = False  # serve GET /metrics
     shutdown_grace: float = 5.0  # seconds requests in flight get to finish after SIGTERM
@@ -393,6 +399,7 @@ class Settings:
             flash_attention=flash,
             kv_cache_type=_kv_cache_type(env, flash),
             embed_token_ids=_flag(env, "LOCALLLM_EMBED_TOKEN_IDS"),
+            responses_dir=Path(d).expanduser() if (d := env.get("LOCALLLM_RESPONSES_DIR", "").strip()) else None,
             log_format=_log_format(env),
             metrics=_flag(env, "LOCALLLM_METRICS"),
             shutdown_grace=_duration(

@@ -51,7 +51,7 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
     """Build the model's manifest from its base and its own layers, yielding progress."""
     store = service.store
     if req.template is not None:  # untrusted code: compiled and tried by a bounded render worker
-        await service.check_template(req.template, TemplateSource("the template", "template"))
+        await service.templates.check_template(req.template, TemplateSource("the template", "template"))
     if req.files and req.from_:
         raise InvalidRequest("give either from or files, not both", field="files")
     params, system, template_text = Options(), None, None
@@ -104,7 +104,7 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
             yield Progress(f"{'using existing' if existed else 'creating new'} layer {layer.digest}")
             layers.append(layer)
         if req.template is None and template_text is None:  # the GGUF's own chat template is the model's
-            await service.check_gguf_template(
+            await service.templates.check_gguf_template(
                 store.blob_path(base[0].digest), f"the chat template in the GGUF of {req.model}"
             )
         yield Progress("writing manifest")

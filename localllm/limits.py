@@ -48,8 +48,9 @@ GRAMMAR_MAX_EXPANSION = 200_000  # symbols llama.cpp writes out for `x{m,n}` rep
 REGEX_MAX_BYTES = 4 << 10  # a regular expression turned into a grammar (TGI `grammar: {"type": "regex"}`)
 
 # -- stored responses (OpenAI Responses API, `store: true`; localllm/responses_store.py) ----------------------
-RESPONSES_MAX_COUNT = 1000  # responses kept in memory; the oldest go first
-RESPONSES_MAX_BYTES = 64 << 20  # their size (response objects and conversations); the oldest go first
+# The same bounds hold for their files in LOCALLLM_RESPONSES_DIR (one per response; a bigger file is not read).
+RESPONSES_MAX_COUNT = 1000  # responses kept (in memory, and on disk); the oldest go first
+RESPONSES_MAX_BYTES = 64 << 20  # their size (response objects and conversations as stored); the oldest go first
 RESPONSES_TTL_S = 24 * 3600.0  # a stored response expires after this long
 
 # -- the prompt cache (saved KV states of the runners' sequences; runner/kvstates.py, runner/kvfiles.py) -------

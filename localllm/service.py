@@ -1,70 +1,42 @@
 """The use cases behind every API dialect: generate, chat, embed, pull, list, show, copy, delete, ps.
 
-Routes parse their wire format into the request types here, call the service, and encode what it
-yields: typed events (`types.Event`: text pieces, tool calls, then `Done` with the timings and counts), or
-one whole `Answer` (`collect`). Tool calls are held back and parsed here, once for every dialect. The
-service resolves names in the store (never pulling on its own), merges options (request > model
-parameters > defaults), renders prompts and drives the scheduler.
+Routes parse their wire format into the request types of `generation` (`GenerateRequest`, `ChatRequest`),
+call the service, and encode what it yields: typed events (`types.Event`: text pieces, tool calls, then
+`Done` with the timings and counts), or one whole `Answer` (`generation.collect`). Tool calls are held back
+and parsed here, once for every dialect. The service resolves names in the store (never pulling on its own),
+merges options (request > model parameters > defaults), renders prompts (`templates`) and drives the
+scheduler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from . import keys, limits, logs, metrics, prompt, templatecaps, thinking
+from . import keys, limits, logs, metrics, prompt, thinking
 from .config import Settings
-from .errors import ContextLengthExceeded, EngineError, InvalidRequest, PromptTooLong
-from .gguf import GGUFInfo, read_info
+from .errors import ContextLengthExceeded, InvalidRequest
+from .generation import ChatRequest, GenerateRequest, check_prompt_bytes, conversation, fit_bytes, runner_job
 from .memory import ModelShape, context_that_fits, kv_cache_type_for
+from .models import Model, read_model
 from .names import ModelName, parse_name
-from .renderpool import Renderer, RenderPool, RenderTooLong, TemplateSource
+from .renderpool import Renderer, TemplateSource
 from .runner.context import reserve_for_answer
-from .runner.protocol import SAMPLING_OPTIONS, Job, LoadSpec, Sampling
+from .runner.protocol import LoadSpec
 from .scheduler import ModelRef, Runner, Scheduler
-from .store import (
-    MEDIA_ADAPTER,
-    MEDIA_LICENSE,
-    MEDIA_MESSAGES,
-    MEDIA_PARAMS,
-    MEDIA_SYSTEM,
-    MEDIA_TEMPLATE,
-    Store,
-    StoredModel,
-)
-from .templatecaps import TemplateCaps
+from .store import MEDIA_ADAPTER, Store
+from .templates import Templates
 from .tools import held_back
-from .types import (
-    ChatMessage,
-    Constraints,
-    Done,
-    Embeddings,
-    Event,
-    ModelDetails,
-    Options,
-    Progress,
-    Ranking,
-    Thinking,
-    Token,
-    TokenLogprob,
-    Tool,
-    ToolCall,
-    ToolCalls,
-    parse_options,
-)
+from .types import ChatMessage, Constraints, Done, Embeddings, Event, Options, Progress, Ranking, Token
 
 log = logging.getLogger("localllm.service")
-
-POOLING_RANK = 4  # `<arch>.pooling_type` of a reranker (llama.cpp's LLAMA_POOLING_TYPE_RANK)
 
 # Clients count tokens with their own tokenizer (LangChain's OpenAIEmbeddings sends OpenAI's ids by default):
 # embedding those ids as this model's would answer wrong vectors with a 200.
@@ -76,128 +48,6 @@ TOKEN_IDS_REFUSED = (
 )
 
 
-@dataclass(frozen=True)
-class GenerateRequest:
-    model: ModelName
-    prompt: str = ""
-    system: str | None = None
-    raw: bool = False
-    options: Options = field(default_factory=Options)
-    keep_alive: float | None = None
-    constraints: Constraints = field(default_factory=Constraints)
-    suffix: str | None = None  # text after the insertion point: fill-in-the-middle
-    template: str | None = None  # a chat template for this request instead of the model's
-    truncate: bool = False  # cut an input too long for the context (head and tail kept) rather than refuse it
-    think: thinking.Think = None  # reasoning on or off (or a level); None: the template's default
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    model: ModelName
-    messages: tuple[ChatMessage, ...] = ()
-    options: Options = field(default_factory=Options)
-    keep_alive: float | None = None
-    constraints: Constraints = field(default_factory=Constraints)
-    tools: tuple[Tool, ...] = ()  # functions the model may call (rendered into the prompt, calls parsed)
-    truncate: bool = False  # drop the oldest turns of a conversation too long for the context, rather than refuse it
-    call_required: bool = False  # the output is constrained to a call: all of it is held back as one
-    think: thinking.Think = None  # reasoning on or off (or a level); None: the template's default
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A whole generation (`collect`): its text pieces (with log-probabilities when asked for), its tool
-    calls when it asked for some, its reasoning, and its end."""
-
-    tokens: tuple[Token, ...]
-    done: Done
-    tool_calls: tuple[ToolCall, ...] = ()
-    thinking: str = ""
-
-    @property
-    def text(self) -> str:
-        return "".join(t.text for t in self.tokens)
-
-    @property
-    def logprobs(self) -> list[TokenLogprob]:
-        return [lp for t in self.tokens for lp in t.logprobs]
-
-
-async def collect(events: AsyncGenerator[Event, None]) -> Answer:
-    """The whole answer of a stream of events (closed when done)."""
-    tokens: list[Token] = []
-    calls: tuple[ToolCall, ...] = ()
-    thinking: list[str] = []
-    done: Done | None = None
-    async with contextlib.aclosing(events):
-        async for event in events:
-            if isinstance(event, Token):
-                tokens.append(event)
-            elif isinstance(event, ToolCalls):
-                calls = event.calls
-            elif isinstance(event, Thinking):
-                thinking.append(event.text)
-            else:
-                done = event
-    if done is None:
-        raise EngineError("a generation ended without a result")
-    return Answer(tuple(tokens), done, calls, "".join(thinking))
-
-
-@dataclass(frozen=True)
-class Model:
-    """A stored model with what its layers and GGUF metadata say."""
-
-    stored: StoredModel
-    path: Path
-    info: GGUFInfo
-    template: str | None
-    system: str | None
-    parameters: Options
-    messages: tuple[ChatMessage, ...] = ()  # a conversation every chat starts from (Modelfile MESSAGE)
-    license: tuple[str, ...] = ()
-    template_source: str = "the model's chat template"  # what an error about the template calls it
-    own_template: bool = False  # the template is the Modelfile's (it wins over the GGUF's named variants)
-
-    def template_for(self, *, tools: bool) -> tuple[str | None, str]:
-        """The template for a request, and what an error calls it: the GGUF's `tool_use` variant when the
-        request has tools (unless the Modelfile sets a TEMPLATE), else the model's own."""
-        variant = self.info.chat_templates.get("tool_use")
-        if tools and variant and not self.own_template:
-            return variant, f"the tool_use chat template in the GGUF of '{self.name}'"
-        return self.template, self.template_source
-
-    @property
-    def name(self) -> str:
-        return str(self.stored.name)
-
-    @property
-    def details(self) -> ModelDetails:
-        return ModelDetails(
-            format="gguf",
-            family=self.info.architecture,
-            families=(self.info.architecture,),
-            parameter_size=self.info.parameter_size,
-            quantization_level=self.info.quantization,
-        )
-
-    @property
-    def capabilities(self) -> list[str]:
-        if self.info.metadata.get(f"{self.info.architecture}.pooling_type") == POOLING_RANK:
-            return ["rerank"]  # a cross-encoder: its pooled output is a score, not an embedding
-        if self.info.pooling or self.info.architecture in {"bert", "nomic-bert", "jina-bert-v2"}:
-            return ["embedding"]
-        template = self.template or ""
-        tools = prompt.supports_tools(template) or "tool_use" in self.info.chat_templates
-        thinks = templatecaps.thinking(template)
-        return [
-            "completion",
-            *(["tools"] if tools else []),
-            *(["insert"] if self.info.fim else []),
-            *(["thinking"] if thinks else []),
-        ]
-
-
 class Service:
     def __init__(
         self, settings: Settings, store: Store, scheduler: Scheduler, *, renderer: Renderer | None = None
@@ -206,47 +56,17 @@ class Service:
         self.store = store
         self.scheduler = scheduler
         self._pull_locks: dict[str, asyncio.Lock] = {}
-        # chat templates are untrusted code: rendered by bounded worker processes (tests of the unit tier pass
-        # an in-process renderer)
-        self.renderer = renderer or RenderPool()
-        self._caps: dict[str, TemplateCaps] = {}  # what each template can take, by its text (probed once)
+        self.templates = Templates(renderer)
 
     async def close(self) -> None:
         await self.scheduler.close()
-        await self.renderer.close()
+        await self.templates.close()
 
     # -- models ------------------------------------------------------------------------------------
 
     def model(self, name: ModelName) -> Model:
         """The stored model of that name; `ModelNotFound` when there is none (never a fallback)."""
-        stored = self.store.get(name)
-        path = self.store.model_path(stored.manifest)
-        params_layer = stored.manifest.layer(MEDIA_PARAMS)
-        params = Options()
-        if params_layer is not None:
-            params = parse_options(json.loads(self.store.read_blob_text(params_layer) or "{}"), field="parameters")
-        try:
-            info = read_info(path)
-        except Exception as exc:  # the gguf reader raises plain ValueErrors, KeyErrors, ... on a bad file
-            raise EngineError(f"cannot read the model file of '{stored.name}': {exc}") from exc
-        own = self.store.read_blob_text(stored.manifest.layer(MEDIA_TEMPLATE))
-        template = own or info.chat_template
-        messages = json.loads(self.store.read_blob_text(stored.manifest.layer(MEDIA_MESSAGES)) or "[]")
-        license_ = self.store.read_blob_text(stored.manifest.layer(MEDIA_LICENSE))
-        return Model(
-            stored,
-            path,
-            info,
-            template,
-            self.store.read_blob_text(stored.manifest.layer(MEDIA_SYSTEM)),
-            params,
-            tuple(ChatMessage(str(m["role"]), str(m["content"])) for m in messages),
-            (license_,) if license_ else (),
-            f"the Modelfile TEMPLATE of '{stored.name}'"
-            if own
-            else f"the chat template in the GGUF of '{stored.name}'",
-            own_template=bool(own),
-        )
+        return read_model(self.store, name)
 
     def list_models(self) -> list[Model]:
         out = []
@@ -310,23 +130,10 @@ class Service:
     async def _check_pulled(self, name: ModelName) -> None:
         path = self.store.model_path(self.store.get(name).manifest)
         try:
-            await self.check_gguf_template(path, f"the chat template in the GGUF of '{name}'")
+            await self.templates.check_gguf_template(path, f"the chat template in the GGUF of '{name}'")
         except InvalidRequest:
             self.store.delete(name)
             raise
-
-    async def check_gguf_template(self, path: Path, label: str) -> None:
-        """Refuse a GGUF whose chat template is too large to read or exceeds a bound of chat templates."""
-        info = read_info(path)
-        size = info.skipped.get("tokenizer.chat_template")
-        if size is not None:
-            raise InvalidRequest(
-                f"{label} is {size} bytes, more than a chat template may have "
-                f"({limits.size_text(limits.TEMPLATE_MAX_BYTES)})",
-                field="template",
-            )
-        if info.chat_template:
-            await self.check_template(info.chat_template, TemplateSource(label, "template"))
 
     # -- generation --------------------------------------------------------------------------------
 
@@ -379,12 +186,22 @@ class Service:
         if "completion" not in model.capabilities:
             raise InvalidRequest(f'"{model.name}" does not support {what}', field="model")
 
-    def _can_think(self, model: Model, template: str | None, think: thinking.Think) -> bool:
-        """Whether the template supports thinking; `think` asked of one that cannot is refused, as Ollama does."""
+    def _can_think(self, model: Model, template: str | None, think: thinking.Think, field: str = "think") -> bool:
+        """Whether the template supports thinking; `think` asked of one that cannot is refused (naming the
+        request's `field`), as Ollama and OpenAI do."""
         capable = prompt.supports_thinking(template)
         if think not in (None, False) and not capable:
-            raise InvalidRequest(f'"{model.name}" does not support thinking', field="think")
+            raise InvalidRequest(f'"{model.name}" does not support thinking', field=field)
         return capable
+
+    def _chat_thinking(self, model: Model, req: ChatRequest) -> tuple[bool, thinking.Think, int | None]:
+        """Whether the model can think, the `think` its template is rendered with, and the thinking budget kept:
+        where the model thinks and its output is free (a grammar rules the output from its first token). A
+        budget turns thinking on where `think` leaves it to the template."""
+        capable = self._can_think(model, model.template, req.think, req.think_field)
+        free = req.constraints.format is None and not req.constraints.grammar
+        budget = req.think_budget if capable and req.think is not False and free else None
+        return capable, True if budget is not None and req.think is None else req.think, budget
 
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
@@ -404,7 +221,7 @@ class Service:
             text = req.prompt
         else:
             system = req.system if req.system is not None else model.system
-            text = await self.render_prompt(
+            text = await self.templates.render_prompt(
                 model,
                 req.prompt,
                 system=system,
@@ -434,7 +251,7 @@ class Service:
         events = self._chat(req)
         if req.tools:
             template, label = self.model(req.model).template_for(tools=True)
-            short = bool(template) and (await self.template_caps(str(template), TemplateSource(label))).short_call_ids
+            short = bool(template) and (await self.templates.caps(str(template), TemplateSource(label))).short_call_ids
             events = held_back(events, req.tools, forced=req.call_required, short_ids=short)
         async with contextlib.aclosing(events):
             async for event in events:
@@ -445,13 +262,14 @@ class Service:
         model = self.model(req.model)
         self._check_generative(model, "chat")
         options = req.options.merged_over(model.parameters)
-        messages = _conversation(model, req.messages)
+        messages = conversation(model, req.messages)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
-        capable = self._can_think(model, model.template, req.think)
+        capable, think, budget = self._chat_thinking(model, req)
 
         async def render(kept: Sequence[ChatMessage]) -> str:
-            return await self.render(model, kept, tools=req.tools, n_ctx=context, think=req.think)
+            text = await self.templates.render(model, kept, tools=req.tools, n_ctx=context, think=think)
+            return text if budget is None else thinking.prefilled(text)
 
         full = await render(messages) if req.messages else ""
 
@@ -459,7 +277,7 @@ class Service:
             """Drop the oldest turns (never a system message, never the last message) until the rendered
             conversation leaves room for the answer; the tokens dropped are reported. A conversation with more
             bytes than the context can hold loses turns before it is tokenized (those counted at 4 bytes a token)."""
-            kept, text = await _fit_bytes(list(messages), full, render, limits.prompt_bytes(n_ctx))
+            kept, text = await fit_bytes(list(messages), full, render, limits.prompt_bytes(n_ctx))
             n = len(await runner.tokenize(text))
             first = n + (limits.utf8_len(full) - limits.utf8_len(text)) // 4
             room = n_ctx - reserve_for_answer(n_ctx, options.num_predict)
@@ -490,8 +308,9 @@ class Service:
             constraints=req.constraints,
             truncate=req.truncate,
             fit=fit if req.truncate else None,
+            think_budget=budget,
         )
-        if thinking.splits(capable, req.think, full):  # here, before tool calls are looked for in the answer
+        if thinking.splits(capable, think, full):  # here, before tool calls are looked for in the answer
             events = thinking.split_thinking(events, opened=thinking.opens_thinking(full))
         async with contextlib.aclosing(events):
             async for event in events:
@@ -505,7 +324,10 @@ class Service:
         options = req.options.merged_over(model.parameters)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         ref = self._ref(model, options)
-        text = await self.render(model, _conversation(model, req.messages), tools=req.tools, n_ctx=ref.spec.n_ctx)
+        _, think, budget = self._chat_thinking(model, req)
+        messages = conversation(model, req.messages)
+        text = await self.templates.render(model, messages, tools=req.tools, n_ctx=ref.spec.n_ctx, think=think)
+        text = text if budget is None else thinking.prefilled(text)
         async with self.scheduler.use(ref, keep_alive=self.settings.keep_alive) as lease:
             return len(await lease.runner.tokenize(text))
 
@@ -521,13 +343,15 @@ class Service:
         constraints: Constraints,
         truncate: bool = False,
         fit: Callable[[Runner, int], Awaitable[tuple[str, int]]] | None = None,
+        think_budget: int | None = None,
     ) -> AsyncGenerator[Token | Done, None]:
         """Generate from `text` on a slot of the model's runner. With `truncate`, an input too long for the
-        context is cut (by `fit` first, when given: chat drops old turns) and the count reported in `Done`."""
+        context is cut (by `fit` first, when given: chat drops old turns) and the count reported in `Done`.
+        With `think_budget`, `text` opens the thinking and the thinking is cut at that many tokens."""
         keys.check_quota()  # the request's API key may have used up its daily tokens
         ref = self._ref(model, options)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
-        _check_prompt_bytes(text, ref.spec.n_ctx, truncate=truncate, field=field)
+        check_prompt_bytes(text, ref.spec.n_ctx, truncate=truncate, field=field)
         if not text:
             # An empty prompt loads the model, or with keep_alive 0 unloads it (as Ollama does).
             if keep <= 0:
@@ -547,10 +371,18 @@ class Service:
             dropped = 0
             if fit is not None:
                 text, dropped = await fit(lease.runner, lease.runner.info.n_ctx or ref.spec.n_ctx)
+            job = runner_job(text, options, constraints, truncate)
+
+            def run(prompt: str, num_predict: int, stop: tuple[str, ...]) -> AsyncGenerator[Token | Done, None]:
+                return lease.runner.generate(replace(job, prompt=prompt, num_predict=num_predict, stop=stop))
+
+            generation = (
+                lease.runner.generate(job)
+                if think_budget is None
+                else thinking.budgeted(run, text, think_budget, num_predict=job.num_predict, stop=job.stop)
+            )
             try:
-                async with contextlib.aclosing(
-                    lease.runner.generate(_job(text, options, constraints, truncate))
-                ) as events:
+                async with contextlib.aclosing(generation) as events:
                     async for event in events:
                         if watch is not None:
                             watch.see(event)
@@ -572,109 +404,6 @@ class Service:
                 if isinstance(exc, ContextLengthExceeded):
                     exc.field = field
                 raise
-
-    # -- prompts: chat templates are untrusted code, rendered by bounded worker processes ------------------
-
-    async def render(
-        self,
-        model: Model,
-        messages: Sequence[ChatMessage],
-        *,
-        tools: Sequence[Tool] = (),
-        template: str | None = None,
-        n_ctx: int | None = None,
-        field: str = "messages",
-        extra: Mapping[str, Any] | None = None,
-        think: thinking.Think = None,
-    ) -> str:
-        """The prompt for `messages` through the request's `template`, else the model's own (Modelfile or GGUF;
-        the GGUF's `tool_use` variant when there are `tools`), adapted to what that template can take; `extra`
-        template variables (e.g. `enable_thinking`) are passed through.
-
-        Its output is bounded by what a context of `n_ctx` tokens can hold (past it: `PromptTooLong`), or with
-        no `n_ctx` (the input may be cut to fit) by the bound on any prompt."""
-        if template is not None:
-            source = TemplateSource("the request's template", "template")
-        else:
-            template, label = model.template_for(tools=bool(tools))
-            source = TemplateSource(label)
-        caps = await self.template_caps(template, source) if template else None
-        job = prompt.chat_render(
-            messages,
-            template=template,
-            bos_token=model.info.bos_token,
-            eos_token=model.info.eos_token,
-            tools=tools,
-            caps=caps,
-            extra=extra,
-            think=think,
-        )
-        if isinstance(job, str):
-            return job
-        max_bytes = limits.PROMPT_MAX_BYTES if n_ctx is None else limits.prompt_bytes(n_ctx)
-        try:
-            text = await self.renderer.render(job.template, job.variables, max_bytes=max_bytes, source=source)
-        except RenderTooLong:
-            if n_ctx is None or max_bytes == limits.PROMPT_MAX_BYTES:
-                raise
-            raise PromptTooLong(max_bytes, n_ctx, limits.BYTES_PER_TOKEN, field=field, rendered=True) from None
-        return job.finish(text)
-
-    async def template_caps(self, template: str, source: TemplateSource) -> TemplateCaps:
-        """What `template` can take, probed once (in a render worker) and remembered by its text."""
-        caps = self._caps.get(template)
-        if caps is None:
-            caps = await self.renderer.probe(template, source)
-            if len(self._caps) >= 64:  # a bound: requests may bring their own templates
-                self._caps.pop(next(iter(self._caps)))
-            self._caps[template] = caps
-        return caps
-
-    async def capabilities(self, model: Model) -> list[str]:
-        """`/api/show`'s capabilities, with `tools` as the probe finds it (not guessed from the template's text)."""
-        caps = list(model.capabilities)
-        template, label = model.template_for(tools=True)
-        if "completion" not in caps or not template:
-            return caps
-        try:
-            probed = await self.template_caps(template, TemplateSource(label))
-        except InvalidRequest:  # a template that cannot even be probed takes no tools
-            return [c for c in caps if c != "tools"]
-        caps = [c for c in caps if c != "tools"]
-        return [caps[0], "tools", *caps[1:]] if probed.tools else caps
-
-    async def render_prompt(
-        self,
-        model: Model,
-        text: str,
-        *,
-        system: str | None,
-        template: str | None = None,
-        n_ctx: int | None = None,
-        extra: Mapping[str, Any] | None = None,
-        think: thinking.Think = None,
-    ) -> str:
-        """`/api/generate`'s prompt: through the chat template when there is one, else as given."""
-        if template is None and not model.template:
-            return prompt.render_generate(text, system=system, template=None)
-        messages = prompt.generate_messages(text, system=system)
-        return await self.render(
-            model, messages, template=template, n_ctx=n_ctx, field="prompt", extra=extra, think=think
-        )
-
-    async def check_template(self, template: str, source: TemplateSource) -> None:
-        """Refuse a template that does not compile, or exceeds a bound on a short conversation (at create and
-        pull, so that a hostile one is reported then, not at the first chat)."""
-        await self.renderer.check(template, source)
-        sample = [ChatMessage("system", "s"), ChatMessage("user", "u"), ChatMessage("assistant", "a")]
-        job = prompt.chat_render([*sample, ChatMessage("user", "u")], template=template)
-        if not isinstance(job, str):
-            try:
-                await self.renderer.render(job.template, job.variables, max_bytes=1 << 20, source=source)
-            except InvalidRequest as exc:
-                if "exceeded a bound" in str(exc):
-                    raise
-                # Any other error (raise_exception on roles it does not take) is the template's own business.
 
     async def tokenize(
         self, name: ModelName, text: str, *, add_bos: bool = True, keep_alive: float | None = None
@@ -768,7 +497,7 @@ class Service:
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
         limits.check_count(inputs, limits.MAX_EMBED_INPUTS, "input", "inputs")
         for item in inputs:
-            _check_prompt_bytes(item if isinstance(item, str) else "", ref.spec.n_ctx, truncate=truncate, field="input")
+            check_prompt_bytes(item if isinstance(item, str) else "", ref.spec.n_ctx, truncate=truncate, field="input")
         if not inputs and keep <= 0:
             await self.scheduler.unload(ref.spec.model_path)
             return Embeddings([], total_duration=time.perf_counter_ns() - started)
@@ -791,58 +520,6 @@ class Service:
         return self.scheduler.loaded()
 
 
-def _conversation(model: Model, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
-    """The request's own leading system messages first, then the model's stored conversation, then the rest;
-    the model's system prompt first when the request has none."""
-    lead = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
-    out = [*messages[:lead], *model.messages, *messages[lead:]]
-    if model.system and not (out and out[0].role == "system"):
-        out.insert(0, ChatMessage("system", model.system))
-    return out
-
-
-async def _fit_bytes(
-    messages: list[ChatMessage], text: str, render: Callable[[Sequence[ChatMessage]], Awaitable[str]], budget: int
-) -> tuple[list[ChatMessage], str]:
-    """The fewest oldest turns dropped (binary search over renders) for the prompt to have at most
-    `budget` bytes (`text` is all of them rendered), so that no prompt the context cannot hold is tokenized."""
-    if limits.utf8_len(text) <= budget:
-        return messages, text
-    droppable = [i for i, m in enumerate(messages[:-1]) if m.role != "system"]
-
-    def without(k: int) -> list[ChatMessage]:
-        gone = set(droppable[:k])
-        return [m for i, m in enumerate(messages) if i not in gone]
-
-    low, high = 1, len(droppable)
-    best = without(high)
-    best_text = await render(best)
-    while low < high:
-        mid = (low + high) // 2
-        mid_text = await render(without(mid))
-        if limits.utf8_len(mid_text) <= budget:
-            high, best, best_text = mid, without(mid), mid_text
-        else:
-            low = mid + 1
-    return best, best_text
-
-
-def _check_prompt_bytes(text: str, n_ctx: int, *, truncate: bool, field: str) -> None:
-    """Refuse, before it is tokenized, a prompt that cannot fit the context (unless it may be cut to fit) or
-    that passes the bound on any prompt; the runner never receives hundreds of megabytes."""
-    if len(text) * 4 <= limits.prompt_bytes(n_ctx):  # the common case, without encoding the text
-        return
-    size = limits.utf8_len(text)
-    if size > limits.PROMPT_MAX_BYTES:
-        raise InvalidRequest(
-            f"{field}: the input is {size} bytes, more than the {limits.size_text(limits.PROMPT_MAX_BYTES)} "
-            "any prompt may have",
-            field=field,
-        )
-    if not truncate and size > limits.prompt_bytes(n_ctx):
-        raise PromptTooLong(size, n_ctx, limits.BYTES_PER_TOKEN, field=field)
-
-
 def _number(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -856,25 +533,3 @@ def _check_dimensions(dimensions: int, width: int) -> None:
 def _unit(vector: list[float]) -> list[float]:
     norm = math.sqrt(math.fsum(x * x for x in vector))
     return [x / norm for x in vector] if norm > 0 else vector
-
-
-def _job(prompt: str, options: Options, constraints: Constraints, truncate: bool) -> Job:
-    """The runner's job for `prompt` under the merged options; what they leave unset keeps the defaults of
-    `Job` and `Sampling`, the only copy of them."""
-    sampling: dict[str, Any] = {k: v for k in SAMPLING_OPTIONS if (v := getattr(options, k)) is not None}
-    limits: dict[str, Any] = {k: v for k in ("num_predict", "stop") if (v := getattr(options, k)) is not None}
-    return Job(
-        prompt,
-        Sampling(
-            **sampling,
-            grammar=constraints.grammar or None,
-            logit_bias=constraints.logit_bias,
-            ignore_eos=constraints.ignore_eos,
-        ),
-        **limits,
-        min_tokens=constraints.min_tokens,
-        format=constraints.format,
-        logprobs=constraints.logprobs,
-        context=constraints.context,
-        truncate=truncate,
-    )

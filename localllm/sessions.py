@@ -23,8 +23,9 @@ from dataclasses import dataclass, field, replace
 
 from . import prompt
 from .errors import InvalidRequest, ServerBusy
+from .generation import GenerateRequest
 from .names import ModelName
-from .service import GenerateRequest, Service
+from .service import Service
 from .types import ChatMessage, Constraints, Done, Event, Options, Token
 
 DEFAULT_LIMIT = 64
@@ -141,7 +142,7 @@ class Sessions:
         messages = [*session.messages, ChatMessage("user", text)]
         if model.template:
             system = [ChatMessage("system", model.system)] if model.system else []
-            full = await self.service.render(model, [*system, *messages])
+            full = await self.service.templates.render(model, [*system, *messages])
             if context and full.startswith(session.rendered):
                 new = full[len(session.rendered) :]
             else:  # the template rewrites earlier turns: send it all (the slot's cache still has the prefix)

@@ -6,14 +6,20 @@ the thinking and only `</think>` appears. `ThinkParser` reads the pieces as they
 over several) and says which text is thinking and which is the answer; `split_thinking` turns a stream of
 `Token` events into `Thinking` and `Token` events, so the reasoning is never mixed into the answer and never
 read as a tool call. gpt-oss's channels (`<|channel|>analysis…`) are not parsed here.
+
+Two request fields map onto thinking here, once for every dialect: a reasoning effort (OpenAI's
+`reasoning_effort`, Responses' `reasoning.effort`) as a `Think` (`effort`), and a thinking budget (Anthropic's
+`thinking.budget_tokens`, llama-server's and vLLM's budget fields), honoured by `budgeted`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import replace
 from typing import Literal
 
+from .errors import InvalidRequest
 from .types import Done, Event, Thinking, Token
 
 OPEN = "<think>"
@@ -22,6 +28,26 @@ LEVELS = ("low", "medium", "high")  # `think` levels, for templates that take `r
 
 Think = bool | str | None  # a request's `think`: None (the template's default), on or off, or a level
 Kind = Literal["thinking", "content"]
+
+# OpenAI's reasoning efforts as a `think`: "none" and "minimal" ask for no reasoning (thinking off, and never
+# refused on a model that cannot think), the others are levels (a template that takes no level just thinks).
+EFFORTS: dict[str, Think] = {
+    "none": False,
+    "minimal": False,
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "high",
+}
+
+
+def effort(raw: object, field: str) -> Think:
+    """The `think` of a reasoning effort sent in `field` (None when it is not sent)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or raw not in EFFORTS:
+        raise InvalidRequest(f"{field} must be one of {', '.join(EFFORTS)}", field=field)
+    return EFFORTS[raw]
 
 
 class ThinkParser:
@@ -137,3 +163,73 @@ async def split_thinking(events: AsyncGenerator[Event, None], *, opened: bool = 
                 for kind, text in parser.flush():
                     yield Thinking(text) if kind == "thinking" else Token(text)
             yield event
+
+
+# -- the thinking budget --------------------------------------------------------------------------------------
+
+# What a budgeted generation writes around the thinking, as Qwen3's and DeepSeek-R1's templates do: the prompt
+# opens the thinking (unless the template did), and a thinking cut at its budget is closed before the answer.
+PREFILL = OPEN + "\n"
+SEPARATOR = "\n\n"  # between the closed thinking and the answer
+
+Run = Callable[[str, int, tuple[str, ...]], AsyncGenerator[Token | Done, None]]  # prompt, num_predict, stop
+
+
+def prefilled(prompt: str) -> str:
+    """`prompt` ending inside an open thinking block, as a budgeted generation starts."""
+    return prompt if opens_thinking(prompt) else prompt + PREFILL
+
+
+async def budgeted(
+    run: Run, prompt: str, budget: int, *, num_predict: int = -1, stop: tuple[str, ...] = ()
+) -> AsyncGenerator[Token | Done, None]:
+    """Generate from `prompt` (which opens the thinking: `prefilled`) with at most `budget` tokens of thinking.
+
+    The thinking runs as its own generation, stopped at `</think>` or after `budget` tokens; then the thinking
+    is closed (the tag and the separator the model would write, or `</think>` after a cut) and a second
+    generation writes the answer from the prompt and the thinking so far (the slot's prompt cache has them
+    already). `num_predict` bounds both together, and the `Done` counts both: the input tokens are the first
+    prompt's, the output tokens all that were generated. Out of the text comes, in order, the thinking, the
+    closing, the answer: `split_thinking` parses it as any other."""
+    thought: list[str] = []
+    first: Done | None = None
+    if budget > 0:
+        limit = budget if num_predict < 0 else min(budget, num_predict)
+        async with contextlib.aclosing(run(prompt, limit, (*stop, CLOSE))) as events:
+            async for event in events:
+                if isinstance(event, Done):
+                    first = event
+                else:
+                    thought.append(event.text)
+                    yield event
+        if first is None:
+            return
+        if 0 <= num_predict <= first.eval_count:  # all the output there may be is spent
+            yield replace(first, reason="length", stop_sequence=None)
+            return
+        cut = first.reason == "length" and first.eval_count == budget
+        if first.stop_sequence != CLOSE and not cut:
+            yield first  # the end of the output, a stop sequence, or a full context
+            return
+    text = "".join(thought)
+    closing = CLOSE + SEPARATOR
+    if first is None or first.stop_sequence != CLOSE:  # cut short: the tag on a line of its own
+        closing = ("" if text.endswith("\n") else "\n") + closing
+    yield Token(closing)
+    left = -1 if num_predict < 0 else num_predict - (first.eval_count if first else 0)
+    async with contextlib.aclosing(run(prompt + text + closing, left, stop)) as events:
+        async for event in events:
+            yield event if first is None or not isinstance(event, Done) else _both(first, event)
+
+
+def _both(first: Done, second: Done) -> Done:
+    """The `Done` of a budgeted generation: the first prompt's input, both parts' output and time."""
+    return replace(
+        second,
+        prompt_eval_count=first.prompt_eval_count,
+        cached_tokens=first.cached_tokens,
+        prompt_eval_duration=first.prompt_eval_duration,
+        eval_count=first.eval_count + second.eval_count,
+        eval_duration=first.eval_duration + second.prompt_eval_duration + second.eval_duration,
+        truncated=first.truncated,
+    )

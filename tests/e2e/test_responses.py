@@ -1,12 +1,14 @@
 """OpenAI's Responses API (`/v1/responses`) with the official `openai` package against the real daemon and the
 chat-template copy of stories260K: whole and streamed answers, a forced function call, a conversation
-continued by `previous_response_id` (reusing the KV cache), retrieve and delete, and the SSE bytes."""
+continued by `previous_response_id` (reusing the KV cache), retrieve and delete, the SSE bytes, and stored
+responses kept on disk (`LOCALLLM_RESPONSES_DIR`) across a restart of the daemon."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +17,8 @@ import openai
 import pytest
 
 from ..conftest import CHAT_REPO, ROOT
-from .conftest import Daemon
+from ..hubstub import HubStub
+from .conftest import Daemon, daemon_with
 
 CHAT = f"hf.co/{CHAT_REPO}"
 WEATHER = {
@@ -189,3 +192,33 @@ def test_the_openai_sdk_example_of_docs_agents_runs(d: Daemon, capsys: pytest.Ca
     code = block.replace("qwen2.5-coder:7b", CHAT).replace("http://127.0.0.1:11434", d.url)
     exec(compile(code, "docs/agents.md", "exec"), {})
     assert capsys.readouterr().out.strip()
+
+
+def test_stored_responses_on_disk_survive_a_restart(tmp_path: Path, hub: HubStub) -> None:
+    """A conversation begun on one daemon goes on after it is stopped and another starts on the same directory;
+    a response whose file was damaged meanwhile is a 404, not an error, and its file is gone."""
+    responses = tmp_path / "responses"
+    with daemon_with(tmp_path, hub, (CHAT_REPO,), LOCALLLM_RESPONSES_DIR=str(responses)) as before:
+        client = openai.OpenAI(base_url=before.url + "/v1", api_key="unused", max_retries=0)
+        first = client.responses.create(input="Tom had a red ball.", **greedy())
+        damaged = client.responses.create(input="A cat", **greedy())
+        gone = client.responses.create(input="A dog", **greedy())
+        client.responses.delete(gone.id)
+    assert sorted(p.name for p in responses.iterdir()) == sorted(f"{r.id}.json" for r in (first, damaged))
+    damaged_file = responses / f"{damaged.id}.json"
+    damaged_file.write_bytes(damaged_file.read_bytes()[:100])  # truncated, as by a crash mid-write
+    with daemon_with(tmp_path, hub, (), LOCALLLM_RESPONSES_DIR=str(responses)) as after:
+        client = openai.OpenAI(base_url=after.url + "/v1", api_key="unused", max_retries=0)
+        again = client.responses.retrieve(first.id)
+        assert again.id == first.id and again.output_text == first.output_text
+        second = client.responses.create(input="What did Tom do next?", previous_response_id=first.id, **greedy())
+        assert first.usage and second.usage and second.previous_response_id == first.id
+        assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens - 8
+        items = httpx.get(f"{after.url}/v1/responses/{second.id}/input_items", timeout=30).json()["data"]
+        texts = [part["text"] for item in items for part in item.get("content", [])]
+        assert texts == ["Tom had a red ball.", first.output_text, "What did Tom do next?"]
+        for rid in (damaged.id, gone.id):
+            with pytest.raises(openai.NotFoundError):
+                client.responses.retrieve(rid)
+        assert not damaged_file.exists()
+        assert (responses / f"{second.id}.json").exists()

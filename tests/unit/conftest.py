@@ -11,7 +11,7 @@ from typing import NoReturn
 
 import pytest
 
-from localllm import service
+from localllm import templates
 
 from ..fakes import InlineRenderer
 
@@ -29,7 +29,7 @@ def no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(subprocess, "Popen", refuse)
     # The daemon renders chat templates in worker processes; here the same sandbox renders in-process.
-    monkeypatch.setattr(service, "RenderPool", InlineRenderer)
+    monkeypatch.setattr(templates, "RenderPool", InlineRenderer)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

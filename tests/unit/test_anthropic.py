@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from localllm.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
+from localllm.generation import Answer
 from localllm.server import dialects
 from localllm.server.dialects.anthropic import api as an
 from localllm.server.dialects.anthropic import requests as anr
 from localllm.server.errors import message_of
-from localllm.service import Answer
 from localllm.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
 
 from .test_registry import app_client
@@ -43,9 +43,22 @@ def test_fields_map_onto_options_and_defaults() -> None:
     p = parse(temperature=0, top_p=0.5, top_k=3, stop_sequences=["\n\n"], stream=True, metadata={"user_id": "u"})
     o = p.chat.options
     assert (o.num_predict, o.temperature, o.top_p, o.top_k, o.stop) == (16, 0.0, 0.5, 3, ("\n\n",))
-    assert p.stream and p.thinking_budget is None
+    assert p.stream and p.chat.think_budget is None and p.chat.think is None
     assert parse().chat.options.temperature == 1.0, "Anthropic's default temperature"
-    assert parse(thinking={"type": "enabled", "budget_tokens": 8}).thinking_budget == 8
+
+
+def test_thinking_maps_onto_think_and_a_budget() -> None:
+    enabled = parse(thinking={"type": "enabled", "budget_tokens": 8}).chat
+    assert (enabled.think, enabled.think_budget) == (None, 8), "thinks where the model can, within 8 tokens"
+    disabled = parse(thinking={"type": "disabled"}).chat
+    assert (disabled.think, disabled.think_budget) == (False, None)
+    adaptive = parse(thinking={"type": "adaptive"}).chat
+    assert (adaptive.think, adaptive.think_budget) == (None, None)
+    assert refused({**BASE, "thinking": {"type": "enabled"}}) == "thinking.budget_tokens"
+    assert refused({**BASE, "thinking": {"type": "enabled", "budget_tokens": 0}}) == "thinking.budget_tokens"
+    thinking = {"type": "enabled", "budget_tokens": 8}
+    counted = anr.parse_count({"model": "m", "messages": [{"role": "user", "content": "hi"}], "thinking": thinking})
+    assert counted.think_budget == 8, "count_tokens renders the prompt the generation would"
 
 
 @pytest.mark.parametrize(
@@ -62,7 +75,7 @@ def test_fields_map_onto_options_and_defaults() -> None:
             "messages[0].content[0]",
         ),
         ({**BASE, "messages": [{"role": "user", "content": [{"type": "tool_use"}]}]}, "messages[0].content[0]"),
-        ({**BASE, "system": [{"type": "image"}]}, "system"),
+        ({**BASE, "system": [{"type": "image"}]}, "system[0]"),
         ({**BASE, "tools": [{"name": "x"}]}, "tools[0].input_schema"),
         ({**BASE, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
         ({**BASE, "tools": [WEATHER, WEATHER]}, "tools[1].name"),
@@ -299,7 +312,7 @@ def test_output_config_format_constrains_the_text() -> None:
 
 def test_newer_sdk_fields_are_accepted() -> None:
     p = parse(thinking={"type": "adaptive"}, speed="fast", inference_geo="eu", cache_control={"type": "ephemeral"})
-    assert p.thinking_budget is None
+    assert p.chat.think_budget is None
     assert refused({**BASE, "container": "c"}) == "container"
 
 

@@ -124,3 +124,9 @@ def test_replica_name_is_a_header_safe_name() -> None:
     for bad in ("two words", "a\r\nX-Evil: 1", "x" * 65, "naïve"):
         with pytest.raises(ConfigError, match="LOCALLLM_REPLICA"):
             Settings.from_env({"LOCALLLM_REPLICA": bad})
+
+
+def test_responses_dir_is_optional_and_expands_user() -> None:
+    assert Settings.from_env({}).responses_dir is None
+    assert Settings.from_env({"LOCALLLM_RESPONSES_DIR": " "}).responses_dir is None
+    assert Settings.from_env({"LOCALLLM_RESPONSES_DIR": "~/r"}).responses_dir == Path("~/r").expanduser()

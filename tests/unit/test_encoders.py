@@ -8,10 +8,10 @@ import json
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+from localllm.generation import Answer, collect
 from localllm.server.dialects.ollama import api as ollama
 from localllm.server.dialects.openai import api as openai
 from localllm.server.dialects.openai.requests import Shape
-from localllm.service import Answer, collect
 from localllm.tools import held_back
 from localllm.types import Done, Event, Token, TokenLogprob, Tool, ToolCall, ToolCalls
 

@@ -12,8 +12,8 @@ import pytest
 
 from localllm import prompt
 from localllm.errors import InvalidRequest, ServerBusy
+from localllm.generation import GenerateRequest
 from localllm.names import parse_name
-from localllm.service import GenerateRequest
 from localllm.sessions import Sessions
 from localllm.types import Constraints, Done, Options, Token
 
@@ -28,6 +28,7 @@ class ScriptedService:
         self.requests: list[GenerateRequest] = []
         self.loaded_digests = ["d1"]
         self.template = template
+        self.templates = self  # the service's template renderer: `render` below
 
     def model(self, name: Any) -> Any:
         info = SimpleNamespace(bos_token="<s>", eos_token="</s>")

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from localllm.gguf import read_info
+from localllm.models import Model
 from localllm.names import parse_name
-from localllm.service import Model
 from localllm.types import Options
 
 from ..conftest import model_file

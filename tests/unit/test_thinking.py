@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from localllm import prompt
-from localllm.service import collect
+from localllm.generation import collect
 from localllm.thinking import Kind, ThinkParser, opens_thinking, split_thinking
 from localllm.tools import held_back
 from localllm.types import ChatMessage, Done, Event, Thinking, Token, TokenLogprob, Tool, ToolCalls
@@ -171,10 +171,12 @@ def test_ollama_think_and_openai_reasoning_effort_translate() -> None:
     past = {"role": "assistant", "content": "a", "thinking": "t"}
     (message,) = ollama.to_chat_request({"model": "m", "messages": [past]})[0].messages
     assert message.thinking == "t"
-    efforts = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", None: None}
+    efforts: dict[str | None, bool | str | None] = {"none": False, "minimal": False, "low": "low", "medium": "medium"}
+    efforts |= {"high": "high", "xhigh": "high", None: None}
     for effort, think in efforts.items():
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": effort}
-        assert to_chat_request(body)[0].think == think
+        req = to_chat_request(body)[0]
+        assert (req.think, req.think_field) == (think, "reasoning_effort")
     past = {"role": "assistant", "content": "a", "reasoning_content": "t"}
     assert to_chat_request({"model": "m", "messages": [past]})[0].messages[0].thinking == "t"
 

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...errors import InvalidRequest
-from ...service import collect
+from ...generation import collect
 from ...sessions import Sessions, Turn
 from ...types import Constraints, Done, Options, Token, parse_stop
 from .. import requests as rq
@@ -247,7 +247,7 @@ async def encode(request: Request) -> Response:
     ids = []
     for item in inputs:
         if preprocess:
-            item = await service.render_prompt(model, item, system=model.system)
+            item = await service.templates.render_prompt(model, item, system=model.system)
         ids.append([t for t, _ in await service.tokenize(name, item, add_bos=add_bos)])
     if isinstance(raw, str):
         return JSONResponse({"input_ids": ids[0], "length": len(ids[0])})

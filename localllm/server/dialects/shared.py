@@ -1,5 +1,6 @@
-"""What the serving dialects (TGI, vLLM, LMDeploy, Triton) share: the model a request means, vLLM's sampling
-fields (which Triton's vLLM backend takes too), and generations opened, collected together or merged.
+"""What the dialects share: the text of a message's content blocks (OpenAI's, Responses' and Anthropic's), and
+for the serving dialects (TGI, vLLM, LMDeploy, Triton) the model a request means, vLLM's sampling fields
+(which Triton's vLLM backend takes too), and generations opened, collected together or merged.
 
 A request of these dialects may name no model (their servers serve one): it then goes to
 `LOCALLLM_DEFAULT_MODEL`, and with none set it is refused with a message that says how to choose.
@@ -15,8 +16,9 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from ...errors import InvalidRequest, NoModelChosen
+from ...generation import Answer, collect
 from ...names import ModelName, parse_name
-from ...service import Answer, Service, collect
+from ...service import Service
 from ...types import Constraints, Event, Options
 from .. import requests as rq
 from ..fields import STOP, Field, Fields, as_options
@@ -24,6 +26,25 @@ from ..streaming import first_item, prepend, until_disconnect
 
 T = TypeVar("T")
 Events = AsyncGenerator[Event, None]
+
+
+def block_text(value: Any, label: str, *, kinds: tuple[str, ...] = ("text",), sep: str = "", noun: str) -> str:
+    """A message's content: a string, or the `text` of each block (a `noun`, e.g. "text part") whose type is
+    one of `kinds`, joined by `sep`. Anything else is refused naming `label`, or the block (`label[i]`) that is
+    not text."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{label} must be a string or a list of {noun}s", field=label)
+    texts = []
+    for i, block in enumerate(value):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind not in kinds or not isinstance(block.get("text"), str):
+            shape = f"{{'type': '{kinds[0]}', 'text': ...}}" if len(kinds) == 1 else f"of type {' or '.join(kinds)}"
+            why = f": '{kind}' {noun}s are not supported here" if isinstance(kind, str) and kind not in kinds else ""
+            raise InvalidRequest(f"{label}[{i}] must be a {noun} ({shape}){why}", field=f"{label}[{i}]")
+        texts.append(block["text"])
+    return sep.join(texts)
 
 
 def service_of(request: Request) -> Service:

@@ -23,8 +23,8 @@ from starlette.routing import Route
 
 from ... import __version__
 from ...errors import InvalidRequest, ModelNotFound
+from ...generation import GenerateRequest, collect
 from ...names import ModelName, parse_name
-from ...service import GenerateRequest, collect
 from ...types import Constraints, Done, Options, Token
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ...errors import InvalidRequest
+from ...generation import GenerateRequest
 from ...names import ModelName
-from ...service import GenerateRequest
 from ...types import Constraints, Event, Options, Token
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ....service import Answer
+from ....generation import Answer
 from ....types import Done, Event, Thinking, Token, ToolCall, ToolCalls
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of

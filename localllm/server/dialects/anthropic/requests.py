@@ -8,12 +8,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ....errors import InvalidRequest
-from ....service import ChatRequest
+from ....generation import ChatRequest
+from ....thinking import Think
 from ....tools import ToolChoice, call_schema, tool_name
 from ....types import ChatMessage, Constraints, Options, Tool, ToolCall
 from ... import requests as rq
 from ...fields import STOP, Field, Fields, as_options
 from ...schema import INT, OBJ, STR, Schema, obj
+from ..shared import block_text
 
 # -- requests: the fields, declared once ----------------------------------------------------------------
 
@@ -46,18 +48,17 @@ FIELDS = COUNT_FIELDS + Fields(
 
 @dataclass(frozen=True)
 class Parsed:
-    """A Messages request: the chat request, whether it streams, and the thinking budget asked for."""
+    """A Messages request: the chat request (with its thinking and budget) and whether it streams."""
 
     chat: ChatRequest
     stream: bool = False
-    thinking_budget: int | None = None
 
 
 def parse(body: dict[str, Any]) -> Parsed:
     """Translate `POST /v1/messages`."""
     FIELDS.check(body, also=STRUCTURED)
     values = FIELDS.read(body)
-    chat = _chat(body, as_options(values, FIELDS))
+    chat = _chat(body, as_options(values, FIELDS), values["max_tokens"])
     fmt = _output_format(body)
     if fmt is not None:
         if chat.call_required:
@@ -65,7 +66,7 @@ def parse(body: dict[str, Any]) -> Parsed:
                 "a forced tool_choice cannot be combined with output_config.format", field="tool_choice"
             )
         chat = replace(chat, constraints=replace(chat.constraints, format=fmt))
-    return Parsed(chat, values["stream"], _thinking(body, values["max_tokens"]))
+    return Parsed(chat, values["stream"])
 
 
 def _output_format(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -86,12 +87,12 @@ def _output_format(body: dict[str, Any]) -> dict[str, Any] | None:
 def parse_count(body: dict[str, Any]) -> ChatRequest:
     """Translate `POST /v1/messages/count_tokens`: the same prompt, no sampling."""
     COUNT_FIELDS.check(body, also=STRUCTURED)
-    _thinking(body, None)
-    return _chat(body, Options())
+    return _chat(body, Options(), None)
 
 
-def _chat(body: dict[str, Any], options: Options) -> ChatRequest:
+def _chat(body: dict[str, Any], options: Options, max_tokens: int | None) -> ChatRequest:
     name = rq.model_name(body)
+    think, budget = _thinking(body, max_tokens)
     tools = _tools(body.get("tools"))
     choice = _tool_choice(body.get("tool_choice"), tools)
     schema = call_schema(tools, choice)
@@ -102,30 +103,15 @@ def _chat(body: dict[str, Any], options: Options) -> ChatRequest:
         constraints=Constraints(format=schema),
         tools=tools if choice.mode != "none" else (),
         call_required=schema is not None,
+        think=think,
+        think_budget=budget,
     )
-
-
-def _text(blocks: Any, label: str, *, allow: tuple[str, ...] = ()) -> str:
-    """A string, or text blocks joined by newlines (blocks of the `allow`ed types are skipped)."""
-    if isinstance(blocks, str):
-        return blocks
-    if not isinstance(blocks, list):
-        raise InvalidRequest(f"{label} must be a string or a list of text blocks", field=label)
-    texts = []
-    for i, block in enumerate(blocks):
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind in allow:
-            continue
-        if kind != "text" or not isinstance(block.get("text"), str):
-            raise InvalidRequest(f"{label}[{i}] must be a text block ({{'type': 'text', 'text': ...}})", field=label)
-        texts.append(block["text"])
-    return "\n".join(texts)
 
 
 def _system(raw: Any) -> tuple[ChatMessage, ...]:
     if raw is None:
         return ()
-    text = _text(raw, "system")
+    text = block_text(raw, "system", sep="\n", noun="text block")
     return (ChatMessage("system", text),) if text else ()
 
 
@@ -175,7 +161,7 @@ def _blocks(role: str, blocks: list[Any], label: str) -> list[ChatMessage]:
             calls.append(ToolCall(call_id, name, arguments))
         elif kind == "tool_result" and role == "user":
             call_id = rq.field(block, "tool_use_id", str, required=True, prefix=f"{where}.")
-            text = _text(block.get("content") or "", f"{where}.content")
+            text = block_text(block.get("content") or "", f"{where}.content", sep="\n", noun="text block")
             if rq.field(block, "is_error", bool, False, prefix=f"{where}."):
                 text = f"Error: {text}"
             results.append(ChatMessage("tool", text, tool_call_id=call_id))
@@ -232,11 +218,15 @@ def _tool_choice(raw: Any, tools: tuple[Tool, ...]) -> ToolChoice:
     return ToolChoice("named", name)
 
 
-def _thinking(body: dict[str, Any], max_tokens: int | None) -> int | None:
-    """The thinking budget asked for (`{"type": "enabled", "budget_tokens": n}`), checked as Anthropic does."""
+def _thinking(body: dict[str, Any], max_tokens: int | None) -> tuple[Think, int | None]:
+    """`thinking` as a `think` and a budget: `enabled` thinks (where the model can) within `budget_tokens`
+    (checked as Anthropic does, but from 1 token rather than 1024), `disabled` turns thinking off, `adaptive`
+    (or nothing) leaves it to the model's template."""
     raw = rq.field(body, "thinking", dict)
-    if raw is None or raw.get("type") in ("disabled", "adaptive"):
-        return None
+    if raw is None or raw.get("type") == "adaptive":
+        return None, None
+    if raw.get("type") == "disabled":
+        return False, None
     if raw.get("type") != "enabled":
         raise InvalidRequest('thinking.type must be "enabled", "adaptive" or "disabled"', field="thinking.type")
     budget: int = rq.field(raw, "budget_tokens", int, required=True, prefix="thinking.")
@@ -245,4 +235,4 @@ def _thinking(body: dict[str, Any], max_tokens: int | None) -> int | None:
             f"thinking.budget_tokens must be at least 1 and less than max_tokens, got {budget}",
             field="thinking.budget_tokens",
         )
-    return budget
+    return None, budget

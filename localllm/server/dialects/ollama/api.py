@@ -17,7 +17,8 @@ from starlette.routing import Route
 
 from .... import __version__, create, modelfile
 from ....errors import InvalidRequest
-from ....service import Answer, ChatRequest, GenerateRequest, Model, collect
+from ....generation import Answer, ChatRequest, GenerateRequest, collect
+from ....models import Model
 from ....store import MEDIA_ADAPTER, Store
 from ....thinking import LEVELS, Think
 from ....tools import new_call_id, parse_tools
@@ -389,7 +390,7 @@ async def show(request: Request) -> Response:
             "system": model.system or "",
             "details": model.details.as_dict(),
             "model_info": info,
-            "capabilities": await service_of(request).capabilities(model),
+            "capabilities": await service_of(request).templates.capabilities(model),
             "modified_at": timestamp(model.stored.modified_at),
             **({"license": "\n\n".join(model.license)} if model.license else {}),
             **(

@@ -27,8 +27,8 @@ from ....errors import (
     QuotaExceeded,
     Unauthorized,
 )
+from ....generation import Answer
 from ....names import parse_name
-from ....service import Answer
 from ....types import Done, Event, Thinking, Token, TokenLogprob, ToolCall, ToolCalls
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ....thinking import EFFORTS
 from ...schema import (
     ANY_LIST,
     BOOL,
@@ -21,7 +22,7 @@ from ...schema import (
     obj,
     responses,
 )
-from .requests import BEST_OF, FIELDS, LEGACY_LOGPROBS, TOP_LOGPROBS
+from .requests import BEST_OF, FIELDS, LEGACY_LOGPROBS, THINKING_BUDGETS, TOP_LOGPROBS
 
 OPENAI_SAMPLING: dict[str, Schema] = {
     "model": MODEL,
@@ -48,7 +49,8 @@ CHAT_COMPLETIONS = obj(
         "response_format": OBJ,
         "tools": ANY_LIST,
         "tool_choice": {"anyOf": [STR, OBJ]},
-        "reasoning_effort": {"enum": ["none", "minimal", "low", "medium", "high"]},
+        "reasoning_effort": {"enum": list(EFFORTS)},
+        **THINKING_BUDGETS.schema()["properties"],
     },
     required=("model", "messages"),
 )

@@ -13,13 +13,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ....errors import InvalidRequest
+from ....generation import ChatRequest, GenerateRequest
 from ....limits import MAX_CHOICES
-from ....service import ChatRequest, GenerateRequest
-from ....thinking import Think
+from ....thinking import effort
 from ....tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
 from ....types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options
 from ... import requests as rq
 from ...fields import STOP, Field, Fields, as_options
+from ..shared import block_text
 
 
 @dataclass(frozen=True)
@@ -32,21 +33,6 @@ class Shape:
     echo: bool = False  # /v1/completions: the prompt comes back before the completion
     best_of: int = 1  # /v1/completions: candidates generated per prompt, the n most likely returned
     logprobs: bool = True  # whether log-probabilities asked for are returned (not when only best_of needed them)
-
-
-def _content(value: Any, label: str) -> str:
-    if value is None or isinstance(value, str):
-        return value or ""
-    if isinstance(value, list):
-        texts = []
-        for i, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidRequest(
-                    f"{label}[{i}] must be a text part ({{'type': 'text', 'text': ...}})", field=f"{label}[{i}]"
-                )
-            texts.append(part["text"])
-        return "".join(texts)
-    raise InvalidRequest(f"{label} must be a string or a list of content parts", field=label)
 
 
 def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
@@ -69,7 +55,9 @@ def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
         if role == "tool":
             call_id = rq.field(item, "tool_call_id", str, required=True, prefix=f"{label}.")
         thought = rq.field(item, "reasoning_content", str, "", prefix=f"{label}.") if role == "assistant" else ""
-        out.append(ChatMessage(role, _content(item.get("content"), f"{label}.content"), calls, call_id, thought or ""))
+        raw_content = "" if item.get("content") is None else item["content"]
+        content = block_text(raw_content, f"{label}.content", noun="text part")
+        out.append(ChatMessage(role, content, calls, call_id, thought or ""))
     return tuple(out)
 
 
@@ -128,6 +116,12 @@ FIELDS = Fields(
 TOP_LOGPROBS = Field("top_logprobs", int, low=0, high=20)  # chat
 LEGACY_LOGPROBS = Field("logprobs", int, low=0, high=5)  # text completions
 BEST_OF = Field("best_of", int, low=1, high=20)  # text completions
+# A thinking budget in tokens (chat), under llama-server's names and vLLM's; -1 (or none): no budget.
+THINKING_BUDGETS = Fields(
+    Field("reasoning_budget_tokens", int, low=-1),
+    Field("thinking_budget_tokens", int, low=-1),
+    Field("thinking_token_budget", int, low=-1),
+)
 
 
 def sampling_options(body: dict[str, Any], *, default_max_tokens: int | None = None) -> Options:
@@ -223,20 +217,6 @@ def _tools(body: dict[str, Any]) -> tuple[tuple[Tool, ...], ToolChoice]:
     return tools, parse_tool_choice(body.get("tool_choice"), tools)
 
 
-# OpenAI's `reasoning_effort` as a `think`: "none" turns thinking off, the others are levels (a template that
-# takes no level just thinks).
-EFFORTS: dict[str, Think] = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high"}
-
-
-def reasoning_effort(body: dict[str, Any]) -> Think:
-    raw = body.get("reasoning_effort")
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or raw not in EFFORTS:
-        raise InvalidRequest(f"reasoning_effort must be one of {', '.join(EFFORTS)}", field="reasoning_effort")
-    return EFFORTS[raw]
-
-
 def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, Shape]:
     """Translate a chat completion request."""
     name = rq.model_name(body)
@@ -255,7 +235,9 @@ def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, Shape]:
         constraints=limits,
         tools=offered,
         call_required=schema is not None,
-        think=reasoning_effort(body),
+        think=effort(body.get("reasoning_effort"), "reasoning_effort"),
+        think_field="reasoning_effort",
+        think_budget=next((b for b in THINKING_BUDGETS.read(body).values() if b is not None and b >= 0), None),
     )
     return request, shape(body)
 

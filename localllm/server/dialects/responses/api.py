@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ....generation import ChatRequest
 from ....responses_store import ResponseStore
-from ....service import ChatRequest, Service
+from ....service import Service
 from ....types import ChatMessage, Done, Event
 from ... import requests as rq
 from ...errors import RouteError, guarded
@@ -26,9 +27,10 @@ from .requests import COUNT_FIELDS, FIELDS, Turn, to_turn
 
 
 def store_of(request: Request) -> ResponseStore:
+    """The daemon's stored responses, made (and read from `LOCALLLM_RESPONSES_DIR`) at the first use."""
     store: ResponseStore | None = getattr(request.app.state, "responses", None)
     if store is None:
-        store = request.app.state.responses = ResponseStore()
+        store = request.app.state.responses = ResponseStore(directory=service_of(request).settings.responses_dir)
     return store
 
 
@@ -136,7 +138,7 @@ async def count_tokens(service: Service, chat: ChatRequest) -> int:
     messages = [*messages[:lead], *model.messages, *messages[lead:]]  # as service.chat orders them
     if model.system and not (messages and messages[0].role == "system"):
         messages.insert(0, ChatMessage("system", model.system))
-    text = await service.render(model, messages, tools=chat.tools)
+    text = await service.templates.render(model, messages, tools=chat.tools)
     return len(await service.tokenize(chat.model, text))
 
 

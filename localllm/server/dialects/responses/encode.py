@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ....service import Answer
+from ....generation import Answer
 from ....types import ChatMessage, Done, Event, Thinking, Token, ToolCall, ToolCalls
 from ..openai.api import openai_error
 from .requests import Turn, new_id

@@ -15,14 +15,16 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .... import thinking
 from ....errors import InvalidRequest
+from ....generation import ChatRequest
 from ....responses_store import ResponseStore
-from ....service import ChatRequest
 from ....tools import call_schema, parse_tool_choice, parse_tools
 from ....types import ChatMessage, Constraints, Options, Tool, ToolCall
 from ... import requests as rq
 from ...errors import RouteError
 from ...fields import Field, Fields, as_options, check_fields
+from ..shared import block_text
 
 log = logging.getLogger("localllm.server")
 
@@ -57,7 +59,7 @@ FIELDS = Fields(
 OTHER = ("input", "tool_choice")
 COUNT_FIELDS: tuple[str, ...] = ("model", "input", "instructions", "tools", "tool_choice", "previous_response_id")
 COUNT_FIELDS += ("text", "reasoning", "parallel_tool_calls", "truncation")
-EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+SUMMARIES = ("auto", "concise", "detailed")
 
 
 def new_id(prefix: str) -> str:
@@ -78,24 +80,6 @@ class Turn:
 
 
 # -- translating requests ---------------------------------------------------------------------------------
-
-
-def _text(value: Any, label: str, kinds: tuple[str, ...]) -> str:
-    """A message's content: a string, or a list of text parts of `kinds`."""
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, list):
-        raise InvalidRequest(f"{label} must be a string or a list of content parts", field=label)
-    out = []
-    for i, part in enumerate(value):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in kinds or not isinstance(part.get("text"), str):
-            what = f"'{kind}' parts are not supported here" if isinstance(kind, str) else "it must be an object"
-            raise InvalidRequest(
-                f"{label}[{i}] must be a text part ({' or '.join(kinds)}): {what}", field=f"{label}[{i}]"
-            )
-        out.append(part["text"])
-    return "".join(out)
 
 
 TEXT_PARTS = ("input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text")
@@ -121,7 +105,7 @@ def parse_input(raw: Any) -> tuple[ChatMessage, ...]:
                 raise InvalidRequest(
                     f"{label}.role must be one of user, system, developer, assistant", field=f"{label}.role"
                 )
-            content = _text(item.get("content"), f"{label}.content", TEXT_PARTS)
+            content = block_text(item.get("content"), f"{label}.content", kinds=TEXT_PARTS, noun="text part")
             out.append(ChatMessage("system" if role == "developer" else role, content))
         elif kind == "function_call":
             call_id = rq.field(item, "call_id", str, required=True, prefix=f"{label}.")
@@ -135,7 +119,7 @@ def parse_input(raw: Any) -> tuple[ChatMessage, ...]:
         elif kind == "function_call_output":
             call_id = rq.field(item, "call_id", str, required=True, prefix=f"{label}.")
             output = item.get("output")
-            text = _text(output if output is not None else "", f"{label}.output", TEXT_PARTS)
+            text = block_text("" if output is None else output, f"{label}.output", kinds=TEXT_PARTS, noun="text part")
             out.append(ChatMessage("tool", text, tool_call_id=call_id))
         elif kind == "reasoning":
             continue  # the model's earlier reasoning: not part of the next prompt (as chat templates drop it)
@@ -232,8 +216,10 @@ def to_turn(body: dict[str, Any], store: ResponseStore, *, counting: bool = Fals
     if v["truncation"] not in ("auto", "disabled"):
         raise InvalidRequest("truncation must be auto or disabled", field="truncation")
     effort = v["reasoning"].get("effort")
-    if effort is not None and effort not in EFFORTS:
-        raise InvalidRequest(f"reasoning.effort must be one of {', '.join(EFFORTS)}", field="reasoning.effort")
+    think = thinking.effort(effort, "reasoning.effort")
+    summary = v["reasoning"].get("summary")
+    if summary is not None and summary not in SUMMARIES:
+        raise InvalidRequest(f"reasoning.summary must be one of {', '.join(SUMMARIES)}", field="reasoning.summary")
     earlier: tuple[ChatMessage, ...] = ()
     if v["previous_response_id"] is not None:
         stored = store.get(v["previous_response_id"])
@@ -261,6 +247,8 @@ def to_turn(body: dict[str, Any], store: ResponseStore, *, counting: bool = Fals
         tools=tools if choice.mode != "none" else (),
         truncate=v["truncation"] == "auto",
         call_required=schema is not None,
+        think=think,
+        think_field="reasoning.effort",
     )
     echo = {
         "model": body["model"],
@@ -269,7 +257,7 @@ def to_turn(body: dict[str, Any], store: ResponseStore, *, counting: bool = Fals
         "metadata": v["metadata"] or {},
         "parallel_tool_calls": v["parallel_tool_calls"],
         "previous_response_id": v["previous_response_id"],
-        "reasoning": {"effort": effort, "summary": None},
+        "reasoning": {"effort": effort, "summary": summary},
         "store": v["store"],
         "temperature": options.temperature,
         "text": {"format": v["text"].get("format") or {"type": "text"}},

@@ -23,7 +23,9 @@ from starlette.routing import Route
 
 from .... import __version__
 from ....errors import AccessDenied, BodyTooLarge, EngineError, InvalidRequest, ModelNotFound, QuotaExceeded, ServerBusy
-from ....service import Answer, GenerateRequest, Model, Service
+from ....generation import Answer, GenerateRequest
+from ....models import Model
+from ....service import Service
 from ....types import Done, Token, TokenLogprob
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
