@@ -90,9 +90,6 @@ class PrefixIndex:
         self._through: dict[int, set[KVState]] = {}  # a prefix's chained hash -> the states beginning with it
         self._ending: dict[int, set[KVState]] = {}  # -> the states whose last whole block it is
 
-    def __len__(self) -> int:
-        return len({s for states in self._ending.values() for s in states})
-
     def add(self, state: KVState) -> None:
         for h in state.hashes:
             self._through.setdefault(h, set()).add(state)
