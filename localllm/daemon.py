@@ -107,7 +107,10 @@ def listen(address: HostAddress, *, variable: str = "LOCALLLM_HOST") -> socket.s
             f"{variable}: no such host {address.host!r}: the name does not resolve ({exc.strerror}); "
             "use an address such as 127.0.0.1:11434 or 0.0.0.0:11434"
         ) from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets whose protocol
+    # says TCP, and with Nagle on, every answer after the first on a kept-alive connection waited for the
+    # client's delayed ACK (40 ms on Linux) between its headers and its body.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((address.host, address.port))
