@@ -22,6 +22,7 @@ from .render import (
     parse_timestamp,
     processor,
     short_digest,
+    split_lines,
     table,
     until,
 )
@@ -174,6 +175,7 @@ def ps(client: Client) -> None:
     """List the models loaded in memory."""
     now = datetime.now(timezone.utc)
     rows = []
+    splits = []
     for model in client.ps():
         size, size_vram = int(model.get("size") or 0), int(model.get("size_vram") or 0)
         context = model.get("context_length")
@@ -187,7 +189,13 @@ def ps(client: Client) -> None:
                 until(model.get("expires_at"), now),
             ]
         )
+        devices = model.get("devices")
+        if isinstance(devices, list) and devices:
+            splits.append(split_lines(str(rows[-1][0]), devices))
     click.echo(table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows))
+    for lines in splits:
+        click.echo("")
+        click.echo("\n".join(lines))
 
 
 @click.command()

@@ -155,6 +155,24 @@ def processor(size: int, size_vram: int) -> str:
     return f"{cpu}%/{100 - cpu}% CPU/GPU"
 
 
+def split_lines(name: str, devices: list[Any]) -> list[str]:
+    """How a model is split across devices (RPC workers and this machine): a heading and a table."""
+    rows = []
+    for d in devices:
+        if not isinstance(d, dict):
+            continue
+        rows.append(
+            [
+                str(d.get("name", "")),
+                str(d.get("where", "")),
+                str(d.get("layers", 0)),
+                human_bytes(int(d.get("size") or 0)),
+                human_bytes(int(d.get("free") or 0)) if d.get("free") else "",
+            ]
+        )
+    return [f"{name} is split across:", table(["DEVICE", "WHERE", "LAYERS", "SIZE", "FREE BEFORE"], rows)]
+
+
 def until(expires_at: object, now: datetime) -> str:
     """When a loaded model will be unloaded: `4 minutes from now`, `Forever` or `Stopping...`."""
     when = parse_timestamp(expires_at)

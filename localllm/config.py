@@ -81,6 +81,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "1 lets /v1/embeddings embed token-id input as this model's ids (by default it is refused: clients count "
         "tokens with another tokenizer)",
     ),
+    "LOCALLLM_RPC_SERVERS": (
+        "",
+        "llama.cpp RPC workers (`localllm worker`) models are split across, host:port,... (comma-separated); "
+        "a model's rpc_servers parameter picks some of them, or none",
+    ),
     "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
     "LOCALLLM_LOG_FORMAT": ("text", "text, or json for one JSON object per line (with each request's id)"),
     "LOCALLLM_SHUTDOWN_GRACE": (
@@ -196,6 +201,34 @@ def parse_origins(value: str, *, variable: str = "LOCALLLM_ORIGINS") -> tuple[st
     return tuple(origins)
 
 
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """(host, port) of an RPC worker's `host:port` (`[v6]:port` for IPv6); ValueError if it is not one."""
+    host, sep, port = endpoint.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in " /,[]"):
+        raise ValueError(f"{endpoint!r} is not host:port")
+    return host, int(port)
+
+
+def parse_rpc_servers(value: str, *, name: str = "LOCALLLM_RPC_SERVERS") -> tuple[str, ...]:
+    """The `host:port` endpoints of a comma list (blanks and repeats dropped), each checked; `ConfigError`
+    naming `name` and the item when one is not host:port. "none" (or nothing) is no servers."""
+    if value.strip().lower() == "none":
+        return ()
+    servers: list[str] = []
+    for item in value.split(","):
+        endpoint = item.strip()
+        if not endpoint:
+            continue
+        try:
+            split_endpoint(endpoint)
+        except ValueError:
+            raise ConfigError(f"{name}: {endpoint!r} is not host:port (e.g. 192.168.1.20:50052)") from None
+        if endpoint not in servers:
+            servers.append(endpoint)
+    return tuple(servers)
+
+
 def _positive_duration(environ: Mapping[str, str], name: str, default: str) -> float:
     return _duration(
         environ, name, default, ok=lambda s: 0 < s < math.inf, hint="a positive duration such as '1h' or '30m'"
@@ -302,6 +335,7 @@ class Settings:
     log_format: str = "text"  # "text" or "json" (one object per line)
     metrics: bool = False  # serve GET /metrics
     shutdown_grace: float = 5.0  # seconds requests in flight get to finish after SIGTERM
+    rpc_servers: tuple[str, ...] = ()  # llama.cpp RPC workers models are split across (host:port)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -335,4 +369,5 @@ class Settings:
             shutdown_grace=_duration(
                 env, "LOCALLLM_SHUTDOWN_GRACE", "5s", ok=lambda s: 0 <= s <= 600, hint="from 0 to 10m, such as '5s'"
             ),
+            rpc_servers=parse_rpc_servers(env.get("LOCALLLM_RPC_SERVERS", "")),
         )

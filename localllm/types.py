@@ -32,9 +32,11 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "mirostat": (int,),
     "mirostat_tau": _FLOAT,
     "mirostat_eta": _FLOAT,
+    # localllm's own: which of the daemon's LOCALLLM_RPC_SERVERS the model is split across ("none": none)
+    "rpc_servers": (str,),
 }
 # Options that change how a model is loaded: a different value needs another runner.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap")
+LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "rpc_servers")
 # Accepted and ignored, as Ollama does, with the reason in the docs.
 DEPRECATED_OPTIONS = frozenset(
     {
@@ -94,6 +96,7 @@ class Options:
     mirostat: int | None = None  # 0 off, 1 Mirostat, 2 Mirostat 2.0
     mirostat_tau: float | None = None
     mirostat_eta: float | None = None
+    rpc_servers: str | None = None  # host:port,... of LOCALLLM_RPC_SERVERS, or "none"
 
     def merged_over(self, base: Options) -> Options:
         """These options where set, else `base`'s (request > Modelfile > defaults)."""
@@ -343,6 +346,20 @@ class ModelDetails:
         return out
 
 
+@dataclass(frozen=True)
+class DeviceSplit:
+    """One device's part of a model split across RPC workers: its name (RPC0, CPU ...), the worker it is on
+    ("" for this machine), its layers, and bytes: the model's on it, and the device's free and total memory
+    before the load."""
+
+    name: str
+    where: str
+    layers: int
+    memory: int
+    free: int = 0
+    total: int = 0
+
+
 @dataclass
 class LoadedModel:
     """A model the scheduler holds in a runner (for `/api/ps`)."""
@@ -354,3 +371,4 @@ class LoadedModel:
     context_length: int
     expires_at: float
     details: ModelDetails = field(default_factory=ModelDetails)
+    devices: tuple[DeviceSplit, ...] = ()  # split across RPC workers: where its layers and memory are

@@ -21,8 +21,10 @@ handles the messages as dicts: the rest of the daemon and of the runner sees the
 A `Failure`'s `kind` is set where the failure arises: "out_of_memory" (llama.cpp said it could not allocate),
 "load" (the model did not load for another reason; a runner that cannot load sends this before its
 "ready"), "engine" (llama.cpp failed while computing), "context" (the input does not fit: `n_tokens`,
-`n_ctx` given) or "request" (bad input). The daemon adds "crash" (the runner died) and "hang" (it made no
-progress). llama.cpp's own output goes to the runner's stderr, never to this stream.
+`n_ctx` given), "request" (bad input) or "worker" (an RPC worker of `LoadSpec.rpc_servers` cannot be reached
+and the model does not fit without it). The daemon adds "crash" (the runner died), "hang" (it made no
+progress) and "worker" (it died because an RPC worker stopped answering: llama.cpp ends the process then).
+llama.cpp's own output goes to the runner's stderr, never to this stream.
 
 `Job`: the prompt is tokenized with the model's BOS, or, after `context` (an earlier exchange's tokens),
 without one. A prompt that does not fit the context is cut to fit with `truncate` (see `context.py`), else
@@ -44,13 +46,14 @@ options): they are written here and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, get_args
 
 from ..errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
-from ..types import Done, Token, TokenLogprob
+from ..types import DeviceSplit, Done, Token, TokenLogprob
 
 Message = dict[str, Any]
 
@@ -87,10 +90,12 @@ class LoadSpec:
     lora: tuple[str, ...] = ()  # LoRA adapter GGUFs applied (scale 1) on top of the model (Modelfile ADAPTER)
     stream_interval: float = STREAM_INTERVAL  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
     flash_attention: str = "auto"  # "auto" (llama.cpp's choice), "on" or "off" (LOCALLLM_FLASH_ATTENTION)
+    rpc_servers: tuple[str, ...] = ()  # llama.cpp RPC workers (host:port) the layers are split across
 
     def to_message(self) -> Message:
         message = {f.name: getattr(self, f.name) for f in fields(self)}
         message["lora"] = list(self.lora)
+        message["rpc_servers"] = list(self.rpc_servers)
         return message
 
     @classmethod
@@ -108,6 +113,7 @@ class LoadSpec:
                 lora=tuple(str(p) for p in message.get("lora", ())),
                 stream_interval=float(message.get("stream_interval", cls.stream_interval)),
                 flash_attention=str(message.get("flash_attention", cls.flash_attention)),
+                rpc_servers=tuple(str(p) for p in message.get("rpc_servers", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"bad load spec: {exc}") from exc
@@ -394,9 +400,14 @@ class RunnerInfo:
     n_layer: int = 0
     embedding: bool = False
     n_embd: int = 0
+    devices: tuple[DeviceSplit, ...] = ()  # split across RPC workers: each device's layers and memory
+    workers_lost: tuple[str, ...] = ()  # RPC workers of the spec that did not answer (loaded without them)
 
     def to_message(self) -> Message:
-        return {"ev": self.EV, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        message = {"ev": self.EV, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        message["devices"] = [dataclasses.asdict(d) for d in self.devices]
+        message["workers_lost"] = list(self.workers_lost)
+        return message
 
     @classmethod
     def from_message(cls, message: Message) -> RunnerInfo:
@@ -410,6 +421,8 @@ class RunnerInfo:
             n_layer=int(message.get("n_layer", 0)),
             embedding=bool(message.get("embedding", False)),
             n_embd=int(message.get("n_embd", 0)),
+            devices=tuple(_device(d) for d in message.get("devices") or ()),
+            workers_lost=tuple(str(w) for w in message.get("workers_lost") or ()),
         )
 
 
@@ -607,6 +620,17 @@ def _object(line: bytes | str) -> Message:
     if not isinstance(message, dict):
         raise ProtocolError("a protocol message is a JSON object")
     return message
+
+
+def _device(raw: Message) -> DeviceSplit:
+    return DeviceSplit(
+        str(raw["name"]),
+        str(raw.get("where", "")),
+        int(raw.get("layers", 0)),
+        int(raw.get("memory", 0)),
+        int(raw.get("free", 0)),
+        int(raw.get("total", 0)),
+    )
 
 
 def _logprob_message(lp: TokenLogprob) -> Message:

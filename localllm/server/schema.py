@@ -111,7 +111,7 @@ def _option_schema(key: str) -> Schema:
     types = OPTION_TYPES[key]
     if key == "stop":
         return STOP
-    kind = BOOL if bool in types else NUM if float in types else INT
+    kind = STR if str in types else BOOL if bool in types else NUM if float in types else INT
     low, high = OPTION_RANGES.get(key, (None, None))
     return ranged(kind, low, high)
 

@@ -56,7 +56,7 @@ FUZZED = {
     "/v2/models/{model}/ready",
     "/v2/models/{model}/generate",
 }
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap")
+LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "rpc_servers")
 LENGTHS = (
     "num_predict",
     "max_tokens",
