@@ -54,6 +54,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from ..errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
 from ..types import DeviceSplit, Done, Token, TokenLogprob
+from . import split
 
 Message = dict[str, Any]
 
@@ -405,7 +406,7 @@ class RunnerInfo:
 
     def to_message(self) -> Message:
         message = {"ev": self.EV, **{f.name: getattr(self, f.name) for f in fields(self)}}
-        message["devices"] = [dataclasses.asdict(d) for d in self.devices]
+        message["devices"] = [dataclasses.asdict(d) for d in self.devices]  # (split.from_message reads them)
         message["workers_lost"] = list(self.workers_lost)
         return message
 
@@ -421,7 +422,7 @@ class RunnerInfo:
             n_layer=int(message.get("n_layer", 0)),
             embedding=bool(message.get("embedding", False)),
             n_embd=int(message.get("n_embd", 0)),
-            devices=tuple(_device(d) for d in message.get("devices") or ()),
+            devices=tuple(split.from_message(d) for d in message.get("devices") or ()),
             workers_lost=tuple(str(w) for w in message.get("workers_lost") or ()),
         )
 
@@ -620,17 +621,6 @@ def _object(line: bytes | str) -> Message:
     if not isinstance(message, dict):
         raise ProtocolError("a protocol message is a JSON object")
     return message
-
-
-def _device(raw: Message) -> DeviceSplit:
-    return DeviceSplit(
-        str(raw["name"]),
-        str(raw.get("where", "")),
-        int(raw.get("layers", 0)),
-        int(raw.get("memory", 0)),
-        int(raw.get("free", 0)),
-        int(raw.get("total", 0)),
-    )
 
 
 def _logprob_message(lp: TokenLogprob) -> Message:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ..types import DeviceSplit
 
@@ -18,6 +19,18 @@ MiB = 1 << 20
 _LAYER = re.compile(r"layer\s+\d+ assigned to device (\S+?),")
 _BUFFER = re.compile(r"(\S+)\s+(?:model|KV) buffer size =\s*([\d.]+) MiB")
 _RPC_BUFFER = re.compile(r"RPC(\d+)\[(.+)\]$")
+
+
+def from_message(raw: dict[str, Any]) -> DeviceSplit:
+    """A `DeviceSplit` from its fields (the runner protocol sends them as an object)."""
+    return DeviceSplit(
+        str(raw["name"]),
+        str(raw.get("where", "")),
+        int(raw.get("layers", 0)),
+        int(raw.get("memory", 0)),
+        int(raw.get("free", 0)),
+        int(raw.get("total", 0)),
+    )
 
 
 @dataclass(frozen=True)
