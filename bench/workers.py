@@ -106,7 +106,8 @@ def main() -> int:
                 procs.append(start(cmd, dict(os.environ), work / f"worker{i}.log"))
                 wait_port(port, procs[-1])
                 endpoints.append(f"127.0.0.1:{port}")
-            urls = {}
+            urls: dict[str, str] = {}
+            loads: dict[str, float] = {}
             for name, servers in (("one machine", ""), ("two workers", ",".join(endpoints))):
                 port = free_port()
                 env = {
@@ -125,7 +126,7 @@ def main() -> int:
                 wait_port(port, procs[-1])
                 url = f"http://127.0.0.1:{port}"
                 subprocess.run([*LOCALLLM, "pull", model], env=env, check=True, capture_output=True)
-                generate(url, model, 8)  # load and warm up
+                loads[name] = generate(url, model, 8)["load_duration"] / 1e9  # load and warm up
                 urls[name] = url
             rates: dict[str, list[float]] = {name: [] for name in urls}
             prompt_rates: dict[str, list[float]] = {name: [] for name in urls}
@@ -148,7 +149,9 @@ def main() -> int:
             one, two = statistics.median(rates["one machine"]), statistics.median(rates["two workers"])
             print(f"| decode tokens/s | {one:.1f} | {two:.1f} | {two / one:.2f} |")
             p1, p2 = statistics.median(prompt_rates["one machine"]), statistics.median(prompt_rates["two workers"])
-            print(f"| prompt tokens/s | {p1:.1f} | {p2:.1f} | {p2 / p1:.2f} |")
+            print(f"| prompt tokens/s ({len(PROMPT.split())}-word prompt) | {p1:.1f} | {p2:.1f} | {p2 / p1:.2f} |")
+            l1, l2 = loads["one machine"], loads["two workers"]
+            print(f"| load s (first request) | {l1:.2f} | {l2:.2f} | {l2 / l1:.2f} |")
         finally:
             for proc in reversed(procs):
                 stop(proc)

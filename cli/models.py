@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import sys
 from datetime import datetime, timezone
+from typing import Any
 
 import click
 
@@ -23,6 +24,7 @@ from .render import (
     processor,
     short_digest,
     split_lines,
+    split_processor,
     table,
     until,
 )
@@ -179,18 +181,20 @@ def ps(client: Client) -> None:
     for model in client.ps():
         size, size_vram = int(model.get("size") or 0), int(model.get("size_vram") or 0)
         context = model.get("context_length")
+        raw = model.get("devices")
+        devices: list[Any] = raw if isinstance(raw, list) else []
+        split = bool(devices)
         rows.append(
             [
                 str(model.get("name") or model.get("model") or ""),
                 short_digest(model.get("digest")),
                 human_bytes(size),
-                processor(size, size_vram),
+                split_processor(devices) if split else processor(size, size_vram),
                 str(context) if context else "",
                 until(model.get("expires_at"), now),
             ]
         )
-        devices = model.get("devices")
-        if isinstance(devices, list) and devices:
+        if split:
             splits.append(split_lines(str(rows[-1][0]), devices))
     click.echo(table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows))
     for lines in splits:

@@ -126,6 +126,7 @@ def test_split_across_two_workers_writes_as_one_machine(tmp_path: Path, hub: Any
         ps = split.cli("ps")
         assert ps.returncode == 0, ps.stderr
         assert f"{STORIES}:latest is split across:" in ps.stdout, ps.stdout
+        assert "100% RPC" in ps.stdout, ps.stdout
         for worker in workers:
             assert worker.endpoint in ps.stdout
         # a model that names none of the workers loads on this machine alone

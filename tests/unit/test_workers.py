@@ -194,3 +194,16 @@ def test_a_model_on_the_same_workers_is_unloaded_first() -> None:
         await sched.close()
 
     asyncio.run(scenario())
+
+
+def test_ps_shows_where_a_split_model_computes() -> None:
+    from localllm_cli.render import split_lines, split_processor
+
+    remote = [{"name": "RPC0", "where": "a:1", "layers": 3, "size": 2048, "free": 1 << 30}]
+    local = {"name": "CPU", "where": "local", "layers": 0, "size": 512}
+    assert split_processor([*remote, local]) == "100% RPC"
+    assert split_processor([*remote, {**local, "layers": 3}]) == "50%/50% local/RPC"
+    assert split_processor([{**local, "layers": 2}]) == "100% local"
+    heading, table = split_lines("m:latest", [*remote, local])
+    assert heading == "m:latest is split across:"
+    assert table.splitlines()[1].split() == ["RPC0", "a:1", "3", "2.0", "KB", "1.1", "GB"]
