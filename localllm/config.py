@@ -7,6 +7,7 @@ The Hugging Face variables (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME`) are honoured b
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -199,6 +200,17 @@ def parse_origins(value: str, *, variable: str = "LOCALLLM_ORIGINS") -> tuple[st
             )
         origins.append(origin)
     return tuple(origins)
+
+
+def is_loopback_name(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 with or without brackets) is this machine's loopback."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761: always the loopback
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:

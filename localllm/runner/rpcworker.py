@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ipaddress
 import signal
 import sys
 from pathlib import Path
+
+from ..config import is_loopback_name
 
 DEFAULT_PORT = 50052  # rpc-server's
 
@@ -27,15 +28,6 @@ WARNING: Host ('{host}') is not a loopback address.
          a private network that only your localllm daemons share.)
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 """
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"localllm worker: cannot create the cache directory {path}: {exc}", file=sys.stderr)
             return 1
         cache = str(path)
-    if not is_loopback(args.host):
+    if not is_loopback_name(args.host):
         print(WARNING.format(host=args.host), file=sys.stderr, flush=True)
     threads = args.threads or max(1, (len(__import__("os").sched_getaffinity(0)) or 2) // 2)
     host = f"[{args.host}]" if ":" in args.host else args.host

@@ -131,6 +131,12 @@ class Ram:
         return self.memory
 
 
+def split_scheduler(*answers: WorkerMemory, ram: int = 4 * GiB) -> tuple[Scheduler, FakeFactory, FakeWorkers]:
+    """A scheduler on a machine of `ram` bytes (no GPU) whose RPC workers answer `answers`."""
+    factory, workers = FakeFactory(), FakeWorkers(**{w.endpoint: w for w in answers})
+    return Scheduler(factory=factory, memory=Ram(ram), gpu_overhead=0, workers=workers), factory, workers
+
+
 def split_ref(path: str, servers: tuple[str, ...], size: int) -> ModelRef:
     spec = LoadSpec(model_path=path, n_ctx=128, rpc_servers=servers)
     shape = ModelShape(block_count=8, embedding_length=64, head_count=4)
@@ -139,9 +145,9 @@ def split_ref(path: str, servers: tuple[str, ...], size: int) -> ModelRef:
 
 def test_workers_memory_makes_room_for_a_model_larger_than_this_machine() -> None:
     async def scenario() -> None:
-        factory = FakeFactory()
-        workers = FakeWorkers(a=WorkerMemory("a", 8 * GiB, 8 * GiB), b=WorkerMemory("b", 8 * GiB, 8 * GiB))
-        sched = Scheduler(factory=factory, memory=Ram(4 * GiB), gpu_overhead=0, workers=workers)
+        sched, factory, workers = split_scheduler(
+            WorkerMemory("a", 8 * GiB, 8 * GiB), WorkerMemory("b", 8 * GiB, 8 * GiB)
+        )
         async with sched.use(split_ref("big", ("a", "b"), 10 * GiB), keep_alive=60):
             pass
         spec = factory.runners[0].spec
@@ -154,9 +160,7 @@ def test_workers_memory_makes_room_for_a_model_larger_than_this_machine() -> Non
 
 def test_an_unusable_worker_is_left_out_when_the_model_still_fits() -> None:
     async def scenario() -> None:
-        factory = FakeFactory()
-        workers = FakeWorkers(a=WorkerMemory("a", 8 * GiB, 8 * GiB), b=WorkerMemory("b", error="nothing listens there"))
-        sched = Scheduler(factory=factory, memory=Ram(4 * GiB), gpu_overhead=0, workers=workers)
+        sched, factory, _ = split_scheduler(WorkerMemory("a", 8 * GiB, 8 * GiB), WorkerMemory("b", error="refused"))
         async with sched.use(split_ref("m", ("a", "b"), 6 * GiB), keep_alive=60):
             pass
         assert factory.runners[0].spec.rpc_servers == ("a",)
@@ -167,14 +171,12 @@ def test_an_unusable_worker_is_left_out_when_the_model_still_fits() -> None:
 
 def test_a_model_that_does_not_fit_without_a_lost_worker_is_refused_saying_so() -> None:
     async def scenario() -> None:
-        factory = FakeFactory()
-        workers = FakeWorkers(a=WorkerMemory("a", 4 * GiB, 4 * GiB), b=WorkerMemory("b", error="nothing listens there"))
-        sched = Scheduler(factory=factory, memory=Ram(4 * GiB), gpu_overhead=0, workers=workers)
+        sched, factory, _ = split_scheduler(WorkerMemory("a", 4 * GiB, 4 * GiB), WorkerMemory("b", error="refused"))
         with pytest.raises(EngineError) as err:
             async with sched.use(split_ref("big", ("a", "b"), 10 * GiB), keep_alive=60):
                 pass
         assert err.value.kind == "worker"
-        assert "b: nothing listens there" in str(err.value) and "does not fit" in str(err.value)
+        assert "b: refused" in str(err.value) and "does not fit" in str(err.value)
         assert not factory.runners
         await sched.close()
 
@@ -183,9 +185,7 @@ def test_a_model_that_does_not_fit_without_a_lost_worker_is_refused_saying_so() 
 
 def test_a_model_on_the_same_workers_is_unloaded_first() -> None:
     async def scenario() -> None:
-        factory = FakeFactory()
-        workers = FakeWorkers(a=WorkerMemory("a", 8 * GiB, 8 * GiB))
-        sched = Scheduler(factory=factory, memory=Ram(64 * GiB), workers=workers)
+        sched, factory, _ = split_scheduler(WorkerMemory("a", 8 * GiB, 8 * GiB), ram=64 * GiB)
         for name in ("one", "two"):
             async with sched.use(split_ref(name, ("a",), GiB), keep_alive=600):
                 pass
