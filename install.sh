@@ -12,8 +12,10 @@ Usage: ./install.sh [options]
 
 Installs localllm from this checkout into a Python virtual environment and links the `localllm`
 command onto your PATH. llama.cpp is compiled (through llama-cpp-python): with CUDA when an NVIDIA
-GPU and nvcc are both present, for the CPU otherwise. Compiling takes several minutes the first time;
-pip caches the CPU build, so running this again is quick.
+GPU and nvcc are both present, for the CPU otherwise, and always with its RPC backend (`localllm worker`
+and LOCALLLM_RPC_SERVERS spread a model over several machines). Compiling takes several minutes the first
+time; the wheel it makes is kept in ~/.cache/localllm/wheels (LOCALLLM_WHEEL_CACHE), so the next install
+on this machine, into any environment, reuses it.
 
 Options:
   --prefix DIR    virtual environment to create or update
@@ -40,6 +42,7 @@ STEP="starting"
 FAILED_CLEANLY=0
 TMP_UNIT=""  # removed on exit
 TMP_SRC=""
+TMP_LLAMA=""
 
 status() {
     STEP=$*
@@ -56,6 +59,7 @@ cleanup() {
     rc=$?
     if [ -n "$TMP_UNIT" ]; then rm -f "$TMP_UNIT"; fi
     if [ -n "$TMP_SRC" ]; then rm -rf "$TMP_SRC"; fi
+    if [ -n "$TMP_LLAMA" ]; then rm -rf "$TMP_LLAMA"; fi
     if [ "$rc" -ne 0 ] && [ "$FAILED_CLEANLY" -eq 0 ]; then
         printf 'ERROR: install.sh failed (exit %s) during: %s\n' "$rc" "$STEP" >&2
         printf '       See the output above; fix the cause and run ./install.sh again (it is safe to re-run).\n' >&2
@@ -303,21 +307,24 @@ llama_requirement() {  # the llama-cpp-python requirement of pyproject.toml, e.g
     printf '%s\n' "${req:-llama-cpp-python}"
 }
 
-installed_llama() {  # prints none, cpu or gpu (a CUDA build, even one that cannot load without a driver)
-    "$VPY" -I - <<'PY' 2>/dev/null || echo none
+installed_llama() {  # "<none|cpu|gpu> <rpc|norpc>": the build in $PREFIX (gpu: CUDA, even one that cannot load
+    # without a driver) and whether it has llama.cpp's RPC backend (localllm worker, LOCALLLM_RPC_SERVERS)
+    "$VPY" -I - <<'PY' 2>/dev/null || echo none norpc
 import importlib.util
 from pathlib import Path
 
 spec = importlib.util.find_spec("llama_cpp")
 if spec is None or spec.origin is None:
-    print("none")
+    print("none norpc")
 else:
+    lib = Path(spec.origin).parent
+    gpu = any(lib.rglob("*ggml-cuda*"))
     try:
         import llama_cpp
-    except Exception:
-        print("gpu" if any(Path(spec.origin).parent.rglob("*ggml-cuda*")) else "none")
+    except Exception:  # a CUDA build without a driver: read the libraries it ships
+        print("gpu" if gpu else "none", "rpc" if any(lib.rglob("*ggml-rpc*")) else "norpc")
     else:
-        print("gpu" if llama_cpp.llama_supports_gpu_offload() else "cpu")
+        print("gpu" if gpu else "cpu", "rpc" if llama_cpp.llama_supports_rpc() else "norpc")
 PY
 }
 
@@ -351,37 +358,8 @@ choose_accel() {
 install_package() {
     choose_accel
     LLAMA_REQ=$(llama_requirement)
-    have=$(installed_llama)
-
     # llama-cpp-python first, so that the main install finds it satisfied and does not build it again.
-    if [ "$ACCEL" = cuda ]; then
-        if [ "$have" = gpu ]; then
-            status "llama-cpp-python with GPU offload is already installed in $PREFIX"
-        else
-            check_compiler
-            status "Compiling llama-cpp-python with CUDA: this takes several minutes (10 or more on few cores)"
-            # From source (--no-binary), not from pip's cache (--no-cache-dir): either could hand back a CPU build.
-            CMAKE_ARGS="-DGGML_CUDA=on ${CMAKE_ARGS:-}" "$VPY" -m pip install --quiet --no-cache-dir \
-                --no-binary llama-cpp-python --force-reinstall --no-deps "$LLAMA_REQ" \
-                || error "compiling llama-cpp-python with CUDA failed (see the output above; check nvcc --version, or use --cpu)"
-            [ "$(installed_llama)" = gpu ] \
-                || error "llama-cpp-python was built but reports no GPU offload (see the output above, or use --cpu)"
-        fi
-    elif [ "$have" = gpu ] && [ $FORCED -eq 0 ] && has_nvidia_gpu; then
-        status "Keeping the GPU build of llama-cpp-python already in $PREFIX (--cpu replaces it)"
-    elif [ "$have" = gpu ]; then
-        check_compiler
-        status "Replacing the GPU build of llama-cpp-python with a CPU build (several minutes unless pip has it cached)"
-        "$VPY" -m pip install --quiet --force-reinstall --no-deps "$LLAMA_REQ" \
-            || error "compiling llama-cpp-python for the CPU failed (see the output above)"
-    elif [ "$have" = cpu ]; then
-        status "llama-cpp-python (CPU build) is already installed in $PREFIX"
-    else
-        check_compiler
-        status "Compiling llama-cpp-python for the CPU: several minutes the first time, pip caches the result"
-        "$VPY" -m pip install --quiet "$LLAMA_REQ" \
-            || error "installing llama-cpp-python failed: see pip's message above (it needs the package index and a C/C++ compiler: build-essential)"
-    fi
+    install_llama
 
     if [ $DEV -eq 1 ]; then
         status "Installing localllm from $SRC (editable, with the test tools)"
@@ -408,6 +386,112 @@ install_package() {
             || error "localllm was installed in $PREFIX but does not import: see the output above"
     fi
     ACCEL_INSTALLED=$(installed_llama)
+}
+
+# -- llama-cpp-python, built with llama.cpp's RPC backend ----------------------------------------------------
+# Every build has -DGGML_RPC=on (`localllm worker` and LOCALLLM_RPC_SERVERS need it). pip's own wheel cache is
+# keyed by the source archive, not by CMAKE_ARGS, so it could hand back a build without RPC (or without CUDA):
+# builds here are always from source, and the wheel each one makes is kept in localllm's own cache, keyed by
+# the version, the accelerator, the flags and the CPU (llama.cpp compiles for the CPU it is built on), so the
+# next install on this machine (another checkout, CI, another environment) reuses it instead of compiling.
+
+LLAMA_FLAGS="-DGGML_RPC=on"
+
+wheel_cache() {  # localllm's wheel cache: LOCALLLM_WHEEL_CACHE, else the user's cache directory
+    printf '%s\n' "${LOCALLLM_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/localllm/wheels}"
+}
+
+cmake_args() {  # the CMAKE_ARGS of a build for $ACCEL (the user's own CMAKE_ARGS last, so they win)
+    if [ "$ACCEL" = cuda ]; then printf '%s' "-DGGML_CUDA=on "; fi
+    printf '%s%s\n' "$LLAMA_FLAGS" "${CMAKE_ARGS:+ $CMAKE_ARGS}"
+}
+
+wheel_key() {  # $1: version; the cache folder of its wheel built for $ACCEL with cmake_args on this CPU
+    cpu=$( { uname -m; grep -m 1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || true; } | cksum | cut -d' ' -f1)
+    flags=$(cmake_args | cksum | cut -d' ' -f1)
+    printf '%s/llama-cpp-python-%s-%s-flags%s-cpu%s\n' "$(wheel_cache)" "$1" "$ACCEL" "$flags" "$cpu"
+}
+
+want_llama() {  # what installed_llama must say after installing for $ACCEL
+    if [ "$ACCEL" = cuda ]; then echo "gpu rpc"; else echo "cpu rpc"; fi
+}
+
+install_llama() {
+    have=$(installed_llama)
+    if [ "$have" = "$(want_llama)" ]; then
+        status "llama-cpp-python ($(describe_llama "$have")) is already installed in $PREFIX"
+        return
+    fi
+    if [ "${have%% *}" = gpu ] && [ "$ACCEL" = cpu ] && [ $FORCED -eq 0 ] && has_nvidia_gpu; then
+        if [ "$have" = "gpu rpc" ]; then
+            status "Keeping the GPU build of llama-cpp-python already in $PREFIX (--cpu replaces it)"
+        else
+            warn "keeping the GPU build of llama-cpp-python in $PREFIX although it lacks llama.cpp's RPC backend (localllm worker needs it): re-run with --cuda where nvcc is installed to rebuild it"
+        fi
+        return
+    fi
+    if [ "$have" != "none norpc" ]; then
+        status "Replacing llama-cpp-python in $PREFIX ($(describe_llama "$have")) with a $(describe_llama "$(want_llama)")"
+    fi
+    TMP_LLAMA=$(mktemp -d "${TMPDIR:-/tmp}/localllm-llama.XXXXXX") || error "cannot create a temporary directory"
+    status "Resolving $LLAMA_REQ"
+    sdist=""
+    if "$VPY" -m pip download --quiet --no-deps --no-binary :all: -d "$TMP_LLAMA/sdist" "$LLAMA_REQ" >/dev/null 2>&1; then
+        sdist=$(find "$TMP_LLAMA/sdist" -name 'llama_cpp_python-*.tar.gz' | head -n 1)
+    fi
+    if [ -n "$sdist" ]; then
+        version=$(basename "$sdist" .tar.gz)
+        version=${version#llama_cpp_python-}
+        key=$(wheel_key "$version")
+        if install_cached_wheel "$key"; then return; fi
+    else
+        # no package index: the newest wheel in the cache that was built for this accelerator and flags, if any
+        key=$(find "$(wheel_cache)" -maxdepth 1 -type d -name "$(basename "$(wheel_key '*')")" 2>/dev/null | sort -V | tail -n 1)
+        if [ -n "$key" ] && install_cached_wheel "$key"; then return; fi
+        error "could not download $LLAMA_REQ (is the package index reachable?) and no build of it is in $(wheel_cache)"
+    fi
+    build_llama "$sdist" "$key"
+    install_cached_wheel "$key" \
+        || error "llama-cpp-python was built with $(cmake_args) but reports $(describe_llama "$(installed_llama)") (see the output above)"
+}
+
+describe_llama() {  # $1: what installed_llama says, in words
+    case "${1%% *}" in gpu) what="CUDA build" ;; cpu) what="CPU build" ;; *) what="missing build" ;; esac
+    case "$1" in *" rpc") printf '%s with RPC\n' "$what" ;; *) printf '%s without RPC\n' "$what" ;; esac
+}
+
+install_cached_wheel() {  # $1: a cache folder; installs its wheel and checks it; false (and drops it) if unusable
+    wheel=$(find "$1" -maxdepth 1 -name 'llama_cpp_python-*.whl' 2>/dev/null | head -n 1)
+    [ -n "$wheel" ] || return 1
+    status "Installing llama-cpp-python from localllm's wheel cache: $wheel"
+    # --force-reinstall --no-deps replaces a build of the same version; the second call adds its dependencies
+    if "$VPY" -m pip install --quiet --force-reinstall --no-deps "$wheel" && "$VPY" -m pip install --quiet "$wheel" \
+        && [ "$(installed_llama)" = "$(want_llama)" ]; then
+        return 0
+    fi
+    warn "the cached wheel $wheel is not a $(describe_llama "$(want_llama)") that works here: removing it and building again"
+    rm -rf "$1"
+    return 1
+}
+
+build_llama() {  # $1: the source archive, $2: the cache folder its wheel goes into
+    check_compiler
+    if [ "$ACCEL" = cuda ]; then
+        status "Compiling llama-cpp-python with CUDA and RPC: this takes several minutes (10 or more on few cores)"
+    else
+        status "Compiling llama-cpp-python for the CPU with RPC: several minutes; the wheel is kept in $(wheel_cache) for the next install"
+    fi
+    # From source (--no-binary) and not from pip's cache (--no-cache-dir): either could hand back a build
+    # made with other CMAKE_ARGS.
+    CMAKE_ARGS="$(cmake_args)" "$VPY" -m pip wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python \
+        -w "$TMP_LLAMA/wheel" "$1" \
+        || error "compiling llama-cpp-python ($(cmake_args)) failed (see the output above$([ "$ACCEL" = cuda ] && echo '; check nvcc --version, or use --cpu'))"
+    mkdir -p "$(wheel_cache)" || error "cannot create the wheel cache $(wheel_cache) (set LOCALLLM_WHEEL_CACHE to another folder)"
+    rm -rf "$2.partial" "$2"
+    if ! { mkdir "$2.partial" && mv "$TMP_LLAMA"/wheel/llama_cpp_python-*.whl "$2.partial/" && mv "$2.partial" "$2"; }; then
+        error "cannot write the wheel into $(wheel_cache)"
+    fi
+    status "Kept the wheel in $2"
 }
 
 copy_source() {
@@ -675,7 +759,8 @@ api_host() {
 }
 
 summary() {
-    case "$ACCEL_INSTALLED" in gpu) build="with GPU offload (CUDA)" ;; *) build="for the CPU" ;; esac
+    case "$ACCEL_INSTALLED" in gpu*) build="with GPU offload (CUDA)" ;; *) build="for the CPU" ;; esac
+    case "$ACCEL_INSTALLED" in *" rpc") build="$build and its RPC backend (localllm worker)" ;; esac
     version=$("$VPY" -I -c 'import localllm; print(localllm.__version__)')
     if [ $LINK -eq 1 ]; then cmd="$BIN_DIR/localllm"; else cmd="$PREFIX/bin/localllm"; fi
     printf '\nlocalllm %s is installed:\n' "$version"

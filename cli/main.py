@@ -18,6 +18,7 @@ from .models import cp, list_models, ps, pull, rm, show, stop
 from .run import run
 from .serve import serve
 from .ui import ui
+from .worker import worker
 
 _ALIASES = {"ls": "list", "start": "serve"}
 
@@ -72,7 +73,7 @@ def _echo_version(client: Client) -> None:
         click.echo(f"Warning: client version is {__version__}")
 
 
-for _command in (serve, create, show, run, embed, stop, pull, list_models, ps, cp, rm, keys, ui):
+for _command in (serve, create, show, run, embed, stop, pull, list_models, ps, cp, rm, keys, ui, worker):
     cli.add_command(_command)
 
 

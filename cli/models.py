@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import sys
 from datetime import datetime, timezone
+from typing import Any
 
 import click
 
@@ -22,6 +23,8 @@ from .render import (
     parse_timestamp,
     processor,
     short_digest,
+    split_lines,
+    split_processor,
     table,
     until,
 )
@@ -174,21 +177,27 @@ def ps(client: Client) -> None:
     """List the models loaded in memory."""
     now = datetime.now(timezone.utc)
     rows = []
+    splits = []
     models = client.ps()
     for model in models:
         size, size_vram = int(model.get("size") or 0), int(model.get("size_vram") or 0)
         context = model.get("context_length")
         kv = model.get("kv_cache_type")
+        raw = model.get("devices")
+        devices: list[Any] = raw if isinstance(raw, list) else []
+        split = bool(devices)
         rows.append(
             [
                 str(model.get("name") or model.get("model") or ""),
                 short_digest(model.get("digest")),
                 human_bytes(size),
-                processor(size, size_vram),
+                split_processor(devices) if split else processor(size, size_vram),
                 (f"{context} ({kv})" if kv and kv != "f16" else str(context)) if context else "",
                 until(model.get("expires_at"), now),
             ]
         )
+        if split:
+            splits.append(split_lines(str(rows[-1][0]), devices))
     header = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
     caches = [model.get("prompt_cache") for model in models]
     if any(isinstance(c, dict) for c in caches):  # localllm's daemon: each model's prompt cache
@@ -196,6 +205,9 @@ def ps(client: Client) -> None:
         for row, cache in zip(rows, caches, strict=False):
             row.append(prompt_cache(cache) if isinstance(cache, dict) else "")
     click.echo(table(header, rows))
+    for lines in splits:
+        click.echo("")
+        click.echo("\n".join(lines))
 
 
 def prompt_cache(cache: JSONObject) -> str:

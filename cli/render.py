@@ -155,6 +155,36 @@ def processor(size: int, size_vram: int) -> str:
     return f"{cpu}%/{100 - cpu}% CPU/GPU"
 
 
+def split_processor(devices: list[Any]) -> str:
+    """Where a model split across RPC workers computes, by layers: `100% RPC` or `33%/67% local/RPC`."""
+    layers = [(str(d.get("where", "")), int(d.get("layers") or 0)) for d in devices if isinstance(d, dict)]
+    total = sum(n for _, n in layers)
+    if total <= 0:
+        return "Unknown"
+    remote = round(100 * sum(n for where, n in layers if where != "local") / total)
+    if remote in (0, 100):
+        return "100% local" if remote == 0 else "100% RPC"
+    return f"{100 - remote}%/{remote}% local/RPC"
+
+
+def split_lines(name: str, devices: list[Any]) -> list[str]:
+    """How a model is split across devices (RPC workers and this machine): a heading and a table."""
+    rows = []
+    for d in devices:
+        if not isinstance(d, dict):
+            continue
+        rows.append(
+            [
+                str(d.get("name", "")),
+                str(d.get("where", "")),
+                str(d.get("layers", 0)),
+                human_bytes(int(d.get("size") or 0)),
+                human_bytes(int(d.get("free") or 0)) if d.get("free") else "",
+            ]
+        )
+    return [f"{name} is split across:", table(["DEVICE", "WHERE", "LAYERS", "SIZE", "FREE BEFORE"], rows)]
+
+
 def until(expires_at: object, now: datetime) -> str:
     """When a loaded model will be unloaded: `4 minutes from now`, `Forever` or `Stopping...`."""
     when = parse_timestamp(expires_at)

@@ -12,7 +12,6 @@ one dict is yielded per NDJSON line, and closing the generator closes the respon
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import socket
@@ -23,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from .config import parse_host
+from .config import is_loopback_name, parse_host
 from .errors import ClientError, DaemonNotRunning, ResponseError
 
 JSONObject = dict[str, Any]
@@ -294,13 +293,7 @@ def service_hint() -> str:
 
 
 def _is_loopback(base_url: str) -> bool:
-    host = httpx.URL(base_url).host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_name(httpx.URL(base_url).host)
 
 
 def _set(body: JSONObject, **fields: Any) -> None:

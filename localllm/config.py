@@ -7,6 +7,7 @@ The Hugging Face variables (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME`) are honoured b
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -103,6 +104,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "",
         "directory where /v1/responses keeps stored responses, so conversations survive a restart "
         "(unset: in memory only); the same bounds and expiry hold there",
+    ),
+    "LOCALLLM_RPC_SERVERS": (
+        "",
+        "llama.cpp RPC workers (`localllm worker`) models are split across, host:port,... (comma-separated); "
+        "a model's rpc_servers parameter picks some of them, or none",
     ),
     "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
     "LOCALLLM_LOG_FORMAT": ("text", "text, or json for one JSON object per line (with each request's id)"),
@@ -222,6 +228,45 @@ def parse_origins(value: str, *, variable: str = "LOCALLLM_ORIGINS") -> tuple[st
             )
         origins.append(origin)
     return tuple(origins)
+
+
+def is_loopback_name(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 with or without brackets) is this machine's loopback."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761: always the loopback
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """(host, port) of an RPC worker's `host:port` (`[v6]:port` for IPv6); ValueError if it is not one."""
+    host, sep, port = endpoint.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in " /,[]"):
+        raise ValueError(f"{endpoint!r} is not host:port")
+    return host, int(port)
+
+
+def parse_rpc_servers(value: str, *, name: str = "LOCALLLM_RPC_SERVERS") -> tuple[str, ...]:
+    """The `host:port` endpoints of a comma list (blanks and repeats dropped), each checked; `ConfigError`
+    naming `name` and the item when one is not host:port. "none" (or nothing) is no servers."""
+    if value.strip().lower() == "none":
+        return ()
+    servers: list[str] = []
+    for item in value.split(","):
+        endpoint = item.strip()
+        if not endpoint:
+            continue
+        try:
+            split_endpoint(endpoint)
+        except ValueError:
+            raise ConfigError(f"{name}: {endpoint!r} is not host:port (e.g. 192.168.1.20:50052)") from None
+        if endpoint not in servers:
+            servers.append(endpoint)
+    return tuple(servers)
 
 
 def _positive_duration(environ: Mapping[str, str], name: str, default: str) -> float:
@@ -369,6 +414,7 @@ class Settings:
     cache_dir: Path | None = None  # the prompt cache's disk tier (None: none)
     cache_disk: int = PROMPT_CACHE_DISK  # its bound in bytes
     replica: str = ""  # LOCALLLM_REPLICA: this daemon's name in the X-Localllm-Replica header ("" sends none)
+    rpc_servers: tuple[str, ...] = ()  # llama.cpp RPC workers models are split across (host:port)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -411,4 +457,5 @@ class Settings:
             else None,
             cache_disk=parse_size(env.get("LOCALLLM_CACHE_DISK", "").strip() or "16GiB", name="LOCALLLM_CACHE_DISK"),
             replica=_replica(env),
+            rpc_servers=parse_rpc_servers(env.get("LOCALLLM_RPC_SERVERS", "")),
         )

@@ -121,7 +121,7 @@ class ServerBusy(LocalLLMError):
     """Too many requests are waiting; try again later."""
 
 
-EngineFailure = Literal["out_of_memory", "load", "crash", "hang", "engine"]
+EngineFailure = Literal["out_of_memory", "load", "crash", "hang", "engine", "worker"]
 
 
 class EngineError(LocalLLMError):
@@ -129,7 +129,8 @@ class EngineError(LocalLLMError):
 
     `kind` says how, set where it happened: "out_of_memory" (llama.cpp could not allocate), "load" (the model
     did not load for another reason), "crash" (the runner died), "hang" (it made no progress and was
-    stopped) or "engine" (llama.cpp failed while computing)."""
+    stopped), "engine" (llama.cpp failed while computing) or "worker" (an RPC worker the model is split across
+    is unreachable or stopped answering)."""
 
     def __init__(self, message: str, *, kind: EngineFailure = "engine") -> None:
         super().__init__(message)

@@ -80,6 +80,8 @@ def parse_parameter(name: str, raw: str) -> Any:
         if not raw:
             raise InvalidRequest("parameter 'stop' needs a non-empty string", field=where)
         value = raw
+    elif types == (str,):
+        value = raw
     elif types == (bool,):
         if raw.lower() not in _BOOLS:
             raise InvalidRequest(f"parameter {key!r} must be true or false, got {raw!r}", field=where)

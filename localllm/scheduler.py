@@ -36,6 +36,8 @@ from .memory import estimate as estimate_memory
 from .memory import place as place_model
 from .runner.process import RunnerProcess
 from .runner.protocol import Job, LoadSpec, RunnerInfo
+from .runner.workers import WorkerMemory
+from .runner.workers import probe as probe_workers
 from .types import Done, LoadedModel, ModelDetails, PromptCacheStats, Token
 
 log = logging.getLogger("localllm.scheduler")
@@ -75,6 +77,7 @@ class Runner(Protocol):
 
 
 RunnerFactory = Callable[[LoadSpec], Awaitable[Runner]]
+WorkerProbe = Callable[[Sequence[str]], Awaitable[list[WorkerMemory]]]
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         memory: MemoryProbe | None = None,
         gpu_overhead: int = GPU_OVERHEAD,
+        workers: WorkerProbe = probe_workers,
     ) -> None:
         self._max_loaded = max_loaded
         self._max_queue = max_queue
@@ -159,6 +163,7 @@ class Scheduler:
         self._memory: MemoryProbe = memory if memory is not None else SystemMemory()
         self._machine: Memory | None = None
         self._gpu_overhead = gpu_overhead
+        self._workers = workers
         self._loaded: dict[str, _Loaded] = {}
         self._lines: dict[str, _Line] = {}
         self._waiting = 0
@@ -329,8 +334,8 @@ class Scheduler:
 
     async def _load_locked(self, line: _Line, ref: ModelRef, keep_alive: float) -> tuple[_Loaded, int]:
         est = ref.estimate()
-        placement = await self._make_room(ref, est)
-        spec = ref.spec
+        placement, servers = await self._make_room(ref, est)
+        spec = ref.spec if servers == ref.spec.rpc_servers else dataclasses.replace(ref.spec, rpc_servers=servers)
         if spec.num_gpu < 0 and placement.gpu_layers >= 0:
             spec = dataclasses.replace(spec, num_gpu=placement.gpu_layers)
         started = time.perf_counter_ns()
@@ -340,11 +345,15 @@ class Scheduler:
             line.failure = _Failure(line.waiters[-1].ticket if line.waiters else 0, ref.spec, exc)
             raise
         load_ns = time.perf_counter_ns() - started
+        if runner.info.workers_lost:
+            log.warning("%s loaded without the RPC workers %s", ref.name, ", ".join(runner.info.workers_lost))
         metrics.count_load(ref.name, load_ns / 1e9)
         slots = runner.info.n_parallel or spec.n_parallel or 1
         entry = _Loaded(ref, runner, spec, est, keep_alive, slots=max(1, slots))
         entry.vram = self._vram_of(entry)
         entry.ram = est.total - entry.vram
+        if runner.info.devices:  # split across RPC workers: only this machine's part is in its RAM
+            entry.ram = min(entry.ram, sum(d.memory for d in runner.info.devices if not d.where) + est.compute)
         entry.expires_at = self._clock() + keep_alive
         self._loaded[ref.spec.model_path] = entry
         self._wake.set()
@@ -380,12 +389,18 @@ class Scheduler:
             return entry.estimate.total
         return entry.estimate.on_gpu(n_gpu)
 
-    async def _make_room(self, ref: ModelRef, est: Estimate) -> Placement:
-        """Unload idle models until `ref` fits (in count and in memory); where it goes once it does.
+    async def _make_room(self, ref: ModelRef, est: Estimate) -> tuple[Placement, tuple[str, ...]]:
+        """Unload idle models until `ref` fits (in count and in memory); where it goes once it does, and the
+        RPC workers it is split across.
 
         When only busy models stand in the way, one of them stops taking new requests (it drains) until it
         is idle and can go, so a steady stream of requests to it cannot starve this load.
+
+        RPC workers count as GPU memory (llama.cpp puts offloaded layers on them): their free memory comes
+        from asking them (`runner.workers`). A worker that cannot be used is left out if the model still
+        fits without it, else the load fails (kind "worker") saying so.
         """
+        remote: list[WorkerMemory] | None = None
         try:
             while True:
                 self._idle.clear()  # set by any release from here on, so a wait below cannot miss it
@@ -395,46 +410,75 @@ class Scheduler:
                 loaded = list(self._loaded.values())
                 idle = [e for e in loaded if e.users == 0 and (e.draining or e.ref.spec.model_path not in self._lines)]
                 used_ram, used_vram = sum(e.ram for e in loaded), sum(e.vram for e in loaded)
-                placement = self._place(est, snapshot.minus(used_ram, used_vram), ref)
+                # An RPC worker serves one runner at a time: a model on the same workers goes first.
+                sharing = [e for e in loaded if set(e.spec.rpc_servers) & set(ref.spec.rpc_servers)]
+                if sharing:
+                    await self._make_way(sharing, [e for e in idle if e in sharing], ref)
+                    continue
+                if ref.spec.rpc_servers and remote is None:
+                    remote = await self._workers(ref.spec.rpc_servers)
+                    for worker in remote:
+                        if worker.error is not None:
+                            log.warning("RPC worker %s cannot be used: %s", worker.endpoint, worker.error)
+                lost = [w for w in remote or () if w.error is not None]
+                servers = tuple(w.endpoint for w in remote or () if w.error is None)
+                placement = self._place(est, snapshot.minus(used_ram, used_vram), ref, remote)
                 if not placement.fits:
-                    alone = self._place(est, snapshot.plus(used_ram, used_vram), ref)
+                    alone = self._place(est, snapshot.plus(used_ram, used_vram), ref, remote)
                     if alone.ram > snapshot.ram_total:  # more than the machine has: unload nothing for it
-                        raise _too_big(ref, est, alone, snapshot)
+                        raise _workers_lost(ref, est, lost) if lost else _too_big(ref, est, alone, snapshot)
                 if len(loaded) >= self._max_loaded or not placement.fits:
-                    if idle:
-                        await self._evict(idle, ref)
-                    elif loaded:
-                        if not any(e.draining for e in loaded):
-                            victim = min(loaded, key=lambda e: (e.users, e.expires_at))
-                            log.info("%s waits for %s to finish its requests", ref.name, victim.ref.name)
-                            victim.draining = True
-                        await self._wait_for_idle()
+                    if idle or loaded:
+                        await self._make_way(loaded, idle, ref)
                     else:
+                        if lost:
+                            raise _workers_lost(ref, est, lost)
                         log.warning(
                             "%s needs %s of RAM, %s more than is free now; loading it anyway",
                             ref.name,
                             format_bytes(placement.ram),
                             format_bytes(placement.ram - snapshot.ram_free),
                         )
-                        return placement
+                        return placement, servers
                     continue
                 # Would more of it go on the GPU if idle models gave up theirs? Then they go (as Ollama does).
                 on_gpu = [e for e in idle if e.vram > 0]
                 if ref.spec.num_gpu < 0 and on_gpu:
                     freed = sum(e.vram for e in on_gpu)
-                    best = self._place(est, snapshot.plus(0, freed).minus(used_ram, used_vram - freed), ref)
+                    best = self._place(est, snapshot.plus(0, freed).minus(used_ram, used_vram - freed), ref, remote)
                     if placement.gpu_layers < best.gpu_layers:
                         await self._evict(on_gpu, ref)
                         continue
-                return placement
+                if lost:
+                    log.warning("%s loads without the RPC workers %s", ref.name, ", ".join(w.endpoint for w in lost))
+                return placement, servers
         finally:
             for entry in self._loaded.values():
                 if entry.draining:
                     entry.draining = False
                     self._changed(entry.ref.spec.model_path)
 
-    def _place(self, est: Estimate, free: Memory, ref: ModelRef) -> Placement:
+    def _place(self, est: Estimate, free: Memory, ref: ModelRef, remote: list[WorkerMemory] | None) -> Placement:
+        """Where `ref` goes in `free`, the usable RPC workers' memory counted as GPU memory."""
+        usable = [w for w in remote or () if w.error is None]
+        if usable:
+            free = dataclasses.replace(
+                free,
+                vram_total=free.vram_total + sum(w.total for w in usable),
+                vram_free=free.vram_free + sum(w.free for w in usable),
+            )
         return place_model(est, free, num_gpu=ref.spec.num_gpu, gpu_overhead=self._gpu_overhead)
+
+    async def _make_way(self, loaded: list[_Loaded], idle: list[_Loaded], ref: ModelRef) -> None:
+        """Unload one of `idle`; with none, let one of `loaded` drain and wait for a model to fall idle."""
+        if idle:
+            await self._evict(idle, ref)
+            return
+        if not any(e.draining for e in loaded):
+            victim = min(loaded, key=lambda e: (e.users, e.expires_at))
+            log.info("%s waits for %s to finish its requests", ref.name, victim.ref.name)
+            victim.draining = True
+        await self._wait_for_idle()
 
     async def _evict(self, idle: list[_Loaded], ref: ModelRef) -> None:
         victim = min(idle, key=lambda e: e.expires_at)  # the one whose keep-alive ends first
@@ -524,6 +568,7 @@ class Scheduler:
                     details=entry.ref.details,
                     kv_cache_type=entry.spec.kv_cache_type,
                     prompt_cache=entry.runner.prompt_cache,
+                    devices=info.devices,
                 )
             )
         out.sort(key=lambda m: m.expires_at, reverse=True)
@@ -543,6 +588,16 @@ def _too_big(ref: ModelRef, est: Estimate, placement: Placement, memory: Memory)
     if est.weights + est.compute < memory.ram_total + memory.vram_total:
         return InvalidRequest(f"options.num_ctx: {message}", field="options.num_ctx")
     return EngineError(message)
+
+
+def _workers_lost(ref: ModelRef, est: Estimate, lost: list[WorkerMemory]) -> EngineError:
+    """The error for a model that does not fit without the RPC workers that cannot be used."""
+    which = "; ".join(f"{w.endpoint}: {w.error}" for w in lost)
+    return EngineError(
+        f"model '{ref.name}' ({format_bytes(est.total)}) does not fit without the RPC workers that cannot be used "
+        f"({which}): start them again, or leave them out of LOCALLLM_RPC_SERVERS",
+        kind="worker",
+    )
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -21,8 +21,8 @@ from dataclasses import replace
 from typing import Any
 
 from . import keys, limits, logs, metrics, prompt, thinking
-from .config import Settings
-from .errors import ContextLengthExceeded, InvalidRequest
+from .config import Settings, parse_rpc_servers
+from .errors import ConfigError, ContextLengthExceeded, InvalidRequest
 from .generation import ChatRequest, GenerateRequest, check_prompt_bytes, conversation, fit_bytes, runner_job
 from .memory import ModelShape, context_that_fits, kv_cache_type_for
 from .models import Model, read_model
@@ -177,10 +177,32 @@ class Service:
                 for layer in model.stored.manifest.layers
                 if layer.media_type == MEDIA_ADAPTER
             ),
+            rpc_servers=self._rpc_servers(options),
         )
         return ModelRef(
             model.name, model.stored.manifest.digest, spec, model.stored.manifest.size, model.details, shape
         )
+
+    def _rpc_servers(self, options: Options) -> tuple[str, ...]:
+        """The RPC workers a model is split across: LOCALLLM_RPC_SERVERS, or those of them its `rpc_servers`
+        option (a Modelfile PARAMETER or a request's option) names; "none" for none. Only workers the
+        operator listed may be named: an API client must not send a model's weights to a host of its choice."""
+        allowed = self.settings.rpc_servers
+        if options.rpc_servers is None:
+            return allowed
+        name = "options.rpc_servers"
+        try:
+            chosen = parse_rpc_servers(options.rpc_servers, name=name)
+        except ConfigError as exc:
+            raise InvalidRequest(str(exc), field=name) from None
+        for endpoint in chosen:
+            if endpoint not in allowed:
+                listed = ",".join(allowed) or "none"
+                raise InvalidRequest(
+                    f"{name}: {endpoint} is not one of the daemon's RPC workers (LOCALLLM_RPC_SERVERS={listed})",
+                    field=name,
+                )
+        return chosen
 
     def _check_generative(self, model: Model, what: str) -> None:
         if "completion" not in model.capabilities:

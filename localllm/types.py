@@ -33,9 +33,20 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "mirostat_tau": _FLOAT,
     "mirostat_eta": _FLOAT,
     "kv_cache_type": (str,),  # not Ollama's (it has only OLLAMA_KV_CACHE_TYPE): the per-model override
+    # localllm's own: which of the daemon's LOCALLLM_RPC_SERVERS the model is split across ("none": none)
+    "rpc_servers": (str,),
 }
 # Options that change how a model is loaded: a different value needs another runner.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "kv_cache_type")
+LOAD_OPTIONS = (
+    "num_ctx",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "num_thread",
+    "use_mmap",
+    "kv_cache_type",
+    "rpc_servers",
+)
 # The KV cache's element types (Ollama's OLLAMA_KV_CACHE_TYPE values); the quantised ones need flash attention.
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {"kv_cache_type": KV_CACHE_TYPES}
@@ -99,6 +110,7 @@ class Options:
     mirostat_tau: float | None = None
     mirostat_eta: float | None = None
     kv_cache_type: str | None = None  # "f16", "q8_0" or "q4_0" (LOCALLLM_KV_CACHE_TYPE when not set)
+    rpc_servers: str | None = None  # host:port,... of LOCALLLM_RPC_SERVERS, or "none"
 
     def merged_over(self, base: Options) -> Options:
         """These options where set, else `base`'s (request > Modelfile > defaults)."""
@@ -389,6 +401,20 @@ class PromptCacheStats:
         return {**asdict(self), "hits": self.hits, "hit_rate": round(self.hit_rate, 4)}
 
 
+@dataclass(frozen=True)
+class DeviceSplit:
+    """One device's part of a model split across RPC workers: its name (RPC0, CPU ...), the worker it is on
+    ("" for this machine), its layers, and bytes: the model's on it, and the device's free and total memory
+    before the load."""
+
+    name: str
+    where: str
+    layers: int
+    memory: int
+    free: int = 0
+    total: int = 0
+
+
 @dataclass
 class LoadedModel:
     """A model the scheduler holds in a runner (for `/api/ps`)."""
@@ -402,3 +428,4 @@ class LoadedModel:
     details: ModelDetails = field(default_factory=ModelDetails)
     kv_cache_type: str = "f16"
     prompt_cache: PromptCacheStats | None = None  # None: the runner reported none (an embedding model)
+    devices: tuple[DeviceSplit, ...] = ()  # split across RPC workers: where its layers and memory are

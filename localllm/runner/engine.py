@@ -13,6 +13,7 @@ import collections
 import ctypes
 import json
 import math
+import os
 import re
 import sys
 from typing import Any
@@ -21,9 +22,10 @@ import llama_cpp
 import numpy as np
 
 from ..errors import EngineFailure
-from . import kvfiles
+from . import kvfiles, rpc
 from .protocol import LoadSpec, RunnerInfo, Sampling
 from .rerank import RerankFrame
+from .split import KnownDevice, Split
 
 _BACKEND_READY = False
 EMBED_SEQS = 16  # inputs packed into one llama_decode of an embedding model
@@ -37,11 +39,12 @@ _KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "
 
 
 class LoadError(Exception):
-    """The model did not load; `kind` is "out_of_memory" when llama.cpp said it could not allocate, else "load"."""
+    """The model did not load; `kind` is "out_of_memory" when llama.cpp said it could not allocate, "worker" when
+    an RPC worker it needs cannot be reached, else "load"."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, kind: EngineFailure | None = None) -> None:
         super().__init__(message)
-        self.kind: EngineFailure = "out_of_memory" if ran_out_of_memory() else "load"
+        self.kind: EngineFailure = kind or ("out_of_memory" if ran_out_of_memory() else "load")
 
 
 # What llama.cpp logs when an allocation fails (ggml's CPU and GPU backends, the KV cache, compute buffers).
@@ -49,12 +52,15 @@ _OUT_OF_MEMORY = re.compile(
     r"out of memory|failed to allocate|unable to allocate|insufficient memory|cudaMalloc failed|alloc\w* failed", re.I
 )
 _recent_log: collections.deque[str] = collections.deque(maxlen=64)
+_split: Split | None = None  # while a model split across RPC workers loads: reads where its layers go
 
 
 def _log(level: int, text: bytes, user_data: Any) -> None:
     """llama.cpp's log: kept (its recent lines tell out-of-memory from other failures) and written to stderr."""
     line = text.decode("utf-8", "replace")
     _recent_log.append(line)
+    if _split is not None:
+        _split.feed(line)
     sys.stderr.write(line)
 
 
@@ -178,6 +184,7 @@ class Engine:
             llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
             llama_cpp.llama_backend_init()
             _BACKEND_READY = True
+        global _split
         _recent_log.clear()
         kv_type = _KV_TYPES.get(spec.kv_cache_type)
         quantised = spec.kv_cache_type != "f16"
@@ -188,12 +195,20 @@ class Engine:
                 f"the KV cache type {spec.kv_cache_type} (LOCALLLM_KV_CACHE_TYPE or the kv_cache_type option) "
                 "needs flash attention, but LOCALLLM_FLASH_ATTENTION is off"
             )
-        self.gpu = bool(llama_cpp.llama_supports_gpu_offload())
+        # llama_supports_gpu_offload() says yes for any build with the RPC backend: ask for a GPU device.
+        self.local_gpu = rpc.local_gpu()
+        self.workers_lost: tuple[str, ...] = ()
+        known = self._attach_workers(spec) if spec.rpc_servers else []
+        self.gpu = self.local_gpu or any(d.where for d in known)
         self.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (999 if self.gpu else 0)
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = self.n_gpu_layers
         mparams.use_mmap = spec.use_mmap
-        model = llama_cpp.llama_model_load_from_file(spec.model_path.encode(), mparams)
+        _split = Split(known) if known else None
+        try:
+            model = llama_cpp.llama_model_load_from_file(spec.model_path.encode(), mparams)
+        finally:
+            self.split, _split = _split, None
         if not model:
             raise LoadError(f"llama.cpp could not load {spec.model_path} (not a GGUF it supports, or out of memory)")
         self.model = model
@@ -251,7 +266,7 @@ class Engine:
         # evaluating some cached tokens again (see `worth_a_tile`). Flash attention is on for CPU models under
         # llama.cpp's "auto"; with it off (LOCALLLM_FLASH_ATTENTION=off) nothing is rounded, and GPU kernels have
         # no such path.
-        on_cpu = self.n_gpu_layers == 0 or not self.gpu
+        on_cpu = self.n_gpu_layers == 0 or not self.local_gpu  # (RPC workers run the same CPU kernels)
         recurrent = llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
         flash = spec.flash_attention != "off"
         self.tail_tile = FA_TILE if flash and on_cpu and not recurrent and not spec.embedding else 0
@@ -267,6 +282,41 @@ class Engine:
         self.special_suffix = self._special_suffix()
         self.rerank_frame = self._rerank_frame() if rank else None
         _recent_log.clear()  # loaded: what llama.cpp logs from here on is about decoding
+
+    def _attach_workers(self, spec: LoadSpec) -> list[KnownDevice]:
+        """Register the devices of the RPC workers in `spec.rpc_servers` (llama.cpp then puts the offloaded
+        layers on them, in proportion to their free memory); the devices the load may use.
+
+        A worker that does not answer is left out if the model's weights still fit the free memory of the
+        others (or, with none left, of this machine), else the load fails with kind "worker" saying so."""
+        if not rpc.supported():
+            raise LoadError("this llama.cpp was built without its RPC backend: reinstall with ./install.sh", "worker")
+        remote: list[rpc.Device] = []
+        lost = []
+        for endpoint in spec.rpc_servers:
+            why = rpc.reachable(endpoint)
+            if why is not None:
+                lost.append(f"{endpoint} ({why})")
+                continue
+            try:
+                remote += rpc.add_server(endpoint)
+            except rpc.RpcError as exc:
+                lost.append(f"{endpoint} ({exc})")
+        local = [d for d in rpc.devices() if not d.endpoint]
+        if lost:
+            weights = sum(os.path.getsize(p) for p in (spec.model_path, *spec.lora) if os.path.exists(p))
+            room = sum(d.free for d in remote) if remote else sum(d.free for d in local if d.kind == rpc.DEVICE_CPU)
+            where = "the other workers'" if remote else "this machine's"
+            if spec.num_gpu < 0 and weights > room:
+                raise LoadError(
+                    f"the RPC worker{'s' if len(lost) > 1 else ''} {', '.join(lost)} cannot be reached, and the model "
+                    f"({weights / 2**20:.0f} MiB of weights) does not fit in {where} free memory "
+                    f"({room / 2**20:.0f} MiB): start the worker again, or leave it out of LOCALLLM_RPC_SERVERS",
+                    "worker",
+                )
+            sys.stderr.write(f"runner: loading without the unreachable RPC workers {', '.join(lost)}\n")
+            self.workers_lost = tuple(lost)
+        return [KnownDevice(d.name, d.endpoint, d.index, d.free, d.total) for d in (*remote, *local)]
 
     def _rerank_frame(self) -> RerankFrame:
         """The special tokens and template llama-server's rerank format uses (see `rerank.pair_tokens`)."""
@@ -304,11 +354,13 @@ class Engine:
             n_ctx_train=self.n_ctx_train,
             n_parallel=self.n_parallel,
             n_vocab=self.n_vocab,
-            gpu_offload=self.gpu and self.n_gpu_layers > 0,
+            gpu_offload=self.local_gpu and self.n_gpu_layers > 0,
             n_gpu_layers=min(self.n_gpu_layers, self.n_layer + 1),
             n_layer=self.n_layer,
             embedding=self.embedding,
             n_embd=self.n_embd,
+            devices=self.split.shares() if self.split is not None else (),
+            workers_lost=self.workers_lost,
         )
 
     def ran_out_of_memory(self) -> bool:

@@ -4,17 +4,21 @@
 A `Failure`'s `kind` is set where the failure arises: "out_of_memory" (llama.cpp said it could not allocate),
 "load" (the model did not load for another reason; a runner that cannot load sends this before its
 "ready"), "engine" (llama.cpp failed while computing), "context" (the input does not fit: `n_tokens`,
-`n_ctx` given) or "request" (bad input). The daemon adds "crash" (the runner died) and "hang" (it made no
-progress). llama.cpp's own output goes to the runner's stderr, never to this stream.
+`n_ctx` given), "request" (bad input) or "worker" (an RPC worker of `LoadSpec.rpc_servers` cannot be reached
+and the model does not fit without it). The daemon adds "crash" (the runner died), "hang" (it made no
+progress) and "worker" (it died because an RPC worker stopped answering: llama.cpp ends the process then).
+llama.cpp's own output goes to the runner's stderr, never to this stream.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import ClassVar, Literal, get_args
 
 from ..errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
-from ..types import Done, PromptCacheStats, Token, TokenLogprob
+from ..types import DeviceSplit, Done, PromptCacheStats, Token, TokenLogprob
+from . import split
 from .wire import Message, ProtocolError, decode_line, encode_line
 
 ErrorKind = Literal[EngineFailure, "context", "request"]
@@ -36,9 +40,14 @@ class RunnerInfo:
     n_layer: int = 0
     embedding: bool = False
     n_embd: int = 0
+    devices: tuple[DeviceSplit, ...] = ()  # split across RPC workers: each device's layers and memory
+    workers_lost: tuple[str, ...] = ()  # RPC workers of the spec that did not answer (loaded without them)
 
     def to_message(self) -> Message:
-        return {"ev": self.EV, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        message = {"ev": self.EV, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        message["devices"] = [dataclasses.asdict(d) for d in self.devices]  # (split.from_message reads them)
+        message["workers_lost"] = list(self.workers_lost)
+        return message
 
     @classmethod
     def from_message(cls, message: Message) -> RunnerInfo:
@@ -52,6 +61,8 @@ class RunnerInfo:
             n_layer=int(message.get("n_layer", 0)),
             embedding=bool(message.get("embedding", False)),
             n_embd=int(message.get("n_embd", 0)),
+            devices=tuple(split.from_message(d) for d in message.get("devices") or ()),
+            workers_lost=tuple(str(w) for w in message.get("workers_lost") or ()),
         )
 
 

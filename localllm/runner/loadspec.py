@@ -32,10 +32,12 @@ class LoadSpec:
     cache_ram: int = -1  # bytes in RAM; -1: limits.prompt_cache_ram of the RAM free; 0: none (LOCALLLM_CACHE_RAM)
     cache_dir: str = ""  # the disk tier's directory; "": no disk tier (LOCALLLM_CACHE_DIR)
     cache_disk: int = PROMPT_CACHE_DISK  # the disk tier's bound in bytes (LOCALLLM_CACHE_DISK)
+    rpc_servers: tuple[str, ...] = ()  # llama.cpp RPC workers (host:port) the layers are split across
 
     def to_message(self) -> Message:
         message = {f.name: getattr(self, f.name) for f in fields(self)}
         message["lora"] = list(self.lora)
+        message["rpc_servers"] = list(self.rpc_servers)
         return message
 
     @classmethod
@@ -57,6 +59,7 @@ class LoadSpec:
                 cache_ram=int(message.get("cache_ram", cls.cache_ram)),
                 cache_dir=str(message.get("cache_dir", cls.cache_dir)),
                 cache_disk=int(message.get("cache_disk", cls.cache_disk)),
+                rpc_servers=tuple(str(p) for p in message.get("rpc_servers", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"bad load spec: {exc}") from exc

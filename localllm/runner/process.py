@@ -40,11 +40,14 @@ from .protocol import (
     decode_event,
     encode_request,
 )
+from .workers import listening
 
 log = logging.getLogger("localllm.runner")
 
 _STREAM_LIMIT = 1 << 24
 _ids = itertools.count(1)
+# What llama.cpp's RPC client says before it ends the process when a worker goes away (ggml-rpc.cpp aborts).
+_WORKER_GONE = ("Remote RPC server crashed", "Failed to connect to", "RPC handshake failed")
 
 
 class RunnerProcess:
@@ -57,6 +60,7 @@ class RunnerProcess:
         self.prompt_cache: PromptCacheStats | None = None  # the runner's last `CacheReport`
         self._queues: dict[str, asyncio.Queue[Event]] = {}
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
+        self._worker_gone = False  # llama.cpp said an RPC worker went away (its backtrace may follow)
         self._reader: asyncio.Task[None] | None = None
         self._stderr_reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -104,6 +108,9 @@ class RunnerProcess:
             await runner.stop()
             if isinstance(first, Failure):  # kind "load" or "out_of_memory"
                 raise first.error()
+            gone = await runner._workers_gone()
+            if gone is not None:
+                raise EngineError(gone, kind="worker")
             raise EngineError(runner._death_message("while loading the model"), kind="crash")
         runner.info = first
         runner._reader = asyncio.create_task(runner._read())
@@ -127,6 +134,8 @@ class RunnerProcess:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self._stderr.append(line)
+                if any(s in line for s in _WORKER_GONE):
+                    self._worker_gone = True
                 log.debug("runner %d: %s", self.proc.pid, line)
 
     async def _read(self) -> None:
@@ -142,15 +151,31 @@ class RunnerProcess:
                 if queue is not None and event is not None:
                     queue.put_nowait(event)
         finally:
-            await self.proc.wait()
-            self.exit_reason = self._hung or self._death_message("")
+            await self.proc.wait()  # (not `alive` from here on)
+            gone = None if self._hung or self._stopping else await self._workers_gone()
+            self.exit_reason = self._hung or gone or self._death_message("")
             if self._hung is None and (self._stopping or self.proc.returncode == 0):  # keep-alive, stop, shutdown
                 log.info("runner %d for %s stopped", self.proc.pid, self.spec.model_path)
             else:
                 log.warning("runner %d for %s exited: %s", self.proc.pid, self.spec.model_path, self.exit_reason)
-            death = Failure("hang" if self._hung else "crash", self.exit_reason)
+            death = Failure("hang" if self._hung else "worker" if gone else "crash", self.exit_reason)
             for queue in self._queues.values():
                 queue.put_nowait(death)
+
+    async def _workers_gone(self) -> str | None:
+        """Why the runner died if an RPC worker it used went away (llama.cpp ends the process then), else None."""
+        if not self.spec.rpc_servers:
+            return None
+        if self._stderr_reader is not None:  # llama.cpp's last words may still be in the pipe
+            await asyncio.wait([self._stderr_reader], timeout=2.0)
+        if not self._worker_gone:
+            return None
+        down = [endpoint for endpoint in self.spec.rpc_servers if not await listening(endpoint)]
+        which = f"the RPC worker {', '.join(down)}" if down else "an RPC worker"
+        return (
+            f"{which} the model is split across stopped answering, and llama.cpp ended the model runner; "
+            "the next request loads the model again, without the workers that are gone if it still fits"
+        )
 
     def _death_message(self, when: str) -> str:
         code = self.proc.returncode

@@ -113,7 +113,7 @@ def _option_schema(key: str) -> Schema:
         return STOP
     if key in OPTION_CHOICES:
         return {"type": "string", "enum": list(OPTION_CHOICES[key])}
-    kind = BOOL if bool in types else NUM if float in types else INT
+    kind = STR if str in types else BOOL if bool in types else NUM if float in types else INT
     low, high = OPTION_RANGES.get(key, (None, None))
     return ranged(kind, low, high)
 

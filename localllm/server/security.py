@@ -25,7 +25,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import HostAddress
+from ..config import HostAddress, is_loopback_name
 from ..errors import Forbidden, LocalLLMError
 from ..keys import Authenticator
 from .errors import ErrorShape
@@ -61,17 +61,6 @@ async def reject(scope: Scope, receive: Receive, send: Send, exc: LocalLLMError,
         return
     response = errors(str(scope.get("path", "")), scope.get("method")).response(exc)
     await response(scope, receive, send)
-
-
-def is_loopback_name(host: str) -> bool:
-    """Whether `host` (a name or an address, IPv6 with or without brackets) is this machine's loopback."""
-    host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761: always the loopback
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def binds_loopback(host: str) -> bool:

@@ -166,7 +166,7 @@ def test_real_install_twice_then_uninstall(tmp_path: Path) -> None:
     again = run(*args, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Updating the virtual environment" in again.stdout
-    assert "llama-cpp-python (CPU build) is already installed" in again.stdout
+    assert "llama-cpp-python (CPU build with RPC) is already installed" in again.stdout
 
     gone = run("--uninstall", *args, timeout=60)
     assert gone.returncode == 0, gone.stdout + gone.stderr

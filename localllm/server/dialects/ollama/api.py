@@ -431,21 +431,25 @@ async def copy(request: Request) -> Response:
 async def ps(request: Request) -> Response:
     models = []
     for m in service_of(request).loaded():
-        models.append(
-            {
-                "name": m.name,
-                "model": m.name,
-                "size": m.size,
-                "digest": m.digest.removeprefix("sha256:"),
-                "details": m.details.as_dict(),
-                "expires_at": timestamp(m.expires_at) if math.isfinite(m.expires_at) else "2318-01-01T00:00:00Z",
-                "size_vram": m.size_vram,
-                "context_length": m.context_length,
-                "kv_cache_type": m.kv_cache_type,
-            }
-        )
+        entry = {
+            "name": m.name,
+            "model": m.name,
+            "size": m.size,
+            "digest": m.digest.removeprefix("sha256:"),
+            "details": m.details.as_dict(),
+            "expires_at": timestamp(m.expires_at) if math.isfinite(m.expires_at) else "2318-01-01T00:00:00Z",
+            "size_vram": m.size_vram,
+            "context_length": m.context_length,
+            "kv_cache_type": m.kv_cache_type,
+        }
         if m.prompt_cache is not None:  # localllm's own field (Ollama's clients ignore it)
-            models[-1]["prompt_cache"] = m.prompt_cache.as_dict()
+            entry["prompt_cache"] = m.prompt_cache.as_dict()
+        if m.devices:  # localllm's own: a model split across RPC workers (docs/workers.md)
+            entry["devices"] = [
+                {"name": d.name, "where": d.where or "local", "layers": d.layers, "size": d.memory, "free": d.free}
+                for d in m.devices
+            ]
+        models.append(entry)
     return JSONResponse({"models": models})
 
 
