@@ -114,7 +114,8 @@ def test_localllm_imports_go_downward(path: Path) -> None:
 
 # The runner boundary's modules (`protocol` re-exports the others): the daemon imports them, so they stay
 # below everything else in the runner and never reach the engine or llama.cpp.
-BOUNDARY = {"protocol", "wire", "loadspec", "requests", "events", "split"}  # split: a device split read from its message
+# the runner boundary's modules (split: a device split read from its message)
+BOUNDARY = {"protocol", "wire", "loadspec", "requests", "events", "split"}
 
 
 @pytest.mark.parametrize("name", sorted(BOUNDARY))
