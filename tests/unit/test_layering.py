@@ -113,8 +113,8 @@ def test_localllm_imports_go_downward(path: Path) -> None:
 
 
 # The runner boundary's modules (`protocol` re-exports the others): the daemon imports them, so they stay
-# below everything else in the runner and never reach the engine or llama.cpp.
-# the runner boundary's modules (split: a device split read from its message)
+# below everything else in the runner and never reach the engine or llama.cpp (`split` reads a device split
+# from its message).
 BOUNDARY = {"protocol", "wire", "loadspec", "requests", "events", "split"}
 
 
