@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import logs, metrics
-from .errors import EngineError, InvalidRequest, ServerBusy
+from .errors import EngineError, ServerBusy
+from .fit_errors import too_big, workers_lost
 from .memory import GPU_OVERHEAD, Estimate, Memory, MemoryProbe, ModelShape, Placement, SystemMemory, format_bytes
 from .memory import estimate as estimate_memory
 from .memory import place as place_model
@@ -426,13 +427,13 @@ class Scheduler:
                 if not placement.fits:
                     alone = self._place(est, snapshot.plus(used_ram, used_vram), ref, remote)
                     if alone.ram > snapshot.ram_total:  # more than the machine has: unload nothing for it
-                        raise _workers_lost(ref, est, lost) if lost else _too_big(ref, est, alone, snapshot)
+                        raise workers_lost(ref.name, est, lost) if lost else too_big(ref.name, est, alone, snapshot)
                 if len(loaded) >= self._max_loaded or not placement.fits:
                     if idle or loaded:
                         await self._make_way(loaded, idle, ref)
                     else:
                         if lost:
-                            raise _workers_lost(ref, est, lost)
+                            raise workers_lost(ref.name, est, lost)
                         log.warning(
                             "%s needs %s of RAM, %s more than is free now; loading it anyway",
                             ref.name,
@@ -573,31 +574,6 @@ class Scheduler:
             )
         out.sort(key=lambda m: m.expires_at, reverse=True)
         return out
-
-
-def _too_big(ref: ModelRef, est: Estimate, placement: Placement, memory: Memory) -> Exception:
-    """The error for a model that cannot fit the machine: the request's fault (a 400 naming `num_ctx`) when
-    the model would fit with a smaller context, else the model's (it is larger than the machine)."""
-    on_gpu = f" besides {format_bytes(placement.vram)} on the GPU" if placement.vram else ""
-    message = (
-        f"model '{ref.name}' needs {format_bytes(placement.ram)} of system memory{on_gpu} "
-        f"(weights {format_bytes(est.weights)}, KV cache {format_bytes(est.kv)}, compute {format_bytes(est.compute)}), "
-        f"but only {format_bytes(memory.ram_total)} is installed ({format_bytes(memory.ram_free)} available); "
-        "a smaller num_ctx or LOCALLLM_NUM_PARALLEL shrinks the KV cache"
-    )
-    if est.weights + est.compute < memory.ram_total + memory.vram_total:
-        return InvalidRequest(f"options.num_ctx: {message}", field="options.num_ctx")
-    return EngineError(message)
-
-
-def _workers_lost(ref: ModelRef, est: Estimate, lost: list[WorkerMemory]) -> EngineError:
-    """The error for a model that does not fit without the RPC workers that cannot be used."""
-    which = "; ".join(f"{w.endpoint}: {w.error}" for w in lost)
-    return EngineError(
-        f"model '{ref.name}' ({format_bytes(est.total)}) does not fit without the RPC workers that cannot be used "
-        f"({which}): start them again, or leave them out of LOCALLLM_RPC_SERVERS",
-        kind="worker",
-    )
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -30,6 +30,7 @@ LEAVES = {
     "__init__",
 }
 CORE = {
+    "fit_errors",
     "store",
     "hub",
     "prompt",
