@@ -219,6 +219,17 @@ class Store:
     def _manifest_path(self, name: ModelName) -> Path:
         return self.manifests_dir.joinpath(*name.parts())
 
+    def stamp(self, name: ModelName) -> tuple[str, bytes] | None:
+        """The path and bytes of the manifest stored under exactly that name, or None when there is none under
+        exactly that name: what the service's cache of read models is keyed by. The bytes, not the file's
+        inode and time: a manifest rewritten within one clock tick at the same size would look unchanged.
+        Equal bytes are the same model, as every layer they name is named by its digest."""
+        path = self._manifest_path(name)
+        try:
+            return str(path), path.read_bytes()
+        except OSError:
+            return None
+
     def write_manifest(self, name: ModelName, manifest: Manifest) -> None:
         missing = [layer.digest for layer in manifest.layers if not self.has_blob(layer.digest)]
         if missing:
