@@ -1,17 +1,16 @@
-"""One llama.cpp model and context with sequence slots: the only module that imports llama_cpp.
+"""One llama.cpp model and context with sequence slots (with sampler.py and rpc.py, what imports llama_cpp).
 
 It offers what the decode loop (`batch.py`) needs and nothing more: tokenize, detokenize one token,
-stage tokens into a batch for a sequence, decode, sample per sequence with llama.cpp's own sampler
-chains, read log-probabilities, and drop a sequence's cache from a position; and, for a model loaded with
-`embedding`, pooled embeddings of whole inputs (`embed`). It runs inside the runner process
-(`runner.main`).
+stage tokens into a batch for a sequence, decode, read an output's logits (or keep a copy) and
+log-probabilities, and drop a sequence's cache from a position; and, for a model loaded with `embedding`,
+pooled embeddings of whole inputs (`embed`). Sampling, with llama.cpp's sampler chains, is `sampler.py`'s. It
+runs inside the runner process (`runner.main`).
 """
 
 from __future__ import annotations
 
 import collections
 import ctypes
-import json
 import math
 import os
 import re
@@ -20,10 +19,11 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import EngineFailure
 from . import kvfiles, rpc
-from .protocol import LoadSpec, RunnerInfo, Sampling
+from .protocol import LoadSpec, RunnerInfo
 from .rerank import RerankFrame
 from .split import KnownDevice, Split
 
@@ -36,6 +36,7 @@ _FLASH_TYPES = {
     "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
 }
 _KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
+Logits = npt.NDArray[np.float32]  # one output's logits over the vocabulary
 
 
 class LoadError(Exception):
@@ -70,109 +71,6 @@ _log_callback = llama_cpp.llama_log_callback(_log)  # kept here: llama.cpp holds
 def ran_out_of_memory() -> bool:
     """Whether llama.cpp's recent log says an allocation failed."""
     return any(_OUT_OF_MEMORY.search(line) for line in _recent_log)
-
-
-_SCHEMA_CHAR = 'char ::= [^"\\\\] |'
-_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
-
-
-def grammar_for(fmt: Any) -> str:
-    """The GBNF grammar for Ollama's `format`: "json" (any JSON value) or a JSON schema object."""
-    from llama_cpp import llama_grammar
-
-    if fmt == "json":
-        return str(llama_grammar.JSON_GBNF)
-    if isinstance(fmt, dict):
-        grammar = str(llama_grammar.json_schema_to_gbnf(json.dumps(fmt)))
-        # llama-cpp-python's converter lets a string hold raw control characters (a newline, a tab), which
-        # JSON forbids; llama.cpp's own converter excludes them, and so do we.
-        return grammar.replace(_SCHEMA_CHAR, _JSON_CHAR)
-    raise ValueError(f'format must be "json" or a JSON schema object, got {fmt!r}')
-
-
-def _plain_greedy(params: Sampling) -> bool:
-    """Whether `params` select the most likely token with nothing else in the chain."""
-    return (
-        params.temperature <= 0
-        and not params.grammar
-        and not params.logit_bias
-        and not params.ignore_eos
-        and not params.penalised
-    )
-
-
-class Sampler:
-    """A llama.cpp sampler chain for one request."""
-
-    def __init__(self, engine: Engine, params: Sampling) -> None:
-        self._ptr: Any = None
-        # Plain greedy decoding (the benchmark's and many API clients' temperature 0) needs no chain: the
-        # chain would copy all n_vocab logits into a candidate array per token just to take the largest.
-        # np.argmax picks the same token (the first of equal maxima, as llama.cpp's greedy sampler does).
-        self._greedy_vocab = engine.n_vocab if _plain_greedy(params) else 0
-        if self._greedy_vocab:
-            return
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        self._ptr = chain
-        add = llama_cpp.llama_sampler_chain_add
-        biases = [(tok, bias) for tok, bias in params.logit_bias if 0 <= tok < engine.n_vocab]
-        if params.ignore_eos:
-            biases += [(tok, -math.inf) for tok in engine.eog_tokens]
-        if biases:
-            arr = (llama_cpp.llama_logit_bias * len(biases))(
-                *(llama_cpp.llama_logit_bias(tok, bias) for tok, bias in biases)
-            )
-            add(chain, llama_cpp.llama_sampler_init_logit_bias(engine.n_vocab, len(biases), arr))
-        if params.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
-            if not grammar:
-                llama_cpp.llama_sampler_free(chain)
-                raise ValueError("the grammar does not parse")
-            add(chain, grammar)
-        last_n = params.repeat_last_n if params.repeat_last_n >= 0 else engine.n_ctx_seq
-        if params.penalised:
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(
-                    last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty
-                ),
-            )
-        if params.temperature <= 0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return
-        seed = 0xFFFFFFFF if params.seed < 0 else params.seed & 0xFFFFFFFF  # llama.cpp's "random" seed
-        if params.mirostat in (1, 2):
-            add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-            tau, eta = params.mirostat_tau, params.mirostat_eta
-            if params.mirostat == 1:
-                add(chain, llama_cpp.llama_sampler_init_mirostat(engine.n_vocab, seed, tau, eta, 100))
-            else:
-                add(chain, llama_cpp.llama_sampler_init_mirostat_v2(seed, tau, eta))
-            return
-        if params.top_k > 0:
-            add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
-        if params.typical_p < 1.0:
-            add(chain, llama_cpp.llama_sampler_init_typical(params.typical_p, 1))
-        if params.top_p < 1.0:
-            add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-        if params.min_p > 0.0:
-            add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-        add(chain, llama_cpp.llama_sampler_init_dist(seed))
-
-    def sample(self, engine: Engine, index: int) -> int:
-        """Sample (and accept) a token from the `index`-th output of the last decode."""
-        if self._greedy_vocab:
-            logits = np.ctypeslib.as_array(
-                llama_cpp.llama_get_logits_ith(engine.ctx, index), shape=(self._greedy_vocab,)
-            )
-            return int(logits.argmax())
-        return int(llama_cpp.llama_sampler_sample(self._ptr, engine.ctx, index))
-
-    def close(self) -> None:
-        if self._ptr:
-            llama_cpp.llama_sampler_free(self._ptr)
-            self._ptr = None
 
 
 class Engine:
@@ -495,9 +393,22 @@ class Engine:
             "n_gpu_layers": self.n_gpu_layers if self.gpu else 0,
         }
 
-    def logprobs(self, index: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
-        """The log-probability of `token` at output `index`, and the `top` most likely tokens."""
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+    def logits(self, at: int | Logits) -> Logits:
+        """The logits of the `at`-th output of the last decode (a view: the next decode overwrites them), or
+        `at` itself when it is kept logits."""
+        if not isinstance(at, int):
+            return at
+        row: Logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, at), shape=(self.n_vocab,))
+        return row
+
+    def keep_logits(self, index: int) -> Logits:
+        """A copy of the `index`-th output's logits, which outlives the next decode."""
+        kept: Logits = self.logits(index).copy()
+        return kept
+
+    def logprobs(self, at: int | Logits, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+        """The log-probability of `token` at output `at` (or in kept logits), and the `top` most likely tokens."""
+        logits = self.logits(at)
         peak = float(logits.max())
         log_z = peak + math.log(float(np.exp(logits - peak).sum()))
         chosen = float(logits[token]) - log_z

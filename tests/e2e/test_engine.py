@@ -13,8 +13,9 @@ import pytest
 
 from localllm.runner import engine as engine_module
 from localllm.runner.batch import Batcher, _common_prefix
-from localllm.runner.engine import Engine, LoadError, Sampler, grammar_for
+from localllm.runner.engine import Engine, LoadError
 from localllm.runner.protocol import Job, LoadSpec, Sampling
+from localllm.runner.sampler import Sampler, grammar_for
 from localllm.tools import call_schema, parse_tool_choice, parse_tools
 
 from ..conftest import model_file
