@@ -28,7 +28,7 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ..limits import PROMPT_CACHE_CANDIDATES, PROMPT_CACHE_MAX_STATES, PROMPT_CACHE_MIN_TOKENS
 from ..types import PromptCacheStats
@@ -66,9 +66,21 @@ def _agree(a: array[int], b: array[int], start: int, stop: int) -> int:
     return stop
 
 
+@dataclass(frozen=True)
+class PromptOutput:
+    """The model's output after the first `n` tokens of a sequence: the logits of the token that follows, as the
+    engine kept them. A prompt of exactly those `n` tokens takes its first token from them and evaluates
+    nothing, where a prompt cache without them evaluates its last token again (batch.py)."""
+
+    n: int
+    logits: Any
+    size: int  # bytes
+
+
 @dataclass(eq=False)
 class KVState:
-    """One saved sequence: its tokens, its state's bytes in RAM (`data`) and/or its file (`file`)."""
+    """One saved sequence: its tokens, its state's bytes in RAM (`data`) and/or its file (`file`), and the output
+    after a prefix of its tokens when the decode loop had one (kept in RAM only)."""
 
     tokens: array[int]
     hashes: list[int]
@@ -77,10 +89,16 @@ class KVState:
     file: str | None = None  # its file's name in the disk tier, once written
     file_size: int = 0
     last_used: float = 0.0
+    output: PromptOutput | None = None
 
     @property
     def n_tokens(self) -> int:
         return len(self.tokens)
+
+    @property
+    def ram_size(self) -> int:
+        """What it takes in RAM while there: its state and its output."""
+        return self.size + (self.output.size if self.output is not None else 0)
 
 
 class PrefixIndex:
@@ -235,27 +253,29 @@ class KVStates:
 
     # -- saving --------------------------------------------------------------------------------------
 
-    def wants(self, tokens: Sequence[int]) -> bool:
+    def wants(self, tokens: Sequence[int], output: PromptOutput | None = None) -> bool:
         """Whether a sequence holding `tokens` is worth saving: long enough, and not covered by a saved state
-        (which then counts as used now). Asked before the engine copies the state out."""
+        (which then counts as used now, and keeps `output` if it had none). Asked before the engine copies the
+        state out."""
         if not self.enabled or len(tokens) < self.min_tokens:
             return False
         have, n = self.find(tokens)
         if have is not None and n == len(tokens):
-            self.touch(have)
+            self._covered(have, output)
             return False
         return True
 
-    def save(self, tokens: Sequence[int], data: bytearray) -> KVState | None:
-        """Keep the state `data` of a sequence holding `tokens` (unless a saved state covers it already, or
-        it is bigger than the whole RAM bound); the states it covers go."""
+    def save(self, tokens: Sequence[int], data: bytearray, output: PromptOutput | None = None) -> KVState | None:
+        """Keep the state `data` of a sequence holding `tokens`, with the `output` after a prefix of them if
+        given (unless a saved state covers it already, or it is bigger than the whole RAM bound); the states it
+        covers go."""
         prompt = array("i", tokens)
         hashes = chain(prompt)
         if not hashes or not self.enabled:
             return None
         have, n = self.index.longest(prompt, hashes)
         if have is not None and n == len(prompt):
-            self.touch(have)
+            self._covered(have, output)
             return None
         in_ram = len(data) <= self.ram_limit
         written = self.files.write(prompt, data) if self.files is not None else None
@@ -267,8 +287,9 @@ class KVStates:
         self.index.add(state)
         if in_ram:
             state.data = data
+            state.output = output
             self._ram[state] = None
-            self.ram_bytes += state.size
+            self.ram_bytes += state.ram_size
         if written is not None:
             state.file, state.file_size = written
             self._disk[state] = None
@@ -276,6 +297,15 @@ class KVStates:
         self._bound()
         log.info("prompt cache: saved a state of %d tokens (%d bytes)", len(prompt), len(data))
         return state
+
+    def _covered(self, have: KVState, output: PromptOutput | None) -> None:
+        """A sequence `have` covers was offered: `have` is used now, and takes its output if it has none (the
+        sequence's tokens begin `have`'s, so an output after a prefix of them is one after a prefix of `have`)."""
+        if output is not None and have.output is None and have in self._ram:
+            have.output = output
+            self.ram_bytes += output.size
+        self.touch(have)
+        self._bound()
 
     def _bound(self) -> None:
         while self._ram and (self.ram_bytes > self.ram_limit or len(self._ram) > self.max_states):
@@ -288,8 +318,9 @@ class KVStates:
         """Free the state's bytes in RAM; it stays findable while it has a file."""
         if state in self._ram:
             del self._ram[state]
-            self.ram_bytes -= state.size
+            self.ram_bytes -= state.ram_size
         state.data = None
+        state.output = None
         if state.file is None:
             self.index.remove(state)
 
@@ -338,7 +369,7 @@ class KVStates:
         if source == "disk" and len(data) <= self.ram_limit:  # it is in use again: keep it at hand
             state.data = data
             self._ram[state] = None
-            self.ram_bytes += state.size
+            self.ram_bytes += state.ram_size
         self.touch(state)
         self._bound()
         return source

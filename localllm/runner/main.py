@@ -2,8 +2,8 @@
 
 The process owns one model. It answers requests (see `protocol`) on its stdin/stdout. Before
 loading anything it moves its stdout to a private descriptor and points fd 1 at stderr, so nothing that
-llama.cpp prints can corrupt the protocol stream. A thread reads commands; the main thread runs the
-decode loop (`batch.Batcher`).
+llama.cpp prints can corrupt the protocol stream. One thread runs the decode loop (`batch.Batcher`) and
+reads the commands itself, between steps (`Commands`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import queue
+import select
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -40,16 +39,33 @@ if TYPE_CHECKING:
 
 
 class Channel:
-    """The protocol stream back to the daemon; writes are whole lines under a lock."""
+    """The protocol stream back to the daemon, written by the decode loop's thread only, in whole lines.
+
+    `send` writes at once (the load's outcome; answers to malformed commands). The decode loop `hold`s its
+    events and `flush`es them once a pass: one write, so one wake-up of the daemon however many events.
+    """
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
-        self._lock = threading.Lock()
+        self._held: list[bytes] = []
 
     def send(self, rid: str | None, event: Event) -> None:
-        data = encode_event(rid, event)
-        with self._lock:
-            self._out.write(data)
+        self._write(encode_event(rid, event))
+
+    def hold(self, rid: str | None, event: Event) -> None:
+        self._held.append(encode_event(rid, event))
+
+    def flush(self) -> None:
+        if self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # a pipe may take less than all of it
+            written = self._out.write(view)
+            view = view[written or 0 :]
 
 
 def _take_stdout() -> BinaryIO:
@@ -58,16 +74,51 @@ def _take_stdout() -> BinaryIO:
     return os.fdopen(proto_fd, "wb", buffering=0)
 
 
-def _read_commands(inbox: queue.Queue[tuple[str, Request] | None], channel: Channel) -> None:
-    for line in sys.stdin.buffer:
+class Commands:
+    """The daemon's commands, read from stdin by the decode loop's thread: waiting for them when it has nothing
+    to do, else taking what came in between two steps. (A reader thread handing each command over cost one more
+    wake-up on every request's way to its first token: 0.2-0.6 ms on a 2-core machine.)"""
+
+    def __init__(self, fd: int, channel: Channel) -> None:
+        self.fd = fd
+        self.channel = channel
+        self._partial = b""  # the start of a line still coming
+        self._closed = False
+        os.set_blocking(fd, False)
+
+    def take(self, wait: bool) -> list[tuple[str, Request]] | None:
+        """The commands that came in (after waiting for input, with `wait`); None once stdin is closed and
+        every command before that was taken."""
+        if self._closed:
+            return None
+        if wait:
+            select.select([self.fd], [], [])
+        chunks = [self._partial]
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not data:
+                self._closed = True
+                break
+            chunks.append(data)
+        lines = b"".join(chunks).split(b"\n")
+        self._partial = lines.pop()
+        commands = [command for line in lines if line.strip() and (command := self._decode(line)) is not None]
+        if self._closed and not commands:
+            return None
+        return commands
+
+    def _decode(self, line: bytes) -> tuple[str, Request] | None:
         try:
-            inbox.put(decode_request(line))
+            return decode_request(line)
         except ProtocolError as exc:
             if exc.rid is None:
                 logging.warning("ignoring a malformed command: %s", exc)
             else:
-                channel.send(exc.rid, Failure("request", str(exc)))
-    inbox.put(None)
+                self.channel.send(exc.rid, Failure("request", str(exc)))
+            return None
 
 
 def open_states(spec: LoadSpec, engine: Engine) -> KVStates | None:
@@ -89,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     channel = Channel(_take_stdout())
     from . import embedding, rerank
     from .batch import Batcher
-    from .engine import Engine, LoadError, Sampler, grammar_for
+    from .engine import Engine, LoadError
+    from .sampler import Sampler, grammar_for
 
     spec = LoadSpec.from_argument(args[0])
     try:
@@ -102,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     states = open_states(spec, engine)  # before "ready": its disk tier is scanned as part of the load
     channel.send(None, engine.info())
-    inbox: queue.Queue[tuple[str, Request] | None] = queue.Queue()
-    threading.Thread(target=_read_commands, args=(inbox, channel), daemon=True, name="commands").start()
+    commands = Commands(sys.stdin.fileno(), channel)
 
     def embed(request: Embed | Rerank) -> Vectors | Scores | Failure:  # pooled outputs, between decode steps
         if isinstance(request, Rerank):
@@ -112,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sampler = functools.partial(Sampler, engine)
     embedder = embed if engine.embedding else None
-    Batcher(engine, channel.send, sampler, grammar_for, embedder, spec.stream_interval, states).run(inbox)
+    Batcher(engine, channel.hold, sampler, grammar_for, embedder, spec.stream_interval, states, channel.flush).run(
+        commands.take
+    )
     engine.close()
     return 0
 

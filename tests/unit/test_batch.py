@@ -65,8 +65,11 @@ class ScriptEngine:
     def worth_a_tile(self, n_new: int, n_past: int) -> bool:
         return n_new >= 2  # a one-token tail is never worth it
 
-    def logprobs(self, index: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+    def logprobs(self, at: Any, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
         return -0.5, [(token, -0.5)][:top]
+
+    def keep_logits(self, index: int) -> bytes:
+        return b"logits"
 
     def ran_out_of_memory(self) -> bool:
         return False
@@ -87,7 +90,7 @@ class ScriptSampler:
         self.script = script
         self.calls = 0
 
-    def sample(self, engine: Any, index: int) -> int:
+    def sample(self, engine: Any, at: Any) -> int:
         self.calls += 1
         return ord(self.script[self.calls - 1]) if self.calls <= len(self.script) else EOG
 
@@ -356,3 +359,16 @@ def test_a_slot_that_keeps_its_prefix_is_not_saved_again() -> None:
     run(batcher)
     assert getattr(engine, "saves", 0) == 0 and done_of(sent, "b")["cached_tokens"] == 150
     assert [m for m in sent if m["ev"] == "cache"][-1]["slot_hits"] == 1
+
+
+def test_the_common_prefix_is_counted_to_the_token() -> None:
+    import random
+
+    from localllm.runner.batch import _common_prefix
+
+    rng = random.Random(7)
+    for _ in range(300):
+        a = [rng.randrange(4) for _ in range(rng.randrange(0, 200))]
+        b = a[: rng.randrange(0, len(a) + 1)] + [rng.randrange(4) for _ in range(rng.randrange(0, 60))]
+        naive = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        assert _common_prefix(a, b) == _common_prefix(b, a) == naive
