@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from .errors import InvalidRequest
@@ -114,11 +114,8 @@ class Options:
 
     def merged_over(self, base: Options) -> Options:
         """These options where set, else `base`'s (request > Modelfile > defaults)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key, value in values.items():
-            if value is None:
-                values[key] = getattr(base, key)
-        return Options(**values)
+        mine, theirs = vars(self), vars(base)
+        return Options(**{k: theirs[k] if v is None else v for k, v in mine.items()})
 
     def as_dict(self) -> dict[str, Any]:
         """The options that are set, JSON-ready."""
