@@ -269,11 +269,11 @@ class Batcher:
             return keep, "slot" if keep else "none"
         self._save(slot, 0)
         self._cut(slot, 0)
-        source = states.restore(self.engine, slot.seq, state)
+        source, output = states.restore(self.engine, slot.seq, state)
         if source == "none":
             return 0, source
         slot.tokens.extend(state.tokens)
-        slot.output = state.output
+        slot.output = output
         return n, source
 
     def _save(self, slot: Slot, keep: int) -> None:

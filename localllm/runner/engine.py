@@ -381,7 +381,7 @@ class Engine:
         """Everything a saved state depends on: a state is restored only into a runner whose layout is equal."""
         spec = self._spec
         return {
-            "format": 1,
+            "format": 2,  # 2: a state file carries the output kept after its prompt
             "llama_cpp": llama_cpp.__version__,
             "model": kvfiles.file_identity(spec.model_path),
             "lora": [kvfiles.file_identity(p) for p in spec.lora],
@@ -393,9 +393,12 @@ class Engine:
             "n_gpu_layers": self.n_gpu_layers if self.gpu else 0,
         }
 
-    def logits(self, at: int | Logits) -> Logits:
+    def logits(self, at: int | Logits | bytes) -> Logits:
         """The logits of the `at`-th output of the last decode (a view: the next decode overwrites them), or
-        `at` itself when it is kept logits."""
+        kept logits (`keep_logits`, or their bytes as a state file gives them back)."""
+        if isinstance(at, bytes):
+            kept: Logits = np.frombuffer(at, dtype=np.float32)
+            return kept
         if not isinstance(at, int):
             return at
         row: Logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, at), shape=(self.n_vocab,))
@@ -406,7 +409,7 @@ class Engine:
         kept: Logits = self.logits(index).copy()
         return kept
 
-    def logprobs(self, at: int | Logits, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+    def logprobs(self, at: int | Logits | bytes, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
         """The log-probability of `token` at output `at` (or in kept logits), and the `top` most likely tokens."""
         logits = self.logits(at)
         peak = float(logits.max())

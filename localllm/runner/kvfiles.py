@@ -5,8 +5,10 @@ and adapters' digests, the context per sequence and in all, the sequences, the K
 attention, the GPU layers, llama.cpp's version: `Engine.state_layout`), so a state is only ever offered to a
 runner whose cache has the same shape and contents; its `layout.json` says what that was. Each file is
 
-    header: magic, layout digest (32 bytes), SHA-256 of the body (32), token count (u32), state bytes (u64)
-    body:   the tokens (int32, little-endian), then llama.cpp's state of the sequence
+    header: magic, layout digest (32 bytes), SHA-256 of the body (32), token count (u32), state bytes (u64),
+            the tokens the kept output follows (u32, 0: none), its bytes (u32)
+    body:   the tokens (int32, little-endian), the output (the logits after the first tokens, as the
+            engine kept them: kvstates.PromptOutput), then llama.cpp's state of the sequence
 
 written to a temporary name and renamed into place (so a file is whole or absent). A file whose header does
 not match its layout or its length is deleted when the folder is scanned (at the runner's start); one whose
@@ -39,22 +41,40 @@ from ..limits import PROMPT_CACHE_WRITES
 
 log = logging.getLogger("localllm.runner")
 
-MAGIC = b"LLKVST01"
+MAGIC = b"LLKVST02"
 SUFFIX = ".kvstate"
 _TMP = ".tmp-"
 _STALE_TMP_S = 3600.0  # a temporary file this old was left by a runner that died while writing it
-_HEAD_SIZE = 8 + 32 + 32 + 4 + 8
+_HEAD_SIZE = 8 + 32 + 32 + 4 + 8 + 4 + 4
 
 
-def _head(key: bytes, checksum: bytes, n_tokens: int, size: int) -> bytes:
-    return MAGIC + key + checksum + n_tokens.to_bytes(4, "little") + size.to_bytes(8, "little")
+@dataclass(frozen=True)
+class _Head:
+    key: bytes  # the layout's digest
+    checksum: bytes
+    n_tokens: int
+    size: int  # bytes of the state
+    output_n: int  # tokens the kept output follows (0: none)
+    output_size: int
+
+    def to_bytes(self) -> bytes:
+        numbers = ((self.n_tokens, 4), (self.size, 8), (self.output_n, 4), (self.output_size, 4))
+        return MAGIC + self.key + self.checksum + b"".join(n.to_bytes(width, "little") for n, width in numbers)
+
+    @property
+    def file_size(self) -> int:
+        return _HEAD_SIZE + 4 * self.n_tokens + self.output_size + self.size
 
 
-def _parse_head(raw: bytes) -> tuple[bytes, bytes, int, int] | None:
-    """(layout digest, checksum, tokens, state bytes) of a header, None if it is not one."""
+def _parse_head(raw: bytes) -> _Head | None:
+    """A file's header, None if it is not one."""
     if len(raw) != _HEAD_SIZE or raw[:8] != MAGIC:
         return None
-    return raw[8:40], raw[40:72], int.from_bytes(raw[72:76], "little"), int.from_bytes(raw[76:84], "little")
+
+    def number(start: int, width: int) -> int:
+        return int.from_bytes(raw[start : start + width], "little")
+
+    return _Head(raw[8:40], raw[40:72], number(72, 4), number(76, 8), number(84, 4), number(88, 4))
 
 
 def _token_bytes(tokens: array[int]) -> bytes:
@@ -99,6 +119,15 @@ class StoredState:
     size: int  # bytes of the state
     file_size: int
     last_used: float  # the file's mtime
+
+
+@dataclass(frozen=True)
+class ReadState:
+    """A state file's body, checked: the state, and the output kept after its first `output_n` tokens (if any)."""
+
+    data: bytearray
+    output_n: int = 0
+    output: bytes = b""
 
 
 class KVFiles:
@@ -169,18 +198,18 @@ class KVFiles:
         try:
             with path.open("rb") as f:
                 head = _parse_head(f.read(_HEAD_SIZE))
-                if head is None or head[0] != self.key or size != _HEAD_SIZE + 4 * head[2] + head[3]:
+                if head is None or head.key != self.key or size != head.file_size or head.output_n > head.n_tokens:
                     return None
-                tokens = _tokens_of(f.read(4 * head[2]))
+                tokens = _tokens_of(f.read(4 * head.n_tokens))
         except OSError:
             return None
-        return StoredState(path.name, tokens, head[3], size, mtime)
+        return StoredState(path.name, tokens, head.size, size, mtime)
 
     # -- one file ------------------------------------------------------------------------------------
 
-    def read(self, name: str, tokens: array[int]) -> bytearray | None:
-        """The state saved as `name` for `tokens`, checked against its checksum; None (and the file deleted,
-        unless it is just missing) when it is not whole."""
+    def read(self, name: str, tokens: array[int]) -> ReadState | None:
+        """The state saved as `name` for `tokens` (and its output), checked against its checksum; None (and the
+        file deleted, unless it is just missing) when it is not whole."""
         path = self.dir / name
         try:
             f = path.open("rb")
@@ -190,51 +219,59 @@ class KVFiles:
             try:
                 head = _parse_head(f.read(_HEAD_SIZE))
                 raw_tokens = _token_bytes(tokens)
-                data = bytearray(head[3]) if head is not None and head[3] < 1 << 40 else None
+                data = bytearray(head.size) if head is not None and head.size < 1 << 40 else None
                 good = (
                     head is not None
                     and data is not None
-                    and head[0] == self.key
-                    and head[2] == len(tokens)
+                    and head.key == self.key
+                    and head.n_tokens == len(tokens)
+                    and head.output_n <= head.n_tokens
                     and f.read(len(raw_tokens)) == raw_tokens
-                    and f.readinto(data) == len(data)
-                    and not f.read(1)
                 )
-                if good and data is not None and head is not None:
-                    digest = hashlib.sha256(raw_tokens)
-                    digest.update(data)
-                    if digest.digest() == head[1]:
-                        return data
+                output = f.read(head.output_size) if good and head is not None else b""
+                if good and data is not None and head is not None and len(output) == head.output_size:
+                    if f.readinto(data) == len(data) and not f.read(1):
+                        digest = hashlib.sha256(raw_tokens)
+                        digest.update(output)
+                        digest.update(data)
+                        if digest.digest() == head.checksum:
+                            return ReadState(data, head.output_n if output else 0, output)
             except (OSError, MemoryError):
                 pass
         log.warning("prompt cache: %s is corrupt or truncated; deleted, not loaded", path)
         _unlink(path)
         return None
 
-    def write(self, tokens: array[int], data: bytearray) -> tuple[str, int] | None:
-        """Queue the writing of a state; its file's name and size, or None when too many writes are queued
-        already (the state stays in RAM only)."""
+    def write(
+        self, tokens: array[int], data: bytearray, output: tuple[int, bytes] | None = None
+    ) -> tuple[str, int] | None:
+        """Queue the writing of a state, with the output kept after its first `output[0]` tokens (the logits'
+        bytes); its file's name and size, or None when too many writes are queued already (the state stays in
+        RAM only)."""
         with self._lock:
             if self._pending >= PROMPT_CACHE_WRITES:
                 return None
             self._pending += 1
         raw_tokens = _token_bytes(tokens)
         name = hashlib.sha256(raw_tokens).hexdigest()[:40] + SUFFIX
-        self._queue(lambda: self._write(name, raw_tokens, data))
-        return name, _HEAD_SIZE + len(raw_tokens) + len(data)
+        output_n, logits = output if output is not None and 0 < output[0] <= len(tokens) else (0, b"")
+        self._queue(lambda: self._write(name, raw_tokens, output_n, logits, data))
+        return name, _HEAD_SIZE + len(raw_tokens) + len(logits) + len(data)
 
-    def _write(self, name: str, raw_tokens: bytes, data: bytearray) -> None:
+    def _write(self, name: str, raw_tokens: bytes, output_n: int, output: bytes, data: bytearray) -> None:
         try:
             digest = hashlib.sha256(raw_tokens)
+            digest.update(output)
             digest.update(data)
-            head = _head(self.key, digest.digest(), len(raw_tokens) // 4, len(data))
+            head = _Head(self.key, digest.digest(), len(raw_tokens) // 4, len(data), output_n, len(output))
             path = self.dir / name
             tmp = self.dir / f"{name}{_TMP}{os.getpid()}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(head)
+                    f.write(head.to_bytes())
                     f.write(raw_tokens)
+                    f.write(output)
                     f.write(data)
                 os.replace(tmp, path)
             except BaseException:

@@ -80,7 +80,8 @@ class PromptOutput:
 @dataclass(eq=False)
 class KVState:
     """One saved sequence: its tokens, its state's bytes in RAM (`data`) and/or its file (`file`), and the output
-    after a prefix of its tokens when the decode loop had one (kept in RAM only)."""
+    after a prefix of its tokens when the decode loop had one (with `data` in RAM; in the file too, when the
+    file was written with it)."""
 
     tokens: array[int]
     hashes: list[int]
@@ -278,7 +279,10 @@ class KVStates:
             self._covered(have, output)
             return None
         in_ram = len(data) <= self.ram_limit
-        written = self.files.write(prompt, data) if self.files is not None else None
+        written = None
+        if self.files is not None:
+            kept = (output.n, memoryview(output.logits).tobytes()) if output is not None else None
+            written = self.files.write(prompt, data, kept)
         if not in_ram and written is None:
             return None
         for old in self.index.prefixes_of(prompt, hashes):
@@ -352,27 +356,31 @@ class KVStates:
             if self.files is not None and state.file is not None:
                 self.files.touch(state.file)
 
-    def restore(self, engine: StateEngine, seq: int, state: KVState) -> Source:
+    def restore(self, engine: StateEngine, seq: int, state: KVState) -> tuple[Source, PromptOutput | None]:
         """Load `state` into sequence `seq`; where it came from ("ram", "disk"), or "none" when it could not
-        be (unreadable, or refused by llama.cpp: it is dropped, and the sequence is left empty)."""
+        be (unreadable, or refused by llama.cpp: it is dropped, and the sequence is left empty); and the output
+        kept after a prefix of its tokens, if it has one."""
         source: Source = "ram"
         data = state.data
+        output = state.output
         if data is None and self.files is not None and state.file is not None:
             source = "disk"
-            data = self.files.read(state.file, state.tokens)
-            if data is not None and len(data) != state.size:
-                data = None
+            read = self.files.read(state.file, state.tokens)
+            data = read.data if read is not None and len(read.data) == state.size else None
+            if read is not None and read.output:
+                output = PromptOutput(read.output_n, read.output, len(read.output))
         if data is None or not engine.load_state(seq, data):
             log.warning("prompt cache: a saved state of %d tokens could not be restored; dropped", state.n_tokens)
             self._drop(state)
-            return "none"
+            return "none", None
         if source == "disk" and len(data) <= self.ram_limit:  # it is in use again: keep it at hand
             state.data = data
+            state.output = output
             self._ram[state] = None
             self.ram_bytes += state.ram_size
         self.touch(state)
         self._bound()
-        return source
+        return source, output
 
     def close(self) -> None:
         """Finish the disk writes under way."""

@@ -109,7 +109,7 @@ class Sampler:
         add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
         add(chain, llama_cpp.llama_sampler_init_dist(seed))
 
-    def sample(self, engine: Engine, at: int | Logits) -> int:
+    def sample(self, engine: Engine, at: int | Logits | bytes) -> int:
         """Sample (and accept) a token from the `at`-th output of the last decode, or from kept logits (a row
         `Engine.keep_logits` copied out of an earlier decode)."""
         if self._greedy_vocab:
@@ -117,10 +117,11 @@ class Sampler:
         if isinstance(at, int):
             return int(llama_cpp.llama_sampler_sample(self._ptr, engine.ctx, at))
         # What llama_sampler_sample does with the context's row, done with the kept one.
-        n = len(at)
+        logits = engine.logits(at)
+        n = len(logits)
         cur = np.empty(n, dtype=_TOKEN_DATA)
         cur["id"] = np.arange(n, dtype=np.int32)
-        cur["logit"] = at
+        cur["logit"] = logits
         cur["p"] = 0.0
         array = llama_cpp.llama_token_data_array(
             cur.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), n, -1, False

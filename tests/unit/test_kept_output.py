@@ -8,14 +8,17 @@ keeps the logits after each prompt with its slot, and with the slot's saved stat
 from __future__ import annotations
 
 import json
+from array import array
+from pathlib import Path
 from typing import Any
 
 from localllm.runner.batch import Batcher
+from localllm.runner.kvfiles import KVFiles
 from localllm.runner.kvstates import KVStates, PromptOutput
 from localllm.runner.protocol import Event, Job, encode_event
 
 from .test_batch import ScriptEngine, done_of, run, text_of
-from .test_kvstates import state_of, toks
+from .test_kvstates import LAYOUT, Seqs, state_of, toks
 
 
 class Recording(ScriptEngine):
@@ -155,3 +158,36 @@ def test_a_covering_state_takes_the_output_of_a_sequence_it_covers() -> None:
     shorter = PromptOutput(150, b"y" * 64, 64)
     assert not cache.wants(tokens[:180], shorter), "covered: not saved again"
     assert state.output is shorter and cache.ram_bytes == state.size + 64
+
+
+def test_a_state_file_carries_the_output_through_a_restart(tmp_path: Path) -> None:
+    tokens = toks(4, 300)
+    logits = array("f", [0.5 * i for i in range(64)])
+    first = KVStates(1 << 20, KVFiles(tmp_path, LAYOUT, 1 << 30))
+    first.save(tokens, state_of(tokens), PromptOutput(250, logits, len(logits.tobytes())))
+    first.close()
+    for ram in (1 << 20, 0):  # kept in RAM once restored, or not kept at all: the output comes back either way
+        again = KVStates(ram, KVFiles(tmp_path, LAYOUT, 1 << 30))
+        state, n = again.find(tokens[:250])
+        assert state is not None and n == 250 and state.output is None, "read with the state, not at the scan"
+        source, output = again.restore(Seqs(), 0, state)
+        assert source == "disk" and output is not None and output.n == 250 and output.logits == logits.tobytes()
+        assert (state.output is output) == (ram > 0) and again.ram_bytes == (state.ram_size if ram else 0)
+        again.close()
+
+
+def test_a_restart_restores_a_prompt_with_its_output_and_evaluates_nothing(tmp_path: Path) -> None:
+    def runner() -> tuple[Batcher, Recording, list[Any]]:
+        return make("!", states=KVStates(1 << 20, KVFiles(tmp_path, LAYOUT, 1 << 30)), n_parallel=1, n_ctx=512)
+
+    prompt = "".join(chr(0x4E00 + i) for i in range(100))
+    batcher, _, sent = runner()
+    batcher.handle("a", Job(prompt))
+    run(batcher)
+    batcher.close()  # a runner stopping writes its slots out
+    batcher, engine, sent = runner()
+    batcher.handle("b", Job(prompt))
+    run(batcher)
+    done = done_of(sent, "b")
+    assert done["cached_tokens"] == len(prompt) and done["prompt_eval_count"] == 0 and text_of(sent, "b") == "!"
+    assert [m for m in sent if m["ev"] == "cache"][-1]["disk_hits"] == 1

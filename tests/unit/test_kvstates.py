@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from localllm.runner import kvstates
+from localllm.runner import kvfiles, kvstates
 from localllm.runner.kvfiles import KVFiles
 from localllm.runner.kvstates import BLOCK, KVState, KVStates, PrefixIndex, chain
 
@@ -115,7 +115,7 @@ def test_the_ram_bound_holds_and_the_least_recently_used_go_first() -> None:
     assert all(saved) and cache.stats().ram_bytes == 3 * one
     engine = Seqs()
     first = saved[0]
-    assert first is not None and cache.restore(engine, 0, first) == "ram"  # used: now the most recent
+    assert first is not None and cache.restore(engine, 0, first)[0] == "ram"  # used: now the most recent
     for seed in (3, 4):
         cache.save(toks(seed, 100), state_of(toks(seed, 100)))
     stats = cache.stats()
@@ -144,7 +144,7 @@ def test_a_state_llama_cpp_refuses_is_dropped() -> None:
     state = cache.save(toks(1, 100), state_of(toks(1, 100)))
     engine = Seqs()
     engine.refuse = True
-    assert state is not None and cache.restore(engine, 2, state) == "none"
+    assert state is not None and cache.restore(engine, 2, state)[0] == "none"
     assert cache.find(toks(1, 100)) == (None, 0) and cache.stats().ram_bytes == 0
 
 
@@ -180,9 +180,9 @@ def test_states_on_disk_outlive_the_runner(tmp_path: Path) -> None:
     state, n = again.find(tokens[:280] + toks(2, 10))
     assert state is not None and n == 280 and state.data is None
     engine = Seqs()
-    assert again.restore(engine, 1, state) == "disk" and engine.kv[1] == tokens
+    assert again.restore(engine, 1, state)[0] == "disk" and engine.kv[1] == tokens
     assert state.data is not None, "kept in RAM once used"
-    assert again.restore(engine, 0, state) == "ram"
+    assert again.restore(engine, 0, state)[0] == "ram"
     again.close()
 
 
@@ -210,7 +210,7 @@ def test_a_corrupt_state_file_is_deleted_and_never_loaded(tmp_path: Path) -> Non
     again = disk(tmp_path)
     state, _ = again.find(tokens)
     engine = Seqs()
-    assert state is not None and again.restore(engine, 0, state) == "none"
+    assert state is not None and again.restore(engine, 0, state)[0] == "none"
     assert not file.exists() and 0 not in engine.kv, "refused before llama.cpp saw it"
     assert again.find(tokens) == (None, 0)
 
@@ -231,7 +231,7 @@ def test_a_truncated_or_foreign_state_file_is_deleted_when_found(tmp_path: Path)
 
 
 def test_the_disk_bound_holds_and_other_layouts_get_half_at_most(tmp_path: Path) -> None:
-    size = len(state_of(toks(0, 100))) + 400 + 84
+    size = len(state_of(toks(0, 100))) + 400 + kvfiles._HEAD_SIZE
     first = disk(tmp_path, limit=4 * size, ram=0)
     for seed in range(6):
         first.save(toks(seed, 100), state_of(toks(seed, 100)))
