@@ -61,6 +61,7 @@ PROMPT_CACHE_MIN_TOKENS = 64  # a sequence shorter than this is not saved
 PROMPT_CACHE_MAX_STATES = 4096  # states in RAM, and files on disk, per runner (their tokens stay indexed)
 PROMPT_CACHE_CANDIDATES = 64  # states compared token by token (one block each) in one lookup
 PROMPT_CACHE_WRITES = 8  # state files queued for writing; past it a state stays in RAM only
+PROMPT_CACHE_PREFETCH = 8  # the newest state files a starting runner reads back in the background (RAM bound too)
 
 # -- GGUF metadata (a model file is untrusted input too) ---------------------------------------------------
 GGUF_MAX_KEYS = 1 << 16  # metadata keys of one file

@@ -194,9 +194,12 @@ class KVStates:
         self.disk_bytes = 0
         self.counts = _Counts()
         if files is not None:
-            for stored in files.scan():  # oldest use first
+            found = files.scan()  # oldest use first
+            for stored in found:
                 self._adopt(stored)
             self._bound()
+            kept = {state.file for state in self._disk}
+            files.prefetch([stored for stored in found if stored.name in kept], self.ram_limit)
 
     @property
     def enabled(self) -> bool:

@@ -244,3 +244,22 @@ def test_the_disk_bound_holds_and_other_layouts_get_half_at_most(tmp_path: Path)
     assert len(list(tmp_path.glob("*/*.kvstate"))) == 2, "the first layout's oldest went, to half the bound"
     assert other.stats().disk_limit == 2 * size
     other.close()
+
+
+def test_a_starting_runner_reads_its_newest_states_back_in_the_background(tmp_path: Path) -> None:
+    first = disk(tmp_path)
+    saved = [toks(seed, 200) for seed in range(3)]
+    for tokens in saved:
+        first.save(tokens, state_of(tokens))
+    first.close()
+    one = len(state_of(saved[0])) + 4 * 200 + kvfiles._HEAD_SIZE
+    again = disk(tmp_path, ram=2 * one)  # room for the two newest
+    assert again.files is not None
+    again.files.close()  # (waits for the reads queued at the start)
+    for path in tmp_path.glob("*/*.kvstate"):
+        path.unlink()  # what was read back needs no file any more; the rest does
+    engine = Seqs()
+    for tokens, restored in zip(saved, ("none", "disk", "disk"), strict=True):
+        state, _ = again.find(tokens)
+        assert state is not None and again.restore(engine, 0, state)[0] == restored
+    assert engine.kv[0] == saved[2]
