@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench import MODELS, Tokenizer, chat_history
 from servers import WORK, Config, LocalLLM, stream_completion
 from workload import CONCURRENT_PROMPTS, FILLER_WAVES, REPEAT_ANSWER
+
+from bench import MODELS, Tokenizer, chat_history
 
 
 class CachedLocalLLM(LocalLLM):
@@ -118,13 +119,15 @@ def main() -> None:
         server.stop()
         LocalLLM.cleanup(server)
         shutil.rmtree(cache_dir, ignore_errors=True)
-    hits = {kind: server.log_path.read_text(errors="replace").count(f"prompt cache: {kind} hit") for kind in ("disk", "ram")}
+    hits = {
+        kind: server.log_path.read_text(errors="replace").count(f"prompt cache: {kind} hit") for kind in ("disk", "ram")
+    }
     print(f"the last round's daemon logged {hits['disk']} disk hit(s) and {hits['ram']} RAM hit(s)")
     disk = statistics.median(r["disk_ms"] for r in rows)
     ram = statistics.median(r["ram_ms"] for r in rows)
     ratio = statistics.median(r["disk_ms"] / r["ram_ms"] for r in rows)
     print(f"\n{model.name}, {rows[0]['prompt_tokens']} prompt tokens, {a.rounds} rounds, {a.threads} threads:")
-    print(f"| after a daemon restart, from disk (ms) | again after traffic, from RAM (ms) | disk / RAM, paired |")
+    print("| after a daemon restart, from disk (ms) | again after traffic, from RAM (ms) | disk / RAM, paired |")
     print(f"|---|---|---|\n| {disk:.1f} | {ram:.1f} | **{ratio:.2f}×** |")
 
 
