@@ -18,6 +18,9 @@ from .protocol import Sampling
 if TYPE_CHECKING:
     from .engine import Engine, Logits
 
+# llama_sampler_init_penalties takes the vocabulary's size first in some llama.cpp versions (llama-cpp-python
+# 0.3.36's), and not in others: the binding's argument list says which
+_PENALTIES_TAKE_VOCAB = len(llama_cpp.llama_sampler_init_penalties.argtypes) == 5
 # llama.cpp's llama_token_data, as numpy fills an array of candidates at once
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
@@ -80,12 +83,9 @@ class Sampler:
             add(chain, grammar)
         last_n = params.repeat_last_n if params.repeat_last_n >= 0 else engine.n_ctx_seq
         if params.penalised:
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(
-                    last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty
-                ),
-            )
+            penalties = (last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty)
+            vocab = (engine.n_vocab,) if _PENALTIES_TAKE_VOCAB else ()
+            add(chain, llama_cpp.llama_sampler_init_penalties(*vocab, *penalties))
         if params.temperature <= 0:
             add(chain, llama_cpp.llama_sampler_init_greedy())
             return

@@ -179,3 +179,26 @@ def test_a_quantised_kv_cache_is_what_llama_cpp_keeps_and_it_answers(tmp_path: P
     stories = str(model_file("stories260K.gguf"))
     with pytest.raises(LoadError, match="K cache type q8_0 with block size 32 does not divide n_embd_head_k=8"):
         Engine(LoadSpec(model_path=stories, n_ctx=256, kv_cache_type="q8_0"))
+
+
+@pytest.fixture(scope="module")
+def stories() -> Iterator[Engine]:
+    loaded = Engine(LoadSpec(model_path=str(model_file("stories260K.gguf")), n_ctx=1024, n_threads=2))
+    yield loaded
+    loaded.close()
+
+
+@pytest.mark.model
+def test_repetition_penalties_take_effect(stories: Engine) -> None:
+    """repeat_penalty (Ollama's Modelfiles often set 1.1), frequency and presence penalties build llama.cpp's
+    penalties sampler (whose arguments differ between llama.cpp versions) and change what greedy decoding writes
+    after a prompt that invites repetition (stories260K repeats itself; the random model never does)."""
+    engine = stories
+    prompt = "the cat the cat the cat the cat the cat"
+    plain = _greedy_tokens(engine, Sampler(engine, Sampling(temperature=0)), prompt, 24)
+    for penalty in ({"repeat_penalty": 1.8}, {"frequency_penalty": 1.5}, {"presence_penalty": 1.5}):
+        sampler = Sampler(engine, Sampling(temperature=0, **penalty))  # type: ignore[arg-type]
+        assert sampler._ptr is not None
+        penalised = _greedy_tokens(engine, sampler, prompt, 24)
+        assert penalised != plain, penalty
+        assert len(set(penalised)) >= len(set(plain)), f"{penalty}: no less varied than without"
