@@ -34,7 +34,7 @@ from .scheduler import ModelRef, Runner, Scheduler
 from .store import MEDIA_ADAPTER, Store
 from .templates import Templates
 from .tools import held_back
-from .types import ChatMessage, Constraints, Done, Embeddings, Event, Options, Progress, Ranking, Token
+from .types import LOAD_OPTIONS, ChatMessage, Constraints, Done, Embeddings, Event, Options, Progress, Ranking, Token
 
 log = logging.getLogger("localllm.service")
 
@@ -156,16 +156,7 @@ class Service:
 
     def _ref(self, model: Model, options: Options) -> ModelRef:
         logs.note_model(model.name)  # the request runs this model (its log lines and metrics say so)
-        key = (
-            id(model),
-            options.num_ctx,
-            options.num_gpu,
-            options.num_thread,
-            options.num_batch,
-            options.use_mmap,
-            options.kv_cache_type,
-            options.rpc_servers,
-        )
+        key = (id(model), *(getattr(options, name) for name in LOAD_OPTIONS))
         known = self._refs.get(key)
         if known is not None and known[0] is model:  # (the model is kept with its ref: its id is not reused)
             return known[1]
