@@ -49,16 +49,6 @@ class CachedLocalLLM(LocalLLM):
         return env
 
 
-async def timed(client: httpx.AsyncClient, server: LocalLLM, prompt: str, cfg: Config) -> tuple[float, int]:
-    """TTFT in ms and cached prompt tokens of one streamed completion."""
-    body = {"model": server.model_field, "prompt": prompt, "max_tokens": REPEAT_ANSWER, "temperature": 0}
-    usage = (await client.post(server.base_url + "/v1/completions", json=body, timeout=cfg.request_timeout)).json()
-    cached = int(usage["usage"]["prompt_tokens_details"]["cached_tokens"])
-    stream = await stream_completion(client, server, prompt, REPEAT_ANSWER, timeout=cfg.request_timeout)
-    assert stream.ttft is not None, stream.error
-    return stream.ttft * 1000, cached
-
-
 async def first_then_cached(client: httpx.AsyncClient, server: LocalLLM, prompt: str, cfg: Config) -> dict[str, Any]:
     """The disk hit (the first request of this daemon), then the RAM hit after every slot was taken."""
     body = {"model": server.model_field, "prompt": prompt, "max_tokens": REPEAT_ANSWER, "temperature": 0}
