@@ -163,8 +163,8 @@ def main() -> None:
     if shutil.which("nginx") is None and not os.access("/usr/sbin/nginx", os.X_OK):
         sys.exit("no nginx: apt-get install nginx")
 
-    from localllm.names import parse_name
-    from localllm.store import Manifest, Store
+    from localllm.domain.names import parse_name
+    from localllm.modelstore.store import Manifest, Store
 
     work = Path(tempfile.mkdtemp(prefix="localllm-replicas-"))
     store = Store(work / "models")

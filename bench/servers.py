@@ -237,8 +237,8 @@ class LocalLLM(Server):
 
     def prepare(self) -> None:
         """A throwaway store holding only the benchmark model (hard-linked when possible, else copied)."""
-        from localllm.names import parse_name
-        from localllm.store import Manifest, Store
+        from localllm.domain.names import parse_name
+        from localllm.modelstore.store import Manifest, Store
 
         WORK.mkdir(parents=True, exist_ok=True)
         self.store_dir = Path(tempfile.mkdtemp(prefix="store-", dir=WORK))

@@ -18,9 +18,9 @@ import sys
 import time
 from typing import Any
 
-from localllm import prompt
-from localllm.renderpool import RenderPool, TemplateSource
-from localllm.types import ChatMessage
+from localllm.chat import prompt
+from localllm.chat.renderpool import RenderPool, TemplateSource
+from localllm.domain.types import ChatMessage
 
 QWEN25 = (
     "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n"

@@ -1,7 +1,7 @@
 """`localllm create NAME -f Modelfile`: build a model from a Modelfile through the daemon's `/api/create`.
 
-The Modelfile is read here (localllm.modelfile). A FROM or ADAPTER that names a file on this machine (relative
-to the Modelfile's folder; `~` allowed) is hashed and uploaded first, unless the daemon has it already
+The Modelfile is read here (localllm.modelstore.modelfile). A FROM or ADAPTER that names a file on this machine
+(relative to the Modelfile's folder; `~` allowed) is hashed and uploaded first, unless the daemon has it already
 (`HEAD`, then `POST /api/blobs/sha256:<hex>`), and goes as `files` / `adapters`; any other FROM (a local model,
 `hf.co/<user>/<repo>:<quant>`, a library name) goes as `from`, and the daemon pulls it when it must.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from localllm.client import Client
-from localllm.errors import ModelfileError
-from localllm.modelfile import Modelfile, parse, to_create_request
+from localllm.domain.errors import ModelfileError
+from localllm.modelstore.modelfile import Modelfile, parse, to_create_request
 
 from .render import PullProgress
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import click
 
-from localllm import keys as keystore
+from localllm.auth import keys as keystore
+from localllm.auth.keys import Entry, KeysFile
 from localllm.config import Settings, keys_file_from_env
-from localllm.errors import ConfigError
-from localllm.keys import Entry, KeysFile
+from localllm.domain.errors import ConfigError
 
 from .render import table
 

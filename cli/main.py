@@ -9,7 +9,7 @@ import click
 
 from localllm import __version__
 from localllm.client import Client
-from localllm.errors import ClientError, LocalLLMError
+from localllm.domain.errors import ClientError, LocalLLMError
 
 from .create import create
 from .embed import embed

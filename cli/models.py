@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from localllm import library
 from localllm.client import Client, JSONObject
-from localllm.errors import InvalidModelName, ResponseError
-from localllm.names import close_match, display, parse_name
+from localllm.domain.errors import InvalidModelName, ResponseError
+from localllm.domain.names import close_match, display, parse_name
+from localllm.modelstore import library
 
 from .render import (
     PullProgress,

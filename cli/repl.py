@@ -23,8 +23,8 @@ import click
 
 from localllm.client import Client, JSONObject
 from localllm.config import state_dir
-from localllm.errors import ClientError, DaemonNotRunning, InvalidRequest, ResponseError
-from localllm.modelfile import parse_parameter
+from localllm.domain.errors import ClientError, DaemonNotRunning, InvalidRequest, ResponseError
+from localllm.modelstore.modelfile import parse_parameter
 
 from .render import WordWrap, has_limit, model_summary, stop_note, timings
 

@@ -16,7 +16,7 @@ import click
 
 from localllm.client import Client, JSONObject
 from localllm.config import parse_duration
-from localllm.errors import ClientError, ConfigError, DaemonNotRunning
+from localllm.domain.errors import ClientError, ConfigError, DaemonNotRunning
 
 from .models import show_or_pull
 from .render import WordWrap, has_limit, stop_note, timings

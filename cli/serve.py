@@ -7,7 +7,7 @@ import os
 import click
 
 from localllm.config import VARIABLES, Settings
-from localllm.errors import ConfigError
+from localllm.domain.errors import ConfigError
 
 
 class _ServeCommand(click.Command):

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 
 from localllm.client import Client
-from localllm.errors import DaemonNotRunning
+from localllm.domain.errors import DaemonNotRunning
 
 # A daemon listening on every address is reached in a browser through the loopback one.
 _ANY = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from .config import is_loopback_name, parse_host
-from .errors import ClientError, DaemonNotRunning, ResponseError
+from .domain.errors import ClientError, DaemonNotRunning, ResponseError
 
 JSONObject = dict[str, Any]
 Stream = Generator[JSONObject, None, None]  # NDJSON lines; close() it to close the response early

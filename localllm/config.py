@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from .errors import ConfigError, InvalidModelName
-from .limits import PROMPT_CACHE_DISK
-from .names import parse_name
-from .types import KV_CACHE_TYPES
+from .domain.errors import ConfigError, InvalidModelName
+from .domain.limits import PROMPT_CACHE_DISK
+from .domain.names import parse_name
+from .domain.types import KV_CACHE_TYPES
 
 DEFAULT_PORT = 11434
 APP_NAME = "localllm"

@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import uvicorn
 
-from . import __version__, logs
+from . import __version__
 from .config import HostAddress, Settings
-from .errors import AddressInUse, ConfigError
+from .domain.errors import AddressInUse, ConfigError
+from .observability import logs
 from .server.app import begin_shutdown, create_app
 
 log = logging.getLogger("localllm")

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gguf import GGUFWriter
 
-from localllm import sandbox
-from localllm.errors import EngineError
-from localllm.renderpool import Renderer
+from localllm.chat import sandbox
+from localllm.chat.renderpool import Renderer
+from localllm.domain.errors import EngineError
+from localllm.domain.types import Done, PromptCacheStats, Token
 from localllm.runner.protocol import Job, LoadSpec, RunnerInfo
-from localllm.scheduler import RunnerFactory
-from localllm.types import Done, PromptCacheStats, Token
+from localllm.scheduling.scheduler import RunnerFactory
 
 
 def write_tiny_gguf(path: Path, *, template: str | None = None, context_length: int = 256) -> Path:

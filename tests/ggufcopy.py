@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
-from localllm.gguf import _Reader
+from localllm.modelstore.gguf import _Reader
 
 
 def copy_with_metadata(src: Path, dst: Path, extra: Mapping[str, str | int | list[str]]) -> Path:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..types import TokenLogprob
+from ..domain.types import TokenLogprob
 from . import detokenize
 from .context import cut_to_fit
 from .kvstates import BLOCK, KVStates, PromptOutput, Source

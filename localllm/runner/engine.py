@@ -21,7 +21,7 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import EngineFailure
+from ..domain.errors import EngineFailure
 from . import kvfiles, rpc
 from .protocol import LoadSpec, RunnerInfo
 from .rerank import RerankFrame

@@ -16,8 +16,8 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import ClassVar, Literal, get_args
 
-from ..errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
-from ..types import DeviceSplit, Done, PromptCacheStats, Token, TokenLogprob
+from ..domain.errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
+from ..domain.types import DeviceSplit, Done, PromptCacheStats, Token, TokenLogprob
 from . import split
 from .wire import Message, ProtocolError, decode_line, encode_line
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..limits import PROMPT_CACHE_PREFETCH, PROMPT_CACHE_WRITES
+from ..domain.limits import PROMPT_CACHE_PREFETCH, PROMPT_CACHE_WRITES
 
 log = logging.getLogger("localllm.runner")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 
-from ..limits import PROMPT_CACHE_DISK
+from ..domain.limits import PROMPT_CACHE_DISK
 from .wire import Message, ProtocolError, decode_line
 
 STREAM_INTERVAL = 0.025  # seconds between a stream's "text" messages (its first token goes at once)

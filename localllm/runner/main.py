@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..limits import prompt_cache_ram
-from ..memory import SystemMemory
+from ..domain.limits import prompt_cache_ram
+from ..observability.machine import SystemMemory
 from .kvfiles import KVFiles
 from .kvstates import KVStates
 from .protocol import (

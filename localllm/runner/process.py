@@ -16,8 +16,8 @@ import sys
 import time
 from collections.abc import AsyncGenerator, Sequence
 
-from ..errors import EngineError
-from ..types import Done, PromptCacheStats, Token
+from ..domain.errors import EngineError
+from ..domain.types import Done, PromptCacheStats, Token
 from .protocol import (
     CacheReport,
     Cancel,

@@ -14,14 +14,14 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import metrics
+from ..auth.keys import Authenticator
 from ..config import Settings
-from ..keys import Authenticator
+from ..modelstore.store import Store
+from ..observability import metrics
 from ..runner.process import RunnerProcess
-from ..scheduler import Scheduler
-from ..service import Service
-from ..sessions import Sessions
-from ..store import Store
+from ..scheduling.scheduler import Scheduler
+from ..service.core import Service
+from ..service.sessions import Sessions
 from . import auth, dialects, observe, openapi, security, streaming, ui
 from .errors import RouteError
 

@@ -22,9 +22,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import keys
-from ..errors import InvalidRequest, Unauthorized
-from ..keys import Authenticator, Meter
+from ..auth import keys
+from ..auth.keys import Authenticator, Meter
+from ..domain.errors import InvalidRequest, Unauthorized
 from .security import ShapeOf, reject
 
 TOKEN_PATH = "/api/v1/token"

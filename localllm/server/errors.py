@@ -11,7 +11,7 @@ from typing import Any, ParamSpec
 
 from starlette.responses import JSONResponse, Response
 
-from ..errors import (
+from ..domain.errors import (
     BodyTooLarge,
     ConfigError,
     DownloadError,

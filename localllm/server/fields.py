@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidRequest
-from ..types import Options, check_range, parse_stop
+from ..domain.errors import InvalidRequest
+from ..domain.types import Options, check_range, parse_stop
 from . import requests as rq
 from .schema import ANY_LIST, BOOL, INT, NUM, OBJ, STR, STRINGS, Schema, obj, ranged
 from .schema import STOP as STOP_SCHEMA

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import logs, metrics
+from ..observability import logs, metrics
 from .dialects import owner
 
 log = logging.getLogger("localllm.http")

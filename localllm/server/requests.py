@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from ..config import parse_duration
-from ..errors import BodyTooLarge, ConfigError, InvalidRequest
-from ..limits import size_text
-from ..names import ModelName, parse_name
+from ..domain.errors import BodyTooLarge, ConfigError, InvalidRequest
+from ..domain.limits import size_text
+from ..domain.names import ModelName, parse_name
 
 T = TypeVar("T")
 

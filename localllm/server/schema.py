@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..types import _RANGES as OPTION_RANGES
-from ..types import DEPRECATED_OPTIONS, OPTION_CHOICES, OPTION_TYPES
+from ..domain.types import _RANGES as OPTION_RANGES
+from ..domain.types import DEPRECATED_OPTIONS, OPTION_CHOICES, OPTION_TYPES
 
 Schema = dict[str, Any]
 

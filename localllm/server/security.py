@@ -25,9 +25,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..auth.keys import Authenticator
 from ..config import HostAddress, is_loopback_name
-from ..errors import Forbidden, LocalLLMError
-from ..keys import Authenticator
+from ..domain.errors import Forbidden, LocalLLMError
 from .errors import ErrorShape
 
 log = logging.getLogger("localllm.server")

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ..errors import ServerBusy
+from ..domain.errors import ServerBusy
 
 log = logging.getLogger("localllm.server")
 

@@ -11,12 +11,12 @@ from typing import Any
 import llama_cpp
 import pytest
 
+from localllm.chat.tools import call_schema, parse_tool_choice, parse_tools
 from localllm.runner import engine as engine_module
 from localllm.runner.batch import Batcher, _common_prefix
 from localllm.runner.engine import Engine, LoadError
 from localllm.runner.protocol import Job, LoadSpec, Sampling
 from localllm.runner.sampler import Sampler, grammar_for
-from localllm.tools import call_schema, parse_tool_choice, parse_tools
 
 from ..conftest import model_file
 from ..ggufcopy import write_random_llama

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localllm import limits
+from localllm.domain import limits
 
 from ..conftest import STORY_TEMPLATE, model_file
 from ..ggufcopy import copy_with_metadata, with_raw_kv
@@ -80,7 +80,7 @@ def rss(pid: int) -> int:
 
 def workers(daemon: Daemon) -> list[int]:
     out = subprocess.run(
-        ["pgrep", "-P", str(daemon.proc.pid), "-f", "localllm.sandbox"], capture_output=True, text=True
+        ["pgrep", "-P", str(daemon.proc.pid), "-f", "localllm.chat.sandbox"], capture_output=True, text=True
     )
     return [int(p) for p in out.stdout.split()]
 

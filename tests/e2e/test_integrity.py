@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localllm.names import parse_name
+from localllm.domain.names import parse_name
 
 from ..hubstub import HubStub
 from .conftest import Daemon, start_daemon, stop_daemon

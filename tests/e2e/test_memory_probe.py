@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from localllm.memory import Memory, MiB, SystemMemory
+from localllm.observability.machine import Memory, MiB, SystemMemory
 
 
 def fake_nvidia_smi(tmp_path: Path, body: str) -> str:

@@ -296,7 +296,7 @@ def test_a_library_name_pulls_its_hub_file_with_the_librarys_parameters(
 
 
 def test_show_modelfile_round_trips(client: ollama.Client, server: Daemon) -> None:
-    from localllm import modelfile
+    from localllm.modelstore import modelfile
 
     client.create(
         model="roundtrip",

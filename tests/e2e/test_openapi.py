@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
+from localllm.domain.types import LOAD_OPTIONS
 from localllm.server.openapi import document
-from localllm.types import LOAD_OPTIONS
 
 from ..conftest import CHAT_REPO, STORIES_REPO
 from .conftest import Daemon, daemon_with

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from localllm import limits
-from localllm.errors import InvalidRequest
-from localllm.renderpool import RenderPool, TemplateSource
+from localllm.chat.renderpool import RenderPool, TemplateSource
+from localllm.domain import limits
+from localllm.domain.errors import InvalidRequest
 
 SOURCE = TemplateSource("the request's template", "template")
 LIGHT = "{% for m in messages %}{{ m.content }}{% endfor %}"

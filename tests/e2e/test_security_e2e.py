@@ -13,7 +13,7 @@ import ollama
 import openai
 import pytest
 
-from localllm.keys import KeysFile, sign_token
+from localllm.auth.keys import KeysFile, sign_token
 
 from ..conftest import CHAT_REPO, STORIES_REPO
 from ..hubstub import HubStub

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localllm import hub as hubmod
-from localllm.errors import DownloadError
-from localllm.names import parse_name
-from localllm.store import Store
+from localllm.domain.errors import DownloadError
+from localllm.domain.names import parse_name
+from localllm.modelstore import hub as hubmod
+from localllm.modelstore.store import Store
 
 from ..conftest import STORIES_REPO, TINY_REPO
 from ..hubstub import HubStub

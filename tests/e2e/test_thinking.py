@@ -19,8 +19,8 @@ import ollama
 import openai
 import pytest
 
-from localllm import prompt
-from localllm.types import ChatMessage
+from localllm.chat import prompt
+from localllm.domain.types import ChatMessage
 
 from ..conftest import STORIES_REPO
 from .conftest import Daemon

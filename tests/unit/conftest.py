@@ -11,7 +11,7 @@ from typing import NoReturn
 
 import pytest
 
-from localllm import templates
+from localllm.service import templates
 
 from ..fakes import InlineRenderer
 

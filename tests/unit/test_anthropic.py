@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from localllm.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
-from localllm.generation import Answer
+from localllm.domain.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
+from localllm.domain.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
 from localllm.server import dialects
 from localllm.server.dialects.anthropic import api as an
 from localllm.server.dialects.anthropic import requests as anr
 from localllm.server.errors import message_of
-from localllm.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
+from localllm.service.generation import Answer
 
 from .test_registry import app_client
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from localllm import library
 from localllm.client import Client, service_hint
 from localllm.config import Settings
-from localllm.modelfile import parse, to_create_request
+from localllm.modelstore import library
+from localllm.modelstore.modelfile import parse, to_create_request
 from localllm_cli import run as run_module
 from localllm_cli.main import cli
 from localllm_cli.render import (

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from localllm.client import Client
-from localllm.errors import ClientError, DaemonNotRunning, ResponseError
+from localllm.domain.errors import ClientError, DaemonNotRunning, ResponseError
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

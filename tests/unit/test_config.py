@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from localllm.config import Settings, parse_duration, parse_host
-from localllm.errors import ConfigError
+from localllm.domain.errors import ConfigError
 
 
 def test_defaults() -> None:

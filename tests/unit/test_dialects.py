@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from localllm.errors import EngineError, InvalidRequest, ServerBusy
+from localllm.domain.errors import EngineError, InvalidRequest, ServerBusy
+from localllm.domain.types import Token, TokenLogprob
 from localllm.runner.protocol import Job
 from localllm.server.dialects import lmdeploy as lmdeploy_api
 from localllm.server.dialects import triton as triton_api
@@ -13,7 +14,6 @@ from localllm.server.dialects import vllm as vllm_api
 from localllm.server.dialects.compat import dialect_of
 from localllm.server.dialects.tgi import api as tgi_api
 from localllm.server.dialects.tgi.regex_grammar import UnsupportedRegex, regex_to_gbnf
-from localllm.types import Token, TokenLogprob
 
 from .test_batch import done_of, make, run
 

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from localllm.errors import InvalidRequest
+from localllm.domain.errors import InvalidRequest
 from localllm.runner import embedding
 from localllm.runner.protocol import Embed, Failure, ProtocolError, Vectors, decode_request
 from localllm.server.dialects.ollama.embed import ollama_inputs

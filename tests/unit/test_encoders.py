@@ -8,12 +8,12 @@ import json
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from localllm.generation import Answer, collect
+from localllm.chat.tools import held_back
+from localllm.domain.types import Done, Event, Token, TokenLogprob, Tool, ToolCall, ToolCalls
 from localllm.server.dialects.ollama import api as ollama
 from localllm.server.dialects.openai import api as openai
 from localllm.server.dialects.openai.requests import Shape
-from localllm.tools import held_back
-from localllm.types import Done, Event, Token, TokenLogprob, Tool, ToolCall, ToolCalls
+from localllm.service.generation import Answer, collect
 
 WEATHER = (Tool("weather", "", {"type": "object"}),)
 CALL = '<tool_call>{"name": "weather", "arguments": {"city": "Paris"}}</tool_call>'

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from localllm.errors import InvalidRequest
+from localllm.domain.errors import InvalidRequest
+from localllm.domain.types import check_range, parse_options, parse_stop
 from localllm.server.dialects.openai.openapi import OPENAI_SAMPLING
 from localllm.server.dialects.openai.requests import FIELDS as OPENAI_FIELDS
 from localllm.server.dialects.tgi.openapi import TGI_PARAMETERS
 from localllm.server.dialects.tgi.requests import PARAMETERS
 from localllm.server.fields import STOP, Field, Fields
-from localllm.types import check_range, parse_options, parse_stop
 
 TABLE = Fields(
     Field("n", int, low=1, high=8, default=1),

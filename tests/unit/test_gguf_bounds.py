@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from localllm import gguf as gguf_module
-from localllm import limits
-from localllm.gguf import read_info, read_metadata
+from localllm.domain import limits
+from localllm.modelstore import gguf as gguf_module
+from localllm.modelstore.gguf import read_info, read_metadata
 
 U8, U32, STRING, ARRAY = 0, 4, 8, 9
 

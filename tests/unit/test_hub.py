@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from huggingface_hub import hf_hub_download
 
-from localllm.errors import DownloadError, InvalidRequest, ModelNotFound
-from localllm.hub import choose_files, pull
-from localllm.names import parse_name
-from localllm.store import MEDIA_MODEL, Store
-from localllm.types import Progress
+from localllm.domain.errors import DownloadError, InvalidRequest, ModelNotFound
+from localllm.domain.names import parse_name
+from localllm.domain.types import Progress
+from localllm.modelstore.hub import choose_files, pull
+from localllm.modelstore.store import MEDIA_MODEL, Store
 
 from ..hubstub import HubStub
 from ..testmodels import models_dir

@@ -17,16 +17,16 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from localllm import keys
+from localllm.auth import keys
+from localllm.auth.keys import Authenticator, KeysFile, Meter, sign_token
 from localllm.config import Settings, keys_file_from_env, parse_host, parse_origins
-from localllm.errors import ConfigError, InvalidRequest, QuotaExceeded, Unauthorized
-from localllm.keys import Authenticator, KeysFile, Meter, sign_token
-from localllm.names import parse_name
-from localllm.scheduler import Scheduler
+from localllm.domain.errors import ConfigError, InvalidRequest, QuotaExceeded, Unauthorized
+from localllm.domain.names import parse_name
+from localllm.modelstore.store import Manifest, Store
+from localllm.scheduling.scheduler import Scheduler
 from localllm.server.app import create_app
 from localllm.server.security import host_of, is_loopback_origin
-from localllm.service import Service
-from localllm.store import Manifest, Store
+from localllm.service.core import Service
 from localllm_cli.main import cli
 
 from ..fakes import FakeFactory, write_tiny_gguf

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from localllm import library
-from localllm.errors import InvalidModelName, ModelfileError
-from localllm.names import DEFAULT_HOST, parse_name
+from localllm.domain.errors import InvalidModelName, ModelfileError
+from localllm.domain.names import DEFAULT_HOST, parse_name
+from localllm.modelstore import library
 
 from ..conftest import ROOT
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from localllm import limits
-from localllm.errors import InvalidRequest
-from localllm.types import Constraints, Tool
+from localllm.domain import limits
+from localllm.domain.errors import InvalidRequest
+from localllm.domain.types import Constraints, Tool
 
 
 def refused(**kwargs: object) -> InvalidRequest:

@@ -8,22 +8,19 @@ from pathlib import Path
 import pytest
 
 from localllm.config import Settings
-from localllm.errors import InvalidRequest
-from localllm.memory import (
+from localllm.domain.errors import InvalidRequest
+from localllm.observability.machine import Memory, SystemMemory, parse_meminfo, parse_nvidia_smi
+from localllm.scheduling.memory import (
     Estimate,
     GiB,
-    Memory,
     MiB,
     ModelShape,
-    SystemMemory,
     context_that_fits,
     estimate,
     fit_layers,
     format_bytes,
     kv_bytes,
     kv_cache_type_for,
-    parse_meminfo,
-    parse_nvidia_smi,
     place,
 )
 

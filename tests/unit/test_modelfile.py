@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from localllm.errors import InvalidRequest, ModelfileError
-from localllm.modelfile import Modelfile, format, parse, parse_parameter, to_create_request
-from localllm.types import ChatMessage
+from localllm.domain.errors import InvalidRequest, ModelfileError
+from localllm.domain.types import ChatMessage
+from localllm.modelstore.modelfile import Modelfile, format, parse, parse_parameter, to_create_request
 
 FULL = '''# A Modelfile that uses every instruction.
 FROM hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from localllm.errors import InvalidModelName
-from localllm.names import ModelName, parse_name
+from localllm.domain.errors import InvalidModelName
+from localllm.domain.names import ModelName, parse_name
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from localllm import logs, metrics
 from localllm.config import Settings, parse_host
+from localllm.domain.types import Done, Token
+from localllm.observability import logs, metrics
 from localllm.server.app import create_app
-from localllm.types import Done, Token
 
 
 def client(tmp_path: Path, **settings: object) -> TestClient:

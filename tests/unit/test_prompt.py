@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from localllm.errors import InvalidRequest
-from localllm.prompt import check_template, render_chat, render_generate
-from localllm.types import ChatMessage
+from localllm.chat.prompt import check_template, render_chat, render_generate
+from localllm.domain.errors import InvalidRequest
+from localllm.domain.types import ChatMessage
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from localllm.errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
+from localllm.domain.errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
+from localllm.domain.types import Token, TokenLogprob
 from localllm.runner.protocol import (
     CacheReport,
     Cancel,
@@ -32,7 +33,6 @@ from localllm.runner.protocol import (
     encode_event,
     encode_request,
 )
-from localllm.types import Token, TokenLogprob
 
 REQUESTS: list[Request] = [
     Job("hi"),

@@ -10,11 +10,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from localllm.config import Settings, parse_host
-from localllm.scheduler import Scheduler
+from localllm.modelstore.store import Store
+from localllm.scheduling.scheduler import Scheduler
 from localllm.server import dialects
 from localllm.server.app import create_app
-from localllm.service import Service
-from localllm.store import Store
+from localllm.service.core import Service
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from localllm.errors import InvalidRequest
+from localllm.domain.errors import InvalidRequest
+from localllm.domain.types import Ranking
 from localllm.runner import detokenize, rerank
 from localllm.runner.protocol import Detokenize, Failure, ProtocolError, Rerank, Scores, TokenList, decode_request
 from localllm.runner.rerank import RerankFrame
 from localllm.server import dialects
 from localllm.server.dialects import rerank as dialect
 from localllm.server.dialects import tokenize
-from localllm.types import Ranking
 
 from .test_registry import app_client
 

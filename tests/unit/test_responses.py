@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from localllm.errors import EngineError, InvalidRequest
-from localllm.generation import Answer
-from localllm.names import parse_name
-from localllm.responses_store import ResponseStore
+from localllm.domain.errors import EngineError, InvalidRequest
+from localllm.domain.names import parse_name
+from localllm.domain.types import ChatMessage, Done, Event, Thinking, Token, ToolCall, ToolCalls
 from localllm.server.dialects.responses.api import keep, stream
 from localllm.server.dialects.responses.encode import Encoder, sse_named, whole
 from localllm.server.dialects.responses.requests import Turn, parse_input, to_turn
 from localllm.server.errors import RouteError
-from localllm.types import ChatMessage, Done, Event, Thinking, Token, ToolCall, ToolCalls
+from localllm.service.generation import Answer
+from localllm.service.responses_store import ResponseStore
 
 WEATHER = {"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {}}}
 

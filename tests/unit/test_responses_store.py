@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from localllm.responses_store import ResponseStore
-from localllm.types import ChatMessage, ToolCall
+from localllm.domain.types import ChatMessage, ToolCall
+from localllm.service.responses_store import ResponseStore
 
 CALL = ToolCall("call_1", "get_weather", {"city": "Paris"})
 CONVERSATION = (

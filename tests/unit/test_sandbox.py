@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from localllm import limits, sandbox
+from localllm.chat import sandbox
+from localllm.domain import limits
 
 HOSTILE = {
     "nested loops writing": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",

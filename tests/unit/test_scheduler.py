@@ -13,15 +13,16 @@ import pytest
 from starlette.testclient import TestClient
 
 from localllm.config import Settings, parse_host
-from localllm.errors import EngineError, InvalidRequest, ServerBusy
-from localllm.memory import GiB, Memory, MiB, ModelShape
-from localllm.names import parse_name
+from localllm.domain.errors import EngineError, InvalidRequest, ServerBusy
+from localllm.domain.names import parse_name
+from localllm.domain.types import PromptCacheStats
+from localllm.modelstore.store import Manifest, Store
+from localllm.observability.machine import Memory
 from localllm.runner.protocol import LoadSpec
-from localllm.scheduler import BUSY_MESSAGE, STOPPING_MESSAGE, Lease, ModelRef, Scheduler
+from localllm.scheduling.memory import GiB, MiB, ModelShape
+from localllm.scheduling.scheduler import BUSY_MESSAGE, STOPPING_MESSAGE, Lease, ModelRef, Scheduler
 from localllm.server.app import create_app
-from localllm.service import Service
-from localllm.store import Manifest, Store
-from localllm.types import PromptCacheStats
+from localllm.service.core import Service
 
 from ..fakes import FakeFactory, FakeRunner, write_tiny_gguf
 

@@ -11,11 +11,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from localllm.config import Settings, parse_host
-from localllm.names import parse_name
-from localllm.scheduler import Scheduler
+from localllm.domain.names import parse_name
+from localllm.modelstore.store import Manifest, Store
+from localllm.scheduling.scheduler import Scheduler
 from localllm.server.app import create_app
-from localllm.service import Service
-from localllm.store import Manifest, Store
+from localllm.service.core import Service
 
 from ..fakes import FakeFactory, write_tiny_gguf
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from localllm.config import Settings, parse_host
-from localllm.errors import ModelNotFound
-from localllm.names import parse_name
-from localllm.scheduler import Scheduler
-from localllm.service import Service
-from localllm.store import MEDIA_SYSTEM, Manifest, Store
-from localllm.types import Options
+from localllm.domain.errors import ModelNotFound
+from localllm.domain.names import parse_name
+from localllm.domain.types import Options
+from localllm.modelstore.store import MEDIA_SYSTEM, Manifest, Store
+from localllm.scheduling.scheduler import Scheduler
+from localllm.service.core import Service
 
 from ..fakes import FakeFactory, write_tiny_gguf
 

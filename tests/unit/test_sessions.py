@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from localllm import prompt
-from localllm.errors import InvalidRequest, ServerBusy
-from localllm.generation import GenerateRequest
-from localllm.names import parse_name
-from localllm.sessions import Sessions
-from localllm.types import Constraints, Done, Options, Token
+from localllm.chat import prompt
+from localllm.domain.errors import InvalidRequest, ServerBusy
+from localllm.domain.names import parse_name
+from localllm.domain.types import Constraints, Done, Options, Token
+from localllm.service.generation import GenerateRequest
+from localllm.service.sessions import Sessions
 
 NAME = parse_name("stories")
 

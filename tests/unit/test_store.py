@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from localllm.errors import InvalidRequest, ModelNotFound
-from localllm.names import parse_name
-from localllm.store import MEDIA_SYSTEM, Layer, Manifest, Store, check_digest
+from localllm.domain.errors import InvalidRequest, ModelNotFound
+from localllm.domain.names import parse_name
+from localllm.modelstore.store import MEDIA_SYSTEM, Layer, Manifest, Store, check_digest
 
 
 def blob_file(tmp_path: Path, data: bytes, name: str = "f.gguf") -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from localllm.store import Store
+from localllm.modelstore.store import Store
 
 
 def plant(store: Store, text: str) -> Path:

@@ -7,10 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from localllm.gguf import read_info
-from localllm.models import Model
-from localllm.names import parse_name
-from localllm.types import Options
+from localllm.domain.names import parse_name
+from localllm.domain.types import Options
+from localllm.modelstore.gguf import read_info
+from localllm.modelstore.models import Model
 
 from ..conftest import model_file
 from ..ggufcopy import copy_with_metadata

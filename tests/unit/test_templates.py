@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from localllm import prompt, sandbox
-from localllm.errors import InvalidRequest
-from localllm.templatecaps import TemplateCaps
-from localllm.types import ChatMessage, Tool, ToolCall
+from localllm.chat import prompt, sandbox
+from localllm.chat.templatecaps import TemplateCaps
+from localllm.domain.errors import InvalidRequest
+from localllm.domain.types import ChatMessage, Tool, ToolCall
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "templates"
 TEMPLATES = sorted(DATA.glob("*.jinja"))

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from localllm import prompt
-from localllm.generation import collect
-from localllm.thinking import Kind, ThinkParser, opens_thinking, split_thinking
-from localllm.tools import held_back
-from localllm.types import ChatMessage, Done, Event, Thinking, Token, TokenLogprob, Tool, ToolCalls
+from localllm.chat import prompt
+from localllm.chat.thinking import Kind, ThinkParser, opens_thinking, split_thinking
+from localllm.chat.tools import held_back
+from localllm.domain.types import ChatMessage, Done, Event, Thinking, Token, TokenLogprob, Tool, ToolCalls
+from localllm.service.generation import collect
 
 QWEN3 = (Path(__file__).parent.parent / "data" / "thinking" / "Qwen-Qwen3-0.6B.jinja").read_text()
 
@@ -221,7 +221,7 @@ def test_openai_encodes_reasoning_content() -> None:
 
 
 def test_library_reasoning_models_have_their_thinking_parameters() -> None:
-    from localllm import library
+    from localllm.modelstore import library
 
     found = {name: mf for name, mf in library.entries() if name.split(":")[0] in ("qwen3", "deepseek-r1")}
     assert any(n.startswith("qwen3:") for n in found) and any(n.startswith("deepseek-r1:") for n in found)
@@ -233,7 +233,7 @@ def test_library_reasoning_models_have_their_thinking_parameters() -> None:
 
 
 def test_when_the_output_is_parsed_for_thinking() -> None:
-    from localllm.thinking import splits
+    from localllm.chat.thinking import splits
 
     plain, opened = "<|im_start|>assistant\n", "<｜Assistant｜><think>\n"
     assert not splits(False, None, opened)  # a template that cannot think: never

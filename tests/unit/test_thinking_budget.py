@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from localllm.errors import InvalidRequest
-from localllm.generation import Answer, collect
-from localllm.responses_store import ResponseStore
+from localllm.chat.thinking import CLOSE, EFFORTS, budgeted, effort, prefilled, split_thinking
+from localllm.domain.errors import InvalidRequest
+from localllm.domain.types import Done, Event, Token
 from localllm.server.dialects.responses.requests import to_turn
-from localllm.thinking import CLOSE, EFFORTS, budgeted, effort, prefilled, split_thinking
-from localllm.types import Done, Event, Token
+from localllm.service.generation import Answer, collect
+from localllm.service.responses_store import ResponseStore
 
 PROMPT = "<|im_start|>assistant\n<think>\n"
 

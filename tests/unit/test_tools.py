@@ -8,10 +8,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from localllm import prompt
-from localllm.errors import InvalidRequest
-from localllm.tools import call_schema, may_be_a_call, parse_tool_calls, parse_tool_choice, parse_tools
-from localllm.types import ChatMessage, Tool, ToolCall
+from localllm.chat import prompt
+from localllm.chat.tools import call_schema, may_be_a_call, parse_tool_calls, parse_tool_choice, parse_tools
+from localllm.domain.errors import InvalidRequest
+from localllm.domain.types import ChatMessage, Tool, ToolCall
 
 WEATHER = {
     "type": "function",

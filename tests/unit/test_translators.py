@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 
 from localllm.config import Settings, parse_host
-from localllm.errors import InvalidRequest
-from localllm.names import parse_name
-from localllm.scheduler import Scheduler
+from localllm.domain.errors import InvalidRequest
+from localllm.domain.names import parse_name
+from localllm.domain.types import Options
+from localllm.modelstore.store import Store
+from localllm.scheduling.scheduler import Scheduler
 from localllm.server.dialects import lmdeploy, triton, vllm
 from localllm.server.dialects.compat import dialect_of
 from localllm.server.dialects.ollama import api as ollama
 from localllm.server.dialects.openai import requests as openai
 from localllm.server.dialects.tgi import requests as tgi
-from localllm.service import Service
-from localllm.store import Store
-from localllm.types import Options
+from localllm.service.core import Service
 
 USER = [{"role": "user", "content": "hi"}]
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from localllm.errors import InvalidRequest
-from localllm.types import Options, parse_options
+from localllm.domain.errors import InvalidRequest
+from localllm.domain.types import Options, parse_options
 
 
 def test_parse_and_merge() -> None:

@@ -14,11 +14,11 @@ from starlette.testclient import TestClient
 
 from localllm.client import Client
 from localllm.config import Settings, parse_host
-from localllm.scheduler import Scheduler
+from localllm.modelstore.store import Store
+from localllm.scheduling.scheduler import Scheduler
 from localllm.server import ui
 from localllm.server.app import create_app
-from localllm.service import Service
-from localllm.store import Store
+from localllm.service.core import Service
 from localllm_cli.main import cli
 from localllm_cli.ui import page_url
 

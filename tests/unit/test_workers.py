@@ -9,14 +9,15 @@ from collections.abc import Sequence
 import pytest
 
 from localllm.config import Settings, parse_rpc_servers, split_endpoint
-from localllm.errors import ConfigError, EngineError, InvalidRequest
-from localllm.memory import GiB, Memory, ModelShape
-from localllm.modelfile import parse_parameter
+from localllm.domain.errors import ConfigError, EngineError, InvalidRequest
+from localllm.domain.types import DeviceSplit, parse_options
+from localllm.modelstore.modelfile import parse_parameter
+from localllm.observability.machine import Memory
 from localllm.runner.protocol import LoadSpec, RunnerInfo, decode_event, encode_event
 from localllm.runner.split import KnownDevice, Split
 from localllm.runner.workers import WorkerMemory
-from localllm.scheduler import ModelRef, Scheduler
-from localllm.types import DeviceSplit, parse_options
+from localllm.scheduling.memory import GiB, ModelShape
+from localllm.scheduling.scheduler import ModelRef, Scheduler
 
 from ..fakes import FakeFactory
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ...errors import InvalidRequest
+from ...domain.errors import InvalidRequest
 from .. import requests as rq
 from ..errors import guarded
 from ..schema import ANY_LIST, BOOL, COMPAT_ERROR, MODEL, OBJ, SERVING_CODES, STR, body, obj, responses

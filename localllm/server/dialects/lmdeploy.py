@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ...errors import InvalidRequest
-from ...generation import collect
-from ...sessions import Sessions, Turn
-from ...types import Constraints, Done, Options, Token, parse_stop
+from ...domain.errors import InvalidRequest
+from ...domain.types import Constraints, Done, Options, Token, parse_stop
+from ...service.generation import collect
+from ...service.sessions import Sessions, Turn
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of
 from ..fields import Field, Fields, as_options, check_fields

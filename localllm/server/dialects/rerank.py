@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ...errors import InvalidRequest
-from ...types import Ranking
+from ...domain.errors import InvalidRequest
+from ...domain.types import Ranking
 from .. import requests as rq
 from ..errors import guarded
 from ..fields import Field, Fields

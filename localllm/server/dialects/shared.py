@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from ...errors import InvalidRequest, NoModelChosen
-from ...generation import Answer, collect
-from ...names import ModelName, parse_name
-from ...service import Service
-from ...types import Constraints, Event, Options
+from ...domain.errors import InvalidRequest, NoModelChosen
+from ...domain.names import ModelName, parse_name
+from ...domain.types import Constraints, Event, Options
+from ...service.core import Service
+from ...service.generation import Answer, collect
 from .. import requests as rq
 from ..fields import STOP, Field, Fields, as_options
 from ..streaming import first_item, prepend, until_disconnect

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ...errors import InvalidRequest, LocalLLMError
-from ...types import Embeddings
+from ...domain.errors import InvalidRequest, LocalLLMError
+from ...domain.types import Embeddings
 from .. import requests as rq
 from ..errors import guarded
 from ..fields import Field, Fields

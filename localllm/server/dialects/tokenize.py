@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ...errors import InvalidRequest
+from ...domain.errors import InvalidRequest
 from .. import requests as rq
 from ..errors import guarded
 from ..fields import Field, Fields

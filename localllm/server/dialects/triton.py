@@ -22,10 +22,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ... import __version__
-from ...errors import InvalidRequest, ModelNotFound
-from ...generation import GenerateRequest, collect
-from ...names import ModelName, parse_name
-from ...types import Constraints, Done, Options, Token
+from ...domain.errors import InvalidRequest, ModelNotFound
+from ...domain.names import ModelName, parse_name
+from ...domain.types import Constraints, Done, Options, Token
+from ...service.generation import GenerateRequest, collect
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of
 from ..fields import STOP, Field, Fields

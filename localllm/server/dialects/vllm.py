@@ -16,10 +16,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ...errors import InvalidRequest
-from ...generation import GenerateRequest
-from ...names import ModelName
-from ...types import Constraints, Event, Options, Token
+from ...domain.errors import InvalidRequest
+from ...domain.names import ModelName
+from ...domain.types import Constraints, Event, Options, Token
+from ...service.generation import GenerateRequest
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of
 from ..fields import Field, Fields, check_fields

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ....generation import Answer
-from ....types import Done, Event, Thinking, Token, ToolCall, ToolCalls
+from ....domain.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
+from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
 from ...schema import SSE

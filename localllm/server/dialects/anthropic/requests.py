@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ....errors import InvalidRequest
-from ....generation import ChatRequest
-from ....thinking import Think
-from ....tools import ToolChoice, call_schema, tool_name
-from ....types import ChatMessage, Constraints, Options, Tool, ToolCall
+from ....chat.thinking import Think
+from ....chat.tools import ToolChoice, call_schema, tool_name
+from ....domain.errors import InvalidRequest
+from ....domain.types import ChatMessage, Constraints, Options, Tool, ToolCall
+from ....service.generation import ChatRequest
 from ... import requests as rq
 from ...fields import STOP, Field, Fields, as_options
 from ...schema import INT, OBJ, STR, Schema, obj

@@ -15,14 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .... import __version__, create, modelfile
-from ....errors import InvalidRequest
-from ....generation import Answer, ChatRequest, GenerateRequest, collect
-from ....models import Model
-from ....store import MEDIA_ADAPTER, Store
-from ....thinking import LEVELS, Think
-from ....tools import new_call_id, parse_tools
-from ....types import (
+from .... import __version__
+from ....chat.thinking import LEVELS, Think
+from ....chat.tools import new_call_id, parse_tools
+from ....domain.errors import InvalidRequest
+from ....domain.types import (
     ROLES,
     ChatMessage,
     Constraints,
@@ -35,6 +32,11 @@ from ....types import (
     ToolCalls,
     parse_options,
 )
+from ....modelstore import modelfile
+from ....modelstore.models import Model
+from ....modelstore.store import MEDIA_ADAPTER, Store
+from ....service import create
+from ....service.generation import Answer, ChatRequest, GenerateRequest, collect
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of
 from ...fields import Field
@@ -377,7 +379,7 @@ async def show(request: Request) -> Response:
     body = await rq.read_json(request)
     model = service_of(request).model(rq.model_name(body, _name_field(body)))
     verbose = rq.field(body, "verbose", bool, False)
-    from ....gguf import read_metadata
+    from ....modelstore.gguf import read_metadata
 
     # verbose reads the vocabulary (bounded by limits.GGUF_MAX_VERBOSE_ARRAY): in a thread, off the event loop
     info = await asyncio.to_thread(read_metadata, model.path, verbose=True) if verbose else dict(model.info.metadata)

@@ -10,10 +10,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ....create import CreateRequest, create
-from ....errors import InvalidRequest
-from ....store import check_digest
-from ....types import parse_options
+from ....domain.errors import InvalidRequest
+from ....domain.types import parse_options
+from ....modelstore.store import check_digest
+from ....service.create import CreateRequest, create
 from ... import requests as rq
 from ...errors import guarded
 from ..shared import service_of

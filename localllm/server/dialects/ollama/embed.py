@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ....errors import ContextLengthExceeded, InvalidRequest
-from ....types import Embeddings, parse_options
+from ....domain.errors import ContextLengthExceeded, InvalidRequest
+from ....domain.types import Embeddings, parse_options
 from ... import requests as rq
 from ...errors import guarded
 from ...streaming import until_disconnect

@@ -20,16 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ....errors import (
-    ContextLengthExceeded,
-    InvalidRequest,
-    ModelNotFound,
-    QuotaExceeded,
-    Unauthorized,
-)
-from ....generation import Answer
-from ....names import parse_name
-from ....types import Done, Event, Thinking, Token, TokenLogprob, ToolCall, ToolCalls
+from ....domain.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, QuotaExceeded, Unauthorized
+from ....domain.names import parse_name
+from ....domain.types import Done, Event, Thinking, Token, TokenLogprob, ToolCall, ToolCalls
+from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
 from ...streaming import EventStream, prepend, sse_event, until_disconnect

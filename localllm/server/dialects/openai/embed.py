@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ....errors import InvalidRequest
-from ....types import Embeddings
+from ....domain.errors import InvalidRequest
+from ....domain.types import Embeddings
 from ... import requests as rq
 from ...errors import guarded
 from ...streaming import until_disconnect

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ....thinking import EFFORTS
+from ....chat.thinking import EFFORTS
 from ...schema import (
     ANY_LIST,
     BOOL,

@@ -12,12 +12,12 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ....errors import InvalidRequest
-from ....generation import ChatRequest, GenerateRequest
-from ....limits import MAX_CHOICES
-from ....thinking import effort
-from ....tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
-from ....types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options
+from ....chat.thinking import effort
+from ....chat.tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
+from ....domain.errors import InvalidRequest
+from ....domain.limits import MAX_CHOICES
+from ....domain.types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options
+from ....service.generation import ChatRequest, GenerateRequest
 from ... import requests as rq
 from ...fields import STOP, Field, Fields, as_options
 from ..shared import block_text

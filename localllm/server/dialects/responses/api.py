@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ....generation import ChatRequest
-from ....responses_store import ResponseStore
-from ....service import Service
-from ....types import ChatMessage, Done, Event
+from ....domain.types import ChatMessage, Done, Event
+from ....service.core import Service
+from ....service.generation import ChatRequest
+from ....service.responses_store import ResponseStore
 from ... import requests as rq
 from ...errors import RouteError, guarded
 from ...schema import ANY_LIST, BOOL, INT, OBJ, OPENAI_ERROR, SSE, STR, body, obj, path_parameter, responses

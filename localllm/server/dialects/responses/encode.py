@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ....generation import Answer
-from ....types import ChatMessage, Done, Event, Thinking, Token, ToolCall, ToolCalls
+from ....domain.types import ChatMessage, Done, Event, Thinking, Token, ToolCall, ToolCalls
+from ....service.generation import Answer
 from ..openai.api import openai_error
 from .requests import Turn, new_id
 

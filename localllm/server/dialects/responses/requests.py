@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .... import thinking
-from ....errors import InvalidRequest
-from ....generation import ChatRequest
-from ....responses_store import ResponseStore
-from ....tools import call_schema, parse_tool_choice, parse_tools
-from ....types import ChatMessage, Constraints, Options, Tool, ToolCall
+from ....chat import thinking
+from ....chat.tools import call_schema, parse_tool_choice, parse_tools
+from ....domain.errors import InvalidRequest
+from ....domain.types import ChatMessage, Constraints, Options, Tool, ToolCall
+from ....service.generation import ChatRequest
+from ....service.responses_store import ResponseStore
 from ... import requests as rq
 from ...errors import RouteError
 from ...fields import Field, Fields, as_options, check_fields

@@ -22,11 +22,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .... import __version__
-from ....errors import AccessDenied, BodyTooLarge, EngineError, InvalidRequest, ModelNotFound, QuotaExceeded, ServerBusy
-from ....generation import Answer, GenerateRequest
-from ....models import Model
-from ....service import Service
-from ....types import Done, Token, TokenLogprob
+from ....domain.errors import (
+    AccessDenied,
+    BodyTooLarge,
+    EngineError,
+    InvalidRequest,
+    ModelNotFound,
+    QuotaExceeded,
+    ServerBusy,
+)
+from ....domain.types import Done, Token, TokenLogprob
+from ....modelstore.models import Model
+from ....service.core import Service
+from ....service.generation import Answer, GenerateRequest
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
 from ...fields import check_fields

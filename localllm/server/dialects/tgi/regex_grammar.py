@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import warnings
 
-from ....limits import REGEX_MAX_BYTES
+from ....domain.limits import REGEX_MAX_BYTES
 
 _CLASSES = {
     "d": [("0", "9")],

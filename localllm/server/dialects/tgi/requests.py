@@ -12,10 +12,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from ....errors import InvalidRequest
-from ....names import ModelName
-from ....service import Service
-from ....types import Constraints, Options
+from ....domain.errors import InvalidRequest
+from ....domain.names import ModelName
+from ....domain.types import Constraints, Options
+from ....service.core import Service
 from ... import requests as rq
 from ...fields import STOP, Field, Fields, as_options, check_fields
 from ..shared import choose_model

@@ -11,13 +11,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import limits, prompt, thinking
-from .errors import InvalidRequest, PromptTooLong
-from .gguf import read_info
-from .models import Model
-from .renderpool import Renderer, RenderPool, RenderTooLong, TemplateSource
-from .templatecaps import TemplateCaps
-from .types import ChatMessage, Tool
+from ..chat import prompt, thinking
+from ..chat.renderpool import Renderer, RenderPool, RenderTooLong, TemplateSource
+from ..chat.templatecaps import TemplateCaps
+from ..domain import limits
+from ..domain.errors import InvalidRequest, PromptTooLong
+from ..domain.types import ChatMessage, Tool
+from ..modelstore.gguf import read_info
+from ..modelstore.models import Model
 
 
 class Templates:

@@ -7,12 +7,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import prompt, templatecaps
-from .errors import EngineError
+from ..chat import prompt, templatecaps
+from ..domain.errors import EngineError
+from ..domain.names import ModelName
+from ..domain.types import ChatMessage, ModelDetails, Options, parse_options
 from .gguf import GGUFInfo, read_info
-from .names import ModelName
 from .store import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
-from .types import ChatMessage, ModelDetails, Options, parse_options
 
 POOLING_RANK = 4  # `<arch>.pooling_type` of a reranker (llama.cpp's LLAMA_POOLING_TYPE_RANK)
 

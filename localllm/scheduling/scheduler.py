@@ -29,17 +29,18 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import logs, metrics
-from .errors import EngineError, ServerBusy
+from ..domain.errors import EngineError, ServerBusy
+from ..domain.types import Done, LoadedModel, ModelDetails, PromptCacheStats, Token
+from ..observability import logs, metrics
+from ..observability.machine import Memory, MemoryProbe, SystemMemory
+from ..runner.process import RunnerProcess
+from ..runner.protocol import Job, LoadSpec, RunnerInfo
+from ..runner.workers import WorkerMemory
+from ..runner.workers import probe as probe_workers
 from .fit_errors import too_big, workers_lost
-from .memory import GPU_OVERHEAD, Estimate, Memory, MemoryProbe, ModelShape, Placement, SystemMemory, format_bytes
+from .memory import GPU_OVERHEAD, Estimate, ModelShape, Placement, format_bytes
 from .memory import estimate as estimate_memory
 from .memory import place as place_model
-from .runner.process import RunnerProcess
-from .runner.protocol import Job, LoadSpec, RunnerInfo
-from .runner.workers import WorkerMemory
-from .runner.workers import probe as probe_workers
-from .types import Done, LoadedModel, ModelDetails, PromptCacheStats, Token
 
 log = logging.getLogger("localllm.scheduler")
 

@@ -20,8 +20,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from ..domain.types import Done, Token
 from . import logs
-from .types import Done, Token
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PREFIX = "localllm_"

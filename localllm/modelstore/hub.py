@@ -50,11 +50,11 @@ try:  # huggingface_hub 2.x speaks HTTP through httpx2; 1.x through httpx
 except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
     import httpx as _http  # type: ignore[no-redef]
 
-from .errors import DownloadError, InvalidRequest, LocalLLMError, ModelNotFound
+from ..domain.errors import DownloadError, InvalidRequest, LocalLLMError, ModelNotFound
+from ..domain.names import ModelName
+from ..domain.types import Progress
 from .gguf import read_info
-from .names import ModelName
 from .store import MEDIA_MODEL, Layer, Manifest, Store, check_digest
-from .types import Progress
 
 __all__ = ["choose_files", "hub_endpoint", "pull"]
 

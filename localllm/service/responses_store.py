@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import limits
-from .types import ChatMessage, ToolCall
+from ..domain import limits
+from ..domain.types import ChatMessage, ToolCall
 
 log = logging.getLogger("localllm.responses")
 

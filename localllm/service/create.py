@@ -13,13 +13,13 @@ import json
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
-from . import library
-from .errors import InvalidRequest, ModelNotFound
-from .gguf import read_info
-from .names import ModelName, parse_name
-from .renderpool import TemplateSource
-from .service import Service
-from .store import (
+from ..chat.renderpool import TemplateSource
+from ..domain.errors import InvalidRequest, ModelNotFound
+from ..domain.names import ModelName, parse_name
+from ..domain.types import ChatMessage, Options, Progress, parse_options
+from ..modelstore import library
+from ..modelstore.gguf import read_info
+from ..modelstore.store import (
     MEDIA_ADAPTER,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
@@ -31,7 +31,7 @@ from .store import (
     Manifest,
     check_digest,
 )
-from .types import ChatMessage, Options, Progress, parse_options
+from .core import Service
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
 
-from . import prompt
-from .errors import InvalidRequest, ServerBusy
+from ..chat import prompt
+from ..domain.errors import InvalidRequest, ServerBusy
+from ..domain.names import ModelName
+from ..domain.types import ChatMessage, Constraints, Done, Event, Options, Token
+from .core import Service
 from .generation import GenerateRequest
-from .names import ModelName
-from .service import Service
-from .types import ChatMessage, Constraints, Done, Event, Options, Token
 
 DEFAULT_LIMIT = 64
 

@@ -25,8 +25,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from . import limits, sandbox
-from .errors import EngineError, InvalidRequest, ServerBusy
+from ..domain import limits
+from ..domain.errors import EngineError, InvalidRequest, ServerBusy
+from . import sandbox
 from .templatecaps import TemplateCaps
 
 log = logging.getLogger("localllm.render")
@@ -55,7 +56,7 @@ class _Worker:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "localllm.sandbox",
+            "localllm.chat.sandbox",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

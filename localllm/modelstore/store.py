@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidRequest, ModelNotFound
-from .names import ModelName, close_match, display
+from ..domain.errors import InvalidRequest, ModelNotFound
+from ..domain.names import ModelName, close_match, display
 
 MEDIA_MODEL = "application/vnd.ollama.image.model"
 MEDIA_TEMPLATE = "application/vnd.ollama.image.template"

@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidRequest, ModelfileError
-from .types import DEPRECATED_OPTIONS, OPTION_TYPES, ChatMessage, parse_options
+from ..domain.errors import InvalidRequest, ModelfileError
+from ..domain.types import DEPRECATED_OPTIONS, OPTION_TYPES, ChatMessage, parse_options
 
 INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE")
 MESSAGE_ROLES = ("system", "user", "assistant")

@@ -37,7 +37,8 @@ import jinja2.nodes
 import jinja2.sandbox
 import jinja2.visitor
 
-from . import limits, templatecaps
+from ..domain import limits
+from . import templatecaps
 
 LOOP = "__bounded_loop__"  # the global every `{% for %}` iterates through (a name no real template uses)
 

@@ -18,9 +18,9 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ModelfileError
+from ..domain.errors import ModelfileError
+from ..domain.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName, parse_name
 from .modelfile import Modelfile, parse
-from .names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName, parse_name
 
 SUFFIX = ".Modelfile"
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([kmbt])", re.IGNORECASE)
@@ -55,7 +55,7 @@ def entries(*, root: Path | None = None) -> list[tuple[str, Modelfile]]:
 
 
 def _candidates() -> Iterator[Path]:
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file():  # a source or editable checkout
         yield checkout / "modelfiles"
     prefixes = [sys.prefix, sysconfig.get_path("data"), site.USER_BASE]

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from .errors import EngineError, InvalidRequest
-from .memory import Estimate, Memory, Placement, format_bytes
-from .runner.workers import WorkerMemory
+from ..domain.errors import EngineError, InvalidRequest
+from ..observability.machine import Memory
+from ..runner.workers import WorkerMemory
+from .memory import Estimate, Placement, format_bytes
 
 
 def too_big(name: str, est: Estimate, placement: Placement, memory: Memory) -> Exception:

@@ -16,10 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import limits, sandbox, templatecaps
-from .errors import InvalidRequest
+from ..domain import limits
+from ..domain.errors import InvalidRequest
+from ..domain.types import ChatMessage, Tool
+from . import sandbox, templatecaps
 from .templatecaps import TemplateCaps
-from .types import ChatMessage, Tool
 
 
 @dataclass(frozen=True)

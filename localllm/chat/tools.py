@@ -20,8 +20,8 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidRequest
-from .types import Done, Event, Token, Tool, ToolCall, ToolCalls
+from ..domain.errors import InvalidRequest
+from ..domain.types import Done, Event, Token, Tool, ToolCall, ToolCalls
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)

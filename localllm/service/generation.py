@@ -10,12 +10,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import limits, thinking
-from .errors import EngineError, InvalidRequest, PromptTooLong
-from .models import Model
-from .names import ModelName
-from .runner.protocol import SAMPLING_OPTIONS, Job, Sampling
-from .types import (
+from ..chat import thinking
+from ..domain import limits
+from ..domain.errors import EngineError, InvalidRequest, PromptTooLong
+from ..domain.names import ModelName
+from ..domain.types import (
     ChatMessage,
     Constraints,
     Done,
@@ -28,6 +27,8 @@ from .types import (
     ToolCall,
     ToolCalls,
 )
+from ..modelstore.models import Model
+from ..runner.protocol import SAMPLING_OPTIONS, Job, Sampling
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from .errors import ConfigError, InvalidRequest, QuotaExceeded, Unauthorized
+from ..domain.errors import ConfigError, InvalidRequest, QuotaExceeded, Unauthorized
 
 log = logging.getLogger("localllm.keys")
 

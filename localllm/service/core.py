@@ -20,21 +20,35 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from . import keys, limits, logs, metrics, prompt, thinking
-from .config import Settings, parse_rpc_servers
-from .errors import ConfigError, ContextLengthExceeded, InvalidRequest
+from ..auth import keys
+from ..chat import prompt, thinking
+from ..chat.renderpool import Renderer, TemplateSource
+from ..chat.tools import held_back
+from ..config import Settings, parse_rpc_servers
+from ..domain import limits
+from ..domain.errors import ConfigError, ContextLengthExceeded, InvalidRequest
+from ..domain.names import ModelName, parse_name
+from ..domain.types import (
+    LOAD_OPTIONS,
+    ChatMessage,
+    Constraints,
+    Done,
+    Embeddings,
+    Event,
+    Options,
+    Progress,
+    Ranking,
+    Token,
+)
+from ..modelstore.models import Model, read_model
+from ..modelstore.store import MEDIA_ADAPTER, Store
+from ..observability import logs, metrics
+from ..runner.context import reserve_for_answer
+from ..runner.protocol import LoadSpec
+from ..scheduling.memory import ModelShape, context_that_fits, kv_cache_type_for
+from ..scheduling.scheduler import ModelRef, Runner, Scheduler
 from .generation import ChatRequest, GenerateRequest, check_prompt_bytes, conversation, fit_bytes, runner_job
-from .memory import ModelShape, context_that_fits, kv_cache_type_for
-from .models import Model, read_model
-from .names import ModelName, parse_name
-from .renderpool import Renderer, TemplateSource
-from .runner.context import reserve_for_answer
-from .runner.protocol import LoadSpec
-from .scheduler import ModelRef, Runner, Scheduler
-from .store import MEDIA_ADAPTER, Store
 from .templates import Templates
-from .tools import held_back
-from .types import LOAD_OPTIONS, ChatMessage, Constraints, Done, Embeddings, Event, Options, Progress, Ranking, Token
 
 log = logging.getLogger("localllm.service")
 
@@ -108,7 +122,7 @@ class Service:
 
     async def pull(self, name: ModelName) -> AsyncGenerator[Progress, None]:
         """Pull from the Hub in a worker thread, relaying its progress; closing early cancels it."""
-        from . import hub  # huggingface_hub is large: the daemon loads it on the first pull, not at start
+        from ..modelstore import hub
 
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Progress | BaseException | None] = asyncio.Queue()

@@ -19,8 +19,8 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from typing import Literal
 
-from .errors import InvalidRequest
-from .types import Done, Event, Thinking, Token
+from ..domain.errors import InvalidRequest
+from ..domain.types import Done, Event, Thinking, Token
 
 OPEN = "<think>"
 CLOSE = "</think>"

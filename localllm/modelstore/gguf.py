@@ -27,7 +27,7 @@ from typing import Any
 
 import gguf as _gguf
 
-from . import limits
+from ..domain import limits
 
 # Arrays shown in `/api/show` only with `verbose` (as Ollama does): they hold the whole vocabulary.
 _BIG_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")

@@ -1,0 +1,1 @@
+"""Who may use the daemon: API keys, signed access tokens and quotas."""

@@ -1,0 +1,1 @@
+"""What the daemon tells its operator: structured logs and Prometheus metrics."""
