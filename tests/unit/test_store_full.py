@@ -22,7 +22,7 @@ from .test_server import make_client
 class _FullDisk:
     """A file on a full disk: every write is refused, as the kernel refuses it (ENOSPC)."""
 
-    def __init__(self, real: IO[bytes]) -> None:
+    def __init__(self, real: IO[Any]) -> None:
         self._real = real
 
     def write(self, data: bytes) -> int:
