@@ -91,8 +91,8 @@ class Service:
         """The stored model of that name; `ModelNotFound` when there is none (never a fallback)."""
         stamp = self.store.stamp(name)
         cached = self._models.get(stamp) if stamp is not None else None
-        if cached is not None and cached.path.exists():  # a blob moved aside (`verify`) is read again: damaged
-            return cached
+        if cached is not None and all(self.store.has_blob(x.digest) for x in cached.stored.manifest.layers):
+            return cached  # (a blob moved aside by `verify`: read again, and found damaged)
         model = read_model(self.store, name)
         if stamp is not None:
             if len(self._models) >= MODELS_KEPT:

@@ -106,3 +106,17 @@ def test_a_model_whose_gguf_header_cannot_be_read_is_listed_flagged_and_logged_o
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_a_damaged_text_layer_makes_its_model_damaged_too(client: TestClient, tmp_path: Path) -> None:
+    created = client.post(
+        "/api/create", json={"model": "brief", "from": "tiny", "system": "Be brief.", "stream": False}
+    )
+    assert created.status_code == 200, created.text
+    assert client.post("/api/generate", json={"model": "brief", "prompt": "hi", "stream": False}).status_code == 200
+    system = Store(tmp_path / "models").blob_path(f"sha256:{hashlib.sha256(b'Be brief.').hexdigest()}")
+    system.write_bytes(b"Be rude.!")
+    answer = client.post("/api/verify", json={"stream": False}).json()
+    assert answer["damaged"] == ["brief:latest"] and answer["checked"] == 2  # the GGUF (shared) and the text
+    listed = {m["name"]: m.get("damaged") for m in client.get("/api/tags").json()["models"]}
+    assert listed["tiny:latest"] is None and system.name in listed["brief:latest"]
