@@ -103,6 +103,10 @@ class Client:
         """Download a model, yielding Ollama's progress lines up to `{"status": "success"}`."""
         return self._stream("/api/pull", {"model": model, "stream": True})
 
+    def verify(self, model: str | None = None) -> Stream:
+        """Hash the store's blobs again (`/api/verify`): one line a blob, then `{"status": ..., "damaged": [...]}`."""
+        return self._stream("/api/verify", {"stream": True, **({"model": model} if model else {})})
+
     def delete(self, model: str) -> None:
         """Remove a local model."""
         self._request("DELETE", "/api/delete", json={"model": model})

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from ..auth.keys import Authenticator
 from ..config import Settings
+from ..domain.errors import StoreUnwritable
 from ..modelstore.store import Store
 from ..observability import metrics
 from ..runner.process import RunnerProcess
@@ -48,7 +49,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
             svc.store.ensure()
             removed = svc.store.attach()  # None: another daemon serves this store, so nothing is pruned
             problem = None if os.access(svc.store.blobs_dir, os.W_OK) else "read-only or no write permission"
-        except OSError as exc:
+        except (OSError, StoreUnwritable) as exc:
             removed, problem = [], str(exc)
         if problem:
             log.warning(

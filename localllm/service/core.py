@@ -40,7 +40,7 @@ from ..domain.types import (
     Ranking,
     Token,
 )
-from ..modelstore.models import Model, read_model
+from ..modelstore.models import DamagedModel, Model, diagnose, read_model
 from ..modelstore.store import MEDIA_ADAPTER, Store
 from ..observability import logs, metrics
 from ..runner.context import reserve_for_answer
@@ -73,6 +73,7 @@ class Service:
         self.store = store
         self.scheduler = scheduler
         self._pull_locks: dict[str, asyncio.Lock] = {}
+        self._damaged: set[tuple[str, str]] = set()  # the damaged models logged so far, with what is wrong
         self.templates = Templates(renderer)
         # Models read from the store, by their manifest's path and bytes (`Store.stamp`), and the load spec of
         # a model with the options that shape it: every request needs both, and reading a model (its manifest,
@@ -90,8 +91,8 @@ class Service:
         """The stored model of that name; `ModelNotFound` when there is none (never a fallback)."""
         stamp = self.store.stamp(name)
         cached = self._models.get(stamp) if stamp is not None else None
-        if cached is not None:
-            return cached
+        if cached is not None and all(self.store.has_blob(x.digest) for x in cached.stored.manifest.layers):
+            return cached  # (a blob moved aside by `verify`: read again, and found damaged)
         model = read_model(self.store, name)
         if stamp is not None:
             if len(self._models) >= MODELS_KEPT:
@@ -99,13 +100,19 @@ class Service:
             self._models[stamp] = model
         return model
 
-    def list_models(self) -> list[Model]:
+    def list_models(self, damaged: list[DamagedModel] | None = None) -> list[Model]:
+        """The models that can be served; those that cannot are added to `damaged`, and logged once each."""
         out = []
         for stored in self.store.models():
             try:
                 out.append(self.model(stored.name))
             except Exception as exc:
-                log.warning("not listing %s: %s", stored.name, exc)
+                problem = diagnose(self.store, stored, exc)
+                if (str(stored.name), problem) not in self._damaged:
+                    self._damaged.add((str(stored.name), problem))
+                    log.warning("model %s is damaged: %s", stored.name, problem)
+                if damaged is not None:
+                    damaged.append(DamagedModel(stored, problem))
         return out
 
     def copy(self, source: ModelName, destination: ModelName) -> None:

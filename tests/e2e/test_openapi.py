@@ -33,6 +33,7 @@ FUZZED = {
     "/api/chat",
     "/api/embed",
     "/api/embeddings",
+    "/api/verify",
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/models",

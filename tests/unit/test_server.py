@@ -159,4 +159,6 @@ def test_unreadable_model_file_is_a_clear_error(tmp_path: Path) -> None:
         r = client.post("/api/generate", json={"model": "broken", "prompt": "hi"})
         assert r.status_code == 500
         assert "cannot read the model file of 'broken:latest'" in r.json()["error"]
-        assert [m["name"] for m in client.get("/api/tags").json()["models"]] == ["tiny:latest"]
+        listed = {m["name"]: m.get("damaged") for m in client.get("/api/tags").json()["models"]}
+        assert listed.keys() == {"tiny:latest", "broken:latest"} and listed["tiny:latest"] is None
+        assert "GGUF version" in listed["broken:latest"]  # listed, flagged with what is wrong (issue 26)

@@ -25,6 +25,7 @@ from ....domain.types import (
     Constraints,
     Done,
     Event,
+    ModelDetails,
     Thinking,
     Token,
     TokenLogprob,
@@ -33,7 +34,7 @@ from ....domain.types import (
     parse_options,
 )
 from ....modelstore import modelfile
-from ....modelstore.models import Model
+from ....modelstore.models import DamagedModel, Model
 from ....modelstore.store import MEDIA_ADAPTER, Store
 from ....service import create
 from ....service.generation import Answer, ChatRequest, GenerateRequest, collect
@@ -326,8 +327,23 @@ def model_entry(model: Model) -> dict[str, Any]:
     }
 
 
+def damaged_entry(model: DamagedModel) -> dict[str, Any]:
+    """A model that cannot be read, listed as Ollama lists any model, with `damaged` (localllm's own) saying why."""
+    return {
+        "name": model.name,
+        "model": model.name,
+        "modified_at": timestamp(model.stored.modified_at),
+        "size": model.stored.manifest.size,
+        "digest": model.stored.manifest.digest.removeprefix("sha256:"),
+        "details": ModelDetails().as_dict(),
+        "damaged": model.problem,
+    }
+
+
 async def tags(request: Request) -> Response:
-    return JSONResponse({"models": [model_entry(m) for m in service_of(request).list_models()]})
+    damaged: list[DamagedModel] = []
+    models = [model_entry(m) for m in service_of(request).list_models(damaged)]
+    return JSONResponse({"models": models + [damaged_entry(m) for m in damaged]})
 
 
 def _name_field(body: dict[str, Any]) -> str:

@@ -132,6 +132,15 @@ def paths() -> dict[str, Any]:
                 "responses": responses(err, obj({"status": STR}), stream=NDJSON),
             }
         },
+        "/api/verify": {
+            "post": {
+                "summary": "hash the store's blobs again (localllm's own): one line a blob, damaged ones moved aside",
+                "requestBody": body(obj({"model": MODEL, "stream": BOOL})),
+                "responses": responses(
+                    err, obj({"status": STR, "checked": INT, "damaged": STRINGS, "blobs": ANY_LIST}), stream=NDJSON
+                ),
+            }
+        },
         "/api/blobs/{digest}": {
             "parameters": [{"name": "digest", "in": "path", "required": True, "schema": STR}],
             "head": {
