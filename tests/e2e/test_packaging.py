@@ -1,9 +1,11 @@
 """The wheel holds the whole program: built from a copy of the checkout as `pip` builds it for a non-editable
 install, it has every module under localllm/ and cli/, every Modelfile of the library and every file of the web
-page, so a new package or folder cannot go missing from an install while an editable one hides it."""
+page (and, unpacked, its library reads its Modelfiles through importlib.resources), so a new package or folder
+cannot go missing from an install while an editable one hides it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -43,3 +45,15 @@ def test_the_wheel_holds_every_module_modelfile_and_web_file(tmp_path: Path) -> 
     assert not web - names, "web page files missing from the wheel"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "localllm = localllm_cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+    # Installed from the wheel (unpacked ahead of the editable install on the path), the library reads its files.
+    installed = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(installed)
+    code = "from localllm.modelstore import library; print(library.__file__, len(library.entries()))"
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    where, count = out.stdout.split()
+    assert Path(where).is_relative_to(installed) and int(count) == len(modelfiles)
