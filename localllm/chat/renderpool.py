@@ -124,6 +124,14 @@ class Renderer:
         """Let go of whatever the renderer holds."""
 
 
+class InlineRenderer(Renderer):
+    """The sandbox in this process, without worker processes (the unit tests, tools): the counted bounds hold,
+    the time and memory bounds of a worker do not."""
+
+    async def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        return sandbox.outcome(request)
+
+
 class RenderPool(Renderer):
     """The daemon's renderer: bounded worker processes, each request within a time bound (a worker that
     overruns or dies is killed and replaced)."""
