@@ -4,9 +4,9 @@
 
 Prints the median per render of: the daemon's render path with the sandbox in-process (`Templates.render_template`
 over an `InlineRenderer`, the compiled template cached) and the daemon's worker round trip (`RenderPool.render`:
-a bounded render worker process). With
-`--before`, also the old in-process render (a `prompt.py` from before bounded rendering, e.g. extracted with
-`git show f32702a:localllm/prompt.py > /tmp/prompt_before.py`), which compiled the template on every render.
+a bounded render worker process). With `--before`, also the old in-process render (a `prompt.py` from before
+bounded rendering, which compiled the template on every render, e.g. extracted with
+`git show f32702a:localllm/prompt.py > /tmp/prompt_before.py`; the module is localllm/chat/prompt.py now).
 """
 
 from __future__ import annotations

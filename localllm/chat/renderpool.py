@@ -1,4 +1,4 @@
-"""A few long-lived render worker processes (`python -m localllm.sandbox`), so that no chat template runs on
+"""A few long-lived render worker processes (`python -m localllm.chat.sandbox`), so that no chat template runs on
 the daemon's event loop, and none runs for longer than `TEMPLATE_SECONDS` or in more than `TEMPLATE_MEMORY`.
 
 ```
