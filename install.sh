@@ -778,10 +778,7 @@ summary() {
     printf "The API listens on %s (Ollama's /api/* and OpenAI's /v1/*).\n" "$(api_url)"
     if [ $DEV -eq 1 ]; then
         if [ "$VPY" = "$SRC/.venv/bin/python" ]; then python_env=""; else python_env="PYTHON=$VPY "; fi
-        if [ ! -d "$SRC/../shared/models" ] && [ -z "${LOCALLLM_TEST_MODELS:-}" ]; then
-            printf 'Fetch the test models (50 MB, from the Hugging Face Hub) with: %sscripts/test-models\n' "$python_env"
-        fi
-        printf 'Run the tests with: %sscripts/test\n' "$python_env"
+        printf 'Run the tests with: %sscripts/test (it fetches the test models when they are missing)\n' "$python_env"
     fi
 }
 

@@ -1,8 +1,9 @@
 """Settings of the daemon and the CLI, read once from the environment.
 
-Every variable is `LOCALLLM_*` and listed in `VARIABLES` with its default and a help line, which
-`localllm serve --help` prints. A value that does not parse raises `ConfigError` naming the variable.
-The Hugging Face variables (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME`) are honoured by huggingface_hub itself.
+Each variable is declared once: the daemon's as a field of `Settings` (`setting(name, default, parser, help)`),
+the others' (the CLI's key, huggingface_hub's `HF_*`) in `ELSEWHERE`. `Settings.from_env`, `localllm serve
+--help` and README's configuration table (checked by tests/unit/test_config.py) all come from `VARIABLES`.
+A value that does not parse raises `ConfigError` naming the variable.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
 
 from .domain.errors import ConfigError, InvalidModelName
-from .domain.limits import PROMPT_CACHE_DISK
+from .domain.limits import PROMPT_CACHE_DISK, size_text
 from .domain.names import parse_name
 from .domain.types import KV_CACHE_TYPES
 
+DEFAULT_ADDRESS = "127.0.0.1"  # LOCALLLM_HOST's default: loopback only
 DEFAULT_PORT = 11434
 APP_NAME = "localllm"
 
@@ -54,95 +57,6 @@ def keys_file_from_env(environ: Mapping[str, str] | None = None) -> Path:
     return default_models_dir().parent / "keys.json"
 
 
-# name: (default shown in --help, help line)
-VARIABLES: dict[str, tuple[str, str]] = {
-    "LOCALLLM_HOST": (f"127.0.0.1:{DEFAULT_PORT}", "address the daemon listens on and the CLI talks to"),
-    "LOCALLLM_MODELS": ("<user data dir>/models", "directory of the model store"),
-    "LOCALLLM_KEEP_ALIVE": ("5m", "how long an idle model stays loaded (e.g. 30s, 10m, 1h; -1 forever; 0 unload)"),
-    "LOCALLLM_CONTEXT_LENGTH": ("8192", "default context window, capped by the model's trained context and by memory"),
-    "LOCALLLM_NUM_PARALLEL": ("4", "requests each model serves at once (sequence slots batched together)"),
-    "LOCALLLM_MAX_QUEUE": ("512", "requests that may wait for a model before new ones get 503 Server Busy"),
-    "LOCALLLM_MAX_BODY": ("64MiB", "largest request body accepted (bytes, or with K/M/G/KiB/MiB/GiB); larger gets 413"),
-    "LOCALLLM_MAX_LOADED_MODELS": ("3", "most models loaded at once; the least recently used idle one is unloaded"),
-    "LOCALLLM_NUM_THREADS": ("0", "CPU threads per model (0: llama.cpp's choice)"),
-    "LOCALLLM_RUNNER_TIMEOUT": ("5m", "a model runner silent this long while it has work is stopped (hung)"),
-    "LOCALLLM_FLASH_ATTENTION": (
-        "auto",
-        "llama.cpp's flash attention: auto (its choice: on for CPU and most GPUs), on, or off (1/0 as Ollama)",
-    ),
-    "LOCALLLM_KV_CACHE_TYPE": (
-        "f16",
-        "the KV cache's element type: f16, q8_0 (half the memory) or q4_0 (a quarter), as OLLAMA_KV_CACHE_TYPE; "
-        "the quantised ones need flash attention (auto turns it on for them; off refuses them)",
-    ),
-    "LOCALLLM_STREAM_INTERVAL": (
-        "25ms",
-        "how often a stream's text is sent (first token at once; up to 4x this while several streams share a "
-        "model; 0 sends every token)",
-    ),
-    "LOCALLLM_DEFAULT_MODEL": (
-        "",
-        "model for requests that name none (TGI, vLLM, LMDeploy dialects; e.g. huggingface_hub's InferenceClient)",
-    ),
-    "LOCALLLM_EMBED_TOKEN_IDS": (
-        "0",
-        "1 lets /v1/embeddings embed token-id input as this model's ids (by default it is refused: clients count "
-        "tokens with another tokenizer)",
-    ),
-    "LOCALLLM_CACHE_RAM": (
-        "auto",
-        "RAM for each model's prompt cache beyond its slots: saved KV states of evicted prompts (bytes, or e.g. "
-        "512MiB, 8GiB; auto: a quarter of the RAM free when the model loads, at most 8GiB; 0: off)",
-    ),
-    "LOCALLLM_CACHE_DIR": (
-        "",
-        "directory where the prompt cache's states are also written, to outlive a model's unload and a restart "
-        "(empty: no disk tier)",
-    ),
-    "LOCALLLM_CACHE_DISK": ("16GiB", "most bytes the prompt cache keeps in LOCALLLM_CACHE_DIR; the oldest go"),
-    "LOCALLLM_RESPONSES_DIR": (
-        "",
-        "directory where /v1/responses keeps stored responses, so conversations survive a restart "
-        "(unset: in memory only); the same bounds and expiry hold there",
-    ),
-    "LOCALLLM_RPC_SERVERS": (
-        "",
-        "llama.cpp RPC workers (`localllm worker`) models are split across, host:port,... (comma-separated); "
-        "a model's rpc_servers parameter picks some of them, or none",
-    ),
-    "LOCALLLM_DEBUG": ("0", "1 for debug logging"),
-    "LOCALLLM_LOG_FORMAT": ("text", "text, or json for one JSON object per line (with each request's id)"),
-    "LOCALLLM_SHUTDOWN_GRACE": (
-        "5s",
-        "on SIGTERM, how long requests in flight may finish; streams still running then end with an error line",
-    ),
-    "LOCALLLM_REPLICA": (
-        "",
-        "this daemon's name among replicas behind a load balancer, sent back in every answer's "
-        "X-Localllm-Replica header (letters, digits, . _ -; none by default)",
-    ),
-    "LOCALLLM_METRICS": ("0", "1 to serve Prometheus metrics at GET /metrics (behind the API key when auth is on)"),
-    "LOCALLLM_ORIGINS": (
-        "",
-        "more browser origins allowed (comma-separated, * wildcards, e.g. chrome-extension://*); "
-        "loopback and app:// file:// tauri:// vscode-webview:// origins always are",
-    ),
-    "LOCALLLM_API_KEYS": ("", "API keys every request must carry (comma-separated); setting any turns auth on"),
-    "LOCALLLM_KEYS_FILE": (
-        "<models dir>/../keys.json",
-        "keys file of `localllm keys` (its existence turns auth on; re-read when it changes)",
-    ),
-    "LOCALLLM_TOKEN_TTL": ("1h", "lifetime of the access tokens GET /api/v1/token issues to registered apps"),
-    "LOCALLLM_API_KEY": ("", "the key the CLI sends (Authorization: Bearer); read by the client, not the daemon"),
-    "HF_ENDPOINT": ("https://huggingface.co", "the Hugging Face Hub to pull from (read by huggingface_hub)"),
-    "HF_TOKEN": ("", "token for private or gated Hub repositories (read by huggingface_hub)"),
-    "HF_HOME": (
-        "~/.cache/huggingface",
-        "Hugging Face cache; pulled files are reused from it (read by huggingface_hub)",
-    ),
-}
-
-
 @dataclass(frozen=True)
 class HostAddress:
     scheme: str
@@ -159,7 +73,7 @@ def parse_host(value: str, *, variable: str = "LOCALLLM_HOST") -> HostAddress:
     """Parse `host`, `host:port`, `:port` or `http(s)://host[:port]` the way Ollama reads OLLAMA_HOST."""
     text = value.strip().strip("\"'")
     if not text:
-        return HostAddress("http", "127.0.0.1", DEFAULT_PORT)
+        return HostAddress("http", DEFAULT_ADDRESS, DEFAULT_PORT)
     scheme = "http"
     if "://" in text:
         scheme, _, text = text.partition("://")
@@ -168,7 +82,7 @@ def parse_host(value: str, *, variable: str = "LOCALLLM_HOST") -> HostAddress:
     text = text.rstrip("/")
     try:
         parts = urlsplit(f"//{text}")
-        host = parts.hostname or "127.0.0.1"
+        host = parts.hostname or DEFAULT_ADDRESS
         port = parts.port
     except ValueError as exc:
         raise ConfigError(f"{variable}={value!r}: {exc}") from None
@@ -269,79 +183,73 @@ def parse_rpc_servers(value: str, *, name: str = "LOCALLLM_RPC_SERVERS") -> tupl
     return tuple(servers)
 
 
-def _positive_duration(environ: Mapping[str, str], name: str, default: str) -> float:
-    return _duration(
-        environ, name, default, ok=lambda s: 0 < s < math.inf, hint="a positive duration such as '1h' or '30m'"
-    )
+def _keep_alive(text: str, name: str) -> float:
+    return parse_duration(text, name=name)
 
 
-def _duration(environ: Mapping[str, str], name: str, default: str, *, ok: Callable[[float], bool], hint: str) -> float:
-    raw = environ.get(name, "").strip() or default
-    seconds = parse_duration(raw, name=name)
-    if not ok(seconds):
-        raise ConfigError(f"{name}={raw!r} must be {hint}")
-    return seconds
+def _duration_where(ok: Callable[[float], bool], hint: str) -> Callable[[str, str], float]:
+    def parse(text: str, name: str) -> float:
+        seconds = parse_duration(text, name=name)
+        if not ok(seconds):
+            raise ConfigError(f"{name}={text!r} must be {hint}")
+        return seconds
+
+    return parse
 
 
-_FLASH = {"auto": "auto", "": "auto", "on": "on", "1": "on", "true": "on", "off": "off", "0": "off", "false": "off"}
+_positive_duration = _duration_where(lambda s: 0 < s < math.inf, "a positive duration such as '1h' or '30m'")
 
 
-def _flash_attention(environ: Mapping[str, str]) -> str:
-    raw = environ.get("LOCALLLM_FLASH_ATTENTION", "").strip()
-    value = _FLASH.get(raw.lower())
+def _whole_number(minimum: int) -> Callable[[str, str], int]:
+    def parse(text: str, name: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{name}={text!r} is not a whole number") from None
+        if value < minimum:
+            raise ConfigError(f"{name}={text!r} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def _flag(text: str, name: str) -> bool:
+    value = text.lower()
+    if value not in {"0", "1", "false", "true"}:
+        raise ConfigError(f"{name}={text!r} must be 0 or 1")
+    return value in {"1", "true"}
+
+
+_FLASH = {"auto": "auto", "on": "on", "1": "on", "true": "on", "off": "off", "0": "off", "false": "off"}
+
+
+def _flash_attention(text: str, name: str) -> str:
+    value = _FLASH.get(text.lower())
     if value is None:
-        raise ConfigError(f"LOCALLLM_FLASH_ATTENTION={raw!r} must be auto, on or off (or 1 / 0)")
+        raise ConfigError(f"{name}={text!r} must be auto, on or off (or 1 / 0)")
     return value
 
 
-def _kv_cache_type(environ: Mapping[str, str], flash_attention: str) -> str:
-    raw = environ.get("LOCALLLM_KV_CACHE_TYPE", "").strip()
-    value = raw.lower() or "f16"
+def _kv_cache_type(text: str, name: str) -> str:
+    value = text.lower()
     if value not in KV_CACHE_TYPES:
-        raise ConfigError(f"LOCALLLM_KV_CACHE_TYPE={raw!r} must be one of {', '.join(KV_CACHE_TYPES)}")
-    if value != "f16" and flash_attention == "off":
-        raise ConfigError(
-            f"LOCALLLM_KV_CACHE_TYPE={raw!r} needs flash attention, but LOCALLLM_FLASH_ATTENTION is off "
-            "(set it to auto or on, or use LOCALLLM_KV_CACHE_TYPE=f16)"
-        )
+        raise ConfigError(f"{name}={text!r} must be one of {', '.join(KV_CACHE_TYPES)}")
     return value
 
 
-def _log_format(environ: Mapping[str, str]) -> str:
-    raw = environ.get("LOCALLLM_LOG_FORMAT", "").strip().lower() or "text"
-    if raw not in {"text", "json"}:
-        raise ConfigError(f"LOCALLLM_LOG_FORMAT={raw!r} must be text or json")
-    return raw
-
-
-def _replica(environ: Mapping[str, str]) -> str:
-    raw = environ.get("LOCALLLM_REPLICA", "").strip()
-    if raw and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", raw):
-        raise ConfigError(
-            f"LOCALLLM_REPLICA={raw[:80]!r} must be a name of up to 64 letters, digits, '.', '_' or '-' "
-            "(it is sent in a header)"
-        )
-    return raw
-
-
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    raw = environ.get(name, "").strip().lower()
-    if raw not in {"", "0", "1", "false", "true"}:
-        raise ConfigError(f"{name}={raw!r} must be 0 or 1")
-    return raw in {"1", "true"}
-
-
-def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+def _log_format(text: str, name: str) -> str:
+    value = text.lower()
+    if value not in {"text", "json"}:
+        raise ConfigError(f"{name}={value!r} must be text or json")
     return value
+
+
+def _replica(text: str, name: str) -> str:
+    if text and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", text):
+        raise ConfigError(
+            f"{name}={text[:80]!r} must be a name of up to 64 letters, digits, '.', '_' or '-' (it is sent in a header)"
+        )
+    return text
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3}
@@ -362,100 +270,305 @@ def parse_size(value: str, *, name: str) -> int:
     return int(amount * _SIZE_UNITS[unit])
 
 
-def _cache_ram(environ: Mapping[str, str]) -> int:
+def _size(text: str, name: str) -> int:
+    return parse_size(text, name=name)
+
+
+def _cache_ram(text: str, name: str) -> int:
     """LOCALLLM_CACHE_RAM in bytes; -1 for auto (the runner takes a share of the RAM free when it loads)."""
-    raw = environ.get("LOCALLLM_CACHE_RAM", "").strip()
-    if raw.lower() in {"", "auto"}:
+    if text.lower() == "auto":
         return -1
-    if raw.rstrip("bBiIkKmMgG ") in {"0", "0.0"}:
+    if text.rstrip("bBiIkKmMgG ") in {"0", "0.0"}:
         return 0
-    return parse_size(raw, name="LOCALLLM_CACHE_RAM")
+    return parse_size(text, name=name)
 
 
-def _model(environ: Mapping[str, str], name: str) -> str | None:
-    raw = environ.get(name, "").strip()
-    if not raw:
+def _model(text: str, name: str) -> str | None:
+    if not text:
         return None
     try:
-        return str(parse_name(raw))
+        return str(parse_name(text))
     except InvalidModelName as exc:
-        raise ConfigError(f"{name}={raw!r} is not a model name: {exc}") from None
+        raise ConfigError(f"{name}={text!r} is not a model name: {exc}") from None
+
+
+def _host(text: str, name: str) -> HostAddress:
+    return parse_host(text, variable=name)
+
+
+def _models_dir(text: str, name: str) -> Path:
+    return Path(text).expanduser() if text else default_models_dir()
+
+
+def _optional_path(text: str, name: str) -> Path | None:
+    return Path(text).expanduser() if text else None
+
+
+def _origins(text: str, name: str) -> tuple[str, ...]:
+    return parse_origins(text, variable=name)
+
+
+def _words(text: str, name: str) -> tuple[str, ...]:
+    return tuple(word.strip() for word in text.split(",") if word.strip())
+
+
+def _rpc_servers(text: str, name: str) -> tuple[str, ...]:
+    return parse_rpc_servers(text, name=name)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: declared once, here; `Settings`, `localllm serve --help` and README's
+    configuration table (tests/unit/test_config.py holds it to this) come from it."""
+
+    name: str
+    default: str  # the text read when the variable is unset or empty: the one place its default is written
+    help: str  # a line of `localllm serve --help`
+    shown: str = ""  # how --help and README show the default when it is computed at start (e.g. a user's path)
+    parse: Callable[[str, str], Any] | None = None  # (text, name) -> the Settings field's value; None: not the daemon's
+    reader: str = "daemon"  # what reads it: the daemon (a `Settings` field), "the CLI", "huggingface_hub"
+
+    @property
+    def shown_default(self) -> str:
+        return self.shown or self.default
+
+
+_VARIABLE = "localllm.variable"  # the key of a Settings field's Variable in its metadata
+
+
+def setting(
+    name: str, default: str, parse: Callable[[str, str], Any], help: str, *, shown: str = "", secret: bool = False
+) -> Any:
+    """A `Settings` field read from the variable `name`: `parse(text, name)` turns its text (else `default`) into
+    the field's value (or raises `ConfigError` naming the variable), and the field's default is `default` parsed.
+    Adding a variable is one such field: its --help line and README row follow from it."""
+    variable = Variable(name, default, help, shown=shown, parse=parse)
+    return field(default=parse(default, name), repr=not secret, metadata={_VARIABLE: variable})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the daemon reads from its environment, parsed once at start."""
+    """Everything the daemon reads from its environment, parsed once at start; each field is one variable."""
 
-    host: HostAddress
-    models_dir: Path
-    keep_alive: float = 300.0
-    runner_timeout: float = 300.0  # seconds without a word from a busy runner before it is stopped as hung
-    context_length: int = 8192
-    max_loaded_models: int = 3
-    num_parallel: int = 4
-    max_queue: int = 512
-    num_threads: int = 0
-    debug: bool = False
-    origins: tuple[str, ...] = ()  # browser origins allowed beyond the loopback and app ones
-    api_keys: tuple[str, ...] = field(default=(), repr=False)  # LOCALLLM_API_KEYS; never logged
-    keys_file: Path | None = None  # None: no keys file (a Settings made in code, for tests)
-    token_ttl: float = 3600.0  # seconds an app's access token lives
-    default_model: str | None = None  # for the dialects whose requests may name no model
-    max_body: int = 64 << 20  # bytes: a larger request body is refused with 413
-    stream_interval: float = 0.025  # seconds between a stream's text messages (first token at once)
-    flash_attention: str = "auto"  # "auto", "on" or "off"
-    kv_cache_type: str = "f16"  # "f16", "q8_0" or "q4_0"; a model's option overrides it (memory.kv_cache_type_for)
-    embed_token_ids: bool = False  # /v1/embeddings embeds token-id input (else a 400: send text)
-    responses_dir: Path | None = None  # where stored responses are kept too (None: in memory only)
-    log_format: str = "text"  # "text" or "json" (one object per line)
-    metrics: bool = False  # serve GET /metrics
-    shutdown_grace: float = 5.0  # seconds requests in flight get to finish after SIGTERM
-    cache_ram: int = -1  # bytes of saved KV states per model in RAM; -1: auto; 0: off
-    cache_dir: Path | None = None  # the prompt cache's disk tier (None: none)
-    cache_disk: int = PROMPT_CACHE_DISK  # its bound in bytes
-    replica: str = ""  # LOCALLLM_REPLICA: this daemon's name in the X-Localllm-Replica header ("" sends none)
-    rpc_servers: tuple[str, ...] = ()  # llama.cpp RPC workers models are split across (host:port)
+    host: HostAddress = setting(
+        "LOCALLLM_HOST",
+        f"{DEFAULT_ADDRESS}:{DEFAULT_PORT}",
+        _host,
+        "address the daemon listens on and the CLI talks to",
+    )
+    models_dir: Path = setting(
+        "LOCALLLM_MODELS", "", _models_dir, "directory of the model store", shown="<user data dir>/models"
+    )
+    keep_alive: float = setting(
+        "LOCALLLM_KEEP_ALIVE",
+        "5m",
+        _keep_alive,
+        "how long an idle model stays loaded (e.g. 30s, 10m, 1h; -1 forever; 0 unload)",
+    )
+    context_length: int = setting(
+        "LOCALLLM_CONTEXT_LENGTH",
+        "8192",
+        _whole_number(16),
+        "default context window, capped by the model's trained context and by memory",
+    )
+    max_loaded_models: int = setting(
+        "LOCALLLM_MAX_LOADED_MODELS",
+        "3",
+        _whole_number(1),
+        "most models loaded at once; the least recently used idle one is unloaded",
+    )
+    num_parallel: int = setting(
+        "LOCALLLM_NUM_PARALLEL",
+        "4",
+        _whole_number(1),
+        "requests each model serves at once (sequence slots batched together)",
+    )
+    max_body: int = setting(
+        "LOCALLLM_MAX_BODY",
+        "64MiB",
+        _size,
+        "largest request body accepted (bytes, or with K/M/G/KiB/MiB/GiB); larger gets 413",
+    )
+    max_queue: int = setting(
+        "LOCALLLM_MAX_QUEUE",
+        "512",
+        _whole_number(1),
+        "requests that may wait for a model before new ones get 503 Server Busy",
+    )
+    runner_timeout: float = setting(
+        "LOCALLLM_RUNNER_TIMEOUT",
+        "5m",
+        _positive_duration,
+        "a model runner silent this long while it has work is stopped (hung)",
+    )
+    num_threads: int = setting(
+        "LOCALLLM_NUM_THREADS", "0", _whole_number(0), "CPU threads per model (0: llama.cpp's choice)"
+    )
+    rpc_servers: tuple[str, ...] = setting(
+        "LOCALLLM_RPC_SERVERS",
+        "",
+        _rpc_servers,
+        "llama.cpp RPC workers (`localllm worker`) models are split across, host:port,... (comma-separated); "
+        "a model's rpc_servers parameter picks some of them, or none",
+    )
+    flash_attention: str = setting(
+        "LOCALLLM_FLASH_ATTENTION",
+        "auto",
+        _flash_attention,
+        "llama.cpp's flash attention: auto (its choice: on for CPU and most GPUs), on, or off (1/0 as Ollama)",
+    )
+    kv_cache_type: str = setting(  # a model's option overrides it (memory.kv_cache_type_for)
+        "LOCALLLM_KV_CACHE_TYPE",
+        "f16",
+        _kv_cache_type,
+        "the KV cache's element type: f16, q8_0 (half the memory) or q4_0 (a quarter), as OLLAMA_KV_CACHE_TYPE; "
+        "the quantised ones need flash attention (auto turns it on for them; off refuses them)",
+    )
+    stream_interval: float = setting(
+        "LOCALLLM_STREAM_INTERVAL",
+        "25ms",
+        _duration_where(lambda s: 0 <= s <= 10, "from 0 to 10s, such as '25ms'"),
+        "how often a stream's text is sent (first token at once; up to 4x this while several streams share a "
+        "model; 0 sends every token)",
+    )
+    embed_token_ids: bool = setting(
+        "LOCALLLM_EMBED_TOKEN_IDS",
+        "0",
+        _flag,
+        "1 lets /v1/embeddings embed token-id input as this model's ids (by default it is refused: clients count "
+        "tokens with another tokenizer)",
+    )
+    cache_ram: int = setting(  # bytes of saved KV states per model in RAM; -1: auto; 0: off
+        "LOCALLLM_CACHE_RAM",
+        "auto",
+        _cache_ram,
+        "RAM for each model's prompt cache beyond its slots: saved KV states of evicted prompts (bytes, or e.g. "
+        "512MiB, 8GiB; auto: a quarter of the RAM free when the model loads, at most 8GiB; 0: off)",
+    )
+    cache_dir: Path | None = setting(
+        "LOCALLLM_CACHE_DIR",
+        "",
+        _optional_path,
+        "directory where the prompt cache's states are also written, to outlive a model's unload and a restart "
+        "(empty: no disk tier)",
+    )
+    cache_disk: int = setting(
+        "LOCALLLM_CACHE_DISK",
+        size_text(PROMPT_CACHE_DISK).replace(" ", ""),
+        _size,
+        "most bytes the prompt cache keeps in LOCALLLM_CACHE_DIR; the oldest go",
+    )
+    responses_dir: Path | None = setting(
+        "LOCALLLM_RESPONSES_DIR",
+        "",
+        _optional_path,
+        "directory where /v1/responses keeps stored responses, so conversations survive a restart "
+        "(unset: in memory only); the same bounds and expiry hold there",
+    )
+    debug: bool = setting("LOCALLLM_DEBUG", "0", _flag, "1 for debug logging")
+    log_format: str = setting(
+        "LOCALLLM_LOG_FORMAT",
+        "text",
+        _log_format,
+        "text, or json for one JSON object per line (with each request's id)",
+    )
+    metrics: bool = setting(
+        "LOCALLLM_METRICS",
+        "0",
+        _flag,
+        "1 to serve Prometheus metrics at GET /metrics (behind the API key when auth is on)",
+    )
+    shutdown_grace: float = setting(
+        "LOCALLLM_SHUTDOWN_GRACE",
+        "5s",
+        _duration_where(lambda s: 0 <= s <= 600, "from 0 to 10m, such as '5s'"),
+        "on SIGTERM, how long requests in flight may finish; streams still running then end with an error line",
+    )
+    replica: str = setting(  # "" sends no X-Localllm-Replica header
+        "LOCALLLM_REPLICA",
+        "",
+        _replica,
+        "this daemon's name among replicas behind a load balancer, sent back in every answer's "
+        "X-Localllm-Replica header (letters, digits, . _ -; none by default)",
+    )
+    default_model: str | None = setting(
+        "LOCALLLM_DEFAULT_MODEL",
+        "",
+        _model,
+        "model for requests that name none (TGI, vLLM, LMDeploy dialects; e.g. huggingface_hub's InferenceClient)",
+    )
+    origins: tuple[str, ...] = setting(  # browser origins allowed beyond the loopback and app ones
+        "LOCALLLM_ORIGINS",
+        "",
+        _origins,
+        "more browser origins allowed (comma-separated, * wildcards, e.g. chrome-extension://*); "
+        "loopback and app:// file:// tauri:// vscode-webview:// origins always are",
+    )
+    api_keys: tuple[str, ...] = setting(
+        "LOCALLLM_API_KEYS",
+        "",
+        _words,
+        "API keys every request must carry (comma-separated); setting any turns auth on",
+        secret=True,  # never logged
+    )
+    keys_file: Path | None = setting(  # None in a Settings made in code (tests): no keys file
+        "LOCALLLM_KEYS_FILE",
+        "",
+        _optional_path,
+        "keys file of `localllm keys` (its existence turns auth on; re-read when it changes)",
+        shown="<models dir>/../keys.json",
+    )
+    token_ttl: float = setting(
+        "LOCALLLM_TOKEN_TTL",
+        "1h",
+        _positive_duration,
+        "lifetime of the access tokens GET /api/v1/token issues to registered apps",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        models = env.get("LOCALLLM_MODELS", "").strip()
-        debug = _flag(env, "LOCALLLM_DEBUG")
-        flash = _flash_attention(env)
-        return cls(
-            host=parse_host(env.get("LOCALLLM_HOST", "")),
-            models_dir=Path(models).expanduser() if models else default_models_dir(),
-            keep_alive=parse_duration(env.get("LOCALLLM_KEEP_ALIVE", "5m") or "5m", name="LOCALLLM_KEEP_ALIVE"),
-            runner_timeout=_positive_duration(env, "LOCALLLM_RUNNER_TIMEOUT", "5m"),
-            context_length=_int(env, "LOCALLLM_CONTEXT_LENGTH", 8192, minimum=16),
-            max_loaded_models=_int(env, "LOCALLLM_MAX_LOADED_MODELS", 3, minimum=1),
-            num_parallel=_int(env, "LOCALLLM_NUM_PARALLEL", 4, minimum=1),
-            max_queue=_int(env, "LOCALLLM_MAX_QUEUE", 512, minimum=1),
-            num_threads=_int(env, "LOCALLLM_NUM_THREADS", 0, minimum=0),
-            debug=debug,
-            origins=parse_origins(env.get("LOCALLLM_ORIGINS", "")),
-            api_keys=tuple(k.strip() for k in env.get("LOCALLLM_API_KEYS", "").split(",") if k.strip()),
-            keys_file=keys_file_from_env(env),
-            token_ttl=_positive_duration(env, "LOCALLLM_TOKEN_TTL", "1h"),
-            default_model=_model(env, "LOCALLLM_DEFAULT_MODEL"),
-            max_body=parse_size(env.get("LOCALLLM_MAX_BODY", "").strip() or "64MiB", name="LOCALLLM_MAX_BODY"),
-            stream_interval=_duration(
-                env, "LOCALLLM_STREAM_INTERVAL", "25ms", ok=lambda s: 0 <= s <= 10, hint="from 0 to 10s, such as '25ms'"
-            ),
-            flash_attention=flash,
-            kv_cache_type=_kv_cache_type(env, flash),
-            embed_token_ids=_flag(env, "LOCALLLM_EMBED_TOKEN_IDS"),
-            responses_dir=Path(d).expanduser() if (d := env.get("LOCALLLM_RESPONSES_DIR", "").strip()) else None,
-            log_format=_log_format(env),
-            metrics=_flag(env, "LOCALLLM_METRICS"),
-            shutdown_grace=_duration(
-                env, "LOCALLLM_SHUTDOWN_GRACE", "5s", ok=lambda s: 0 <= s <= 600, hint="from 0 to 10m, such as '5s'"
-            ),
-            cache_ram=_cache_ram(env),
-            cache_dir=Path(cache_dir).expanduser()
-            if (cache_dir := env.get("LOCALLLM_CACHE_DIR", "").strip())
-            else None,
-            cache_disk=parse_size(env.get("LOCALLLM_CACHE_DISK", "").strip() or "16GiB", name="LOCALLLM_CACHE_DISK"),
-            replica=_replica(env),
-            rpc_servers=parse_rpc_servers(env.get("LOCALLLM_RPC_SERVERS", "")),
-        )
+        values = {}
+        for f in fields(cls):
+            variable: Variable = f.metadata[_VARIABLE]
+            assert variable.parse is not None
+            values[f.name] = variable.parse(env.get(variable.name, "").strip() or variable.default, variable.name)
+        settings = cls(**values)
+        if settings.kv_cache_type != "f16" and settings.flash_attention == "off":
+            raise ConfigError(
+                f"LOCALLLM_KV_CACHE_TYPE={settings.kv_cache_type!r} needs flash attention, but "
+                "LOCALLLM_FLASH_ATTENTION is off (set it to auto or on, or use LOCALLLM_KV_CACHE_TYPE=f16)"
+            )
+        return replace(settings, keys_file=keys_file_from_env(env))
+
+
+# Variables others read: listed in --help and README too, never parsed by the daemon.
+ELSEWHERE = (
+    Variable(
+        "LOCALLLM_API_KEY",
+        "",
+        "the key the CLI sends (Authorization: Bearer); read by the client, not the daemon",
+        reader="the CLI",
+    ),
+    Variable(
+        "HF_ENDPOINT",
+        "https://huggingface.co",
+        "the Hugging Face Hub to pull from (read by huggingface_hub)",
+        reader="huggingface_hub",
+    ),
+    Variable(
+        "HF_TOKEN",
+        "",
+        "token for private or gated Hub repositories (read by huggingface_hub)",
+        reader="huggingface_hub",
+    ),
+    Variable(
+        "HF_HOME",
+        "~/.cache/huggingface",
+        "Hugging Face cache; pulled files are reused from it (read by huggingface_hub)",
+        reader="huggingface_hub",
+    ),
+)
+
+# Every variable, in the order --help and README list them: the daemon's (Settings' fields), then the others'.
+VARIABLES: tuple[Variable, ...] = (*(f.metadata[_VARIABLE] for f in fields(Settings)), *ELSEWHERE)

@@ -1,4 +1,4 @@
-"""A few long-lived render worker processes (`python -m localllm.sandbox`), so that no chat template runs on
+"""A few long-lived render worker processes (`python -m localllm.chat.sandbox`), so that no chat template runs on
 the daemon's event loop, and none runs for longer than `TEMPLATE_SECONDS` or in more than `TEMPLATE_MEMORY`.
 
 ```
@@ -122,6 +122,14 @@ class Renderer:
 
     async def close(self) -> None:
         """Let go of whatever the renderer holds."""
+
+
+class InlineRenderer(Renderer):
+    """The sandbox in this process, without worker processes (the unit tests, tools): the counted bounds hold,
+    the time and memory bounds of a worker do not."""
+
+    async def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        return sandbox.outcome(request)
 
 
 class RenderPool(Renderer):

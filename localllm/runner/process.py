@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncGenerator, Sequence
 
+from ..config import Settings
 from ..domain.errors import EngineError
 from ..domain.types import Done, PromptCacheStats, Token
 from .protocol import (
@@ -78,7 +79,9 @@ class RunnerProcess:
         return self.proc.pid
 
     @classmethod
-    async def start(cls, spec: LoadSpec, *, load_timeout: float = 600.0, hang_timeout: float = 300.0) -> RunnerProcess:
+    async def start(
+        cls, spec: LoadSpec, *, load_timeout: float = 600.0, hang_timeout: float = Settings.runner_timeout
+    ) -> RunnerProcess:
         """Start a runner and wait until its model is loaded; raise `EngineError` if it is not.
 
         Once loaded, a runner that has requests in hand but says nothing for `hang_timeout` seconds (stopped,

@@ -7,19 +7,17 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from ..config import parse_duration
+from ..config import Settings, parse_duration
 from ..domain.errors import BodyTooLarge, ConfigError, InvalidRequest
 from ..domain.limits import size_text
 from ..domain.names import ModelName, parse_name
 
 T = TypeVar("T")
 
-MAX_BODY = 64 << 20  # the default of LOCALLLM_MAX_BODY; the app's own limit is `app.state.max_body`
-
 
 async def read_body(request: Request) -> bytes:
     """The body, refused (413) once it passes the daemon's limit: never more than limit+1 bytes are held."""
-    limit: int = getattr(request.app.state, "max_body", MAX_BODY)
+    limit: int = getattr(request.app.state, "max_body", Settings.max_body)  # the app's own limit, else the default
     too_large = BodyTooLarge(f"request body is larger than the limit of {size_text(limit)} (LOCALLLM_MAX_BODY)")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

@@ -149,7 +149,7 @@ class Sessions:
                 new, context = full, ()
         else:
             full = ""
-            new = text if context else prompt.render_generate(text, system=model.system, template=None)
+            new = text if context else prompt.render_generate(text, system=model.system)
         if not new:
             raise InvalidRequest("the prompt is empty: nothing to say in this turn", field="prompt")
         pieces = await self.service.tokenize(name, new, add_bos=not context)

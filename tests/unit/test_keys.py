@@ -106,7 +106,7 @@ def test_a_broken_keys_file_stops_the_daemon_naming_it(tmp_path: Path, content: 
     path = tmp_path / "keys.json"
     path.write_text(content)
     with pytest.raises(ConfigError, match=needle) as err:
-        Authenticator(path)
+        Authenticator(path, token_ttl=3600)
     assert str(path) in str(err.value)
 
 
@@ -115,9 +115,9 @@ def test_a_broken_keys_file_stops_the_daemon_naming_it(tmp_path: Path, content: 
 
 def test_auth_is_off_without_keys_and_on_with_env_keys_or_a_file(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    assert not Authenticator(None).enabled
-    assert not Authenticator(path).enabled
-    env = Authenticator(None, ["s3cret"])
+    assert not Authenticator(None, token_ttl=3600).enabled
+    assert not Authenticator(path, token_ttl=3600).enabled
+    env = Authenticator(None, ["s3cret"], token_ttl=3600)
     assert env.enabled and env.authenticate("s3cret").id == "env-1"
     with pytest.raises(Unauthorized, match="invalid API key"):
         env.authenticate("s3cret2")
@@ -127,7 +127,7 @@ def test_auth_is_off_without_keys_and_on_with_env_keys_or_a_file(tmp_path: Path)
 
 def test_the_file_is_read_again_when_it_changes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "keys.json"
-    auth = Authenticator(path)
+    auth = Authenticator(path, token_ttl=3600)
     assert not auth.enabled
     key = make_key(path, "a")
     assert auth.enabled and auth.authenticate(key).name == "a"
@@ -179,7 +179,7 @@ def test_quota_counts_tokens_per_utc_day(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     key = make_key(path, "small", quota=10)
     clock = Clock(1_700_000_000.0 - 1_700_000_000.0 % 86400 + 3600)  # 01:00 UTC
-    auth = Authenticator(path, clock=clock)
+    auth = Authenticator(path, token_ttl=3600, clock=clock)
     who = auth.authenticate(key)
     with keys.metering(Meter(auth, who)):
         keys.check_quota()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,17 +90,6 @@ def test_the_page_has_no_inline_code_and_never_parses_html() -> None:
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
             assert sink not in text, f"{js.name} uses {sink}"
         assert not re.search(r"""(?:import|from)\s*\(?\s*["'](?!\./)""", text), f"{js.name} imports from elsewhere"
-
-
-def test_the_package_data_carries_every_page_file() -> None:
-    text = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^packages = \[[^\]]*"localllm\.server\.ui_static"', text, re.M), "a package, or it is left out"
-    section = text.partition("[tool.setuptools.package-data]")[2]
-    line = re.search(r'^"localllm.server.ui_static" = \[(.*)\]', section, re.M)
-    assert line, "pyproject.toml has no package-data for localllm.server.ui_static"
-    patterns = re.findall(r'"([^"]+)"', line.group(1))
-    files = [p.name for p in ui.FILES.iterdir()]
-    assert files and all(any(fnmatch.fnmatch(f, p) for p in patterns) for f in files)
 
 
 @pytest.mark.parametrize(
