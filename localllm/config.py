@@ -211,6 +211,17 @@ def parse_duration(value: object, *, name: str) -> float:
     return math.inf if negative else total
 
 
+def parse_api_keys(value: str) -> tuple[str, ...]:
+    """LOCALLLM_API_KEYS: keys separated by commas. Set to anything but an empty string, it must hold a key:
+    a value such as " , " is refused, never read as "no keys" (which would turn authentication off)."""
+    keys = tuple(k.strip() for k in value.split(",") if k.strip())
+    if value and not keys:
+        raise ConfigError(
+            f"LOCALLLM_API_KEYS={value!r} holds no key: give keys separated by commas, or unset it to run without"
+        )
+    return keys  # their length is checked where they are used (auth.Authenticator: API_KEY_MIN_CHARS)
+
+
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://\S*")
 
 
@@ -399,6 +410,7 @@ class Settings:
     origins: tuple[str, ...] = ()  # browser origins allowed beyond the loopback and app ones
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # LOCALLLM_API_KEYS; never logged
     keys_file: Path | None = None  # None: no keys file (a Settings made in code, for tests)
+    keys_file_required: bool = False  # named by LOCALLLM_KEYS_FILE: it must exist, and never turns auth off
     token_ttl: float = 3600.0  # seconds an app's access token lives
     default_model: str | None = None  # for the dialects whose requests may name no model
     max_body: int = 64 << 20  # bytes: a larger request body is refused with 413
@@ -434,8 +446,9 @@ class Settings:
             num_threads=_int(env, "LOCALLLM_NUM_THREADS", 0, minimum=0),
             debug=debug,
             origins=parse_origins(env.get("LOCALLLM_ORIGINS", "")),
-            api_keys=tuple(k.strip() for k in env.get("LOCALLLM_API_KEYS", "").split(",") if k.strip()),
+            api_keys=parse_api_keys(env.get("LOCALLLM_API_KEYS", "")),
             keys_file=keys_file_from_env(env),
+            keys_file_required=bool(env.get("LOCALLLM_KEYS_FILE", "").strip()),
             token_ttl=_positive_duration(env, "LOCALLLM_TOKEN_TTL", "1h"),
             default_model=_model(env, "LOCALLLM_DEFAULT_MODEL"),
             max_body=parse_size(env.get("LOCALLLM_MAX_BODY", "").strip() or "64MiB", name="LOCALLLM_MAX_BODY"),

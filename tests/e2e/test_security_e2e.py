@@ -13,7 +13,8 @@ import ollama
 import openai
 import pytest
 
-from localllm.auth.keys import KeysFile, sign_token
+from localllm.auth.keysfile import KeysFile
+from localllm.auth.tokens import sign_token
 
 from ..conftest import CHAT_REPO, STORIES_REPO
 from ..hubstub import HubStub

@@ -134,7 +134,7 @@ def test_cli_uses_only_the_client_and_leaves(path: Path) -> None:
     ours = {owner(n) for n in names if n.startswith("localllm.")}
     assert ours <= CLIENT_MAY_USE | {"modelstore", "auth", "daemon"}, f"cli must not import {ours}"
     deeper = {n for n in names if owner(n) in {"modelstore", "auth"}}
-    shipped = {"localllm.modelstore.library", "localllm.modelstore.modelfile", "localllm.auth.keys"}
+    shipped = {"localllm.modelstore.library", "localllm.modelstore.modelfile", "localllm.auth.keysfile"}
     assert deeper <= shipped, f"cli must not import {deeper - shipped}"
     top = {n.split(".")[0] for n in names}
     assert not top & {"llama_cpp", "starlette", "uvicorn"}
