@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from .domain.errors import ConfigError, InvalidModelName
-from .domain.limits import PROMPT_CACHE_DISK
+from .domain.limits import KEEP_ALIVE_MAX_S, PROMPT_CACHE_DISK
 from .domain.names import parse_name
 from .domain.types import KV_CACHE_TYPES
 
@@ -184,11 +184,13 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, 
 
 
 def parse_duration(value: object, *, name: str) -> float:
-    """Parse a keep-alive: seconds as a number, or a Go duration ("5m", "1h30m"); negative means forever."""
+    """Parse a keep-alive: seconds as a number, or a Go duration ("5m", "1h30m"); negative means forever, and
+    so does anything longer than Go's longest duration (`KEEP_ALIVE_MAX_S`, ~292 years), as in Ollama. NaN is
+    not a duration."""
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be a duration such as '5m' or a number of seconds")
     if isinstance(value, (int, float)):
-        return math.inf if value < 0 else float(value)
+        return _seconds(float(value), name, value)
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a duration such as '5m' or a number of seconds")
     text = value.strip()
@@ -197,7 +199,7 @@ def parse_duration(value: object, *, name: str) -> float:
     except ValueError:
         pass
     else:
-        return math.inf if number < 0 else number
+        return _seconds(number, name, value)
     negative = text.startswith("-")
     body = text.lstrip("+-")
     pos, total = 0, 0.0
@@ -208,7 +210,13 @@ def parse_duration(value: object, *, name: str) -> float:
         pos = match.end()
     if not body or pos != len(body):
         raise ConfigError(f"{name}={value!r} is not a duration (use e.g. '30s', '5m', '1h', or -1 for forever)")
-    return math.inf if negative else total
+    return math.inf if negative else _seconds(total, name, value)
+
+
+def _seconds(seconds: float, name: str, value: object) -> float:
+    if math.isnan(seconds):
+        raise ConfigError(f"{name}={value!r} is not a duration (use e.g. '30s', '5m', '1h', or -1 for forever)")
+    return math.inf if seconds < 0 or seconds > KEEP_ALIVE_MAX_S else seconds
 
 
 def parse_api_keys(value: str) -> tuple[str, ...]:

@@ -47,8 +47,9 @@ GRAMMAR_MAX_BYTES = 64 << 10  # a GBNF grammar (`grammar`) or one built from a r
 GRAMMAR_MAX_EXPANSION = 200_000  # symbols llama.cpp writes out for `x{m,n}` repetitions of one grammar
 REGEX_MAX_BYTES = 4 << 10  # a regular expression turned into a grammar (TGI `grammar: {"type": "regex"}`)
 
-# -- credentials ------------------------------------------------------------------------------------------
+# -- credentials and durations ------------------------------------------------------------------------------
 API_KEY_MIN_CHARS = 16  # a LOCALLLM_API_KEYS key (those `localllm keys create` makes have 47)
+KEEP_ALIVE_MAX_S = 9_223_372_036.0  # Go's longest duration (2^63 ns, ~292 years): any longer keep_alive is forever
 
 # -- stored responses (OpenAI Responses API, `store: true`; localllm/responses_store.py) ----------------------
 # The same bounds hold for their files in LOCALLLM_RESPONSES_DIR (one per response; a bigger file is not read).

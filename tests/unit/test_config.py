@@ -83,6 +83,9 @@ def test_host_forms(value: str, url: str) -> None:
         ("-1", math.inf),
         ("-5m", math.inf),
         (0, 0),
+        (9_223_372_036, 9_223_372_036),  # Go's longest duration
+        (1e18, math.inf),  # longer: forever, as in Ollama
+        ("2562048h", math.inf),
     ],
 )
 def test_durations(value: object, seconds: float) -> None:

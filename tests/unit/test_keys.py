@@ -227,6 +227,7 @@ def test_security_settings() -> None:
         ({"LOCALLLM_TOKEN_TTL": "0"}, "LOCALLLM_TOKEN_TTL"),
         ({"LOCALLLM_TOKEN_TTL": "-1"}, "LOCALLLM_TOKEN_TTL"),
         ({"LOCALLLM_TOKEN_TTL": "soon"}, "LOCALLLM_TOKEN_TTL"),
+        ({"LOCALLLM_TOKEN_TTL": "1e18"}, "LOCALLLM_TOKEN_TTL"),
         # Set, but holding no key: refused, never read as "no keys" (authentication off).
         ({"LOCALLLM_API_KEYS": " , "}, "LOCALLLM_API_KEYS=' , ' holds no key"),
         ({"LOCALLLM_API_KEYS": ","}, "holds no key"),

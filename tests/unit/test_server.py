@@ -74,6 +74,24 @@ def test_empty_prompt_loads_and_keep_alive_zero_unloads(client: TestClient, fact
     assert factory.runners[0].stopped
 
 
+@pytest.mark.parametrize("keep_alive", [1e18, "1e18", "99999999999h", 1e300])
+def test_a_keep_alive_too_long_for_a_clock_is_forever(client: TestClient, keep_alive: object) -> None:
+    # Longer than Go's longest duration (~292 years) is forever, as in Ollama; it was kept as is, and then
+    # /api/ps was a 500 for everyone (no date that far off) while the model stayed loaded.
+    load = client.post("/api/generate", json={"model": "tiny", "keep_alive": keep_alive})
+    assert load.status_code == 200 and load.json()["done_reason"] == "load"
+    ps = client.get("/api/ps")
+    assert ps.status_code == 200 and ps.json()["models"][0]["expires_at"].startswith("2318-")
+
+
+@pytest.mark.parametrize("keep_alive", ["NaN", "nan"])
+def test_a_keep_alive_that_is_not_a_number_is_a_400(client: TestClient, keep_alive: str) -> None:
+    r = client.post("/api/generate", json={"model": "tiny", "keep_alive": keep_alive})
+    assert r.status_code == 400 and "keep_alive" in r.json()["error"]
+    r = client.post("/api/generate", content=b'{"model": "tiny", "keep_alive": NaN}')
+    assert r.status_code == 400 and "keep_alive" in r.json()["error"]
+
+
 def test_error_mid_stream_is_the_last_ndjson_line(tmp_path: Path) -> None:
     for client in make_client(tmp_path, FakeFactory(fail_after=2)):
         out = lines(client.post("/api/generate", json={"model": "tiny", "prompt": "hi"}).text)
