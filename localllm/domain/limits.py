@@ -117,6 +117,15 @@ def check_bytes(text: str, bound: int, field: str, what: str) -> None:
         )
 
 
+def check_no_nul(text: str, field: str, what: str) -> None:
+    """Text llama.cpp takes as a C string (a grammar, and the schemas and regexes made grammars) would be cut at
+    a NUL character, and the constraint with it: refused, rather than quietly weakened."""
+    if "\0" in text:
+        raise InvalidRequest(
+            f"{field}: the {what} holds a NUL character (\\u0000), which llama.cpp would cut it at", field=field
+        )
+
+
 def check_stop(stop: Sequence[str] | None, field: str = "stop") -> None:
     check_count(stop or (), MAX_STOP, field, "stop sequences")
     for s in stop or ():
@@ -138,8 +147,11 @@ def check_schema(schema: Any, field: str = "format") -> None:
         node, depth = stack.pop()
         if depth > SCHEMA_MAX_DEPTH:
             raise InvalidRequest(f"{field}: the JSON schema nests deeper than {SCHEMA_MAX_DEPTH} levels", field=field)
-        if isinstance(node, dict):
+        if isinstance(node, str):
+            check_no_nul(node, field, "JSON schema")
+        elif isinstance(node, dict):
             for key, value in node.items():
+                check_no_nul(str(key), field, "JSON schema")
                 if key in _REPEAT_KEYS and isinstance(value, int) and not isinstance(value, bool):
                     if value > SCHEMA_MAX_REPEAT:
                         raise InvalidRequest(
@@ -169,6 +181,7 @@ def check_grammar(grammar: str, field: str = "grammar") -> None:
     """A GBNF grammar whose `x{m,n}` repetitions stay small once llama.cpp writes them out (it copies the
     repeated item up to max(m, n) times, so `"aaaa"{100000}` is 400k symbols from 15 bytes)."""
     check_bytes(grammar, GRAMMAR_MAX_BYTES, field, "grammar")
+    check_no_nul(grammar, field, "grammar")
     expansion = 0
     last = 1  # the size of the item a repetition applies to: a literal's length, 1 for a name or a group
     for match in _GBNF_TOKEN.finditer(grammar):
@@ -188,6 +201,7 @@ def check_grammar(grammar: str, field: str = "grammar") -> None:
 
 def check_regex(pattern: str, field: str) -> None:
     check_bytes(pattern, REGEX_MAX_BYTES, field, "regular expression")
+    check_no_nul(pattern, field, "regular expression")
 
 
 def check_generation(

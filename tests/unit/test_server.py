@@ -92,6 +92,38 @@ def test_a_keep_alive_that_is_not_a_number_is_a_400(client: TestClient, keep_ali
     assert r.status_code == 400 and "keep_alive" in r.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/generate", b'{"model": "tiny", "prompt": "x", "options": {"temperature": NaN}}', "options.temperature"),
+        ("/api/generate", b'{"model": "tiny", "prompt": "x", "options": {"top_p": Infinity}}', "options.top_p"),
+        (
+            "/v1/chat/completions",
+            b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+            "temperature",
+        ),
+        (
+            "/v1/completions",
+            b'{"model": "tiny", "prompt": "x", "grammar": "root ::= \\"a\\"\\u0000 | \\"b\\""}',
+            "grammar",
+        ),
+        ("/api/generate", b'{"model": "tiny", "prompt": "x", "format": {"const": "a\\u0000b"}}', "format"),
+        (
+            "/generate",
+            b'{"inputs": "x", "parameters": {"grammar": {"type": "regex", "value": "a\\u0000"}}}',
+            "parameters.grammar.value",
+        ),
+    ],
+)
+def test_a_constraint_that_would_be_lost_is_a_400_naming_it(
+    client: TestClient, path: str, body: bytes, field: str
+) -> None:
+    # NaN passed every range check; a NUL cut llama.cpp's grammar short (the output then went unconstrained).
+    r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == (422 if path == "/generate" else 400), r.text  # TGI's validation errors are 422s
+    assert field in r.text
+
+
 def test_error_mid_stream_is_the_last_ndjson_line(tmp_path: Path) -> None:
     for client in make_client(tmp_path, FakeFactory(fail_after=2)):
         out = lines(client.post("/api/generate", json={"model": "tiny", "prompt": "hi"}).text)
