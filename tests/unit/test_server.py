@@ -124,6 +124,22 @@ def test_a_constraint_that_would_be_lost_is_a_400_naming_it(
     assert field in r.text
 
 
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"parameters": {"stop": [f"s{i}" for i in range(100)]}}, "parameters.stop"),
+        ({"parameters": {"stop": ["x" * 2000]}}, "parameters.stop"),
+        ({"messages": [{"role": "user", "content": "hi"}] * 4097}, "messages"),
+    ],
+)
+def test_create_applies_the_bounds_a_request_would_meet(client: TestClient, extra: dict[str, Any], field: str) -> None:
+    # Such a model was stored, and then every use of it was a 400 (or every chat rendered 100,000 messages).
+    r = client.post("/api/create", json={"model": "mine", "from": "tiny", "stream": False, **extra})
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]
+    assert "mine:latest" not in [m["name"] for m in client.get("/api/tags").json()["models"]]
+
+
 def test_error_mid_stream_is_the_last_ndjson_line(tmp_path: Path) -> None:
     for client in make_client(tmp_path, FakeFactory(fail_after=2)):
         out = lines(client.post("/api/generate", json={"model": "tiny", "prompt": "hi"}).text)
