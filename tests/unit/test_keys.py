@@ -459,3 +459,36 @@ def test_cli_keys_create_list_revoke(tmp_path: Path) -> None:
     assert bad.exit_code == 2
     assert runner.invoke(cli, ["keys", "--file", str(tmp_path / "none.json"), "list"]).exit_code == 0
     assert not (tmp_path / "none.json").exists()
+
+
+# -- tenancy: what the daemon keeps for a client belongs to its key -------------------------------------------
+
+KEY_A, KEY_B = "key-of-tenant-a-0123", "key-of-tenant-b-0123"
+
+
+def test_sessions_and_stored_responses_belong_to_the_key_that_made_them(tmp_path: Path) -> None:
+    for client in app_client(tmp_path, api_keys=(KEY_A, KEY_B)):
+        a, b = {"Authorization": f"Bearer {KEY_A}"}, {"Authorization": f"Bearer {KEY_B}"}
+        # LMDeploy: A opens session 7; for B it does not exist (it can neither continue nor end it).
+        turn = {"model": "tiny", "session_id": 7, "sequence_start": True, "sequence_end": False}
+        assert client.post("/v1/chat/interactive", json={**turn, "prompt": "hi"}, headers=a).status_code == 200
+        go_on = {**turn, "sequence_start": False, "prompt": "more"}
+        r = client.post("/v1/chat/interactive", json=go_on, headers=b)
+        assert r.status_code == 400 and "session 7 does not exist" in r.json()["message"]
+        end = {"session_id": 7, "prompt": "", "interactive_mode": False}
+        assert client.post("/v1/chat/interactive", json=end, headers=b).json()["history_tokens"] == 0
+        assert client.post("/v1/chat/interactive", json={**end, "cancel": True}, headers=b).status_code == 200
+        assert client.post("/v1/chat/interactive", json=go_on, headers=a).status_code == 200
+        # B may have its own session 7 beside A's.
+        assert client.post("/v1/chat/interactive", json={**turn, "prompt": "hi"}, headers=b).status_code == 200
+        # Responses: A's stored response cannot be read, chained or deleted by B.
+        made = client.post("/v1/responses", json={"model": "tiny", "input": "hi"}, headers=a)
+        assert made.status_code == 200, made.text
+        rid = made.json()["id"]
+        assert client.get(f"/v1/responses/{rid}", headers=b).status_code == 404
+        assert client.get(f"/v1/responses/{rid}/input_items", headers=b).status_code == 404
+        chained = {"model": "tiny", "input": "and?", "previous_response_id": rid}
+        assert client.post("/v1/responses", json=chained, headers=b).status_code == 404
+        assert client.delete(f"/v1/responses/{rid}", headers=b).status_code == 404
+        assert client.get(f"/v1/responses/{rid}", headers=a).status_code == 200
+        assert client.post("/v1/responses", json=chained, headers=a).status_code == 200
