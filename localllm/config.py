@@ -127,10 +127,13 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "more browser origins allowed (comma-separated, * wildcards, e.g. chrome-extension://*); "
         "loopback and app:// file:// tauri:// vscode-webview:// origins always are",
     ),
-    "LOCALLLM_API_KEYS": ("", "API keys every request must carry (comma-separated); setting any turns auth on"),
+    "LOCALLLM_API_KEYS": (
+        "",
+        "API keys every request must carry (comma-separated, each 16+ characters); setting any turns auth on",
+    ),
     "LOCALLLM_KEYS_FILE": (
         "<models dir>/../keys.json",
-        "keys file of `localllm keys` (its existence turns auth on; re-read when it changes)",
+        "keys file of `localllm keys` (its existence turns auth on; re-read when it changes; must exist when set)",
     ),
     "LOCALLLM_TOKEN_TTL": ("1h", "lifetime of the access tokens GET /api/v1/token issues to registered apps"),
     "LOCALLLM_API_KEY": ("", "the key the CLI sends (Authorization: Bearer); read by the client, not the daemon"),
