@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sized
 from types import TracebackType
 from typing import TypeVar
 
-from ..domain.errors import QuotaExceeded
+from ..domain.errors import InvalidRequest, QuotaExceeded
 from ..domain.types import Done, Token
 from .principal import Principal, current
 
@@ -114,7 +114,8 @@ class Reservation:
     """Tokens held for one generation: `granted` answer tokens (negative: no bound) after `prompt` tokens.
 
     `settle(tokens)` charges the real count and lets the rest go; leaving the `with` block unsettled (the
-    client went away, the runner failed) charges the prompt and the answer tokens `seen` so far."""
+    client went away, the runner failed) charges the prompt and the answer tokens `seen` so far, but for a
+    request refused as invalid (its input does not fit the context), which is charged nothing."""
 
     def __init__(self, quotas: Quotas | None, principal: Principal | None, prompt: int, granted: int) -> None:
         self._quotas = quotas
@@ -145,7 +146,7 @@ class Reservation:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.settle(self.prompt + self.seen)
+        self.settle(0 if isinstance(exc, InvalidRequest) else self.prompt + self.seen)
 
 
 _ledger: contextvars.ContextVar[Quotas | None] = contextvars.ContextVar("localllm_quotas", default=None)
@@ -191,11 +192,18 @@ def reserve(prompt: int, answer: int) -> Reservation:
 
 
 async def reserve_tokens(
-    prompt: str, answer: int, tokenize: Callable[[str], Awaitable[Sized]], context: Sized = ()
+    prompt: str, context: Sized, answer: int, n_ctx: int, tokenize: Callable[[str], Awaitable[Sized]]
 ) -> Reservation:
-    """`reserve` for a generation of `answer` tokens (`num_predict`) from `prompt` after the `context` tokens;
-    the prompt is counted with `tokenize` (the runner's) only when a quota applies. The reservation's
-    `granted` is the answer's `num_predict`, cut to what is left."""
+    """`reserve` for a generation of `answer` tokens (`num_predict`; negative: no bound) from `prompt` after the
+    `context` tokens, in a context of `n_ctx` tokens; the prompt is counted with `tokenize` (the runner's) only
+    when a quota applies. The reservation's `granted` is the answer's `num_predict`, cut to what is left. It
+    holds no more than the context leaves for the answer (a generation ends there anyway), so that one
+    request with no `num_predict` does not hold the whole day's quota."""
     if not limited():
         return reserve(0, answer)
-    return reserve(len(context) + len(await tokenize(prompt)), answer)
+    prompt_tokens = len(context) + len(await tokenize(prompt))
+    if prompt_tokens >= n_ctx:  # cut to fit (truncate) or refused by the runner: at most the context in all
+        prompt_tokens, room = min(prompt_tokens, n_ctx), n_ctx
+    else:
+        room = n_ctx - prompt_tokens
+    return reserve(prompt_tokens, room if answer < 0 else min(answer, room))

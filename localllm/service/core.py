@@ -433,16 +433,17 @@ class Service:
                 waited = (time.perf_counter_ns() - queued - lease.load_duration) / 1e9
                 watch = watching.watch(model.name, started, max(0.0, waited))
             dropped = 0
+            n_ctx = lease.runner.info.n_ctx or ref.spec.n_ctx
             if fit is not None:
-                text, dropped = await fit(lease.runner, lease.runner.info.n_ctx or ref.spec.n_ctx)
+                text, dropped = await fit(lease.runner, n_ctx)
             job = runner_job(text, options, constraints, truncate)
-            reservation = await quota.reserve_tokens(job.prompt, job.num_predict, lease.runner.tokenize, job.context)
-            job = replace(job, num_predict=reservation.granted)
+            held = await quota.reserve_tokens(job.prompt, job.context, job.num_predict, n_ctx, lease.runner.tokenize)
+            job = replace(job, num_predict=held.granted)
 
             def run(prompt: str, num_predict: int, stop: tuple[str, ...]) -> AsyncGenerator[Token | Done, None]:
                 return lease.runner.generate(replace(job, prompt=prompt, num_predict=num_predict, stop=stop))
 
-            generation = reservation.metered(
+            generation = held.metered(
                 lease.runner.generate(job)
                 if think_budget is None
                 else thinking.budgeted(run, text, think_budget, num_predict=job.num_predict, stop=job.stop),

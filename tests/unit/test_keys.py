@@ -1,4 +1,4 @@
-"""The key store, tokens and quotas (localllm/keys.py), the security middleware in-process, and `localllm keys`.
+"""The key store, tokens and quotas (localllm/auth/), the security middleware in-process, and `localllm keys`.
 
 The same behaviour against a real daemon process is in test_security_e2e.py.
 """
@@ -314,6 +314,9 @@ def test_a_generation_reserves_its_tokens_and_never_overshoots_the_quota(tmp_pat
     assert quotas.used_today(who) == 8
     with pytest.raises(QuotaExceeded, match="leave nothing of the daily quota"):
         quotas.reserve(who, 2, 5)
+    with pytest.raises(InvalidRequest), quotas.reserve(who, 1, 1):  # refused as invalid: charged nothing
+        raise InvalidRequest("does not fit")
+    assert quotas.used_today(who) == 8
     # Through the service: the fake runner's job is cut to what is left after its prompt ("hi": 2 tokens).
     path2 = tmp_path / "k2.json"
     key = make_key(path2, "small", quota=10)
@@ -322,6 +325,15 @@ def test_a_generation_reserves_its_tokens_and_never_overshoots_the_quota(tmp_pat
         body = {"model": "tiny", "prompt": "hi", "stream": False, "options": {"num_predict": 100}}
         assert client.post("/api/generate", json=body, headers={"x-api-key": key}).status_code == 200
         assert factory.runners[0].jobs[-1].num_predict == 8
+    # With no num_predict a generation holds what the context leaves for its answer, not the whole day's quota.
+    path3 = tmp_path / "k3.json"
+    key = make_key(path3, "big", quota=100_000)
+    factory = FakeFactory()
+    for client in app_client(tmp_path, keys_file=path3, factory=factory):
+        body = {"model": "tiny", "prompt": "hi", "stream": False}
+        assert client.post("/api/generate", json=body, headers={"x-api-key": key}).status_code == 200
+        n_ctx = factory.runners[0].info.n_ctx
+        assert n_ctx is not None and n_ctx < 1000 and factory.runners[0].jobs[-1].num_predict == n_ctx - 2
 
 
 # -- the middleware, in-process ------------------------------------------------------------------------------

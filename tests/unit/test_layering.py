@@ -60,7 +60,7 @@ def imported(path: Path, package: str) -> set[str]:
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:  # `from localllm.auth import keys` imports the module localllm.auth.keys
+            if node.level == 0:  # `from localllm.auth import quota` imports the module localllm.auth.quota
                 mod = node.module or ""
                 subs = {f"{mod}.{a.name}" for a in node.names if is_module(f"{mod}.{a.name}")}
                 out.update(subs or {mod})
