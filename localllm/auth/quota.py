@@ -183,12 +183,12 @@ def limited() -> bool:
 
 
 def reserve(prompt: int, answer: int) -> Reservation:
-    """Reserve `prompt` tokens and at most `answer` more for the current request (`Quotas.reserve`); when no
-    quota applies, a reservation that grants `answer` and charges nothing."""
+    """Reserve `prompt` tokens and at most `answer` more for the current request (`Quotas.reserve`); outside
+    an authenticated request, a reservation that grants `answer` and charges nothing."""
     quotas, who = _ledger.get(), current()
-    if quotas is None or who is None or who.quota is None:
+    if quotas is None or who is None:
         return Reservation(None, None, prompt, answer)
-    return quotas.reserve(who, prompt, answer)
+    return quotas.reserve(who, prompt, answer)  # with no quota: no bound, but the day's count is kept
 
 
 async def reserve_tokens(

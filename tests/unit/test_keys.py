@@ -21,7 +21,7 @@ from localllm.auth import keysfile as keys
 from localllm.auth import quota
 from localllm.auth.authenticator import Authenticator
 from localllm.auth.keysfile import KeysFile
-from localllm.auth.principal import acting_as
+from localllm.auth.principal import Principal, acting_as
 from localllm.auth.tokens import sign_token
 from localllm.config import Settings, keys_file_from_env, parse_host, parse_origins
 from localllm.domain.errors import ConfigError, InvalidRequest, QuotaExceeded, Unauthorized
@@ -317,6 +317,11 @@ def test_a_generation_reserves_its_tokens_and_never_overshoots_the_quota(tmp_pat
     with pytest.raises(InvalidRequest), quotas.reserve(who, 1, 1):  # refused as invalid: charged nothing
         raise InvalidRequest("does not fit")
     assert quotas.used_today(who) == 8
+    free = Principal("key-free", "free")  # no quota: no bound, and the day's tokens still counted
+    unbounded = quotas.reserve(free, 0, -1)
+    assert unbounded.granted == -1
+    unbounded.settle(12)
+    assert quotas.used_today(free) == 12
     # Through the service: the fake runner's job is cut to what is left after its prompt ("hi": 2 tokens).
     path2 = tmp_path / "k2.json"
     key = make_key(path2, "small", quota=10)
