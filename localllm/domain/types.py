@@ -148,8 +148,8 @@ def parse_options(raw: object, *, field: str = "options") -> Options:
             raise InvalidRequest(f"{name} must be a {_type_name(types)}, got {type(value).__name__}", field=name)
         if key == "stop":
             value = parse_stop(value, name)
-        if key in _RANGES:
-            check_range(value, name, *_RANGES[key])
+        if key in _RANGES or types == _FLOAT:  # a number with no range must still be one (not NaN)
+            check_range(value, name, *_RANGES.get(key, (None, None)))
         if key in OPTION_CHOICES:
             value = check_choice(value, name, OPTION_CHOICES[key])
         if _FLOAT == types:

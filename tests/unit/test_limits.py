@@ -72,6 +72,8 @@ def test_nan_and_infinity_are_in_no_range(value: float) -> None:
         assert err.value.field == "temperature"
     with pytest.raises(InvalidRequest, match="options.top_p must be a finite number"):
         parse_options({"top_p": value})
+    with pytest.raises(InvalidRequest, match="options.presence_penalty must be a finite number"):
+        parse_options({"presence_penalty": value})  # an option with no range of its own
     check_range(10**400, "seed", 0)  # a huge integer is finite (and no OverflowError)
 
 
