@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from localllm.auth import keys as keystore
-from localllm.auth.keys import Entry, KeysFile
+from localllm.auth import keysfile as keystore
+from localllm.auth.keysfile import Entry, KeysFile
 from localllm.config import Settings, keys_file_from_env
 from localllm.domain.errors import ConfigError
 

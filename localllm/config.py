@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from .domain.errors import ConfigError, InvalidModelName
-from .domain.limits import PROMPT_CACHE_DISK, size_text
+from .domain.limits import KEEP_ALIVE_MAX_S, PROMPT_CACHE_DISK, size_text
 from .domain.names import parse_name
 from .domain.types import KV_CACHE_TYPES
 
@@ -98,11 +98,13 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, 
 
 
 def parse_duration(value: object, *, name: str) -> float:
-    """Parse a keep-alive: seconds as a number, or a Go duration ("5m", "1h30m"); negative means forever."""
+    """Parse a keep-alive: seconds as a number, or a Go duration ("5m", "1h30m"); negative means forever, and
+    so does anything longer than Go's longest duration (`KEEP_ALIVE_MAX_S`, ~292 years), as in Ollama. NaN is
+    not a duration."""
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be a duration such as '5m' or a number of seconds")
     if isinstance(value, (int, float)):
-        return math.inf if value < 0 else float(value)
+        return _seconds(float(value), name, value)
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a duration such as '5m' or a number of seconds")
     text = value.strip()
@@ -111,7 +113,7 @@ def parse_duration(value: object, *, name: str) -> float:
     except ValueError:
         pass
     else:
-        return math.inf if number < 0 else number
+        return _seconds(number, name, value)
     negative = text.startswith("-")
     body = text.lstrip("+-")
     pos, total = 0, 0.0
@@ -122,7 +124,24 @@ def parse_duration(value: object, *, name: str) -> float:
         pos = match.end()
     if not body or pos != len(body):
         raise ConfigError(f"{name}={value!r} is not a duration (use e.g. '30s', '5m', '1h', or -1 for forever)")
-    return math.inf if negative else total
+    return math.inf if negative else _seconds(total, name, value)
+
+
+def _seconds(seconds: float, name: str, value: object) -> float:
+    if math.isnan(seconds):
+        raise ConfigError(f"{name}={value!r} is not a duration (use e.g. '30s', '5m', '1h', or -1 for forever)")
+    return math.inf if seconds < 0 or seconds > KEEP_ALIVE_MAX_S else seconds
+
+
+def parse_api_keys(value: str) -> tuple[str, ...]:
+    """LOCALLLM_API_KEYS: keys separated by commas. Set to anything but an empty string, it must hold a key:
+    a value such as " , " is refused, never read as "no keys" (which would turn authentication off)."""
+    keys = tuple(k.strip() for k in value.split(",") if k.strip())
+    if value and not keys:
+        raise ConfigError(
+            f"LOCALLLM_API_KEYS={value!r} holds no key: give keys separated by commas, or unset it to run without"
+        )
+    return keys  # their length is checked where they are used (auth.Authenticator: API_KEY_MIN_CHARS)
 
 
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://\S*")
@@ -310,6 +329,10 @@ def _origins(text: str, name: str) -> tuple[str, ...]:
 
 def _words(text: str, name: str) -> tuple[str, ...]:
     return tuple(word.strip() for word in text.split(",") if word.strip())
+
+
+def _api_keys(text: str, name: str) -> tuple[str, ...]:
+    return parse_api_keys(text)
 
 
 def _rpc_servers(text: str, name: str) -> tuple[str, ...]:
@@ -507,17 +530,19 @@ class Settings:
     api_keys: tuple[str, ...] = setting(
         "LOCALLLM_API_KEYS",
         "",
-        _words,
-        "API keys every request must carry (comma-separated); setting any turns auth on",
+        _api_keys,
+        "API keys every request must carry (comma-separated, each 16+ characters); setting any turns auth on",
         secret=True,  # never logged
     )
     keys_file: Path | None = setting(  # None in a Settings made in code (tests): no keys file
         "LOCALLLM_KEYS_FILE",
         "",
         _optional_path,
-        "keys file of `localllm keys` (its existence turns auth on; re-read when it changes)",
+        "keys file of `localllm keys` (its existence turns auth on; re-read when it changes; must exist when set)",
         shown="<models dir>/../keys.json",
     )
+    # named by LOCALLLM_KEYS_FILE (not just the default): the file must exist, and never turns auth off
+    keys_file_required: bool = False
     token_ttl: float = setting(
         "LOCALLLM_TOKEN_TTL",
         "1h",
@@ -530,6 +555,8 @@ class Settings:
         env = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
+            if _VARIABLE not in f.metadata:
+                continue  # derived from the variables below
             variable: Variable = f.metadata[_VARIABLE]
             assert variable.parse is not None
             values[f.name] = variable.parse(env.get(variable.name, "").strip() or variable.default, variable.name)
@@ -539,7 +566,8 @@ class Settings:
                 f"LOCALLLM_KV_CACHE_TYPE={settings.kv_cache_type!r} needs flash attention, but "
                 "LOCALLLM_FLASH_ATTENTION is off (set it to auto or on, or use LOCALLLM_KV_CACHE_TYPE=f16)"
             )
-        return replace(settings, keys_file=keys_file_from_env(env))
+        keys_file_required = bool(env.get("LOCALLLM_KEYS_FILE", "").strip())
+        return replace(settings, keys_file=keys_file_from_env(env), keys_file_required=keys_file_required)
 
 
 # Variables others read: listed in --help and README too, never parsed by the daemon.
@@ -571,4 +599,7 @@ ELSEWHERE = (
 )
 
 # Every variable, in the order --help and README list them: the daemon's (Settings' fields), then the others'.
-VARIABLES: tuple[Variable, ...] = (*(f.metadata[_VARIABLE] for f in fields(Settings)), *ELSEWHERE)
+VARIABLES: tuple[Variable, ...] = (
+    *(f.metadata[_VARIABLE] for f in fields(Settings) if _VARIABLE in f.metadata),
+    *ELSEWHERE,
+)

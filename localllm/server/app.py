@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..auth.keys import Authenticator
+from ..auth.authenticator import Authenticator
 from ..config import Settings
 from ..domain.errors import StoreUnwritable
 from ..modelstore.store import Store
@@ -31,7 +31,9 @@ log = logging.getLogger("localllm.server")
 
 def create_app(settings: Settings, *, service: Service | None = None) -> Starlette:
     """The daemon's ASGI app; pass `service` to drive it with other collaborators (tests)."""
-    authenticator = Authenticator(settings.keys_file, settings.api_keys, token_ttl=settings.token_ttl)
+    authenticator = Authenticator(
+        settings.keys_file, settings.api_keys, required=settings.keys_file_required, token_ttl=settings.token_ttl
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -87,6 +87,9 @@ def test_host_forms(value: str, url: str) -> None:
         ("-1", math.inf),
         ("-5m", math.inf),
         (0, 0),
+        (9_223_372_036, 9_223_372_036),  # Go's longest duration
+        (1e18, math.inf),  # longer: forever, as in Ollama
+        ("2562048h", math.inf),
     ],
 )
 def test_durations(value: object, seconds: float) -> None:
@@ -156,7 +159,9 @@ def test_the_declared_defaults_are_the_settings_defaults() -> None:
     from_env = Settings.from_env({"LOCALLLM_MODELS": "/m"})
     assert from_env == dataclasses.replace(Settings(models_dir=Path("/m")), keys_file=Path("/keys.json"))
     daemon = [v for v in VARIABLES if v.parse is not None]
-    assert [v.name for v in daemon] == [f.metadata["localllm.variable"].name for f in dataclasses.fields(Settings)]
+    assert [v.name for v in daemon] == [
+        f.metadata["localllm.variable"].name for f in dataclasses.fields(Settings) if f.metadata
+    ]
     assert len({v.name for v in VARIABLES}) == len(VARIABLES)
     assert Settings().context_length == 8192 and Settings().max_body == 64 << 20
 

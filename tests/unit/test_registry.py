@@ -63,7 +63,7 @@ def app_client(tmp_path: Path, **settings: object) -> Iterator[TestClient]:
 
 @pytest.fixture
 def keyed(tmp_path: Path) -> Iterator[TestClient]:
-    yield from app_client(tmp_path, api_keys=("sekret",))
+    yield from app_client(tmp_path, api_keys=("sekret-sekret-sekret",))
 
 
 def test_a_401_comes_in_the_shape_of_the_dialect_owning_the_path(keyed: TestClient) -> None:

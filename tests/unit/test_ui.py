@@ -70,13 +70,13 @@ def test_only_the_page_files_are_served(client: TestClient) -> None:
 
 
 def test_with_keys_on_the_page_loads_without_one_but_the_api_does_not(tmp_path: Path) -> None:
-    for client in app_client(tmp_path, api_keys=("secret",)):
+    for client in app_client(tmp_path, api_keys=("secret-secret-secret",)):
         assert client.get("/ui/").status_code == 200
         assert client.get("/ui/chat.js").status_code == 200
         assert client.get("/api/tags").status_code == 401
         assert client.get("/ui/../api/tags").status_code in {401, 404}, "no way around the key through /ui/"
         assert client.post("/ui/app.js").status_code == 401, "only GET and HEAD are open"
-        assert client.get("/api/tags", headers={"Authorization": "Bearer secret"}).status_code == 200
+        assert client.get("/api/tags", headers={"Authorization": "Bearer secret-secret-secret"}).status_code == 200
 
 
 def test_the_page_has_no_inline_code_and_never_parses_html() -> None:
