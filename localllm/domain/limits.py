@@ -63,6 +63,9 @@ PROMPT_CACHE_CANDIDATES = 64  # states compared token by token (one block each) 
 PROMPT_CACHE_WRITES = 8  # state files queued for writing; past it a state stays in RAM only
 PROMPT_CACHE_PREFETCH = 8  # the newest state files a starting runner reads back in the background (RAM bound too)
 
+# -- the runner boundary (runner/wire.py, runner/process.py) ---------------------------------------------------
+RUNNER_MESSAGE_MAX = 1 << 30  # one answer of a runner, joined from its pieces; past it the runner is stopped
+
 # -- GGUF metadata (a model file is untrusted input too) ---------------------------------------------------
 GGUF_MAX_KEYS = 1 << 16  # metadata keys of one file
 GGUF_MAX_TENSORS = 1 << 17  # tensor infos of one file (the biggest MoE models have ~30k)
