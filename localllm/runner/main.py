@@ -1,4 +1,4 @@
-"""Entry point of a runner process: `python -m localllm.runner.main '<LoadSpec as JSON>'`.
+"""Entry point of a runner process: `python -I -m localllm.runner.main '<LoadSpec as JSON>'`.
 
 The process owns one model. It answers requests (see `protocol`) on its stdin/stdout. Before
 loading anything it moves its stdout to a private descriptor and points fd 1 at stderr, so nothing that

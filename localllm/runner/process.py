@@ -1,6 +1,6 @@
 """The daemon's handle on a runner process: start it, stream requests through it, notice when it dies.
 
-No llama_cpp here: the runner is a child process (`python -m localllm.runner.main`), so a crash in
+No llama_cpp here: the runner is a child process (`python -I -m localllm.runner.main`), so a crash in
 llama.cpp ends that process only. Requests in flight when it dies end with an `EngineError`, and so do they
 when its answers cannot be read (a message that does not parse or passes `RUNNER_MESSAGE_MAX`): the runner is
 killed then, at once, rather than left running with nobody reading it.
@@ -14,10 +14,10 @@ import contextlib
 import itertools
 import logging
 import signal
-import sys
 import time
 from collections.abc import AsyncGenerator, Sequence
 
+from ..domain.child import python_command
 from ..domain.errors import EngineError
 from ..domain.limits import RUNNER_MESSAGE_MAX
 from ..domain.types import Done, PromptCacheStats, Token
@@ -96,10 +96,7 @@ class RunnerProcess:
         deadlocked, swapping itself to death) is killed: its requests end with an error saying so, and the
         next request loads the model again."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "localllm.runner.main",
-            spec.to_argument(),
+            *python_command("localllm.runner.main", spec.to_argument()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
