@@ -56,7 +56,7 @@ class Daemon:
 
 
 def start_daemon(
-    tmp: Path, hub: HubStub, *, bind: str = "127.0.0.1", cwd: Path | None = None, **extra_env: str
+    tmp: Path, hub: HubStub, *, bind: str = "127.0.0.1", cwd: str | None = None, **extra_env: str
 ) -> Daemon:
     """A daemon listening on `bind` (default loopback; requests always go to 127.0.0.1) at a free port, started in
     the directory `cwd` (default: the tests')."""

@@ -34,7 +34,7 @@ def test_a_daemon_started_in_a_poisoned_directory_loads_renders_and_answers(
     tmp_path_factory: pytest.TempPathFactory, hub: HubStub
 ) -> None:
     tmp = tmp_path_factory.mktemp("isolation")
-    d = start_daemon(tmp, hub, cwd=poisoned(tmp / "poisoned"), LOCALLLM_STREAM_INTERVAL="0")
+    d = start_daemon(tmp, hub, cwd=str(poisoned(tmp / "poisoned")), LOCALLLM_STREAM_INTERVAL="0")
     try:
         pulled = d.cli("pull", CHAT)
         assert pulled.returncode == 0, pulled.stderr
