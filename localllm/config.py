@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from .domain.errors import ConfigError, InvalidModelName
-from .domain.limits import PROMPT_CACHE_DISK
+from .domain.limits import MAX_CONNECTIONS, PROMPT_CACHE_DISK
 from .domain.names import parse_name
 from .domain.types import KV_CACHE_TYPES
 
@@ -62,6 +62,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LOCALLLM_CONTEXT_LENGTH": ("8192", "default context window, capped by the model's trained context and by memory"),
     "LOCALLLM_NUM_PARALLEL": ("4", "requests each model serves at once (sequence slots batched together)"),
     "LOCALLLM_MAX_QUEUE": ("512", "requests that may wait for a model before new ones get 503 Server Busy"),
+    "LOCALLLM_MAX_CONNECTIONS": (
+        str(MAX_CONNECTIONS),
+        "open HTTP connections (or requests in progress) past which new requests get 503 (the open files allowing)",
+    ),
     "LOCALLLM_MAX_BODY": ("64MiB", "largest request body accepted (bytes, or with K/M/G/KiB/MiB/GiB); larger gets 413"),
     "LOCALLLM_MAX_LOADED_MODELS": ("3", "most models loaded at once; the least recently used idle one is unloaded"),
     "LOCALLLM_NUM_THREADS": ("0", "CPU threads per model (0: llama.cpp's choice)"),
@@ -394,6 +398,7 @@ class Settings:
     max_loaded_models: int = 3
     num_parallel: int = 4
     max_queue: int = 512
+    max_connections: int = MAX_CONNECTIONS  # open connections past which requests get 503
     num_threads: int = 0
     debug: bool = False
     origins: tuple[str, ...] = ()  # browser origins allowed beyond the loopback and app ones
@@ -431,6 +436,7 @@ class Settings:
             max_loaded_models=_int(env, "LOCALLLM_MAX_LOADED_MODELS", 3, minimum=1),
             num_parallel=_int(env, "LOCALLLM_NUM_PARALLEL", 4, minimum=1),
             max_queue=_int(env, "LOCALLLM_MAX_QUEUE", 512, minimum=1),
+            max_connections=_int(env, "LOCALLLM_MAX_CONNECTIONS", MAX_CONNECTIONS, minimum=1),
             num_threads=_int(env, "LOCALLLM_NUM_THREADS", 0, minimum=0),
             debug=debug,
             origins=parse_origins(env.get("LOCALLLM_ORIGINS", "")),

@@ -66,6 +66,12 @@ PROMPT_CACHE_PREFETCH = 8  # the newest state files a starting runner reads back
 # -- the runner boundary (runner/wire.py, runner/process.py) ---------------------------------------------------
 RUNNER_MESSAGE_MAX = 1 << 30  # one answer of a runner, joined from its pieces; past it the runner is stopped
 
+# -- connections (daemon.py) ---------------------------------------------------------------------------------
+HEADER_SECONDS = 10.0  # a request's line and headers arrive within this from the connection (or the last answer)
+KEEP_ALIVE_SECONDS = 5  # a kept-alive connection with no new request is closed after this (uvicorn's default)
+MAX_CONNECTIONS = 1000  # LOCALLLM_MAX_CONNECTIONS' default: requests past it get 503 (the open files allowing)
+FD_RESERVE = 256  # open files kept for models, runners' pipes, the store... beyond the connections
+
 # -- GGUF metadata (a model file is untrusted input too) ---------------------------------------------------
 GGUF_MAX_KEYS = 1 << 16  # metadata keys of one file
 GGUF_MAX_TENSORS = 1 << 17  # tensor infos of one file (the biggest MoE models have ~30k)
