@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import STORIES_REPO
+from ..conftest import EMBED_FILE, EMBED_REPO, STORIES_REPO, model_file
 from ..hubstub import HubStub
 from .conftest import Daemon, daemon_with
 
@@ -26,7 +26,8 @@ SENTENCE = "Once upon a time, there was a little cat who liked to play."
 
 @pytest.fixture(scope="module")
 def d(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[Daemon]:
-    with daemon_with(tmp_path_factory.mktemp("boundary"), hub, [STORIES_REPO]) as daemon:
+    model_file(EMBED_FILE)  # (skips without it)
+    with daemon_with(tmp_path_factory.mktemp("boundary"), hub, [STORIES_REPO, EMBED_REPO]) as daemon:
         yield daemon
 
 
@@ -118,3 +119,15 @@ def test_four_mib_of_text_tokenize_whole(d: Daemon) -> None:
     assert whole == unit * times + tail
     assert max(latencies) < 1.0
     still_answers(d, runners)
+
+
+def test_many_embeddings_come_in_parts_joined_in_order(d: Daemon) -> None:
+    """200 inputs: four messages of at most 64 vectors from the runner, joined in their order."""
+    model = f"hf.co/{EMBED_REPO}"
+    inputs = [f"a story about the number {i}" for i in range(200)]
+    out = post(d, "/api/embed", {"model": model, "input": inputs}, timeout=120).json()
+    assert len(out["embeddings"]) == 200 and out["prompt_eval_count"] > 200
+    for i in (0, 63, 64, 199):
+        alone = post(d, "/api/embed", {"model": model, "input": inputs[i]}).json()["embeddings"][0]
+        cosine = sum(a * b for a, b in zip(alone, out["embeddings"][i], strict=True))
+        assert cosine > 0.999, (i, cosine)
