@@ -34,6 +34,7 @@ from .protocol import (
     Job,
     LoadSpec,
     Messages,
+    ProtocolError,
     Request,
     Rerank,
     RunnerInfo,
@@ -166,7 +167,10 @@ class RunnerProcess:
         line past `LINE_LIMIT` or a message past `RUNNER_MESSAGE_MAX` (neither is ever written by a runner)."""
         assert self.proc.stdout is not None
         while True:
-            line = await self.proc.stdout.readline()
+            try:
+                line = await self.proc.stdout.readline()
+            except ValueError:  # (asyncio's words for it: "Separator is not found, and chunk exceed the limit")
+                raise ProtocolError(f"a line longer than {LINE_LIMIT} bytes") from None
             if not line:
                 return b""
             message = self._messages.add(line)
@@ -185,8 +189,8 @@ class RunnerProcess:
                     if isinstance(event, CacheReport):
                         self.prompt_cache = event
                     continue
-                if not isinstance(event, Text) and not getattr(event, "more", False):  # its last event
-                    self._unanswered.discard(rid)
+                if not isinstance(event, Text) and not (isinstance(event, TokenList | Vectors) and event.more):
+                    self._unanswered.discard(rid)  # its last event: the runner is done with it
                 queue = self._queues.get(rid)
                 if queue is not None:
                     queue.put_nowait(event)
