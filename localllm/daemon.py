@@ -6,7 +6,9 @@ kept-alive connection idle for `KEEP_ALIVE_SECONDS`, but has no bound on the tim
 connection that sends nothing, or drips its headers a byte at a time (slowloris), stayed open for ever, and
 1,100 of them used up the 1,024 files a systemd unit may open by default. `_GuardedProtocol` (uvicorn's httptools
 protocol) closes a connection whose request line and headers are not all in within `HEADER_SECONDS` of its
-opening or of its last answer (1 s for a connection past the cap). Past `LOCALLLM_MAX_CONNECTIONS` open
+opening or of its last answer (1 s for a connection past the cap), and one whose body comes slower than
+`BODY_MIN_RATE` after `BODY_SECONDS` (the time the daemon holds the body back, reading it slowly or before
+`100 Continue`, does not count). Past `LOCALLLM_MAX_CONNECTIONS` open
 connections (or requests in progress) uvicorn answers 503 (plain text, `Connection: close`: before routing,
 in no dialect's shape), and the log says so once each time the cap is reached. The soft limit of open files is
 raised to the hard one at start, and the cap lowered to fit under it.
@@ -34,7 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from . import __version__
 from .config import HostAddress, Settings
 from .domain.errors import AddressInUse, ConfigError
-from .domain.limits import FD_RESERVE, HEADER_SECONDS, KEEP_ALIVE_SECONDS
+from .domain.limits import BODY_MIN_RATE, BODY_SECONDS, FD_RESERVE, HEADER_SECONDS, KEEP_ALIVE_SECONDS
 from .observability import logs
 from .server.app import begin_shutdown, create_app
 
@@ -67,6 +69,8 @@ class Connections:
 
     cap: int
     header_seconds: float = HEADER_SECONDS
+    body_seconds: float = BODY_SECONDS
+    body_rate: float = BODY_MIN_RATE
     at_cap: bool = False
     refused: int = 0  # requests answered 503 since the cap was reached
 
@@ -94,17 +98,20 @@ class Connections:
 
 
 class _GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol (httptools), with a deadline on each request's line and headers (see the module)."""
+    """uvicorn's HTTP protocol (httptools), with a deadline on each request's line and headers, and a least rate
+    for its body (see the module)."""
 
     guard: Connections  # set on the subclass `guarded_protocol` makes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._body_due: float | None = None  # while a body comes: when it must be in, on the loop's clock
+        self._body_checked = 0.0
 
-    def _start_clock(self, seconds: float) -> None:
+    def _start_clock(self, seconds: float, then: Callable[[], None] | None = None) -> None:
         self._stop_clock()
-        self._deadline = self.loop.call_later(seconds, self._too_slow)
+        self._deadline = self.loop.call_later(seconds, then or self._too_slow)
 
     def _stop_clock(self) -> None:
         if self._deadline is not None:
@@ -131,10 +138,38 @@ class _GuardedProtocol(HttpToolsProtocol):
         if self.guard.over(len(self.connections), len(self.tasks)):  # uvicorn answers 503 (limit_concurrency)
             self.guard.refusing(len(self.connections))
         super().on_headers_complete()
+        self._body_checked = self.loop.time()
+        self._body_due = self._body_checked + self.guard.body_seconds
+        self._start_clock(self.guard.body_seconds, self._body_check)
+
+    def on_body(self, body: bytes) -> None:
+        if self._body_due is not None:
+            self._body_due += len(body) / self.guard.body_rate
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._body_due is not None:  # the body is in (else the clock is the next request's, left running)
+            self._body_due = None
+            self._stop_clock()
+        super().on_message_complete()
+
+    def _body_check(self) -> None:
+        self._deadline = None
+        if self._body_due is None:
+            return
+        now = self.loop.time()
+        if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+            self._body_due += now - self._body_checked  # the daemon holds the body back, not the client
+        self._body_checked = now
+        if now < self._body_due:
+            self._start_clock(self._body_due - now, self._body_check)
+        else:
+            self._too_slow()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing() and not self.pipeline:  # waiting for the next request's headers
+            self._body_due = None  # (a body still coming after its answer is the next headers' time)
             self._start_clock(self.guard.header_seconds)
 
 

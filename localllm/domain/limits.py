@@ -68,6 +68,8 @@ RUNNER_MESSAGE_MAX = 1 << 30  # one answer of a runner, joined from its pieces; 
 
 # -- connections (daemon.py) ---------------------------------------------------------------------------------
 HEADER_SECONDS = 10.0  # a request's line and headers arrive within this from the connection (or the last answer)
+BODY_SECONDS = 10.0  # a request's body arrives within this from its headers, plus 1 s per BODY_MIN_RATE bytes
+BODY_MIN_RATE = 500  # bytes a second (as Apache's mod_reqtimeout: body=20,MinRate=500)
 KEEP_ALIVE_SECONDS = 5  # a kept-alive connection with no new request is closed after this (uvicorn's default)
 MAX_CONNECTIONS = 1000  # LOCALLLM_MAX_CONNECTIONS' default: requests past it get 503 (the open files allowing)
 FD_RESERVE = 256  # open files kept for models, runners' pipes, the store... beyond the connections
