@@ -8,10 +8,10 @@ connection that sends nothing, or drips its headers a byte at a time (slowloris)
 protocol) closes a connection whose request line and headers are not all in within `HEADER_SECONDS` of its
 opening or of its last answer (1 s for a connection past the cap), and one whose body comes slower than
 `BODY_MIN_RATE` after `BODY_SECONDS` (the time the daemon holds the body back, reading it slowly or before
-`100 Continue`, does not count). Past `LOCALLLM_MAX_CONNECTIONS` open
-connections (or requests in progress) uvicorn answers 503 (plain text, `Connection: close`: before routing,
-in no dialect's shape), and the log says so once each time the cap is reached. The soft limit of open files is
-raised to the hard one at start, and the cap lowered to fit under it.
+`100 Continue`, does not count). Past `LOCALLLM_MAX_CONNECTIONS` open connections (or requests in progress)
+uvicorn answers 503 (plain text, `Connection: close`: before routing, in no dialect's shape), and the log says
+so once each time the cap is reached. The soft limit of open files is raised to the hard one at start, and the
+cap lowered to fit under it.
 """
 
 from __future__ import annotations
