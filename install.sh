@@ -552,6 +552,9 @@ Restart=always
 RestartSec=3
 KillMode=mixed
 TimeoutStopSec=30
+# Open files: systemd's default soft limit (1,024) is what a thousand idle connections use up; the daemon raises
+# its soft limit to this hard one at start, and keeps LOCALLLM_MAX_CONNECTIONS under it.
+LimitNOFILE=65536
 $(environment_line LOCALLLM_HOST "${LOCALLLM_HOST:-127.0.0.1:11434}")
 # Sandboxing that needs no privileges (a user unit gets it too)
 NoNewPrivileges=yes

@@ -418,6 +418,12 @@ class Settings:
         _whole_number(1),
         "requests that may wait for a model before new ones get 503 Server Busy",
     )
+    max_connections: int = setting(
+        "LOCALLLM_MAX_CONNECTIONS",
+        "1000",
+        _whole_number(1),
+        "open HTTP connections (or requests in progress) past which new requests get 503 (the open files allowing)",
+    )
     runner_timeout: float = setting(
         "LOCALLLM_RUNNER_TIMEOUT",
         "5m",

@@ -67,6 +67,16 @@ PROMPT_CACHE_CANDIDATES = 64  # states compared token by token (one block each) 
 PROMPT_CACHE_WRITES = 8  # state files queued for writing; past it a state stays in RAM only
 PROMPT_CACHE_PREFETCH = 8  # the newest state files a starting runner reads back in the background (RAM bound too)
 
+# -- the runner boundary (runner/wire.py, runner/process.py) ---------------------------------------------------
+RUNNER_MESSAGE_MAX = 1 << 30  # one answer of a runner, joined from its pieces; past it the runner is stopped
+
+# -- connections (daemon.py) ---------------------------------------------------------------------------------
+HEADER_SECONDS = 10.0  # a request's line and headers arrive within this from the connection (or the last answer)
+BODY_SECONDS = 10.0  # a request's body arrives within this from its headers, plus 1 s per BODY_MIN_RATE bytes
+BODY_MIN_RATE = 500  # bytes a second (as Apache's mod_reqtimeout: body=20,MinRate=500)
+KEEP_ALIVE_SECONDS = 5  # a kept-alive connection with no new request is closed after this (uvicorn's default)
+FD_RESERVE = 256  # open files kept for models, runners' pipes, the store... beyond the connections
+
 # -- GGUF metadata (a model file is untrusted input too) ---------------------------------------------------
 GGUF_MAX_KEYS = 1 << 16  # metadata keys of one file
 GGUF_MAX_TENSORS = 1 << 17  # tensor infos of one file (the biggest MoE models have ~30k)
