@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from .config import is_loopback_name, parse_host
+from .config.values import is_loopback_name, parse_host
 from .domain.errors import ClientError, DaemonNotRunning, ResponseError
 
 JSONObject = dict[str, Any]

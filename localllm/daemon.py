@@ -34,7 +34,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from . import __version__
-from .config import HostAddress, Settings
+from .config import Settings
+from .config.values import HostAddress
 from .domain.errors import AddressInUse, ConfigError
 from .domain.limits import BODY_MIN_RATE, BODY_SECONDS, FD_RESERVE, HEADER_SECONDS, KEEP_ALIVE_SECONDS
 from .observability import logs

@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..config import is_loopback_name
+from ..config.values import is_loopback_name
 
 DEFAULT_PORT = 50052  # rpc-server's
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..config import split_endpoint
+from ..config.values import split_endpoint
 from ..domain.child import python_command
 
 PROBE_TIMEOUT = 15.0  # seconds a worker has to say how much memory it has

@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from ..config import Settings, parse_duration
+from ..config import Settings
+from ..config.values import parse_duration
 from ..domain.errors import BodyTooLarge, ConfigError, InvalidRequest
 from ..domain.limits import size_text
 from ..domain.names import ModelName, parse_name

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth.authenticator import Authenticator
-from ..config import HostAddress, is_loopback_name
+from ..config.values import HostAddress, is_loopback_name
 from ..domain.errors import Forbidden, LocalLLMError
 from .errors import ErrorShape
 

@@ -24,7 +24,8 @@ from ..auth import quota
 from ..chat import prompt, thinking
 from ..chat.renderpool import Renderer, TemplateSource
 from ..chat.tools import held_back
-from ..config import Settings, parse_rpc_servers
+from ..config import Settings
+from ..config.values import parse_rpc_servers
 from ..domain import limits
 from ..domain.errors import ConfigError, ContextLengthExceeded, InvalidRequest
 from ..domain.names import ModelName, parse_name

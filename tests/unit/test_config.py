@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from localllm.config import VARIABLES, Settings, parse_duration, parse_host
+from localllm.config import VARIABLES, Settings
+from localllm.config.values import parse_duration, parse_host
 from localllm.domain.errors import ConfigError
 
 from ..conftest import ROOT

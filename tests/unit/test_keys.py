@@ -23,7 +23,8 @@ from localllm.auth.authenticator import Authenticator
 from localllm.auth.keysfile import KeysFile
 from localllm.auth.principal import Principal, acting_as
 from localllm.auth.tokens import sign_token
-from localllm.config import Settings, keys_file_from_env, parse_host, parse_origins
+from localllm.config import Settings
+from localllm.config.values import keys_file_from_env, parse_host, parse_origins
 from localllm.domain.errors import ConfigError, InvalidRequest, QuotaExceeded, Unauthorized
 from localllm.domain.names import parse_name
 from localllm.modelstore.store import Manifest, Store

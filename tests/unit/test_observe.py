@@ -12,7 +12,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from localllm.config import Settings, parse_host
+from localllm.config import Settings
+from localllm.config.values import parse_host
 from localllm.domain.types import Done, Token
 from localllm.observability import logs, metrics
 from localllm.server.app import create_app

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from localllm.config import Settings, parse_host
+from localllm.config import Settings
+from localllm.config.values import parse_host
 from localllm.modelstore.store import Store
 from localllm.scheduling.scheduler import Scheduler
 from localllm.server import dialects

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from localllm.config import Settings, parse_host
+from localllm.config import Settings
+from localllm.config.values import parse_host
 from localllm.domain.names import parse_name
 from localllm.modelstore.store import Manifest, Store
 from localllm.scheduling.scheduler import Scheduler

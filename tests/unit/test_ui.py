@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from localllm.client import Client
-from localllm.config import Settings, parse_host
+from localllm.config import Settings
+from localllm.config.values import parse_host
 from localllm.modelstore.store import Store
 from localllm.scheduling.scheduler import Scheduler
 from localllm.server import ui
