@@ -38,8 +38,8 @@ class Authenticator:
         path: Path | None,
         env_keys: Sequence[str] = (),
         *,
+        token_ttl: float,  # LOCALLLM_TOKEN_TTL (Settings.token_ttl): no default of its own
         required: bool = False,
-        token_ttl: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         short = [i + 1 for i, k in enumerate(env_keys) if len(k) < API_KEY_MIN_CHARS]

@@ -254,7 +254,7 @@ def test_origin_and_host_parsing() -> None:
 def test_keys_settings_never_turn_authentication_quietly_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # A key shorter than API_KEY_MIN_CHARS (16) stops the daemon, naming which.
     with pytest.raises(ConfigError, match=r"key #2 is shorter than 16 characters"):
-        Authenticator(None, ["long-enough-key-0001", "short"])
+        Authenticator(None, ["long-enough-key-0001", "short"], token_ttl=3600)
     settings = Settings.from_env({"LOCALLLM_API_KEYS": "x", "LOCALLLM_MODELS": str(tmp_path / "m")})
     with pytest.raises(ConfigError, match="shorter than 16"):
         create_app(settings)
@@ -267,7 +267,7 @@ def test_keys_settings_never_turn_authentication_quietly_off(tmp_path: Path, cap
     # ... and once read, removing it keeps the keys read before (the default file's removal turns auth off).
     named = tmp_path / "named.json"
     key = make_key(named, "a")
-    auth = Authenticator(named, required=True)
+    auth = Authenticator(named, required=True, token_ttl=3600)
     named.unlink()
     assert auth.enabled and auth.authenticate(key).name == "a"
     assert "keeping the keys read before" in caplog.text
@@ -287,7 +287,7 @@ def test_a_malformed_access_token_is_a_401_never_a_500(tmp_path: Path, token: st
     path = tmp_path / "keys.json"
     make_app(path)
     with pytest.raises(Unauthorized, match="invalid access token"):
-        Authenticator(path).authenticate(token)
+        Authenticator(path, token_ttl=3600).authenticate(token)
     for client in app_client(tmp_path, keys_file=path):
         r = client.get("/api/tags", params={"accessToken": token})
         assert r.status_code == 401 and r.json()["error"] == "invalid access token"
@@ -296,7 +296,7 @@ def test_a_malformed_access_token_is_a_401_never_a_500(tmp_path: Path, token: st
 def test_a_generation_reserves_its_tokens_and_never_overshoots_the_quota(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     key = make_key(path, "small", quota=10)
-    auth = Authenticator(path, clock=Clock())
+    auth = Authenticator(path, token_ttl=3600, clock=Clock())
     who = auth.authenticate(key)
     quotas = auth.quotas
     first = quotas.reserve(who, 3, -1)  # no num_predict: as many answer tokens as are left
