@@ -55,7 +55,7 @@ class Family:
     calls: Finder | None = None
     markers: tuple[str, ...] = ()
     strip: tuple[str, ...] = ()
-    custom: Callable[[str, Tools, bool, bool], Parsed] | None = None
+    custom: Callable[[str, Tools, bool, bool, bool], Parsed] | None = None  # text, tools, opened, reasoning, partial
     description: str = ""
     ends: tuple[str, ...] = ()  # texts that end the reasoning without its closing tag (kept in the answer)
     unopened: bool = False  # the model may begin reasoning without the opening tag (only the closing one)
@@ -91,7 +91,7 @@ def parse(
     not the answer's text (it is returned with the arguments known so far: none)."""
     table = tool_map(tools)
     if family.custom is not None:
-        return family.custom(text, table, prefix is not None, reasoning)
+        return family.custom(text, table, prefix is not None, reasoning, partial)
     out = Parsed()
     rest = text
     head = ""  # the raw reasoning, kept in the answer when it is not split off
@@ -118,17 +118,17 @@ def parse(
                 )
             elif thought.strip() or end >= 0:
                 head = (prefix or "") + text[: len(text) - len(rest)]
+            if not head:
+                rest = rest.lstrip()  # the whitespace between the reasoning and the answer is neither
     found = family.calls(rest, table) if table and family.calls is not None else None
     if found is None and partial and table:
         found = _begun(family, rest, table)
     if found is not None:
         out.calls = found.calls
-        rest = rest[: found.start] + rest[found.end :]
+        rest = rest[: found.start] + ("" if partial else rest[found.end :])  # after a call: held to the end
     for marker in family.strip:
         rest = rest.replace(marker, "")
     out.content = head + rest if head else rest.strip() if found is not None else rest
-    if not head and out.reasoning and rest.strip():
-        out.content = rest.lstrip()
     return out
 
 

@@ -23,7 +23,7 @@ _HARMONY_END = re.compile(r"<\|end\|>|<\|call\|>|<\|return\|>")
 _HARMONY_START = "<|start|>assistant"
 
 
-def harmony(text: str, tools: Tools, opened: bool, reasoning: bool) -> Parsed:
+def harmony(text: str, tools: Tools, opened: bool, reasoning: bool, partial: bool) -> Parsed:
     """gpt-oss: messages `[to=R]<|channel|>C[ to=R][ <|constrain|>X]<|message|>BODY<|end|>`, each after
     `<|start|>assistant`. `analysis` is reasoning, `final` and `commentary` the answer, `to=functions.NAME`
     a call; messages to other recipients (built-in tools) are dropped."""
@@ -32,7 +32,11 @@ def harmony(text: str, tools: Tools, opened: bool, reasoning: bool) -> Parsed:
     thoughts: list[str] = []
     if opened:  # the prompt left an analysis message open
         text = "<|channel|>analysis<|message|>" + text
-    elif "<|message|>" not in text.split(_HARMONY_START, 1)[0] and not text.lstrip().startswith(("<|channel|>", "to=")):
+    elif (
+        not partial
+        and "<|message|>" not in text.split(_HARMONY_START, 1)[0]
+        and not text.lstrip().startswith(("<|channel|>", "to="))
+    ):
         text = "<|message|>" + text  # the answer's text, the prompt having opened its message
     for raw in _harmony_messages(text):
         head, sep, body = raw.partition("<|message|>")
@@ -74,7 +78,7 @@ def _harmony_messages(text: str) -> list[str]:
 _MUSE_INVOKE = c.invoke("atem:", ("<atem:function_calls>", "</atem:function_calls>"))
 
 
-def muse(text: str, tools: Tools, opened: bool, reasoning: bool) -> Parsed:
+def muse(text: str, tools: Tools, opened: bool, reasoning: bool, partial: bool) -> Parsed:
     """Muse: messages ` to=RECIPIENT<|message|>BODY<|eot|>` after `<|start|>assistant`: `user` is the answer,
     `self` reasoning, a tool's name a call in `<atem:function_calls>`."""
     out = Parsed()
@@ -104,12 +108,15 @@ def muse(text: str, tools: Tools, opened: bool, reasoning: bool) -> Parsed:
 # -- Functionary v3.2 ------------------------------------------------------------------------------------------
 
 
-def functionary_v32(text: str, tools: Tools, opened: bool, reasoning: bool) -> Parsed:
+def functionary_v32(text: str, tools: Tools, opened: bool, reasoning: bool, partial: bool) -> Parsed:
     """Functionary v3.2: turns after `>>>` (the prompt ends with the first): `all\\nTEXT` is the answer,
     `NAME\\n{…}` a call."""
     out = Parsed()
     content: list[str] = []
-    for turn in text.split(">>>"):
+    turns = text.split(">>>")
+    if partial and "\n" not in turns[-1]:
+        turns.pop()  # its recipient is not known yet
+    for turn in turns:
         name, _, body = turn.partition("\n")
         name = name.strip()
         if name == "all":
@@ -118,7 +125,7 @@ def functionary_v32(text: str, tools: Tools, opened: bool, reasoning: bool) -> P
         got = values.json_prefix(body)
         if tools and name in tools and got is not None and isinstance(got[0], dict):
             out.calls.append(Call(name, got[0]))
-        else:
+        elif not (partial and tools and name in tools):  # a call still being written is not the answer
             content.append(turn)
     out.content = "".join(content)
     return out
