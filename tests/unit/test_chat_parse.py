@@ -7,6 +7,7 @@ docs/templates.md, and the list must be exactly the failing ones (so it cannot r
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from localllm.chat import formats
 from localllm.domain.types import Tool
 
-from .chat_parse_cases import CASES, OURS, case_id, matches, parse, template
+from .chat_parse_cases import CASES, OURS, TOOLS, case_id, matches, parse, template
 
 DOCS = Path(__file__).parent.parent.parent / "docs" / "templates.md"
 
@@ -64,3 +65,35 @@ def test_a_partial_call_is_held_out_of_the_answer() -> None:
     tools = [Tool("get_time", "", {"type": "object"})]
     got = formats.parse(family, 'Checking.<tool_call>\n{"name": "get_time", "argu', tools, partial=True)
     assert got.content == "Checking." and [c.name for c in got.calls] == ["get_time"]
+
+
+def test_mangled_outputs_never_raise() -> None:
+    """llama.cpp's outputs cut, spliced and stuffed with brackets (deeper than Python's recursion limit), read
+    by every family, whole and partial: always a message, never an exception."""
+    rng = random.Random(7)
+    tools = [Tool(n, "", TOOLS[n]) for n in TOOLS]
+    families = list(
+        {
+            formats.detect(template(c["template"])).name: formats.detect(template(c["template"]))
+            for c in CASES["cases"]
+        }.values()
+    )
+    outputs = [c["output"] for c in CASES["cases"]]
+    stuffing = ["{", "[", "<", "]", "}", '"', "\\", "\n", "<|", "|>", "[" * 3000, "{" * 3000, "(" * 500]
+    for _ in range(1500):
+        text = rng.choice(outputs)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(text) + 1)
+            cut = rng.random()
+            if cut < 0.3:
+                text = text[:at] + text[at + rng.randint(1, 5) :]
+            elif cut < 0.6:
+                text = text[:at] + rng.choice(outputs)[: rng.randint(0, 40)] + text[at:]
+            elif cut < 0.8:
+                text = text[:at] + rng.choice(stuffing) + text[at:]
+            else:
+                text = text[:at]
+        family = rng.choice(families)
+        for partial in (False, True):
+            got = formats.parse(family, text, tools, prefix=rng.choice([None, "<think>\n"]), partial=partial)
+            assert isinstance(got.content, str) and isinstance(got.reasoning, str)

@@ -7,12 +7,15 @@ syntax is looked for. Text that is not a well-formed call of a declared tool sta
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...domain.types import Tool
+
+log = logging.getLogger("localllm")
 
 
 @dataclass
@@ -88,8 +91,16 @@ def parse(
     """The message in `text`, a model's output after a prompt whose end `prefix` opened the thinking (None:
     it did not). With `reasoning` false the reasoning is left in the answer, tags and all (llama-server's
     `reasoning_format: none`). With `partial`, `text` is the output so far: a call begun but not finished is
-    not the answer's text (it is returned with the arguments known so far: none)."""
-    table = tool_map(tools)
+    not the answer's text (it is returned with the arguments known so far: none). Output no reading can make
+    sense of (nested past Python's recursion limit, say) is all answer: never an error."""
+    try:
+        return _parse(family, text, tool_map(tools), prefix, reasoning, partial)
+    except (RecursionError, MemoryError, ValueError, TypeError, KeyError, IndexError) as exc:
+        log.debug("%s output not parsed (%s): returned as the answer", family.name, type(exc).__name__)
+        return Parsed(content=text)
+
+
+def _parse(family: Family, text: str, table: Tools, prefix: str | None, reasoning: bool, partial: bool) -> Parsed:
     if family.custom is not None:
         return family.custom(text, table, prefix is not None, reasoning, partial)
     out = Parsed()
