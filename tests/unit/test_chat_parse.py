@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from localllm.chat import formats
+from localllm.chat import formats, templatecaps
 from localllm.domain.types import Tool
 
 from .chat_parse_cases import CASES, OURS, TOOLS, case_id, matches, parse, template
@@ -97,3 +97,12 @@ def test_mangled_outputs_never_raise() -> None:
         for partial in (False, True):
             got = formats.parse(family, text, tools, prefix=rng.choice([None, "<think>\n"]), partial=partial)
             assert isinstance(got.content, str) and isinstance(got.reasoning, str)
+
+
+def test_families_with_their_own_reasoning_markers_can_think() -> None:
+    """Ministral's `[THINK]` and gpt-oss's `analysis` channel make a reasoning model (`thinking` in /api/show,
+    `think` accepted), though their templates say neither `enable_thinking` nor `<think>`."""
+    assert templatecaps.thinking(template("mistralai-Ministral-3-14B-Reasoning-2512.jinja"))
+    assert templatecaps.thinking(template("openai-gpt-oss-120b.jinja"))
+    assert not templatecaps.thinking(template("Mistral-Small-3.2-24B-Instruct-2506.jinja"))
+    assert not templatecaps.thinking(template("google-gemma-2-2b-it.jinja"))

@@ -7,6 +7,6 @@
 from __future__ import annotations
 
 from .base import Call, Family, Parsed, parse
-from .registry import FAMILIES, GENERIC, detect
+from .registry import FAMILIES, GENERIC, detect, reasons
 
-__all__ = ["FAMILIES", "GENERIC", "Call", "Family", "Parsed", "detect", "parse"]
+__all__ = ["FAMILIES", "GENERIC", "Call", "Family", "Parsed", "detect", "parse", "reasons"]

@@ -352,3 +352,12 @@ def detect(template: str | None) -> Family:
             if matches(template):
                 return family
     return GENERIC
+
+
+def reasons(template: str | None) -> bool:
+    """Whether the template's family writes reasoning in markers of its own that its text shows (Mistral's
+    `[THINK]`, Command R7B's `<|START_THINKING|>`, …) or in channels (gpt-oss's `analysis`, Muse's `to=self`)."""
+    family = detect(template)
+    if family.name in ("gpt-oss", "muse-glimmer"):
+        return True
+    return bool(template) and family.think is not None and family.think[0].strip() in str(template)
