@@ -13,9 +13,13 @@ from localllm.chat import formats
 from localllm.chat.formats import stream
 from localllm.domain.types import Done, Event, Thinking, Token, Tool, ToolCalls
 
-from .chat_parse_cases import CASES, TOOLS, rendered, template
+from .chat_parse_cases import CASES, OURS, TOOLS, rendered, template
 
-WHOLE = [c for c in CASES["cases"] if not c["flags"].get("is_partial") and not c["flags"].get("continue_final_message")]
+WHOLE = [
+    c
+    for c in CASES["cases"] + OURS["cases"]
+    if not c["flags"].get("is_partial") and not c["flags"].get("continue_final_message")
+]
 
 
 def streamed(case: dict[str, Any], pieces: list[str]) -> list[Event]:

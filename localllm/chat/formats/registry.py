@@ -39,7 +39,10 @@ FAMILIES: list[tuple[Callable[[str], bool], Family]] = [
         lambda s: "<atem:function_calls>" in s and "<|eom|>" in s,
         Family("muse-glimmer", custom=channels.muse, description="to=user / to=self / to=NAME messages"),
     ),
-    (lambda s: ">>>all" in s, Family("functionary-v3.2", custom=channels.functionary_v32, description=">>>NAME\\n{…}")),
+    (
+        lambda s: ">>>all" in s,
+        Family("functionary-v3.2", markers=(">>>",), custom=channels.functionary_v32, description=">>>NAME\\n{…}"),
+    ),
     (
         lambda s: "<|tool_calls_section_begin|>" in s and "<|tool_call_begin|>" in s,
         Family(

@@ -22,10 +22,13 @@ NewId = Callable[[], str]
 
 
 def _held(text: str, markers: Sequence[str]) -> int:
-    """How many characters at the end of `text` may be the beginning of one of `markers`."""
+    """How many characters at the end of `text` may be the beginning of one of `markers`: never fewer than a
+    whole marker it ends with (`>>` at the end of `>>>` begins nothing more; `<|channel>` may still become
+    `<|channel>thought`)."""
+    whole = max((len(m) for m in markers if text.endswith(m)), default=0)
     best = 0
     for marker in markers:
-        for n in range(min(len(marker) - 1, len(text)), best, -1):
+        for n in range(min(len(marker) - 1, len(text)), max(best, whole - 1), -1):
             if marker.startswith(text[-n:]):
                 best = n
                 break
