@@ -106,3 +106,8 @@ def test_families_with_their_own_reasoning_markers_can_think() -> None:
     assert templatecaps.thinking(template("openai-gpt-oss-120b.jinja"))
     assert not templatecaps.thinking(template("Mistral-Small-3.2-24B-Instruct-2506.jinja"))
     assert not templatecaps.thinking(template("google-gemma-2-2b-it.jinja"))
+
+
+def test_every_family_is_documented() -> None:
+    listed = set(re.findall(r"^\| ([a-z0-9.\-]+) \|", DOCS.read_text(), re.M))
+    assert {f.name for _, f in formats.FAMILIES} | {formats.GENERIC.name} <= listed

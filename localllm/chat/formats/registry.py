@@ -266,7 +266,7 @@ FAMILIES: list[tuple[Callable[[str], bool], Family]] = [
     (
         lambda s: "<tool_calls>" in s,
         Family(
-            "apriel",
+            "minimax-m1",
             THINK,
             c.repeated(("<tool_calls>",), c.json_block("<tool_calls>", "</tool_calls>")),
             ("<tool_calls>",),
