@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..auth import keys
-from ..chat import formats, prompt, thinking
+from ..chat import prompt, thinking
 from ..chat.formats import stream
 from ..chat.renderpool import Renderer, TemplateSource
 from ..chat.tools import held_back, new_call_id
@@ -380,18 +380,10 @@ class Service:
             fit=fit if req.truncate else None,
             think_budget=budget,
         )
-        family = formats.detect(model.template_for(tools=bool(req.tools))[0])
-        split = thinking.splits(capable or family.custom is not None, think, full)
-        if split or (req.tools and not req.call_required):
-            short = bool(req.tools) and await self._short_call_ids(req)
-            events = stream.parsed(
-                events,
-                family,
-                () if req.call_required else req.tools,
-                prefix=family.opened(full) if split else None,
-                reasoning=split,
-                new_id=lambda: new_call_id(short),
-            )
+        short = bool(req.tools) and await self._short_call_ids(req)
+        template = model.template_for(tools=bool(req.tools))[0]
+        tools = () if req.call_required else req.tools  # a required call is read by `held_back`, in `chat`
+        events = stream.read(events, template, tools, capable, think, full, new_id=lambda: new_call_id(short))
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event

@@ -14,7 +14,9 @@ import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 
 from ...domain.types import Done, Event, Thinking, Token, TokenLogprob, Tool, ToolCall, ToolCalls
+from .. import thinking
 from .base import Family, Parsed, parse
+from .registry import detect
 
 log = logging.getLogger("localllm")
 
@@ -137,3 +139,24 @@ def _events(deltas: list[tuple[str, str]], logprobs: tuple[TokenLogprob, ...]) -
             out.append(Token(text, logprobs))
             logprobs = ()
     return out
+
+
+def read(
+    events: AsyncGenerator[Event, None],
+    template: str | None,
+    tools: Sequence[Tool],
+    capable: bool,
+    think: thinking.Think,
+    prompt: str,
+    *,
+    new_id: NewId,
+) -> AsyncGenerator[Event, None]:
+    """A chat's events read by its template's family (`parsed`): the reasoning split off where the template
+    thinks (`thinking.splits`; a family that writes channels always), calls looked for when there are
+    `tools`; the events as they are when neither applies."""
+    family = detect(template)
+    split = thinking.splits(capable or family.custom is not None, think, prompt)
+    if not split and not tools:
+        return events
+    opened = family.opened(prompt) if split else None
+    return parsed(events, family, tools, prefix=opened, reasoning=split, new_id=new_id)
