@@ -99,8 +99,9 @@ def chat_render(
     it refuses goes into the first user turn; tools, calls and results it cannot show are written as text
     (`tools` described in the system message, with the `<tool_call>` format `tools.parse_tool_calls` reads);
     call ids take the shape it demands, arguments the type it wants; consecutive same-role turns are merged
-    where it enforces alternation. `tools` is left undefined when there are none. `extra` variables (e.g.
-    `enable_thinking`) are passed to the template as they are.
+    where it enforces alternation. `tools` is left undefined when there are none. `enable_thinking` is true
+    unless `think` (or `extra`) says otherwise, as llama-server passes it: a template written `{% if not
+    enable_thinking %}` thinks by default. `extra` variables are passed to the template as they are.
     """
     if not template:
         return _plain(_with_tool_instructions(messages, tools) if tools else messages)
@@ -108,6 +109,7 @@ def chat_render(
     if tools and not caps.tools:
         messages = _with_tool_instructions(messages, tools)
     variables: dict[str, Any] = {
+        "enable_thinking": True,  # as llama-server: thinking on unless the request (or `extra`) turns it off
         **(extra or {}),
         "messages": adapt(messages, caps),
         "add_generation_prompt": True,

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import formats
+
 Renderer = Callable[[dict[str, Any]], str]
 
 _SYSTEM = "SysNeedle7"
@@ -57,8 +59,10 @@ class TemplateCaps:
 
 
 def thinking(template: str) -> bool:
-    """Whether a template has a reasoning mode (read from its text, no render needed)."""
-    return any(mark in template for mark in ("enable_thinking", "reasoning_content", "<think>"))
+    """Whether a template has a reasoning mode (read from its text, no render needed): it switches thinking,
+    renders earlier reasoning, or shows its family's reasoning markers (`formats.reasons`)."""
+    marks = ("enable_thinking", "reasoning_content", "<think>")
+    return any(mark in template for mark in marks) or formats.reasons(template)
 
 
 def _tool() -> dict[str, Any]:

@@ -5,7 +5,8 @@ Some templates open `<think>` in the prompt itself (DeepSeek-R1's distills), so 
 the thinking and only `</think>` appears. `ThinkParser` reads the pieces as they come (a tag may be split
 over several) and says which text is thinking and which is the answer; `split_thinking` turns a stream of
 `Token` events into `Thinking` and `Token` events, so the reasoning is never mixed into the answer and never
-read as a tool call. gpt-oss's channels (`<|channel|>analysis…`) are not parsed here.
+read as a tool call. `/api/generate` uses it; a chat's output is read by its template's format family
+(`chat/formats/`, which knows every family's reasoning tags, gpt-oss's channels among them).
 
 Two request fields map onto thinking here, once for every dialect: a reasoning effort (OpenAI's
 `reasoning_effort`, Responses' `reasoning.effort`) as a `Think` (`effort`), and a thinking budget (Anthropic's

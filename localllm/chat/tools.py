@@ -2,7 +2,8 @@
 
 A model asks for a call in its own words: Hermes/Qwen write `<tool_call>{"name": ..., "arguments": ...}
 </tool_call>`, Mistral `[TOOL_CALLS] [{...}]`, Llama 3 `<|python_tag|>{...}` or a bare JSON object whose
-`name` is a declared tool (`parameters` standing for `arguments`). `parse_tool_calls` reads all of these.
+`name` is a declared tool (`parameters` standing for `arguments`). `parse_tool_calls` reads all of these: it
+reads a required call (below); free output is read by the template's format family (`chat/formats/`).
 
 When a call is required (`tool_choice: "required"` or a named function), the output is constrained by a JSON
 schema grammar to `{"name": <a declared tool>, "arguments": <that tool's parameters>}`, so it always parses

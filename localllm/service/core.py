@@ -22,8 +22,9 @@ from typing import Any
 
 from ..auth import quota
 from ..chat import prompt, thinking
+from ..chat.formats import stream
 from ..chat.renderpool import Renderer, TemplateSource
-from ..chat.tools import held_back
+from ..chat.tools import held_back, new_call_id
 from ..config import Settings
 from ..config.values import parse_rpc_servers
 from ..domain import limits
@@ -318,16 +319,21 @@ class Service:
                 yield event
 
     async def chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
-        """The chat's events; with tools, output that may be a call is held back and a call found in it comes
-        as `ToolCalls` (`tools.held_back`), its id in the shape the template takes back."""
+        """The chat's events: the output read by its template's format family (`chat.formats`) into reasoning,
+        answer and tool calls as it streams. A call required (`tool_choice`) is constrained to a JSON call:
+        all of it is held back and parsed as that (`tools.held_back`), its id in the shape the template takes."""
         events = self._chat(req)
-        if req.tools:
-            template, label = self.model(req.model).template_for(tools=True)
-            short = bool(template) and (await self.templates.caps(str(template), TemplateSource(label))).short_call_ids
-            events = held_back(events, req.tools, forced=req.call_required, short_ids=short)
+        if req.tools and req.call_required:
+            short = await self._short_call_ids(req)
+            events = held_back(events, req.tools, forced=True, short_ids=short)
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
+
+    async def _short_call_ids(self, req: ChatRequest) -> bool:
+        """Whether the template takes back only 9-character call ids (Mistral's), so the calls get such ids."""
+        template, label = self.model(req.model).template_for(tools=True)
+        return bool(template) and (await self.templates.caps(str(template), TemplateSource(label))).short_call_ids
 
     async def _chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
@@ -382,8 +388,10 @@ class Service:
             fit=fit if req.truncate else None,
             think_budget=budget,
         )
-        if thinking.splits(capable, think, full):  # here, before tool calls are looked for in the answer
-            events = thinking.split_thinking(events, opened=thinking.opens_thinking(full))
+        short = bool(req.tools) and await self._short_call_ids(req)
+        template = model.template_for(tools=bool(req.tools))[0]
+        tools = () if req.call_required else req.tools  # a required call is read by `held_back`, in `chat`
+        events = stream.read(events, template, tools, capable, think, full, new_id=lambda: new_call_id(short))
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from localllm.chat.prompt import check_template, generate_messages, render_generate
@@ -8,6 +10,7 @@ from localllm.domain.types import ChatMessage
 
 from ..fakes import render_chat
 
+TEMPLATES = Path(__file__).parent.parent / "data" / "templates"
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -49,3 +52,14 @@ def test_template_errors_are_400s() -> None:
 def test_templates_are_sandboxed() -> None:
     with pytest.raises(InvalidRequest):
         render_chat([ChatMessage("user", "x")], template="{{ messages.__class__.__mro__[1].__subclasses__() }}")
+
+
+def test_templates_render_with_thinking_on_unless_told_otherwise() -> None:
+    """As llama-server: `enable_thinking` is true when the request says nothing, so the R1 distill's
+    `{% if not enable_thinking %}` leaves the thinking open."""
+    text = (TEMPLATES / "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja").read_text()
+    user = [ChatMessage("user", "Hi")]
+    unset, on, off = (render_chat(user, template=text, think=t) for t in (None, True, False))
+    assert unset == on and unset.endswith("<think>\n") and off.endswith("</think>")
+    kept = render_chat(user, template=text, extra={"enable_thinking": False})
+    assert kept == off

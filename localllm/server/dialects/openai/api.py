@@ -245,7 +245,8 @@ def whole_choice(framing: Framing, i: int, answer: Answer, echo: str) -> dict[st
     if answer.thinking:
         message["reasoning_content"] = answer.thinking
     if answer.tool_calls:
-        message = {**message, "content": None, "tool_calls": _tool_call_dicts(answer.tool_calls)}
+        # the text the model wrote before its calls stays the answer's, as llama-server and OpenAI return it
+        message = {**message, "content": text or None, "tool_calls": _tool_call_dicts(answer.tool_calls)}
         finish = "tool_calls"
     return {"index": i, "message": message, "logprobs": _chat_logprobs(lps) if lps else None, "finish_reason": finish}
 
