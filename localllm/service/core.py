@@ -26,9 +26,8 @@ from ..chat.formats import stream
 from ..chat.renderpool import Renderer, TemplateSource
 from ..chat.tools import held_back, new_call_id
 from ..config import Settings
-from ..config.values import parse_rpc_servers
 from ..domain import limits
-from ..domain.errors import ConfigError, ContextLengthExceeded, InvalidRequest
+from ..domain.errors import ContextLengthExceeded, InvalidRequest
 from ..domain.names import ModelName, parse_name
 from ..domain.types import (
     LOAD_OPTIONS,
@@ -43,13 +42,12 @@ from ..domain.types import (
     Token,
 )
 from ..modelstore.models import DamagedModel, Model, diagnose, read_model
-from ..modelstore.store import MEDIA_ADAPTER, Store
+from ..modelstore.store import Store
 from ..observability import logs, metrics
 from ..runner.context import reserve_for_answer
-from ..runner.protocol import LoadSpec
-from ..scheduling.memory import ModelShape, context_that_fits, kv_cache_type_for
 from ..scheduling.scheduler import ModelRef, Runner, Scheduler
 from .generation import ChatRequest, GenerateRequest, check_prompt_bytes, conversation, fit_bytes, runner_job
+from .loadref import model_ref
 from .templates import Templates
 
 log = logging.getLogger("localllm.service")
@@ -183,77 +181,11 @@ class Service:
         known = self._refs.get(key)
         if known is not None and known[0] is model:  # (the model is kept with its ref: its id is not reused)
             return known[1]
-        ref = self._new_ref(model, options)
+        ref = model_ref(model, options, self.settings, self.store, self.scheduler.machine)
         if len(self._refs) >= MODELS_KEPT:
             self._refs.clear()
         self._refs[key] = (model, ref)
         return ref
-
-    def _new_ref(self, model: Model, options: Options) -> ModelRef:
-        trained = model.info.context_length or self.settings.context_length
-        embedding = "embedding" in model.capabilities or "rerank" in model.capabilities  # pooled outputs
-        n_parallel = 1 if embedding else self.settings.num_parallel
-        n_ctx = options.num_ctx or min(self.settings.context_length, trained)
-        shape = ModelShape.from_metadata(model.info.metadata, model.info.architecture)
-        kv_cache_type = kv_cache_type_for(self.settings, options.kv_cache_type, shape, embedding=embedding)
-        if not options.num_ctx:  # the default window also fits the machine's memory (RAM and VRAM together)
-            machine = self.scheduler.machine()
-            n_ctx = context_that_fits(
-                model.stored.manifest.size,
-                shape,
-                n_parallel=n_parallel,
-                memory=int((machine.ram_total + machine.vram_total) * 0.9),
-                want=n_ctx,
-                kv_cache_type=kv_cache_type,
-            )
-        if embedding:  # one sequence (as Ollama), never past the trained positions (BERT has no more)
-            n_ctx = min(n_ctx, trained)
-        spec = LoadSpec(  # what is not set in the options keeps LoadSpec's default
-            model_path=str(model.path),
-            n_ctx=n_ctx,
-            num_gpu=options.num_gpu if options.num_gpu is not None else LoadSpec.num_gpu,
-            n_threads=options.num_thread or self.settings.num_threads,
-            n_batch=options.num_batch or LoadSpec.n_batch,
-            use_mmap=options.use_mmap if options.use_mmap is not None else LoadSpec.use_mmap,
-            n_parallel=n_parallel,
-            embedding=embedding,
-            stream_interval=self.settings.stream_interval,
-            flash_attention=self.settings.flash_attention,
-            kv_cache_type=kv_cache_type,
-            cache_ram=self.settings.cache_ram,
-            cache_dir=str(self.settings.cache_dir or ""),
-            cache_disk=self.settings.cache_disk,
-            lora=tuple(
-                str(self.store.blob_path(layer.digest))
-                for layer in model.stored.manifest.layers
-                if layer.media_type == MEDIA_ADAPTER
-            ),
-            rpc_servers=self._rpc_servers(options),
-        )
-        return ModelRef(
-            model.name, model.stored.manifest.digest, spec, model.stored.manifest.size, model.details, shape
-        )
-
-    def _rpc_servers(self, options: Options) -> tuple[str, ...]:
-        """The RPC workers a model is split across: LOCALLLM_RPC_SERVERS, or those of them its `rpc_servers`
-        option (a Modelfile PARAMETER or a request's option) names; "none" for none. Only workers the
-        operator listed may be named: an API client must not send a model's weights to a host of its choice."""
-        allowed = self.settings.rpc_servers
-        if options.rpc_servers is None:
-            return allowed
-        name = "options.rpc_servers"
-        try:
-            chosen = parse_rpc_servers(options.rpc_servers, name=name)
-        except ConfigError as exc:
-            raise InvalidRequest(str(exc), field=name) from None
-        for endpoint in chosen:
-            if endpoint not in allowed:
-                listed = ",".join(allowed) or "none"
-                raise InvalidRequest(
-                    f"{name}: {endpoint} is not one of the daemon's RPC workers (LOCALLLM_RPC_SERVERS={listed})",
-                    field=name,
-                )
-        return chosen
 
     def _check_generative(self, model: Model, what: str) -> None:
         if "completion" not in model.capabilities:

@@ -1,0 +1,88 @@
+"""How a model loads: its load spec for the options a request (or its Modelfile) sets, and the RPC workers it
+may be split across. Pure: the service caches what this returns, by the options that shape it
+(`runner.protocol.LOAD_OPTIONS`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..config import Settings
+from ..config.values import parse_rpc_servers
+from ..domain.errors import ConfigError, InvalidRequest
+from ..domain.types import Options
+from ..modelstore.models import Model
+from ..modelstore.store import MEDIA_ADAPTER, Store
+from ..observability.machine import Memory
+from ..runner.protocol import LoadSpec
+from ..scheduling.memory import ModelShape, context_that_fits, kv_cache_type_for
+from ..scheduling.scheduler import ModelRef
+
+
+def model_ref(
+    model: Model, options: Options, settings: Settings, store: Store, machine: Callable[[], Memory]
+) -> ModelRef:
+    """How `model` loads with these options: its load spec (the context fitted to the machine's memory when
+    no `num_ctx` is asked for, the KV cache type, its adapters and RPC workers) and what the scheduler needs."""
+    trained = model.info.context_length or settings.context_length
+    embedding = "embedding" in model.capabilities or "rerank" in model.capabilities  # pooled outputs
+    n_parallel = 1 if embedding else settings.num_parallel
+    n_ctx = options.num_ctx or min(settings.context_length, trained)
+    shape = ModelShape.from_metadata(model.info.metadata, model.info.architecture)
+    kv_cache_type = kv_cache_type_for(settings, options.kv_cache_type, shape, embedding=embedding)
+    if not options.num_ctx:  # the default window also fits the machine's memory (RAM and VRAM together)
+        memory = machine()
+        n_ctx = context_that_fits(
+            model.stored.manifest.size,
+            shape,
+            n_parallel=n_parallel,
+            memory=int((memory.ram_total + memory.vram_total) * 0.9),
+            want=n_ctx,
+            kv_cache_type=kv_cache_type,
+        )
+    if embedding:  # one sequence (as Ollama), never past the trained positions (BERT has no more)
+        n_ctx = min(n_ctx, trained)
+    spec = LoadSpec(  # what is not set in the options keeps LoadSpec's default
+        model_path=str(model.path),
+        n_ctx=n_ctx,
+        num_gpu=options.num_gpu if options.num_gpu is not None else LoadSpec.num_gpu,
+        n_threads=options.num_thread or settings.num_threads,
+        n_batch=options.num_batch or LoadSpec.n_batch,
+        use_mmap=options.use_mmap if options.use_mmap is not None else LoadSpec.use_mmap,
+        n_parallel=n_parallel,
+        embedding=embedding,
+        stream_interval=settings.stream_interval,
+        flash_attention=settings.flash_attention,
+        kv_cache_type=kv_cache_type,
+        cache_ram=settings.cache_ram,
+        cache_dir=str(settings.cache_dir or ""),
+        cache_disk=settings.cache_disk,
+        lora=tuple(
+            str(store.blob_path(layer.digest))
+            for layer in model.stored.manifest.layers
+            if layer.media_type == MEDIA_ADAPTER
+        ),
+        rpc_servers=rpc_servers(settings, options),
+    )
+    return ModelRef(model.name, model.stored.manifest.digest, spec, model.stored.manifest.size, model.details, shape)
+
+
+def rpc_servers(settings: Settings, options: Options) -> tuple[str, ...]:
+    """The RPC workers a model is split across: LOCALLLM_RPC_SERVERS, or those of them its `rpc_servers`
+    option (a Modelfile PARAMETER or a request's option) names; "none" for none. Only workers the
+    operator listed may be named: an API client must not send a model's weights to a host of its choice."""
+    allowed = settings.rpc_servers
+    if options.rpc_servers is None:
+        return allowed
+    name = "options.rpc_servers"
+    try:
+        chosen = parse_rpc_servers(options.rpc_servers, name=name)
+    except ConfigError as exc:
+        raise InvalidRequest(str(exc), field=name) from None
+    for endpoint in chosen:
+        if endpoint not in allowed:
+            listed = ",".join(allowed) or "none"
+            raise InvalidRequest(
+                f"{name}: {endpoint} is not one of the daemon's RPC workers (LOCALLLM_RPC_SERVERS={listed})",
+                field=name,
+            )
+    return chosen
