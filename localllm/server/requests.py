@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from ..config import parse_duration
 from ..domain.errors import BodyTooLarge, ConfigError, InvalidRequest
-from ..domain.limits import size_text
+from ..domain.limits import MAX_JSON_DEPTH, size_text
 from ..domain.names import ModelName, parse_name
 from . import wire
 from .bodydecoder import BodyDecoder
@@ -64,6 +64,8 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise InvalidRequest("missing request body")
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise InvalidRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except UnicodeDecodeError:
         raise InvalidRequest("request body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -72,6 +74,8 @@ async def read_json(request: Request) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:  # else it cannot nest that deep
+        wire.check_depth(body)
     return body
 
 
@@ -117,17 +121,25 @@ def field(
 
 
 def model_name(body: dict[str, Any], name: str = "model") -> ModelName:
-    value = body.get(name)
+    return name_of(body.get(name), name)
+
+
+def name_of(value: Any, field: str = "model") -> ModelName:
+    """The model a (wire model's) field names; none, or "", is a 400."""
     if value is None or value == "":
-        raise InvalidRequest(f"{name} is required", field=name)
-    return parse_name(value, field=name)
+        raise InvalidRequest(f"{field} is required", field=field)
+    return parse_name(value, field=field)
 
 
 def keep_alive(body: dict[str, Any]) -> float | None:
-    value = body.get("keep_alive")
+    return duration_of(body.get("keep_alive"))
+
+
+def duration_of(value: str | float | None, field: str = "keep_alive") -> float | None:
+    """`keep_alive` in seconds: a duration ("5m") or a number of seconds; None when not sent."""
     if value is None:
         return None
     try:
-        return parse_duration(value, name="keep_alive")
+        return parse_duration(value, name=field)
     except ConfigError as exc:
-        raise InvalidRequest(str(exc), field="keep_alive") from None
+        raise InvalidRequest(str(exc), field=field) from None

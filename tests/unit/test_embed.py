@@ -12,13 +12,17 @@ import pytest
 from localllm.domain.errors import InvalidRequest
 from localllm.runner import embedding
 from localllm.runner.protocol import Embed, Failure, ProtocolError, Vectors, decode_request
-from localllm.server.dialects.ollama.embed import ollama_inputs
+from localllm.server.dialects.ollama.requests import embed_inputs
+from localllm.server.dialects.ollama.wire import EmbedBody
 from localllm.server.dialects.openai.embed import encode_base64, openai_inputs
 from localllm.server.dialects.openai.wire import EmbeddingRequest
-from localllm.server.dialects.shared import dimensions
 from localllm.server.wire import decode_dict
 
 # -- request fields (no model) ------------------------------------------------------------------------------
+
+
+def ollama_inputs(body: dict[str, object]) -> list[str]:
+    return embed_inputs(decode_dict({"model": "m", **body}, EmbedBody).input)
 
 
 def test_ollama_input_shapes() -> None:
@@ -28,7 +32,7 @@ def test_ollama_input_shapes() -> None:
     for bad in ([], [1], {"a": 1}, 3):
         with pytest.raises(InvalidRequest) as info:
             ollama_inputs({"input": bad})
-        assert info.value.field == "input"
+        assert info.value.field in ("input", "input[0]"), bad
 
 
 def test_openai_input_shapes() -> None:
@@ -44,10 +48,10 @@ def test_openai_input_shapes() -> None:
 
 
 def test_dimensions_and_encoding_format() -> None:
-    assert dimensions({}) is None and dimensions({"dimensions": 64}) == 64
+    assert decode_dict({"model": "m", "dimensions": 64}, EmbedBody).dimensions == 64
     for bad in (0, -3, "64", 6.5, True):
         with pytest.raises(InvalidRequest) as info:
-            dimensions({"dimensions": bad})
+            decode_dict({"model": "m", "dimensions": bad}, EmbedBody)
         assert info.value.field == "dimensions"
     body = {"model": "m", "input": "x"}
     assert decode_dict(body, EmbeddingRequest).encoding_format == "float"

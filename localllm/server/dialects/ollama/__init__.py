@@ -1,12 +1,14 @@
 """Ollama's native API (`/api/*`): NDJSON streams, `{"error": ...}` bodies, durations in nanoseconds.
 
-`api.py` generate, chat and the model routes; `create.py` blobs and create; `embed.py` the embeddings;
-`openapi.py` the paths of the OpenAPI document. Paths no other dialect serves answer in this shape.
+`wire.py` declares the request bodies (parsing, checks and OpenAPI schemas come from it); `requests.py`
+translates them onto the service's requests; `encode.py` turns events into Ollama's objects; `api.py` has
+generate, chat, the model routes and the OpenAPI paths; `create.py` blobs and create; `embed.py` the
+embeddings. Paths no other dialect serves answer in this shape.
 """
 
 from __future__ import annotations
 
 from ..contract import Dialect
-from . import api, create, embed, openapi
+from . import api, create, embed, wire
 
-DIALECT = Dialect("ollama", (*api.routes, *create.routes, *embed.routes), api.ERRORS, openapi.paths)
+DIALECT = Dialect("ollama", (*api.routes, *create.routes, *embed.routes), api.ERRORS, api.paths, wire=wire.MODELS)
