@@ -552,6 +552,9 @@ Restart=always
 RestartSec=3
 KillMode=mixed
 TimeoutStopSec=30
+# Open files: systemd's default soft limit (1,024) is what a thousand idle connections use up; the daemon raises
+# its soft limit to this hard one at start, and keeps LOCALLLM_MAX_CONNECTIONS under it.
+LimitNOFILE=65536
 $(environment_line LOCALLLM_HOST "${LOCALLLM_HOST:-127.0.0.1:11434}")
 # Sandboxing that needs no privileges (a user unit gets it too)
 NoNewPrivileges=yes
@@ -778,10 +781,7 @@ summary() {
     printf "The API listens on %s (Ollama's /api/* and OpenAI's /v1/*).\n" "$(api_url)"
     if [ $DEV -eq 1 ]; then
         if [ "$VPY" = "$SRC/.venv/bin/python" ]; then python_env=""; else python_env="PYTHON=$VPY "; fi
-        if [ ! -d "$SRC/../shared/models" ] && [ -z "${LOCALLLM_TEST_MODELS:-}" ]; then
-            printf 'Fetch the test models (50 MB, from the Hugging Face Hub) with: %sscripts/test-models\n' "$python_env"
-        fi
-        printf 'Run the tests with: %sscripts/test\n' "$python_env"
+        printf 'Run the tests with: %sscripts/test (it fetches the test models when they are missing)\n' "$python_env"
     fi
 }
 

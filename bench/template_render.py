@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/template_render.py [--before PATH_TO_OLD_PROMPT_PY]
 
-Prints the median per render of: the in-process sandbox (`prompt.render_chat`, the compiled template
-cached) and the daemon's path (`RenderPool.render`: a round trip to a bounded render worker process). With
-`--before`, also the old in-process render (a `prompt.py` from before bounded rendering, e.g. extracted with
-`git show f32702a:localllm/prompt.py > /tmp/prompt_before.py`), which compiled the template on every render.
+Prints the median per render of: the daemon's render path with the sandbox in-process (`Templates.render_template`
+over an `InlineRenderer`, the compiled template cached) and the daemon's worker round trip (`RenderPool.render`:
+a bounded render worker process). With `--before`, also the old in-process render (a `prompt.py` from before
+bounded rendering, which compiled the template on every render, e.g. extracted with
+`git show f32702a:localllm/prompt.py > /tmp/prompt_before.py`; the module is localllm/chat/prompt.py now).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import time
 from typing import Any
 
 from localllm.chat import prompt
-from localllm.chat.renderpool import RenderPool, TemplateSource
+from localllm.chat.renderpool import InlineRenderer, RenderPool, TemplateSource
 from localllm.domain.types import ChatMessage
+from localllm.service.templates import Templates
 
 QWEN25 = (
     "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n"
@@ -72,6 +74,17 @@ def median_us(fn: Any, repeat: int) -> float:
     return statistics.median(times) * 1e6
 
 
+async def inline_us(repeat: int) -> float:
+    templates = Templates(InlineRenderer())
+    await templates.render_template(MESSAGES, template=QWEN25)  # probes the template once
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        await templates.render_template(MESSAGES, template=QWEN25)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
 async def pool_us(repeat: int) -> float:
     pool = RenderPool(1)
     job = prompt.chat_render(MESSAGES, template=QWEN25)
@@ -94,7 +107,7 @@ def main() -> None:
     parser.add_argument("--before", help="a prompt.py from before bounded rendering")
     parser.add_argument("--repeat", type=int, default=300)
     args = parser.parse_args()
-    text = prompt.render_chat(MESSAGES, template=QWEN25)
+    text = asyncio.run(Templates(InlineRenderer()).render_template(MESSAGES, template=QWEN25))
     print(f"10-message chat through Qwen2.5's template: {len(text)} characters; median of {args.repeat}")
     if args.before:
         spec = importlib.util.spec_from_file_location("localllm._prompt_before", args.before)
@@ -105,7 +118,7 @@ def main() -> None:
         assert old.render_chat(MESSAGES, template=QWEN25) == text
         us = median_us(lambda: old.render_chat(MESSAGES, template=QWEN25), args.repeat)
         print(f"before, in the event loop's thread (compiled every time): {us:8.0f} µs")
-    us = median_us(lambda: prompt.render_chat(MESSAGES, template=QWEN25), args.repeat)
+    us = asyncio.run(inline_us(args.repeat))
     print(f"after, sandbox in-process (compiled once, counted):        {us:8.0f} µs")
     us = asyncio.run(pool_us(args.repeat))
     print(f"after, the daemon's path (render worker round trip):       {us:8.0f} µs")

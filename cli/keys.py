@@ -13,9 +13,10 @@ from pathlib import Path
 
 import click
 
-from localllm.auth import keys as keystore
-from localllm.auth.keys import Entry, KeysFile
-from localllm.config import Settings, keys_file_from_env
+from localllm.auth import keysfile as keystore
+from localllm.auth.keysfile import Entry, KeysFile
+from localllm.config import Settings
+from localllm.config.values import keys_file_from_env
 from localllm.domain.errors import ConfigError
 
 from .render import table

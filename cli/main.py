@@ -14,7 +14,7 @@ from localllm.domain.errors import ClientError, LocalLLMError
 from .create import create
 from .embed import embed
 from .keys import keys
-from .models import cp, list_models, ps, pull, rm, show, stop
+from .models import cp, list_models, ps, pull, rm, show, stop, verify
 from .run import run
 from .serve import serve
 from .ui import ui
@@ -73,7 +73,7 @@ def _echo_version(client: Client) -> None:
         click.echo(f"Warning: client version is {__version__}")
 
 
-for _command in (serve, create, show, run, embed, stop, pull, list_models, ps, cp, rm, keys, ui, worker):
+for _command in (serve, create, show, run, embed, stop, pull, list_models, ps, cp, rm, verify, keys, ui, worker):
     cli.add_command(_command)
 
 

@@ -86,17 +86,23 @@ def list_models(client: Client, show_library: bool) -> None:
         return
     now = datetime.now(timezone.utc)
     rows = []
+    damaged = []
     for model in client.list():
         modified = parse_timestamp(model.get("modified_at"))
+        name = str(model.get("name") or model.get("model") or "")
+        if model.get("damaged"):
+            damaged.append(f"{name} is damaged: {model['damaged']}")
         rows.append(
             [
-                str(model.get("name") or model.get("model") or ""),
+                f"{name} (damaged)" if model.get("damaged") else name,
                 short_digest(model.get("digest")),
                 human_bytes(int(model.get("size") or 0)),
                 human_time(modified, now) if modified else str(model.get("modified_at") or ""),
             ]
         )
     click.echo(table(["NAME", "ID", "SIZE", "MODIFIED"], rows))
+    for line in damaged:
+        click.echo(line, err=True)
 
 
 _SHOW_FIELDS = ("license", "modelfile", "parameters", "system", "template")
@@ -149,6 +155,32 @@ def show(
 def pull(client: Client, model: str) -> None:
     """Pull a model from the Hugging Face Hub (e.g. hf.co/user/repo:Q4_K_M)."""
     pull_model(client, model)
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.pass_obj
+def verify(client: Client, model: str | None) -> None:
+    """Check the stored blobs against their sha256 (one model's, or all); exit status 1 if any is damaged.
+
+    A damaged blob is moved aside and its models list as damaged until pulled again or removed."""
+    summary: dict[str, object] = {}
+    for line in client.verify(model):
+        if "digest" not in line:
+            summary = line
+            continue
+        models = ", ".join(str(m) for m in line.get("models") or [])
+        if line.get("status") == "ok":
+            click.echo(f"ok       {short_digest(line.get('digest'))}  {models}")
+        else:
+            click.echo(f"DAMAGED  {short_digest(line.get('digest'))}  {models}: {line.get('problem')}")
+    damaged = summary.get("damaged") or []
+    checked = summary.get("checked", 0)
+    if damaged and isinstance(damaged, list):
+        raise click.ClickException(
+            f"{len(damaged)} damaged model(s): {', '.join(map(str, damaged))}; pull them again or remove them"
+        )
+    click.echo(f"{checked} blobs verified, none damaged")
 
 
 @click.command()

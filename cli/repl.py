@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from localllm.client import Client, JSONObject
-from localllm.config import state_dir
+from localllm.config.values import state_dir
 from localllm.domain.errors import ClientError, DaemonNotRunning, InvalidRequest, ResponseError
 from localllm.modelstore.modelfile import parse_parameter
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from localllm.client import Client, JSONObject
-from localllm.config import parse_duration
+from localllm.config.values import parse_duration
 from localllm.domain.errors import ClientError, ConfigError, DaemonNotRunning
 
 from .models import show_or_pull

@@ -14,9 +14,7 @@ class _ServeCommand(click.Command):
     """A command whose help ends with every environment variable the daemon reads."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [
-            (name, f"{text} (default: {default})" if default else text) for name, (default, text) in VARIABLES.items()
-        ]
+        rows = [(v.name, f"{v.help} (default: {v.shown_default})" if v.shown_default else v.help) for v in VARIABLES]
         with formatter.section("Environment Variables"):
             formatter.write_dl(rows)
 

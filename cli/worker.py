@@ -11,6 +11,8 @@ import sys
 
 import click
 
+from localllm.domain.child import python_command
+
 DEFAULT_PORT = 50052
 
 
@@ -38,7 +40,7 @@ def worker(host: str, port: int, devices: tuple[str, ...], cache: str | None, th
     workers it names. The RPC protocol has no authentication: keep workers on loopback or a private
     network that only your daemons reach.
     """
-    argv = [sys.executable, "-m", "localllm.runner.rpcworker", "--host", host, "--port", str(port)]
+    argv = python_command("localllm.runner.rpcworker", "--host", host, "--port", str(port))
     for device in devices:
         argv += ["--device", device]
     if cache:

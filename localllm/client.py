@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from .config import is_loopback_name, parse_host
+from .config.values import is_loopback_name, parse_host
 from .domain.errors import ClientError, DaemonNotRunning, ResponseError
 
 JSONObject = dict[str, Any]
@@ -102,6 +102,10 @@ class Client:
     def pull(self, model: str) -> Stream:
         """Download a model, yielding Ollama's progress lines up to `{"status": "success"}`."""
         return self._stream("/api/pull", {"model": model, "stream": True})
+
+    def verify(self, model: str | None = None) -> Stream:
+        """Hash the store's blobs again (`/api/verify`): one line a blob, then `{"status": ..., "damaged": [...]}`."""
+        return self._stream("/api/verify", {"stream": True, **({"model": model} if model else {})})
 
     def delete(self, model: str) -> None:
         """Remove a local model."""

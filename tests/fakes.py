@@ -1,21 +1,23 @@
-"""A scripted runner for fast tests of the layers above the engine (scheduler, service, routes)."""
+"""A scripted runner for fast tests of the layers above the engine (scheduler, service, routes), and the daemon's
+chat render path with the template sandbox in this process."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gguf import GGUFWriter
 
-from localllm.chat import sandbox
-from localllm.chat.renderpool import Renderer
+from localllm.chat.renderpool import InlineRenderer
+from localllm.chat.thinking import Think
 from localllm.domain.errors import EngineError
-from localllm.domain.types import Done, PromptCacheStats, Token
+from localllm.domain.types import ChatMessage, Done, PromptCacheStats, Token, Tool
 from localllm.runner.protocol import Job, LoadSpec, RunnerInfo
 from localllm.scheduling.scheduler import RunnerFactory
+from localllm.service.templates import Templates
 
 
 def write_tiny_gguf(path: Path, *, template: str | None = None, context_length: int = 256) -> Path:
@@ -114,9 +116,36 @@ if TYPE_CHECKING:  # mypy holds the fakes to the protocols the scheduler takes
     _factory: RunnerFactory = FakeFactory()
 
 
-class InlineRenderer(Renderer):
-    """The daemon's template sandbox without its worker processes (the unit tier starts none): the counted
-    bounds hold, the time and memory bounds of a worker do not."""
+async def render_chat_async(
+    messages: Sequence[ChatMessage],
+    *,
+    template: str | None,
+    bos_token: str = "",
+    eos_token: str = "",
+    tools: Sequence[Tool] = (),
+    extra: Mapping[str, Any] | None = None,
+    think: Think = None,
+) -> str:
+    """`messages` rendered through `template` by the daemon's one render path (`Templates.render_template`),
+    with the sandbox in this process (the unit tier starts no render workers)."""
+    templates = Templates(InlineRenderer())
+    return await templates.render_template(
+        messages, template=template, bos_token=bos_token, eos_token=eos_token, tools=tools, extra=extra, think=think
+    )
 
-    async def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        return sandbox.outcome(request)
+
+def render_chat(
+    messages: Sequence[ChatMessage],
+    *,
+    template: str | None,
+    bos_token: str = "",
+    eos_token: str = "",
+    tools: Sequence[Tool] = (),
+    extra: Mapping[str, Any] | None = None,
+    think: Think = None,
+) -> str:
+    """`render_chat_async` for a test outside an event loop."""
+    coro = render_chat_async(
+        messages, template=template, bos_token=bos_token, eos_token=eos_token, tools=tools, extra=extra, think=think
+    )
+    return asyncio.run(coro)

@@ -11,7 +11,8 @@ It serves what huggingface_hub's `HfApi.model_info` and `hf_hub_download` use, t
             401 + X-Error-Code GatedRepo for a gated repository asked without the right token
 
 Files are `.gguf` files stored in LFS (their ETag is the sha256); any other file is a plain git file (its
-ETag is the git blob id). Files are served from their paths, never copied; each is hashed once.
+ETag is the git blob id). Files are served from their paths, never copied; each is hashed once. `rate`
+slows every download to that many bytes a second (to make two pulls overlap).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +47,7 @@ class HubStub:
         self.stalled = threading.Event()  # ... sets this ...
         self.release = threading.Event()  # ... and drops the connection once this is set (or after 60 s)
         self.sha256_override: dict[tuple[str, str], str] = {}  # (repo, file) -> the sha256 the Hub claims
+        self.rate: int | None = None  # bytes a second every GET of a file is sent at (None: as fast as it goes)
         self._hashes: dict[Path, tuple[str, str]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -238,12 +241,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, file: Path, start: int, length: int, limit: int | None) -> None:
         sent = 0
+        began = time.monotonic()
+        rate = self.hub.rate
+        size = _CHUNK if rate is None else max(1024, min(_CHUNK, rate // 20))
         with file.open("rb") as f:
             f.seek(start)
             while sent < length:
-                chunk = f.read(min(_CHUNK, length - sent))
+                chunk = f.read(min(size, length - sent))
                 if not chunk:
                     break
+                if rate is not None and (early := (sent + len(chunk)) / rate - (time.monotonic() - began)) > 0:
+                    time.sleep(early)  # each piece goes once the rate allows it
                 if limit is not None and sent + len(chunk) > limit:
                     self.wfile.write(chunk[: limit - sent])
                     self.wfile.flush()

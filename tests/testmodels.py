@@ -58,15 +58,20 @@ def fetched_models_dir() -> Path:
 
 def models_dir() -> Path:
     """The folder the tests read: LOCALLLM_TEST_MODELS, else ../shared/models, else what scripts/test-models
-    fetched (the first that exists; ../shared/models when none does, so the skip reasons name it)."""
+    fetched (the first that holds every model; ../shared/models when none does, so the skip reasons name it)."""
     explicit = os.environ.get("LOCALLLM_TEST_MODELS")
     if explicit:
         return Path(explicit).resolve()
     shared = (ROOT.parent / "shared" / "models").resolve()
     fetched = fetched_models_dir()
-    if not shared.is_dir() and fetched.is_dir():
+    if missing(shared) and not missing(fetched):
         return fetched
     return shared
+
+
+def missing(folder: Path) -> list[str]:
+    """The models `folder` lacks."""
+    return [model.name for model in MODELS if not (folder / model.name).is_file()]
 
 
 def sha256_of(path: Path) -> str:
@@ -101,7 +106,19 @@ def fetch(target: Path) -> list[str]:
     return problems
 
 
+def check() -> int:
+    """`--check` (scripts/test): 0 when the tests find every model, else 1 and one line saying what is missing."""
+    folder = models_dir()
+    gone = missing(folder)
+    if gone:
+        named = "LOCALLLM_TEST_MODELS" if os.environ.get("LOCALLLM_TEST_MODELS") else "the tests' models folder"
+        print(f"{named} {folder} lacks {', '.join(gone)}", file=sys.stderr)
+    return 1 if gone else 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--check"]:
+        return check()
     target = fetched_models_dir()
     problems = fetch(target)
     for problem in problems:

@@ -259,7 +259,7 @@ class Authenticator:
         path: Path | None,
         env_keys: Sequence[str] = (),
         *,
-        token_ttl: float = 3600.0,
+        token_ttl: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path

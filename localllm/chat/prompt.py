@@ -2,9 +2,9 @@
 
 Chat templates are the Jinja2 templates Hugging Face models ship in `tokenizer.chat_template`, rendered
 with the usual variables (`messages`, `add_generation_prompt`, `bos_token`, `eos_token`, `tools`). They are
-untrusted code: `chat_render` only prepares a render (`Render`), which the daemon hands to a bounded worker
-process (`renderpool.py`, sandbox in `sandbox.py`); `render_chat` renders in this process with the sandbox's
-counted bounds (tests, tools). A model without a template gets a plain "Role: text" transcript.
+untrusted code: `chat_render` only prepares a render (`Render`), which `service/templates.py` hands to a
+renderer (the daemon's bounded worker processes, `renderpool.py`; the sandbox is `sandbox.py`). A model without a
+template gets a plain "Role: text" transcript.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..domain import limits
 from ..domain.errors import InvalidRequest
 from ..domain.types import ChatMessage, Tool
 from . import sandbox, templatecaps
@@ -204,54 +203,9 @@ def generate_messages(prompt: str, *, system: str | None) -> list[ChatMessage]:
     return ([ChatMessage("system", system)] if system else []) + [ChatMessage("user", prompt)]
 
 
-def render_chat(
-    messages: Sequence[ChatMessage],
-    *,
-    template: str | None,
-    bos_token: str = "",
-    eos_token: str = "",
-    tools: Sequence[Tool] = (),
-    max_bytes: int = limits.PROMPT_MAX_BYTES,
-    extra: Mapping[str, Any] | None = None,
-    think: bool | str | None = None,
-) -> str:
-    """`chat_render` rendered in this process, the template probed first (with the sandbox's counted bounds,
-    not time or memory)."""
-    caps = None
-    if template:
-        try:
-            caps = sandbox.probe(template)
-        except Exception as exc:  # a syntax error or a bound: the render below reports it
-            del exc
-    job = chat_render(
-        messages,
-        template=template,
-        bos_token=bos_token,
-        eos_token=eos_token,
-        tools=tools,
-        caps=caps,
-        extra=extra,
-        think=think,
-    )
-    if isinstance(job, str):
-        return job
-    reply = sandbox.outcome(
-        {"op": "render", "template": job.template, "variables": job.variables, "max_bytes": max_bytes}
-    )
-    if "error" in reply:
-        verb = "refused the messages" if reply["error"] == "refused" else "failed"
-        raise InvalidRequest(f"the chat template {verb}: {reply.get('message')}", field="messages")
-    return job.finish(str(reply["text"]))
-
-
-def render_generate(
-    prompt: str, *, system: str | None, template: str | None, bos_token: str = "", eos_token: str = ""
-) -> str:
-    """The prompt for `/api/generate`: through the chat template when the model has one, else as given."""
-    if not template:
-        return f"{system}\n\n{prompt}" if system else prompt
-    messages = generate_messages(prompt, system=system)
-    return render_chat(messages, template=template, bos_token=bos_token, eos_token=eos_token)
+def render_generate(prompt: str, *, system: str | None) -> str:
+    """The prompt for `/api/generate` on a model without a chat template: the system text, then the prompt."""
+    return f"{system}\n\n{prompt}" if system else prompt
 
 
 def _with_tool_instructions(messages: Sequence[ChatMessage], tools: Sequence[Tool]) -> list[ChatMessage]:

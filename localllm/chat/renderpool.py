@@ -1,4 +1,4 @@
-"""A few long-lived render worker processes (`python -m localllm.sandbox`), so that no chat template runs on
+"""A few long-lived render worker processes (`python -I -m localllm.chat.sandbox`), so that no chat template runs on
 the daemon's event loop, and none runs for longer than `TEMPLATE_SECONDS` or in more than `TEMPLATE_MEMORY`.
 
 ```
@@ -21,11 +21,11 @@ import contextlib
 import json
 import logging
 import struct
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from ..domain import limits
+from ..domain.child import python_command
 from ..domain.errors import EngineError, InvalidRequest, ServerBusy
 from . import sandbox
 from .templatecaps import TemplateCaps
@@ -54,9 +54,7 @@ class _Worker:
     @classmethod
     async def start(cls) -> _Worker:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "localllm.chat.sandbox",
+            *python_command("localllm.chat.sandbox"),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -122,6 +120,14 @@ class Renderer:
 
     async def close(self) -> None:
         """Let go of whatever the renderer holds."""
+
+
+class InlineRenderer(Renderer):
+    """The sandbox in this process, without worker processes (the unit tests, tools): the counted bounds hold,
+    the time and memory bounds of a worker do not."""
+
+    async def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        return sandbox.outcome(request)
 
 
 class RenderPool(Renderer):

@@ -6,7 +6,7 @@ Two layers (docs/limits.md says why both):
   the messages) that also counts *steps* (every loop iteration, call and `range` item) against
   `TEMPLATE_STEPS`, refuses `*`, `+` and `**` that would build a string, list or integer past the render's
   bounds, and stops the output once it passes `max_bytes`. These fail fast, with a message naming the bound.
-- The process this runs in: `python -m localllm.sandbox` is a render worker (`renderpool.py` keeps a few),
+- The process this runs in: `python -I -m localllm.chat.sandbox` is a render worker (`renderpool.py` keeps a few),
   with its address space capped (RLIMIT_AS = `TEMPLATE_MEMORY`) and killed by the daemon after
   `TEMPLATE_SECONDS`, which stops whatever the counters miss (a filter asked for a gigabyte of padding, a
   slow built-in). A Python thread could not be stopped; a process can.

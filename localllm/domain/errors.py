@@ -13,6 +13,7 @@ LocalLLMError
  ├── ServerBusy                             the queue is full
  ├── EngineError                            the runner failed; `kind`: out of memory, load, crash, hang
  ├── DownloadError                          a pull failed (network, checksum)
+ ├── StoreUnwritable                        the model store refused a write: its disk is full, or read-only (507)
  ├── AccessDenied                           the request may not be served (server/security.py, server/auth.py)
  │    ├── Unauthorized                      no API key, a wrong one, or an expired access token (401)
  │    ├── Forbidden                         a Host or Origin header this daemon does not serve (403)
@@ -139,6 +140,11 @@ class EngineError(LocalLLMError):
 
 class DownloadError(LocalLLMError):
     """A pull failed: the Hub could not be reached, or a file did not match its checksum."""
+
+
+class StoreUnwritable(LocalLLMError):
+    """The model store refused a write (a pull, a create, a blob upload): its disk is full, or it is read-only.
+    The message names the store."""
 
 
 class AccessDenied(LocalLLMError):

@@ -48,6 +48,10 @@ GRAMMAR_MAX_BYTES = 64 << 10  # a GBNF grammar (`grammar`) or one built from a r
 GRAMMAR_MAX_EXPANSION = 200_000  # symbols llama.cpp writes out for `x{m,n}` repetitions of one grammar
 REGEX_MAX_BYTES = 4 << 10  # a regular expression turned into a grammar (TGI `grammar: {"type": "regex"}`)
 
+# -- credentials and durations ------------------------------------------------------------------------------
+API_KEY_MIN_CHARS = 16  # a LOCALLLM_API_KEYS key (those `localllm keys create` makes have 47)
+KEEP_ALIVE_MAX_S = 9_223_372_036.0  # Go's longest duration (2^63 ns, ~292 years): any longer keep_alive is forever
+
 # -- stored responses (OpenAI Responses API, `store: true`; localllm/responses_store.py) ----------------------
 # The same bounds hold for their files in LOCALLLM_RESPONSES_DIR (one per response; a bigger file is not read).
 RESPONSES_MAX_COUNT = 1000  # responses kept (in memory, and on disk); the oldest go first
@@ -63,6 +67,16 @@ PROMPT_CACHE_MAX_STATES = 4096  # states in RAM, and files on disk, per runner (
 PROMPT_CACHE_CANDIDATES = 64  # states compared token by token (one block each) in one lookup
 PROMPT_CACHE_WRITES = 8  # state files queued for writing; past it a state stays in RAM only
 PROMPT_CACHE_PREFETCH = 8  # the newest state files a starting runner reads back in the background (RAM bound too)
+
+# -- the runner boundary (runner/wire.py, runner/process.py) ---------------------------------------------------
+RUNNER_MESSAGE_MAX = 1 << 30  # one answer of a runner, joined from its pieces; past it the runner is stopped
+
+# -- connections (daemon.py) ---------------------------------------------------------------------------------
+HEADER_SECONDS = 10.0  # a request's line and headers arrive within this from the connection (or the last answer)
+BODY_SECONDS = 10.0  # a request's body arrives within this from its headers, plus 1 s per BODY_MIN_RATE bytes
+BODY_MIN_RATE = 500  # bytes a second (as Apache's mod_reqtimeout: body=20,MinRate=500)
+KEEP_ALIVE_SECONDS = 5  # a kept-alive connection with no new request is closed after this (uvicorn's default)
+FD_RESERVE = 256  # open files kept for models, runners' pipes, the store... beyond the connections
 
 # -- GGUF metadata (a model file is untrusted input too) ---------------------------------------------------
 GGUF_MAX_KEYS = 1 << 16  # metadata keys of one file
@@ -114,6 +128,15 @@ def check_bytes(text: str, bound: int, field: str, what: str) -> None:
         )
 
 
+def check_no_nul(text: str, field: str, what: str) -> None:
+    """Text llama.cpp takes as a C string (a grammar, and the schemas and regexes made grammars) would be cut at
+    a NUL character, and the constraint with it: refused, rather than quietly weakened."""
+    if "\0" in text:
+        raise InvalidRequest(
+            f"{field}: the {what} holds a NUL character (\\u0000), which llama.cpp would cut it at", field=field
+        )
+
+
 def check_stop(stop: Sequence[str] | None, field: str = "stop") -> None:
     check_count(stop or (), MAX_STOP, field, "stop sequences")
     for s in stop or ():
@@ -135,8 +158,11 @@ def check_schema(schema: Any, field: str = "format") -> None:
         node, depth = stack.pop()
         if depth > SCHEMA_MAX_DEPTH:
             raise InvalidRequest(f"{field}: the JSON schema nests deeper than {SCHEMA_MAX_DEPTH} levels", field=field)
-        if isinstance(node, dict):
+        if isinstance(node, str):
+            check_no_nul(node, field, "JSON schema")
+        elif isinstance(node, dict):
             for key, value in node.items():
+                check_no_nul(str(key), field, "JSON schema")
                 if key in _REPEAT_KEYS and isinstance(value, int) and not isinstance(value, bool):
                     if value > SCHEMA_MAX_REPEAT:
                         raise InvalidRequest(
@@ -166,6 +192,7 @@ def check_grammar(grammar: str, field: str = "grammar") -> None:
     """A GBNF grammar whose `x{m,n}` repetitions stay small once llama.cpp writes them out (it copies the
     repeated item up to max(m, n) times, so `"aaaa"{100000}` is 400k symbols from 15 bytes)."""
     check_bytes(grammar, GRAMMAR_MAX_BYTES, field, "grammar")
+    check_no_nul(grammar, field, "grammar")
     expansion = 0
     last = 1  # the size of the item a repetition applies to: a literal's length, 1 for a name or a group
     for match in _GBNF_TOKEN.finditer(grammar):
@@ -185,6 +212,7 @@ def check_grammar(grammar: str, field: str = "grammar") -> None:
 
 def check_regex(pattern: str, field: str) -> None:
     check_bytes(pattern, REGEX_MAX_BYTES, field, "regular expression")
+    check_no_nul(pattern, field, "regular expression")
 
 
 def check_generation(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -147,8 +148,8 @@ def parse_options(raw: object, *, field: str = "options") -> Options:
             raise InvalidRequest(f"{name} must be a {_type_name(types)}, got {type(value).__name__}", field=name)
         if key == "stop":
             value = parse_stop(value, name)
-        if key in _RANGES:
-            check_range(value, name, *_RANGES[key])
+        if key in _RANGES or types == _FLOAT:  # a number with no range must still be one (not NaN)
+            check_range(value, name, *_RANGES.get(key, (None, None)))
         if key in OPTION_CHOICES:
             value = check_choice(value, name, OPTION_CHOICES[key])
         if _FLOAT == types:
@@ -166,7 +167,10 @@ def check_range(
     open_low: bool = False,
     open_high: bool = False,
 ) -> None:
-    """The one range check of every request field: the error names the field, the bounds and the value."""
+    """The one range check of every request field: the error names the field, the bounds and the value. NaN
+    and the infinities (which JSON parsers let through) are in no range."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"{name} must be a finite number, got {value}", field=name)
     below = low is not None and (value <= low if open_low else value < low)
     above = high is not None and (value >= high if open_high else value > high)
     if not (below or above):

@@ -2,6 +2,7 @@
 
     pull(store, hf.co/<user>/<repo>:<tag>)
       pulling manifest          HfApi.model_info(files_metadata=True): the commit and every file's sha256
+      waiting for another ...   another process (a replica on the same store) downloads that blob: wait for it
       pulling <digest[:12]>     hf_hub_download into the Hugging Face cache, one chosen file after another
                                 (resume, retries; a file already cached, or a blob already stored, is reused)
       verifying sha256 digest   Store.add_blob_file: hash, compare with the Hub's sha256, link into blobs/
@@ -19,6 +20,7 @@ Split GGUFs (`name-00001-of-00003.gguf`) count as one file and are pulled shard 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -26,6 +28,7 @@ import posixpath
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +53,11 @@ try:  # huggingface_hub 2.x speaks HTTP through httpx2; 1.x through httpx
 except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
     import httpx as _http  # type: ignore[no-redef]
 
-from ..domain.errors import DownloadError, InvalidRequest, LocalLLMError, ModelNotFound
+from ..domain.errors import DownloadError, InvalidRequest, LocalLLMError, ModelNotFound, StoreUnwritable
 from ..domain.names import ModelName
 from ..domain.types import Progress
 from .gguf import read_info
-from .store import MEDIA_MODEL, Layer, Manifest, Store, check_digest
+from .store import MEDIA_MODEL, BlobLock, Layer, Manifest, Store, check_digest
 
 __all__ = ["choose_files", "hub_endpoint", "pull"]
 
@@ -231,6 +234,37 @@ def _pull(store: Store, name: ModelName, cancel: threading.Event | None) -> Iter
         remote.append(_RemoteFile(filename, digest, size))
     revision = info.sha or constants.DEFAULT_REVISION
 
+    # Own every blob still to download, from before its first byte until it is in place: a replica pulling
+    # the same model into the same store waits here instead of writing the same `.partial`. In digest order,
+    # so two pulls that share blobs never wait for each other in a circle.
+    with contextlib.ExitStack() as owned:
+        for digest in sorted({f.digest for f in remote if f.digest is not None and not store.has_blob(f.digest)}):
+            file = next(f for f in remote if f.digest == digest)
+            owned.callback((yield from _own(store, file, cancel)).release)
+        layers = yield from _fetch(store, name, revision, remote, endpoint, cancel)
+
+    _check_cancel(cancel)
+    yield Progress("writing manifest")
+    config: dict[str, Any] = {
+        "model_format": "gguf",
+        "source": f"hf.co/{name.repo_id}",
+        "revision": info.sha,
+        "files": [file.filename for file in remote],
+    }
+    store.write_manifest(name, Manifest(tuple(layers), config))
+    logger.info("pulled %s from %s (%s)", name, endpoint, ", ".join(chosen))
+    yield Progress("success")
+
+
+def _fetch(
+    store: Store,
+    name: ModelName,
+    revision: str,
+    remote: list[_RemoteFile],
+    endpoint: str,
+    cancel: threading.Event | None,
+) -> Generator[Progress, None, list[Layer]]:
+    """Download what the store lacks, then verify it into the store: the layers of the manifest, in order."""
     stored: dict[str, Layer] = {}  # files whose blob the store already holds: nothing to download
     downloaded: dict[str, Path] = {}
     for file in remote:
@@ -249,23 +283,32 @@ def _pull(store: Store, name: ModelName, cancel: threading.Event | None) -> Iter
         layer = stored.get(file.filename) or (yield from _verify(store, file, downloaded[file.filename], cancel))
         _check_gguf(store, name, file.filename, layer)
         layers.append(Layer(MEDIA_MODEL, layer.digest, layer.size, filename=file.filename))
+    return layers
 
-    _check_cancel(cancel)
-    yield Progress("writing manifest")
-    config: dict[str, Any] = {
-        "model_format": "gguf",
-        "source": f"hf.co/{name.repo_id}",
-        "revision": info.sha,
-        "files": [file.filename for file in remote],
-    }
-    try:
-        store.write_manifest(name, Manifest(tuple(layers), config))
-    except OSError as exc:
-        if (error := _store_error(store, exc)) is None:
-            raise
-        raise error from exc
-    logger.info("pulled %s from %s (%s)", name, endpoint, ", ".join(chosen))
-    yield Progress("success")
+
+def _own(store: Store, file: _RemoteFile, cancel: threading.Event | None) -> Generator[Progress, None, BlobLock]:
+    """Become the one process downloading `file`'s blob; while another process is, say so and report the bytes
+    it has so far, until it is done (the blob is then in the store) or gone (its `.partial` is resumed)."""
+    assert file.digest is not None
+    store.ensure()
+    lock = store.blob_lock(file.digest)
+    with store.writing():
+        if lock.acquire():
+            return lock
+    status = f"waiting for another process downloading {file.digest.replace(':', '-')[:19]}"
+    logger.info("%s (%s)", status, file.filename)
+    partial = store.partial_path(file.digest)
+    last = -1
+    while True:
+        with store.writing():
+            if lock.acquire():
+                return lock
+        _check_cancel(cancel)
+        size = partial.stat().st_size if partial.is_file() else 0
+        if size != last:
+            last = size
+            yield Progress(status, file.digest, file.size, size)
+        time.sleep(_PROGRESS_INTERVAL)
 
 
 def _check_gguf(store: Store, name: ModelName, filename: str, layer: Layer) -> None:
@@ -350,18 +393,13 @@ def _resumable(store: Store, repo_id: str, revision: str, file: _RemoteFile, end
     cached = try_to_load_from_cache(repo_id, file.filename, cache_dir=_cache_dir(), revision=revision)
     if isinstance(cached, str):
         return Path(cached)
-    try:
-        store.ensure()
-    except OSError as exc:
-        if (error := _store_error(store, exc)) is None:
-            raise
-        raise error from exc
+    store.ensure()
     partial = store.partial_path(file.digest)
     url = hf_hub_url(repo_id, file.filename, revision=revision, endpoint=endpoint)
     done = partial.stat().st_size if partial.is_file() else 0
     free = shutil.disk_usage(store.blobs_dir).free
     if file.size is not None and file.size - done > free:  # fail now, not once the disk is full
-        raise DownloadError(
+        raise StoreUnwritable(
             f"no space left on device for {file.filename}: it needs {file.size - done} more bytes and the model"
             f" store {store.root} has {free} bytes free"
         )
@@ -379,26 +417,13 @@ def _resumable(store: Store, repo_id: str, revision: str, file: _RemoteFile, end
                 tqdm_class=cast(Any, counter.bar_class()),
             )
     except OSError as exc:
-        error = _store_error(store, exc)
+        error = store.write_error(exc)
         if error is None:
             raise
-        if exc.errno in _NO_SPACE:  # nothing to resume into: give the space back, leave the store as it was
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # nothing to resume into: give the space back
             partial.unlink(missing_ok=True)
         raise error from exc
     return partial
-
-
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def _store_error(store: Store, exc: OSError) -> DownloadError | None:
-    """A DownloadError naming the store for a write the disk refused (full, read-only); None for other errors."""
-    if exc.errno in _NO_SPACE:
-        return DownloadError(f"no space left on device: the model store {store.root} is full ({exc.strerror})")
-    if exc.errno in _NOT_WRITABLE:
-        return DownloadError(f"cannot write to the model store {store.root}: {exc.strerror}")
-    return None
 
 
 def _verify(

@@ -1,9 +1,9 @@
 """The model library: curated Modelfiles that give short names to GGUF models on the Hugging Face Hub.
 
-    modelfiles/                 a source checkout: the repository's top level
-      qwen2.5/                  an install: <prefix>/share/localllm/modelfiles (setuptools data-files)
-        0.5b.Modelfile          qwen2.5:0.5b  ->  FROM hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M
-        latest.Modelfile        qwen2.5, qwen2.5:latest
+    modelfiles/             the checkout's top level, installed as the package `localllm.modelstore.modelfiles`
+      qwen2.5/              (setup.py maps it in); its Modelfiles are package data, read with importlib.resources
+        0.5b.Modelfile      qwen2.5:0.5b  ->  FROM hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M
+        latest.Modelfile    qwen2.5, qwen2.5:latest
 
 Only plain names are library names (`qwen2.5:0.5b`; never `user/model` or `hf.co/…`), matched
 case-insensitively like every model name.
@@ -12,24 +12,26 @@ case-insensitively like every model name.
 from __future__ import annotations
 
 import re
-import site
-import sys
-import sysconfig
-from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 from ..domain.errors import ModelfileError
 from ..domain.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName, parse_name
 from .modelfile import Modelfile, parse
 
+PACKAGE = "localllm.modelstore.modelfiles"
 SUFFIX = ".Modelfile"
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([kmbt])", re.IGNORECASE)
 _SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 
 
 def library_dir() -> Path | None:
-    """The library's folder: the checkout's `modelfiles/`, else the installed one; None when there is none."""
-    return next((path for path in _candidates() if path.is_dir()), None)
+    """The library's folder (the checkout's `modelfiles/` in an editable install); None when it is not installed."""
+    try:
+        folder = Path(str(resources.files(PACKAGE)))
+    except ModuleNotFoundError:
+        return None
+    return folder if folder.is_dir() else None
 
 
 def find(name: str | ModelName, *, root: Path | None = None) -> Modelfile | None:
@@ -54,15 +56,6 @@ def entries(*, root: Path | None = None) -> list[tuple[str, Modelfile]]:
     return [(name, _read(path)) for name, path in _files(folder)] if folder is not None else []
 
 
-def _candidates() -> Iterator[Path]:
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file():  # a source or editable checkout
-        yield checkout / "modelfiles"
-    prefixes = [sys.prefix, sysconfig.get_path("data"), site.USER_BASE]
-    for prefix in dict.fromkeys(p for p in prefixes if p):
-        yield Path(prefix) / "share" / "localllm" / "modelfiles"
-
-
 def _child(folder: Path, name: str, *, directory: bool) -> Path | None:
     """The entry of `folder` called `name`, whatever its case."""
     wanted = name.casefold()
@@ -74,7 +67,7 @@ def _child(folder: Path, name: str, *, directory: bool) -> Path | None:
 
 def _files(folder: Path) -> list[tuple[str, Path]]:
     out = []
-    for model_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+    for model_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "__pycache__"):
         paths = [p for p in model_dir.iterdir() if p.is_file() and p.name.endswith(SUFFIX)]
         for path in sorted(paths, key=lambda p: _tag_order(p.name[: -len(SUFFIX)])):
             out.append((f"{model_dir.name}:{path.name[: -len(SUFFIX)]}", path))

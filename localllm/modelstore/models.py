@@ -71,6 +71,30 @@ class Model:
         ]
 
 
+@dataclass(frozen=True)
+class DamagedModel:
+    """A stored model that cannot be read: a blob is missing (`localllm verify` moved it aside, say) or its
+    GGUF does not parse. Listed, flagged, never served."""
+
+    stored: StoredModel
+    problem: str
+
+    @property
+    def name(self) -> str:
+        return str(self.stored.name)
+
+
+def diagnose(store: Store, stored: StoredModel, exc: BaseException) -> str:
+    """What is wrong with a stored model that `read_model` could not read, naming the blob."""
+    for layer in stored.manifest.layers:
+        if not store.has_blob(layer.digest):
+            blob = store.blob_path(layer.digest)
+            aside = blob.with_name(blob.name + ".damaged")
+            why = f"failed its sha256 check and was moved aside to {aside.name}" if aside.exists() else "is missing"
+            return f"its blob {blob.name} {why}; pull the model again or delete it"
+    return f"{exc}; pull the model again or delete it"
+
+
 def read_model(store: Store, name: ModelName) -> Model:
     """The stored model of that name; `ModelNotFound` when there is none (never a fallback)."""
     stored = store.get(name)
@@ -82,7 +106,7 @@ def read_model(store: Store, name: ModelName) -> Model:
     try:
         info = read_info(path)
     except Exception as exc:  # the gguf reader raises plain ValueErrors, KeyErrors, ... on a bad file
-        raise EngineError(f"cannot read the model file of '{stored.name}': {exc}") from exc
+        raise EngineError(f"cannot read the model file of '{stored.name}' ({path.resolve().name}): {exc}") from exc
     own = store.read_blob_text(stored.manifest.layer(MEDIA_TEMPLATE))
     template = own or info.chat_template
     messages = json.loads(store.read_blob_text(stored.manifest.layer(MEDIA_MESSAGES)) or "[]")

@@ -3,13 +3,20 @@
     $LOCALLLM_MODELS/
       manifests/<host>/<namespace>/<model>/<tag>   JSON manifest (layers by digest)
       blobs/sha256-<64 hex>                        content-addressed files, verified on entry
-      blobs/sha256-<64 hex>.partial                a blob being written (never read as a blob)
+      blobs/sha256-<64 hex>.partial                a blob being downloaded (never read as a blob)
+      blobs/sha256-<64 hex>.lock                   flock: held by the one process downloading that blob
+      blobs/sha256-<64 hex>.damaged                a blob `verify` found not to hash to its name, moved aside
       runtime/<manifest digest>/                   links that give split GGUFs the names llama.cpp expects
       .lock                                        flock: shared while blobs are added, exclusive to prune
       .daemons.lock                                flock: shared by every daemon serving the store
 
-A blob enters the store by being written to `<blob>.partial`, hashed, compared with the expected digest
-and renamed into place. A manifest is written to a temporary file and renamed, and only once every blob it
+A blob enters the store by being written to `<blob>.partial` (or a temporary file of its own), hashed,
+compared with the expected digest and renamed into place, by the process that wrote it. One process at a
+time downloads a blob: it holds `<blob>.lock` (`BlobLock`) from before the first byte until the blob is in
+place, so replicas pulling the same model into one store never write the same `.partial`; the others wait,
+then find the blob there. The lock dies with its process, and the next puller resumes the `.partial`.
+
+A manifest is written to a temporary file and renamed, and only once every blob it
 names is present, so a listed model is always complete.
 
 Several processes may share a store (replicas, or a second daemon started by mistake). Adding blobs and
@@ -22,6 +29,7 @@ is when no other daemon is serving the store.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -29,13 +37,14 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..domain.errors import InvalidRequest, ModelNotFound
+from ..domain.errors import InvalidRequest, ModelNotFound, StoreUnwritable
 from ..domain.names import ModelName, close_match, display
 
 MEDIA_MODEL = "application/vnd.ollama.image.model"
@@ -50,6 +59,8 @@ CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
 
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 _CHUNK = 1 << 20
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def check_digest(digest: object, *, field: str = "digest") -> str:
@@ -147,8 +158,28 @@ class Store:
         self._daemon_lock: int | None = None  # the fd holding `.daemons.lock` while this process serves
 
     def ensure(self) -> None:
-        for d in (self.blobs_dir, self.manifests_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        with self.writing():
+            for d in (self.blobs_dir, self.manifests_dir):
+                d.mkdir(parents=True, exist_ok=True)
+
+    def write_error(self, exc: OSError) -> StoreUnwritable | None:
+        """The error naming the store for a write its disk refused (full, read-only); None for other errors."""
+        if exc.errno in _NO_SPACE:
+            return StoreUnwritable(f"no space left on device: the model store {self.root} is full ({exc.strerror})")
+        if exc.errno in _NOT_WRITABLE:
+            return StoreUnwritable(f"cannot write to the model store {self.root}: {exc.strerror}")
+        return None
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Turn a write the disk refuses (full, read-only) into `StoreUnwritable`, the one error every path that
+        writes to the store (pull, create, blob upload) answers with."""
+        try:
+            yield
+        except OSError as exc:
+            if (error := self.write_error(exc)) is None:
+                raise
+            raise error from exc
 
     # -- blobs ---------------------------------------------------------------------------------------
 
@@ -160,6 +191,27 @@ class Store:
 
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
+
+    def blob_lock(self, digest: str) -> BlobLock:
+        """The lock that makes one process at a time the downloader of this blob (see `BlobLock`)."""
+        blob = self.blob_path(digest)
+        return BlobLock(blob.with_name(blob.name + ".lock"))
+
+    def verify_blob(self, digest: str, *, progress: Reporter | None = None) -> str | None:
+        """Hash a stored blob again: None when it still hashes to its name, else what is wrong. A blob that
+        does not is moved aside to `<blob>.damaged` (never served again; a pull downloads it afresh)."""
+        digest = check_digest(digest)
+        blob = self.blob_path(digest)
+        try:
+            actual = sha256_file(blob, progress)
+        except FileNotFoundError:
+            return f"the blob {blob.name} is missing"
+        if actual == digest:
+            return None
+        aside = blob.with_name(blob.name + ".damaged")
+        with self.writing():
+            os.replace(blob, aside)
+        return f"the blob {blob.name} hashes to {actual}; it was moved aside to {aside.name}"
 
     def add_blob_file(self, src: Path, digest: str | None = None, *, progress: Reporter | None = None) -> Layer:
         """Bring a file into the store (hard link when possible, else copy), verifying its digest.
@@ -175,13 +227,15 @@ class Store:
         size = src.stat().st_size
         target = self.blob_path(actual)
         if not target.exists():
-            partial = self.partial_path(actual)
-            partial.unlink(missing_ok=True)
-            try:
-                os.link(src, partial)
-            except OSError:
-                shutil.copyfile(src, partial)
-            os.replace(partial, target)
+            # a name of this call's own, never `<blob>.partial`: another process may be downloading into that
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.unlink(missing_ok=True)
+            with self.writing():
+                try:
+                    os.link(src, tmp)
+                except OSError:
+                    shutil.copyfile(src, tmp)
+                os.replace(tmp, target)
         return Layer(MEDIA_MODEL, actual, size)
 
     def adopt_partial(self, digest: str, *, progress: Reporter | None = None) -> Layer:
@@ -194,21 +248,24 @@ class Store:
             partial.unlink(missing_ok=True)
             raise InvalidRequest(f"sha256 mismatch: expected {digest}, got {actual}", field="digest")
         size = partial.stat().st_size
-        os.replace(partial, self.blob_path(digest))
+        with self.writing():
+            os.replace(partial, self.blob_path(digest))
         return Layer(MEDIA_MODEL, digest, size)
 
     def upload(self, digest: str) -> BlobUpload:
         """Receive a blob in pieces (`POST /api/blobs/<digest>`): hashed as it is written, kept only when it
         matches `digest`."""
         self.ensure()
-        return BlobUpload(self, check_digest(digest))
+        with self.writing():
+            return BlobUpload(self, check_digest(digest))
 
     def add_blob_bytes(self, data: bytes, media_type: str) -> Layer:
         self.ensure()
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
         target = self.blob_path(digest)
         if not target.exists():
-            _atomic_write(target, data)
+            with self.writing():
+                _atomic_write(target, data)
         return Layer(media_type, digest, len(data))
 
     def read_blob_text(self, layer: Layer | None) -> str | None:
@@ -236,7 +293,8 @@ class Store:
             raise RuntimeError(f"manifest names blobs that are not in the store: {missing}")
         existing = self.find(name)
         path = self._manifest_path(existing.name if existing else name)
-        _atomic_write(path, manifest.to_bytes())
+        with self.writing():
+            _atomic_write(path, manifest.to_bytes())
 
     def find(self, name: ModelName) -> StoredModel | None:
         """The stored model of that name, compared case-insensitively, or None."""
@@ -407,6 +465,7 @@ class BlobUpload:
     def __init__(self, store: Store, digest: str) -> None:
         self.digest = digest
         self.size = 0
+        self._store = store
         self._target = store.blob_path(digest)
         fd, tmp = tempfile.mkstemp(dir=store.blobs_dir, prefix=f".{self._target.name}.", suffix=".upload")
         self._tmp = Path(tmp)
@@ -414,22 +473,79 @@ class BlobUpload:
         self._hash = hashlib.sha256()
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        """Write a piece; a disk that refuses it (full) removes what was written and raises `StoreUnwritable`."""
+        try:
+            with self._store.writing():
+                self._file.write(data)
+        except StoreUnwritable:
+            self.abort()
+            raise
         self._hash.update(data)
         self.size += len(data)
 
     def commit(self) -> Layer:
-        self._file.close()
+        try:
+            with self._store.writing():
+                self._file.close()  # flushes the last piece: the disk may refuse it now
+        except StoreUnwritable:
+            self.abort()
+            raise
         actual = f"sha256:{self._hash.hexdigest()}"
         if actual != self.digest:
             self.abort()
             raise InvalidRequest(f"digest mismatch: the body hashes to {actual}, not {self.digest}", field="digest")
-        os.replace(self._tmp, self._target)
+        with self._store.writing():
+            os.replace(self._tmp, self._target)
         return Layer(MEDIA_MODEL, self.digest, self.size)
 
     def abort(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # closing flushes, and a full disk refuses that too
+            self._file.close()
         self._tmp.unlink(missing_ok=True)
+
+
+class BlobLock:
+    """Who downloads a blob: an exclusive flock on `blobs/<blob>.lock`, which one holder has at a time, across
+    processes and across threads (each `acquire` opens the file anew, and flock locks belong to open files).
+    The lock dies with its process. Its holder removes the file as it lets go; a waiter that had opened the
+    removed file finds, once it gets the lock, that the path names another file (or none), and tries again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> bool:
+        """Take the lock if no one holds it; False, at once, when someone does."""
+        if self._fd is not None:
+            return True
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                here = os.stat(self.path)
+            except FileNotFoundError:
+                here = None
+            mine = os.fstat(fd)
+            if here is not None and (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
+                self._fd = fd
+                return True
+            os.close(fd)  # the file was removed by the holder before us: lock the one there now
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()  # while still held, so that no one takes a lock on a file about to go
+        os.close(self._fd)
+        self._fd = None
 
 
 def _open_lock(path: Path) -> int | None:

@@ -165,7 +165,7 @@ class Batcher:
 
     def handle(self, rid: str, request: Request) -> None:
         if isinstance(request, Cancel):
-            self.cancelled.add(rid)
+            self._cancel(rid)
         elif isinstance(request, Tokenize):
             tokens = self.engine.tokenize(request.text, add_bos=request.add_bos)
             # with `pieces`, each token's bytes, for offsets and token texts
@@ -179,6 +179,19 @@ class Batcher:
             self.send(rid, Failure("request", "this runner computes no embeddings"))
         else:
             self.send(rid, self.embed(request))
+
+    def _cancel(self, rid: str) -> None:
+        """Stop the generation `rid`: one waiting for a slot ends now, one in a slot at the next step; either way
+        it is answered (Finished "cancel"), so the daemon knows the runner is done with it. A request already
+        answered is left alone."""
+        for work in self.waiting:
+            if work.rid == rid:
+                self.waiting.remove(work)
+                self._release(work, None)
+                self.send(rid, Finished("cancel"))
+                return
+        if any(slot.work is not None and slot.work.rid == rid for slot in self.slots):
+            self.cancelled.add(rid)
 
     def _submit(self, rid: str, job: Job) -> None:
         if job.context:  # an earlier exchange's tokens, then the new text (no second BOS)
@@ -227,9 +240,6 @@ class Batcher:
             if not free:
                 return
             work = self.waiting.popleft()
-            if work.rid in self.cancelled:
-                self._release(work, None)
-                continue
             # The slot whose cache holds the longest prefix of this prompt, if reusing it keeps at least half of
             # what it holds; else the least recently used slot (an empty one first). So a prompt that shares
             # only a BOS with a conversation's slot leaves that conversation's cache alone.

@@ -8,11 +8,16 @@ A `Failure`'s `kind` is set where the failure arises: "out_of_memory" (llama.cpp
 and the model does not fit without it). The daemon adds "crash" (the runner died), "hang" (it made no
 progress) and "worker" (it died because an RPC worker stopped answering: llama.cpp ends the process then).
 llama.cpp's own output goes to the runner's stderr, never to this stream.
+
+A long `TokenList` or `Vectors` (the tokens of 16 MiB of text, 2,048 embeddings) goes as several messages of the
+same kind (`parts`), each but the last with `more`; the daemon joins them (`join`). Each is parsed on its own, so
+the daemon's event loop is never held for the whole of a long answer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar, Literal, get_args
 
@@ -22,6 +27,8 @@ from . import split
 from .wire import Message, ProtocolError, decode_line, encode_line
 
 ErrorKind = Literal[EngineFailure, "context", "request"]
+PART_TOKENS = 16384  # tokens (and their pieces) per message of a long TokenList
+PART_VECTORS = 64  # vectors per message of a long Vectors (1,024 dimensions: ~1.3 MB)
 ERROR_KINDS: frozenset[str] = frozenset(get_args(ErrorKind))
 
 
@@ -128,18 +135,23 @@ class TokenList:
 
     tokens: tuple[int, ...]
     pieces: tuple[bytes, ...] | None = None
+    more: bool = False  # a part of a long answer: more parts follow
 
     def to_message(self) -> Message:
         message: Message = {"ev": self.EV, "tokens": list(self.tokens)}
         if self.pieces is not None:
             message["pieces"] = [list(p) for p in self.pieces]
+        if self.more:
+            message["more"] = True
         return message
 
     @classmethod
     def from_message(cls, message: Message) -> TokenList:
         pieces = message.get("pieces")
         return cls(
-            tuple(int(t) for t in message["tokens"]), None if pieces is None else tuple(bytes(p) for p in pieces)
+            tuple(int(t) for t in message["tokens"]),
+            None if pieces is None else tuple(bytes(p) for p in pieces),
+            bool(message.get("more", False)),
         )
 
 
@@ -151,16 +163,20 @@ class Vectors:
 
     vectors: list[list[float]]
     prompt_eval_count: int
+    more: bool = False  # a part of a long answer: more parts follow
 
     def to_message(self) -> Message:
-        return {"ev": self.EV, "embeddings": self.vectors, "prompt_eval_count": self.prompt_eval_count}
+        message = {"ev": self.EV, "embeddings": self.vectors, "prompt_eval_count": self.prompt_eval_count}
+        if self.more:
+            message["more"] = True
+        return message
 
     @classmethod
     def from_message(cls, message: Message) -> Vectors:
         vectors = message["embeddings"]
         if not isinstance(vectors, list):
             raise ValueError("embeddings must be a list")
-        return cls(vectors, int(message["prompt_eval_count"]))
+        return cls(vectors, int(message["prompt_eval_count"]), bool(message.get("more", False)))
 
 
 @dataclass(frozen=True)
@@ -235,6 +251,40 @@ Event = RunnerInfo | Text | Finished | TokenList | Vectors | Scores | Failure | 
 _EVENTS: dict[str, type[Event]] = {
     t.EV: t for t in (RunnerInfo, Text, Finished, TokenList, Vectors, Scores, Failure, CacheReport)
 }
+
+
+def parts(event: Event) -> list[Event]:
+    """`event` as the messages it is sent in: itself, or a long `TokenList` or `Vectors` in parts (see the doc)."""
+    if isinstance(event, TokenList) and len(event.tokens) > PART_TOKENS:
+        n, step, pieces = len(event.tokens), PART_TOKENS, event.pieces
+        return [
+            TokenList(event.tokens[i : i + step], None if pieces is None else pieces[i : i + step], i + step < n)
+            for i in range(0, n, step)
+        ]
+    if isinstance(event, Vectors) and len(event.vectors) > PART_VECTORS:
+        n, step = len(event.vectors), PART_VECTORS
+        return [
+            Vectors(event.vectors[i : i + step], event.prompt_eval_count if i + step >= n else 0, i + step < n)
+            for i in range(0, n, step)
+        ]
+    return [event]
+
+
+def join(parts: Sequence[Event]) -> Event:
+    """The answer sent in `parts` (the last one without `more`); `ProtocolError` if they are not parts of one."""
+    lists = [e for e in parts if isinstance(e, TokenList)]
+    if len(lists) == len(parts):
+        tokens = tuple(t for e in lists for t in e.tokens)
+        if lists[0].pieces is None:
+            return TokenList(tokens)
+        pieces = tuple(p for e in lists for p in e.pieces or ())
+        if len(pieces) != len(tokens):
+            raise ProtocolError("the parts of a token list disagree on their pieces")
+        return TokenList(tokens, pieces)
+    vectors = [e for e in parts if isinstance(e, Vectors)]
+    if len(vectors) == len(parts):
+        return Vectors([v for e in vectors for v in e.vectors], sum(e.prompt_eval_count for e in vectors))
+    raise ProtocolError(f"the parts of an answer are of several kinds: {', '.join(e.EV for e in parts)}")
 
 
 def encode_event(rid: str | None, event: Event) -> bytes:

@@ -1,4 +1,4 @@
-"""Entry point of a runner process: `python -m localllm.runner.main '<LoadSpec as JSON>'`.
+"""Entry point of a runner process: `python -I -m localllm.runner.main '<LoadSpec as JSON>'`.
 
 The process owns one model. It answers requests (see `protocol`) on its stdin/stdout. Before
 loading anything it moves its stdout to a private descriptor and points fd 1 at stderr, so nothing that
@@ -32,6 +32,8 @@ from .protocol import (
     Vectors,
     decode_request,
     encode_event,
+    frame,
+    parts,
 )
 
 if TYPE_CHECKING:
@@ -39,7 +41,9 @@ if TYPE_CHECKING:
 
 
 class Channel:
-    """The protocol stream back to the daemon, written by the decode loop's thread only, in whole lines.
+    """The protocol stream back to the daemon, written by the decode loop's thread only, in whole lines: a long
+    answer in parts (`events.parts`), a long message in pieces of `wire.FRAME` bytes, so the daemon's line limit is
+    never reached.
 
     `send` writes at once (the load's outcome; answers to malformed commands). The decode loop `hold`s its
     events and `flush`es them once a pass: one write, so one wake-up of the daemon however many events.
@@ -50,10 +54,10 @@ class Channel:
         self._held: list[bytes] = []
 
     def send(self, rid: str | None, event: Event) -> None:
-        self._write(encode_event(rid, event))
+        self._write(b"".join(frame(encode_event(rid, part)) for part in parts(event)))
 
     def hold(self, rid: str | None, event: Event) -> None:
-        self._held.append(encode_event(rid, event))
+        self._held.extend(frame(encode_event(rid, part)) for part in parts(event))
 
     def flush(self) -> None:
         if self._held:

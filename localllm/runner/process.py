@@ -1,7 +1,9 @@
 """The daemon's handle on a runner process: start it, stream requests through it, notice when it dies.
 
-No llama_cpp here: the runner is a child process (`python -m localllm.runner.main`), so a crash in
-llama.cpp ends that process only. Requests in flight when it dies end with an `EngineError`.
+No llama_cpp here: the runner is a child process (`python -I -m localllm.runner.main`), so a crash in
+llama.cpp ends that process only. Requests in flight when it dies end with an `EngineError`, and so do they
+when its answers cannot be read (a message that does not parse or passes `RUNNER_MESSAGE_MAX`): the runner is
+killed then, at once, rather than left running with nobody reading it.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import contextlib
 import itertools
 import logging
 import signal
-import sys
 import time
 from collections.abc import AsyncGenerator, Sequence
 
+from ..config import Settings
+from ..domain.child import python_command
 from ..domain.errors import EngineError
+from ..domain.limits import RUNNER_MESSAGE_MAX
 from ..domain.types import Done, PromptCacheStats, Token
 from .protocol import (
+    FRAME,
+    LINE_LIMIT,
     CacheReport,
     Cancel,
     Detokenize,
@@ -28,6 +34,7 @@ from .protocol import (
     Finished,
     Job,
     LoadSpec,
+    Messages,
     ProtocolError,
     Request,
     Rerank,
@@ -39,13 +46,14 @@ from .protocol import (
     Vectors,
     decode_event,
     encode_request,
+    join,
 )
 from .workers import listening
 
 log = logging.getLogger("localllm.runner")
 
-_STREAM_LIMIT = 1 << 24
 _ids = itertools.count(1)
+_BREATHE = 64 << 10  # after a message this long, the reader lets the event loop run before it reads the next
 # What llama.cpp's RPC client says before it ends the process when a worker goes away (ggml-rpc.cpp aborts).
 _WORKER_GONE = ("Remote RPC server crashed", "Failed to connect to", "RPC handshake failed")
 
@@ -64,46 +72,60 @@ class RunnerProcess:
         self._reader: asyncio.Task[None] | None = None
         self._stderr_reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._messages = Messages(RUNNER_MESSAGE_MAX)
+        # Requests sent and not answered yet, those given up on (cancelled) included: the runner answers each
+        # once. While there are any, silence counts towards `hang_timeout`.
+        self._unanswered: set[str] = set()
         self._last_heard = time.monotonic()  # the last message from the runner, or the start of its work
         self._hung: str | None = None
+        self._failed: str | None = None  # why its answers could not be read (it was killed then)
         self._stopping = False  # stop() was called: the exit is the one asked for
         self.exit_reason: str | None = None
 
     @property
     def alive(self) -> bool:
-        return self.exit_reason is None and self.proc.returncode is None
+        return self.exit_reason is None and self._failed is None and self.proc.returncode is None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     @classmethod
-    async def start(cls, spec: LoadSpec, *, load_timeout: float = 600.0, hang_timeout: float = 300.0) -> RunnerProcess:
+    async def start(
+        cls, spec: LoadSpec, *, load_timeout: float = 600.0, hang_timeout: float = Settings.runner_timeout
+    ) -> RunnerProcess:
         """Start a runner and wait until its model is loaded; raise `EngineError` if it is not.
 
         Once loaded, a runner that has requests in hand but says nothing for `hang_timeout` seconds (stopped,
         deadlocked, swapping itself to death) is killed: its requests end with an error saying so, and the
         next request loads the model again."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "localllm.runner.main",
-            spec.to_argument(),
+            *python_command("localllm.runner.main", spec.to_argument()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            limit=_STREAM_LIMIT,
+            limit=LINE_LIMIT,
             start_new_session=True,
         )
+        return await cls.attach(spec, proc, load_timeout=load_timeout, hang_timeout=hang_timeout)
+
+    @classmethod
+    async def attach(
+        cls, spec: LoadSpec, proc: asyncio.subprocess.Process, *, load_timeout: float, hang_timeout: float
+    ) -> RunnerProcess:
+        """The runner `proc` just started for `spec`, once it says its model is loaded (see `start`)."""
         runner = cls(spec, proc)
         assert proc.stderr is not None and proc.stdout is not None
         runner._stderr_reader = asyncio.create_task(runner._drain_stderr())
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), load_timeout)
+            line = await asyncio.wait_for(runner._next_message(), load_timeout)
+            first = decode_event(line)[1] if line else None
         except asyncio.TimeoutError:
             await runner.stop()
             raise EngineError(f"the model took longer than {load_timeout:.0f}s to load", kind="hang") from None
-        _, first = _safe_decode(line)
+        except (ValueError, OSError) as exc:  # a line past the limit, a message that does not parse
+            await runner.stop()
+            raise EngineError(f"the model runner's first message could not be read: {exc}", kind="crash") from None
         if not isinstance(first, RunnerInfo):
             await runner.stop()
             if isinstance(first, Failure):  # kind "load" or "out_of_memory"
@@ -121,7 +143,7 @@ class RunnerProcess:
         while self.alive:
             await asyncio.sleep(min(1.0, timeout / 4))
             silent = time.monotonic() - self._last_heard
-            if self._queues and silent > timeout and self.alive:
+            if self._unanswered and silent > timeout and self.alive:
                 self._hung = f"the model runner made no progress for {silent:.0f}s and was stopped (hung)"
                 log.warning("runner %d for %s: %s", self.proc.pid, self.spec.model_path, self._hung)
                 with contextlib.suppress(ProcessLookupError):
@@ -129,38 +151,77 @@ class RunnerProcess:
                 return
 
     async def _drain_stderr(self) -> None:
+        """Keep llama.cpp's last words (and log them at debug); never stop reading while the runner lives, or
+        it would block writing to a full pipe."""
         assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                self._stderr.append(line)
-                if any(s in line for s in _WORKER_GONE):
-                    self._worker_gone = True
-                log.debug("runner %d: %s", self.proc.pid, line)
+        try:
+            while raw := await _readline(self.proc.stderr, too_long=b"(a line too long to keep)"):
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    self._stderr.append(line)
+                    if any(s in line for s in _WORKER_GONE):
+                        self._worker_gone = True
+                    log.debug("runner %d: %s", self.proc.pid, line)
+        except Exception as exc:  # (the event loop's own failure: nothing else raises here)
+            self._fail(f"its output could not be read ({exc!r})")
+
+    async def _next_message(self) -> bytes:
+        """The runner's next message, joined from its pieces (b"" once its stdout closed); `ValueError` for a
+        line past `LINE_LIMIT` or a message past `RUNNER_MESSAGE_MAX` (neither is ever written by a runner)."""
+        assert self.proc.stdout is not None
+        while True:
+            try:
+                line = await self.proc.stdout.readline()
+            except ValueError:  # (asyncio's words for it: "Separator is not found, and chunk exceed the limit")
+                raise ProtocolError(f"a line longer than {LINE_LIMIT} bytes") from None
+            if not line:
+                return b""
+            message = self._messages.add(line)
+            if message is not None:
+                return message
 
     async def _read(self) -> None:
-        assert self.proc.stdout is not None
         try:
-            async for line in self.proc.stdout:
+            while line := await self._next_message():
                 self._last_heard = time.monotonic()
-                rid, event = _safe_decode(line)
-                if rid is None and isinstance(event, CacheReport):
-                    self.prompt_cache = event
+                if len(line) > FRAME:  # a big answer (tokens of 16 MiB of text) is parsed off the event loop
+                    rid, event = await asyncio.to_thread(decode_event, line)
+                else:
+                    rid, event = decode_event(line)
+                if rid is None:
+                    if isinstance(event, CacheReport):
+                        self.prompt_cache = event
                     continue
-                queue = self._queues.get(rid) if rid is not None else None
-                if queue is not None and event is not None:
+                if not isinstance(event, Text) and not (isinstance(event, TokenList | Vectors) and event.more):
+                    self._unanswered.discard(rid)  # its last event: the runner is done with it
+                queue = self._queues.get(rid)
+                if queue is not None:
                     queue.put_nowait(event)
+                if len(line) > _BREATHE:  # the next message may be waiting already: let the event loop run first
+                    await asyncio.sleep(0)
+        except Exception as exc:  # a line past the limit, a message that does not parse: nobody would read it
+            self._fail(f"its answers could not be read ({exc})")
         finally:
             await self.proc.wait()  # (not `alive` from here on)
-            gone = None if self._hung or self._stopping else await self._workers_gone()
-            self.exit_reason = self._hung or gone or self._death_message("")
-            if self._hung is None and (self._stopping or self.proc.returncode == 0):  # keep-alive, stop, shutdown
+            gone = None if self._hung or self._failed or self._stopping else await self._workers_gone()
+            self.exit_reason = self._hung or self._failed or gone or self._death_message("")
+            if self._failed is None and self._hung is None and (self._stopping or self.proc.returncode == 0):
                 log.info("runner %d for %s stopped", self.proc.pid, self.spec.model_path)
-            else:
+            elif self._failed is None:  # (a failure was logged as it happened)
                 log.warning("runner %d for %s exited: %s", self.proc.pid, self.spec.model_path, self.exit_reason)
             death = Failure("hang" if self._hung else "worker" if gone else "crash", self.exit_reason)
             for queue in self._queues.values():
                 queue.put_nowait(death)
+
+    def _fail(self, what: str) -> None:
+        """The runner cannot be talked to any more: kill it, so that its requests end now and the next request
+        loads the model again (rather than wait for a runner nobody reads)."""
+        if self._failed is not None or self.proc.returncode is not None:
+            return
+        self._failed = f"the model runner was stopped: {what}; the next request loads the model again"
+        log.error("runner %d for %s: %s", self.proc.pid, self.spec.model_path, self._failed)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
 
     async def _workers_gone(self) -> str | None:
         """Why the runner died if an RPC worker it used went away (llama.cpp ends the process then), else None."""
@@ -193,20 +254,27 @@ class RunnerProcess:
 
     def _send(self, rid: str, request: Request) -> None:
         if not self.alive or self.proc.stdin is None:
-            raise EngineError(self.exit_reason or "the model runner is not running", kind="crash")
+            raise EngineError(self._failed or self.exit_reason or "the model runner is not running", kind="crash")
         self.proc.stdin.write(encode_request(rid, request))
 
     async def _request(self, request: Request) -> AsyncGenerator[Event, None]:
         rid = str(next(_ids))
         queue: asyncio.Queue[Event] = asyncio.Queue()
-        if not self._queues:  # work starts now: the hang clock counts from here
+        if not self._unanswered:  # work starts now: the hang clock counts from here (not again while any waits)
             self._last_heard = time.monotonic()
         self._queues[rid] = queue
+        self._unanswered.add(rid)
         finished = False
+        held: list[Event] = []  # the parts of a long answer so far
         try:
             self._send(rid, request)
             while True:
                 event = await queue.get()
+                if isinstance(event, TokenList | Vectors) and (event.more or held):
+                    held.append(event)
+                    if event.more:
+                        continue
+                    event, held = join(held), []
                 if isinstance(event, Text):
                     if not queue.empty():
                         event = _coalesce(event, queue)
@@ -219,9 +287,13 @@ class RunnerProcess:
                 return
         finally:
             self._queues.pop(rid, None)
-            if not finished and self.alive:
+            cancelled = False
+            if not finished and self.alive:  # it stays unanswered until the runner says it stopped it
                 with contextlib.suppress(EngineError, OSError):
                     self._send(rid, Cancel())
+                    cancelled = True
+            if not cancelled:
+                self._unanswered.discard(rid)
 
     async def _answer(self, request: Request) -> Event:
         """The one event that answers `request`."""
@@ -318,11 +390,9 @@ def _coalesce(first: Text, queue: asyncio.Queue[Event]) -> Text:
     return Text("".join(text), tuple(logprobs))
 
 
-def _safe_decode(line: bytes) -> tuple[str | None, Event | None]:
-    if not line:
-        return None, None
+async def _readline(stream: asyncio.StreamReader, *, too_long: bytes) -> bytes:
+    """The next line of `stream`, `too_long` in place of one past its limit (the rest of that line is skipped)."""
     try:
-        return decode_event(line)
-    except ProtocolError as exc:
-        log.warning("ignoring a malformed message from a runner: %s", exc)
-        return None, None
+        return await stream.readline()
+    except ValueError:  # asyncio dropped what it had of the line; what is left of it comes as the next line
+        return too_long

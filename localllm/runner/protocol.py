@@ -15,8 +15,14 @@ daemon -> runner                                      runner -> daemon
                                                         CacheReport {"ev": "cache", "ram_bytes", "requests", ...}
   EOF on stdin: exit
 
+Every request is answered by exactly one last event (anything but `Text`): a `Cancel`led generation still running
+by `Finished` with reason "cancel" (a cancel for one already answered is ignored), so the daemon knows when the
+runner is done with each request it sent.
+
 Each type has `to_message()` and `from_message()`; `encode_request`/`decode_request` and
-`encode_event`/`decode_event` put the `id` around them and make the line. Only these modules handle the
+`encode_event`/`decode_event` put the `id` around them and make the line; a runner's line longer than
+`FRAME` goes out in pieces (`frame`) that the daemon joins again (`Messages`), and a long answer goes as several
+messages (`parts`, joined again by `join`). Only these modules handle the
 messages as dicts: the rest of the daemon and of the runner sees the types. They are, by what they hold:
 `loadspec` (how to load), `requests` (what is asked), `events` (what is answered) and `wire` (the lines);
 this module names the whole boundary in one place.
@@ -26,6 +32,8 @@ from __future__ import annotations
 
 from .events import (
     ERROR_KINDS,
+    PART_TOKENS,
+    PART_VECTORS,
     CacheReport,
     ErrorKind,
     Event,
@@ -38,6 +46,8 @@ from .events import (
     Vectors,
     decode_event,
     encode_event,
+    join,
+    parts,
 )
 from .loadspec import STREAM_INTERVAL, LoadSpec
 from .requests import (
@@ -54,10 +64,14 @@ from .requests import (
     decode_request,
     encode_request,
 )
-from .wire import Message, ProtocolError
+from .wire import FRAME, LINE_LIMIT, Message, Messages, ProtocolError, frame
 
 __all__ = [
     "ERROR_KINDS",
+    "FRAME",
+    "LINE_LIMIT",
+    "PART_TOKENS",
+    "PART_VECTORS",
     "RANDOM_SEED",
     "SAMPLING_OPTIONS",
     "STREAM_INTERVAL",
@@ -72,6 +86,7 @@ __all__ = [
     "Job",
     "LoadSpec",
     "Message",
+    "Messages",
     "ProtocolError",
     "Request",
     "Rerank",
@@ -86,4 +101,7 @@ __all__ = [
     "decode_request",
     "encode_event",
     "encode_request",
+    "frame",
+    "join",
+    "parts",
 ]

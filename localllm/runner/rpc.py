@@ -20,7 +20,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp import llama_cpp as _bindings
 
-from ..config import split_endpoint
+from ..config.values import split_endpoint
 
 # ggml's functions are looked up through libllama's handle, so they are those of the libggml it was linked
 # with (libggml.so.0): the wheel ships copies of each library under several names (libggml.so too), and a

@@ -1,4 +1,4 @@
-"""Ask one RPC worker how much memory it has: `python -m localllm.runner.rpcprobe host:port`.
+"""Ask one RPC worker how much memory it has: `python -I -m localllm.runner.rpcprobe host:port`.
 
 Prints one JSON line: {"free": bytes, "total": bytes, "devices": n} over the worker's devices, or
 {"error": why}. Run by `workers.probe` in the daemon (which never loads llama.cpp itself).

@@ -1,4 +1,4 @@
-"""A llama.cpp RPC worker: `python -m localllm.runner.rpcworker [--host H] [--port P] [--device D] ...`.
+"""A llama.cpp RPC worker: `python -I -m localllm.runner.rpcworker [--host H] [--port P] [--device D] ...`.
 
 What `localllm worker` runs (the CLI execs this module: llama.cpp lives under runner/ only). It serves this
 machine's devices to daemons whose LOCALLLM_RPC_SERVERS name it, as llama.cpp's `rpc-server` does, through
@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..config import is_loopback_name
+from ..config.values import is_loopback_name
 
 DEFAULT_PORT = 50052  # rpc-server's
 

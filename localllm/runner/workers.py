@@ -1,6 +1,6 @@
 """The daemon's view of its RPC workers: whether each answers, and how much memory it has free.
 
-No llama.cpp here: each worker is asked by a short child process (`python -m localllm.runner.rpcprobe
+No llama.cpp here: each worker is asked by a short child process (`python -I -m localllm.runner.rpcprobe
 host:port`) that adds it through ggml's RPC backend and reads its devices' memory, as a runner would. A
 worker serves one client at a time, so one that is busy with another daemon's model does not answer within
 the timeout: it counts as unusable, as one that is down does.
@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..config import split_endpoint
+from ..config.values import split_endpoint
+from ..domain.child import python_command
 
 PROBE_TIMEOUT = 15.0  # seconds a worker has to say how much memory it has
 
@@ -52,10 +52,7 @@ async def _probe(endpoint: str, timeout: float) -> WorkerMemory:
     if not await listening(endpoint):
         return WorkerMemory(endpoint, error="nothing listens there")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "localllm.runner.rpcprobe",
-        endpoint,
+        *python_command("localllm.runner.rpcprobe", endpoint),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,

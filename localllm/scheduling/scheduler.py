@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..config import Settings
 from ..domain.errors import EngineError, ServerBusy
 from ..domain.types import Done, LoadedModel, ModelDetails, PromptCacheStats, Token
 from ..observability import logs, metrics
@@ -150,8 +151,8 @@ class Scheduler:
     def __init__(
         self,
         *,
-        max_loaded: int = 3,
-        max_queue: int = 512,
+        max_loaded: int = Settings.max_loaded_models,
+        max_queue: int = Settings.max_queue,
         factory: RunnerFactory = RunnerProcess.start,
         clock: Callable[[], float] = time.monotonic,
         memory: MemoryProbe | None = None,

@@ -14,8 +14,9 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..auth.keys import Authenticator
+from ..auth.authenticator import Authenticator
 from ..config import Settings
+from ..domain.errors import StoreUnwritable
 from ..modelstore.store import Store
 from ..observability import metrics
 from ..runner.process import RunnerProcess
@@ -31,7 +32,9 @@ log = logging.getLogger("localllm.server")
 
 def create_app(settings: Settings, *, service: Service | None = None) -> Starlette:
     """The daemon's ASGI app; pass `service` to drive it with other collaborators (tests)."""
-    authenticator = Authenticator(settings.keys_file, settings.api_keys, token_ttl=settings.token_ttl)
+    authenticator = Authenticator(
+        settings.keys_file, settings.api_keys, required=settings.keys_file_required, token_ttl=settings.token_ttl
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -49,7 +52,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
             svc.store.ensure()
             removed = svc.store.attach()  # None: another daemon serves this store, so nothing is pruned
             problem = None if os.access(svc.store.blobs_dir, os.W_OK) else "read-only or no write permission"
-        except OSError as exc:
+        except (OSError, StoreUnwritable) as exc:
             removed, problem = [], str(exc)
         if problem:
             log.warning(

@@ -1,6 +1,6 @@
 """Authentication middleware (API keys, app access tokens) and the token endpoint for apps.
 
-When authentication is on (LOCALLLM_API_KEYS, or a keys file: see `localllm/keys.py`), every request but
+When authentication is on (LOCALLLM_API_KEYS, or a keys file: see `localllm/auth/`), every request but
 the open ones (`GET /`, `/api/version`, `/health`, `/openapi.json`, the token endpoint) carries a key or an
 access token, in the first of these places that it has:
 
@@ -9,7 +9,8 @@ access token, in the first of these places that it has:
     ?accessToken=<key or token>               gateway-style, for clients that cannot set headers
 
 `GET /api/v1/token?appid=…&secret=…` trades a registered app's secret for a short-lived access token.
-The request's key is made current (`keys.metering`) so the service counts its tokens against it.
+The request's principal is made current (`principal.acting_as`, `quota.metering`): the service counts its
+tokens against it, and what it keeps (sessions, stored responses) belongs to it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..auth import keys
-from ..auth.keys import Authenticator, Meter
+from ..auth.authenticator import Authenticator
+from ..auth.principal import acting_as
+from ..auth.quota import metering
 from ..domain.errors import InvalidRequest, Unauthorized
 from .security import ShapeOf, reject
 
@@ -76,7 +78,7 @@ class Auth:
         except Unauthorized as exc:
             await reject(scope, receive, send, exc, self.errors)
             return
-        with keys.metering(Meter(self.authenticator, principal)):
+        with acting_as(principal), metering(self.authenticator.quotas):
             await self.app(scope, receive, send)
 
 

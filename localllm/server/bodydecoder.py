@@ -8,9 +8,10 @@ entries took ~0.9 s, 1.5 million tiny messages ~0.4 s, on this project's 2-core 
  daemon: msgspec.msgpack.decode(reply, Model): checked, every list and the text bounded (`Lenient.check`)
 ```
 
-One worker, started on the first large body and kept; bodies wait their turn (each decode is bounded by
-the body limit); a worker that dies or overruns `SECONDS` is killed and the next body starts a fresh one.
-Frames are a 4-byte big-endian length (and a kind byte on replies) and the payload.
+One worker (`python -I -m`, as every child: `domain/child.py`), started on the first large body and kept;
+bodies wait their turn (each decode is bounded by the body limit); a worker that dies or overruns `SECONDS`
+is killed and the next body starts a fresh one. Frames are a 4-byte big-endian length (and a kind byte on
+replies) and the payload.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import BinaryIO, TypeVar
 
 import msgspec
 
+from ..domain.child import python_command
 from ..domain.errors import EngineError, InvalidRequest
 from . import wire
 
@@ -78,9 +80,7 @@ class BodyDecoder:
     async def _ask(self, ref: bytes, chunks: Sequence[bytes]) -> tuple[int, bytes]:
         if self._proc is None or self._proc.returncode is not None:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "localllm.server.bodydecoder",
+                *python_command("localllm.server.bodydecoder"),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )

@@ -23,6 +23,7 @@ from ..domain.errors import (
     NoModelChosen,
     QuotaExceeded,
     ServerBusy,
+    StoreUnwritable,
     Unauthorized,
 )
 from .streaming import ClientGone
@@ -40,6 +41,7 @@ _STATUS: list[tuple[type[BaseException], int]] = [
     (Forbidden, 403),
     (QuotaExceeded, 429),
     (ServerBusy, 503),
+    (StoreUnwritable, 507),
     (DownloadError, 502),
     (EngineError, 500),
     (ConfigError, 500),

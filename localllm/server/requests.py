@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.requests import Request
 
-from ..config import parse_duration
+from ..config import Settings
+from ..config.values import parse_duration
 from ..domain.errors import BodyTooLarge, ConfigError, InvalidRequest
 from ..domain.limits import MAX_JSON_DEPTH, size_text
 from ..domain.names import ModelName, parse_name
@@ -18,8 +19,6 @@ from .bodydecoder import BodyDecoder
 
 T = TypeVar("T")
 W = TypeVar("W", bound=msgspec.Struct)
-
-MAX_BODY = 64 << 20  # the default of LOCALLLM_MAX_BODY; the app's own limit is `app.state.max_body`
 
 
 async def read_body(request: Request) -> bytes:
@@ -30,7 +29,7 @@ async def read_body(request: Request) -> bytes:
 async def read_chunks(request: Request) -> list[bytes]:
     """The body as it came, in pieces (joining 60 MB takes the event loop ~0.1 s), refused (413) once it passes
     the daemon's limit."""
-    limit: int = getattr(request.app.state, "max_body", MAX_BODY)
+    limit: int = getattr(request.app.state, "max_body", Settings.max_body)  # the app's own limit, else the default
     too_large = BodyTooLarge(f"request body is larger than the limit of {size_text(limit)} (LOCALLLM_MAX_BODY)")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

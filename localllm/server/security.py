@@ -25,8 +25,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..auth.keys import Authenticator
-from ..config import HostAddress, is_loopback_name
+from ..auth.authenticator import Authenticator
+from ..config.values import HostAddress, is_loopback_name
 from ..domain.errors import Forbidden, LocalLLMError
 from .errors import ErrorShape
 

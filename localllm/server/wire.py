@@ -19,6 +19,7 @@ the one switch of that policy). Bounds come from `domain/limits.py`; ranges are 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -60,7 +61,7 @@ def decode(raw: bytes, model: type[W]) -> W:
     except msgspec.ValidationError as exc:
         raise refusal(str(exc), model, raw) from None
     except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"invalid JSON in request body: {_json_problem(exc, raw)}") from None
+        raise _malformed(exc, raw) from None
     except RecursionError:
         raise _too_deep(None) from None
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:  # else it cannot nest that deep: no walk
@@ -92,18 +93,37 @@ def as_model(body: W | dict[str, Any], model: type[W]) -> W:
     return body if isinstance(body, model) else decode_dict(body, model)  # type: ignore[arg-type]
 
 
-def _json_problem(exc: msgspec.DecodeError, raw: bytes) -> str:
-    text = str(exc)
-    if "truncated" in text or "malformed" in text:
-        try:  # the stdlib's message says where (line, column) in words people know
-            json.loads(raw)
-        except UnicodeDecodeError:
-            return "it is not valid UTF-8"
-        except json.JSONDecodeError as err:
-            return f"{err.msg} at line {err.lineno} column {err.colno}"
-        except (ValueError, RecursionError):
-            pass
-    return text
+def _malformed(exc: msgspec.DecodeError, raw: bytes) -> InvalidRequest:
+    """A body msgspec cannot read, read again by the stdlib (on this error path only) to say why in words
+    people know (line, column), or which field holds a `NaN` or an `Infinity`: the stdlib takes those, and a
+    range check must never see them (they compare false with every bound)."""
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        return InvalidRequest("invalid JSON in request body: it is not valid UTF-8")
+    except json.JSONDecodeError as err:
+        return InvalidRequest(f"invalid JSON in request body: {err.msg} at line {err.lineno} column {err.colno}")
+    except (ValueError, RecursionError):
+        return InvalidRequest(f"invalid JSON in request body: {exc}")
+    where = _not_finite(body)
+    if where is not None:
+        label, value = where
+        return InvalidRequest(f"{label} must be a finite number, got {value}", field=label or None)
+    return InvalidRequest(f"invalid JSON in request body: {exc}")
+
+
+def _not_finite(body: Any) -> tuple[str, float] | None:
+    """The path of the first NaN or infinity in a decoded body, and the value (walked without recursion)."""
+    stack: list[tuple[Any, list[str]]] = [(body, [])]
+    while stack:
+        node, parts = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return _label(parts), node
+        if isinstance(node, dict):
+            stack.extend((v, [*parts, str(k)]) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, [*parts, str(i)]) for i, v in reversed(list(enumerate(node))))
+    return None
 
 
 def _too_deep(field: str | None) -> InvalidRequest:

@@ -20,11 +20,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..auth import keys
+from ..auth import quota
 from ..chat import prompt, thinking
 from ..chat.renderpool import Renderer, TemplateSource
 from ..chat.tools import held_back
-from ..config import Settings, parse_rpc_servers
+from ..config import Settings
+from ..config.values import parse_rpc_servers
 from ..domain import limits
 from ..domain.errors import ConfigError, ContextLengthExceeded, InvalidRequest
 from ..domain.names import ModelName, parse_name
@@ -40,7 +41,7 @@ from ..domain.types import (
     Ranking,
     Token,
 )
-from ..modelstore.models import Model, read_model
+from ..modelstore.models import DamagedModel, Model, diagnose, read_model
 from ..modelstore.store import MEDIA_ADAPTER, Store
 from ..observability import logs, metrics
 from ..runner.context import reserve_for_answer
@@ -73,6 +74,7 @@ class Service:
         self.store = store
         self.scheduler = scheduler
         self._pull_locks: dict[str, asyncio.Lock] = {}
+        self._damaged: set[tuple[str, str]] = set()  # the damaged models logged so far, with what is wrong
         self.templates = Templates(renderer)
         # Models read from the store, by their manifest's path and bytes (`Store.stamp`), and the load spec of
         # a model with the options that shape it: every request needs both, and reading a model (its manifest,
@@ -90,8 +92,8 @@ class Service:
         """The stored model of that name; `ModelNotFound` when there is none (never a fallback)."""
         stamp = self.store.stamp(name)
         cached = self._models.get(stamp) if stamp is not None else None
-        if cached is not None:
-            return cached
+        if cached is not None and all(self.store.has_blob(x.digest) for x in cached.stored.manifest.layers):
+            return cached  # (a blob moved aside by `verify`: read again, and found damaged)
         model = read_model(self.store, name)
         if stamp is not None:
             if len(self._models) >= MODELS_KEPT:
@@ -99,13 +101,19 @@ class Service:
             self._models[stamp] = model
         return model
 
-    def list_models(self) -> list[Model]:
+    def list_models(self, damaged: list[DamagedModel] | None = None) -> list[Model]:
+        """The models that can be served; those that cannot are added to `damaged`, and logged once each."""
         out = []
         for stored in self.store.models():
             try:
                 out.append(self.model(stored.name))
             except Exception as exc:
-                log.warning("not listing %s: %s", stored.name, exc)
+                problem = diagnose(self.store, stored, exc)
+                if (str(stored.name), problem) not in self._damaged:
+                    self._damaged.add((str(stored.name), problem))
+                    log.warning("model %s is damaged: %s", stored.name, problem)
+                if damaged is not None:
+                    damaged.append(DamagedModel(stored, problem))
         return out
 
     def copy(self, source: ModelName, destination: ModelName) -> None:
@@ -412,7 +420,7 @@ class Service:
         """Generate from `text` on a slot of the model's runner. With `truncate`, an input too long for the
         context is cut (by `fit` first, when given: chat drops old turns) and the count reported in `Done`.
         With `think_budget`, `text` opens the thinking and the thinking is cut at that many tokens."""
-        keys.check_quota()  # the request's API key may have used up its daily tokens
+        quota.check_quota()  # the request's API key may have used up its daily tokens
         ref = self._ref(model, options)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
         check_prompt_bytes(text, ref.spec.n_ctx, truncate=truncate, field=field)
@@ -433,17 +441,20 @@ class Service:
                 waited = (time.perf_counter_ns() - queued - lease.load_duration) / 1e9
                 watch = watching.watch(model.name, started, max(0.0, waited))
             dropped = 0
+            n_ctx = lease.runner.info.n_ctx or ref.spec.n_ctx
             if fit is not None:
-                text, dropped = await fit(lease.runner, lease.runner.info.n_ctx or ref.spec.n_ctx)
+                text, dropped = await fit(lease.runner, n_ctx)
             job = runner_job(text, options, constraints, truncate)
+            held = await quota.reserve_tokens(job.prompt, job.context, job.num_predict, n_ctx, lease.runner.tokenize)
+            job = replace(job, num_predict=held.granted)
 
             def run(prompt: str, num_predict: int, stop: tuple[str, ...]) -> AsyncGenerator[Token | Done, None]:
                 return lease.runner.generate(replace(job, prompt=prompt, num_predict=num_predict, stop=stop))
 
-            generation = (
+            generation = held.metered(
                 lease.runner.generate(job)
                 if think_budget is None
-                else thinking.budgeted(run, text, think_budget, num_predict=job.num_predict, stop=job.stop)
+                else thinking.budgeted(run, text, think_budget, num_predict=job.num_predict, stop=job.stop),
             )
             try:
                 async with contextlib.aclosing(generation) as events:
@@ -452,7 +463,6 @@ class Service:
                             watch.see(event)
                         if isinstance(event, Done):
                             logs.note_tokens(event.prompt_eval_count + event.cached_tokens, event.eval_count)
-                            keys.charge(event.prompt_eval_count + event.cached_tokens + event.eval_count)
                             if event.truncated:
                                 log.warning("%s: cut %d input tokens to fit the context", model.name, event.truncated)
                             event = replace(
@@ -503,7 +513,7 @@ class Service:
         """One relevance score per document for `query`, by a reranker (a model of pooling type rank); every
         pair goes to the runner in one request. Any other model is an InvalidRequest naming `model`."""
         started = time.perf_counter_ns()
-        keys.check_quota()
+        quota.check_quota()
         model = self.model(name)
         if "rerank" not in model.capabilities:
             kind = "an embedding model" if "embedding" in model.capabilities else "a generative model"
@@ -524,7 +534,7 @@ class Service:
             except ContextLengthExceeded as exc:
                 exc.field = "documents"
                 raise
-        keys.charge(count)
+        quota.charge(count)
         return Ranking(scores, count, time.perf_counter_ns() - started, lease.load_duration)
 
     # -- embeddings --------------------------------------------------------------------------------
@@ -546,7 +556,7 @@ class Service:
         (or with keep_alive 0 unloads it) and answers no vectors, as an empty prompt does for generate.
         """
         started = time.perf_counter_ns()
-        keys.check_quota()
+        quota.check_quota()
         name = model_name if isinstance(model_name, ModelName) else parse_name(model_name, field="model")
         if any(not isinstance(item, str) for item in inputs) and not self.settings.embed_token_ids:
             raise InvalidRequest(TOKEN_IDS_REFUSED, field="input")
@@ -577,7 +587,7 @@ class Service:
         if dimensions is not None and vectors:
             _check_dimensions(dimensions, len(vectors[0]))
             vectors = [_unit(v[:dimensions]) for v in vectors]
-        keys.charge(count)
+        quota.charge(count)
         return Embeddings(vectors, count, time.perf_counter_ns() - started, lease.load_duration)
 
     def loaded(self) -> list[Any]:

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from ..chat.renderpool import TemplateSource
+from ..domain import limits
 from ..domain.errors import InvalidRequest, ModelNotFound
 from ..domain.names import ModelName, parse_name
 from ..domain.types import ChatMessage, Options, Progress, parse_options
@@ -50,6 +51,7 @@ class CreateRequest:
 async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progress, None]:
     """Build the model's manifest from its base and its own layers, yielding progress."""
     store = service.store
+    check_bounds(req)
     if req.template is not None:  # untrusted code: compiled and tried by a bounded render worker
         await service.templates.check_template(req.template, TemplateSource("the template", "template"))
     if req.files and req.from_:
@@ -136,6 +138,25 @@ async def pull(service: Service, name: ModelName) -> AsyncGenerator[Progress, No
     )
     async for step in create(service, request):
         yield step
+
+
+def check_bounds(req: CreateRequest) -> None:
+    """The bounds every request using the model would meet (`limits`), met by what the model keeps: a model
+    with 100 stop sequences, or more messages than a request may send, could never be used (each request a
+    400), or would make every chat render and evaluate them all."""
+    if req.parameters is not None:
+        limits.check_stop(req.parameters.stop, "parameters.stop")
+    if req.messages is not None:
+        limits.check_count(req.messages, limits.MAX_MESSAGES, "messages", "messages")
+        text = sum(limits.utf8_len(m.content) for m in req.messages)
+        if text > limits.PROMPT_MAX_BYTES:
+            raise InvalidRequest(
+                f"messages: their text is {text} bytes, more than the {limits.size_text(limits.PROMPT_MAX_BYTES)} "
+                "a prompt may have",
+                field="messages",
+            )
+    if req.system is not None:
+        limits.check_bytes(req.system, limits.PROMPT_MAX_BYTES, "system", "system prompt")
 
 
 def _uploaded(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:

@@ -11,6 +11,10 @@ conversations survive a restart. The files mirror the memory: a response dropped
 that does not parse (truncated, corrupt, not ours) is removed and logged, never served. A response not in
 memory is looked for on disk too (written by another daemon sharing the directory); each daemon bounds what it
 knows of.
+
+Each response belongs to the principal (API key, app) of the request that made it (`auth.principal.tenant()`,
+kept in its record): for any other one it does not exist, so a key can neither read, chain
+(`previous_response_id`) nor delete another's responses. The bounds are the daemon's, over every owner.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..auth.principal import tenant
 from ..domain import limits
 from ..domain.types import ChatMessage, ToolCall
 
@@ -48,9 +53,10 @@ class StoredResponse:
     conversation: tuple[ChatMessage, ...]
     size: int  # bytes of its record (`_record`): what its file holds
     expires: float  # when it expires, in seconds of the store's clock (the epoch by default)
+    owner: str = ""  # the principal whose request stored it (auth.principal.tenant)
 
 
-def _record(response: dict[str, Any], conversation: tuple[ChatMessage, ...], expires: float) -> bytes:
+def _record(response: dict[str, Any], conversation: tuple[ChatMessage, ...], expires: float, owner: str) -> bytes:
     """A stored response as its file's bytes."""
     messages = [
         {
@@ -62,7 +68,7 @@ def _record(response: dict[str, Any], conversation: tuple[ChatMessage, ...], exp
         }
         for m in conversation
     ]
-    record = {"expires": expires, "response": response, "conversation": messages}
+    record = {"expires": expires, "owner": owner, "response": response, "conversation": messages}
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -74,6 +80,9 @@ def _parsed(data: bytes, rid: str) -> StoredResponse:
         raise ValueError("not a stored response")
     if isinstance(expires, bool) or not isinstance(expires, (int, float)):
         raise ValueError("no expiry")
+    owner = record.get("owner", "")  # a record written before responses had owners: the anonymous tenant's
+    if not isinstance(owner, str):
+        raise ValueError("an owner that is not a string")
     conversation = []
     for m in messages:
         calls = tuple(ToolCall(str(c["id"]), str(c["name"]), dict(c["arguments"])) for c in m["tool_calls"])
@@ -83,7 +92,7 @@ def _parsed(data: bytes, rid: str) -> StoredResponse:
         ):
             raise ValueError("a message of the wrong shape")
         conversation.append(ChatMessage(m["role"], m["content"], calls, call_id, m["thinking"]))
-    return StoredResponse(response, tuple(conversation), len(data), float(expires))
+    return StoredResponse(response, tuple(conversation), len(data), float(expires), owner)
 
 
 class ResponseStore:
@@ -116,15 +125,17 @@ class ResponseStore:
                 self._load()
 
     def put(self, response: dict[str, Any], conversation: tuple[ChatMessage, ...]) -> bool:
-        """Keep `response` (under its `id`); False when it alone is over the byte bound (not kept)."""
+        """Keep `response` (under its `id`) for the current request's principal; False when it alone is over
+        the byte bound (not kept)."""
         expires = self.clock() + self.ttl
-        data = _record(response, conversation, expires)
+        owner = tenant()
+        data = _record(response, conversation, expires, owner)
         if len(data) > self.max_bytes:
             return False
         rid = response["id"]
         with self.lock:
             self._drop(rid)
-            self.items[rid] = StoredResponse(response, conversation, len(data), expires)
+            self.items[rid] = StoredResponse(response, conversation, len(data), expires, owner)
             self.bytes += len(data)
             self._write(rid, data)
             self._expire()
@@ -132,18 +143,22 @@ class ResponseStore:
         return True
 
     def get(self, rid: str) -> StoredResponse | None:
+        """The response `rid` if the current request's principal stored it (else None, as if there were none)."""
         with self.lock:
             self._expire()
             item = self.items.get(rid)
             if item is None and self._from_file(rid):
                 self._bound()
                 item = self.items.get(rid)
-            return item
+            return item if item is not None and item.owner == tenant() else None
 
     def delete(self, rid: str) -> bool:
+        """Drop the response `rid` if the current request's principal stored it."""
         with self.lock:
             self._expire()
-            return self._drop(rid) or (self._from_file(rid) and self._drop(rid))
+            if rid not in self.items and not self._from_file(rid):
+                return False
+            return self.items[rid].owner == tenant() and self._drop(rid)
 
     def __len__(self) -> int:
         with self.lock:

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
 
+from ..auth.principal import tenant
 from ..chat import prompt
 from ..domain.errors import InvalidRequest, ServerBusy
 from ..domain.names import ModelName
@@ -36,6 +37,7 @@ class Session:
     id: int
     model: ModelName
     digest: str  # the model's manifest: the session lives only while that model stays loaded
+    owner: str = ""  # the principal that opened it (auth.principal.tenant): no other one sees it
     context: tuple[int, ...] = ()  # tokens of every prompt and reply so far
     rendered: str = ""  # their text, when the model has a chat template
     messages: list[ChatMessage] = field(default_factory=list)
@@ -59,13 +61,16 @@ class Turn:
 
 
 class Sessions:
-    """The sessions of one daemon, keyed by the client's session id."""
+    """The sessions of one daemon, keyed by their owner and the client's session id: each belongs to the
+    principal (API key, app) whose request opened it, and to any other it does not exist, so that one key
+    can neither read another's history nor end or cancel its sessions. Every method acts for the current
+    request's principal (`auth.principal.tenant()`)."""
 
     def __init__(self, service: Service, *, limit: int = DEFAULT_LIMIT, clock: Callable[[], float] = time.monotonic):
         self.service = service
         self.limit = limit
         self.clock = clock
-        self._sessions: dict[int, Session] = {}
+        self._sessions: dict[tuple[str, int], Session] = {}
         self._ids = itertools.count(1 << 31)  # ids for clients that ask for a new session (-1)
 
     def __len__(self) -> int:
@@ -76,18 +81,18 @@ class Sessions:
 
     def get(self, session_id: int) -> Session | None:
         self._sweep()
-        return self._sessions.get(session_id)
+        return self._sessions.get((tenant(), session_id))
 
     def end(self, session_id: int) -> bool:
         """Forget a session (a turn in flight finishes first and is not recorded)."""
-        session = self._sessions.pop(session_id, None)
+        session = self._sessions.pop((tenant(), session_id), None)
         if session is not None:
             session.cancelled = session.busy
         return session is not None
 
     def cancel(self, session_id: int) -> bool:
         """Stop the turn in flight in a session; the session stays as it was before that turn."""
-        session = self._sessions.get(session_id)
+        session = self._sessions.get((tenant(), session_id))
         if session is None or not session.busy:
             return False
         session.cancelled = True
@@ -98,18 +103,19 @@ class Sessions:
         now = self.clock()
         ttl = self.service.settings.keep_alive
         loaded = {getattr(m, "digest", None) for m in self.service.loaded()}
-        for sid, s in list(self._sessions.items()):
+        for key, s in list(self._sessions.items()):
             if not s.busy and (now - s.last_used > ttl or (s.context and s.digest not in loaded)):
-                del self._sessions[sid]
+                del self._sessions[key]
 
     def _open(self, session_id: int, name: ModelName, digest: str) -> Session:
         if len(self._sessions) >= self.limit:
             idle = [s for s in self._sessions.values() if not s.busy]
             if not idle:
                 raise ServerBusy(f"all {self.limit} sessions are busy; try again later")
-            del self._sessions[min(idle, key=lambda s: s.last_used).id]
-        session = Session(session_id, name, digest, last_used=self.clock())
-        self._sessions[session_id] = session
+            oldest = min(idle, key=lambda s: s.last_used)
+            del self._sessions[oldest.owner, oldest.id]
+        session = Session(session_id, name, digest, owner=tenant(), last_used=self.clock())
+        self._sessions[session.owner, session_id] = session
         return session
 
     async def turn(
@@ -149,7 +155,7 @@ class Sessions:
                 new, context = full, ()
         else:
             full = ""
-            new = text if context else prompt.render_generate(text, system=model.system, template=None)
+            new = text if context else prompt.render_generate(text, system=model.system)
         if not new:
             raise InvalidRequest("the prompt is empty: nothing to say in this turn", field="prompt")
         pieces = await self.service.tokenize(name, new, add_bos=not context)
@@ -181,5 +187,5 @@ class Sessions:
             session.running = None
             session.cancelled = False
             session.last_used = self.clock()
-            if end and self._sessions.get(session.id) is session:
-                del self._sessions[session.id]
+            if end and self._sessions.get((session.owner, session.id)) is session:
+                del self._sessions[session.owner, session.id]

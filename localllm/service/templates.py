@@ -2,7 +2,8 @@
 
 `Templates` renders a conversation through a model's template (adapted to what the template can take, probed
 once and remembered), `/api/generate`'s prompt, and checks a template (at create and pull, so a hostile one is
-reported then, not at the first chat).
+reported then, not at the first chat). `render_template` is the one path from messages to a prompt: the daemon's
+renders go through it with a `RenderPool`, the tests' and the benchmarks' with an `InlineRenderer`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from ..domain.errors import InvalidRequest, PromptTooLong
 from ..domain.types import ChatMessage, Tool
 from ..modelstore.gguf import read_info
 from ..modelstore.models import Model
+
+ANY_TEMPLATE = TemplateSource("the chat template")  # a template named by no model or request (tests, tools)
 
 
 class Templates:
@@ -53,12 +56,42 @@ class Templates:
         else:
             template, label = model.template_for(tools=bool(tools))
             source = TemplateSource(label)
+        return await self.render_template(
+            messages,
+            template=template,
+            source=source,
+            bos_token=model.info.bos_token,
+            eos_token=model.info.eos_token,
+            tools=tools,
+            n_ctx=n_ctx,
+            field=field,
+            extra=extra,
+            think=think,
+        )
+
+    async def render_template(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        template: str | None,
+        source: TemplateSource = ANY_TEMPLATE,
+        bos_token: str = "",
+        eos_token: str = "",
+        tools: Sequence[Tool] = (),
+        n_ctx: int | None = None,
+        field: str = "messages",
+        extra: Mapping[str, Any] | None = None,
+        think: thinking.Think = None,
+    ) -> str:
+        """The prompt for `messages` through `template` (a plain transcript when there is none), adapted to what
+        it can take (`prompt.chat_render`), rendered by the renderer and bounded as `render` says; errors name
+        `source`."""
         caps = await self.caps(template, source) if template else None
         job = prompt.chat_render(
             messages,
             template=template,
-            bos_token=model.info.bos_token,
-            eos_token=model.info.eos_token,
+            bos_token=bos_token,
+            eos_token=eos_token,
             tools=tools,
             caps=caps,
             extra=extra,
@@ -111,7 +144,7 @@ class Templates:
     ) -> str:
         """`/api/generate`'s prompt: through the chat template when there is one, else as given."""
         if template is None and not model.template:
-            return prompt.render_generate(text, system=system, template=None)
+            return prompt.render_generate(text, system=system)
         messages = prompt.generate_messages(text, system=system)
         return await self.render(
             model, messages, template=template, n_ctx=n_ctx, field="prompt", extra=extra, think=think

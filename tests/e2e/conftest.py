@@ -55,8 +55,11 @@ class Daemon:
         return [int(p) for p in out.stdout.split()]
 
 
-def start_daemon(tmp: Path, hub: HubStub, *, bind: str = "127.0.0.1", **extra_env: str) -> Daemon:
-    """A daemon listening on `bind` (default loopback; requests always go to 127.0.0.1) at a free port."""
+def start_daemon(
+    tmp: Path, hub: HubStub, *, bind: str = "127.0.0.1", cwd: str | None = None, **extra_env: str
+) -> Daemon:
+    """A daemon listening on `bind` (default loopback; requests always go to 127.0.0.1) at a free port, started in
+    the directory `cwd` (default: the tests')."""
     port = free_port()
     host = f"127.0.0.1:{port}"
     env = {
@@ -77,7 +80,12 @@ def start_daemon(tmp: Path, hub: HubStub, *, bind: str = "127.0.0.1", **extra_en
     log_path = tmp / "daemon.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*localllm_command(), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [*localllm_command(), "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
         )
     url = f"http://{host}"
     deadline = time.monotonic() + 60

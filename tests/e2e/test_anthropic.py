@@ -198,7 +198,7 @@ def test_the_sse_bytes(server: Daemon) -> None:
 
 
 def test_a_wrong_key_is_a_401_in_anthropics_shape(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> None:
-    d = start_daemon(tmp_path_factory.mktemp("anthropic-keys"), hub, LOCALLLM_API_KEYS="sekret")
+    d = start_daemon(tmp_path_factory.mktemp("anthropic-keys"), hub, LOCALLLM_API_KEYS="sekret-sekret-sekret")
     try:
         for wrong in (
             anthropic.Anthropic(base_url=d.url, api_key="wrong", max_retries=0),  # x-api-key
@@ -209,8 +209,8 @@ def test_a_wrong_key_is_a_401_in_anthropics_shape(tmp_path_factory: pytest.TempP
             body: Any = info.value.body
             assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
         for right in (
-            anthropic.Anthropic(base_url=d.url, api_key="sekret", max_retries=0),
-            anthropic.Anthropic(base_url=d.url, auth_token="sekret", max_retries=0),
+            anthropic.Anthropic(base_url=d.url, api_key="sekret-sekret-sekret", max_retries=0),
+            anthropic.Anthropic(base_url=d.url, auth_token="sekret-sekret-sekret", max_retries=0),
         ):
             with pytest.raises(anthropic.NotFoundError):  # past the key check: the model is not pulled here
                 right.messages.count_tokens(model=CHAT, messages=USER)

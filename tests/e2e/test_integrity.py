@@ -189,3 +189,38 @@ def test_deleting_a_model_in_use_lets_its_request_finish(stub: HubStub, tmp_path
         assert not list(daemon.models_dir.joinpath("blobs").glob("sha256-*")), "its blob went with it"
     finally:
         stop_daemon(daemon)
+
+
+def test_verify_finds_a_damaged_blob_the_model_lists_as_damaged_and_a_pull_repairs_it(
+    stub: HubStub, tmp_path: Path
+) -> None:
+    daemon = start_daemon(tmp_path, stub)
+    try:
+        assert pull(daemon, REPO).status_code == 200
+        clean = daemon.cli("verify")
+        assert clean.returncode == 0 and "1 blobs verified, none damaged" in clean.stdout, clean.stderr
+        (blob,) = (daemon.models_dir / "blobs").glob("sha256-*")
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0x01  # one bit rots in the middle of the weights: the header still reads
+        blob.write_bytes(bytes(data))
+
+        found = daemon.cli("verify", f"hf.co/{REPO}")
+        assert found.returncode == 1, found.stdout
+        assert f"DAMAGED  {blob.name.removeprefix('sha256-')[:12]}" in found.stdout
+        assert f"1 damaged model(s): hf.co/{REPO}:latest" in found.stderr
+        assert f"{blob.name}.damaged" in found.stdout and "is damaged" in daemon.log()
+        listed = daemon.cli("list")
+        assert f"hf.co/{REPO}:latest (damaged)".lower() in listed.stdout.lower()
+        assert "failed its sha256 check" in listed.stderr
+
+        assert pull(daemon, REPO).status_code == 200  # the blob is fetched again
+        assert daemon.cli("verify").returncode == 0
+        assert "(damaged)" not in daemon.cli("list").stdout
+        r = httpx.post(
+            daemon.url + "/api/generate",
+            json={"model": f"hf.co/{REPO}", "prompt": "Once", "stream": False, "options": {"num_predict": 2}},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+    finally:
+        stop_daemon(daemon)

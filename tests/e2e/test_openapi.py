@@ -33,6 +33,7 @@ FUZZED = {
     "/api/chat",
     "/api/embed",
     "/api/embeddings",
+    "/api/verify",
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/models",
@@ -98,7 +99,7 @@ def api_daemon(tmp_path_factory: pytest.TempPathFactory, hub: Any) -> Iterator[D
 
 
 def test_openapi_document_is_served_without_a_key(tmp_path: Path, hub: Any) -> None:
-    with daemon_with(tmp_path, hub, [], LOCALLLM_API_KEYS="sekret") as d:
+    with daemon_with(tmp_path, hub, [], LOCALLLM_API_KEYS="sekret-sekret-sekret") as d:
         doc = httpx.get(d.url + "/openapi.json", timeout=10).json()
         assert doc["openapi"].startswith("3.1")
         assert doc == document()

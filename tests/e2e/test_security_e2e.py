@@ -13,7 +13,8 @@ import ollama
 import openai
 import pytest
 
-from localllm.auth.keys import KeysFile, sign_token
+from localllm.auth.keysfile import KeysFile
+from localllm.auth.tokens import sign_token
 
 from ..conftest import CHAT_REPO, STORIES_REPO
 from ..hubstub import HubStub
@@ -188,7 +189,11 @@ def test_daily_quota(keyed: Daemon) -> None:
     key = made.stdout.strip()
     body = {"model": STORIES, "prompt": "Once upon a time", "stream": False, "options": GREEDY}
     first = httpx.post(keyed.url + "/api/generate", json=body, headers=bearer(key), timeout=60)
-    assert first.status_code == 200, first.text  # 5 prompt + 40 answer tokens: over the quota now
+    assert first.status_code == 200, first.text
+    # The answer is cut where the quota ends (it was 5 prompt + 40 answer tokens: 45 on a 30-token quota).
+    done = first.json()
+    assert done["done_reason"] == "length"
+    assert done["prompt_eval_count"] + done["eval_count"] <= 30 and done["eval_count"] > 0
     r = httpx.post(keyed.url + "/api/generate", json=body, headers=bearer(key), timeout=60)
     assert r.status_code == 429 and "daily quota of 30 tokens" in r.json()["error"]
     assert int(r.headers["retry-after"]) > 0
@@ -198,6 +203,50 @@ def test_daily_quota(keyed: Daemon) -> None:
     assert "30 tokens" in str(err.value)
     # Other keys keep their own count.
     assert httpx.post(keyed.url + "/api/generate", json=body, headers=bearer(ENV_KEY), timeout=60).status_code == 200
+
+
+def test_sessions_and_stored_responses_are_per_key(keyed: Daemon) -> None:
+    made = cli(keyed, "keys", "create", "--name", "tenant-b", key=None)
+    assert made.returncode == 0, made.stderr
+    a, b = bearer(ENV_KEY), bearer(made.stdout.strip())
+    turn = {"model": STORIES, "session_id": 42, "interactive_mode": True, "request_output_len": 8, "temperature": 0}
+    url = keyed.url + "/v1/chat/interactive"
+    assert httpx.post(url, json={**turn, "prompt": "Once upon a time"}, headers=a, timeout=60).status_code == 200
+    again = httpx.post(url, json={**turn, "prompt": " there was"}, headers=a, timeout=60).json()
+    assert again["history_tokens"] > 0
+    # For key B, session 42 is new: none of A's history, and ending B's leaves A's.
+    other = httpx.post(url, json={**turn, "prompt": "Once upon a time"}, headers=b, timeout=60).json()
+    assert other["history_tokens"] == 0
+    ended = httpx.post(url, json={"session_id": 42, "prompt": "", "interactive_mode": False}, headers=b, timeout=60)
+    assert ended.json()["history_tokens"] > 0  # B's own session
+    third = httpx.post(url, json={**turn, "prompt": " a cat"}, headers=a, timeout=60).json()
+    assert third["history_tokens"] > again["history_tokens"]
+    # A stored response is A's: B can neither read nor continue it.
+    sdk_a = openai.OpenAI(base_url=keyed.url + "/v1", api_key=ENV_KEY, max_retries=0)
+    sdk_b = openai.OpenAI(base_url=keyed.url + "/v1", api_key=made.stdout.strip(), max_retries=0)
+    first = sdk_a.responses.create(model=CHAT, input="Say hi", max_output_tokens=8)
+    with pytest.raises(openai.NotFoundError):
+        sdk_b.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk_b.responses.create(model=CHAT, input="And?", previous_response_id=first.id, max_output_tokens=8)
+    assert sdk_a.responses.retrieve(first.id).id == first.id
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"LOCALLLM_API_KEYS": " , "}, "holds no key"),
+        ({"LOCALLLM_API_KEYS": "short"}, "shorter than 16 characters"),
+        ({"LOCALLLM_KEYS_FILE": "/nonexistent/keys.json"}, "does not exist"),
+    ],
+)
+def test_key_settings_that_hold_no_key_stop_the_daemon(
+    tmp_path: Path, hub: HubStub, env: dict[str, str], needle: str
+) -> None:
+    # Each of these used to start a daemon with authentication off (or with a 5-character key).
+    with pytest.raises(RuntimeError, match="daemon exited with 1") as err:
+        start_daemon(tmp_path, hub, **env)
+    assert needle in str(err.value)
 
 
 def test_openai_and_ollama_packages_with_a_key(keyed: Daemon) -> None:

@@ -67,6 +67,7 @@ def test_both_units_are_type_notify_and_let_the_daemon_stop_its_runners(tmp_path
     for unit in (user_unit(tmp_path / "user"), system_unit(tmp_path / "system")):
         text = lines(unit)
         assert {"Type=notify", "NotifyAccess=main", "KillMode=mixed", "TimeoutStopSec=30"} <= set(text)
+        assert "LimitNOFILE=65536" in text  # systemd's default 1,024 files: a thousand idle connections
         assert {"NoNewPrivileges=yes", "SystemCallArchitectures=native"} <= set(text)
         assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK" in text
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localllm.domain.errors import DownloadError
+from localllm.domain.errors import StoreUnwritable
 from localllm.domain.names import parse_name
 from localllm.modelstore import hub as hubmod
 from localllm.modelstore.store import Store
@@ -69,7 +69,7 @@ def test_a_pull_into_a_full_store_fails_cleanly_and_leaves_it_as_it_was(
     try:
         before = _files(models)
         r = _pull(d.url, STORIES_REPO)
-        assert r.status_code == 502, r.text
+        assert r.status_code == 507, r.text
         assert "no space left on device" in r.json()["error"]
         assert str(models) in r.json()["error"]
         assert _listed(d.url) == []
@@ -89,7 +89,7 @@ def test_a_disk_that_fills_during_the_download_gives_the_space_back(
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 40))
     store = Store(models)
-    with pytest.raises(DownloadError, match="no space left on device") as caught:
+    with pytest.raises(StoreUnwritable, match="no space left on device") as caught:
         for _ in hubmod.pull(store, parse_name(f"hf.co/{STORIES_REPO}")):
             pass
     assert str(models) in str(caught.value)
@@ -118,7 +118,7 @@ def test_a_read_only_store_serves_what_it_holds_and_refuses_pulls_by_name(
         )
         assert g.status_code == 200, g.text
         r = _pull(d.url, TINY_REPO)
-        assert r.status_code == 502, r.text
+        assert r.status_code == 507, r.text
         assert "cannot write to the model store" in r.json()["error"]
         assert str(models) in r.json()["error"]
         assert "read-only" in r.json()["error"].lower()
@@ -135,7 +135,7 @@ def test_a_daemon_starts_on_an_empty_read_only_store(hub: HubStub, tmp_path: Pat
     try:
         assert _listed(d.url) == []
         r = _pull(d.url, STORIES_REPO)
-        assert r.status_code == 502, r.text
+        assert r.status_code == 507, r.text
         assert "cannot write to the model store" in r.json()["error"]
         assert str(models) in d.log()
     finally:

@@ -1,13 +1,18 @@
 """Two daemons and one store (issue 18, item 1): a second `localllm serve` on a busy port fails before it
-touches the store, and a daemon never prunes a store another daemon serves."""
+touches the store, and a daemon never prunes a store another daemon serves. Two replicas pulling the same
+model into one store (issue 26, item 1) download it once and store it whole."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from ..conftest import STORIES_REPO
@@ -74,3 +79,52 @@ def start_env(tmp: Path, hub: HubStub) -> dict[str, str]:
     import os
 
     return {**os.environ, "LOCALLLM_MODELS": str(tmp / "models"), "HF_ENDPOINT": hub.url}
+
+
+def _pull_lines(d: Daemon, model: str, into: list[list[dict[str, Any]]]) -> None:
+    with httpx.stream("POST", d.url + "/api/pull", json={"model": model}, timeout=60) as r:
+        into.append([{"http_status": r.status_code}, *(json.loads(line) for line in r.iter_lines() if line.strip())])
+
+
+def test_two_replicas_pulling_one_model_into_one_store_download_it_once_and_keep_it_whole(
+    stories_gguf: Path, tmp_path: Path
+) -> None:
+    """Both pulls start together on a slowed Hub, three times over: each time one downloads, the other says it
+    waits and then takes that blob; the store holds one blob that hashes to its name, and no leftovers."""
+    expected = hashlib.sha256(stories_gguf.read_bytes()).hexdigest()
+    models = tmp_path / "models"
+    model = f"hf.co/{STORIES_REPO}"
+    with HubStub({STORIES_REPO: {"stories260K.gguf": stories_gguf}}) as slow:
+        slow.rate = 1 << 20  # stories260K (1.2 MB) takes about a second: the two pulls overlap
+        replicas = []
+        try:
+            for name in ("a", "b"):
+                (tmp_path / name).mkdir()
+                replicas.append(start_daemon(tmp_path / name, slow, LOCALLLM_MODELS=str(models)))
+            for round_ in range(1, 4):
+                answers: list[list[dict[str, Any]]] = []
+                pulls = [threading.Thread(target=_pull_lines, args=(d, model, answers)) for d in replicas]
+                for t in pulls:
+                    t.start()
+                for t in pulls:
+                    t.join(60)
+                assert len(answers) == 2
+                for lines in answers:
+                    assert lines[0] == {"http_status": 200} and lines[-1] == {"status": "success"}, lines[-3:]
+                waited = [
+                    ls for ls in answers if any(str(e.get("status")).startswith("waiting for another") for e in ls)
+                ]
+                assert len(waited) == 1, "one replica waited for the other's download"
+                assert slow.downloads("stories260K.gguf") == round_, "the waiting replica took the other's blob"
+                blobs = sorted(p.name for p in (models / "blobs").iterdir())
+                assert blobs == [f"sha256-{expected}"], blobs  # no .partial, no .lock, no second blob
+                assert hashlib.sha256((models / "blobs" / blobs[0]).read_bytes()).hexdigest() == expected
+                for d in replicas:
+                    listed = httpx.get(d.url + "/api/tags", timeout=10).json()["models"]
+                    assert [m["name"] for m in listed] == [f"{model}:latest"]
+                gone = httpx.request("DELETE", replicas[0].url + "/api/delete", json={"model": model}, timeout=30)
+                assert gone.status_code == 200
+                assert list((models / "blobs").iterdir()) == []  # the next round starts from an empty store
+        finally:
+            for d in replicas:
+                stop_daemon(d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,61 @@ def test_a_run_without_the_models_ends_with_one_loud_line(tmp_path: Path) -> Non
     last = result.stdout.strip().splitlines()[-1]
     assert "3 tests were SKIPPED because the test models are missing" in last
     assert "scripts/test-models" in last
+
+
+def fresh_clone(tmp_path: Path) -> Path:
+    """What `scripts/test --setup` reads of a clone with no .venv and no ../shared beside it; its install.sh
+    records its arguments and makes a .venv whose python is this one."""
+    clone = tmp_path / "clone"
+    for name in ("scripts/test", "scripts/test-models", "tests/__init__.py", "tests/testmodels.py"):
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, clone / name)
+    install = clone / "install.sh"
+    install.write_text(
+        '#!/bin/sh\necho "$@" > install-args\nmkdir -p .venv/bin\n'
+        f"printf '#!/bin/sh\\nexec {sys.executable} \"$@\"\\n' > .venv/bin/python\nchmod +x .venv/bin/python\n"
+    )
+    install.chmod(0o755)
+    return clone
+
+
+def setup_env(tmp_path: Path, hub_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHON", "LOCALLLM_TEST_MODELS", "HF_HUB_OFFLINE"}}
+    return env | {
+        "HF_ENDPOINT": hub_url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+
+
+def test_scripts_test_sets_up_a_fresh_clone(tmp_path: Path) -> None:
+    """No .venv: it runs install.sh as the README says; no test models anywhere: it fetches them (sha256 checked)
+    where the tests then find them."""
+    clone = fresh_clone(tmp_path)
+    repos: dict[str, dict[str, Path]] = {}
+    for model in MODELS:
+        repos.setdefault(model.repo_id, {})[model.filename] = model_file(model.name)
+    with HubStub(repos) as hub:
+        env = setup_env(tmp_path, hub.url)
+        result = subprocess.run(
+            [str(clone / "scripts" / "test"), "--setup"], env=env, capture_output=True, text=True, timeout=300
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (clone / "install-args").read_text().split() == ["--dev", "--prefix", ".venv", "--no-link"]
+    folder = tmp_path / "cache" / "localllm" / "test-models"
+    assert all(hashlib.sha256((folder / m.name).read_bytes()).hexdigest() == m.sha256 for m in MODELS)
+    check = [str(clone / ".venv" / "bin" / "python"), "-m", "tests.testmodels", "--check"]
+    assert subprocess.run(check, cwd=clone, env=env, timeout=60).returncode == 0, "the tests find them"
+
+
+def test_scripts_test_leaves_a_named_models_folder_alone_and_says_so_in_one_line(tmp_path: Path) -> None:
+    clone = fresh_clone(tmp_path)
+    env = setup_env(tmp_path, "http://127.0.0.1:9") | {"LOCALLLM_TEST_MODELS": str(tmp_path / "empty")}
+    result = subprocess.run(
+        [str(clone / "scripts" / "test"), "--setup"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"scripts/test: LOCALLLM_TEST_MODELS {tmp_path / 'empty'} lacks stories260K.gguf")
+    assert "will skip" in line and not (tmp_path / "cache").exists()

@@ -19,10 +19,10 @@ import ollama
 import openai
 import pytest
 
-from localllm.chat import prompt
 from localllm.domain.types import ChatMessage
 
 from ..conftest import STORIES_REPO
+from ..fakes import render_chat
 from .conftest import Daemon
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
@@ -92,8 +92,8 @@ def test_a_bad_think_value_names_the_field(d: Daemon) -> None:
 
 def test_think_false_renders_thinking_off_as_the_template_says(oc: ollama.Client, ai: openai.OpenAI) -> None:
     messages = [ChatMessage("user", USER[0]["content"])]
-    on = prompt.render_chat(messages, template=QWEN3, think=True)
-    off = prompt.render_chat(messages, template=QWEN3, think=False)
+    on = render_chat(messages, template=QWEN3, think=True)
+    off = render_chat(messages, template=QWEN3, think=False)
     assert off == on + "<think>\n\n</think>\n\n"
     # The daemon renders the same: the prompt with thinking off is longer by the closed think block.
     tokens = {
@@ -199,7 +199,7 @@ GREEDY = {"temperature": 0}
 def thought_of(oc: ollama.Client, n: int) -> str:
     """What the model thinks in its first `n` tokens: a raw generation from the prompt a budgeted chat sends
     (Qwen3's template with thinking on, then `<think>` opened: all that follows is thinking)."""
-    text = prompt.render_chat([ChatMessage("user", USER[0]["content"])], template=QWEN3, think=True) + "<think>\n"
+    text = render_chat([ChatMessage("user", USER[0]["content"])], template=QWEN3, think=True) + "<think>\n"
     out = oc.generate(model="qwen3ish", prompt=text, raw=True, options={"num_predict": n, "temperature": 0})
     assert not out.response
     return str(out.thinking)

@@ -382,7 +382,7 @@ def test_markdown_code_copy_and_thinking(browser: Any, daemon: Daemon) -> None:
 
 
 def test_with_api_keys_the_page_asks_once(browser: Any, hub: HubStub, tmp_path: Path) -> None:
-    keyed = start_daemon(tmp_path, hub, LOCALLLM_API_KEYS="sk-page")
+    keyed = start_daemon(tmp_path, hub, LOCALLLM_API_KEYS="sk-page-0123456789")
     try:
         context = browser.new_context()
         page = context.new_page()
@@ -399,15 +399,15 @@ def test_with_api_keys_the_page_asks_once(browser: Any, hub: HubStub, tmp_path: 
         dialog.get_by_label("API key", exact=True).fill("wrong")
         dialog.get_by_role("button", name="Use this key").click()
         sync_api.expect(dialog).to_contain_text("refused")
-        dialog.get_by_label("API key", exact=True).fill("sk-page")
+        dialog.get_by_label("API key", exact=True).fill("sk-page-0123456789")
         dialog.get_by_label("API key", exact=True).press("Enter")
         page.wait_for_selector("body.ready")
         sync_api.expect(dialog).to_be_hidden()
-        assert page.evaluate("sessionStorage.getItem('localllm.apiKey')") == "sk-page"
+        assert page.evaluate("sessionStorage.getItem('localllm.apiKey')") == "sk-page-0123456789"
         page.reload()
         page.wait_for_selector("body.ready")
         sync_api.expect(dialog).to_be_hidden()
-        assert seen[-1] == "Bearer sk-page" and seen.count("Bearer sk-page") >= 2
+        assert seen[-1] == "Bearer sk-page-0123456789" and seen.count("Bearer sk-page-0123456789") >= 2
         # The daemon goes away: the page says so in words.
         store_conversation(page, {"id": "x", "title": "x", "model": "any:latest", "messages": []})
         stop_daemon(keyed)

@@ -11,9 +11,8 @@ from typing import NoReturn
 
 import pytest
 
+from localllm.chat.renderpool import InlineRenderer
 from localllm.service import templates
-
-from ..fakes import InlineRenderer
 
 HERE = Path(__file__).resolve().parent
 

@@ -287,16 +287,22 @@ def test_the_dialect_owns_its_paths() -> None:
 
 
 def test_middleware_refusals_in_anthropics_shape(tmp_path: Path) -> None:
-    for client in app_client(tmp_path, api_keys=("sekret",), max_body=256):
+    for client in app_client(tmp_path, api_keys=("sekret-sekret-sekret",), max_body=256):
         for headers in ({"x-api-key": "wrong"}, {"Authorization": "Bearer wrong"}, {}):
             r = client.post("/v1/messages", json=BASE, headers=headers)
             assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", r.text
             assert r.json()["type"] == "error"
-        host = client.post("/v1/messages", json=BASE, headers={"x-api-key": "sekret", "Host": "evil.example"})
+        host = client.post(
+            "/v1/messages", json=BASE, headers={"x-api-key": "sekret-sekret-sekret", "Host": "evil.example"}
+        )
         assert host.status_code == 403 and host.json()["error"]["type"] == "permission_error"
-        big = client.post("/v1/messages", json={**BASE, "system": "x" * 300}, headers={"x-api-key": "sekret"})
+        big = client.post(
+            "/v1/messages", json={**BASE, "system": "x" * 300}, headers={"x-api-key": "sekret-sekret-sekret"}
+        )
         assert big.status_code == 413 and big.json()["error"]["type"] == "request_too_large"
-        bad = client.post("/v1/messages", json={**BASE, "max_tokens": None}, headers={"x-api-key": "sekret"})
+        bad = client.post(
+            "/v1/messages", json={**BASE, "max_tokens": None}, headers={"x-api-key": "sekret-sekret-sekret"}
+        )
         assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
         assert "max_tokens" in bad.json()["error"]["message"]
 

@@ -219,6 +219,21 @@ def test_cancel_frees_the_slot_for_the_next_request() -> None:
     assert text_of(sent, "b") == "zz"
 
 
+def test_every_cancelled_request_is_answered_once_and_the_rest_are_left_alone() -> None:
+    """The daemon keeps a cancelled request as unanswered (the hang clock runs) until the runner says it stopped."""
+    batcher, _, sent = make("z" * 50, n_parallel=1)
+    batcher.handle("a", Job("q"))
+    batcher.handle("b", Job("r"))  # waits: the one slot is a's
+    batcher.step()
+    batcher.handle("b", Cancel())  # answered at once, without waiting for the slot
+    assert done_of(sent, "b")["reason"] == "cancel" and not batcher.waiting
+    batcher.handle("gone", Cancel())  # answered already (or never asked): nothing is kept for it
+    assert batcher.cancelled == set()
+    batcher.handle("a", Cancel())
+    run(batcher)
+    assert [m["id"] for m in sent if m["ev"] == "done"] == ["b", "a"] and batcher.cancelled == set()
+
+
 def test_logprobs_travel_with_the_text() -> None:
     batcher, _, sent = make("ok")
     batcher.handle("a", Job("q", logprobs=1))

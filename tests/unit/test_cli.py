@@ -962,8 +962,8 @@ def test_serve_help_lists_every_variable_with_its_default() -> None:
     assert "(default: 5m)" in line_of("LOCALLLM_KEEP_ALIVE")
     from localllm.config import VARIABLES
 
-    for name in VARIABLES:
-        assert line_of(name)
+    for variable in VARIABLES:
+        assert line_of(variable.name)
 
 
 @pytest.fixture

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from pathlib import Path
 
 import pytest
 
-from localllm.config import Settings, parse_duration, parse_host
+from localllm.config import VARIABLES, Settings
+from localllm.config.values import parse_duration, parse_host
 from localllm.domain.errors import ConfigError
+
+from ..conftest import ROOT
 
 
 def test_defaults() -> None:
@@ -83,6 +88,9 @@ def test_host_forms(value: str, url: str) -> None:
         ("-1", math.inf),
         ("-5m", math.inf),
         (0, 0),
+        (9_223_372_036, 9_223_372_036),  # Go's longest duration
+        (1e18, math.inf),  # longer: forever, as in Ollama
+        ("2562048h", math.inf),
     ],
 )
 def test_durations(value: object, seconds: float) -> None:
@@ -130,3 +138,48 @@ def test_responses_dir_is_optional_and_expands_user() -> None:
     assert Settings.from_env({}).responses_dir is None
     assert Settings.from_env({"LOCALLLM_RESPONSES_DIR": " "}).responses_dir is None
     assert Settings.from_env({"LOCALLLM_RESPONSES_DIR": "~/r"}).responses_dir == Path("~/r").expanduser()
+
+
+def readme_table() -> list[tuple[str, str]]:
+    """(variable, default cell) of each row of README's configuration table."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Configuration\n") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = re.findall(r"^\| `([A-Z_]+)` \|([^|]*)\|", section, re.M)
+    return [(name, cell.strip()) for name, cell in rows]
+
+
+def test_readme_table_is_the_declared_table() -> None:
+    declared = [(v.name, f"`{v.shown_default}`" if v.shown_default else "") for v in VARIABLES]
+    expected = "\n".join(f"| `{name}` | {default} | …" for name, default in declared)
+    assert readme_table() == declared, f"README's configuration table should list, in this order:\n{expected}"
+
+
+def test_the_declared_defaults_are_the_settings_defaults() -> None:
+    """A Settings made in code and one read from an empty environment agree: both take each declared default."""
+    from_env = Settings.from_env({"LOCALLLM_MODELS": "/m"})
+    assert from_env == dataclasses.replace(Settings(models_dir=Path("/m")), keys_file=Path("/keys.json"))
+    daemon = [v for v in VARIABLES if v.parse is not None]
+    assert [v.name for v in daemon] == [
+        f.metadata["localllm.variable"].name for f in dataclasses.fields(Settings) if f.metadata
+    ]
+    assert len({v.name for v in VARIABLES}) == len(VARIABLES)
+    assert Settings().context_length == 8192 and Settings().max_body == 64 << 20
+
+
+def test_a_runner_started_without_the_daemon_loads_as_the_daemon_would() -> None:
+    """LoadSpec (the runner's boundary imports only domain/) keeps its own defaults: they are the daemon's."""
+    from localllm.runner.protocol import LoadSpec
+
+    spec = LoadSpec(model_path="m", n_ctx=1)
+    settings = Settings()
+    assert (spec.stream_interval, spec.flash_attention, spec.kv_cache_type) == (
+        settings.stream_interval,
+        settings.flash_attention,
+        settings.kv_cache_type,
+    )
+    assert (spec.cache_ram, spec.cache_disk, spec.n_threads) == (
+        settings.cache_ram,
+        settings.cache_disk,
+        settings.num_threads,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from localllm.config import parse_host
+from localllm.config.values import parse_host
 from localllm.daemon import listen
 
 

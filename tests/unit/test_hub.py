@@ -397,3 +397,38 @@ def test_an_unreachable_hub_is_a_download_error(hf_env: Path, store: Store, monk
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     with pytest.raises(DownloadError, match=f"127.0.0.1:{port}"):
         list(pull(store, parse_name("hf.co/tester/stories")))
+
+
+def test_two_pulls_of_one_blob_into_one_store_download_it_once(
+    hf_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Stores on one root stand for two replicas (flock locks belong to open files): the one that does not
+    own the download says it waits, then takes the other's blob; no second download, nothing appended twice."""
+    files = fake_files(tmp_path / "slow", ["Slow-Q4_K_M.gguf"], size=60_000)
+    expected = sha256(files["Slow-Q4_K_M.gguf"])
+    name = parse_name("hf.co/tester/slow")
+    with serve(monkeypatch, {"tester/slow": files}) as stub:
+        stub.rate = 100_000  # about 0.6 s a download: the two overlap
+        results: dict[int, list[Progress] | BaseException] = {}
+
+        def go(i: int) -> None:
+            try:
+                results[i] = list(pull(Store(tmp_path / "models"), name))
+            except BaseException as exc:
+                results[i] = exc
+
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert stub.downloads("Slow-Q4_K_M.gguf") == 1
+    runs = [results[0], results[1]]
+    assert all(isinstance(r, list) and r[-1].status == "success" for r in runs), runs
+    waited = [r for r in runs if isinstance(r, list) and any(e.status.startswith("waiting for another") for e in r)]
+    assert len(waited) == 1, "one pull waited for the other's download"
+    waiting = next(e for e in waited[0] if e.status.startswith("waiting for another"))
+    assert waiting.status == f"waiting for another process downloading sha256-{expected[:12]}"
+    store = Store(tmp_path / "models")
+    assert [p.name for p in sorted(store.blobs_dir.iterdir())] == [f"sha256-{expected}"]
+    assert sha256(store.blobs_dir / f"sha256-{expected}") == expected

@@ -1,4 +1,4 @@
-"""The key store, tokens and quotas (localllm/keys.py), the security middleware in-process, and `localllm keys`.
+"""The key store, tokens and quotas (localllm/auth/), the security middleware in-process, and `localllm keys`.
 
 The same behaviour against a real daemon process is in test_security_e2e.py.
 """
@@ -17,9 +17,14 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from localllm.auth import keys
-from localllm.auth.keys import Authenticator, KeysFile, Meter, sign_token
-from localllm.config import Settings, keys_file_from_env, parse_host, parse_origins
+from localllm.auth import keysfile as keys
+from localllm.auth import quota
+from localllm.auth.authenticator import Authenticator
+from localllm.auth.keysfile import KeysFile
+from localllm.auth.principal import Principal, acting_as
+from localllm.auth.tokens import sign_token
+from localllm.config import Settings
+from localllm.config.values import keys_file_from_env, parse_host, parse_origins
 from localllm.domain.errors import ConfigError, InvalidRequest, QuotaExceeded, Unauthorized
 from localllm.domain.names import parse_name
 from localllm.modelstore.store import Manifest, Store
@@ -106,7 +111,7 @@ def test_a_broken_keys_file_stops_the_daemon_naming_it(tmp_path: Path, content: 
     path = tmp_path / "keys.json"
     path.write_text(content)
     with pytest.raises(ConfigError, match=needle) as err:
-        Authenticator(path)
+        Authenticator(path, token_ttl=3600)
     assert str(path) in str(err.value)
 
 
@@ -115,19 +120,19 @@ def test_a_broken_keys_file_stops_the_daemon_naming_it(tmp_path: Path, content: 
 
 def test_auth_is_off_without_keys_and_on_with_env_keys_or_a_file(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    assert not Authenticator(None).enabled
-    assert not Authenticator(path).enabled
-    env = Authenticator(None, ["s3cret"])
-    assert env.enabled and env.authenticate("s3cret").id == "env-1"
+    assert not Authenticator(None, token_ttl=3600).enabled
+    assert not Authenticator(path, token_ttl=3600).enabled
+    env = Authenticator(None, ["s3cret-s3cret-s3cret"], token_ttl=3600)
+    assert env.enabled and env.authenticate("s3cret-s3cret-s3cret").id == "env-1"
     with pytest.raises(Unauthorized, match="invalid API key"):
-        env.authenticate("s3cret2")
+        env.authenticate("s3cret-s3cret-s3cret2")
     with pytest.raises(Unauthorized, match="requires an API key"):
         env.authenticate(None)
 
 
 def test_the_file_is_read_again_when_it_changes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "keys.json"
-    auth = Authenticator(path)
+    auth = Authenticator(path, token_ttl=3600)
     assert not auth.enabled
     key = make_key(path, "a")
     assert auth.enabled and auth.authenticate(key).name == "a"
@@ -179,21 +184,21 @@ def test_quota_counts_tokens_per_utc_day(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     key = make_key(path, "small", quota=10)
     clock = Clock(1_700_000_000.0 - 1_700_000_000.0 % 86400 + 3600)  # 01:00 UTC
-    auth = Authenticator(path, clock=clock)
+    auth = Authenticator(path, token_ttl=3600, clock=clock)
     who = auth.authenticate(key)
-    with keys.metering(Meter(auth, who)):
-        keys.check_quota()
-        keys.charge(6)
-        keys.check_quota()
-        keys.charge(6)
+    with acting_as(who), quota.metering(auth.quotas):
+        quota.check_quota()
+        quota.charge(6)
+        quota.check_quota()
+        quota.charge(6)
         with pytest.raises(QuotaExceeded, match="daily quota of 10 tokens") as err:
-            keys.check_quota()
+            quota.check_quota()
     assert err.value.retry_after == 23 * 3600
-    keys.charge(1000)  # outside a request: nothing to charge
-    assert auth.used_today(who) == 12
+    quota.charge(1000)  # outside a request: nothing to charge
+    assert auth.quotas.used_today(who) == 12
     clock.now += 86400
-    auth.check_quota(who)
-    assert auth.used_today(who) == 0
+    auth.quotas.check(who)
+    assert auth.quotas.used_today(who) == 0
 
 
 # -- configuration -----------------------------------------------------------------------------------------
@@ -203,12 +208,12 @@ def test_security_settings() -> None:
     s = Settings.from_env(
         {
             "LOCALLLM_MODELS": "/srv/llm/models",
-            "LOCALLLM_API_KEYS": " k3y-one, k3y-two ,,",
+            "LOCALLLM_API_KEYS": " k3y-one-0123456789, k3y-two-0123456789 ,,",
             "LOCALLLM_ORIGINS": "https://x.org, chrome-extension://*",
             "LOCALLLM_TOKEN_TTL": "30m",
         }
     )
-    assert s.api_keys == ("k3y-one", "k3y-two") and "k3y" not in repr(s)
+    assert s.api_keys == ("k3y-one-0123456789", "k3y-two-0123456789") and "k3y" not in repr(s)
     assert s.origins == ("https://x.org", "chrome-extension://*")
     assert s.keys_file == Path("/srv/llm/keys.json")
     assert s.token_ttl == 1800
@@ -223,6 +228,10 @@ def test_security_settings() -> None:
         ({"LOCALLLM_TOKEN_TTL": "0"}, "LOCALLLM_TOKEN_TTL"),
         ({"LOCALLLM_TOKEN_TTL": "-1"}, "LOCALLLM_TOKEN_TTL"),
         ({"LOCALLLM_TOKEN_TTL": "soon"}, "LOCALLLM_TOKEN_TTL"),
+        ({"LOCALLLM_TOKEN_TTL": "1e18"}, "LOCALLLM_TOKEN_TTL"),
+        # Set, but holding no key: refused, never read as "no keys" (authentication off).
+        ({"LOCALLLM_API_KEYS": " , "}, "LOCALLLM_API_KEYS=',' holds no key"),  # as read: stripped
+        ({"LOCALLLM_API_KEYS": ","}, "holds no key"),
     ],
 )
 def test_bad_security_settings_name_the_variable(env: dict[str, str], needle: str) -> None:
@@ -242,15 +251,106 @@ def test_origin_and_host_parsing() -> None:
     assert host_of("evil.example:11434") == "evil.example"
 
 
+def test_keys_settings_never_turn_authentication_quietly_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A key shorter than API_KEY_MIN_CHARS (16) stops the daemon, naming which.
+    with pytest.raises(ConfigError, match=r"key #2 is shorter than 16 characters"):
+        Authenticator(None, ["long-enough-key-0001", "short"])
+    settings = Settings.from_env({"LOCALLLM_API_KEYS": "x", "LOCALLLM_MODELS": str(tmp_path / "m")})
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        create_app(settings)
+    # A keys file named by LOCALLLM_KEYS_FILE must exist: the daemon does not start without it.
+    missing = tmp_path / "nope" / "keys.json"
+    settings = Settings.from_env({"LOCALLLM_KEYS_FILE": str(missing), "LOCALLLM_MODELS": str(tmp_path / "m")})
+    assert settings.keys_file == missing and settings.keys_file_required
+    with pytest.raises(ConfigError, match=f"LOCALLLM_KEYS_FILE: the keys file {missing} does not exist"):
+        create_app(settings)
+    # ... and once read, removing it keeps the keys read before (the default file's removal turns auth off).
+    named = tmp_path / "named.json"
+    key = make_key(named, "a")
+    auth = Authenticator(named, required=True)
+    named.unlink()
+    assert auth.enabled and auth.authenticate(key).name == "a"
+    assert "keeping the keys read before" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "lltok.x." + "1" * 5000 + ".sig",  # int() refuses more than 4300 digits: was a 500
+        "lltok.x.\u0661\u0662\u0663.sig",  # digits, but not ASCII ones
+        "lltok.x.00001700000000.sig",
+        "lltok.x.-5.sig",
+        "lltok...",
+    ],
+)
+def test_a_malformed_access_token_is_a_401_never_a_500(tmp_path: Path, token: str) -> None:
+    path = tmp_path / "keys.json"
+    make_app(path)
+    with pytest.raises(Unauthorized, match="invalid access token"):
+        Authenticator(path).authenticate(token)
+    for client in app_client(tmp_path, keys_file=path):
+        r = client.get("/api/tags", params={"accessToken": token})
+        assert r.status_code == 401 and r.json()["error"] == "invalid access token"
+
+
+def test_a_generation_reserves_its_tokens_and_never_overshoots_the_quota(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = make_key(path, "small", quota=10)
+    auth = Authenticator(path, clock=Clock())
+    who = auth.authenticate(key)
+    quotas = auth.quotas
+    first = quotas.reserve(who, 3, -1)  # no num_predict: as many answer tokens as are left
+    assert first.granted == 7
+    with pytest.raises(QuotaExceeded, match="reserved by requests in flight") as err:
+        quotas.reserve(who, 1, 100)  # the first holds the rest of the day
+    assert err.value.retry_after == 1
+    with pytest.raises(QuotaExceeded, match="held by its requests in flight"):
+        quotas.check(who)
+    first.settle(5)  # the real count: the rest is free again
+    assert quotas.used_today(who) == 5
+    second = quotas.reserve(who, 2, 100)
+    assert second.granted == 3
+    with second:  # left without settling (the client went away): the prompt and the pieces seen count
+        second.seen = 1
+    assert quotas.used_today(who) == 8
+    with pytest.raises(QuotaExceeded, match="leave nothing of the daily quota"):
+        quotas.reserve(who, 2, 5)
+    with pytest.raises(InvalidRequest), quotas.reserve(who, 1, 1):  # refused as invalid: charged nothing
+        raise InvalidRequest("does not fit")
+    assert quotas.used_today(who) == 8
+    free = Principal("key-free", "free")  # no quota: no bound, and the day's tokens still counted
+    unbounded = quotas.reserve(free, 0, -1)
+    assert unbounded.granted == -1
+    unbounded.settle(12)
+    assert quotas.used_today(free) == 12
+    # Through the service: the fake runner's job is cut to what is left after its prompt ("hi": 2 tokens).
+    path2 = tmp_path / "k2.json"
+    key = make_key(path2, "small", quota=10)
+    factory = FakeFactory()
+    for client in app_client(tmp_path, keys_file=path2, factory=factory):
+        body = {"model": "tiny", "prompt": "hi", "stream": False, "options": {"num_predict": 100}}
+        assert client.post("/api/generate", json=body, headers={"x-api-key": key}).status_code == 200
+        assert factory.runners[0].jobs[-1].num_predict == 8
+    # With no num_predict a generation holds what the context leaves for its answer, not the whole day's quota.
+    path3 = tmp_path / "k3.json"
+    key = make_key(path3, "big", quota=100_000)
+    factory = FakeFactory()
+    for client in app_client(tmp_path, keys_file=path3, factory=factory):
+        body = {"model": "tiny", "prompt": "hi", "stream": False}
+        assert client.post("/api/generate", json=body, headers={"x-api-key": key}).status_code == 200
+        n_ctx = factory.runners[0].info.n_ctx
+        assert n_ctx is not None and n_ctx < 1000 and factory.runners[0].jobs[-1].num_predict == n_ctx - 2
+
+
 # -- the middleware, in-process ------------------------------------------------------------------------------
 
 
-def app_client(tmp_path: Path, **settings: Any) -> Iterator[TestClient]:
+def app_client(tmp_path: Path, factory: FakeFactory | None = None, **settings: Any) -> Iterator[TestClient]:
     config = Settings(host=parse_host(""), models_dir=tmp_path / "models", **settings)
     store = Store(config.models_dir)
     layer = store.add_blob_file(write_tiny_gguf(tmp_path / "tiny.gguf", template="{{ messages[-1].content }}!"))
     store.write_manifest(parse_name("tiny"), Manifest((layer,)))
-    service = Service(config, store, Scheduler(factory=FakeFactory()))
+    service = Service(config, store, Scheduler(factory=factory or FakeFactory()))
     with TestClient(create_app(config, service=service), base_url="http://127.0.0.1") as client:
         yield client
 
@@ -377,3 +477,36 @@ def test_cli_keys_create_list_revoke(tmp_path: Path) -> None:
     assert bad.exit_code == 2
     assert runner.invoke(cli, ["keys", "--file", str(tmp_path / "none.json"), "list"]).exit_code == 0
     assert not (tmp_path / "none.json").exists()
+
+
+# -- tenancy: what the daemon keeps for a client belongs to its key -------------------------------------------
+
+KEY_A, KEY_B = "key-of-tenant-a-0123", "key-of-tenant-b-0123"
+
+
+def test_sessions_and_stored_responses_belong_to_the_key_that_made_them(tmp_path: Path) -> None:
+    for client in app_client(tmp_path, api_keys=(KEY_A, KEY_B)):
+        a, b = {"Authorization": f"Bearer {KEY_A}"}, {"Authorization": f"Bearer {KEY_B}"}
+        # LMDeploy: A opens session 7; for B it does not exist (it can neither continue nor end it).
+        turn = {"model": "tiny", "session_id": 7, "sequence_start": True, "sequence_end": False}
+        assert client.post("/v1/chat/interactive", json={**turn, "prompt": "hi"}, headers=a).status_code == 200
+        go_on = {**turn, "sequence_start": False, "prompt": "more"}
+        r = client.post("/v1/chat/interactive", json=go_on, headers=b)
+        assert r.status_code == 400 and "session 7 does not exist" in r.json()["message"]
+        end = {"session_id": 7, "prompt": "", "interactive_mode": False}
+        assert client.post("/v1/chat/interactive", json=end, headers=b).json()["history_tokens"] == 0
+        assert client.post("/v1/chat/interactive", json={**end, "cancel": True}, headers=b).status_code == 200
+        assert client.post("/v1/chat/interactive", json=go_on, headers=a).status_code == 200
+        # B may have its own session 7 beside A's.
+        assert client.post("/v1/chat/interactive", json={**turn, "prompt": "hi"}, headers=b).status_code == 200
+        # Responses: A's stored response cannot be read, chained or deleted by B.
+        made = client.post("/v1/responses", json={"model": "tiny", "input": "hi"}, headers=a)
+        assert made.status_code == 200, made.text
+        rid = made.json()["id"]
+        assert client.get(f"/v1/responses/{rid}", headers=b).status_code == 404
+        assert client.get(f"/v1/responses/{rid}/input_items", headers=b).status_code == 404
+        chained = {"model": "tiny", "input": "and?", "previous_response_id": rid}
+        assert client.post("/v1/responses", json=chained, headers=b).status_code == 404
+        assert client.delete(f"/v1/responses/{rid}", headers=b).status_code == 404
+        assert client.get(f"/v1/responses/{rid}", headers=a).status_code == 200
+        assert client.post("/v1/responses", json=chained, headers=a).status_code == 200

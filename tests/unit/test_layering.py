@@ -60,7 +60,7 @@ def imported(path: Path, package: str) -> set[str]:
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:  # `from localllm.auth import keys` imports the module localllm.auth.keys
+            if node.level == 0:  # `from localllm.auth import quota` imports the module localllm.auth.quota
                 mod = node.module or ""
                 subs = {f"{mod}.{a.name}" for a in node.names if is_module(f"{mod}.{a.name}")}
                 out.update(subs or {mod})
@@ -134,7 +134,7 @@ def test_cli_uses_only_the_client_and_leaves(path: Path) -> None:
     ours = {owner(n) for n in names if n.startswith("localllm.")}
     assert ours <= CLIENT_MAY_USE | {"modelstore", "auth", "daemon"}, f"cli must not import {ours}"
     deeper = {n for n in names if owner(n) in {"modelstore", "auth"}}
-    shipped = {"localllm.modelstore.library", "localllm.modelstore.modelfile", "localllm.auth.keys"}
+    shipped = {"localllm.modelstore.library", "localllm.modelstore.modelfile", "localllm.auth.keysfile"}
     assert deeper <= shipped, f"cli must not import {deeper - shipped}"
     top = {n.split(".")[0] for n in names}
     assert not top & {"llama_cpp", "starlette", "uvicorn"}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from localllm.domain import limits
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.types import Constraints, Tool
+from localllm.domain.types import Constraints, Tool, check_range, parse_options
 
 
 def refused(**kwargs: object) -> InvalidRequest:
@@ -47,6 +49,32 @@ def test_grammars() -> None:
     assert refused(constraints=Constraints(grammar="root ::= x{100000}\nx ::= [a-z]{100000}")).field == "grammar"
     limits.check_grammar('root ::= "yes" | "no" # a comment with {99999999}\nitem ::= [0-9]{1,5}')
     limits.check_grammar('root ::= "{" "}"')  # braces inside literals are not repetitions
+
+
+def test_a_nul_in_a_grammar_or_schema_is_refused_not_cut() -> None:
+    # llama.cpp takes a grammar as a C string: a NUL would cut it there, and the constraint would vanish.
+    err = refused(constraints=Constraints(grammar='root ::= "yes"\0 | "no"'))
+    assert err.field == "grammar" and "NUL" in str(err)
+    assert refused(constraints=Constraints(format={"const": "a\0b"})).field == "format"
+    assert refused(constraints=Constraints(format={"properties": {"a\0": {}}})).field == "format"
+    tool = Tool("t", parameters={"type": "object", "properties": {"x": {"enum": ["\0"]}}})
+    assert refused(tools=[tool]).field == "tools[0].function.parameters"
+    with pytest.raises(InvalidRequest, match="NUL") as regex:
+        limits.check_regex("a\0b", "grammar.value")
+    assert regex.value.field == "grammar.value"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinity_are_in_no_range(value: float) -> None:
+    for low, high in ((0.0, None), (0.0, 2.0), (None, None)):
+        with pytest.raises(InvalidRequest, match="temperature must be a finite number") as err:
+            check_range(value, "temperature", low, high)
+        assert err.value.field == "temperature"
+    with pytest.raises(InvalidRequest, match="options.top_p must be a finite number"):
+        parse_options({"top_p": value})
+    with pytest.raises(InvalidRequest, match="options.presence_penalty must be a finite number"):
+        parse_options({"presence_penalty": value})  # an option with no range of its own
+    check_range(10**400, "seed", 0)  # a huge integer is finite (and no OverflowError)
 
 
 def test_prompt_bytes_are_relative_to_the_context_and_capped() -> None:

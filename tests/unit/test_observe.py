@@ -12,7 +12,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from localllm.config import Settings, parse_host
+from localllm.config import Settings
+from localllm.config.values import parse_host
 from localllm.domain.types import Done, Token
 from localllm.observability import logs, metrics
 from localllm.server.app import create_app
@@ -29,10 +30,10 @@ def test_metrics_are_off_unless_asked_for(tmp_path: Path) -> None:
 
 def test_metrics_sit_behind_the_api_key_and_answer_the_text_format(tmp_path: Path) -> None:
     metrics.enable()
-    c = client(tmp_path, metrics=True, api_keys=("sekrit",))
+    c = client(tmp_path, metrics=True, api_keys=("sekrit-sekrit-sekrit",))
     refused = c.get("/metrics")
     assert refused.status_code == 401 and refused.headers["x-request-id"]
-    answer = c.get("/metrics", headers={"Authorization": "Bearer sekrit"})
+    answer = c.get("/metrics", headers={"Authorization": "Bearer sekrit-sekrit-sekrit"})
     assert answer.status_code == 200
     names = {f.name for f in text_string_to_metric_families(answer.text)}
     assert {"localllm_time_to_first_token_seconds", "localllm_request_success", "localllm_http_requests"} <= names
@@ -102,7 +103,7 @@ def test_the_grafana_dashboard_uses_only_metrics_the_daemon_exports() -> None:
 
 def test_the_replica_header_names_the_daemon_only_when_asked(tmp_path: Path) -> None:
     assert "x-localllm-replica" not in client(tmp_path).get("/").headers
-    named = client(tmp_path, replica="left", api_keys=("sekrit",))
+    named = client(tmp_path, replica="left", api_keys=("sekrit-sekrit-sekrit",))
     assert named.get("/").headers["x-localllm-replica"] == "left"
     refused = named.get("/api/tags")  # refusals by the middleware inside it carry it too
     assert refused.status_code == 401 and refused.headers["x-localllm-replica"] == "left"

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from localllm.chat.prompt import check_template, render_chat, render_generate
+from localllm.chat.prompt import check_template, generate_messages, render_generate
 from localllm.domain.errors import InvalidRequest
 from localllm.domain.types import ChatMessage
+
+from ..fakes import render_chat
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -33,8 +35,8 @@ def test_fallback_transcript() -> None:
 
 
 def test_generate_without_template_is_the_prompt() -> None:
-    assert render_generate("Once upon a time", system=None, template=None) == "Once upon a time"
-    assert render_generate("go", system="sys", template=CHATML).startswith("<|im_start|>system\nsys")
+    assert render_generate("Once upon a time", system=None) == "Once upon a time"
+    assert render_chat(generate_messages("go", system="sys"), template=CHATML).startswith("<|im_start|>system\nsys")
 
 
 def test_template_errors_are_400s() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from localllm.config import Settings, parse_host
+from localllm.config import Settings
+from localllm.config.values import parse_host
 from localllm.modelstore.store import Store
 from localllm.scheduling.scheduler import Scheduler
 from localllm.server import dialects
@@ -63,7 +64,7 @@ def app_client(tmp_path: Path, **settings: object) -> Iterator[TestClient]:
 
 @pytest.fixture
 def keyed(tmp_path: Path) -> Iterator[TestClient]:
-    yield from app_client(tmp_path, api_keys=("sekret",))
+    yield from app_client(tmp_path, api_keys=("sekret-sekret-sekret",))
 
 
 def test_a_401_comes_in_the_shape_of_the_dialect_owning_the_path(keyed: TestClient) -> None:

@@ -3,6 +3,7 @@ memory, and a file that does not read back removed, never served."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from localllm.auth.principal import Principal, acting_as
 from localllm.domain.types import ChatMessage, ToolCall
 from localllm.service.responses_store import ResponseStore
 
@@ -118,3 +120,22 @@ def test_a_response_that_cannot_be_written_is_kept_in_memory(tmp_path: Path) -> 
     (tmp_path / f"{response(1)['id']}.json" / "in the way").mkdir(parents=True)  # its file cannot be put in place
     assert store.put(response(1), CONVERSATION) and store.get(response(1)["id"]) is not None
     assert files(tmp_path) == [f"{response(1)['id']}.json"], "no partial file left behind"
+
+
+def test_a_response_belongs_to_the_principal_that_stored_it(tmp_path: Path) -> None:
+    a, b = Principal("key-a", "a"), Principal("key-b", "b")
+    store = ResponseStore(directory=tmp_path)
+    rid = response(1)["id"]
+    with acting_as(a):
+        assert store.put(response(1), CONVERSATION)
+    for other in (b, None):  # another key, or no key (authentication turned off later)
+        with acting_as(other) if other is not None else contextlib.nullcontext():
+            assert store.get(rid) is None
+            assert not store.delete(rid)
+    with acting_as(b):  # a daemon sharing the directory reads the owner back from the file
+        assert ResponseStore(directory=tmp_path).get(rid) is None
+    with acting_as(a):
+        assert ResponseStore(directory=tmp_path).get(rid) is not None
+        stored = store.get(rid)
+        assert stored is not None and stored.owner == "key-a"
+        assert store.delete(rid) and store.get(rid) is None

@@ -12,7 +12,8 @@ import openai
 import pytest
 from starlette.testclient import TestClient
 
-from localllm.config import Settings, parse_host
+from localllm.config import Settings
+from localllm.config.values import parse_host
 from localllm.domain.errors import EngineError, InvalidRequest, ServerBusy
 from localllm.domain.names import parse_name
 from localllm.domain.types import PromptCacheStats

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from localllm.config import Settings, parse_host
+from localllm.config import Settings
+from localllm.config.values import parse_host
 from localllm.domain.names import parse_name
 from localllm.modelstore.store import Manifest, Store
 from localllm.scheduling.scheduler import Scheduler
@@ -72,6 +73,72 @@ def test_empty_prompt_loads_and_keep_alive_zero_unloads(client: TestClient, fact
     assert unload["done_reason"] == "unload"
     assert client.get("/api/ps").json()["models"] == []
     assert factory.runners[0].stopped
+
+
+@pytest.mark.parametrize("keep_alive", [1e18, "1e18", "99999999999h", 1e300])
+def test_a_keep_alive_too_long_for_a_clock_is_forever(client: TestClient, keep_alive: object) -> None:
+    # Longer than Go's longest duration (~292 years) is forever, as in Ollama; it was kept as is, and then
+    # /api/ps was a 500 for everyone (no date that far off) while the model stayed loaded.
+    load = client.post("/api/generate", json={"model": "tiny", "keep_alive": keep_alive})
+    assert load.status_code == 200 and load.json()["done_reason"] == "load"
+    ps = client.get("/api/ps")
+    assert ps.status_code == 200 and ps.json()["models"][0]["expires_at"].startswith("2318-")
+
+
+@pytest.mark.parametrize("keep_alive", ["NaN", "nan"])
+def test_a_keep_alive_that_is_not_a_number_is_a_400(client: TestClient, keep_alive: str) -> None:
+    r = client.post("/api/generate", json={"model": "tiny", "keep_alive": keep_alive})
+    assert r.status_code == 400 and "keep_alive" in r.json()["error"]
+    r = client.post("/api/generate", content=b'{"model": "tiny", "keep_alive": NaN}')
+    assert r.status_code == 400 and "keep_alive" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/generate", b'{"model": "tiny", "prompt": "x", "options": {"temperature": NaN}}', "options.temperature"),
+        ("/api/generate", b'{"model": "tiny", "prompt": "x", "options": {"top_p": Infinity}}', "options.top_p"),
+        (
+            "/v1/chat/completions",
+            b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+            "temperature",
+        ),
+        (
+            "/v1/completions",
+            b'{"model": "tiny", "prompt": "x", "grammar": "root ::= \\"a\\"\\u0000 | \\"b\\""}',
+            "grammar",
+        ),
+        ("/api/generate", b'{"model": "tiny", "prompt": "x", "format": {"const": "a\\u0000b"}}', "format"),
+        (
+            "/generate",
+            b'{"inputs": "x", "parameters": {"grammar": {"type": "regex", "value": "a\\u0000"}}}',
+            "parameters.grammar.value",
+        ),
+    ],
+)
+def test_a_constraint_that_would_be_lost_is_a_400_naming_it(
+    client: TestClient, path: str, body: bytes, field: str
+) -> None:
+    # NaN passed every range check; a NUL cut llama.cpp's grammar short (the output then went unconstrained).
+    r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == (422 if path == "/generate" else 400), r.text  # TGI's validation errors are 422s
+    assert field in r.text
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"parameters": {"stop": [f"s{i}" for i in range(100)]}}, "parameters.stop"),
+        ({"parameters": {"stop": ["x" * 2000]}}, "parameters.stop"),
+        ({"messages": [{"role": "user", "content": "hi"}] * 4097}, "messages"),
+    ],
+)
+def test_create_applies_the_bounds_a_request_would_meet(client: TestClient, extra: dict[str, Any], field: str) -> None:
+    # Such a model was stored, and then every use of it was a 400 (or every chat rendered 100,000 messages).
+    r = client.post("/api/create", json={"model": "mine", "from": "tiny", "stream": False, **extra})
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]
+    assert "mine:latest" not in [m["name"] for m in client.get("/api/tags").json()["models"]]
 
 
 def test_error_mid_stream_is_the_last_ndjson_line(tmp_path: Path) -> None:
@@ -159,4 +226,6 @@ def test_unreadable_model_file_is_a_clear_error(tmp_path: Path) -> None:
         r = client.post("/api/generate", json={"model": "broken", "prompt": "hi"})
         assert r.status_code == 500
         assert "cannot read the model file of 'broken:latest'" in r.json()["error"]
-        assert [m["name"] for m in client.get("/api/tags").json()["models"]] == ["tiny:latest"]
+        listed = {m["name"]: m.get("damaged") for m in client.get("/api/tags").json()["models"]}
+        assert listed.keys() == {"tiny:latest", "broken:latest"} and listed["tiny:latest"] is None
+        assert "GGUF version" in listed["broken:latest"]  # listed, flagged with what is wrong (issue 26)

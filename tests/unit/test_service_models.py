@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from localllm.config import Settings, parse_host
+from localllm.config import Settings
+from localllm.config.values import parse_host
 from localllm.domain.errors import ModelNotFound
 from localllm.domain.names import parse_name
 from localllm.domain.types import Options

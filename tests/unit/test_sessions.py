@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from localllm.chat import prompt
 from localllm.domain.errors import InvalidRequest, ServerBusy
 from localllm.domain.names import parse_name
 from localllm.domain.types import Constraints, Done, Options, Token
 from localllm.service.generation import GenerateRequest
 from localllm.service.sessions import Sessions
+
+from ..fakes import render_chat_async
 
 NAME = parse_name("stories")
 
@@ -40,7 +41,7 @@ class ScriptedService:
         )
 
     async def render(self, model: Any, messages: Any) -> str:
-        return prompt.render_chat(messages, template=model.template, bos_token="<s>", eos_token="</s>")
+        return await render_chat_async(messages, template=model.template, bos_token="<s>", eos_token="</s>")
 
     def loaded(self) -> list[Any]:
         return [SimpleNamespace(digest=d) for d in self.loaded_digests]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
+import threading
 from pathlib import Path
 
 from localllm.modelstore.store import Store
@@ -39,3 +42,45 @@ def test_attach_prunes_only_when_no_other_daemon_holds_the_store(tmp_path: Path)
     second.detach()
     first.detach()
     assert Store(root).attach() == [blob.name]
+
+
+# -- one downloader per blob (issue 26, item 1) ----------------------------------------------------------
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_a_blob_lock_has_one_holder_across_threads_and_goes_with_its_holder(tmp_path: Path) -> None:
+    store = Store(tmp_path / "models")
+    store.ensure()
+    first, second = store.blob_lock(DIGEST), Store(store.root).blob_lock(DIGEST)
+    assert first.acquire()
+    assert first.path.name == "sha256-" + "ab" * 32 + ".lock"
+    won: list[bool] = []
+    other = threading.Thread(target=lambda: won.append(second.acquire()))
+    other.start()
+    other.join()
+    assert won == [False]  # another thread of the same process is kept out too
+    first.release()
+    assert not first.path.exists(), "the holder removes the lock file as it lets go"
+    assert second.acquire()
+    second.release()
+
+
+def test_a_waiter_that_opened_a_removed_lock_file_does_not_get_a_second_lock(tmp_path: Path) -> None:
+    """The holder removes the file as it lets go; a waiter holding the old file open must not own the blob
+    beside whoever locks the new file."""
+    store = Store(tmp_path / "models")
+    store.ensure()
+    holder = store.blob_lock(DIGEST)
+    assert holder.acquire()
+    stale = os.open(holder.path, os.O_RDWR)  # a waiter that opened the file before it went
+    holder.release()
+    fresh = store.blob_lock(DIGEST)
+    assert fresh.acquire()
+    try:
+        fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # it gets a lock, on a file no longer there ...
+        late = store.blob_lock(DIGEST)
+        assert not late.acquire()  # ... and BlobLock, opening the path anew, sees the fresh holder
+    finally:
+        os.close(stale)
+        fresh.release()

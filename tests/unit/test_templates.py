@@ -14,6 +14,8 @@ from localllm.chat.templatecaps import TemplateCaps
 from localllm.domain.errors import InvalidRequest
 from localllm.domain.types import ChatMessage, Tool, ToolCall
 
+from ..fakes import render_chat
+
 DATA = Path(__file__).resolve().parent.parent / "data" / "templates"
 TEMPLATES = sorted(DATA.glob("*.jinja"))
 EXPECTED = json.loads((DATA / "expected.json").read_text(encoding="utf-8"))
@@ -34,7 +36,7 @@ TOOL_CHAT = [
 
 
 def _render(template: str, messages: list[ChatMessage], tools: tuple[Tool, ...] = ()) -> str:
-    return prompt.render_chat(messages, template=template, tools=tools, bos_token="<s>", eos_token="</s>")
+    return render_chat(messages, template=template, tools=tools, bos_token="<s>", eos_token="</s>")
 
 
 def _ends_at_answer(text: str, template: str) -> None:
@@ -65,9 +67,7 @@ def test_a_tool_round_trip_loses_nothing(path: Path) -> None:
 @pytest.mark.parametrize("case", EXPECTED["cases"], ids=[c["name"] for c in EXPECTED["cases"]])
 def test_llama_cpp_expected_renderings(case: dict[str, str]) -> None:
     messages = [ChatMessage(role, content) for role, content in EXPECTED["conversation"]]
-    text = prompt.render_chat(
-        messages, template=case["template"], bos_token=case["bos_token"], eos_token=case["eos_token"]
-    )
+    text = render_chat(messages, template=case["template"], bos_token=case["bos_token"], eos_token=case["eos_token"])
     expected = case["expected"]
     if case["bos_token"] and expected.startswith(case["bos_token"]):  # the runner adds BOS: the render drops it
         expected = expected[len(case["bos_token"]) :]
@@ -123,7 +123,7 @@ def test_a_tool_message_without_an_id_answers_the_open_call() -> None:
     ],
 )
 def test_transformers_parity(template: str, expected: str) -> None:
-    assert prompt.render_chat([ChatMessage("user", "hi")], template=template) == expected
+    assert render_chat([ChatMessage("user", "hi")], template=template) == expected
 
 
 @pytest.mark.parametrize(
@@ -138,12 +138,12 @@ def test_transformers_parity(template: str, expected: str) -> None:
 )
 def test_any_template_error_is_a_precise_invalid_request(template: str) -> None:
     with pytest.raises(InvalidRequest, match="the chat template"):
-        prompt.render_chat([ChatMessage("user", "hi")], template=template)
+        render_chat([ChatMessage("user", "hi")], template=template)
 
 
 def test_extra_variables_reach_the_template() -> None:
     """`enable_thinking=False` (how `think: false` renders) reaches Qwen3's template."""
     template = (DATA / "Qwen-Qwen3-0.6B.jinja").read_text(encoding="utf-8")
-    on = prompt.render_chat(CHAT, template=template)
-    off = prompt.render_chat(CHAT, template=template, extra={"enable_thinking": False})
+    on = render_chat(CHAT, template=template)
+    off = render_chat(CHAT, template=template, extra={"enable_thinking": False})
     assert off.endswith("<think>\n\n</think>\n\n") and not on.endswith("</think>\n\n")

@@ -15,6 +15,8 @@ from localllm.chat.tools import held_back
 from localllm.domain.types import ChatMessage, Done, Event, Thinking, Token, TokenLogprob, Tool, ToolCalls
 from localllm.service.generation import collect
 
+from ..fakes import render_chat
+
 QWEN3 = (Path(__file__).parent.parent / "data" / "thinking" / "Qwen-Qwen3-0.6B.jinja").read_text()
 
 
@@ -135,18 +137,18 @@ def test_qwen3_template_is_a_thinking_template_and_switches_on_enable_thinking()
     assert prompt.supports_thinking(QWEN3)
     assert not prompt.supports_thinking("{{ messages[0].content }}") and not prompt.supports_thinking(None)
     messages = [ChatMessage("user", "Hi")]
-    on = prompt.render_chat(messages, template=QWEN3, think=True)
-    default = prompt.render_chat(messages, template=QWEN3)
-    off = prompt.render_chat(messages, template=QWEN3, think=False)
+    on = render_chat(messages, template=QWEN3, think=True)
+    default = render_chat(messages, template=QWEN3)
+    off = render_chat(messages, template=QWEN3, think=False)
     assert on == default == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     assert off == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 
 
 def test_an_earlier_answers_reasoning_goes_back_to_the_template() -> None:
     messages = [ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello.", thinking="be kind")]
-    text = prompt.render_chat([*messages, ChatMessage("user", "Again")], template=QWEN3)
+    text = render_chat([*messages, ChatMessage("user", "Again")], template=QWEN3)
     assert "Hello." in text and "be kind" not in text  # Qwen3 drops reasoning of turns before the last question
-    last = prompt.render_chat(messages, template=QWEN3)
+    last = render_chat(messages, template=QWEN3)
     assert "<think>\nbe kind\n</think>\n\nHello." in last
 
 

@@ -13,6 +13,8 @@ from localllm.chat.tools import call_schema, may_be_a_call, parse_tool_calls, pa
 from localllm.domain.errors import InvalidRequest
 from localllm.domain.types import ChatMessage, Tool, ToolCall
 
+from ..fakes import render_chat
+
 WEATHER = {
     "type": "function",
     "function": {
@@ -130,7 +132,7 @@ def test_a_tools_template_gets_tools_and_calls_as_objects() -> None:
         ChatMessage("assistant", "", (ToolCall("call_1", "get_weather", {"city": "Oslo"}),)),
         ChatMessage("tool", "sunny", tool_call_id="call_1"),
     ]
-    text = prompt.render_chat(history, template=TOOL_TEMPLATE, tools=TOOLS)
+    text = render_chat(history, template=TOOL_TEMPLATE, tools=TOOLS)
     first, *rest = text.splitlines()
     assert json.loads(first.removeprefix("TOOLS:")) == [WEATHER, TOOLS[1].as_dict()]
     assert rest == ["user:Weather in Oslo?", 'assistant:CALL get_weather {"city": "Oslo"}', "tool:sunny (for call_1)"]
@@ -138,11 +140,11 @@ def test_a_tools_template_gets_tools_and_calls_as_objects() -> None:
 
 
 def test_other_templates_get_the_tools_described_in_the_system_message() -> None:
-    text = prompt.render_chat([ChatMessage("user", "hi")], template=None, tools=TOOLS)
+    text = render_chat([ChatMessage("user", "hi")], template=None, tools=TOOLS)
     assert text.startswith("You may call these functions:")
     assert json.dumps(WEATHER) in text and "<tool_call>" in text
     assert text.endswith("User: hi\nAssistant:")
-    with_system = prompt.render_chat(
+    with_system = render_chat(
         [ChatMessage("system", "Be brief."), ChatMessage("user", "hi")],
         template="{{ messages[0].content }}",
         tools=TOOLS,

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from localllm.config import Settings, parse_host
+from localllm.config import Settings
+from localllm.config.values import parse_host
 from localllm.domain.errors import InvalidRequest
 from localllm.domain.names import parse_name
 from localllm.domain.types import Options

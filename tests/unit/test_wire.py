@@ -69,7 +69,12 @@ def refused(body: Any, field: str | None) -> str:
         ([1], None, "request body must be a JSON object, got list"),
         (b"", None, "missing request body"),
         (b"{", None, "invalid JSON in request body"),
-        (b'{"name": "x", "p": NaN}', None, "invalid JSON in request body"),
+        (b'{"name": "x", "p": NaN}', "p", "p must be a finite number, got nan"),
+        (
+            b'{"name": "x", "extra": {"a": [1, -Infinity]}}',
+            "extra.a[1]",
+            "extra.a[1] must be a finite number, got -inf",
+        ),
         (b'{"name": "x", "p": 1e999}', "p", "p is out of range"),
     ],
 )

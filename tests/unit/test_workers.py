@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from localllm.config import Settings, parse_rpc_servers, split_endpoint
+from localllm.config import Settings
+from localllm.config.values import parse_rpc_servers, split_endpoint
 from localllm.domain.errors import ConfigError, EngineError, InvalidRequest
 from localllm.domain.types import DeviceSplit, parse_options
 from localllm.modelstore.modelfile import parse_parameter

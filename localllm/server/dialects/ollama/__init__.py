@@ -3,12 +3,14 @@
 `wire.py` declares the request bodies (parsing, checks and OpenAPI schemas come from it); `requests.py`
 translates them onto the service's requests; `encode.py` turns events into Ollama's objects; `api.py` has
 generate, chat, the model routes and the OpenAPI paths; `create.py` blobs and create; `embed.py` the
-embeddings. Paths no other dialect serves answer in this shape.
+embeddings; `verify.py` the store's check of its blobs. Paths no other dialect serves answer in this shape.
 """
 
 from __future__ import annotations
 
 from ..contract import Dialect
-from . import api, create, embed, wire
+from . import api, create, embed, verify, wire
 
-DIALECT = Dialect("ollama", (*api.routes, *create.routes, *embed.routes), api.ERRORS, api.paths, wire=wire.MODELS)
+DIALECT = Dialect(
+    "ollama", (*api.routes, *create.routes, *embed.routes, *verify.routes), api.ERRORS, api.paths, wire=wire.MODELS
+)

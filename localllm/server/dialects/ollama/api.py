@@ -15,18 +15,18 @@ from starlette.routing import Route
 from .... import __version__
 from ....domain.types import Event
 from ....modelstore import modelfile
-from ....modelstore.models import Model
+from ....modelstore.models import DamagedModel, Model
 from ....modelstore.store import MEDIA_ADAPTER, Store
 from ....service import create
 from ....service.generation import collect
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of
-from ...schema import ANY_LIST, BOOL, NDJSON, OBJ, OLLAMA_ERROR, STR, obj, path_parameter, responses
+from ...schema import ANY_LIST, BOOL, INT, NDJSON, OBJ, OLLAMA_ERROR, STR, STRINGS, obj, path_parameter, responses
 from ...streaming import EventStream, first_item, ndjson_line, prepend, until_disconnect
 from ...wire import request_body
 from ..shared import service_of
 from . import wire
-from .encode import encode, encode_whole, model_entry, timestamp
+from .encode import damaged_entry, encode, encode_whole, model_entry, timestamp
 from .requests import named, to_chat_request, to_generate_request
 
 
@@ -95,7 +95,9 @@ async def chat(request: Request) -> Response:
 
 
 async def tags(request: Request) -> Response:
-    return JSONResponse({"models": [model_entry(m) for m in service_of(request).list_models()]})
+    damaged: list[DamagedModel] = []
+    models = [model_entry(m) for m in service_of(request).list_models(damaged)]
+    return JSONResponse({"models": models + [damaged_entry(m) for m in damaged]})
 
 
 def _parameters_text(model: Model) -> str:
@@ -304,6 +306,15 @@ def paths() -> dict[str, Any]:
                 "summary": "create a model (Modelfile fields)",
                 "requestBody": request_body(wire.CreateBody),
                 "responses": responses(err, obj({"status": STR}), stream=NDJSON),
+            }
+        },
+        "/api/verify": {
+            "post": {
+                "summary": "hash the store's blobs again (localllm's own): one line a blob, damaged ones moved aside",
+                "requestBody": request_body(wire.VerifyBody),
+                "responses": responses(
+                    err, obj({"status": STR, "checked": INT, "damaged": STRINGS, "blobs": ANY_LIST}), stream=NDJSON
+                ),
             }
         },
         "/api/blobs/{digest}": {

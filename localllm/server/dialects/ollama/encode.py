@@ -6,8 +6,8 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from ....domain.types import Done, Event, Thinking, Token, TokenLogprob, ToolCall, ToolCalls
-from ....modelstore.models import Model
+from ....domain.types import Done, Event, ModelDetails, Thinking, Token, TokenLogprob, ToolCall, ToolCalls
+from ....modelstore.models import DamagedModel, Model
 from ....service.generation import Answer
 
 
@@ -104,4 +104,17 @@ def model_entry(model: Model) -> dict[str, Any]:
         "size": model.stored.manifest.size,
         "digest": model.stored.manifest.digest.removeprefix("sha256:"),
         "details": model.details.as_dict(),
+    }
+
+
+def damaged_entry(model: DamagedModel) -> dict[str, Any]:
+    """A model that cannot be read, listed as Ollama lists any model, with `damaged` (localllm's own) saying why."""
+    return {
+        "name": model.name,
+        "model": model.name,
+        "modified_at": timestamp(model.stored.modified_at),
+        "size": model.stored.manifest.size,
+        "digest": model.stored.manifest.digest.removeprefix("sha256:"),
+        "details": ModelDetails().as_dict(),
+        "damaged": model.problem,
     }

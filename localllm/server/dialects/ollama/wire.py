@@ -127,6 +127,11 @@ class CopyBody(Lenient, kw_only=True):
     destination: str
 
 
+class VerifyBody(Lenient, kw_only=True):
+    model: str | None = None  # only that model's blobs; none: every model's
+    stream: bool = True
+
+
 class CreateBody(Named, kw_only=True):
     stream: bool = True
     from_: str | None = field(default=None, name="from")  # `from` is a Python keyword
@@ -141,4 +146,15 @@ class CreateBody(Named, kw_only=True):
     quantize: str | None = None  # refused: pull the quantization wanted
 
 
-MODELS = (GenerateBody, ChatBody, EmbedBody, EmbeddingsBody, ShowBody, PullBody, DeleteBody, CopyBody, CreateBody)
+MODELS = (
+    GenerateBody,
+    ChatBody,
+    EmbedBody,
+    EmbeddingsBody,
+    ShowBody,
+    PullBody,
+    DeleteBody,
+    CopyBody,
+    CreateBody,
+    VerifyBody,
+)

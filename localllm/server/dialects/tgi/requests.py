@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from ....domain import limits
 from ....domain.errors import InvalidRequest
 from ....domain.names import ModelName
 from ....domain.types import Constraints, Options
@@ -90,6 +91,7 @@ def _grammar(raw: Any) -> tuple[Any, str | None]:
             raise InvalidRequest(
                 f"{PREFIX}grammar.value must be a non-empty regular expression", field=f"{PREFIX}grammar.value"
             )
+        limits.check_regex(value, f"{PREFIX}grammar.value")
         try:
             return None, regex_to_gbnf(value)
         except UnsupportedRegex as exc:
