@@ -14,7 +14,7 @@ import pytest
 
 from localllm.domain.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
 from localllm.domain.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
-from localllm.server import dialects
+from localllm.server import dialects, openapi
 from localllm.server.dialects.anthropic import api as an
 from localllm.server.dialects.anthropic import requests as anr
 from localllm.server.errors import message_of
@@ -276,8 +276,10 @@ def test_the_dialect_owns_its_paths() -> None:
     assert dialects.owner("/v1/messages", "POST").name == "anthropic"
     assert dialects.owner("/v1/messages/count_tokens", "POST").name == "anthropic"
     assert dialects.owner("/v1/messages", "GET").name == "anthropic"
-    documented = dialects.paths()
-    schema = documented["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    document = openapi.document()
+    documented = document["paths"]
+    ref = documented["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][ref.rpartition("/")[2]]
     assert {"model", "max_tokens", "messages"} <= set(schema["required"]) and schema["additionalProperties"] is False
     assert {"system", "tools", "tool_choice", "thinking", "stop_sequences", "top_k"} <= set(schema["properties"])
     assert "529" in documented["/v1/messages"]["post"]["responses"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from localllm.chat.tools import held_back
 from localllm.domain.types import Done, Event, Token, TokenLogprob, Tool, ToolCall, ToolCalls
-from localllm.server.dialects.ollama import api as ollama
+from localllm.server.dialects.ollama import encode as ollama
 from localllm.server.dialects.openai import api as openai
 from localllm.server.dialects.openai.requests import Shape
 from localllm.service.generation import Answer, collect

@@ -16,7 +16,9 @@ from localllm.domain.types import ChatMessage, Done, Event, Thinking, Token, Too
 from localllm.server.dialects.responses.api import keep, stream
 from localllm.server.dialects.responses.encode import Encoder, sse_named, whole
 from localllm.server.dialects.responses.requests import Turn, parse_input, to_turn
+from localllm.server.dialects.responses.wire import InputTokensRequest
 from localllm.server.errors import RouteError
+from localllm.server.wire import decode_dict
 from localllm.service.generation import Answer
 from localllm.service.responses_store import ResponseStore
 
@@ -50,7 +52,7 @@ def test_input_items_become_messages_calls_and_results() -> None:
         {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
         {"role": "assistant", "content": [{"type": "output_text", "text": "ok", "annotations": []}]},
     ]
-    assert parse_input(items) == (
+    assert parse_input(decode_dict({"input": items}, InputTokensRequest).input or "") == (
         ChatMessage("system", "sys"),
         ChatMessage("user", "ab"),
         ChatMessage("assistant", "", (ToolCall("c1", "weather", {"city": "Paris"}), ToolCall("c2", "weather", {}))),

@@ -163,7 +163,7 @@ def test_think_variables(think: bool | str) -> None:
 
 
 def test_ollama_think_and_openai_reasoning_effort_translate() -> None:
-    from localllm.server.dialects.ollama import api as ollama
+    from localllm.server.dialects.ollama import requests as ollama
     from localllm.server.dialects.openai.requests import to_chat_request
 
     for think in (True, False, "low", "medium", "high", None):
@@ -184,7 +184,7 @@ def test_ollama_think_and_openai_reasoning_effort_translate() -> None:
 
 
 def test_ollama_encodes_thinking_apart() -> None:
-    from localllm.server.dialects.ollama import api as ollama
+    from localllm.server.dialects.ollama import encode as ollama
 
     line = ollama.encode(Thinking("hmm"), "m", "message", context=False)
     assert line["message"] == {"role": "assistant", "content": "", "thinking": "hmm"} and line["done"] is False

@@ -16,7 +16,7 @@ from localllm.modelstore.store import Store
 from localllm.scheduling.scheduler import Scheduler
 from localllm.server.dialects import lmdeploy, triton, vllm
 from localllm.server.dialects.compat import dialect_of
-from localllm.server.dialects.ollama import api as ollama
+from localllm.server.dialects.ollama import requests as ollama
 from localllm.server.dialects.openai import requests as openai
 from localllm.server.dialects.tgi import requests as tgi
 from localllm.service.core import Service

@@ -72,27 +72,23 @@ def choose_model(body: dict[str, Any], service: Service, *, field: str = "model"
     )
 
 
-def with_default_model(body: dict[str, Any], service: Service) -> dict[str, Any]:
-    """`body` with its model chosen as for TGI when it names none or huggingface_hub's placeholder ("dummy"),
-    and TGI's 422 when there is no default."""
-    if body.get("model") not in (None, "", PLACEHOLDER_MODEL):
-        return body
+def default_model(model: str | None, service: Service) -> str:
+    """The model a body names (its wire model's `model`), else the daemon's default when it names none or
+    huggingface_hub's placeholder ("dummy"), and TGI's 422 when there is no default."""
+    if model not in (None, "", PLACEHOLDER_MODEL):
+        assert model is not None
+        return model
     try:
-        return {**body, "model": str(choose_model(body, service))}
+        return str(choose_model({}, service))
     except InvalidRequest as exc:
         raise NoModelChosen(str(exc)) from None
-
-
-def dimensions(body: dict[str, Any]) -> int | None:
-    value: int | None = DIMENSIONS.read(body)
-    return value
 
 
 def flag(body: dict[str, Any], key: str, default: bool = False, *, prefix: str = "") -> bool:
     return bool(rq.field(body, key, bool, default, prefix=prefix))
 
 
-DIMENSIONS = Field("dimensions", int, low=1)  # embeddings, Ollama's and OpenAI's
+DIMENSIONS = Field("dimensions", int, low=1)  # TEI's embeddings (Ollama's and OpenAI's: their wire models)
 # vLLM's sampling fields with vLLM's `SamplingParams` defaults (temperature 1, top_p 1, no top_k, 16 tokens), as
 # vLLM's demo server and Triton's vLLM backend take them.
 VLLM_SAMPLING = Fields(

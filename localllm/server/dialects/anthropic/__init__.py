@@ -15,6 +15,6 @@ Errors: `{"type": "error", "error": {"type", "message"}}`, a busy server's 503 a
 from __future__ import annotations
 
 from ..contract import Dialect
-from . import api, openapi
+from . import api, wire
 
-DIALECT = Dialect("anthropic", api.routes, api.ERRORS, openapi.paths)
+DIALECT = Dialect("anthropic", api.routes, api.ERRORS, api.paths, wire=wire.MODELS)

@@ -18,9 +18,11 @@ from ....domain.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
 from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
-from ...schema import SSE
+from ...schema import ANY_LIST, INT, SSE, STR, Schema, json_content, obj
 from ...streaming import EventStream, until_disconnect
+from ...wire import request_body
 from ..shared import collect_all, service_of
+from . import wire
 from .requests import parse, parse_count
 
 PING_AFTER = 1.0  # seconds without a first event before the stream opens and pings (a model loading)
@@ -216,9 +218,9 @@ async def _first_then(first: asyncio.Future[Event], rest: AsyncGenerator[Event, 
 
 @guarded(ERRORS)
 async def messages(request: Request) -> Response:
-    raw = await rq.read_json(request)
-    parsed = parse(raw)
-    model = str(raw["model"])  # as the client named it
+    body = await rq.read_wire(request, wire.MessagesRequest)
+    parsed = parse(body)
+    model = body.model  # as the client named it
     stream = service_of(request).chat(parsed.chat)
     mid = new_id()
     if not parsed.stream:
@@ -240,9 +242,67 @@ async def messages(request: Request) -> Response:
 
 @guarded(ERRORS)
 async def count_tokens(request: Request) -> Response:
-    req = parse_count(await rq.read_json(request))
+    req = parse_count(await rq.read_wire(request, wire.CountTokensRequest))
     count = await until_disconnect(service_of(request).count_chat(req), request)
     return JSONResponse({"input_tokens": count})
+
+
+# -- the OpenAPI paths: request bodies are the wire models' schemas --------------------------------------
+
+ERROR_SCHEMA = obj(
+    {"type": {"const": "error"}, "error": obj({"type": STR, "message": STR}, required=("type", "message"))},
+    required=("type", "error"),
+)
+USAGE = obj({k: INT for k in usage(None)}, required=("input_tokens", "output_tokens"))
+MESSAGE_OK = obj(
+    {
+        "id": STR,
+        "type": {"const": "message"},
+        "role": {"const": "assistant"},
+        "model": STR,
+        "content": ANY_LIST,
+        "stop_reason": {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"]},
+        "stop_sequence": {"type": ["string", "null"]},
+        "usage": USAGE,
+    },
+    required=("id", "type", "role", "content", "stop_reason", "usage"),
+)
+CODES = ("400", "401", "403", "404", "413", "429", "500", "529")
+
+
+def _responses(ok: Schema, *, stream: bool = False) -> dict[str, Any]:
+    content = json_content(ok)
+    if stream:
+        content[SSE] = {"schema": obj({"event": STR, "data": STR})}
+    out: dict[str, Any] = {"200": {"description": "success", "content": content}}
+    for code in CODES:
+        out[code] = {"description": "error", "content": json_content(ERROR_SCHEMA)}
+    return out
+
+
+def paths() -> dict[str, Any]:
+    headers = [
+        {"name": name, "in": "header", "required": False, "schema": STR}
+        for name in ("x-api-key", "anthropic-version", "anthropic-beta")
+    ]
+    return {
+        "/v1/messages": {
+            "post": {
+                "summary": "Anthropic Messages",
+                "parameters": headers,
+                "requestBody": request_body(wire.MessagesRequest),
+                "responses": _responses(MESSAGE_OK, stream=True),
+            }
+        },
+        "/v1/messages/count_tokens": {
+            "post": {
+                "summary": "Anthropic Messages: count a request's input tokens",
+                "parameters": headers,
+                "requestBody": request_body(wire.CountTokensRequest),
+                "responses": _responses(obj({"input_tokens": INT}, required=("input_tokens",))),
+            }
+        },
+    }
 
 
 routes = [

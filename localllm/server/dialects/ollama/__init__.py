@@ -1,13 +1,16 @@
 """Ollama's native API (`/api/*`): NDJSON streams, `{"error": ...}` bodies, durations in nanoseconds.
 
-`api.py` generate, chat and the model routes; `create.py` blobs and create; `embed.py` the embeddings;
-`verify.py` the store's check of its blobs; `openapi.py` the paths of the OpenAPI document. Paths no other
-dialect serves answer in this shape.
+`wire.py` declares the request bodies (parsing, checks and OpenAPI schemas come from it); `requests.py`
+translates them onto the service's requests; `encode.py` turns events into Ollama's objects; `api.py` has
+generate, chat, the model routes and the OpenAPI paths; `create.py` blobs and create; `embed.py` the
+embeddings; `verify.py` the store's check of its blobs. Paths no other dialect serves answer in this shape.
 """
 
 from __future__ import annotations
 
 from ..contract import Dialect
-from . import api, create, embed, openapi, verify
+from . import api, create, embed, verify, wire
 
-DIALECT = Dialect("ollama", (*api.routes, *create.routes, *embed.routes, *verify.routes), api.ERRORS, openapi.paths)
+DIALECT = Dialect(
+    "ollama", (*api.routes, *create.routes, *embed.routes, *verify.routes), api.ERRORS, api.paths, wire=wire.MODELS
+)

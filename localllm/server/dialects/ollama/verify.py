@@ -23,6 +23,7 @@ from ... import requests as rq
 from ...errors import guarded
 from ...streaming import EventStream, ndjson_line, until_disconnect
 from ..shared import service_of
+from . import wire
 from .api import ERRORS, ollama_error
 
 
@@ -40,9 +41,9 @@ def blob_line(check: BlobCheck) -> dict[str, Any]:
 
 @guarded(ERRORS)
 async def verify_blobs(request: Request) -> Response:
-    body = await rq.read_json(request)
-    name = rq.model_name(body) if body.get("model") not in (None, "") else None
-    stream = rq.field(body, "stream", bool, True)
+    body = await rq.read_wire(request, wire.VerifyBody)
+    name = rq.name_of(body.model) if body.model else None
+    stream = body.stream
     service = service_of(request)
     if name is not None:
         service.store.get(name)  # a model that is not there is a 404 before the stream starts

@@ -13,6 +13,6 @@ from __future__ import annotations
 
 from ..contract import Dialect
 from ..openai.api import ERRORS
-from . import api
+from . import api, wire
 
-DIALECT = Dialect("responses", api.routes, ERRORS, api.paths, prefix="/v1/responses")
+DIALECT = Dialect("responses", api.routes, ERRORS, api.paths, prefix="/v1/responses", wire=wire.MODELS)

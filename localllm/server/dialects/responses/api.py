@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -16,12 +17,14 @@ from ....service.generation import ChatRequest
 from ....service.responses_store import ResponseStore
 from ... import requests as rq
 from ...errors import RouteError, guarded
-from ...schema import ANY_LIST, BOOL, INT, OBJ, OPENAI_ERROR, SSE, STR, body, obj, path_parameter, responses
+from ...schema import ANY_LIST, BOOL, INT, OBJ, OPENAI_ERROR, SSE, STR, obj, path_parameter, responses
 from ...streaming import EventStream
+from ...wire import request_body
 from ..openai.api import ERRORS
-from ..shared import collect_all, opened, service_of, with_default_model
+from ..shared import collect_all, default_model, opened, service_of
+from . import wire
 from .encode import Encoder, answered, arguments_of, error_event, sse_named, whole
-from .requests import COUNT_FIELDS, FIELDS, Turn, to_turn
+from .requests import Turn, to_turn
 
 # -- routes -------------------------------------------------------------------------------------------------
 
@@ -42,7 +45,8 @@ def keep(store: ResponseStore, turn: Turn, final: dict[str, Any]) -> None:
 @guarded(ERRORS)
 async def create(request: Request) -> Response:
     service = service_of(request)
-    body = with_default_model(await rq.read_json(request), service)
+    body = await rq.read_wire(request, wire.ResponsesRequest)
+    body = msgspec.structs.replace(body, model=default_model(body.model, service))
     store = store_of(request)
     turn = to_turn(body, store)
     if not turn.stream:
@@ -123,7 +127,8 @@ def as_items(message: ChatMessage) -> list[dict[str, Any]]:
 async def input_tokens(request: Request) -> Response:
     """The input tokens a request would have: its prompt (instructions, conversation, tools) tokenized."""
     service = service_of(request)
-    body = with_default_model(await rq.read_json(request), service)
+    body = await rq.read_wire(request, wire.InputTokensRequest)
+    body = msgspec.structs.replace(body, model=default_model(body.model, service))
     turn = to_turn(body, store_of(request), counting=True)
     count = await count_tokens(service, turn.chat)
     return JSONResponse({"object": "response.input_tokens", "input_tokens": count})
@@ -157,28 +162,24 @@ RESPONSE = obj(
     {"id": STR, "object": STR, "created_at": INT, "status": STR, "model": STR, "output": ANY_LIST, "usage": OBJ},
     required=("id", "object", "status", "output"),
 )
-ITEMS: dict[str, Any] = {"input": {"anyOf": [STR, ANY_LIST]}, "tool_choice": {"anyOf": [STR, OBJ]}}
 CODES = ("400", "401", "403", "404", "413", "422", "429", "5XX")
 
 
 def paths() -> dict[str, Any]:
     err = OPENAI_ERROR
     one = {"parameters": path_parameter("response_id")}
-    count_schema = obj(
-        {k: s for k, s in {**FIELDS.schema()["properties"], **ITEMS}.items() if k in COUNT_FIELDS}, closed=True
-    )
     return {
         "/v1/responses": {
             "post": {
                 "summary": "OpenAI Responses: a response, stored for previous_response_id unless store is false",
-                "requestBody": body(FIELDS.schema(closed=True, **ITEMS)),
+                "requestBody": request_body(wire.ResponsesRequest),
                 "responses": responses(err, RESPONSE, stream=SSE, codes=CODES),
             }
         },
         "/v1/responses/input_tokens": {
             "post": {
                 "summary": "the input tokens of a Responses request",
-                "requestBody": body(count_schema),
+                "requestBody": request_body(wire.InputTokensRequest),
                 "responses": responses(err, obj({"object": STR, "input_tokens": INT}), codes=CODES),
             }
         },

@@ -1,9 +1,6 @@
-"""Translate Responses request bodies onto a chat (`Turn`): pure functions, each bad field a 400 naming it.
-
-Fields are declared once in `FIELDS` (parse, the unknown-field check, the OpenAPI schema); fields that do not
-apply to a local server (`user`, `metadata`, `prompt_cache_key`, `service_tier`, ...) are accepted, echoed or
-ignored.
-"""
+"""Translate Responses wire models (`wire.py`) onto a chat (`Turn`): pure functions; what the models cannot say
+(which fields an input item's type needs, JSON in strings, tool names, stored conversations) is a 400 (or a
+404) naming the field here."""
 
 from __future__ import annotations
 
@@ -12,8 +9,11 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import msgspec
 
 from ....chat import thinking
 from ....chat.tools import call_schema, parse_tool_choice, parse_tools
@@ -23,43 +23,10 @@ from ....service.generation import ChatRequest
 from ....service.responses_store import ResponseStore
 from ... import requests as rq
 from ...errors import RouteError
-from ...fields import Field, Fields, as_options, check_fields
-from ..shared import block_text
+from ...wire import as_model
+from . import wire
 
 log = logging.getLogger("localllm.server")
-
-# Fields, declared once: parse, the unknown-field check and the OpenAPI schema. `input` and `tool_choice`
-# (a string or a list/object) are read below and listed in `OTHER`.
-FIELDS = Fields(
-    Field("model", str),
-    Field("instructions", str),
-    Field("tools", list, default=[]),
-    Field("temperature", float, low=0, high=2, option="temperature"),
-    Field("top_p", float, low=0, high=1, option="top_p"),
-    Field("max_output_tokens", int, low=1, option="num_predict"),
-    Field("text", dict, default={}),
-    Field("reasoning", dict, default={}),
-    Field("stream", bool, default=False),
-    Field("store", bool, default=True),
-    Field("previous_response_id", str),
-    Field("metadata", dict),
-    Field("parallel_tool_calls", bool, default=True),
-    Field("user", str),
-    Field("truncation", str, default="disabled"),
-    Field("include", list, default=[]),
-    Field("prompt_cache_key", str),
-    Field("safety_identifier", str),
-    Field("service_tier", str),
-    Field("seed", int, option="seed"),
-    Field("top_logprobs", int, low=0, high=20),
-    Field("max_tool_calls", int, low=1),
-    Field("background", bool, default=False),
-    Field("stream_options", dict),
-)
-OTHER = ("input", "tool_choice")
-COUNT_FIELDS: tuple[str, ...] = ("model", "input", "instructions", "tools", "tool_choice", "previous_response_id")
-COUNT_FIELDS += ("text", "reasoning", "parallel_tool_calls", "truncation")
-SUMMARIES = ("auto", "concise", "detailed")
 
 
 def new_id(prefix: str) -> str:
@@ -82,59 +49,59 @@ class Turn:
 # -- translating requests ---------------------------------------------------------------------------------
 
 
-TEXT_PARTS = ("input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text")
+def _text(content: wire.Content | None, label: str) -> str:
+    """A message's (or an output's) text: a string, or its text parts joined; a media part is refused by name."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for i, part in enumerate(content):
+        if isinstance(part, (wire.InputImage, wire.InputFile, wire.InputAudio)):
+            kind = part.__struct_config__.tag
+            raise InvalidRequest(
+                f"{label}[{i}] must be a text part: '{kind}' parts are not supported here", field=f"{label}[{i}]"
+            )
+        texts.append(part.refusal or part.text if isinstance(part, wire.Refusal) else part.text)
+    return "".join(texts)
 
 
-def parse_input(raw: Any) -> tuple[ChatMessage, ...]:
+def parse_input(raw: str | Sequence[wire.InputItem]) -> tuple[ChatMessage, ...]:
     """`input`: a string (one user message), or items: messages (`input_text`/`output_text` parts or a string,
     roles user, system, developer, assistant), `function_call` and `function_call_output` items; `reasoning`
     items are accepted and left out of the prompt."""
     if isinstance(raw, str):
         return (ChatMessage("user", raw),)
-    if not isinstance(raw, list):
-        raise InvalidRequest("input must be a string or a list of input items", field="input")
     out: list[ChatMessage] = []
     for i, item in enumerate(raw):
         label = f"input[{i}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"{label} must be an object", field=label)
-        kind = item.get("type", "message")
-        if kind == "message":
-            role = rq.field(item, "role", str, required=True, prefix=f"{label}.")
-            if role not in ("user", "system", "developer", "assistant"):
-                raise InvalidRequest(
-                    f"{label}.role must be one of user, system, developer, assistant", field=f"{label}.role"
-                )
-            content = block_text(item.get("content"), f"{label}.content", kinds=TEXT_PARTS, noun="text part")
-            out.append(ChatMessage("system" if role == "developer" else role, content))
-        elif kind == "function_call":
-            call_id = rq.field(item, "call_id", str, required=True, prefix=f"{label}.")
-            name = rq.field(item, "name", str, required=True, prefix=f"{label}.")
-            arguments = _arguments(rq.field(item, "arguments", str, "{}", prefix=f"{label}."), f"{label}.arguments")
-            call = ToolCall(call_id, name, arguments)
+        if item.type == "message":
+            if item.role is None:
+                raise InvalidRequest(f"{label}.role is required", field=f"{label}.role")
+            content = _text(item.content, f"{label}.content")
+            out.append(ChatMessage("system" if item.role == "developer" else item.role, content))
+        elif item.type == "function_call":
+            call_id, name = _required(item.call_id, f"{label}.call_id"), _required(item.name, f"{label}.name")
+            call = ToolCall(call_id, name, _arguments(item.arguments, f"{label}.arguments"))
             if out and out[-1].role == "assistant" and out[-1].tool_calls and not out[-1].content:
                 out[-1] = replace(out[-1], tool_calls=(*out[-1].tool_calls, call))  # parallel calls: one turn
             else:
                 out.append(ChatMessage("assistant", "", (call,)))
-        elif kind == "function_call_output":
-            call_id = rq.field(item, "call_id", str, required=True, prefix=f"{label}.")
-            output = item.get("output")
-            text = block_text("" if output is None else output, f"{label}.output", kinds=TEXT_PARTS, noun="text part")
-            out.append(ChatMessage("tool", text, tool_call_id=call_id))
-        elif kind == "reasoning":
-            continue  # the model's earlier reasoning: not part of the next prompt (as chat templates drop it)
-        else:
-            raise InvalidRequest(
-                f"{label}.type '{kind}' is not supported (message, function_call, function_call_output, reasoning)",
-                field=f"{label}.type",
-            )
+        elif item.type == "function_call_output":
+            call_id = _required(item.call_id, f"{label}.call_id")
+            out.append(ChatMessage("tool", _text(item.output, f"{label}.output"), tool_call_id=call_id))
+        # "reasoning": the model's earlier reasoning, not part of the next prompt (as chat templates drop it)
     return tuple(out)
+
+
+def _required(value: str | None, label: str) -> str:
+    if value is None:
+        raise InvalidRequest(f"{label} is required", field=label)
+    return value
 
 
 def _arguments(text: str, label: str) -> dict[str, Any]:
     try:
         value = json.loads(text or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{label} must be a JSON object (as a string)", field=label)
@@ -184,87 +151,73 @@ def _tool_choice(raw: Any) -> Any:
     return raw
 
 
-def text_format(text: dict[str, Any]) -> Any:
+def text_format(text: wire.TextConfig | None) -> Any:
     """`text.format`: `text` (none), `json_object` ("json"), `json_schema` (its schema: constrained output)."""
-    fmt = text.get("format")
-    if fmt is None:
-        return None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
+    fmt = text.format if text is not None else None
+    if isinstance(fmt, wire.ResponsesJsonObject):
         return "json"
-    if kind == "json_schema":
-        schema = fmt.get("schema")
-        if not isinstance(schema, dict):
-            raise InvalidRequest("text.format.schema must be a JSON schema object", field="text.format.schema")
-        return schema
-    raise InvalidRequest("text.format.type must be text, json_object or json_schema", field="text.format.type")
+    if isinstance(fmt, wire.ResponsesJsonSchema):
+        return fmt.schema
+    return None
 
 
-def to_turn(body: dict[str, Any], store: ResponseStore, *, counting: bool = False) -> Turn:
+def to_turn(raw: wire.InputTokensRequest | dict[str, Any], store: ResponseStore, *, counting: bool = False) -> Turn:
     """Translate a request (or, `counting`, an `input_tokens` request) onto a chat and what it echoes."""
-    if counting:
-        check_fields(body, COUNT_FIELDS)
-        v = FIELDS.read({k: body[k] for k in body if k in FIELDS.by_name})
-    else:
-        FIELDS.check(body, also=OTHER)
-        v = FIELDS.read(body)
-    name = rq.model_name(body)
-    if v["background"]:
+    body = as_model(raw, wire.InputTokensRequest if counting else wire.ResponsesRequest)
+    full = body if isinstance(body, wire.ResponsesRequest) else wire.ResponsesRequest()
+    name = rq.name_of(body.model)
+    if full.background:
         raise InvalidRequest("background responses are not supported: leave background false", field="background")
-    if v["truncation"] not in ("auto", "disabled"):
-        raise InvalidRequest("truncation must be auto or disabled", field="truncation")
-    effort = v["reasoning"].get("effort")
-    think = thinking.effort(effort, "reasoning.effort")
-    summary = v["reasoning"].get("summary")
-    if summary is not None and summary not in SUMMARIES:
-        raise InvalidRequest(f"reasoning.summary must be one of {', '.join(SUMMARIES)}", field="reasoning.summary")
+    reasoning = body.reasoning or wire.Reasoning()
+    think = thinking.effort(reasoning.effort, "reasoning.effort")
     earlier: tuple[ChatMessage, ...] = ()
-    if v["previous_response_id"] is not None:
-        stored = store.get(v["previous_response_id"])
+    if body.previous_response_id is not None:
+        stored = store.get(body.previous_response_id)
         if stored is None:
-            raise RouteError(f"previous response '{v['previous_response_id']}' not found (not stored, or expired)", 404)
+            raise RouteError(f"previous response '{body.previous_response_id}' not found (not stored, or expired)", 404)
         earlier = stored.conversation
-    if body.get("input") is None:
+    if body.input is None:
         raise InvalidRequest("input is required: a string or a list of input items", field="input")
-    conversation = (*earlier, *parse_input(body["input"]))
-    tools = function_tools(v["tools"])
-    choice = parse_tool_choice(_tool_choice(body.get("tool_choice")), tools)
-    fmt = text_format(v["text"])
+    conversation = (*earlier, *parse_input(body.input))
+    tools = function_tools(body.tools)
+    choice = parse_tool_choice(_tool_choice(body.tool_choice), tools)
+    fmt = text_format(body.text)
     schema = call_schema(tools, choice)
     if schema is not None:
         if fmt is not None:
             raise InvalidRequest("a required tool call cannot be combined with text.format", field="tool_choice")
         fmt = schema
-    instructions = (ChatMessage("system", v["instructions"]),) if v["instructions"] else ()
-    options = as_options(v, FIELDS).merged_over(Options(temperature=1.0, top_p=1.0))
+    instructions = (ChatMessage("system", body.instructions),) if body.instructions else ()
+    options = Options(
+        temperature=full.temperature, top_p=full.top_p, num_predict=full.max_output_tokens, seed=full.seed
+    ).merged_over(Options(temperature=1.0, top_p=1.0))
     chat = ChatRequest(
         model=name,
         messages=(*instructions, *conversation),
         options=options,
         constraints=Constraints(format=fmt),
         tools=tools if choice.mode != "none" else (),
-        truncate=v["truncation"] == "auto",
+        truncate=body.truncation == "auto",
         call_required=schema is not None,
         think=think,
         think_field="reasoning.effort",
     )
+    text_format_sent = body.text.format if body.text is not None else None
     echo = {
-        "model": body["model"],
-        "instructions": v["instructions"],
-        "max_output_tokens": v["max_output_tokens"],
-        "metadata": v["metadata"] or {},
-        "parallel_tool_calls": v["parallel_tool_calls"],
-        "previous_response_id": v["previous_response_id"],
-        "reasoning": {"effort": effort, "summary": summary},
-        "store": v["store"],
+        "model": body.model,
+        "instructions": body.instructions,
+        "max_output_tokens": full.max_output_tokens,
+        "metadata": full.metadata or {},
+        "parallel_tool_calls": body.parallel_tool_calls,
+        "previous_response_id": body.previous_response_id,
+        "reasoning": {"effort": reasoning.effort, "summary": reasoning.summary},
+        "store": full.store,
         "temperature": options.temperature,
-        "text": {"format": v["text"].get("format") or {"type": "text"}},
-        "tool_choice": body.get("tool_choice") or ("auto" if tools else "none"),
-        "tools": v["tools"],
+        "text": {"format": msgspec.to_builtins(text_format_sent) if text_format_sent else {"type": "text"}},
+        "tool_choice": body.tool_choice or ("auto" if tools else "none"),
+        "tools": body.tools,
         "top_p": options.top_p,
-        "truncation": v["truncation"],
-        "user": v["user"],
+        "truncation": body.truncation,
+        "user": full.user,
     }
-    return Turn(chat, conversation, echo, stream=v["stream"], store=v["store"])
+    return Turn(chat, conversation, echo, stream=full.stream, store=full.store)

@@ -1,0 +1,137 @@
+"""Anthropic's Messages request bodies (`POST /v1/messages`, `POST /v1/messages/count_tokens`), declared once:
+the parser, the checks and the OpenAPI schemas all come from these models (`server/wire.py`).
+
+Unknown top-level fields are refused (`Strict`), as Anthropic's API does; inside blocks and the nested
+objects they are ignored (the SDKs add fields there). Content blocks are a tagged union on `type`;
+`image` and `document` blocks are declared (so that they are refused by name, and so that they can be taken
+once the service takes media), and what a block may hold in which turn is `requests.py`'s to say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from msgspec import Meta
+
+from ....domain.limits import MAX_MESSAGES, MAX_STOP, MAX_TOOLS, PROMPT_MAX_BYTES
+from ...wire import Lenient, Strict, check_text
+
+
+class TextBlock(Lenient, tag_field="type", tag="text"):
+    text: str
+
+
+class ThinkingBlock(Lenient, tag_field="type", tag="thinking"):
+    thinking: str = ""
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(Lenient, tag_field="type", tag="redacted_thinking"):
+    data: str = ""
+
+
+class ToolUseBlock(Lenient, tag_field="type", tag="tool_use"):
+    id: str | None = None  # required in an assistant turn (`requests.py`)
+    name: str | None = None
+    input: dict[str, Any] | None = None
+
+
+class ToolResultBlock(Lenient, tag_field="type", tag="tool_result"):
+    tool_use_id: str
+    content: str | list[TextBlock] | None = None
+    is_error: bool = False
+
+
+class ImageBlock(Lenient, tag_field="type", tag="image"):
+    source: dict[str, Any] | None = None
+
+
+class DocumentBlock(Lenient, tag_field="type", tag="document"):
+    source: dict[str, Any] | None = None
+
+
+Block = TextBlock | ThinkingBlock | RedactedThinkingBlock | ToolUseBlock | ToolResultBlock | ImageBlock | DocumentBlock
+Content = str | list[Block]
+
+
+class AnthropicMessage(Lenient):
+    role: Literal["user", "assistant"]  # system text goes in `system`
+    content: Content
+
+
+class AnthropicTool(Lenient, kw_only=True):
+    name: str | None = None
+    type: str = "custom"  # Anthropic's server tools (web_search_..., bash_...) are refused by `requests.py`
+    description: str = ""
+    input_schema: dict[str, Any] | None = None  # required for a custom tool (`requests.py`)
+
+
+class AnthropicToolChoice(Lenient):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None  # "tool": the one to call
+    disable_parallel_tool_use: bool | None = None
+
+
+class ThinkingConfig(Lenient):
+    type: Literal["enabled", "adaptive", "disabled"]
+    budget_tokens: int | None = None  # "enabled": required, 1 to max_tokens - 1
+
+
+class OutputFormat(Lenient):
+    type: Literal["json_schema"]
+    schema: dict[str, Any]
+
+
+class OutputConfig(Lenient):
+    format: OutputFormat | None = None
+    effort: str | None = None  # accepted and ignored
+
+
+def _texts(content: str | Sequence[Block] | None) -> list[str]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    out: list[str] = []
+    for block in content:
+        if isinstance(block, TextBlock):
+            out.append(block.text)
+        elif isinstance(block, ToolResultBlock):
+            out += _texts(block.content)
+    return out
+
+
+class CountTokensRequest(Strict, kw_only=True):
+    """`POST /v1/messages/count_tokens`: the prompt of a Messages request, no sampling."""
+
+    model: str
+    messages: Annotated[list[AnthropicMessage], Meta(min_length=1, max_length=MAX_MESSAGES)]
+    system: Content | None = None
+    tools: Annotated[list[AnthropicTool], Meta(max_length=MAX_TOOLS)] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+    thinking: ThinkingConfig | None = None
+    output_config: OutputConfig | None = None
+
+    def check(self) -> None:
+        texts = [*_texts(self.system), *(t for m in self.messages for t in _texts(m.content))]
+        check_text(texts, PROMPT_MAX_BYTES, "messages", "messages")
+
+
+class MessagesRequest(CountTokensRequest, kw_only=True):
+    """`POST /v1/messages`."""
+
+    max_tokens: Annotated[int, Meta(ge=1)]
+    temperature: Annotated[float, Meta(ge=0, le=1)] = 1.0
+    top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    stop_sequences: str | Annotated[list[str], Meta(max_length=MAX_STOP)] | None = None
+    stream: bool = False
+    metadata: dict[str, Any] | None = None  # accepted and ignored (`user_id`)
+    service_tier: str | None = None  # accepted and ignored, as the next three
+    speed: str | None = None
+    inference_geo: str | None = None
+    cache_control: dict[str, Any] | None = None  # prompt caching is automatic here (a slot's KV is reused)
+
+
+MODELS = (MessagesRequest, CountTokensRequest)
