@@ -24,6 +24,7 @@ from ..scheduling.scheduler import Scheduler
 from ..service.core import Service
 from ..service.sessions import Sessions
 from . import auth, dialects, observe, openapi, security, streaming, ui
+from .bodydecoder import BodyDecoder
 from .errors import RouteError
 
 log = logging.getLogger("localllm.server")
@@ -68,6 +69,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
         try:
             yield
         finally:
+            await app.state.body_decoder.close()
             svc.store.detach()
             if own:
                 await svc.close()
@@ -106,6 +108,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
     app.state.authenticator = authenticator
     app.state.shape_of = dialects.shape_of
     app.state.max_body = settings.max_body
+    app.state.body_decoder = BodyDecoder()  # large bodies decoded off the event loop (server/wire.py)
     return app
 
 

@@ -1,5 +1,6 @@
 """The OpenAPI 3.1 document of the whole API, served at `GET /openapi.json`, assembled from the paths each
-dialect declares (`dialects/*`, written with the pieces of `schema.py`).
+dialect declares (`dialects/*`, written with the pieces of `schema.py`) and the JSON schemas of their wire
+models (`wire.py`: the request bodies, generated from the one declaration that also parses them).
 
 Request bodies say what the validators enforce (types, ranges, unknown fields refused where the route
 refuses them); responses give each status with the dialect's error shape. Bodies of the less used routes
@@ -15,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from . import dialects
+from . import dialects, wire
 
 
 def document() -> dict[str, Any]:
@@ -28,6 +29,7 @@ def document() -> dict[str, Any]:
             "description": "Ollama's API, OpenAI's, and the TGI, vLLM, LMDeploy and Triton dialects, in one daemon.",
         },
         "paths": dialects.paths(),
+        "components": {"schemas": wire.components(dialects.wire_models())},
     }
 
 

@@ -13,8 +13,10 @@ from localllm.domain.errors import InvalidRequest
 from localllm.runner import embedding
 from localllm.runner.protocol import Embed, Failure, ProtocolError, Vectors, decode_request
 from localllm.server.dialects.ollama.embed import ollama_inputs
-from localllm.server.dialects.openai.embed import encode_base64, encoding_format, openai_inputs
+from localllm.server.dialects.openai.embed import encode_base64, openai_inputs
+from localllm.server.dialects.openai.wire import EmbeddingRequest
 from localllm.server.dialects.shared import dimensions
+from localllm.server.wire import decode_dict
 
 # -- request fields (no model) ------------------------------------------------------------------------------
 
@@ -30,14 +32,14 @@ def test_ollama_input_shapes() -> None:
 
 
 def test_openai_input_shapes() -> None:
-    assert openai_inputs({"input": "hi"}) == ["hi"]
-    assert openai_inputs({"input": ["a", "b"]}) == ["a", "b"]
-    assert openai_inputs({"input": [1, 2, 3]}) == [[1, 2, 3]]
-    assert openai_inputs({"input": [[1, 2], [3]]}) == [[1, 2], [3]]
+    assert openai_inputs("hi") == ["hi"]
+    assert openai_inputs(["a", "b"]) == ["a", "b"]
+    assert openai_inputs([1, 2, 3]) == [[1, 2, 3]]
+    assert openai_inputs([[1, 2], [3]]) == [[1, 2], [3]]
     bad: object
     for bad in (None, "", [], [""], ["a", 1], [1, [2]], [[]], [-1], [True], [[1.5]], {"a": 1}):
         with pytest.raises(InvalidRequest) as info:
-            openai_inputs({"input": bad})
+            openai_inputs(decode_dict({"model": "m", "input": bad}, EmbeddingRequest).input)
         assert info.value.field == "input", bad
 
 
@@ -47,11 +49,17 @@ def test_dimensions_and_encoding_format() -> None:
         with pytest.raises(InvalidRequest) as info:
             dimensions({"dimensions": bad})
         assert info.value.field == "dimensions"
-    assert encoding_format({}) == "float" and encoding_format({"encoding_format": "base64"}) == "base64"
+    body = {"model": "m", "input": "x"}
+    assert decode_dict(body, EmbeddingRequest).encoding_format == "float"
+    assert decode_dict({**body, "encoding_format": "base64"}, EmbeddingRequest).encoding_format == "base64"
     for bad in ("binary", 1):
         with pytest.raises(InvalidRequest) as info:
-            encoding_format({"encoding_format": bad})
+            decode_dict({**body, "encoding_format": bad}, EmbeddingRequest)
         assert info.value.field == "encoding_format"
+    for bad in (0, -3, "64", 6.5, True):
+        with pytest.raises(InvalidRequest) as info:
+            decode_dict({**body, "dimensions": bad}, EmbeddingRequest)
+        assert info.value.field == "dimensions"
 
 
 def test_base64_is_little_endian_float32() -> None:

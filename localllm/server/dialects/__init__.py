@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from starlette.routing import BaseRoute
 
 from ..errors import ErrorShape
@@ -60,3 +61,8 @@ def paths() -> dict[str, Any]:
     for dialect in DIALECTS:
         out.update(dialect.paths())
     return out
+
+
+def wire_models() -> list[type[msgspec.Struct]]:
+    """Every dialect's wire models (their schemas are the OpenAPI document's components)."""
+    return [model for dialect in DIALECTS for model in dialect.wire]

@@ -2,8 +2,9 @@
 
 A dialect is a module (or sub-package) under `server/dialects/` that ends with one `DIALECT = Dialect(...)`:
 its routes, its error shape (body and statuses, used by its handlers through `errors.guarded` and by the
-middleware for the paths it owns), and its OpenAPI paths. Its request parsing and its encoders live in the
-same module; `docs/dialects.md` has the recipe for a new one.
+middleware for the paths it owns), its OpenAPI paths, and its wire models (`wire`: the request bodies its
+paths name with `wire.request_body`, whose schemas the OpenAPI document carries). Its request parsing and
+its encoders live in the same package; `docs/dialects.md` has the recipe for a new one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from starlette.routing import BaseRoute, Route
 
 from ..errors import ErrorShape
@@ -28,6 +30,7 @@ class Dialect:
     errors: ErrorShape
     paths: Callable[[], dict[str, Any]] = no_paths  # its part of the OpenAPI document
     prefix: str | None = None  # a path under it that no route serves (a 404) is answered in this shape
+    wire: Sequence[type[msgspec.Struct]] = ()  # its request bodies' models (server/wire.py)
 
     def serves(self, path: str, method: str | None = None) -> bool:
         """Whether one of its routes takes `path` (with `method`, when given)."""

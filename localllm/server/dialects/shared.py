@@ -83,6 +83,18 @@ def with_default_model(body: dict[str, Any], service: Service) -> dict[str, Any]
         raise NoModelChosen(str(exc)) from None
 
 
+def default_model(model: str | None, service: Service) -> str:
+    """`with_default_model` for a wire model's `model`: the one named, else the daemon's default (a 422
+    without one)."""
+    if model not in (None, "", PLACEHOLDER_MODEL):
+        assert model is not None
+        return model
+    try:
+        return str(choose_model({}, service))
+    except InvalidRequest as exc:
+        raise NoModelChosen(str(exc)) from None
+
+
 def dimensions(body: dict[str, Any]) -> int | None:
     value: int | None = DIMENSIONS.read(body)
     return value

@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -26,8 +27,11 @@ from ....domain.types import Done, Event, Thinking, Token, TokenLogprob, ToolCal
 from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
+from ...schema import ANY_LIST, INT, OPENAI_ERROR, SSE, STR, obj, path_parameter, responses
 from ...streaming import EventStream, prepend, sse_event, until_disconnect
-from ..shared import collect_all, merged, service_of, with_default_model
+from ...wire import request_body
+from ..shared import collect_all, default_model, merged, service_of
+from . import wire
 from .requests import Shape, to_chat_request, to_completion_request
 
 FINISH = {"stop": "stop", "length": "length", "cancel": "stop"}
@@ -62,23 +66,25 @@ def _seeded(options: Any, i: int) -> Any:
 
 @guarded(ERRORS)
 async def chat_completions(request: Request) -> Response:
-    body = with_default_model(await rq.read_json(request), service_of(request))  # InferenceClient's "dummy"
-    req, shape = to_chat_request(body)
     service = service_of(request)
+    body = await rq.read_wire(request, wire.ChatCompletionRequest)
+    model = default_model(body.model, service)  # InferenceClient's "dummy", or none
+    req, shape = to_chat_request(msgspec.structs.replace(body, model=model))
     streams = [service.chat(replace(req, options=_seeded(req.options, i))) for i in range(shape.n)]
-    return await _answer(request, streams, Framing.new(body["model"], True, shape, [0] * shape.n))
+    return await _answer(request, streams, Framing.new(model, True, shape, [0] * shape.n))
 
 
 @guarded(ERRORS)
 async def completions(request: Request) -> Response:
-    body = with_default_model(await rq.read_json(request), service_of(request))
-    reqs, shape = to_completion_request(body)
     service = service_of(request)
+    body = await rq.read_wire(request, wire.CompletionRequest)
+    model = default_model(body.model, service)
+    reqs, shape = to_completion_request(msgspec.structs.replace(body, model=model))
     each = shape.best_of  # candidates per prompt (n unless best_of asks for more)
     streams = [service.generate(replace(r, options=_seeded(r.options, i))) for r in reqs for i in range(each)]
     groups = [g for g in range(len(reqs)) for _ in range(each)]
     echoes = [r.prompt for r in reqs for _ in range(each)] if shape.echo else []
-    return await _answer(request, streams, Framing.new(body["model"], False, shape, groups, echoes))
+    return await _answer(request, streams, Framing.new(model, False, shape, groups, echoes))
 
 
 @dataclass(frozen=True)
@@ -341,6 +347,57 @@ async def get_model(request: Request) -> Response:
     if stored is None:
         raise ModelNotFound(f"model '{raw}' not found")
     return JSONResponse(_model_object(str(stored.name), stored.modified_at, stored.name.namespace))
+
+
+# -- the OpenAPI paths: request bodies are the wire models' schemas -----------------------------------------
+
+COMPLETION_OK = obj(
+    {"id": STR, "object": STR, "created": INT, "model": STR, "choices": ANY_LIST}, required=("choices",)
+)
+MODEL_OK = obj({"id": STR, "object": STR, "created": INT, "owned_by": STR}, required=("id", "object"))
+# generation may leave the model to LOCALLLM_DEFAULT_MODEL ("dummy", as InferenceClient sends): 422 without one
+GENERATE_CODES = ("400", "401", "403", "404", "413", "422", "429", "5XX")
+
+
+def paths() -> dict[str, Any]:
+    err = OPENAI_ERROR
+    generated = responses(err, COMPLETION_OK, stream=SSE, codes=GENERATE_CODES)
+    return {
+        "/v1/chat/completions": {
+            "post": {
+                "summary": "OpenAI chat completions",
+                "requestBody": request_body(wire.ChatCompletionRequest),
+                "responses": generated,
+            }
+        },
+        "/v1/completions": {
+            "post": {
+                "summary": "OpenAI (legacy) completions",
+                "requestBody": request_body(wire.CompletionRequest),
+                "responses": generated,
+            }
+        },
+        "/v1/models": {
+            "get": {
+                "summary": "models",
+                "responses": responses(err, obj({"object": STR, "data": {"type": "array", "items": MODEL_OK}})),
+            }
+        },
+        "/v1/models/{model}": {
+            "get": {
+                "summary": "one model",
+                "parameters": path_parameter("model"),
+                "responses": responses(err, MODEL_OK),
+            }
+        },
+        "/v1/embeddings": {
+            "post": {
+                "summary": "OpenAI embeddings",
+                "requestBody": request_body(wire.EmbeddingRequest),
+                "responses": responses(err, obj({"object": STR, "data": ANY_LIST, "model": STR})),
+            }
+        },
+    }
 
 
 routes = [

@@ -1,6 +1,6 @@
 """OpenAI's embeddings, `POST /v1/embeddings`: `input` a string, a list of strings, a token array or a list of
 token arrays; `encoding_format` "float" or "base64" (little-endian float32); too long an input is refused, as
-OpenAI does. The body is checked field by field (a 400 naming the field in `param`)."""
+OpenAI does. The body is `wire.EmbeddingRequest` (a 400 naming the field in `param`)."""
 
 from __future__ import annotations
 
@@ -13,32 +13,27 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ....domain.errors import InvalidRequest
+from ....domain.names import parse_name
 from ....domain.types import Embeddings
 from ... import requests as rq
 from ...errors import guarded
 from ...streaming import until_disconnect
-from ..shared import dimensions, service_of
+from ..shared import service_of
+from . import wire
 from .api import ERRORS
-
-ENCODINGS = ("float", "base64")
 
 
 def _is_token(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def openai_inputs(body: dict[str, Any]) -> list[str] | list[list[int]]:
+def openai_inputs(value: str | list[Any]) -> list[str] | list[list[int]]:
     """`input` of `/v1/embeddings`: a string, a list of strings, a token array or a list of token arrays."""
-    value = body.get("input")
     shapes = "a string, a list of strings, an array of token ids or a list of arrays of token ids"
-    if value is None:
-        raise InvalidRequest("input is required", field="input")
     if isinstance(value, str):
         if not value:
             raise InvalidRequest("input must not be an empty string", field="input")
         return [value]
-    if not isinstance(value, list):
-        raise InvalidRequest(f"input must be {shapes}, got {type(value).__name__}", field="input")
     if not value:
         raise InvalidRequest("input must not be an empty list", field="input")
     if all(isinstance(item, str) for item in value):
@@ -62,13 +57,6 @@ def _tokens(value: list[Any], label: str) -> list[int]:
     return value
 
 
-def encoding_format(body: dict[str, Any]) -> str:
-    value = rq.field(body, "encoding_format", str, "float")
-    if value not in ENCODINGS:
-        raise InvalidRequest(f'encoding_format must be "float" or "base64", got {value!r}', field="encoding_format")
-    return str(value)
-
-
 def encode_base64(vector: list[float]) -> str:
     """OpenAI's base64 encoding: the vector as little-endian float32, base64-encoded."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
@@ -79,20 +67,20 @@ def encode_base64(vector: list[float]) -> str:
 
 @guarded(ERRORS)
 async def openai_embeddings(request: Request) -> Response:
-    body = await rq.read_json(request)
-    name = rq.model_name(body)
-    inputs = openai_inputs(body)
-    fmt = encoding_format(body)
-    dims = dimensions(body)
-    rq.field(body, "user", str)  # accepted and ignored
-    work = service_of(request).embed(name, inputs, truncate=False, dimensions=dims)
+    body = await rq.read_wire(request, wire.EmbeddingRequest)
+    if not body.model:
+        raise InvalidRequest("model is required", field="model")
+    name = parse_name(body.model, field="model")
+    inputs = openai_inputs(body.input)
+    fmt = body.encoding_format
+    work = service_of(request).embed(name, inputs, truncate=False, dimensions=body.dimensions)
     result: Embeddings = await until_disconnect(work, request)
     data = [
         {"object": "embedding", "index": i, "embedding": encode_base64(v) if fmt == "base64" else v}
         for i, v in enumerate(result.vectors)
     ]
     usage = {"prompt_tokens": result.prompt_eval_count, "total_tokens": result.prompt_eval_count}
-    return JSONResponse({"object": "list", "data": data, "model": body["model"], "usage": usage})
+    return JSONResponse({"object": "list", "data": data, "model": body.model, "usage": usage})
 
 
 routes = [Route("/v1/embeddings", openai_embeddings, methods=["POST"])]

@@ -1,4 +1,5 @@
-"""Translate OpenAI request bodies onto the service's requests: pure functions, each bad field a 400 naming it.
+"""Translate OpenAI's wire models (`wire.py`) onto the service's requests: pure functions; what the models
+cannot say (cross-field rules, JSON in strings, tool names) is a 400 naming the field here.
 
 Besides OpenAI's own fields, the sampling extras that llama.cpp's server and vLLM accept at the top level
 (`top_k`, `min_p`, `repeat_penalty`/`repetition_penalty`, `typical_p`, `ignore_eos`, `grammar`) and
@@ -12,15 +13,17 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
+import msgspec
+
 from ....chat.thinking import effort
 from ....chat.tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
 from ....domain.errors import InvalidRequest
 from ....domain.limits import MAX_CHOICES
-from ....domain.types import ROLES, ChatMessage, Constraints, Options, Tool, ToolCall, parse_options
+from ....domain.names import parse_name
+from ....domain.types import ChatMessage, Constraints, Options, Tool, ToolCall, parse_options, parse_stop
 from ....service.generation import ChatRequest, GenerateRequest
-from ... import requests as rq
-from ...fields import STOP, Field, Fields, as_options
-from ..shared import block_text
+from ...wire import as_model
+from . import wire
 
 
 @dataclass(frozen=True)
@@ -35,199 +38,147 @@ class Shape:
     logprobs: bool = True  # whether log-probabilities asked for are returned (not when only best_of needed them)
 
 
-def _messages(body: dict[str, Any]) -> tuple[ChatMessage, ...]:
-    raw = rq.field(body, "messages", list, required=True)
-    if not raw:
-        raise InvalidRequest("messages must hold at least one message", field="messages")
+def _messages(body: wire.ChatCompletionRequest) -> tuple[ChatMessage, ...]:
     out = []
-    for i, item in enumerate(raw):
+    for i, item in enumerate(body.messages):
         label = f"messages[{i}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"{label} must be an object", field=label)
-        role = rq.field(item, "role", str, required=True, prefix=f"{label}.")
-        role = "system" if role == "developer" else role
-        if role not in ROLES:
-            raise InvalidRequest(
-                f"{label}.role must be one of system, developer, user, assistant, tool", field=f"{label}.role"
-            )
-        calls = _tool_calls(item.get("tool_calls"), f"{label}.tool_calls") if role == "assistant" else ()
+        role = "system" if item.role == "developer" else item.role
+        calls = _tool_calls(item.tool_calls, f"{label}.tool_calls") if role == "assistant" else ()
         call_id = None
         if role == "tool":
-            call_id = rq.field(item, "tool_call_id", str, required=True, prefix=f"{label}.")
-        thought = rq.field(item, "reasoning_content", str, "", prefix=f"{label}.") if role == "assistant" else ""
-        raw_content = "" if item.get("content") is None else item["content"]
-        content = block_text(raw_content, f"{label}.content", noun="text part")
-        out.append(ChatMessage(role, content, calls, call_id, thought or ""))
+            if item.tool_call_id is None:
+                raise InvalidRequest(f"{label}.tool_call_id is required", field=f"{label}.tool_call_id")
+            call_id = item.tool_call_id
+        thought = item.reasoning_content or "" if role == "assistant" else ""
+        out.append(ChatMessage(role, _text(item.content), calls, call_id, thought))
     return tuple(out)
 
 
-def _tool_calls(raw: Any, label: str) -> tuple[ToolCall, ...]:
+def _text(content: wire.Content) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.text for part in content)
+
+
+def _tool_calls(raw: list[wire.ToolCall] | None, label: str) -> tuple[ToolCall, ...]:
     """An assistant message's earlier calls; OpenAI sends their arguments as a JSON string."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidRequest(f"{label} must be a list", field=label)
     calls = []
-    for i, item in enumerate(raw):
-        function = item.get("function") if isinstance(item, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise InvalidRequest(f"{label}[{i}].function.name must be a string", field=f"{label}[{i}].function")
-        arguments = function.get("arguments", "{}")
+    for i, item in enumerate(raw or ()):
+        arguments: Any = item.function.arguments
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments or "{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 arguments = None
         if not isinstance(arguments, dict):
             raise InvalidRequest(
                 f"{label}[{i}].function.arguments must be a JSON object (as a string)",
                 field=f"{label}[{i}].function.arguments",
             )
-        call_id = item.get("id")
-        calls.append(ToolCall(call_id if isinstance(call_id, str) else new_call_id(), function["name"], arguments))
+        calls.append(ToolCall(item.id if item.id is not None else new_call_id(), item.function.name, arguments))
     return tuple(calls)
 
 
-# The fields both endpoints take: OpenAI's sampling fields and the llama.cpp/vLLM extras (`top_k`, `min_p`,
-# `repeat_penalty`/`repetition_penalty`, `typical_p`, `mirostat*`, `min_tokens`, `ignore_eos`, `grammar`).
-FIELDS = Fields(
-    Field("max_tokens", int, low=1),
-    Field("max_completion_tokens", int, low=1),
-    Field("n", int, low=1, high=128, default=1),
-    Field("temperature", float, low=0, high=2, option="temperature"),
-    Field("top_p", float, low=0, high=1, option="top_p"),
-    Field("top_k", int, low=-1, high=1 << 20),
-    Field("min_p", float, low=0, high=1, option="min_p"),
-    Field("typical_p", float, low=0, high=1, option="typical_p"),
-    Field("repeat_penalty", float, low=0, high=10),
-    Field("repetition_penalty", float, low=0, high=10),
-    Field("presence_penalty", float, low=-2, high=2, option="presence_penalty"),
-    Field("frequency_penalty", float, low=-2, high=2, option="frequency_penalty"),
-    Field("mirostat", int, low=0, high=2, option="mirostat"),
-    Field("mirostat_tau", float, low=0, high=100, option="mirostat_tau"),
-    Field("mirostat_eta", float, low=0, high=10, option="mirostat_eta"),
-    Field("min_tokens", int, low=0, high=1 << 20, default=0),
-    Field("seed", int, option="seed"),
-    Field("stop", STOP, option="stop"),
-    Field("logit_bias", dict, default={}),
-    Field("grammar", str),
-    Field("ignore_eos", bool, default=False),
-)
-TOP_LOGPROBS = Field("top_logprobs", int, low=0, high=20)  # chat
-LEGACY_LOGPROBS = Field("logprobs", int, low=0, high=5)  # text completions
-BEST_OF = Field("best_of", int, low=1, high=20)  # text completions
-# A thinking budget in tokens (chat), under llama-server's names and vLLM's; -1 (or none): no budget.
-THINKING_BUDGETS = Fields(
-    Field("reasoning_budget_tokens", int, low=-1),
-    Field("thinking_budget_tokens", int, low=-1),
-    Field("thinking_token_budget", int, low=-1),
-)
-
-
-def sampling_options(body: dict[str, Any], *, default_max_tokens: int | None = None) -> Options:
-    """The sampling `FIELDS`, over Ollama's `options` when given, over OpenAI's defaults (temperature 1, top_p 1)."""
-    v = FIELDS.read(body)
-    max_tokens = v["max_completion_tokens"] if v["max_completion_tokens"] is not None else v["max_tokens"]
-    repeat = v["repeat_penalty"] if v["repeat_penalty"] is not None else v["repetition_penalty"]
-    top_k = v["top_k"]
-    top = as_options(
-        v,
-        FIELDS,
+def sampling_options(body: wire.Sampling, *, default_max_tokens: int | None = None) -> Options:
+    """The sampling fields, over Ollama's `options` when given, over OpenAI's defaults (temperature 1, top_p 1)."""
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    repeat = body.repeat_penalty if body.repeat_penalty is not None else body.repetition_penalty
+    top_k = body.top_k
+    top = Options(
+        temperature=body.temperature,
+        top_p=body.top_p,
+        min_p=body.min_p,
+        typical_p=body.typical_p,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        mirostat=body.mirostat,
+        mirostat_tau=body.mirostat_tau,
+        mirostat_eta=body.mirostat_eta,
+        seed=body.seed,
+        stop=parse_stop(body.stop, "stop") if body.stop is not None else None,
         top_k=None if top_k is None or top_k < 0 else top_k,
         repeat_penalty=repeat,
         num_predict=max_tokens if max_tokens is not None else default_max_tokens,
     )
-    base = parse_options(body.get("options")).merged_over(Options(temperature=1.0, top_p=1.0))
+    base = parse_options(body.options).merged_over(Options(temperature=1.0, top_p=1.0))
     return top.merged_over(base)
 
 
-def constraints(body: dict[str, Any], *, legacy_logprobs: bool = False) -> Constraints:
-    fmt: Any = None
-    response_format = body.get("response_format")
-    if response_format is not None:
-        kind = response_format.get("type") if isinstance(response_format, dict) else None
-        if kind == "json_object":
-            fmt = "json"
-        elif kind == "json_schema":
-            spec = response_format.get("json_schema")
-            schema = spec.get("schema") if isinstance(spec, dict) else None
-            if not isinstance(schema, dict):
-                raise InvalidRequest(
-                    "response_format.json_schema.schema must be a JSON schema object",
-                    field="response_format.json_schema.schema",
-                )
-            fmt = schema
-        elif kind != "text":
-            raise InvalidRequest(
-                "response_format.type must be text, json_object or json_schema", field="response_format.type"
-            )
-    if legacy_logprobs:
-        logprobs = LEGACY_LOGPROBS.read(body)
-    else:
-        top = TOP_LOGPROBS.read(body)
-        if top is not None and not body.get("logprobs"):
-            raise InvalidRequest("top_logprobs needs logprobs set to true", field="top_logprobs")
-        logprobs = (top or 0) if rq.field(body, "logprobs", bool, False) else None
+def _format(response_format: wire.ResponseFormat | None) -> Any:
+    if isinstance(response_format, wire.JsonObjectFormat):
+        return "json"
+    if isinstance(response_format, wire.JsonSchemaFormat):
+        return response_format.json_schema.schema
+    return None
+
+
+def constraints(body: wire.Sampling, *, logprobs: int | None = None, fmt: Any = None) -> Constraints:
     return Constraints(
         format=fmt,
-        grammar=FIELDS["grammar"].read(body),
+        grammar=body.grammar,
         logprobs=logprobs,
-        logit_bias=_logit_bias(body),
-        ignore_eos=FIELDS["ignore_eos"].read(body),
-        min_tokens=FIELDS["min_tokens"].read(body),
+        logit_bias=_logit_bias(body.logit_bias),
+        ignore_eos=body.ignore_eos,
+        min_tokens=body.min_tokens,
     )
 
 
-def _logit_bias(body: dict[str, Any]) -> tuple[tuple[int, float], ...]:
-    raw = FIELDS["logit_bias"].read(body)
+def _logit_bias(raw: dict[str, float]) -> tuple[tuple[int, float], ...]:
     out = []
     for key, value in raw.items():
-        label = f"logit_bias.{key}"
         try:
             token = int(key)
         except ValueError:
-            raise InvalidRequest(f"{label}: keys must be token ids", field="logit_bias") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
-            raise InvalidRequest(f"{label} must be a number between -100 and 100", field="logit_bias")
-        out.append((token, float(value)))
+            raise InvalidRequest(f"logit_bias.{key}: keys must be token ids", field="logit_bias") from None
+        out.append((token, value))
     return tuple(out)
 
 
-def shape(body: dict[str, Any]) -> Shape:
-    n = FIELDS["n"].read(body)
-    stream = rq.field(body, "stream", bool, False)
-    include_usage = False
-    if stream:
-        options = rq.field(body, "stream_options", dict, {})
-        include_usage = bool(rq.field(options, "include_usage", bool, False, prefix="stream_options."))
-    return Shape(n=n, stream=stream, include_usage=include_usage)
+def shape(body: wire.Sampling) -> Shape:
+    include_usage = body.stream and body.stream_options is not None and body.stream_options.include_usage
+    return Shape(n=body.n, stream=body.stream, include_usage=include_usage)
 
 
-def _tools(body: dict[str, Any]) -> tuple[tuple[Tool, ...], ToolChoice]:
+def _tools(body: wire.ChatCompletionRequest) -> tuple[tuple[Tool, ...], ToolChoice]:
     """`tools` and `tool_choice`, or the legacy `functions` and `function_call` the SDKs still accept."""
-    if body.get("tools") is None and body.get("functions") is not None:
-        if not isinstance(body["functions"], list):
-            raise InvalidRequest("functions must be a list of functions", field="functions")
-        tools = parse_tools([{"type": "function", "function": f} for f in body["functions"]], field="functions")
-        legacy = body.get("function_call")
-        if isinstance(legacy, dict):
-            legacy = {"type": "function", "function": legacy}
+    if body.tools is None and body.functions is not None:
+        declared = [{"type": "function", "function": msgspec.to_builtins(f)} for f in body.functions]
+        tools = parse_tools(declared, field="functions")
+        legacy: Any = body.function_call
+        if isinstance(legacy, wire.NamedFunction):
+            legacy = {"type": "function", "function": {"name": legacy.name}}
         return tools, parse_tool_choice(legacy, tools, field="function_call")
-    tools = parse_tools(body.get("tools"))
-    return tools, parse_tool_choice(body.get("tool_choice"), tools)
+    tools = parse_tools(msgspec.to_builtins(body.tools))
+    choice: Any = body.tool_choice
+    if isinstance(choice, wire.NamedTool):
+        choice = {"type": "function", "function": {"name": choice.function.name}}
+    return tools, parse_tool_choice(choice, tools)
 
 
-def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, Shape]:
+def _model(value: str | None) -> Any:
+    if not value:
+        raise InvalidRequest("model is required", field="model")
+    return parse_name(value, field="model")
+
+
+def to_chat_request(raw: wire.ChatCompletionRequest | dict[str, Any]) -> tuple[ChatRequest, Shape]:
     """Translate a chat completion request."""
-    name = rq.model_name(body)
+    body = as_model(raw, wire.ChatCompletionRequest)
+    name = _model(body.model)
     tools, choice = _tools(body)
-    limits = constraints(body)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs set to true", field="top_logprobs")
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    limits = constraints(body, logprobs=logprobs, fmt=_format(body.response_format))
     schema = call_schema(tools, choice)
     if schema is not None:
         if limits.format is not None or limits.grammar:
             raise InvalidRequest("a required tool call cannot be combined with response_format", field="tool_choice")
         limits = replace(limits, format=schema)
     offered = tools if choice.mode != "none" else ()
+    budgets = (body.reasoning_budget_tokens, body.thinking_budget_tokens, body.thinking_token_budget)
     request = ChatRequest(
         model=name,
         messages=_messages(body),
@@ -235,24 +186,20 @@ def to_chat_request(body: dict[str, Any]) -> tuple[ChatRequest, Shape]:
         constraints=limits,
         tools=offered,
         call_required=schema is not None,
-        think=effort(body.get("reasoning_effort"), "reasoning_effort"),
+        think=effort(body.reasoning_effort, "reasoning_effort"),
         think_field="reasoning_effort",
-        think_budget=next((b for b in THINKING_BUDGETS.read(body).values() if b is not None and b >= 0), None),
+        think_budget=next((b for b in budgets if b is not None and b >= 0), None),
     )
     return request, shape(body)
 
 
-def to_completion_request(body: dict[str, Any]) -> tuple[list[GenerateRequest], Shape]:
+def to_completion_request(raw: wire.CompletionRequest | dict[str, Any]) -> tuple[list[GenerateRequest], Shape]:
     """Translate a legacy completion request: one generation per prompt, each used as given (no template)."""
-    name = rq.model_name(body)
-    prompt = body.get("prompt")
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise InvalidRequest("prompt must be a string or a list of strings", field="prompt")
-    suffix = rq.field(body, "suffix", str)
-    echo = rq.field(body, "echo", bool, False)
+    body = as_model(raw, wire.CompletionRequest)
+    name = _model(body.model)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     framing = shape(body)
-    best_of = BEST_OF.read(body) or framing.n
+    best_of = body.best_of or framing.n
     if best_of < framing.n:
         raise InvalidRequest(f"best_of ({best_of}) must be at least n ({framing.n})", field="best_of")
     if best_of > framing.n and framing.stream:
@@ -265,15 +212,15 @@ def to_completion_request(body: dict[str, Any]) -> tuple[list[GenerateRequest], 
             field="prompt",
         )
     options = sampling_options(body, default_max_tokens=16)
-    limits = constraints(body, legacy_logprobs=True)
-    if echo and limits.logprobs is not None:
+    limits = constraints(body, logprobs=body.logprobs)
+    if body.echo and limits.logprobs is not None:
         raise InvalidRequest(
             "echo with logprobs is not supported: prompt tokens have no log-probabilities here", field="echo"
         )
     if best_of > framing.n and limits.logprobs is None:
         limits = replace(limits, logprobs=0)  # to rank the candidates; dropped from the answer
     requests = [
-        GenerateRequest(model=name, prompt=p, raw=True, options=options, constraints=limits, suffix=suffix or None)
+        GenerateRequest(model=name, prompt=p, raw=True, options=options, constraints=limits, suffix=body.suffix or None)
         for p in prompts
     ]
-    return requests, replace(framing, echo=echo, best_of=best_of, logprobs=body.get("logprobs") is not None)
+    return requests, replace(framing, echo=body.echo, best_of=best_of, logprobs=body.logprobs is not None)
