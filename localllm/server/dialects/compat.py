@@ -22,11 +22,12 @@ from ...domain.errors import InvalidRequest
 from .. import requests as rq
 from ..errors import guarded
 from ..schema import ANY_LIST, BOOL, COMPAT_ERROR, MODEL, OBJ, SERVING_CODES, STR, body, obj, responses
+from ..wire import REF
 from . import lmdeploy, vllm
 from . import tokenize as tokenize_dialect
 from .contract import Dialect
 from .tgi import api as tgi_api
-from .tgi.openapi import TGI_GENERATE
+from .tgi import wire as tgi_wire
 
 _DIALECTS = "TGI (`inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)"
 
@@ -80,7 +81,9 @@ def paths() -> dict[str, Any]:
         "/generate": {
             "post": {
                 "summary": "TGI (body with `inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)",
-                "requestBody": body({"anyOf": [TGI_GENERATE, SERVING_GENERATE]}),
+                "requestBody": body(
+                    {"anyOf": [{"$ref": REF.format(name=tgi_wire.GenerateRequest.__name__)}, SERVING_GENERATE]}
+                ),
                 "responses": responses(
                     COMPAT_ERROR, obj({"generated_text": STR, "text": ANY_LIST}), codes=SERVING_CODES
                 ),

@@ -28,7 +28,7 @@ from ..streaming import until_disconnect
 from .contract import Dialect
 from .shared import DIMENSIONS, choose_model, service_of
 from .tgi import api as tgi_api
-from .tgi.openapi import TGI_CODES
+from .tgi.api import CODES as TGI_CODES
 
 FIELDS = Fields(  # and `inputs`, a string or a list of strings: `inputs_of` reads it
     Field("normalize", bool, default=True),
