@@ -43,6 +43,15 @@ ROUTES = [
         {"inputs": "x", "parameters": {"temprature": 1}},
         "parameters.temprature",
     ),
+    Route(  # TGI's generation: the model ("tiny") is not an embedding model
+        "/",
+        422,
+        tgi_shape,
+        (DEEP, b'{"inputs": "x", "parameters": {"grammar": {"type": "json", "value": {"a": %s}}}}' % DEEP),
+        {"inputs": "x", "nope": 1},
+        "nope",
+    ),
+    Route("/embed", 422, tgi_shape, (DEEP,), {"inputs": "x", "normalise": True}, "normalise"),
 ]
 
 

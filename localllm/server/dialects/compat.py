@@ -22,12 +22,47 @@ from ...domain.errors import InvalidRequest
 from .. import requests as rq
 from ..errors import guarded
 from ..schema import ANY_LIST, BOOL, COMPAT_ERROR, MODEL, OBJ, SERVING_CODES, STR, body, obj, responses
-from ..wire import REF
+from ..wire import REF, Lenient
 from . import lmdeploy, vllm
 from . import tokenize as tokenize_dialect
 from .contract import Dialect
 from .tgi import api as tgi_api
 from .tgi import wire as tgi_wire
+
+
+class Keys(Lenient, kw_only=True):
+    """The top-level fields that decide which dialect a body of a shared path speaks: only whether each is
+    there (and `model`, when a string) comes back from the body decoder (`check` keeps no more), so deciding
+    costs the event loop nothing whatever the body's size; the dialect's own model is decoded next."""
+
+    model: Any = None
+    inputs: Any = None
+    prompt: Any = None
+    content: Any = None
+    session_id: Any = None
+    instance_id: Any = None
+    interactive_mode: Any = None
+    sequence_start: Any = None
+    sequence_end: Any = None
+    request_output_len: Any = None
+    cancel: Any = None
+
+    def check(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None and not (name == "model" and isinstance(value, str)):
+                setattr(self, name, True)
+
+    def present(self) -> dict[str, Any]:
+        """The fields that are there (not null), as a body `dialect_of` reads."""
+        return {name: getattr(self, name) for name in self.__struct_fields__ if getattr(self, name) is not None}
+
+
+async def read_keys(request: Request) -> tuple[list[bytes], Keys]:
+    """The body (as read, to be decoded again as the dialect's model) and the fields that decide its dialect."""
+    chunks = await rq.read_chunks(request)
+    return chunks, await rq.decode_wire(request, chunks, Keys)
+
 
 _DIALECTS = "TGI (`inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)"
 
