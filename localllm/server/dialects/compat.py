@@ -12,8 +12,10 @@ dialect was meant); after that, the dialect's own.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,13 +23,13 @@ from starlette.routing import Route
 from ...domain.errors import InvalidRequest
 from .. import requests as rq
 from ..errors import guarded
-from ..schema import ANY_LIST, BOOL, COMPAT_ERROR, MODEL, OBJ, SERVING_CODES, STR, body, obj, responses
-from ..wire import REF, Lenient
+from ..schema import ANY_LIST, COMPAT_ERROR, SERVING_CODES, STR, body, obj, responses
+from ..wire import Lenient, request_body
 from . import lmdeploy, vllm
 from . import tokenize as tokenize_dialect
 from .contract import Dialect
 from .tgi import api as tgi_api
-from .tgi import wire as tgi_wire
+from .tgi.wire import TGIGenerateRequest
 
 
 class Keys(Lenient, kw_only=True):
@@ -80,35 +82,45 @@ def dialect_of(body: dict[str, Any]) -> str:
 
 @guarded(tgi_api.ERRORS)
 async def generate(request: Request) -> Response:
-    body = await rq.read_json(request)
-    dialect = dialect_of(body)
+    chunks, keys = await read_keys(request)
+    dialect = dialect_of(keys.present())
     if dialect == "tgi":
-        return await tgi_api.answer(request, body, stream=False)
+        return await tgi_api.answer(request, await rq.decode_wire(request, chunks, TGIGenerateRequest), stream=False)
     if dialect == "lmdeploy":
-        return await lmdeploy.answer(request, body)
-    return await vllm.answer(request, body)
+        return await lmdeploy.answer(request, _as_dict(chunks))
+    return await vllm.answer(request, chunks)
+
+
+def _as_dict(chunks: list[bytes]) -> dict[str, Any]:
+    """The body (already read, and an object: `Keys` decoded it) as a dict, for a dialect read field by field."""
+    body: dict[str, Any] = json.loads(b"".join(chunks))
+    return body
 
 
 @guarded(tgi_api.ERRORS)
 async def tokenize(request: Request) -> Response:
-    body = await rq.read_json(request)
+    chunks, keys = await read_keys(request)
+    body = keys.present()
     if "inputs" not in body and "prompt" not in body and "content" not in body:
         raise InvalidRequest(
             "the body of POST /tokenize must have `inputs` (TGI), `prompt` (vLLM) or `content` (llama-server)",
             field="inputs",
         )
     if "content" in body and "inputs" not in body and "prompt" not in body:
-        return await tokenize_dialect.llama_tokenize(request, body)
+        return await tokenize_dialect.llama_tokenize(request, _as_dict(chunks))
     if "inputs" in body:
-        return await tgi_api.tokenize(request, body)
-    return await vllm.tokenize(request, body)
+        return await tgi_api.tokenize(request, await rq.decode_wire(request, chunks, TGIGenerateRequest))
+    return await vllm.tokenize(request, chunks)
 
 
 routes = [
     Route("/generate", generate, methods=["POST"]),
     Route("/tokenize", tokenize, methods=["POST"]),
 ]
-SERVING_GENERATE = obj({"prompt": STR, "model": MODEL, "stream": BOOL})  # vLLM's and LMDeploy's body
+
+
+def _one_of(*models: type[msgspec.Struct]) -> dict[str, Any]:
+    return {"anyOf": [request_body(m)["content"]["application/json"]["schema"] for m in models]}
 
 
 def paths() -> dict[str, Any]:
@@ -116,9 +128,7 @@ def paths() -> dict[str, Any]:
         "/generate": {
             "post": {
                 "summary": "TGI (body with `inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)",
-                "requestBody": body(
-                    {"anyOf": [{"$ref": REF.format(name=tgi_wire.GenerateRequest.__name__)}, SERVING_GENERATE]}
-                ),
+                "requestBody": body(_one_of(TGIGenerateRequest, vllm.VLLMGenerateRequest)),
                 "responses": responses(
                     COMPAT_ERROR, obj({"generated_text": STR, "text": ANY_LIST}), codes=SERVING_CODES
                 ),
@@ -127,7 +137,7 @@ def paths() -> dict[str, Any]:
         "/tokenize": {
             "post": {
                 "summary": "tokenize (TGI `inputs`, vLLM `prompt` or llama-server `content`)",
-                "requestBody": body(OBJ),
+                "requestBody": body(_one_of(TGIGenerateRequest, vllm.VLLMTokenizeRequest)),
                 "responses": responses(COMPAT_ERROR, {"type": ["array", "object"]}, codes=SERVING_CODES),
             }
         },

@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+from msgspec import Meta
 from starlette.requests import Request
 
 from ...domain.errors import InvalidRequest, NoModelChosen
+from ...domain.limits import MAX_STOP
 from ...domain.names import ModelName, parse_name
-from ...domain.types import Constraints, Event, Options
+from ...domain.types import Constraints, Event, Options, parse_stop
 from ...service.core import Service
 from ...service.generation import Answer, collect
 from .. import requests as rq
 from ..fields import STOP, Field, Fields, as_options
 from ..streaming import first_item, prepend, until_disconnect
+from ..wire import Strict
 
 T = TypeVar("T")
 Events = AsyncGenerator[Event, None]
@@ -137,6 +140,51 @@ def vllm_sampling(values: dict[str, Any]) -> tuple[Options, Constraints]:
         repeat_last_n=-1 if repetition else None,
     )
     return options, Constraints(ignore_eos=values["ignore_eos"], min_tokens=values["min_tokens"])
+
+
+# -- vLLM's sampling fields as a wire model (vllm.py's body, Triton's vLLM backend's): null is vLLM's default ------
+
+Stop = str | Annotated[list[str], Meta(max_length=MAX_STOP)] | None
+Penalty = Annotated[float, Meta(ge=-2, le=2)] | None
+
+
+class VLLMSampling(Strict, kw_only=True):
+    """vLLM's `SamplingParams` fields, with its defaults (temperature 1, top_p 1, no top_k, 16 tokens)."""
+
+    temperature: Annotated[float, Meta(ge=0)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Meta(ge=-1)] | None = None  # -1 (or none): no top_k
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    min_tokens: Annotated[int, Meta(ge=0)] | None = None
+    stop: Stop = None
+    seed: int | None = None
+    presence_penalty: Penalty = None
+    frequency_penalty: Penalty = None
+    repetition_penalty: Annotated[float, Meta(gt=0)] | None = None
+    ignore_eos: bool | None = None
+
+
+def vllm_options(s: VLLMSampling, *, stop: Stop = None, seed: int | None = None) -> tuple[Options, Constraints]:
+    """Options and constraints from vLLM's sampling fields (`stop` and `seed` when given under other names):
+    no top_k is 0 (vLLM's -1 too), and `repetition_penalty` covers the prompt and the output, as vLLM's does."""
+    stop = stop if stop is not None else s.stop
+    repetition = s.repetition_penalty
+    options = Options(
+        temperature=s.temperature if s.temperature is not None else 1.0,
+        top_p=s.top_p if s.top_p is not None else 1.0,
+        top_k=s.top_k if s.top_k is not None and s.top_k > 0 else 0,
+        min_p=s.min_p if s.min_p is not None else 0.0,
+        typical_p=1.0,
+        num_predict=s.max_tokens if s.max_tokens is not None else 16,
+        stop=(parse_stop(stop, "stop") or None) if stop is not None else None,
+        seed=seed if seed is not None else s.seed,
+        presence_penalty=s.presence_penalty or 0.0,
+        frequency_penalty=s.frequency_penalty or 0.0,
+        repeat_penalty=repetition or 1.0,
+        repeat_last_n=-1 if repetition else None,
+    )
+    return options, Constraints(ignore_eos=bool(s.ignore_eos), min_tokens=s.min_tokens or 0)
 
 
 async def opened(stream: AsyncGenerator[T, None], request: Request) -> AsyncGenerator[T, None]:

@@ -36,7 +36,7 @@ from .tgi import wire as tgi_wire
 # -- the request body, declared once (server/wire.py): unknown fields refused, null is a field's default ------
 
 
-class EmbedRequest(Strict, kw_only=True):
+class TEIEmbedRequest(Strict, kw_only=True):
     inputs: str | Annotated[list[str], Meta(max_length=MAX_EMBED_INPUTS)]
     normalize: bool | None = None  # none: true
     truncate: bool | None = None
@@ -49,7 +49,7 @@ class EmbedRequest(Strict, kw_only=True):
         check_text([self.inputs] if isinstance(self.inputs, str) else self.inputs, PROMPT_MAX_BYTES, "inputs", "inputs")
 
 
-MODELS = (EmbedRequest,)
+MODELS = (TEIEmbedRequest,)
 
 
 def is_embedding_request(model: Any, request: Request) -> bool:
@@ -61,7 +61,7 @@ def is_embedding_request(model: Any, request: Request) -> bool:
         return False
 
 
-def inputs_of(body: EmbedRequest) -> list[str]:
+def inputs_of(body: TEIEmbedRequest) -> list[str]:
     value = body.inputs
     if isinstance(value, str) and value:
         return [value]
@@ -76,20 +76,20 @@ async def root(request: Request) -> Response:
     body decides; a whole answer is a list of one, as the Inference API's)."""
     chunks, keys = await read_keys(request)
     if is_embedding_request(keys.model, request):
-        return await answer(request, await rq.decode_wire(request, chunks, EmbedRequest))
-    body = await rq.decode_wire(request, chunks, tgi_wire.GenerateRequest)
+        return await answer(request, await rq.decode_wire(request, chunks, TEIEmbedRequest))
+    body = await rq.decode_wire(request, chunks, tgi_wire.TGIGenerateRequest)
     return await tgi_api.answer(request, body, stream=None, listed=True)
 
 
 @guarded(tgi_api.ERRORS)
 async def embed(request: Request) -> Response:
-    return await answer(request, await rq.read_wire(request, EmbedRequest))
+    return await answer(request, await rq.read_wire(request, TEIEmbedRequest))
 
 
-async def answer(request: Request, raw: EmbedRequest | dict[str, Any]) -> Response:
+async def answer(request: Request, raw: TEIEmbedRequest | dict[str, Any]) -> Response:
     """Embed `raw` (already read) in TEI's shape."""
     service = service_of(request)
-    body = as_model(raw, EmbedRequest)
+    body = as_model(raw, TEIEmbedRequest)
     name = choose_model({"model": body.model}, service)
     inputs = inputs_of(body)
     if (body.truncation_direction or "right").lower() != "right":
@@ -111,7 +111,7 @@ def paths() -> dict[str, Any]:
         "/embed": {
             "post": {
                 "summary": "TEI embeddings (also POST / when the model is an embedding model)",
-                "requestBody": request_body(EmbedRequest),
+                "requestBody": request_body(TEIEmbedRequest),
                 "responses": responses(TGI_ERROR, ANY_LIST, codes=tgi_api.CODES),
             }
         },

@@ -188,7 +188,7 @@ async def generate_stream(request: Request) -> Response:
 @guarded(ERRORS)
 async def answer(
     request: Request,
-    body: wire.GenerateRequest | dict[str, Any] | None,
+    body: wire.TGIGenerateRequest | dict[str, Any] | None,
     *,
     stream: bool | None,
     listed: bool = False,
@@ -196,7 +196,7 @@ async def answer(
     """Serve a TGI generation; `body` when the caller has read it already (the `/generate` dispatcher)."""
     started = time.perf_counter()
     service = service_of(request)
-    body = body if body is not None else await rq.read_wire(request, wire.GenerateRequest)
+    body = body if body is not None else await rq.read_wire(request, wire.TGIGenerateRequest)
     req = parse(body, service, stream=stream)
     model = service.model(req.model)
     inputs = req.inputs
@@ -335,10 +335,10 @@ async def health(request: Request) -> Response:
 
 
 @guarded(ERRORS)
-async def tokenize(request: Request, raw: wire.GenerateRequest | dict[str, Any]) -> Response:
+async def tokenize(request: Request, raw: wire.TGIGenerateRequest | dict[str, Any]) -> Response:
     """`POST /tokenize` with TGI's body: each token's id, text and character offsets in `inputs`."""
     service = service_of(request)
-    body = as_model(raw, wire.GenerateRequest)
+    body = as_model(raw, wire.TGIGenerateRequest)
     inputs = body.inputs
     pieces = await service.tokenize(choose_model({"model": body.model}, service), inputs)
     spans = char_offsets(inputs, pieces)
@@ -360,7 +360,7 @@ def paths() -> dict[str, Any]:
         "/generate_stream": {
             "post": {
                 "summary": "TGI streaming generation",
-                "requestBody": request_body(wire.GenerateRequest),
+                "requestBody": request_body(wire.TGIGenerateRequest),
                 "responses": responses(TGI_ERROR, stream=SSE, codes=CODES),
             }
         },

@@ -1,4 +1,4 @@
-"""Translate TGI request bodies (`wire.GenerateRequest`: `{"inputs", "parameters"}`) onto a generation: pure
+"""Translate TGI request bodies (`wire.TGIGenerateRequest`: `{"inputs", "parameters"}`) onto a generation: pure
 functions; what the model cannot say is an `InvalidRequest` naming the field as `parameters.<name>` (a 422 in
 TGI's shape).
 
@@ -45,12 +45,12 @@ def _grammar(raw: wire.Grammar | None) -> tuple[Any, str | None]:
     """TGI's `grammar` as (format, GBNF): a JSON schema for `json`/`json_schema`, a grammar for `regex`."""
     if raw is None:
         return None, None
-    if isinstance(raw, wire.JsonGrammar):
+    if isinstance(raw, wire.TGIJsonGrammar):
         value: Any = _json_value(raw.value) if isinstance(raw.value, str) else raw.value
         if not isinstance(value, dict):
             raise InvalidRequest(f"{PREFIX}grammar.value must be a JSON schema object", field=f"{PREFIX}grammar.value")
         return value or "json", None
-    if isinstance(raw, wire.JsonSchemaGrammar):
+    if isinstance(raw, wire.TGIJsonSchemaGrammar):
         return raw.value.schema or "json", None
     if not raw.value:
         raise InvalidRequest(
@@ -72,12 +72,12 @@ def _json_value(text: str) -> Any:
         raise InvalidRequest(f"{PREFIX}grammar.value is not valid JSON", field=f"{PREFIX}grammar.value") from None
 
 
-def parse(raw: wire.GenerateRequest | dict[str, Any], service: Service, *, stream: bool | None) -> TGIRequest:
+def parse(raw: wire.TGIGenerateRequest | dict[str, Any], service: Service, *, stream: bool | None) -> TGIRequest:
     """Translate a TGI request body; `stream` is the endpoint's (None: the body's `stream`, as on `POST /`)."""
-    body = as_model(raw, wire.GenerateRequest)
+    body = as_model(raw, wire.TGIGenerateRequest)
     if not body.inputs:
         raise InvalidRequest("inputs must not be empty", field="inputs")
-    p = body.parameters or wire.Parameters()
+    p = body.parameters or wire.TGIParameters()
     asked = body.stream
     if stream is None:
         stream = bool(asked)

@@ -24,24 +24,24 @@ MAX_SEED = 2**64 - 1
 # -- grammar: a tagged union on `type` ----------------------------------------------------------------------
 
 
-class JsonGrammar(Strict, tag_field="type", tag="json"):
+class TGIJsonGrammar(Strict, tag_field="type", tag="json"):
     value: dict[str, Any] | str  # a JSON schema, or one as a JSON string
 
 
-class JsonSchemaValue(Lenient):
+class TGIJsonSchemaValue(Lenient):
     schema: dict[str, Any]
     name: str | None = None
 
 
-class JsonSchemaGrammar(Strict, tag_field="type", tag="json_schema"):
-    value: JsonSchemaValue
+class TGIJsonSchemaGrammar(Strict, tag_field="type", tag="json_schema"):
+    value: TGIJsonSchemaValue
 
 
-class RegexGrammar(Strict, tag_field="type", tag="regex"):
+class TGIRegexGrammar(Strict, tag_field="type", tag="regex"):
     value: str
 
 
-Grammar = JsonGrammar | JsonSchemaGrammar | RegexGrammar
+Grammar = TGIJsonGrammar | TGIJsonSchemaGrammar | TGIRegexGrammar
 
 # -- parameters ---------------------------------------------------------------------------------------------
 
@@ -49,7 +49,7 @@ Positive = Annotated[float, Meta(gt=0)]
 Open = Annotated[float, Meta(gt=0, lt=1)]
 
 
-class Parameters(Strict, kw_only=True):
+class TGIParameters(Strict, kw_only=True):
     adapter_id: str | None = None  # refused: no LoRA adapters per request
     best_of: Annotated[int, Meta(ge=1, le=MAX_BEST_OF)] | None = None
     temperature: Positive | None = None
@@ -71,9 +71,9 @@ class Parameters(Strict, kw_only=True):
     grammar: Grammar | None = None
 
 
-class GenerateRequest(Strict, kw_only=True):
+class TGIGenerateRequest(Strict, kw_only=True):
     inputs: str
-    parameters: Parameters | None = None
+    parameters: TGIParameters | None = None
     stream: bool | None = None
     model: str | None = None  # none (or InferenceClient's "dummy"): LOCALLLM_DEFAULT_MODEL
 
@@ -81,4 +81,4 @@ class GenerateRequest(Strict, kw_only=True):
         check_text([self.inputs], PROMPT_MAX_BYTES, "inputs", "inputs")
 
 
-MODELS = (GenerateRequest,)
+MODELS = (TGIGenerateRequest,)
