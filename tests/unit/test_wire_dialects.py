@@ -31,7 +31,13 @@ def vllm(body: Any) -> str:
     return str(body["message"])
 
 
-STATUS: dict[Shape, int] = {tgi: 422, vllm: 400}
+def triton(body: Any) -> str:
+    """Triton's `{"error"}`."""
+    assert set(body) == {"error"}, body
+    return str(body["error"])
+
+
+STATUS: dict[Shape, int] = {tgi: 422, vllm: 400, triton: 400}
 TGI_DEEP = b'{"inputs": "x", "parameters": {"grammar": {"type": "json", "value": {"a": %s}}}}' % DEEP
 # (path, body, shape): each nests 2,000 deep, at the top and where the model (or the dispatch) takes any JSON
 DEEP_BODIES = [
@@ -45,6 +51,8 @@ DEEP_BODIES = [
     ("/generate", b'{"prompt": %s}' % DEEP, tgi),
     ("/tokenize", DEEP, tgi),
     ("/tokenize", b'{"prompt": %s}' % DEEP, tgi),
+    ("/v2/models/tiny/generate", DEEP, triton),
+    ("/v2/models/tiny/generate_stream", DEEP, triton),
 ]
 # (path, body, the unknown field, shape)
 UNKNOWN = [
@@ -55,6 +63,8 @@ UNKNOWN = [
     ("/generate", {"prompt": "x", "temprature": 1}, "temprature", vllm),
     ("/tokenize", {"inputs": "x", "nope": 1}, "nope", tgi),
     ("/tokenize", {"prompt": "x", "add_bos": True}, "add_bos", vllm),
+    ("/v2/models/tiny/generate", {"text_input": "x", "parameters": {"nope": 1}}, "parameters.nope", triton),
+    ("/v2/models/tiny/generate_stream", {"text_input": "x", "temprature": 1}, "temprature", triton),
 ]
 
 
