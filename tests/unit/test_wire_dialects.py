@@ -37,7 +37,20 @@ def triton(body: Any) -> str:
     return str(body["error"])
 
 
-STATUS: dict[Shape, int] = {tgi: 422, vllm: 400, triton: 400}
+def openai(body: Any) -> str:
+    """OpenAI's `{"error": {"message", "type", "param", "code"}}` (the rerank and llama-server routes')."""
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    return str(body["error"]["message"])
+
+
+def ollama(body: Any) -> str:
+    """Ollama's `{"error": "..."}` (the /api/ routes')."""
+    assert set(body) == {"error"} and isinstance(body["error"], str), body
+    return str(body["error"])
+
+
+STATUS: dict[Shape, int] = {tgi: 422, vllm: 400, triton: 400, openai: 400, ollama: 400}
+DOCS_DEEP = b'{"model": "tiny", "query": "q", "documents": %s}' % DEEP
 TGI_DEEP = b'{"inputs": "x", "parameters": {"grammar": {"type": "json", "value": {"a": %s}}}}' % DEEP
 # (path, body, shape): each nests 2,000 deep, at the top and where the model (or the dispatch) takes any JSON
 DEEP_BODIES = [
@@ -53,6 +66,11 @@ DEEP_BODIES = [
     ("/tokenize", b'{"prompt": %s}' % DEEP, tgi),
     ("/v2/models/tiny/generate", DEEP, triton),
     ("/v2/models/tiny/generate_stream", DEEP, triton),
+    ("/v1/rerank", DEEP, openai),
+    ("/v1/rerank", DOCS_DEEP, openai),
+    ("/rerank", b'{"query": "q", "texts": %s}' % DEEP, openai),  # before the body says its shape: the route's
+    ("/v2/rerank", DOCS_DEEP, openai),
+    ("/api/rerank", DOCS_DEEP, ollama),
 ]
 # (path, body, the unknown field, shape)
 UNKNOWN = [
@@ -65,6 +83,10 @@ UNKNOWN = [
     ("/tokenize", {"prompt": "x", "add_bos": True}, "add_bos", vllm),
     ("/v2/models/tiny/generate", {"text_input": "x", "parameters": {"nope": 1}}, "parameters.nope", triton),
     ("/v2/models/tiny/generate_stream", {"text_input": "x", "temprature": 1}, "temprature", triton),
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "topn": 1}, "topn", openai),
+    ("/rerank", {"query": "q", "texts": ["a"], "raw_score": True}, "raw_score", tgi),  # TEI's body: TGI's shape
+    ("/v2/rerank", {"query": "q", "documents": ["a"], "nope": 1}, "nope", openai),
+    ("/api/rerank", {"model": "m", "query": "q", "documents": ["a"], "nope": 1}, "nope", ollama),
 ]
 
 

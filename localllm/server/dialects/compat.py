@@ -24,20 +24,18 @@ from ...domain.errors import InvalidRequest
 from .. import requests as rq
 from ..errors import guarded
 from ..schema import ANY_LIST, COMPAT_ERROR, SERVING_CODES, STR, body, obj, responses
-from ..wire import Lenient, request_body
+from ..wire import request_body
 from . import lmdeploy, vllm
 from . import tokenize as tokenize_dialect
 from .contract import Dialect
+from .shared import Presence
 from .tgi import api as tgi_api
 from .tgi.wire import TGIGenerateRequest
 
 
-class Keys(Lenient, kw_only=True):
-    """The top-level fields that decide which dialect a body of a shared path speaks: only whether each is
-    there (and `model`, when a string) comes back from the body decoder (`check` keeps no more), so deciding
-    costs the event loop nothing whatever the body's size; the dialect's own model is decoded next."""
+class Keys(Presence, kw_only=True):
+    """The top-level fields that decide which dialect a body of a shared path speaks (`shared.Presence`)."""
 
-    model: Any = None
     inputs: Any = None
     prompt: Any = None
     content: Any = None
@@ -48,16 +46,6 @@ class Keys(Lenient, kw_only=True):
     sequence_end: Any = None
     request_output_len: Any = None
     cancel: Any = None
-
-    def check(self) -> None:
-        for name in self.__struct_fields__:
-            value = getattr(self, name)
-            if value is not None and not (name == "model" and isinstance(value, str)):
-                setattr(self, name, True)
-
-    def present(self) -> dict[str, Any]:
-        """The fields that are there (not null), as a body `dialect_of` reads."""
-        return {name: getattr(self, name) for name in self.__struct_fields__ if getattr(self, name) is not None}
 
 
 async def read_keys(request: Request) -> tuple[list[bytes], Keys]:

@@ -25,7 +25,7 @@ from ...service.generation import Answer, collect
 from .. import requests as rq
 from ..fields import STOP, Field, Fields, as_options
 from ..streaming import first_item, prepend, until_disconnect
-from ..wire import Strict
+from ..wire import Lenient, Strict
 
 T = TypeVar("T")
 Events = AsyncGenerator[Event, None]
@@ -140,6 +140,25 @@ def vllm_sampling(values: dict[str, Any]) -> tuple[Options, Constraints]:
         repeat_last_n=-1 if repetition else None,
     )
     return options, Constraints(ignore_eos=values["ignore_eos"], min_tokens=values["min_tokens"])
+
+
+class Presence(Lenient, kw_only=True):
+    """A wire model of the top-level fields that decide how a shared path reads its body (which dialect, which
+    shape): only whether each is there (and `model`, when a string) comes back from the body decoder (`check`
+    keeps no more), so deciding costs the event loop nothing whatever the body's size; the body is then decoded
+    again as the model it turned out to be (`requests.decode_wire`). Subclasses declare the fields, as `Any`."""
+
+    model: Any = None
+
+    def check(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None and not (name == "model" and isinstance(value, str)):
+                setattr(self, name, True)
+
+    def present(self) -> dict[str, Any]:
+        """The fields that are there (not null), as a body to look into."""
+        return {name: getattr(self, name) for name in self.__struct_fields__ if getattr(self, name) is not None}
 
 
 # -- vLLM's sampling fields as a wire model (vllm.py's body, Triton's vLLM backend's): null is vLLM's default ------
