@@ -71,6 +71,11 @@ DEEP_BODIES = [
     ("/rerank", b'{"query": "q", "texts": %s}' % DEEP, openai),  # before the body says its shape: the route's
     ("/v2/rerank", DOCS_DEEP, openai),
     ("/api/rerank", DOCS_DEEP, ollama),
+    ("/tokenize", b'{"content": %s}' % DEEP, tgi),
+    ("/detokenize", DEEP, openai),
+    ("/detokenize", b'{"tokens": %s}' % DEEP, openai),
+    ("/api/tokenize", DEEP, ollama),
+    ("/api/detokenize", b'{"model": "tiny", "tokens": %s}' % DEEP, ollama),
 ]
 # (path, body, the unknown field, shape)
 UNKNOWN = [
@@ -87,6 +92,10 @@ UNKNOWN = [
     ("/rerank", {"query": "q", "texts": ["a"], "raw_score": True}, "raw_score", tgi),  # TEI's body: TGI's shape
     ("/v2/rerank", {"query": "q", "documents": ["a"], "nope": 1}, "nope", openai),
     ("/api/rerank", {"model": "m", "query": "q", "documents": ["a"], "nope": 1}, "nope", ollama),
+    ("/tokenize", {"content": "x", "add_bos": True}, "add_bos", tgi),  # llama-server's body: /tokenize's shape
+    ("/detokenize", {"tokens": [1], "nope": 1}, "nope", openai),
+    ("/api/tokenize", {"model": "tiny", "content": "x", "nope": 1}, "nope", ollama),
+    ("/api/detokenize", {"model": "tiny", "tokens": [1], "nope": 1}, "nope", ollama),
 ]
 
 

@@ -95,7 +95,7 @@ async def tokenize(request: Request) -> Response:
             field="inputs",
         )
     if "content" in body and "inputs" not in body and "prompt" not in body:
-        return await tokenize_dialect.llama_tokenize(request, _as_dict(chunks))
+        return await tokenize_dialect.llama_tokenize(request, chunks)
     if "inputs" in body:
         return await tgi_api.tokenize(request, await rq.decode_wire(request, chunks, TGIGenerateRequest))
     return await vllm.tokenize(request, chunks)
@@ -125,7 +125,9 @@ def paths() -> dict[str, Any]:
         "/tokenize": {
             "post": {
                 "summary": "tokenize (TGI `inputs`, vLLM `prompt` or llama-server `content`)",
-                "requestBody": body(_one_of(TGIGenerateRequest, vllm.VLLMTokenizeRequest)),
+                "requestBody": body(
+                    _one_of(TGIGenerateRequest, vllm.VLLMTokenizeRequest, tokenize_dialect.LlamaTokenizeRequest)
+                ),
                 "responses": responses(COMPAT_ERROR, {"type": ["array", "object"]}, codes=SERVING_CODES),
             }
         },
