@@ -31,6 +31,12 @@ def vllm(body: Any) -> str:
     return str(body["message"])
 
 
+def lmdeploy(body: Any) -> str:
+    """LMDeploy's `{"object": "error", "message", "code", "param", "type"}`."""
+    assert body["object"] == "error" and body["code"] == 400 and body["type"] == "invalid_request_error", body
+    return str(body["message"])
+
+
 def triton(body: Any) -> str:
     """Triton's `{"error"}`."""
     assert set(body) == {"error"}, body
@@ -49,7 +55,7 @@ def ollama(body: Any) -> str:
     return str(body["error"])
 
 
-STATUS: dict[Shape, int] = {tgi: 422, vllm: 400, triton: 400, openai: 400, ollama: 400}
+STATUS: dict[Shape, int] = {tgi: 422, vllm: 400, lmdeploy: 400, triton: 400, openai: 400, ollama: 400}
 DOCS_DEEP = b'{"model": "tiny", "query": "q", "documents": %s}' % DEEP
 TGI_DEEP = b'{"inputs": "x", "parameters": {"grammar": {"type": "json", "value": {"a": %s}}}}' % DEEP
 # (path, body, shape): each nests 2,000 deep, at the top and where the model (or the dispatch) takes any JSON
@@ -76,6 +82,10 @@ DEEP_BODIES = [
     ("/detokenize", b'{"tokens": %s}' % DEEP, openai),
     ("/api/tokenize", DEEP, ollama),
     ("/api/detokenize", b'{"model": "tiny", "tokens": %s}' % DEEP, ollama),
+    ("/v1/chat/interactive", DEEP, lmdeploy),
+    ("/v1/chat/interactive", b'{"prompt": "x", "image_url": %s}' % DEEP, lmdeploy),
+    ("/generate", b'{"prompt": "x", "session_id": 1, "image_url": %s}' % DEEP, tgi),  # refused as it is read
+    ("/v1/encode", DEEP, lmdeploy),
 ]
 # (path, body, the unknown field, shape)
 UNKNOWN = [
@@ -96,6 +106,9 @@ UNKNOWN = [
     ("/detokenize", {"tokens": [1], "nope": 1}, "nope", openai),
     ("/api/tokenize", {"model": "tiny", "content": "x", "nope": 1}, "nope", ollama),
     ("/api/detokenize", {"model": "tiny", "tokens": [1], "nope": 1}, "nope", ollama),
+    ("/v1/chat/interactive", {"prompt": "x", "session_id": 1, "top_q": 1}, "top_q", lmdeploy),
+    ("/generate", {"prompt": "x", "session_id": 1, "nope": 1}, "nope", lmdeploy),
+    ("/v1/encode", {"input": "x", "add_eos": True}, "add_eos", lmdeploy),
 ]
 
 

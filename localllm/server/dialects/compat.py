@@ -12,7 +12,6 @@ dialect was meant); after that, the dialect's own.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import msgspec
@@ -75,14 +74,8 @@ async def generate(request: Request) -> Response:
     if dialect == "tgi":
         return await tgi_api.answer(request, await rq.decode_wire(request, chunks, TGIGenerateRequest), stream=False)
     if dialect == "lmdeploy":
-        return await lmdeploy.answer(request, _as_dict(chunks))
+        return await lmdeploy.answer(request, chunks)
     return await vllm.answer(request, chunks)
-
-
-def _as_dict(chunks: list[bytes]) -> dict[str, Any]:
-    """The body (already read, and an object: `Keys` decoded it) as a dict, for a dialect read field by field."""
-    body: dict[str, Any] = json.loads(b"".join(chunks))
-    return body
 
 
 @guarded(tgi_api.ERRORS)
@@ -116,7 +109,7 @@ def paths() -> dict[str, Any]:
         "/generate": {
             "post": {
                 "summary": "TGI (body with `inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)",
-                "requestBody": body(_one_of(TGIGenerateRequest, vllm.VLLMGenerateRequest)),
+                "requestBody": body(_one_of(TGIGenerateRequest, vllm.VLLMGenerateRequest, lmdeploy.LMDeployRequest)),
                 "responses": responses(
                     COMPAT_ERROR, obj({"generated_text": STR, "text": ANY_LIST}), codes=SERVING_CODES
                 ),
