@@ -1,6 +1,7 @@
 """What the dialects share: the text of a message's content blocks (OpenAI's, Responses' and Anthropic's), and
-for the serving dialects (TGI, vLLM, LMDeploy, Triton) the model a request means, vLLM's sampling fields
-(which Triton's vLLM backend takes too), and generations opened, collected together or merged.
+for the serving dialects (TGI, vLLM, LMDeploy, Triton) the model a request means, vLLM's sampling fields as a
+wire model (`VLLMSampling`, which Triton's vLLM backend takes too), the fields that decide how a shared path
+reads its body (`Presence`), and generations opened, collected together or merged.
 
 A request of these dialects may name no model (their servers serve one): it then goes to
 `LOCALLLM_DEFAULT_MODEL`, and with none set it is refused with a message that says how to choose.
@@ -22,8 +23,7 @@ from ...domain.names import ModelName, parse_name
 from ...domain.types import Constraints, Event, Options, parse_stop
 from ...service.core import Service
 from ...service.generation import Answer, collect
-from .. import requests as rq
-from ..fields import STOP, Field, Fields, as_options
+from ..fields import Field
 from ..streaming import first_item, prepend, until_disconnect
 from ..wire import Lenient, Strict
 
@@ -103,43 +103,7 @@ def dimensions(body: dict[str, Any]) -> int | None:
     return value
 
 
-def flag(body: dict[str, Any], key: str, default: bool = False, *, prefix: str = "") -> bool:
-    return bool(rq.field(body, key, bool, default, prefix=prefix))
-
-
 DIMENSIONS = Field("dimensions", int, low=1)  # embeddings, Ollama's and OpenAI's
-# vLLM's sampling fields with vLLM's `SamplingParams` defaults (temperature 1, top_p 1, no top_k, 16 tokens), as
-# vLLM's demo server and Triton's vLLM backend take them.
-VLLM_SAMPLING = Fields(
-    Field("temperature", float, low=0, default=1.0, option="temperature"),
-    Field("top_p", float, low=0, high=1, open_low=True, default=1.0, option="top_p"),
-    Field("top_k", int, low=-1, option="top_k"),
-    Field("min_p", float, low=0, high=1, default=0.0, option="min_p"),
-    Field("max_tokens", int, low=1, default=16, option="num_predict"),
-    Field("min_tokens", int, low=0, default=0),
-    Field("stop", STOP, option="stop"),
-    Field("seed", int, option="seed"),
-    Field("presence_penalty", float, low=-2, high=2, default=0.0, option="presence_penalty"),
-    Field("frequency_penalty", float, low=-2, high=2, default=0.0, option="frequency_penalty"),
-    Field("repetition_penalty", float, low=0, open_low=True, option="repeat_penalty"),
-    Field("ignore_eos", bool, default=False),
-)
-
-
-def vllm_sampling(values: dict[str, Any]) -> tuple[Options, Constraints]:
-    """Options and constraints from the values of `VLLM_SAMPLING`: no top_k is 0 (vLLM's -1 too), and
-    `repetition_penalty` covers the prompt and the output, as vLLM's does."""
-    top_k, repetition = values["top_k"], values["repetition_penalty"]
-    options = as_options(
-        values,
-        VLLM_SAMPLING,
-        top_k=top_k if top_k is not None and top_k > 0 else 0,
-        typical_p=1.0,
-        stop=values["stop"] or None,
-        repeat_penalty=repetition or 1.0,
-        repeat_last_n=-1 if repetition else None,
-    )
-    return options, Constraints(ignore_eos=values["ignore_eos"], min_tokens=values["min_tokens"])
 
 
 class Presence(Lenient, kw_only=True):
