@@ -29,7 +29,7 @@ from ...service.generation import collect
 from ...service.sessions import Sessions, Turn
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of
-from ..schema import ANY_LIST, OBJ, SERVING_CODES, SERVING_ERROR, obj, responses
+from ..schema import ANY_LIST, INT, OBJ, SERVING_CODES, SERVING_ERROR, obj, responses
 from ..streaming import EventStream, ndjson_line, until_disconnect
 from ..wire import Strict, as_model, check_text, request_body
 from .contract import Dialect
@@ -299,8 +299,10 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "LMDeploy encode",
                 "requestBody": request_body(LMDeployEncodeRequest),
-                "responses": responses(
-                    SERVING_ERROR, obj({"input_ids": ANY_LIST, "length": ANY_LIST}), codes=SERVING_CODES
+                "responses": responses(  # one input: its ids and their count; a list: a list of each
+                    SERVING_ERROR,
+                    obj({"input_ids": ANY_LIST, "length": {"anyOf": [INT, ANY_LIST]}}),
+                    codes=SERVING_CODES,
                 ),
             }
         },
