@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from localllm.server.dialects import DIALECTS
+from localllm.server.openapi import document
+
 from ..fakes import FakeFactory
 from .test_server import make_client
 
@@ -135,3 +138,25 @@ def test_an_unknown_field_is_refused_naming_it(
     r = client.post(path, json=body)
     assert r.status_code == STATUS[shape], r.text
     assert f"unknown field '{field}'" in shape(r.json())
+
+
+CONVERTED = ("tgi", "tei", "vllm", "triton", "rerank", "tokenize", "compat", "lmdeploy")
+
+
+def test_the_converted_dialects_request_bodies_are_their_models_schemas() -> None:
+    doc = document()
+    schemas = doc["components"]["schemas"]
+    seen = 0
+    for dialect in DIALECTS:
+        if dialect.name not in CONVERTED:
+            continue
+        for path, item in dialect.paths().items():
+            for operation in item.values():
+                if "requestBody" not in operation:
+                    continue
+                schema = operation["requestBody"]["content"]["application/json"]["schema"]
+                refs = schema.get("anyOf", [schema])
+                assert all(set(r) == {"$ref"} for r in refs), f"{path}: a hand-written request schema"
+                assert all(r["$ref"].rpartition("/")[2] in schemas for r in refs), path
+                seen += 1
+    assert seen == 15  # every POST of those dialects

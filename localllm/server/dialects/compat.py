@@ -23,7 +23,7 @@ from ...domain.errors import InvalidRequest
 from .. import requests as rq
 from ..errors import guarded
 from ..schema import ANY_LIST, COMPAT_ERROR, SERVING_CODES, STR, body, obj, responses
-from ..wire import request_body
+from ..wire import ref
 from . import lmdeploy, vllm
 from . import tokenize as tokenize_dialect
 from .contract import Dialect
@@ -101,7 +101,7 @@ routes = [
 
 
 def _one_of(*models: type[msgspec.Struct]) -> dict[str, Any]:
-    return {"anyOf": [request_body(m)["content"]["application/json"]["schema"] for m in models]}
+    return {"anyOf": [ref(m) for m in models]}
 
 
 def paths() -> dict[str, Any]:

@@ -40,7 +40,7 @@ from .. import requests as rq
 from ..errors import guarded
 from ..schema import ANY_LIST, INT, NUM, OLLAMA_ERROR, OPENAI_ERROR, STR, TGI_ERROR, body, obj, responses
 from ..streaming import until_disconnect
-from ..wire import Strict, check_text, request_body
+from ..wire import Strict, check_text, ref, request_body
 from .contract import Dialect
 from .ollama import api as ollama_api
 from .openai import api as openai_api
@@ -269,11 +269,6 @@ routes = [
 _RESULT = obj({"index": INT, "relevance_score": NUM, "document": obj({"text": STR})})
 
 
-def _schema(model: type[Strict]) -> dict[str, Any]:
-    schema: dict[str, Any] = request_body(model)["content"]["application/json"]["schema"]
-    return schema
-
-
 def paths() -> dict[str, Any]:
     jina_out = obj({"id": STR, "model": STR, "results": {"type": "array", "items": _RESULT}, "usage": obj({})})
     return {
@@ -287,7 +282,7 @@ def paths() -> dict[str, Any]:
         "/rerank": {
             "post": {
                 "summary": "rerank: Jina / Cohere shape (`documents`), or text-embeddings-inference's (`texts`)",
-                "requestBody": body({"anyOf": [_schema(RerankRequest), _schema(TEIRerankRequest)]}),
+                "requestBody": body({"anyOf": [ref(RerankRequest), ref(TEIRerankRequest)]}),
                 "responses": responses({"anyOf": [OPENAI_ERROR, TGI_ERROR]}, {"anyOf": [jina_out, ANY_LIST]}),
             }
         },
