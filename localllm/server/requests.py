@@ -48,7 +48,12 @@ async def read_chunks(request: Request) -> list[bytes]:
 async def read_wire(request: Request, model: type[W]) -> W:
     """The body as the wire model `model`: decoded on the event loop up to `wire.INLINE_BYTES`, in the body
     decoder process beyond (so that no body blocks the loop); every refusal a 400 naming the field."""
-    chunks = await read_chunks(request)
+    return await decode_wire(request, await read_chunks(request), model)
+
+
+async def decode_wire(request: Request, chunks: list[bytes], model: type[W]) -> W:
+    """A body already read (`read_chunks`) as the wire model `model`, as `read_wire` decodes it: a route that
+    decodes one body twice (first the fields that decide its dialect, then the dialect's model) reads it once."""
     if sum(map(len, chunks)) <= wire.INLINE_BYTES:
         return wire.decode(b"".join(chunks), model)
     decoder: BodyDecoder | None = getattr(request.app.state, "body_decoder", None)

@@ -357,7 +357,12 @@ REF = "#/components/schemas/{name}"
 
 def request_body(model: type[msgspec.Struct]) -> dict[str, Any]:
     """An OpenAPI `requestBody` whose schema is `model`'s (in the document's components)."""
-    return {"required": True, "content": {"application/json": {"schema": {"$ref": REF.format(name=model.__name__)}}}}
+    return {"required": True, "content": {"application/json": {"schema": ref(model)}}}
+
+
+def ref(model: type[msgspec.Struct]) -> dict[str, Any]:
+    """A reference to `model`'s schema in the document's components (for a body that is one of several)."""
+    return {"$ref": REF.format(name=model.__name__)}
 
 
 def components(models: Iterable[type[msgspec.Struct]]) -> dict[str, Any]:

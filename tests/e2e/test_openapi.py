@@ -85,11 +85,20 @@ def _narrow(node: Any) -> Any:
             if key in props:
                 props[key] = {"enum": MODELS}
         for key in LENGTHS:
-            if key in props and props[key].get("type") == "integer":
-                props[key] = {**props[key], "maximum": 3 if key in {"n", "best_of"} else 8}
+            if key in props:
+                props[key] = _capped(props[key], 3 if key in {"n", "best_of"} else 8)
         if "num_predict" in props:
             props["num_predict"]["minimum"] = 1
     return out
+
+
+def _capped(schema: dict[str, Any], most: int) -> dict[str, Any]:
+    """An integer schema (or a wire model's `integer | null`) with `most` as its maximum."""
+    if schema.get("type") == "integer":
+        return {**schema, "maximum": most}
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [_capped(member, most) for member in schema["anyOf"]]}
+    return schema
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +118,7 @@ def test_openapi_document_is_served_without_a_key(tmp_path: Path, hub: Any) -> N
 def _schema() -> Any:
     doc = document()  # the one the daemon serves (test_openapi_document_is_served checks it is served)
     doc["paths"] = {path: _narrow(item) for path, item in doc["paths"].items() if path in FUZZED}
+    doc["components"]["schemas"] = _narrow(doc["components"]["schemas"])  # the wire models' request bodies
     return schemathesis.openapi.from_dict(doc)
 
 

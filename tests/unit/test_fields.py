@@ -10,8 +10,7 @@ import pytest
 from localllm.domain.errors import InvalidRequest
 from localllm.domain.types import check_range, parse_options, parse_stop
 from localllm.server.dialects.openai.wire import ChatCompletionRequest
-from localllm.server.dialects.tgi.openapi import TGI_PARAMETERS
-from localllm.server.dialects.tgi.requests import PARAMETERS
+from localllm.server.dialects.tgi.wire import TGIParameters
 from localllm.server.fields import STOP, Field, Fields
 from localllm.server.wire import components
 
@@ -67,9 +66,10 @@ def test_the_schema_is_the_table() -> None:
     }
 
 
-def test_the_openapi_document_uses_the_dialects_tables() -> None:
-    assert TGI_PARAMETERS["properties"]["top_p"] == {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}
-    assert set(TGI_PARAMETERS["properties"]) == set(PARAMETERS.names)
+def test_the_openapi_document_uses_the_dialects_declarations() -> None:
+    tgi = components([TGIParameters])["TGIParameters"]["properties"]
+    assert tgi["top_p"]["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}
+    assert set(tgi) == set(TGIParameters.__struct_fields__)
     chat = components([ChatCompletionRequest])["ChatCompletionRequest"]["properties"]
     assert chat["temperature"]["anyOf"][0] == {"type": "number", "minimum": 0, "maximum": 2}
 

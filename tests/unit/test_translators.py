@@ -167,7 +167,7 @@ def test_tgi_greedy_unless_sampling_is_asked_for(service: Service) -> None:
     [
         ({"top_p": 1}, "parameters.top_p", "> 0 and < 1, got 1"),
         ({"best_of": 2}, "parameters.best_of", "needs sampling"),
-        ({"stop": ["a", "b", "c", "d", "e"]}, "parameters.stop", "at most 4"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "parameters.stop", "more than the 4 allowed"),
         ({"temprature": 1}, "parameters.temprature", "unknown field"),
         ({"top_n_tokens": 6}, "parameters.top_n_tokens", "between 0 and 5"),
         ({"grammar": {"type": "regex", "value": "(a)\\1"}}, "parameters.grammar.value", "cannot be enforced"),

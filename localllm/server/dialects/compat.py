@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,12 +22,36 @@ from starlette.routing import Route
 from ...domain.errors import InvalidRequest
 from .. import requests as rq
 from ..errors import guarded
-from ..schema import ANY_LIST, BOOL, COMPAT_ERROR, MODEL, OBJ, SERVING_CODES, STR, body, obj, responses
+from ..schema import ANY_LIST, COMPAT_ERROR, SERVING_CODES, STR, body, obj, responses
+from ..wire import ref
 from . import lmdeploy, vllm
 from . import tokenize as tokenize_dialect
 from .contract import Dialect
+from .shared import Presence
 from .tgi import api as tgi_api
-from .tgi.openapi import TGI_GENERATE
+from .tgi.wire import TGIGenerateRequest
+
+
+class Keys(Presence, kw_only=True):
+    """The top-level fields that decide which dialect a body of a shared path speaks (`shared.Presence`)."""
+
+    inputs: Any = None
+    prompt: Any = None
+    content: Any = None
+    session_id: Any = None
+    instance_id: Any = None
+    interactive_mode: Any = None
+    sequence_start: Any = None
+    sequence_end: Any = None
+    request_output_len: Any = None
+    cancel: Any = None
+
+
+async def read_keys(request: Request) -> tuple[list[bytes], Keys]:
+    """The body (as read, to be decoded again as the dialect's model) and the fields that decide its dialect."""
+    chunks = await rq.read_chunks(request)
+    return chunks, await rq.decode_wire(request, chunks, Keys)
+
 
 _DIALECTS = "TGI (`inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)"
 
@@ -44,35 +69,39 @@ def dialect_of(body: dict[str, Any]) -> str:
 
 @guarded(tgi_api.ERRORS)
 async def generate(request: Request) -> Response:
-    body = await rq.read_json(request)
-    dialect = dialect_of(body)
+    chunks, keys = await read_keys(request)
+    dialect = dialect_of(keys.present())
     if dialect == "tgi":
-        return await tgi_api.answer(request, body, stream=False)
+        return await tgi_api.answer(request, await rq.decode_wire(request, chunks, TGIGenerateRequest), stream=False)
     if dialect == "lmdeploy":
-        return await lmdeploy.answer(request, body)
-    return await vllm.answer(request, body)
+        return await lmdeploy.answer(request, chunks)
+    return await vllm.answer(request, chunks)
 
 
 @guarded(tgi_api.ERRORS)
 async def tokenize(request: Request) -> Response:
-    body = await rq.read_json(request)
+    chunks, keys = await read_keys(request)
+    body = keys.present()
     if "inputs" not in body and "prompt" not in body and "content" not in body:
         raise InvalidRequest(
             "the body of POST /tokenize must have `inputs` (TGI), `prompt` (vLLM) or `content` (llama-server)",
             field="inputs",
         )
     if "content" in body and "inputs" not in body and "prompt" not in body:
-        return await tokenize_dialect.llama_tokenize(request, body)
+        return await tokenize_dialect.llama_tokenize(request, chunks)
     if "inputs" in body:
-        return await tgi_api.tokenize(request, body)
-    return await vllm.tokenize(request, body)
+        return await tgi_api.tokenize(request, await rq.decode_wire(request, chunks, TGIGenerateRequest))
+    return await vllm.tokenize(request, chunks)
 
 
 routes = [
     Route("/generate", generate, methods=["POST"]),
     Route("/tokenize", tokenize, methods=["POST"]),
 ]
-SERVING_GENERATE = obj({"prompt": STR, "model": MODEL, "stream": BOOL})  # vLLM's and LMDeploy's body
+
+
+def _one_of(*models: type[msgspec.Struct]) -> dict[str, Any]:
+    return {"anyOf": [ref(m) for m in models]}
 
 
 def paths() -> dict[str, Any]:
@@ -80,7 +109,7 @@ def paths() -> dict[str, Any]:
         "/generate": {
             "post": {
                 "summary": "TGI (body with `inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)",
-                "requestBody": body({"anyOf": [TGI_GENERATE, SERVING_GENERATE]}),
+                "requestBody": body(_one_of(TGIGenerateRequest, vllm.VLLMGenerateRequest, lmdeploy.LMDeployRequest)),
                 "responses": responses(
                     COMPAT_ERROR, obj({"generated_text": STR, "text": ANY_LIST}), codes=SERVING_CODES
                 ),
@@ -89,7 +118,9 @@ def paths() -> dict[str, Any]:
         "/tokenize": {
             "post": {
                 "summary": "tokenize (TGI `inputs`, vLLM `prompt` or llama-server `content`)",
-                "requestBody": body(OBJ),
+                "requestBody": body(
+                    _one_of(TGIGenerateRequest, vllm.VLLMTokenizeRequest, tokenize_dialect.LlamaTokenizeRequest)
+                ),
                 "responses": responses(COMPAT_ERROR, {"type": ["array", "object"]}, codes=SERVING_CODES),
             }
         },

@@ -15,56 +15,79 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...domain.errors import InvalidRequest
+from ...domain.limits import MAX_EMBED_INPUTS, MAX_STOP, PROMPT_MAX_BYTES
 from ...domain.types import Constraints, Done, Options, Token, parse_stop
 from ...service.generation import collect
 from ...service.sessions import Sessions, Turn
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of
-from ..fields import Field, Fields, as_options, check_fields
-from ..schema import ANY_LIST, BOOL, OBJ, SERVING_CODES, SERVING_ERROR, body, obj, responses
-from ..schema import STOP as STOP_SCHEMA
+from ..schema import ANY_LIST, INT, OBJ, SERVING_CODES, SERVING_ERROR, obj, responses
 from ..streaming import EventStream, ndjson_line, until_disconnect
+from ..wire import Strict, as_model, check_text, request_body
 from .contract import Dialect
-from .shared import Events, choose_model, flag, opened, service_of
+from .shared import Events, choose_model, opened, service_of
 
-# LMDeploy's sampling fields, with its defaults: temperature 0.8, top_p 0.8, top_k 40
-SAMPLING = Fields(
-    Field("temperature", float, low=0, high=2, default=0.8, option="temperature"),
-    Field("top_p", float, low=0, high=1, open_low=True, default=0.8, option="top_p"),
-    Field("top_k", int, low=0, default=40, option="top_k"),
-    Field("min_p", float, low=0, high=1, default=0.0, option="min_p"),
-    Field("repetition_penalty", float, low=0, open_low=True, default=1.0, option="repeat_penalty"),
-    Field("request_output_len", int, low=0, option="num_predict"),
-    Field("seed", int, option="seed"),
-    Field("min_new_tokens", int, low=0, default=0),
-    Field("ignore_eos", bool, default=False),
-)
-FIELDS = (
-    Fields(
-        Field("prompt", str),  # required, but for a cancel
-        Field("session_id", int),
-        Field("instance_id", int),
-        Field("interactive_mode", bool),
-        Field("sequence_start", bool),
-        Field("sequence_end", bool),
-        Field("stream", bool, default=False),
-        Field("cancel", bool, default=False),
-        Field("model", str),
-        Field("skip_special_tokens", bool, default=True),  # no effect: special tokens never appear in the output
-        Field("spaces_between_special_tokens", bool, default=True),  # no effect, for the same reason
-    )
-    + SAMPLING
-)
-# Fields with a shape of their own: `stop` (stop sequences, or the legacy API's `true` that cancels), and
-# two that are refused when given.
-SPECIAL = {"stop": {"anyOf": [BOOL, STOP_SCHEMA]}, "image_url": {}, "adapter_name": {}}
+# -- the request bodies, declared once (server/wire.py): unknown fields refused, null is a field's default ----
+
+
+class LMDeploySampling(Strict, kw_only=True):
+    """LMDeploy's sampling fields, with its defaults: temperature 0.8, top_p 0.8, top_k 40."""
+
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    repetition_penalty: Annotated[float, Meta(gt=0)] | None = None
+    request_output_len: Annotated[int, Meta(ge=0)] | None = None
+    seed: int | None = None
+    min_new_tokens: Annotated[int, Meta(ge=0)] | None = None
+    ignore_eos: bool | None = None
+
+
+class LMDeployRequest(LMDeploySampling, kw_only=True):
+    """A turn of `/v1/chat/interactive` (and of the legacy `POST /generate`), or a cancel."""
+
+    prompt: str | None = None  # required, but for a cancel
+    session_id: int | None = None
+    instance_id: int | None = None  # the legacy name of session_id
+    interactive_mode: bool | None = None
+    sequence_start: bool | None = None
+    sequence_end: bool | None = None
+    stream: bool | None = None
+    cancel: bool | None = None
+    model: str | None = None
+    skip_special_tokens: bool | None = None  # no effect: special tokens never appear in the output
+    spaces_between_special_tokens: bool | None = None  # no effect, for the same reason
+    # stop sequences, or the legacy API's `true` that cancels
+    stop: bool | str | Annotated[list[str], Meta(max_length=MAX_STOP)] | None = None
+    image_url: Any = None  # refused when given
+    adapter_name: Any = None  # refused when given
+
+    def check(self) -> None:
+        check_text([self.prompt or ""], PROMPT_MAX_BYTES, "prompt", "prompt")
+
+
+class LMDeployEncodeRequest(Strict, kw_only=True):
+    """`POST /v1/encode`."""
+
+    input: str | Annotated[list[str], Meta(max_length=MAX_EMBED_INPUTS)]
+    do_preprocess: bool | None = None
+    add_bos: bool | None = None  # none: true
+    model: str | None = None
+
+    def check(self) -> None:
+        check_text([self.input] if isinstance(self.input, str) else self.input, PROMPT_MAX_BYTES, "input", "input")
+
+
+MODELS = (LMDeployRequest, LMDeployEncodeRequest)
 # Fields only LMDeploy's interactive API has: a `POST /generate` body with one of them is LMDeploy's.
 SESSION_FIELDS = (
     "session_id",
@@ -109,9 +132,8 @@ def _nothing(history: int) -> dict[str, Any]:
     return {"text": "", "tokens": 0, "input_tokens": 0, "history_tokens": history, "finish_reason": "stop"}
 
 
-def _session_id(body: dict[str, Any]) -> int:
-    sid = rq.field(body, "session_id", int)
-    legacy = rq.field(body, "instance_id", int)
+def _session_id(body: LMDeployRequest) -> int:
+    sid, legacy = body.session_id, body.instance_id
     if sid is not None and legacy is not None and sid != legacy:
         raise InvalidRequest("session_id and instance_id name different sessions", field="instance_id")
     value = sid if sid is not None else legacy
@@ -122,57 +144,64 @@ def _session_id(body: dict[str, Any]) -> int:
     return int(value)
 
 
-def sampling(body: dict[str, Any], stops: tuple[str, ...], *, legacy: bool) -> tuple[Options, Constraints]:
-    """The `SAMPLING` fields; with no `request_output_len` the legacy API answers 512 tokens at most."""
-    values = SAMPLING.read(body)
-    length = values["request_output_len"]
-    options = as_options(
-        values,
-        SAMPLING,
+def sampling(
+    raw: LMDeploySampling | dict[str, Any], stops: tuple[str, ...], *, legacy: bool
+) -> tuple[Options, Constraints]:
+    """The sampling fields; with no `request_output_len` the legacy API answers 512 tokens at most."""
+    s = raw if isinstance(raw, LMDeploySampling) else as_model(raw, LMDeploySampling)
+    length = s.request_output_len
+    options = Options(
+        temperature=s.temperature if s.temperature is not None else 0.8,
+        top_p=s.top_p if s.top_p is not None else 0.8,
+        top_k=s.top_k if s.top_k is not None else 40,
+        min_p=s.min_p if s.min_p is not None else 0.0,
+        repeat_penalty=s.repetition_penalty if s.repetition_penalty is not None else 1.0,
+        seed=s.seed,
         typical_p=1.0,
         num_predict=length if length is not None else (512 if legacy else -1),
         stop=stops or None,
     )
-    return options, Constraints(ignore_eos=values["ignore_eos"], min_tokens=values["min_new_tokens"])
+    return options, Constraints(ignore_eos=bool(s.ignore_eos), min_tokens=s.min_new_tokens or 0)
 
 
 @guarded(ERRORS)
 async def interactive(request: Request) -> Response:
-    return await answer(request, await rq.read_json(request))
+    return await answer(request, await rq.read_chunks(request))
 
 
 @guarded(ERRORS)
-async def answer(request: Request, body: dict[str, Any]) -> Response:
-    """One turn of a session (or a cancel), as `/v1/chat/interactive` and the legacy `/generate` take it."""
+async def answer(request: Request, chunks: list[bytes]) -> Response:
+    """One turn of a session (or a cancel), as `/v1/chat/interactive` and the legacy `/generate` take it
+    (`chunks`: the body as read, decoded here so that its refusals are in LMDeploy's shape)."""
     service = service_of(request)
     sessions = sessions_of(request)
-    FIELDS.check(body, also=SPECIAL)
+    body = await rq.decode_wire(request, chunks, LMDeployRequest)
     for unsupported in ("image_url", "adapter_name"):
-        if body.get(unsupported) is not None:
+        if getattr(body, unsupported) is not None:
             raise InvalidRequest(f"{unsupported} is not supported here", field=unsupported)
-    flag(body, "skip_special_tokens", True)
-    flag(body, "spaces_between_special_tokens", True)
     sid = _session_id(body)
-    stop = body.get("stop")
-    cancel = flag(body, "cancel") or stop is True  # the legacy API's `stop: true` meant cancel
+    stop = body.stop
+    cancel = bool(body.cancel) or stop is True  # the legacy API's `stop: true` meant cancel
     stops = () if isinstance(stop, bool) or stop is None else parse_stop(stop, "stop")
     if cancel:
         if sid == -1:
             raise InvalidRequest("please set a session_id to cancel a request", field="session_id")
         sessions.cancel(sid)
         return JSONResponse(_nothing(0))
-    legacy = body.get("sequence_start") is not None or body.get("sequence_end") is not None
-    if legacy and body.get("interactive_mode") is not None:
+    legacy = body.sequence_start is not None or body.sequence_end is not None
+    if legacy and body.interactive_mode is not None:
         raise InvalidRequest(
             "use either interactive_mode or sequence_start/sequence_end, not both", field="interactive_mode"
         )
-    text: str = rq.field(body, "prompt", str, required=True)
-    stream = flag(body, "stream")
+    if body.prompt is None:
+        raise InvalidRequest("prompt is required", field="prompt")
+    text = body.prompt
+    stream = bool(body.stream)
     if sid == -1:
         sid = sessions.new_id()
     existing = sessions.get(sid)
     if legacy:
-        start, end = flag(body, "sequence_start", True), flag(body, "sequence_end")
+        start, end = body.sequence_start is not False, bool(body.sequence_end)
         if not start and existing is None:
             raise InvalidRequest(
                 f"session {sid} does not exist (it ended, expired, or its model was unloaded): "
@@ -180,17 +209,17 @@ async def answer(request: Request, body: dict[str, Any]) -> Response:
                 field="sequence_start",
             )
     else:
-        start, end = existing is None, not flag(body, "interactive_mode")
+        start, end = existing is None, not body.interactive_mode
     if not text:
         if not end:
             raise InvalidRequest("prompt is empty: nothing to say in this turn", field="prompt")
         history = len(existing.context) if existing is not None else 0
         sessions.end(sid)
         return JSONResponse(_nothing(history))
-    if existing is not None and body.get("model") is None:
+    if existing is not None and body.model is None:
         name = existing.model
     else:
-        name = choose_model(body, service)
+        name = choose_model({"model": body.model}, service)
     options, constraints = sampling(body, stops, legacy=legacy)
     if stream:
         constraints = replace(constraints, logprobs=0)  # to count the tokens as they come
@@ -234,16 +263,13 @@ async def _lines(events: Events, turn: Turn) -> AsyncGenerator[Any, None]:
 async def encode(request: Request) -> Response:
     """`POST /v1/encode`: token ids of one input or several, through the chat template with `do_preprocess`."""
     service = service_of(request)
-    body = await rq.read_json(request)
-    check_fields(body, ("input", "do_preprocess", "add_bos", "model"))
-    raw = body.get("input")
+    body = await rq.read_wire(request, LMDeployEncodeRequest)
+    raw = body.input
     inputs = [raw] if isinstance(raw, str) else raw
-    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-        raise InvalidRequest("input must be a string or a list of strings", field="input")
-    name = choose_model(body, service)
+    name = choose_model({"model": body.model}, service)
     model = service.model(name)
-    preprocess = flag(body, "do_preprocess")
-    add_bos = flag(body, "add_bos", True)
+    preprocess = bool(body.do_preprocess)
+    add_bos = body.add_bos is not False
     ids = []
     for item in inputs:
         if preprocess:
@@ -265,20 +291,22 @@ def paths() -> dict[str, Any]:
         "/v1/chat/interactive": {
             "post": {
                 "summary": "LMDeploy interactive session",
-                "requestBody": body(FIELDS.schema(closed=True, **SPECIAL)),
+                "requestBody": request_body(LMDeployRequest),
                 "responses": responses(SERVING_ERROR, OBJ, stream="application/x-ndjson", codes=SERVING_CODES),
             }
         },
         "/v1/encode": {
             "post": {
                 "summary": "LMDeploy encode",
-                "requestBody": body(OBJ),
-                "responses": responses(
-                    SERVING_ERROR, obj({"input_ids": ANY_LIST, "length": ANY_LIST}), codes=SERVING_CODES
+                "requestBody": request_body(LMDeployEncodeRequest),
+                "responses": responses(  # one input: its ids and their count; a list: a list of each
+                    SERVING_ERROR,
+                    obj({"input_ids": ANY_LIST, "length": {"anyOf": [INT, ANY_LIST]}}),
+                    codes=SERVING_CODES,
                 ),
             }
         },
     }
 
 
-DIALECT = Dialect("lmdeploy", routes, ERRORS, paths)
+DIALECT = Dialect("lmdeploy", routes, ERRORS, paths, wire=MODELS)

@@ -25,66 +25,97 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...domain.errors import InvalidRequest
+from ...domain.limits import MAX_RERANK_DOCUMENTS, PROMPT_MAX_BYTES
+from ...domain.names import parse_name
 from ...domain.types import Ranking
 from .. import requests as rq
 from ..errors import guarded
-from ..fields import Field, Fields
-from ..schema import (
-    ANY_LIST,
-    INT,
-    KEEP_ALIVE,
-    MODEL,
-    NUM,
-    OLLAMA_ERROR,
-    OPENAI_ERROR,
-    STR,
-    TGI_ERROR,
-    body,
-    obj,
-    responses,
-)
+from ..schema import ANY_LIST, INT, NUM, OLLAMA_ERROR, OPENAI_ERROR, STR, TGI_ERROR, body, obj, responses
 from ..streaming import until_disconnect
+from ..wire import Strict, check_text, ref, request_body
 from .contract import Dialect
 from .ollama import api as ollama_api
 from .openai import api as openai_api
-from .shared import choose_model, service_of
+from .shared import Presence, choose_model, service_of
 from .tgi import api as tgi_api
 
-# Jina's and Cohere's fields; Cohere's `rank_fields`, `max_chunks_per_doc` and `max_tokens_per_doc` are read and
-# ignored (a document is its `text`; a pair longer than the context is refused).
-FIELDS = Fields(
-    Field("model", str),
-    Field("query", str, required=True),
-    Field("documents", list, required=True),
-    Field("top_n", int, low=1),
-    Field("return_documents", bool, default=False),
-    Field("rank_fields", list),
-    Field("max_chunks_per_doc", int),
-    Field("max_tokens_per_doc", int),
-)
-OLLAMA_FIELDS = Fields(
-    Field("model", str, required=True),
-    Field("query", str, required=True),
-    Field("documents", list, required=True),
-    Field("top_n", int, low=1),
-    Field("return_documents", bool, default=False),
-)
-TEI_FIELDS = Fields(
-    Field("model", str),
-    Field("query", str, required=True),
-    Field("texts", list, required=True),
-    Field("raw_scores", bool, default=False),
-    Field("return_text", bool, default=False),
-    Field("truncate", bool, default=False),
-    Field("truncation_direction", str, default="right"),
-)
+# -- the request bodies, declared once (server/wire.py): unknown fields refused, null is a field's default ----
+
+# Each document a string or an object with a string `text` (`texts_of` reads them, naming `documents`).
+_DOCUMENT = {"anyOf": [STR, obj({"text": STR}, required=("text",))]}
+Documents = Annotated[list[Any], Meta(max_length=MAX_RERANK_DOCUMENTS, extra_json_schema={"items": _DOCUMENT})]
+Texts = Annotated[list[Any], Meta(max_length=MAX_RERANK_DOCUMENTS, extra_json_schema={"items": STR})]
+KeepAlive = str | float | None  # a duration ("5m") or seconds (rq.keep_alive reads it)
+
+
+def _check(query: str, documents: list[Any], field: str) -> None:
+    texts = [d if isinstance(d, str) else d.get("text") if isinstance(d, dict) else None for d in documents]
+    check_text([query, *(t for t in texts if isinstance(t, str))], PROMPT_MAX_BYTES, field, "query and documents")
+
+
+class RerankRequest(Strict, kw_only=True):
+    """Jina's and Cohere's body (v1 and v2); Cohere's `rank_fields`, `max_chunks_per_doc` and
+    `max_tokens_per_doc` are read and ignored (a document is its `text`; a pair longer than the context is
+    refused)."""
+
+    query: str
+    documents: Documents
+    model: str | None = None
+    top_n: Annotated[int, Meta(ge=1)] | None = None
+    return_documents: bool | None = None
+    rank_fields: Annotated[list[str], Meta(max_length=MAX_RERANK_DOCUMENTS)] | None = None
+    max_chunks_per_doc: int | None = None
+    max_tokens_per_doc: int | None = None
+
+    def check(self) -> None:
+        _check(self.query, self.documents, "documents")
+
+
+class TEIRerankRequest(Strict, kw_only=True):
+    """text-embeddings-inference's body (`POST /rerank` with `texts`)."""
+
+    query: str
+    texts: Texts
+    model: str | None = None
+    raw_scores: bool | None = None
+    return_text: bool | None = None
+    truncate: bool | None = None
+    truncation_direction: str | None = None
+
+    def check(self) -> None:
+        _check(self.query, self.texts, "texts")
+
+
+class ApiRerankRequest(Strict, kw_only=True):
+    """`POST /api/rerank`, Ollama-style."""
+
+    model: str
+    query: str
+    documents: Annotated[list[Any], Meta(max_length=MAX_RERANK_DOCUMENTS, extra_json_schema={"items": STR})]
+    top_n: Annotated[int, Meta(ge=1)] | None = None
+    return_documents: bool | None = None
+    keep_alive: KeepAlive = None
+
+    def check(self) -> None:
+        _check(self.query, self.documents, "documents")
+
+
+class RerankShape(Presence, kw_only=True):
+    """What decides the shape of a `POST /rerank` body: TEI's (`texts`, no `documents`) or Jina's/Cohere's."""
+
+    texts: Any = None
+    documents: Any = None
+
+
+MODELS = (RerankRequest, TEIRerankRequest, ApiRerankRequest)
 
 
 @dataclass(frozen=True)
@@ -112,10 +143,12 @@ def ranked(scores: list[float], top_n: int | None) -> list[Ranked]:
     return [Ranked(i, scores[i]) for i in order[: top_n if top_n is not None else len(order)]]
 
 
-async def _rank(request: Request, values: dict[str, Any], documents: list[str], *, body_: dict[str, Any]) -> Ranking:
+async def _rank(
+    request: Request, model: str | None, query: str, documents: list[str], keep_alive: KeepAlive = None
+) -> Ranking:
     service = service_of(request)
-    name = choose_model(body_, service)
-    work = service.rerank(name, values["query"], documents, keep_alive=rq.keep_alive(body_))
+    name = choose_model({"model": model}, service)
+    work = service.rerank(name, query, documents, keep_alive=rq.keep_alive({"keep_alive": keep_alive}))
     result: Ranking = await until_disconnect(work, request)
     return result
 
@@ -167,56 +200,57 @@ def encode_tei(docs: list[str], result: Ranking, raw: bool, with_text: bool) -> 
     return out
 
 
-async def _jina_or_cohere(request: Request, raw: dict[str, Any], *, v2: bool) -> Response:
-    FIELDS.check(raw)
-    values = FIELDS.read(raw)
-    docs = texts_of(values["documents"], "documents")
-    result = await _rank(request, values, docs, body_=raw)
-    top = ranked(result.scores, values["top_n"])
+async def _jina_or_cohere(request: Request, chunks: list[bytes], *, v2: bool) -> Response:
+    body = await rq.decode_wire(request, chunks, RerankRequest)
+    docs = texts_of(body.documents, "documents")
+    result = await _rank(request, body.model, body.query, docs)
+    top = ranked(result.scores, body.top_n)
+    with_docs = bool(body.return_documents)
     if v2:
-        return JSONResponse(encode_cohere_v2(docs, result, top, values["return_documents"]))
-    model = str(choose_model(raw, service_of(request)))
-    return JSONResponse(encode_jina(raw.get("model") or model, docs, result, top, values["return_documents"]))
+        return JSONResponse(encode_cohere_v2(docs, result, top, with_docs))
+    model = str(choose_model({"model": body.model}, service_of(request)))
+    return JSONResponse(encode_jina(body.model or model, docs, result, top, with_docs))
 
 
-async def _tei(request: Request, raw: dict[str, Any]) -> Response:
+async def _tei(request: Request, chunks: list[bytes]) -> Response:
     try:
-        TEI_FIELDS.check(raw)
-        values = TEI_FIELDS.read(raw)
-        docs = texts_of(values["texts"], "texts")
-        result = await _rank(request, values, docs, body_=raw)
-        return JSONResponse(encode_tei(docs, result, values["raw_scores"], values["return_text"]))
+        body = await rq.decode_wire(request, chunks, TEIRerankRequest)
+        docs = texts_of(body.texts, "texts")
+        result = await _rank(request, body.model, body.query, docs)
+        return JSONResponse(encode_tei(docs, result, bool(body.raw_scores), bool(body.return_text)))
     except InvalidRequest as exc:
         return tgi_api.ERRORS.response(exc)
 
 
 @guarded(openai_api.ERRORS)
 async def rerank_v1(request: Request) -> Response:
-    raw = await rq.read_json(request)
-    if "texts" in raw and "documents" not in raw:
-        return await _tei(request, raw)
-    return await _jina_or_cohere(request, raw, v2=False)
+    chunks = await rq.read_chunks(request)
+    shape = (await rq.decode_wire(request, chunks, RerankShape)).present()
+    if "texts" in shape and "documents" not in shape:
+        return await _tei(request, chunks)
+    return await _jina_or_cohere(request, chunks, v2=False)
 
 
 @guarded(openai_api.ERRORS)
 async def rerank_v2(request: Request) -> Response:
-    return await _jina_or_cohere(request, await rq.read_json(request), v2=True)
+    return await _jina_or_cohere(request, await rq.read_chunks(request), v2=True)
 
 
 @guarded(ollama_api.ERRORS)
 async def rerank_ollama(request: Request) -> Response:
-    raw = await rq.read_json(request)
-    OLLAMA_FIELDS.check(raw, also=("keep_alive",))
-    values = OLLAMA_FIELDS.read(raw)
-    docs = texts_of(values["documents"], "documents")
-    result = await _rank(request, values, docs, body_=raw)
-    with_docs = values["return_documents"]
+    body = await rq.read_wire(request, ApiRerankRequest)
+    if not body.model:
+        raise InvalidRequest("model is required", field="model")
+    parse_name(body.model, field="model")
+    docs = texts_of(body.documents, "documents")
+    result = await _rank(request, body.model, body.query, docs, body.keep_alive)
+    with_docs = bool(body.return_documents)
     return JSONResponse(
         {
-            "model": values["model"],
+            "model": body.model,
             "results": [
                 {"index": r.index, "relevance_score": r.score, **({"document": docs[r.index]} if with_docs else {})}
-                for r in ranked(result.scores, values["top_n"])
+                for r in ranked(result.scores, body.top_n)
             ],
             "total_duration": result.total_duration,
             "load_duration": result.load_duration,
@@ -232,34 +266,30 @@ routes = [
     Route("/api/rerank", rerank_ollama, methods=["POST"]),
 ]
 
-_DOCS = {"type": "array", "items": {"anyOf": [STR, obj({"text": STR}, required=("text",))]}}
 _RESULT = obj({"index": INT, "relevance_score": NUM, "document": obj({"text": STR})})
 
 
 def paths() -> dict[str, Any]:
-    jina = FIELDS.schema(closed=True, documents=_DOCS, model=MODEL)
     jina_out = obj({"id": STR, "model": STR, "results": {"type": "array", "items": _RESULT}, "usage": obj({})})
-    tei = TEI_FIELDS.schema(closed=True, texts={"type": "array", "items": STR})
-    ollama = OLLAMA_FIELDS.schema(documents={"type": "array", "items": STR}, keep_alive=KEEP_ALIVE)
     return {
         "/v1/rerank": {
             "post": {
                 "summary": "rerank documents for a query (Jina / Cohere v1 shape)",
-                "requestBody": body(jina),
+                "requestBody": request_body(RerankRequest),
                 "responses": responses(OPENAI_ERROR, jina_out),
             }
         },
         "/rerank": {
             "post": {
                 "summary": "rerank: Jina / Cohere shape (`documents`), or text-embeddings-inference's (`texts`)",
-                "requestBody": body({"anyOf": [jina, tei]}),
+                "requestBody": body({"anyOf": [ref(RerankRequest), ref(TEIRerankRequest)]}),
                 "responses": responses({"anyOf": [OPENAI_ERROR, TGI_ERROR]}, {"anyOf": [jina_out, ANY_LIST]}),
             }
         },
         "/v2/rerank": {
             "post": {
                 "summary": "rerank documents for a query (Cohere v2 shape)",
-                "requestBody": body(jina),
+                "requestBody": request_body(RerankRequest),
                 "responses": responses(
                     OPENAI_ERROR, obj({"id": STR, "results": {"type": "array", "items": _RESULT}, "meta": obj({})})
                 ),
@@ -268,7 +298,7 @@ def paths() -> dict[str, Any]:
         "/api/rerank": {
             "post": {
                 "summary": "rerank documents for a query (Ollama-style body)",
-                "requestBody": body(ollama),
+                "requestBody": request_body(ApiRerankRequest),
                 "responses": responses(
                     OLLAMA_ERROR,
                     obj({"model": STR, "results": ANY_LIST, "total_duration": INT, "prompt_eval_count": INT}),
@@ -278,4 +308,4 @@ def paths() -> dict[str, Any]:
     }
 
 
-DIALECT = Dialect("rerank", routes, openai_api.ERRORS, paths)
+DIALECT = Dialect("rerank", routes, openai_api.ERRORS, paths, wire=MODELS)

@@ -1,6 +1,7 @@
 """What the dialects share: the text of a message's content blocks (OpenAI's, Responses' and Anthropic's), and
-for the serving dialects (TGI, vLLM, LMDeploy, Triton) the model a request means, vLLM's sampling fields
-(which Triton's vLLM backend takes too), and generations opened, collected together or merged.
+for the serving dialects (TGI, vLLM, LMDeploy, Triton) the model a request means, vLLM's sampling fields as a
+wire model (`VLLMSampling`, which Triton's vLLM backend takes too), the fields that decide how a shared path
+reads its body (`Presence`), and generations opened, collected together or merged.
 
 A request of these dialects may name no model (their servers serve one): it then goes to
 `LOCALLLM_DEFAULT_MODEL`, and with none set it is refused with a message that says how to choose.
@@ -11,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+from msgspec import Meta
 from starlette.requests import Request
 
 from ...domain.errors import InvalidRequest, NoModelChosen
+from ...domain.limits import MAX_STOP
 from ...domain.names import ModelName, parse_name
-from ...domain.types import Constraints, Event, Options
+from ...domain.types import Constraints, Event, Options, parse_stop
 from ...service.core import Service
 from ...service.generation import Answer, collect
-from .. import requests as rq
-from ..fields import STOP, Field, Fields, as_options
 from ..streaming import first_item, prepend, until_disconnect
+from ..wire import Lenient, Strict
 
 T = TypeVar("T")
 Events = AsyncGenerator[Event, None]
@@ -84,43 +86,68 @@ def default_model(model: str | None, service: Service) -> str:
         raise NoModelChosen(str(exc)) from None
 
 
-def flag(body: dict[str, Any], key: str, default: bool = False, *, prefix: str = "") -> bool:
-    return bool(rq.field(body, key, bool, default, prefix=prefix))
+class Presence(Lenient, kw_only=True):
+    """A wire model of the top-level fields that decide how a shared path reads its body (which dialect, which
+    shape): only whether each is there (and `model`, when a string) comes back from the body decoder (`check`
+    keeps no more), so deciding costs the event loop nothing whatever the body's size; the body is then decoded
+    again as the model it turned out to be (`requests.decode_wire`). Subclasses declare the fields, as `Any`."""
+
+    model: Any = None
+
+    def check(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None and not (name == "model" and isinstance(value, str)):
+                setattr(self, name, True)
+
+    def present(self) -> dict[str, Any]:
+        """The fields that are there (not null), as a body to look into."""
+        return {name: getattr(self, name) for name in self.__struct_fields__ if getattr(self, name) is not None}
 
 
-DIMENSIONS = Field("dimensions", int, low=1)  # TEI's embeddings (Ollama's and OpenAI's: their wire models)
-# vLLM's sampling fields with vLLM's `SamplingParams` defaults (temperature 1, top_p 1, no top_k, 16 tokens), as
-# vLLM's demo server and Triton's vLLM backend take them.
-VLLM_SAMPLING = Fields(
-    Field("temperature", float, low=0, default=1.0, option="temperature"),
-    Field("top_p", float, low=0, high=1, open_low=True, default=1.0, option="top_p"),
-    Field("top_k", int, low=-1, option="top_k"),
-    Field("min_p", float, low=0, high=1, default=0.0, option="min_p"),
-    Field("max_tokens", int, low=1, default=16, option="num_predict"),
-    Field("min_tokens", int, low=0, default=0),
-    Field("stop", STOP, option="stop"),
-    Field("seed", int, option="seed"),
-    Field("presence_penalty", float, low=-2, high=2, default=0.0, option="presence_penalty"),
-    Field("frequency_penalty", float, low=-2, high=2, default=0.0, option="frequency_penalty"),
-    Field("repetition_penalty", float, low=0, open_low=True, option="repeat_penalty"),
-    Field("ignore_eos", bool, default=False),
-)
+# -- vLLM's sampling fields as a wire model (vllm.py's body, Triton's vLLM backend's): null is vLLM's default ------
+
+Stop = str | Annotated[list[str], Meta(max_length=MAX_STOP)] | None
+Penalty = Annotated[float, Meta(ge=-2, le=2)] | None
 
 
-def vllm_sampling(values: dict[str, Any]) -> tuple[Options, Constraints]:
-    """Options and constraints from the values of `VLLM_SAMPLING`: no top_k is 0 (vLLM's -1 too), and
-    `repetition_penalty` covers the prompt and the output, as vLLM's does."""
-    top_k, repetition = values["top_k"], values["repetition_penalty"]
-    options = as_options(
-        values,
-        VLLM_SAMPLING,
-        top_k=top_k if top_k is not None and top_k > 0 else 0,
+class VLLMSampling(Strict, kw_only=True):
+    """vLLM's `SamplingParams` fields, with its defaults (temperature 1, top_p 1, no top_k, 16 tokens)."""
+
+    temperature: Annotated[float, Meta(ge=0)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Meta(ge=-1)] | None = None  # -1 (or none): no top_k
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    min_tokens: Annotated[int, Meta(ge=0)] | None = None
+    stop: Stop = None
+    seed: int | None = None
+    presence_penalty: Penalty = None
+    frequency_penalty: Penalty = None
+    repetition_penalty: Annotated[float, Meta(gt=0)] | None = None
+    ignore_eos: bool | None = None
+
+
+def vllm_options(s: VLLMSampling, *, stop: Stop = None, seed: int | None = None) -> tuple[Options, Constraints]:
+    """Options and constraints from vLLM's sampling fields (`stop` and `seed` when given under other names):
+    no top_k is 0 (vLLM's -1 too), and `repetition_penalty` covers the prompt and the output, as vLLM's does."""
+    stop = stop if stop is not None else s.stop
+    repetition = s.repetition_penalty
+    options = Options(
+        temperature=s.temperature if s.temperature is not None else 1.0,
+        top_p=s.top_p if s.top_p is not None else 1.0,
+        top_k=s.top_k if s.top_k is not None and s.top_k > 0 else 0,
+        min_p=s.min_p if s.min_p is not None else 0.0,
         typical_p=1.0,
-        stop=values["stop"] or None,
+        num_predict=s.max_tokens if s.max_tokens is not None else 16,
+        stop=(parse_stop(stop, "stop") or None) if stop is not None else None,
+        seed=seed if seed is not None else s.seed,
+        presence_penalty=s.presence_penalty or 0.0,
+        frequency_penalty=s.frequency_penalty or 0.0,
         repeat_penalty=repetition or 1.0,
         repeat_last_n=-1 if repetition else None,
     )
-    return options, Constraints(ignore_eos=values["ignore_eos"], min_tokens=values["min_tokens"])
+    return options, Constraints(ignore_eos=bool(s.ignore_eos), min_tokens=s.min_tokens or 0)
 
 
 async def opened(stream: AsyncGenerator[T, None], request: Request) -> AsyncGenerator[T, None]:

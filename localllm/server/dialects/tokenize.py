@@ -17,31 +17,74 @@ OpenAI's (llama-server's `{"error": {"message", "type", ...}}`) on /detokenize, 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...domain.errors import InvalidRequest
+from ...domain.limits import MAX_TOKENIZE_IDS, PROMPT_MAX_BYTES
+from ...domain.names import parse_name
 from .. import requests as rq
 from ..errors import guarded
-from ..fields import Field, Fields
-from ..schema import ANY_LIST, INT, KEEP_ALIVE, MODEL, OLLAMA_ERROR, OPENAI_ERROR, STR, body, obj, responses
+from ..schema import ANY_LIST, OLLAMA_ERROR, OPENAI_ERROR, STR, obj, responses
 from ..streaming import until_disconnect
+from ..wire import Strict, check_text, request_body
 from .contract import Dialect
 from .ollama import api as ollama_api
 from .openai import api as openai_api
 from .shared import choose_model, service_of
 
-TOKENIZE = Fields(
-    Field("content", str, required=True),
-    Field("add_special", bool, default=False),
-    Field("with_pieces", bool, default=False),
-    Field("parse_special", bool, default=True),
-    Field("model", str),
-)
-DETOKENIZE = Fields(Field("tokens", list, required=True), Field("model", str))
+# -- the request bodies, declared once (server/wire.py): unknown fields refused, null is a field's default ----
+
+# token ids: `token_ids` checks each (naming `tokens`)
+TokenIds = Annotated[
+    list[Any], Meta(max_length=MAX_TOKENIZE_IDS, extra_json_schema={"items": {"type": "integer", "minimum": 0}})
+]
+KeepAlive = str | float | None  # a duration ("5m") or seconds (rq.keep_alive reads it)
+
+
+class _Tokenize(Strict, kw_only=True):
+    content: str
+    add_special: bool | None = None
+    with_pieces: bool | None = None
+    parse_special: bool | None = None  # only true (none: true)
+
+    def check(self) -> None:
+        check_text([self.content], PROMPT_MAX_BYTES, "content", "content")
+
+
+class LlamaTokenizeRequest(_Tokenize, kw_only=True):
+    """llama-server's `POST /tokenize` (a body with `content`)."""
+
+    model: str | None = None
+
+
+class LlamaDetokenizeRequest(Strict, kw_only=True):
+    """llama-server's `POST /detokenize`."""
+
+    tokens: TokenIds
+    model: str | None = None
+
+
+class ApiTokenizeRequest(_Tokenize, kw_only=True):
+    """`POST /api/tokenize`, Ollama-style."""
+
+    model: str
+    keep_alive: KeepAlive = None
+
+
+class ApiDetokenizeRequest(Strict, kw_only=True):
+    """`POST /api/detokenize`, Ollama-style."""
+
+    model: str
+    tokens: TokenIds
+    keep_alive: KeepAlive = None
+
+
+MODELS = (LlamaTokenizeRequest, LlamaDetokenizeRequest, ApiTokenizeRequest, ApiDetokenizeRequest)
 
 
 def token_ids(value: list[Any]) -> list[int]:
@@ -61,61 +104,65 @@ def piece_json(piece: bytes) -> str | list[int]:
         return list(piece)
 
 
-async def tokenized(request: Request, raw: dict[str, Any], *, also: tuple[str, ...] = ()) -> list[Any]:
+async def tokenized(request: Request, body: LlamaTokenizeRequest | ApiTokenizeRequest) -> list[Any]:
     """The `tokens` of a tokenize body: ids, or `{"id", "piece"}` objects with `with_pieces`."""
-    TOKENIZE.check(raw, also=also)
-    values = TOKENIZE.read(raw)
-    if not values["parse_special"]:
+    if body.parse_special is False:
         raise InvalidRequest(
             "parse_special: only true is supported (special tokens in the text are read)", field="parse_special"
         )
     service = service_of(request)
-    name = choose_model(raw, service)
-    keep = rq.keep_alive(raw)
+    name = choose_model({"model": body.model}, service)
+    keep = rq.keep_alive({"keep_alive": getattr(body, "keep_alive", None)})
     pieces = await until_disconnect(
-        service.tokenize(name, values["content"], add_bos=values["add_special"], keep_alive=keep), request
+        service.tokenize(name, body.content, add_bos=bool(body.add_special), keep_alive=keep), request
     )
     ids = [t for t, _ in pieces]
-    if not values["with_pieces"]:
+    if not body.with_pieces:
         return ids
     texts = await until_disconnect(service.detokenize(name, ids, keep_alive=keep), request)
     return [{"id": t, "piece": piece_json(p)} for t, p in zip(ids, texts, strict=True)]
 
 
-async def detokenized(request: Request, raw: dict[str, Any], *, also: tuple[str, ...] = ()) -> str:
-    DETOKENIZE.check(raw, also=also)
-    values = DETOKENIZE.read(raw)
+async def detokenized(request: Request, body: LlamaDetokenizeRequest | ApiDetokenizeRequest) -> str:
     service = service_of(request)
-    name = choose_model(raw, service)
-    work = service.detokenize(name, token_ids(values["tokens"]), keep_alive=rq.keep_alive(raw))
+    name = choose_model({"model": body.model}, service)
+    keep = rq.keep_alive({"keep_alive": getattr(body, "keep_alive", None)})
+    work = service.detokenize(name, token_ids(body.tokens), keep_alive=keep)
     pieces = await until_disconnect(work, request)
     return b"".join(pieces).decode("utf-8", "replace")
 
 
-async def llama_tokenize(request: Request, raw: dict[str, Any]) -> Response:
-    """llama-server's `POST /tokenize` (a body with `content`), called by `compat.tokenize`."""
-    return JSONResponse({"tokens": await tokenized(request, raw)})
+async def llama_tokenize(request: Request, chunks: list[bytes]) -> Response:
+    """llama-server's `POST /tokenize` (a body with `content`, as read by `compat.tokenize`)."""
+    body = await rq.decode_wire(request, chunks, LlamaTokenizeRequest)
+    return JSONResponse({"tokens": await tokenized(request, body)})
 
 
 @guarded(openai_api.ERRORS)
 async def llama_detokenize(request: Request) -> Response:
-    return JSONResponse({"content": await detokenized(request, await rq.read_json(request))})
+    return JSONResponse({"content": await detokenized(request, await rq.read_wire(request, LlamaDetokenizeRequest))})
+
+
+def _named(model: str) -> str:
+    """An `/api/` body's model: required, and a valid name."""
+    if not model:
+        raise InvalidRequest("model is required", field="model")
+    parse_name(model, field="model")
+    return model
 
 
 @guarded(ollama_api.ERRORS)
 async def api_tokenize(request: Request) -> Response:
-    raw = await rq.read_json(request)
-    rq.model_name(raw)
-    tokens = await tokenized(request, raw, also=("keep_alive",))
-    return JSONResponse({"model": raw["model"], "tokens": tokens})
+    body = await rq.read_wire(request, ApiTokenizeRequest)
+    model = _named(body.model)
+    return JSONResponse({"model": model, "tokens": await tokenized(request, body)})
 
 
 @guarded(ollama_api.ERRORS)
 async def api_detokenize(request: Request) -> Response:
-    raw = await rq.read_json(request)
-    rq.model_name(raw)
-    content = await detokenized(request, raw, also=("keep_alive",))
-    return JSONResponse({"model": raw["model"], "content": content})
+    body = await rq.read_wire(request, ApiDetokenizeRequest)
+    model = _named(body.model)
+    return JSONResponse({"model": model, "content": await detokenized(request, body)})
 
 
 routes = [
@@ -124,39 +171,31 @@ routes = [
     Route("/api/detokenize", api_detokenize, methods=["POST"]),
 ]
 
-TOKENS_OUT = obj({"tokens": ANY_LIST})
-TOKEN_IDS = {"type": "array", "items": INT}
-
 
 def paths() -> dict[str, Any]:
-    detok = DETOKENIZE.schema(closed=True, tokens=TOKEN_IDS, model=MODEL)
     return {
         "/detokenize": {
             "post": {
                 "summary": "token ids to text (llama-server's shape)",
-                "requestBody": body(detok),
+                "requestBody": request_body(LlamaDetokenizeRequest),
                 "responses": responses(OPENAI_ERROR, obj({"content": STR})),
             }
         },
         "/api/tokenize": {
             "post": {
                 "summary": "text to the model's token ids (with `with_pieces`, each token's text)",
-                "requestBody": body(
-                    {**TOKENIZE.schema(model=MODEL, keep_alive=KEEP_ALIVE), "required": ["model", "content"]}
-                ),
+                "requestBody": request_body(ApiTokenizeRequest),
                 "responses": responses(OLLAMA_ERROR, obj({"model": STR, "tokens": ANY_LIST})),
             }
         },
         "/api/detokenize": {
             "post": {
                 "summary": "the model's token ids to text",
-                "requestBody": body(
-                    {**DETOKENIZE.schema(tokens=TOKEN_IDS, keep_alive=KEEP_ALIVE), "required": ["model", "tokens"]}
-                ),
+                "requestBody": request_body(ApiDetokenizeRequest),
                 "responses": responses(OLLAMA_ERROR, obj({"model": STR, "content": STR})),
             }
         },
     }
 
 
-DIALECT = Dialect("tokenize", routes, openai_api.ERRORS, paths)
+DIALECT = Dialect("tokenize", routes, openai_api.ERRORS, paths, wire=MODELS)

@@ -23,31 +23,54 @@ from starlette.routing import Route
 
 from ... import __version__
 from ...domain.errors import InvalidRequest, ModelNotFound
+from ...domain.limits import PROMPT_MAX_BYTES
 from ...domain.names import ModelName, parse_name
 from ...domain.types import Constraints, Done, Options, Token
 from ...service.generation import GenerateRequest, collect
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of
-from ..fields import STOP, Field, Fields
-from ..schema import OBJ, SSE, STR, TRITON_ERROR, body, obj, path_parameter, responses
+from ..schema import OBJ, SSE, STR, TRITON_ERROR, obj, path_parameter, responses
 from ..streaming import EventStream, sse_event, until_disconnect
+from ..wire import as_model, check_text, request_body
 from .contract import Dialect
-from .shared import VLLM_SAMPLING, Events, flag, opened, service_of, vllm_sampling
+from .shared import Events, Stop, VLLMSampling, opened, service_of, vllm_options
 
 VERSION = "1"
-INPUTS = (
-    "text_input",
-    "parameters",
-    "stream",
-    "exclude_input_in_output",
-    "return_finish_reason",
-    "return_num_input_tokens",
-    "return_num_output_tokens",
-    "id",
-)
-# vLLM's sampling fields, with TensorRT-LLM's names for two of them
-SAMPLING = VLLM_SAMPLING + Fields(Field("stop_words", STOP), Field("random_seed", int))
 _VERSIONED = re.compile(r"(?P<model>.+)/versions/(?P<version>[^/]+)")
+
+# -- the request body, declared once (server/wire.py): unknown fields refused, null is a field's default -----
+
+
+class TritonSampling(VLLMSampling, kw_only=True):
+    """vLLM's sampling fields, with TensorRT-LLM's names for two of them."""
+
+    stop_words: Stop = None
+    random_seed: int | None = None
+
+
+class TritonParameters(TritonSampling, kw_only=True):
+    stream: bool | None = None
+    exclude_input_in_output: bool | None = None
+
+
+class TritonGenerateRequest(TritonSampling, kw_only=True):
+    """The generate extension's body: the sampling fields in `parameters`, or at the top level (not both)."""
+
+    text_input: str
+    parameters: TritonParameters | None = None
+    stream: bool | None = None
+    exclude_input_in_output: bool | None = None
+    return_finish_reason: bool | None = None
+    return_num_input_tokens: bool | None = None
+    return_num_output_tokens: bool | None = None
+    id: str | None = None
+
+    def check(self) -> None:
+        check_text([self.text_input], PROMPT_MAX_BYTES, "text_input", "text_input")
+
+
+MODELS = (TritonGenerateRequest,)
+SAMPLING = TritonSampling.__struct_fields__
 
 
 def triton_error(exc: BaseException) -> dict[str, Any]:
@@ -82,52 +105,42 @@ class TritonRequest:
     id: str | None
 
 
-def _sampling(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+def _sampling(body: TritonGenerateRequest, params: TritonParameters) -> TritonSampling:
     """The sampling fields, from `parameters` or the top level (not both)."""
-    merged = dict(params)
-    for key in SAMPLING.names:
-        if body.get(key) is not None:
-            if params.get(key) is not None:
-                raise InvalidRequest(f"{key} is given both at the top level and in parameters", field=key)
-            merged[key] = body[key]
-    return merged
+    merged: dict[str, Any] = {}
+    for key in SAMPLING:
+        top, inner = getattr(body, key), getattr(params, key)
+        if top is not None and inner is not None:
+            raise InvalidRequest(f"{key} is given both at the top level and in parameters", field=key)
+        merged[key] = top if top is not None else inner
+    return TritonSampling(**merged)
 
 
-def parse(body: dict[str, Any]) -> TritonRequest:
+def parse(raw: TritonGenerateRequest | dict[str, Any]) -> TritonRequest:
     """Translate a generate-extension body; defaults are vLLM's (temperature 1, top_p 1, 16 tokens)."""
-    SAMPLING.check(body, also=INPUTS)
-    text = rq.field(body, "text_input", str, required=True)
-    params = rq.field(body, "parameters", dict, {})
-    SAMPLING.check(params, prefix="parameters.", also=("stream", "exclude_input_in_output"))
+    body = as_model(raw, TritonGenerateRequest)
+    params = body.parameters or TritonParameters()
     s = _sampling(body, params)
-    if s.get("stop") is not None and s.get("stop_words") is not None:
+    if s.stop is not None and s.stop_words is not None:
         raise InvalidRequest("give stop or stop_words, not both", field="stop_words")
-    values = SAMPLING.read(s)
-    values["stop"] = values["stop_words"] if values["stop_words"] is not None else values["stop"]
-    values["seed"] = values["random_seed"] if values["random_seed"] is not None else values["seed"]
-    options, constraints = vllm_sampling(values)
-    stream = _either(body, params, "stream")
-    exclude = _either(body, params, "exclude_input_in_output")
+    options, constraints = vllm_options(s, stop=s.stop_words, seed=s.random_seed)
     return TritonRequest(
-        text=text,
+        text=body.text_input,
         options=options,
         constraints=constraints,
-        stream=stream,
-        exclude_input=exclude,
-        finish_reason=flag(body, "return_finish_reason"),
-        input_tokens=flag(body, "return_num_input_tokens"),
-        output_tokens=flag(body, "return_num_output_tokens"),
-        id=rq.field(body, "id", str),
+        stream=_either(body.stream, params.stream, "stream"),
+        exclude_input=_either(body.exclude_input_in_output, params.exclude_input_in_output, "exclude_input_in_output"),
+        finish_reason=bool(body.return_finish_reason),
+        input_tokens=bool(body.return_num_input_tokens),
+        output_tokens=bool(body.return_num_output_tokens),
+        id=body.id,
     )
 
 
-def _either(body: dict[str, Any], params: dict[str, Any], key: str) -> bool | None:
-    top = rq.field(body, key, bool)
-    inner = rq.field(params, key, bool, prefix="parameters.")
+def _either(top: bool | None, inner: bool | None, key: str) -> bool | None:
     if top is not None and inner is not None and top != inner:
         raise InvalidRequest(f"{key} differs at the top level and in parameters", field=key)
-    value: bool | None = top if top is not None else inner
-    return value
+    return top if top is not None else inner
 
 
 # -- routes --------------------------------------------------------------------------------------------
@@ -181,7 +194,7 @@ async def generate_stream(request: Request) -> Response:
 async def _generate(request: Request, *, streaming: bool) -> Response:
     service = service_of(request)
     raw, name = _model(request)
-    req = parse(await rq.read_json(request))
+    req = parse(await rq.read_wire(request, TritonGenerateRequest))
     if not streaming and req.stream:
         raise InvalidRequest("stream is true: use generate_stream for a streamed answer", field="stream")
     stream = streaming and req.stream is not False
@@ -247,7 +260,7 @@ routes = [
 
 def paths() -> dict[str, Any]:
     model = path_parameter("model")
-    generate = obj({"text_input": STR, "parameters": OBJ})
+    generate = request_body(TritonGenerateRequest)
     return {
         "/v2": {"get": {"summary": "Triton server metadata", "responses": responses(TRITON_ERROR, OBJ, codes=())}},
         "/v2/health/live": {"get": {"summary": "live", "responses": {"200": {"description": "live"}}}},
@@ -274,7 +287,7 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "Triton generate",
                 "parameters": model,
-                "requestBody": body(generate),
+                "requestBody": generate,
                 "responses": responses(TRITON_ERROR, obj({"text_output": STR, "model_name": STR})),
             }
         },
@@ -282,11 +295,11 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "Triton streaming generate",
                 "parameters": model,
-                "requestBody": body(generate),
+                "requestBody": generate,
                 "responses": responses(TRITON_ERROR, stream=SSE),
             }
         },
     }
 
 
-DIALECT = Dialect("triton", routes, ERRORS, paths, prefix="/v2/")
+DIALECT = Dialect("triton", routes, ERRORS, paths, prefix="/v2/", wire=MODELS)

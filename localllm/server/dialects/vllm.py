@@ -11,36 +11,57 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ...domain.errors import InvalidRequest
+from ...domain.limits import MAX_CHOICES, MAX_STOP, PROMPT_MAX_BYTES
 from ...domain.names import ModelName
 from ...domain.types import Constraints, Event, Options, Token
 from ...service.generation import GenerateRequest
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of
-from ..fields import Field, Fields, check_fields
 from ..streaming import EventStream
+from ..wire import Strict, as_model, check_text
 from .contract import Dialect
-from .shared import VLLM_SAMPLING, Events, choose_model, collect_all, flag, opened_merged, service_of, vllm_sampling
+from .shared import VLLMSampling, choose_model, collect_all, opened_merged, service_of, vllm_options
 
-FIELDS = (
-    Fields(
-        Field("prompt", str, required=True),
-        Field("stream", bool, default=False),
-        Field("model", str),
-        Field("n", int, low=1, high=128, default=1),
-        Field("best_of", int, low=1),
-        Field("stop_token_ids", list, default=[]),
-        Field("include_stop_str_in_output", bool, default=False),
-        Field("skip_special_tokens", bool, default=True),  # no effect: special tokens never appear in the output
-        Field("spaces_between_special_tokens", bool, default=True),  # no effect, for the same reason
-    )
-    + VLLM_SAMPLING
-)
+# -- the request bodies, declared once (server/wire.py): unknown fields refused, null is a field's default ----
+
+
+class VLLMGenerateRequest(VLLMSampling, kw_only=True):
+    """The demo server's `POST /generate`: the prompt, and every sampling field at the top level."""
+
+    prompt: str
+    stream: bool | None = None
+    model: str | None = None
+    n: Annotated[int, Meta(ge=1, le=MAX_CHOICES)] | None = None
+    best_of: Annotated[int, Meta(ge=1)] | None = None  # only equal to n
+    stop_token_ids: Annotated[list[int], Meta(max_length=MAX_STOP)] | None = None  # refused when not empty
+    include_stop_str_in_output: bool | None = None  # refused when true
+    skip_special_tokens: bool | None = None  # no effect: special tokens never appear in the output
+    spaces_between_special_tokens: bool | None = None  # no effect, for the same reason
+
+    def check(self) -> None:
+        check_text([self.prompt], PROMPT_MAX_BYTES, "prompt", "prompt")
+
+
+class VLLMTokenizeRequest(Strict, kw_only=True):
+    """vLLM's `POST /tokenize`."""
+
+    prompt: str
+    model: str | None = None
+    add_special_tokens: bool | None = None  # none: true
+    return_token_strs: bool | None = None
+
+    def check(self) -> None:
+        check_text([self.prompt], PROMPT_MAX_BYTES, "prompt", "prompt")
+
+
+MODELS = (VLLMGenerateRequest, VLLMTokenizeRequest)
 _KINDS = {400: "BadRequestError", 413: "BadRequestError", 404: "NotFoundError", 503: "ServiceUnavailableError"}
 
 
@@ -54,19 +75,18 @@ class VLLMRequest:
     stream: bool
 
 
-def parse(body: dict[str, Any], model: ModelName) -> VLLMRequest:
+def parse(raw: VLLMGenerateRequest | dict[str, Any], model: ModelName) -> VLLMRequest:
     """Translate a demo-server request body (every sampling field at the top level)."""
-    FIELDS.check(body)
-    values = FIELDS.read(body)
-    n = values["n"]
-    if values["best_of"] is not None and values["best_of"] != n:
+    body = as_model(raw, VLLMGenerateRequest)
+    n = body.n or 1
+    if body.best_of is not None and body.best_of != n:
         raise InvalidRequest("best_of other than n is not supported (vLLM V1 dropped it too)", field="best_of")
-    if values["stop_token_ids"]:
+    if body.stop_token_ids:
         raise InvalidRequest("stop_token_ids is not supported: use stop with the text", field="stop_token_ids")
-    if values["include_stop_str_in_output"]:
+    if body.include_stop_str_in_output:
         raise InvalidRequest("include_stop_str_in_output is not supported", field="include_stop_str_in_output")
-    options, constraints = vllm_sampling(values)
-    return VLLMRequest(model, values["prompt"], options, constraints, n, values["stream"])
+    options, constraints = vllm_options(body)
+    return VLLMRequest(model, body.prompt, options, constraints, n, bool(body.stream))
 
 
 def vllm_error(exc: BaseException) -> dict[str, Any]:
@@ -86,10 +106,13 @@ def _line(obj: Any) -> bytes:
 
 
 @guarded(ERRORS)
-async def answer(request: Request, body: dict[str, Any]) -> Response:
+async def answer(request: Request, chunks: list[bytes]) -> Response:
+    """`POST /generate` with vLLM's body (`chunks`, as read by `compat.generate`): decoded here, so that its
+    refusals are in vLLM's shape."""
     service = service_of(request)
-    req = parse(body, choose_model(body, service))
-    streams: list[Events] = [
+    body = await rq.decode_wire(request, chunks, VLLMGenerateRequest)
+    req = parse(body, choose_model({"model": body.model}, service))
+    streams = [
         service.generate(
             GenerateRequest(
                 model=req.model,
@@ -124,15 +147,15 @@ async def _cumulative(
 
 
 @guarded(ERRORS)
-async def tokenize(request: Request, body: dict[str, Any]) -> Response:
-    """vLLM's `POST /tokenize` (`prompt`): the token ids, their count and the model's context length."""
+async def tokenize(request: Request, chunks: list[bytes]) -> Response:
+    """vLLM's `POST /tokenize` (`prompt`; `chunks` as read by `compat.tokenize`): the token ids, their count and
+    the model's context length."""
     service = service_of(request)
-    check_fields(body, ("prompt", "model", "add_special_tokens", "return_token_strs"))
-    prompt = rq.field(body, "prompt", str, required=True)
-    name = choose_model(body, service)
+    body = await rq.decode_wire(request, chunks, VLLMTokenizeRequest)
+    name = choose_model({"model": body.model}, service)
     model = service.model(name)
-    pieces = await service.tokenize(name, prompt, add_bos=flag(body, "add_special_tokens", True))
-    strs = flag(body, "return_token_strs")
+    pieces = await service.tokenize(name, body.prompt, add_bos=body.add_special_tokens is not False)
+    strs = bool(body.return_token_strs)
     trained = model.info.context_length or service.settings.context_length
     out: dict[str, Any] = {
         "count": len(pieces),
@@ -146,4 +169,4 @@ async def tokenize(request: Request, body: dict[str, Any]) -> Response:
 
 
 # No routes of its own: `POST /generate` and `POST /tokenize` (compat.py) hand vLLM's bodies to it.
-DIALECT = Dialect("vllm", (), ERRORS)
+DIALECT = Dialect("vllm", (), ERRORS, wire=MODELS)

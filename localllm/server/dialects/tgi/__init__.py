@@ -1,13 +1,13 @@
 """Hugging Face TGI's API: `POST /generate` (through `compat.py`), `/generate_stream`, `POST /`, `GET /info`,
 `GET /health`; errors `{"error", "error_type"}` with 422, 424 or 429.
 
-`requests.py` translates bodies (pure functions), `regex_grammar.py` turns a `regex` grammar into GBNF,
-`api.py` holds the routes and encoders, `openapi.py` the paths of the OpenAPI document.
+`wire.py` declares the request body, `requests.py` translates it (pure functions), `regex_grammar.py` turns a
+`regex` grammar into GBNF, `api.py` holds the routes, the encoders and the paths of the OpenAPI document.
 """
 
 from __future__ import annotations
 
 from ..contract import Dialect
-from . import api, openapi
+from . import api, wire
 
-DIALECT = Dialect("tgi", api.routes, api.ERRORS, openapi.paths)
+DIALECT = Dialect("tgi", api.routes, api.ERRORS, api.paths, wire=wire.MODELS)

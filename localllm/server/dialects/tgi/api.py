@@ -37,10 +37,12 @@ from ....service.core import Service
 from ....service.generation import Answer, GenerateRequest
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
-from ...fields import check_fields
+from ...schema import OBJ, SSE, TGI_ERROR, responses
 from ...streaming import EventStream
+from ...wire import as_model, request_body
 from ..shared import Events, choose_model, collect_all, opened, service_of
-from .requests import BODY, MAX_BEST_OF, MAX_STOP_SEQUENCES, PARAMETERS, PREFIX, TGIRequest, parse
+from . import wire
+from .requests import TGIRequest, parse
 
 # -- errors --------------------------------------------------------------------------------------------
 
@@ -185,12 +187,16 @@ async def generate_stream(request: Request) -> Response:
 
 @guarded(ERRORS)
 async def answer(
-    request: Request, body: dict[str, Any] | None, *, stream: bool | None, listed: bool = False
+    request: Request,
+    body: wire.TGIGenerateRequest | dict[str, Any] | None,
+    *,
+    stream: bool | None,
+    listed: bool = False,
 ) -> Response:
     """Serve a TGI generation; `body` when the caller has read it already (the `/generate` dispatcher)."""
     started = time.perf_counter()
     service = service_of(request)
-    body = body if body is not None else await rq.read_json(request)
+    body = body if body is not None else await rq.read_wire(request, wire.TGIGenerateRequest)
     req = parse(body, service, stream=stream)
     model = service.model(req.model)
     inputs = req.inputs
@@ -310,8 +316,8 @@ async def info(request: Request) -> Response:
             "model_sha": None,
             "model_pipeline_tag": "text-generation",
             "max_concurrent_requests": settings.max_queue,
-            "max_best_of": MAX_BEST_OF,
-            "max_stop_sequences": MAX_STOP_SEQUENCES,
+            "max_best_of": wire.MAX_BEST_OF,
+            "max_stop_sequences": wire.MAX_STOP_SEQUENCES,
             "max_input_tokens": settings.context_length - 1,
             "max_total_tokens": settings.context_length,
             "max_client_batch_size": 1,
@@ -329,13 +335,12 @@ async def health(request: Request) -> Response:
 
 
 @guarded(ERRORS)
-async def tokenize(request: Request, body: dict[str, Any]) -> Response:
+async def tokenize(request: Request, raw: wire.TGIGenerateRequest | dict[str, Any]) -> Response:
     """`POST /tokenize` with TGI's body: each token's id, text and character offsets in `inputs`."""
     service = service_of(request)
-    check_fields(body, BODY)
-    PARAMETERS.check(rq.field(body, "parameters", dict, {}), prefix=PREFIX)
-    inputs = rq.field(body, "inputs", str, required=True)
-    pieces = await service.tokenize(choose_model(body, service), inputs)
+    body = as_model(raw, wire.TGIGenerateRequest)
+    inputs = body.inputs
+    pieces = await service.tokenize(choose_model({"model": body.model}, service), inputs)
     spans = char_offsets(inputs, pieces)
     return JSONResponse(
         [
@@ -343,6 +348,25 @@ async def tokenize(request: Request, body: dict[str, Any]) -> Response:
             for (token, _), (start, stop) in zip(pieces, spans, strict=True)
         ]
     )
+
+
+# -- the OpenAPI paths: the request body is the wire model's schema -----------------------------------------
+
+CODES = ("401", "403", "404", "413", "422", "424", "429", "5XX")
+
+
+def paths() -> dict[str, Any]:
+    return {
+        "/generate_stream": {
+            "post": {
+                "summary": "TGI streaming generation",
+                "requestBody": request_body(wire.TGIGenerateRequest),
+                "responses": responses(TGI_ERROR, stream=SSE, codes=CODES),
+            }
+        },
+        "/info": {"get": {"summary": "TGI server info", "responses": responses(TGI_ERROR, OBJ, codes=("5XX",))}},
+        "/health": {"get": {"summary": "health", "responses": {"200": {"description": "healthy"}}}},
+    }
 
 
 routes = [  # POST / is tei.root: TGI's generation, or TEI's embeddings for an embedding model
