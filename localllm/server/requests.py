@@ -3,7 +3,6 @@ are checked one by one (the dialects not yet declared as wire models), each erro
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 import msgspec
@@ -12,7 +11,7 @@ from starlette.requests import Request
 from ..config import Settings
 from ..config.values import parse_duration
 from ..domain.errors import BodyTooLarge, ConfigError, InvalidRequest
-from ..domain.limits import MAX_JSON_DEPTH, size_text
+from ..domain.limits import size_text
 from ..domain.names import ModelName, parse_name
 from . import wire
 from .bodydecoder import BodyDecoder
@@ -62,27 +61,6 @@ async def decode_wire(request: Request, chunks: list[bytes], model: type[W]) -> 
     return await decoder.decode(chunks, model)
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    raw = await read_body(request)
-    if not raw.strip():
-        raise InvalidRequest("missing request body")
-    try:
-        body = json.loads(raw)
-    except RecursionError:
-        raise InvalidRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
-    except UnicodeDecodeError:
-        raise InvalidRequest("request body is not valid UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"invalid JSON in request body: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:  # else it cannot nest that deep
-        wire.check_depth(body)
-    return body
-
-
 def _type_name(kind: type | tuple[type, ...]) -> str:
     names = {
         str: "a string",
@@ -124,19 +102,11 @@ def field(
     return value
 
 
-def model_name(body: dict[str, Any], name: str = "model") -> ModelName:
-    return name_of(body.get(name), name)
-
-
 def name_of(value: Any, field: str = "model") -> ModelName:
     """The model a (wire model's) field names; none, or "", is a 400."""
     if value is None or value == "":
         raise InvalidRequest(f"{field} is required", field=field)
     return parse_name(value, field=field)
-
-
-def keep_alive(body: dict[str, Any]) -> float | None:
-    return duration_of(body.get("keep_alive"))
 
 
 def duration_of(value: str | float | None, field: str = "keep_alive") -> float | None:

@@ -1,9 +1,7 @@
-"""Fields declared once: one table drives the parser, the unknown-field check and the OpenAPI schema; one range
-check and one stop-list parser serve every dialect."""
+"""Fields declared once: the wire models drive the parser, the bounds and the OpenAPI schema; one range check
+and one stop-list parser serve every dialect."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
@@ -11,59 +9,7 @@ from localllm.domain.errors import InvalidRequest
 from localllm.domain.types import check_range, parse_options, parse_stop
 from localllm.server.dialects.openai.wire import ChatCompletionRequest
 from localllm.server.dialects.tgi.wire import TGIParameters
-from localllm.server.fields import STOP, Field, Fields
 from localllm.server.wire import components
-
-TABLE = Fields(
-    Field("n", int, low=1, high=8, default=1),
-    Field("p", float, low=0, high=1, open_low=True, option="top_p"),
-    Field("stop", STOP, limit=2, option="stop"),
-    Field("name", str, required=True),
-)
-
-
-def test_a_table_reads_checks_and_maps_onto_options() -> None:
-    values = TABLE.read({"p": 1, "stop": ["a", ""], "name": "x"})
-    assert values == {"n": 1, "p": 1.0, "stop": ("a",), "name": "x"}
-    assert isinstance(values["p"], float)
-    assert TABLE.options(values) == {"top_p": 1.0, "stop": ("a",)}
-
-
-@pytest.mark.parametrize(
-    ("body", "field", "message"),
-    [
-        ({"name": "x", "n": 9}, "n", "n must be between 1 and 8, got 9"),
-        ({"name": "x", "p": 0}, "p", "p must be > 0 and <= 1, got 0"),
-        ({"name": "x", "n": True}, "n", "n must be an integer, got bool"),
-        ({"name": "x", "stop": ["a", "b", "c"]}, "stop", "stop holds 3 stop sequences, at most 2 are allowed"),
-        ({}, "name", "name is required"),
-    ],
-)
-def test_each_refusal_names_its_field(body: dict[str, Any], field: str, message: str) -> None:
-    with pytest.raises(InvalidRequest) as raised:
-        TABLE.read(body)
-    assert (raised.value.field, str(raised.value)) == (field, message)
-
-
-def test_unknown_fields_are_refused() -> None:
-    TABLE.check({"n": 1, "extra": 2}, also=("extra",))
-    with pytest.raises(InvalidRequest, match="unknown field 'parameters.nope'") as raised:
-        TABLE.check({"nope": 1}, prefix="parameters.")
-    assert raised.value.field == "parameters.nope"
-
-
-def test_the_schema_is_the_table() -> None:
-    assert TABLE.schema(closed=True) == {
-        "type": "object",
-        "properties": {
-            "n": {"type": "integer", "minimum": 1, "maximum": 8},
-            "p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-            "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 2}]},
-            "name": {"type": "string"},
-        },
-        "required": ["name"],
-        "additionalProperties": False,
-    }
 
 
 def test_the_openapi_document_uses_the_dialects_declarations() -> None:

@@ -148,7 +148,7 @@ async def _rank(
 ) -> Ranking:
     service = service_of(request)
     name = choose_model({"model": model}, service)
-    work = service.rerank(name, query, documents, keep_alive=rq.keep_alive({"keep_alive": keep_alive}))
+    work = service.rerank(name, query, documents, keep_alive=rq.duration_of(keep_alive))
     result: Ranking = await until_disconnect(work, request)
     return result
 

@@ -112,7 +112,7 @@ async def tokenized(request: Request, body: LlamaTokenizeRequest | ApiTokenizeRe
         )
     service = service_of(request)
     name = choose_model({"model": body.model}, service)
-    keep = rq.keep_alive({"keep_alive": getattr(body, "keep_alive", None)})
+    keep = rq.duration_of(getattr(body, "keep_alive", None))
     pieces = await until_disconnect(
         service.tokenize(name, body.content, add_bos=bool(body.add_special), keep_alive=keep), request
     )
@@ -126,7 +126,7 @@ async def tokenized(request: Request, body: LlamaTokenizeRequest | ApiTokenizeRe
 async def detokenized(request: Request, body: LlamaDetokenizeRequest | ApiDetokenizeRequest) -> str:
     service = service_of(request)
     name = choose_model({"model": body.model}, service)
-    keep = rq.keep_alive({"keep_alive": getattr(body, "keep_alive", None)})
+    keep = rq.duration_of(getattr(body, "keep_alive", None))
     work = service.detokenize(name, token_ids(body.tokens), keep_alive=keep)
     pieces = await until_disconnect(work, request)
     return b"".join(pieces).decode("utf-8", "replace")
