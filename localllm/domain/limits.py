@@ -146,8 +146,11 @@ def check_stop(stop: Sequence[str] | None, field: str = "stop") -> None:
 _REPEAT_KEYS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties", "minContains")
 
 
-def check_schema(schema: Any, field: str = "format") -> None:
-    """A JSON schema small enough that its grammar (built in the runner) stays small: bytes, depth, repeats."""
+def check_schema(schema: Any, field: str = "format", *, grammar: bool = True) -> None:
+    """A JSON schema small enough to read (bytes, depth, no NUL) and, when it becomes a `grammar` (built in the
+    runner), small enough that the grammar stays small: its repetition counts. A tool's schema only becomes a
+    grammar when a call is forced, and then as part of the call's schema (`constraints.format`), checked whole:
+    agents declare tools with `maxLength: 524288` and never force them (Claude Code's)."""
     if not isinstance(schema, (dict, list)):
         return
     text = json.dumps(schema, ensure_ascii=False)
@@ -163,7 +166,7 @@ def check_schema(schema: Any, field: str = "format") -> None:
         elif isinstance(node, dict):
             for key, value in node.items():
                 check_no_nul(str(key), field, "JSON schema")
-                if key in _REPEAT_KEYS and isinstance(value, int) and not isinstance(value, bool):
+                if grammar and key in _REPEAT_KEYS and isinstance(value, int) and not isinstance(value, bool):
                     if value > SCHEMA_MAX_REPEAT:
                         raise InvalidRequest(
                             f"{field}: {key} {value} in the JSON schema is more than the {SCHEMA_MAX_REPEAT} "
@@ -222,7 +225,7 @@ def check_generation(
     check_count(messages, MAX_MESSAGES, "messages", "messages")
     check_count(tools, MAX_TOOLS, "tools", "tools")
     for i, tool in enumerate(tools):
-        check_schema(tool.parameters, f"tools[{i}].function.parameters")
+        check_schema(tool.parameters, f"tools[{i}].function.parameters", grammar=False)
     check_stop(stop)
     check_count(constraints.logit_bias, MAX_LOGIT_BIAS, "logit_bias", "entries")
     check_schema(constraints.format)

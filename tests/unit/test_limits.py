@@ -43,6 +43,17 @@ def test_schemas() -> None:
     limits.check_schema({"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}}})
 
 
+def test_a_tool_schemas_counts_matter_only_when_a_call_is_forced() -> None:
+    """Claude Code declares `maxLength: 524288` in its tools and never forces a call: the counts are a grammar's
+    cost, paid only by a forced call's schema (`constraints.format`), which still refuses them."""
+    schema = {"type": "object", "properties": {"content": {"type": "string", "maxLength": 524288}}}
+    limits.check_generation((), tools=[Tool("Write", parameters=schema)], constraints=Constraints(), stop=None)
+    forced = {"type": "object", "properties": {"name": {"const": "Write"}, "arguments": schema}}
+    assert "maxLength 524288" in str(
+        refused(tools=[Tool("Write", parameters=schema)], constraints=Constraints(format=forced))
+    )
+
+
 def test_grammars() -> None:
     err = refused(constraints=Constraints(grammar='root ::= "aaaa"{100000}'))
     assert err.field == "grammar" and "repetitions" in str(err)
