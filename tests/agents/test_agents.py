@@ -1,0 +1,123 @@
+"""Each coding agent, installed from its package registry (tools.py), pointed at a real daemon as its docs tell a
+user to point it at Ollama or an OpenAI/Anthropic-compatible server, run non-interactively: it must complete one
+tool round trip (read a file in a scratch folder, answer with the word in it) and exit 0. Its first requests
+are compared with tests/agents/captured/<agent>.json, so a field a new release adds shows up as a diff."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..e2e.conftest import Daemon
+from .conftest import MODEL, Script
+from .tools import AGENTS, Agent, NotInstalled, Recorder, program
+
+CAPTURED = Path(__file__).parent / "captured"
+WORD = "PAPAYA"  # in the scratch file; the agent's answer must carry it
+TIMEOUT = 180
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "note.txt").write_text(f"The secret word is {WORD}.\n")
+    return folder
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A HOME of its own: the agent's config goes here, never into the user's."""
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+def installed(name: str) -> tuple[Agent, Path]:
+    agent = AGENTS[name]
+    try:
+        return agent, program(agent)
+    except NotInstalled as exc:
+        pytest.skip(f"!!! AGENTS TIER: {agent.name} {agent.version} NOT INSTALLED, NOT TESTED: {exc}")
+
+
+def environment(home: Path, **extra: str) -> dict[str, str]:
+    keep = ("PATH", "LANG", "TERM", "TMPDIR", "SSL_CERT_FILE")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"))
+    env.update(XDG_CACHE_HOME=str(home / ".cache"), XDG_STATE_HOME=str(home / ".local/state"), NO_COLOR="1", CI="1")
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL
+    )
+
+
+def check_captured(agent: Agent, recorder: Recorder) -> None:
+    """The agent's first request to each route (method, path, header names, body keys) as recorded in
+    captured/<agent>.json; LOCALLLM_RECAPTURE=1 rewrites the file (then review the diff)."""
+    now = recorder.dump(agent)
+    path = CAPTURED / f"{agent.name}.json"
+    if os.environ.get("LOCALLLM_RECAPTURE") or not path.exists():
+        path.write_text(now)
+    assert json.loads(path.read_text()) == json.loads(now), (
+        f"{agent.name} sends something new: diff {path} (LOCALLLM_RECAPTURE=1)"
+    )
+
+
+@pytest.fixture
+def daemon(agents_daemon: tuple[Daemon, Script]) -> Iterator[Daemon]:
+    yield agents_daemon[0]
+
+
+@pytest.fixture
+def script(agents_daemon: tuple[Daemon, Script]) -> Script:
+    return agents_daemon[1]
+
+
+def answered(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}"
+    assert WORD in done.stdout, f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}"
+
+
+def test_llm_with_llm_ollama(daemon: Daemon, script: Script, scratch: Path, home: Path) -> None:
+    """`llm` + `llm-ollama` over Ollama's /api/chat: a Python function as the tool (`--functions`)."""
+    agent, llm = installed("llm")
+    script.tool_round_trip("read_note", {}, f"The word is {WORD}.", "secret word is")
+    with Recorder(daemon.url) as recorder:
+        env = environment(home, OLLAMA_HOST=recorder.url, LLM_USER_PATH=str(home / "llm"))
+        functions = "def read_note() -> str:\n    'The note in this folder.'\n    return open('note.txt').read()\n"
+        done = run(
+            [str(llm), "-m", f"ollama/{MODEL}", "--functions", functions, "What is the secret word?"], scratch, env
+        )
+    answered(done)
+    chats = [r for r in recorder.requests if r["path"] == "/api/chat"]
+    assert len(chats) == 2, recorder.requests  # the call, then the answer after the tool's result
+    check_captured(agent, recorder)
+
+
+def test_aider(daemon: Daemon, script: Script, scratch: Path, home: Path) -> None:
+    """aider over Ollama's /api/chat (litellm's `ollama_chat/`): aider has no tool calls; its round trip is an edit
+    in its `whole` format, which aider applies to the file it was given."""
+    agent, aider = installed("aider")
+    edited = f"The secret word is {WORD}.\nIt was read and rewritten.\n"
+    script.set([{"when": ["note.txt"], "output": f"note.txt\n```\n{edited}```\n"}])
+    with Recorder(daemon.url) as recorder:
+        env = environment(home, OLLAMA_API_BASE=recorder.url, LITELLM_LOCAL_MODEL_COST_MAP="True")
+        flags = ["--yes-always", "--no-git", "--no-check-update", "--analytics-disable", "--no-show-model-warnings"]
+        flags += ["--edit-format", "whole", "--no-pretty", "--no-fancy-input", "--map-tokens", "0"]
+        message = "Add the line 'It was read and rewritten.' to note.txt"
+        done = run(
+            [str(aider), "--model", f"ollama_chat/{MODEL}", *flags, "--message", message, "note.txt"], scratch, env
+        )
+    assert done.returncode == 0, f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}"
+    assert (scratch / "note.txt").read_text() == edited, done.stdout[-3000:]
+    check_captured(agent, recorder)
