@@ -121,3 +121,30 @@ def test_aider(daemon: Daemon, script: Script, scratch: Path, home: Path) -> Non
     assert done.returncode == 0, f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}"
     assert (scratch / "note.txt").read_text() == edited, done.stdout[-3000:]
     check_captured(agent, recorder)
+
+
+CODEX_CONFIG = f"""model = "{MODEL}"
+model_provider = "localllm"
+
+[model_providers.localllm]
+name = "localllm"
+base_url = "BASE/v1"
+wire_api = "responses"
+env_key = "LOCALLLM_API_KEY"
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="issue 27 part 1: client_metadata")
+def test_codex(daemon: Daemon, script: Script, scratch: Path, home: Path) -> None:
+    """Codex CLI over the Responses API, configured as docs/agents.md says (~/.codex/config.toml); its shell tool
+    reads the file."""
+    agent, codex = installed("codex")
+    script.tool_round_trip("exec_command", {"cmd": "cat note.txt"}, f"The word is {WORD}.", "secret word is")
+    with Recorder(daemon.url) as recorder:
+        (home / ".codex").mkdir()
+        (home / ".codex" / "config.toml").write_text(CODEX_CONFIG.replace("BASE", recorder.url))
+        env = environment(home, LOCALLLM_API_KEY="anything", CODEX_HOME=str(home / ".codex"))
+        flags = ["--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", "--color", "never"]
+        done = run([str(codex), "exec", *flags, "What is the secret word in note.txt?"], scratch, env)
+    answered(done)
+    check_captured(agent, recorder)
