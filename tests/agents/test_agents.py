@@ -18,7 +18,8 @@ from .conftest import MODEL, Script
 from .tools import AGENTS, Agent, NotInstalled, Recorder, program
 
 CAPTURED = Path(__file__).parent / "captured"
-WORD = "PAPAYA"  # in the scratch file; the agent's answer must carry it
+WORD = "PAPAYA"  # in the scratch file
+ANSWER = f"ANSWER: {WORD}"  # what the scripted model says once the file's text is in its prompt, and only then
 TIMEOUT = 180
 
 
@@ -85,13 +86,13 @@ def script(agents_daemon: tuple[Daemon, Script]) -> Script:
 
 def answered(done: subprocess.CompletedProcess[str]) -> None:
     assert done.returncode == 0, f"exit {done.returncode}\nstdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}"
-    assert WORD in done.stdout, f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}"
+    assert ANSWER in done.stdout, f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}"
 
 
 def test_llm_with_llm_ollama(daemon: Daemon, script: Script, scratch: Path, home: Path) -> None:
     """`llm` + `llm-ollama` over Ollama's /api/chat: a Python function as the tool (`--functions`)."""
     agent, llm = installed("llm")
-    script.tool_round_trip("read_note", {}, f"The word is {WORD}.", "secret word is")
+    script.tool_round_trip("read_note", {}, ANSWER, "secret word is")
     with Recorder(daemon.url) as recorder:
         env = environment(home, OLLAMA_HOST=recorder.url, LLM_USER_PATH=str(home / "llm"))
         functions = "def read_note() -> str:\n    'The note in this folder.'\n    return open('note.txt').read()\n"
@@ -139,7 +140,7 @@ def test_codex(daemon: Daemon, script: Script, scratch: Path, home: Path) -> Non
     """Codex CLI over the Responses API, configured as docs/agents.md says (~/.codex/config.toml); its shell tool
     reads the file."""
     agent, codex = installed("codex")
-    script.tool_round_trip("exec_command", {"cmd": "cat note.txt"}, f"The word is {WORD}.", "secret word is")
+    script.tool_round_trip("exec_command", {"cmd": "cat note.txt"}, ANSWER, "secret word is")
     with Recorder(daemon.url) as recorder:
         (home / ".codex").mkdir()
         (home / ".codex" / "config.toml").write_text(CODEX_CONFIG.replace("BASE", recorder.url))
@@ -160,7 +161,7 @@ def test_claude_code(daemon: Daemon, script: Script, scratch: Path, home: Path) 
     tool reads the file."""
     agent, claude = installed("claude-code")
     note = str(scratch / "note.txt")
-    script.tool_round_trip("Read", {"file_path": note}, f"The word is {WORD}.", "secret word is")
+    script.tool_round_trip("Read", {"file_path": note}, ANSWER, "secret word is")
     with Recorder(daemon.url) as recorder:
         env = environment(
             home,
@@ -173,5 +174,33 @@ def test_claude_code(daemon: Daemon, script: Script, scratch: Path, home: Path) 
         )
         flags = ["--allowedTools", "Read"]
         done = run([str(claude), "-p", "What is the secret word in note.txt?", *flags], scratch, env)
+    answered(done)
+    check_captured(agent, recorder)
+
+
+def opencode_config(base: str) -> str:
+    provider = {
+        "npm": "@ai-sdk/openai-compatible",
+        "name": "localllm",
+        "options": {"baseURL": f"{base}/v1"},
+        "models": {MODEL: {"name": MODEL, "tool_call": True}},
+    }
+    return json.dumps({"$schema": "https://opencode.ai/config.json", "provider": {"localllm": provider}}, indent=2)
+
+
+def test_opencode(daemon: Daemon, script: Script, scratch: Path, home: Path) -> None:
+    """OpenCode over OpenAI chat completions (its `@ai-sdk/openai-compatible` provider, in
+    ~/.config/opencode/opencode.json); its read tool reads the file."""
+    agent, opencode = installed("opencode")
+    note = str(scratch / "note.txt")
+    script.tool_round_trip("read", {"filePath": note}, ANSWER, "secret word is")
+    with Recorder(daemon.url) as recorder:
+        config = home / ".config" / "opencode"
+        config.mkdir(parents=True)
+        (config / "opencode.json").write_text(opencode_config(recorder.url))
+        env = environment(home, OPENCODE_DISABLE_AUTOUPDATE="1", OPENCODE_DISABLE_MODELS_FETCH="1")
+        done = run(
+            [str(opencode), "run", "-m", f"localllm/{MODEL}", "What is the secret word in note.txt?"], scratch, env
+        )
     answered(done)
     check_captured(agent, recorder)
