@@ -15,7 +15,7 @@ import pytest
 
 from ..e2e.conftest import Daemon
 from .conftest import MODEL, Script
-from .tools import AGENTS, Agent, NotInstalled, Recorder, program
+from .tools import AGENTS, Agent, NotInstalled, Recorder, node_for, program
 
 CAPTURED = Path(__file__).parent / "captured"
 WORD = "PAPAYA"  # in the scratch file
@@ -47,9 +47,17 @@ def installed(name: str) -> tuple[Agent, Path]:
         pytest.skip(f"!!! AGENTS TIER: {agent.name} {agent.version} NOT INSTALLED, NOT TESTED: {exc}")
 
 
-def environment(home: Path, **extra: str) -> dict[str, str]:
+def environment(home: Path, *, node: int = 0, **extra: str) -> dict[str, str]:
+    """The agent's environment: a HOME (and XDG folders) of its own, `extra`, and first on PATH a node of at least
+    `node` when the agent wants one newer than the system's."""
     keep = ("PATH", "LANG", "TERM", "TMPDIR", "SSL_CERT_FILE")
     env = {k: v for k, v in os.environ.items() if k in keep}
+    try:
+        folder = node_for(node) if node else None
+    except NotInstalled as exc:
+        pytest.skip(f"!!! AGENTS TIER: NO NODE {node}, NOT TESTED: {exc}")
+    if folder is not None:
+        env["PATH"] = f"{folder}{os.pathsep}{env.get('PATH', '')}"
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"))
     env.update(XDG_CACHE_HOME=str(home / ".cache"), XDG_STATE_HOME=str(home / ".local/state"), NO_COLOR="1", CI="1")
     env.update(extra)
@@ -202,5 +210,22 @@ def test_opencode(daemon: Daemon, script: Script, scratch: Path, home: Path) -> 
         done = run(
             [str(opencode), "run", "-m", f"localllm/{MODEL}", "What is the secret word in note.txt?"], scratch, env
         )
+    answered(done)
+    check_captured(agent, recorder)
+
+
+def test_qwen_code(daemon: Daemon, script: Script, scratch: Path, home: Path) -> None:
+    """Qwen Code over OpenAI chat completions (OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_MODEL); its read_file tool
+    reads the file. It wants node 22."""
+    agent, qwen = installed("qwen-code")
+    note = str(scratch / "note.txt")
+    script.tool_round_trip("read_file", {"file_path": note}, ANSWER, "secret word is")
+    with Recorder(daemon.url) as recorder:
+        (home / ".qwen").mkdir()
+        (home / ".qwen" / "settings.json").write_text(json.dumps({"security": {"auth": {"selectedType": "openai"}}}))
+        env = environment(
+            home, node=22, OPENAI_BASE_URL=f"{recorder.url}/v1", OPENAI_API_KEY="anything", OPENAI_MODEL=MODEL
+        )
+        done = run([str(qwen), "-p", "What is the secret word in note.txt?", "--yolo"], scratch, env)
     answered(done)
     check_captured(agent, recorder)
