@@ -229,3 +229,45 @@ def test_qwen_code(daemon: Daemon, script: Script, scratch: Path, home: Path) ->
         done = run([str(qwen), "-p", "What is the secret word in note.txt?", "--yolo"], scratch, env)
     answered(done)
     check_captured(agent, recorder)
+
+
+CONTINUE_CONFIG = f"""name: localllm
+version: 0.0.1
+schema: v1
+models:
+  - name: {MODEL}
+    provider: ollama
+    model: {MODEL}
+    apiBase: BASE
+    roles: [chat, edit, apply]
+    capabilities: [tool_use]
+"""
+
+
+def test_continue_cli(daemon: Daemon, script: Script, scratch: Path, home: Path) -> None:
+    """Continue's CLI (`cn`) with its Ollama provider in a local config.yaml (`--config`, no hub login); its Read
+    tool reads the file."""
+    agent, cn = installed("continue")
+    note = str(scratch / "note.txt")
+    script.tool_round_trip("Read", {"filepath": note}, ANSWER, "secret word is")
+    with Recorder(daemon.url) as recorder:
+        config = home / ".continue" / "config.yaml"
+        config.parent.mkdir()
+        config.write_text(CONTINUE_CONFIG.replace("BASE", recorder.url))
+        env = environment(home, CONTINUE_TELEMETRY_ENABLED="0")
+        prompt = "What is the secret word in note.txt?"
+        done = run([str(cn), "--config", str(config), "-p", prompt, "--auto"], scratch, env)
+    answered(done)
+    check_captured(agent, recorder)
+
+
+def test_llm_on_the_real_model(daemon: Daemon, script: Script, scratch: Path, home: Path) -> None:
+    """No script: the real (tiny) model samples; `llm` reaches it over /api/chat and prints what it wrote."""
+    agent, llm = installed("llm")
+    script.set([])
+    env = environment(home, OLLAMA_HOST=daemon.url, LLM_USER_PATH=str(home / "llm"))
+    done = run(
+        [str(llm), "-m", f"ollama/{MODEL}", "-o", "num_predict", "16", "-o", "seed", "1", "Once upon"], scratch, env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip(), done.stderr[-3000:]
