@@ -181,11 +181,12 @@ class Recorder:
         return f'{{"agent": "{agent.name}", "version": "{agent.version}", "requests": [\n{lines}\n]}}\n'
 
     def first_of_each(self) -> list[dict[str, Any]]:
-        """The first request to each (method, path): what an agent's release changes shows as a diff."""
-        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        """The first request of each kind (method, path, body keys): what an agent's release changes shows as a
+        diff."""
+        seen: dict[tuple[str, str, tuple[str, ...]], dict[str, Any]] = {}
         for r in self.requests:
-            seen.setdefault((r["method"], r["path"]), r)
-        return sorted(seen.values(), key=lambda r: (r["path"], r["method"]))
+            seen.setdefault((r["method"], r["path"], tuple(r["body_keys"] or ())), r)
+        return [seen[k] for k in sorted(seen)]
 
     def __enter__(self) -> Recorder:
         self._thread.start()
