@@ -44,7 +44,7 @@ def installed(name: str) -> tuple[Agent, Path]:
     try:
         return agent, program(agent)
     except NotInstalled as exc:
-        pytest.skip(f"!!! AGENTS TIER: {agent.name} {agent.version} NOT INSTALLED, NOT TESTED: {exc}")
+        pytest.skip(f"!!! AGENTS TIER: AGENTS NOT INSTALLED, NOT TESTED: {exc}")
 
 
 def environment(home: Path, *, node: int = 0, **extra: str) -> dict[str, str]:

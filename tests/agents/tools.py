@@ -49,15 +49,23 @@ AGENTS = {
 
 
 class NotInstalled(Exception):
-    """The agent could not be installed here (no registry, no node/npm): its test skips with this reason."""
+    """The agent could not be installed here (no registry, no node/npm): its test skips with this reason, the same
+    words for every agent of that registry, so pytest folds their skips into one line."""
 
 
-def _run(cmd: list[str], log: Path, timeout: float = 900) -> None:
-    with log.open("wb") as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
-    if done.returncode != 0:
-        tail = log.read_text(errors="replace")[-800:]
-        raise NotInstalled(f"{' '.join(cmd)} failed (registry unreachable?): {tail}")
+_FAILED: dict[str, str] = {}  # registry -> why its first install failed: the others are not tried
+
+
+def _run(cmd: list[str], log: Path, registry: str) -> None:
+    try:
+        with log.open("wb") as out:
+            done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=900)
+        failed = done.returncode != 0
+    except (OSError, subprocess.TimeoutExpired):
+        failed = True
+    if failed:
+        _FAILED[registry] = f"installing from the package registry failed (unreachable?); the logs: {CACHE}/*/log"
+        raise NotInstalled(_FAILED[registry])
 
 
 def install(agent: Agent) -> Path:
@@ -65,17 +73,21 @@ def install(agent: Agent) -> Path:
     home = CACHE / f"{agent.name}-{agent.version}"
     marker = home / ".done"
     if not marker.exists():
+        if agent.registry in _FAILED:
+            raise NotInstalled(_FAILED[agent.registry])
         if home.exists():
             shutil.rmtree(home)
         home.mkdir(parents=True)
         if agent.registry == "npm":
             if shutil.which("npm") is None or shutil.which("node") is None:
                 raise NotInstalled("node and npm are not installed (Debian: apt-get install nodejs npm)")
-            _run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(home), *agent.packages], home / "log")
+            npm = ["npm", "install", "--no-audit", "--no-fund", "--fetch-retries=1", "--fetch-timeout=30000"]
+            _run([*npm, "--prefix", str(home), *agent.packages], home / "log", "npm")
         else:
             base = getattr(sys, "_base_executable", sys.executable)
-            _run([base, "-m", "venv", str(home)], home / "log")
-            _run([str(home / "bin" / "pip"), "install", "-q", *agent.packages], home / "log")
+            _run([base, "-m", "venv", str(home)], home / "log", "pip")
+            pip = [str(home / "bin" / "pip"), "install", "-q", "--retries", "1", "--timeout", "30"]
+            _run([*pip, *agent.packages], home / "log", "pip")
         marker.touch()
     return home
 
