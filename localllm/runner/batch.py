@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..domain.types import TokenLogprob
-from . import detokenize
+from . import detokenize, scripted
 from .context import cut_to_fit
 from .kvstates import BLOCK, KVStates, PromptOutput, Source
 from .protocol import (
@@ -48,6 +48,7 @@ from .protocol import (
     TokenList,
     Vectors,
 )
+from .scripted import Script
 from .tokencache import TokenCache
 
 log = logging.getLogger("localllm.runner")
@@ -143,8 +144,10 @@ class Batcher:
         stream_interval: float = STREAM_INTERVAL,
         states: KVStates | None = None,
         flush: Callable[[], None] = lambda: None,
+        script: Script | None = None,
     ) -> None:
         self.engine = engine
+        self.script = script  # tests only (scripted.py): answers written by a test instead of sampling
         self.stream_interval = stream_interval
         self.grammar_for = grammar_for
         # answers an `Embed` or `Rerank` request (embedding.answer, rerank.answer), between decode steps
@@ -194,6 +197,8 @@ class Batcher:
             self.cancelled.add(rid)
 
     def _submit(self, rid: str, job: Job) -> None:
+        if self.script is not None and self._scripted(rid, job):
+            return
         if job.context:  # an earlier exchange's tokens, then the new text (no second BOS)
             prompt = list(job.context) + self.prompts.tokens(job.prompt, False)
         else:
@@ -229,6 +234,20 @@ class Batcher:
             self.send(rid, Failure("request", str(exc)))
             return
         self.waiting.append(work)
+
+    def _scripted(self, rid: str, job: Job) -> bool:
+        """Answer `job` from the test's script (scripted.py) when a rule matches its prompt: the text in pieces,
+        then the end, with the prompt's real token count."""
+        assert self.script is not None
+        output = self.script.output_for(job.prompt)
+        if output is None:
+            return False
+        prompt = list(job.context) + self.prompts.tokens(job.prompt, not job.context)
+        for piece in scripted.pieces(output):
+            self.send(rid, Text(piece))
+        generated = len(self.engine.tokenize(output, add_bos=False)) if output else 0
+        self.send(rid, Finished("stop", prompt_eval_count=len(prompt), eval_count=generated, context=tuple(prompt)))
+        return True
 
     @property
     def busy(self) -> bool:

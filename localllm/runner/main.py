@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="runner: %(levelname)s %(message)s")
     channel = Channel(_take_stdout())
-    from . import embedding, rerank
+    from . import embedding, rerank, scripted
     from .batch import Batcher
     from .engine import Engine, LoadError
     from .sampler import Sampler, grammar_for
@@ -167,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sampler = functools.partial(Sampler, engine)
     embedder = embed if engine.embedding else None
-    Batcher(engine, channel.hold, sampler, grammar_for, embedder, spec.stream_interval, states, channel.flush).run(
-        commands.take
+    script = scripted.from_environment()  # tests only: see scripted.py
+    batcher = Batcher(
+        engine, channel.hold, sampler, grammar_for, embedder, spec.stream_interval, states, channel.flush, script
     )
+    batcher.run(commands.take)
     engine.close()
     return 0
 

@@ -280,9 +280,9 @@ def test_a_public_name_left_out_of_all_is_found() -> None:
 
 
 def test_every_test_module_is_in_a_tier() -> None:
-    """pytest collects tests/unit and tests/e2e (pyproject's testpaths): a test module elsewhere would never run."""
+    """pytest collects tests/unit, tests/e2e and tests/agents (pyproject's testpaths): a test module elsewhere would
+    never run."""
     tests = ROOT / "tests"
-    stray = sorted(
-        str(p.relative_to(ROOT)) for p in tests.rglob("test_*.py") if p.parent not in (tests / "unit", tests / "e2e")
-    )
-    assert not stray, f"move these into tests/unit (no llama.cpp, no process) or tests/e2e: {stray}"
+    tiers = (tests / "unit", tests / "e2e", tests / "agents")
+    stray = sorted(str(p.relative_to(ROOT)) for p in tests.rglob("test_*.py") if p.parent not in tiers)
+    assert not stray, f"move these into tests/unit (no llama.cpp, no process), tests/e2e or tests/agents: {stray}"
