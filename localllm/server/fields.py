@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..domain.errors import InvalidRequest
 from ..domain.types import Options, check_range, parse_stop
+from . import fieldpolicy
 from . import requests as rq
 from .schema import ANY_LIST, BOOL, INT, NUM, OBJ, STR, STRINGS, Schema, obj, ranged
 from .schema import STOP as STOP_SCHEMA
@@ -93,7 +93,7 @@ class Fields:
         return tuple(self.by_name)
 
     def check(self, body: dict[str, Any], *, prefix: str = "", also: Iterable[str] = ()) -> None:
-        """Refuse a field the table does not know (a typo must not be dropped silently)."""
+        """Hand the fields the table does not know to the field policy (`check_fields`)."""
         check_fields(body, (*self.by_name, *also), prefix=prefix)
 
     def read(self, body: dict[str, Any], *, prefix: str = "") -> dict[str, Any]:
@@ -112,13 +112,12 @@ class Fields:
 
 
 def check_fields(body: dict[str, Any], known: Iterable[str], *, prefix: str = "") -> None:
-    """Refuse a field this dialect does not know (a typo must not be dropped silently)."""
+    """Hand the fields this dialect does not know to the one field policy (`fieldpolicy.unknown`: reported,
+    or refused under LOCALLLM_STRICT_FIELDS=1; a typo is never dropped silently)."""
     allowed = set(known)
-    for key in body:
-        if key not in allowed:
-            raise InvalidRequest(
-                f"unknown field '{prefix}{key}' (accepted: {', '.join(sorted(allowed))})", field=f"{prefix}{key}"
-            )
+    unknown = [f"{prefix}{key}" for key in body if key not in allowed]
+    if unknown:
+        fieldpolicy.unknown(unknown, allowed)
 
 
 def as_options(values: dict[str, Any], table: Fields, **fixed: Any) -> Options:

@@ -14,7 +14,7 @@ from ..config.values import parse_duration
 from ..domain.errors import BodyTooLarge, ConfigError, InvalidRequest
 from ..domain.limits import MAX_JSON_DEPTH, size_text
 from ..domain.names import ModelName, parse_name
-from . import wire
+from . import fieldpolicy, wire
 from .bodydecoder import BodyDecoder
 
 T = TypeVar("T")
@@ -47,14 +47,21 @@ async def read_chunks(request: Request) -> list[bytes]:
 
 async def read_wire(request: Request, model: type[W]) -> W:
     """The body as the wire model `model`: decoded on the event loop up to `wire.INLINE_BYTES`, in the body
-    decoder process beyond (so that no body blocks the loop); every refusal a 400 naming the field."""
+    decoder process beyond (so that no body blocks the loop); every refusal a 400 naming the field. The
+    top-level fields `model` does not declare go to the field policy (`fieldpolicy.unknown`)."""
     chunks = await read_chunks(request)
     if sum(map(len, chunks)) <= wire.INLINE_BYTES:
-        return wire.decode(b"".join(chunks), model)
-    decoder: BodyDecoder | None = getattr(request.app.state, "body_decoder", None)
-    if decoder is None:
-        decoder = request.app.state.body_decoder = BodyDecoder()
-    return await decoder.decode(chunks, model)
+        raw = b"".join(chunks)
+        value = wire.decode(raw, model)
+        unknown = wire.unknown_fields(raw, model)
+    else:
+        decoder: BodyDecoder | None = getattr(request.app.state, "body_decoder", None)
+        if decoder is None:
+            decoder = request.app.state.body_decoder = BodyDecoder()
+        value, unknown = await decoder.decode(chunks, model)
+    if unknown:
+        fieldpolicy.unknown(unknown, wire.accepted_names(model))
+    return value
 
 
 async def read_json(request: Request) -> dict[str, Any]:

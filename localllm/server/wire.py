@@ -10,10 +10,11 @@ parsing, the checks (types, ranges, counts, unknown fields) and the OpenAPI requ
                     └▶ InvalidRequest(field=...)   one mapping (`refusal`) of msgspec's errors onto ours
 ```
 
-A dialect declares its models in its own `wire.py` on `Lenient` (unknown fields ignored: OpenAI's clients send
-many) or `Strict` (unknown fields refused with a 400 naming them, as long as `REFUSE_UNKNOWN_FIELDS` says so:
-the one switch of that policy). Bounds come from `domain/limits.py`; ranges are written once, in the model.
-`docs/dialects.md` has the recipe.
+A dialect declares its models in its own `wire.py` on `Lenient` (or `Strict`, the same since the one field
+policy: both decode whatever unknown fields a body holds). The top-level fields a model does not declare are
+found by `unknown_fields` (one cheap pass over the body's keys) and handed to the policy
+(`fieldpolicy.unknown`: accepted, reported in `X-Localllm-Ignored-Fields`, or refused; docs/compat.md).
+Bounds come from `domain/limits.py`; ranges are written once, in the model. `docs/dialects.md` has the recipe.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from msgspec import inspect as mi
 from ..domain.errors import InvalidRequest
 from ..domain.limits import MAX_JSON_DEPTH, size_text
 from ..domain.types import check_range
+from . import fieldpolicy
 
-REFUSE_UNKNOWN_FIELDS = True  # the unknown-field policy of `Strict` models: one switch, here
 INLINE_BYTES = 256 << 10  # bodies up to this are decoded on the event loop (docs/request-path.md, docs/limits.md)
 
 
 class Lenient(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A wire model whose unknown fields are ignored."""
+    """A wire model: unknown fields are decoded past; at the top level of a body they go to the field policy
+    (`unknown_fields`, `fieldpolicy.unknown`)."""
 
     def check(self) -> None:
         """Refuse (`InvalidRequest`) what the field declarations cannot say and must be known before the body
@@ -44,8 +46,9 @@ class Lenient(msgspec.Struct, kw_only=True, omit_defaults=True):
         what a large body costs the event loop small once it is read back (`bodydecoder.py`)."""
 
 
-class Strict(Lenient, kw_only=True, omit_defaults=True, forbid_unknown_fields=REFUSE_UNKNOWN_FIELDS):
-    """A wire model whose unknown fields are refused (`REFUSE_UNKNOWN_FIELDS`)."""
+class Strict(Lenient, kw_only=True, omit_defaults=True):
+    """A wire model under the same policy as `Lenient` (kept so that the dialects' declarations say which
+    bodies once refused unknown fields: Anthropic's and the Responses API's, as those APIs do)."""
 
 
 W = TypeVar("W", bound=msgspec.Struct)
@@ -71,9 +74,41 @@ def decode(raw: bytes, model: type[W]) -> W:
     return value
 
 
+def unknown_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
+    """The top-level fields of `raw` (a JSON object, already decoded once as `model`) that `model` does not
+    declare, in the body's order: one pass over its keys, the values skipped (`msgspec.Raw`)."""
+    keys = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    known = _names(model)
+    return [key for key in keys if key not in known]
+
+
+_NAMES: dict[type[msgspec.Struct], frozenset[str]] = {}
+
+
+def _names(model: type[msgspec.Struct]) -> frozenset[str]:
+    """The names `model` takes on the wire (its fields' encode names, its tag field)."""
+    names = _NAMES.get(model)
+    if names is None:
+        config = model.__struct_config__
+        encoded = model.__struct_encode_fields__
+        names = _NAMES[model] = frozenset((*encoded, *([config.tag_field] if config.tag_field else [])))
+    return names
+
+
+def accepted_names(model: type[msgspec.Struct]) -> frozenset[str]:
+    """What `model` declares, for a refusal's message."""
+    return _names(model)
+
+
 def decode_dict(body: dict[str, Any], model: type[W]) -> W:
-    """`body` as `model`, by the same path as a body on the wire (tests, and bodies already decoded)."""
-    return decode(json.dumps(body).encode(), model)
+    """`body` as `model`, by the same path as a body on the wire (tests, and bodies already decoded), its
+    unknown top-level fields handed to the field policy."""
+    raw = json.dumps(body).encode()
+    value = decode(raw, model)
+    unknown = [key for key in body if key not in _names(model)]
+    if unknown:
+        fieldpolicy.unknown(unknown, _names(model))
+    return value
 
 
 def check_text(texts: Iterable[str], bound: int, field: str, what: str) -> None:

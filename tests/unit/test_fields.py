@@ -9,6 +9,7 @@ import pytest
 
 from localllm.domain.errors import InvalidRequest
 from localllm.domain.types import check_range, parse_options, parse_stop
+from localllm.server import fieldpolicy
 from localllm.server.dialects.openai.wire import ChatCompletionRequest
 from localllm.server.dialects.tgi.openapi import TGI_PARAMETERS
 from localllm.server.dialects.tgi.requests import PARAMETERS
@@ -46,11 +47,16 @@ def test_each_refusal_names_its_field(body: dict[str, Any], field: str, message:
     assert (raised.value.field, str(raised.value)) == (field, message)
 
 
-def test_unknown_fields_are_refused() -> None:
+def test_unknown_fields_follow_the_field_policy() -> None:
     TABLE.check({"n": 1, "extra": 2}, also=("extra",))
-    with pytest.raises(InvalidRequest, match="unknown field 'parameters.nope'") as raised:
+    with fieldpolicy.begin(strict=False, client="c") as report:
+        TABLE.check({"nope": 1, "user": "u"}, prefix="parameters.")
+    assert report.ignored == ["parameters.nope"], "reported, never dropped silently; `user` is metadata"
+    with fieldpolicy.begin(strict=True, client="c"), pytest.raises(InvalidRequest) as raised:
         TABLE.check({"nope": 1}, prefix="parameters.")
-    assert raised.value.field == "parameters.nope"
+    assert raised.value.field == "parameters.nope" and "unknown field 'parameters.nope' (accepted: n, name" in str(
+        raised.value
+    )
 
 
 def test_the_schema_is_the_table() -> None:

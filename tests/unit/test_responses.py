@@ -100,7 +100,7 @@ def test_text_format() -> None:
         ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
         ({"truncation": "sometimes"}, "truncation"),
         ({"background": True}, "background"),
-        ({"frobnicate": 1}, "frobnicate"),
+        ({"conversation": "conv_1"}, "conversation"),
     ],
 )
 def test_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
