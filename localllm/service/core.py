@@ -40,6 +40,7 @@ from ..domain.types import (
     Progress,
     Ranking,
     Token,
+    bounded,
 )
 from ..modelstore.models import DamagedModel, Model, diagnose, read_model
 from ..modelstore.store import Store
@@ -212,7 +213,7 @@ class Service:
         started = time.perf_counter_ns()
         model = self.model(req.model)
         self._check_generative(model, "generate")
-        options = req.options.merged_over(model.parameters)
+        options = bounded(req.options.merged_over(model.parameters), model.parameters, self.settings.max_tokens)
         limits.check_generation((), constraints=req.constraints, stop=options.stop)
         capable = self._can_think(model, req.template or model.template, req.think)
         if req.suffix:
@@ -271,9 +272,11 @@ class Service:
         started = time.perf_counter_ns()
         model = self.model(req.model)
         self._check_generative(model, "chat")
-        options = req.options.merged_over(model.parameters)
+        options = bounded(req.options.merged_over(model.parameters), model.parameters, self.settings.max_tokens)
         messages = conversation(model, req.messages)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
+        if not model.template_for(tools=bool(req.tools))[0]:  # the plain transcript: its turn markers end it
+            options = replace(options, stop=(*(options.stop or ()), *prompt.PLAIN_STOPS))
         context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
         capable, think, budget = self._chat_thinking(model, req)
 
@@ -333,7 +336,7 @@ class Service:
         and tools through the chat template, tokenized as generation would (loads the model)."""
         model = self.model(req.model)
         self._check_generative(model, "chat")
-        options = req.options.merged_over(model.parameters)
+        options = bounded(req.options.merged_over(model.parameters), model.parameters, self.settings.max_tokens)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         ref = self._ref(model, options)
         _, think, budget = self._chat_thinking(model, req)
