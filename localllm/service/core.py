@@ -301,6 +301,7 @@ class Service:
                 del kept[droppable[0]]
                 text = await render(kept)
                 n = len(await runner.tokenize(text))
+            logs.note_prompt(n)
             if n < first:
                 log.warning(
                     "%s: dropped %d old turns (%d tokens) to fit the context of %d",
@@ -322,6 +323,7 @@ class Service:
             truncate=req.truncate,
             fit=fit if req.truncate else None,
             think_budget=budget,
+            count_prompt=req.count_prompt,
         )
         short = bool(req.tools) and await self._short_call_ids(req)
         template = model.template_for(tools=bool(req.tools))[0]
@@ -359,6 +361,7 @@ class Service:
         truncate: bool = False,
         fit: Callable[[Runner, int], Awaitable[tuple[str, int]]] | None = None,
         think_budget: int | None = None,
+        count_prompt: bool = False,
     ) -> AsyncGenerator[Token | Done, None]:
         """Generate from `text` on a slot of the model's runner. With `truncate`, an input too long for the
         context is cut (by `fit` first, when given: chat drops old turns) and the count reported in `Done`.
@@ -386,7 +389,9 @@ class Service:
             dropped = 0
             n_ctx = lease.runner.info.n_ctx or ref.spec.n_ctx
             if fit is not None:
-                text, dropped = await fit(lease.runner, n_ctx)
+                text, dropped = await fit(lease.runner, n_ctx)  # counts the prompt (`logs.note_prompt`)
+            elif count_prompt:
+                logs.note_prompt(len(await lease.runner.tokenize(text)))
             job = runner_job(text, options, constraints, truncate)
             held = await quota.reserve_tokens(job.prompt, job.context, job.num_predict, n_ctx, lease.runner.tokenize)
             job = replace(job, num_predict=held.granted)

@@ -14,6 +14,7 @@ import pytest
 
 from localllm.domain.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
 from localllm.domain.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
+from localllm.observability import logs
 from localllm.server import dialects, fieldpolicy, openapi
 from localllm.server.dialects.anthropic import api as an
 from localllm.server.dialects.anthropic import requests as anr
@@ -244,6 +245,19 @@ def streamed(*items: Event) -> list[tuple[str, dict[str, Any]]]:
         return [e async for e in an.sse_events("msg_1", "m", events(*items))]
 
     return asyncio.run(drain())
+
+
+def test_message_start_carries_the_prompts_tokens_counted_before_generating() -> None:
+    assert anr.parse({**BASE, "stream": True}).chat.count_prompt, "a stream asks the service to count first"
+    assert not anr.parse(BASE).chat.count_prompt, "a whole answer has them in its usage anyway"
+    info, token = logs.begin(None, "anthropic")
+    try:
+        logs.note_prompt(42)
+        start = streamed(DONE)[0][1]
+    finally:
+        logs.end(token)
+    assert start["message"]["usage"]["input_tokens"] == 42
+    assert streamed(DONE)[0][1]["message"]["usage"]["input_tokens"] == 0, "outside a request: not known"
 
 
 def test_stream_events_in_order() -> None:

@@ -111,6 +111,13 @@ def test_openai_chat_body() -> None:
     assert (shape.n, shape.stream, shape.include_usage) == (2, True, True)
 
 
+def test_tgis_json_response_format_is_taken_on_chat_completions() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    body = {"model": "m", "messages": USER, "response_format": {"type": "json", "value": schema}}
+    req, _ = openai.to_chat_request(body)  # huggingface_hub's InferenceClient.chat_completion docstring example
+    assert req.constraints.format == schema
+
+
 def test_openai_required_tool_call_constrains_the_output() -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     req, _ = openai.to_chat_request({"model": "m", "messages": USER, "tools": tools, "tool_choice": "required"})

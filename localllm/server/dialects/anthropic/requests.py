@@ -40,7 +40,7 @@ def parse(raw: wire.MessagesRequest | dict[str, Any]) -> Parsed:
                 "a forced tool_choice cannot be combined with output_config.format", field="tool_choice"
             )
         chat = replace(chat, constraints=replace(chat.constraints, format=fmt))
-    return Parsed(chat, body.stream)
+    return Parsed(replace(chat, count_prompt=body.stream), body.stream)  # message_start says the input tokens
 
 
 def parse_count(raw: wire.CountTokensRequest | dict[str, Any]) -> ChatRequest:
