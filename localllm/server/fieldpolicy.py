@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -60,6 +62,9 @@ REFUSED = {
 }
 
 _SEEN_MAX = 4096  # (field, client) pairs remembered for the log-once rule; past it, the set starts again
+HEADER_NAMES = 32  # names listed in the header at most (then "+N more")
+NAME_CHARS = 64  # characters of a name shown at most (in the header and the log)
+_PLAIN = re.compile(r"[A-Za-z0-9_\-.\[\]$@/:]+")
 
 
 @dataclass
@@ -86,9 +91,22 @@ def begin(*, strict: bool, client: str) -> Iterator[Report]:
         _current.reset(token)
 
 
+def shown(name: str) -> str:
+    """A field name as the header and the log show it: as sent when it is plain ASCII (letters, digits,
+    `_-.[]$@/:`), else as a JSON string in ASCII (quotes, control characters and non-ASCII escaped), so that no
+    name can break the header or forge a log line; cut at `NAME_CHARS`."""
+    cut = name[:NAME_CHARS] + ("..." if len(name) > NAME_CHARS else "")
+    return cut if _PLAIN.fullmatch(cut) else json.dumps(cut)
+
+
 def header(report: Report) -> str | None:
-    """The `X-Localllm-Ignored-Fields` value: the ignored fields, comma-separated, in the order met."""
-    return ", ".join(dict.fromkeys(report.ignored)) if report.ignored else None
+    """The `X-Localllm-Ignored-Fields` value: the ignored fields, comma-separated, in the order met (at most
+    `HEADER_NAMES` of them, then how many more)."""
+    names = list(dict.fromkeys(report.ignored))
+    if not names:
+        return None
+    more = f", +{len(names) - HEADER_NAMES} more" if len(names) > HEADER_NAMES else ""
+    return ", ".join(shown(n) for n in names[:HEADER_NAMES]) + more
 
 
 def unknown(names: Iterable[str], accepted: Iterable[str] = ()) -> None:
@@ -108,20 +126,26 @@ def unknown(names: Iterable[str], accepted: Iterable[str] = ()) -> None:
             listed = f" (accepted: {', '.join(known)})" if known else ""
             raise InvalidRequest(f"unknown field '{name}'{listed} (LOCALLLM_STRICT_FIELDS=1)", field=name)
         report.ignored.append(name)
-        _log_once(name, report.client)
+    if report is not None and report.ignored:
+        _log_new(report)
 
 
-def _log_once(name: str, client: str) -> None:
-    key = (name, client)
-    if key in _seen:
+def _log_new(report: Report) -> None:
+    """One line for the fields this client had not sent before (at most `HEADER_NAMES` named in it)."""
+    client = report.client
+    new = [n for n in dict.fromkeys(report.ignored) if (n, client) not in _seen]
+    if not new:
         return
-    if len(_seen) >= _SEEN_MAX:
+    if len(_seen) + len(new) > _SEEN_MAX:
         _seen.clear()
-    _seen.add(key)
+    _seen.update((n, client) for n in new)
+    names = ", ".join(shown(n) for n in new[:HEADER_NAMES])
+    more = f" and {len(new) - HEADER_NAMES} more" if len(new) > HEADER_NAMES else ""
     log.warning(
-        "ignored the unknown request field '%s' sent by %s (reported in X-Localllm-Ignored-Fields; "
+        "ignored the unknown request field(s) %s%s sent by %s (reported in X-Localllm-Ignored-Fields; "
         "LOCALLLM_STRICT_FIELDS=1 refuses such fields)",
-        name,
-        client or "a client with no User-Agent",
-        extra={"field": name, "client": client},
+        names,
+        more,
+        shown(client) if client else "a client with no User-Agent",
+        extra={"client": client},
     )

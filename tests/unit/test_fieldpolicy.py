@@ -98,6 +98,15 @@ def test_an_ignored_field_is_logged_once_per_field_and_client(
     assert len(said) == 2 and "a/1" in said[0] and "b/2" in said[1], said
 
 
+def test_hostile_names_cannot_break_the_header_nor_flood_it(client: TestClient) -> None:
+    body = {**CHAT, "a\u0016b": 1, "caf\u00e9, x": 2, "y" * 500: 3, **{f"k{i}": i for i in range(100)}}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text  # a control character in a header would be a 500 (h11 refuses it)
+    value = r.headers[HEADER]
+    assert value.startswith('"a\\u0016b", "caf\\u00e9, x", ' + "y" * 64 + "..., k0, k1")
+    assert value.endswith(", +71 more") and value.isascii() and value.isprintable()
+
+
 def test_the_policy_outside_a_request_accepts_and_records_nothing() -> None:
     fieldpolicy.unknown(["novel"])  # a translator called by a test: no request, no report, no refusal
     with fieldpolicy.begin(strict=False, client="") as report:
