@@ -136,9 +136,9 @@ def _log_new(report: Report) -> None:
     new = [n for n in dict.fromkeys(report.ignored) if (n, client) not in _seen]
     if not new:
         return
-    if len(_seen) + len(new) > _SEEN_MAX:
+    if len(_seen) + HEADER_NAMES > _SEEN_MAX:
         _seen.clear()
-    _seen.update((n, client) for n in new)
+    _seen.update((n, client) for n in new[:HEADER_NAMES])  # the ones named; a flood is not all remembered
     names = ", ".join(shown(n) for n in new[:HEADER_NAMES])
     more = f" and {len(new) - HEADER_NAMES} more" if len(new) > HEADER_NAMES else ""
     log.warning(

@@ -19,6 +19,7 @@ Bounds come from `domain/limits.py`; ranges are written once, in the model. `doc
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -29,7 +30,7 @@ import msgspec
 from msgspec import inspect as mi
 
 from ..domain.errors import InvalidRequest
-from ..domain.limits import MAX_JSON_DEPTH, size_text
+from ..domain.limits import MAX_JSON_DEPTH, MAX_UNKNOWN_FIELDS, size_text
 from ..domain.types import check_range
 from . import fieldpolicy
 
@@ -76,10 +77,11 @@ def decode(raw: bytes, model: type[W]) -> W:
 
 def unknown_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
     """The top-level fields of `raw` (a JSON object, already decoded once as `model`) that `model` does not
-    declare, in the body's order: one pass over its keys, the values skipped (`msgspec.Raw`)."""
+    declare, in the body's order, the first `MAX_UNKNOWN_FIELDS` of them (a body of a million keys must not
+    cost the event loop a million policy checks): one pass over its keys, the values skipped (`msgspec.Raw`)."""
     keys = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
     known = _names(model)
-    return [key for key in keys if key not in known]
+    return list(itertools.islice((key for key in keys if key not in known), MAX_UNKNOWN_FIELDS))
 
 
 _NAMES: dict[type[msgspec.Struct], frozenset[str]] = {}
@@ -105,7 +107,7 @@ def decode_dict(body: dict[str, Any], model: type[W]) -> W:
     unknown top-level fields handed to the field policy."""
     raw = json.dumps(body).encode()
     value = decode(raw, model)
-    unknown = [key for key in body if key not in _names(model)]
+    unknown = list(itertools.islice((key for key in body if key not in _names(model)), MAX_UNKNOWN_FIELDS))
     if unknown:
         fieldpolicy.unknown(unknown, _names(model))
     return value

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from localllm.chat.thinking import EFFORTS
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.limits import MAX_JSON_DEPTH
+from localllm.domain.limits import MAX_JSON_DEPTH, MAX_UNKNOWN_FIELDS
 from localllm.server import bodydecoder, wire
 from localllm.server.dialects import wire_models
 from localllm.server.dialects.openai import wire as openai_wire
@@ -98,6 +98,8 @@ def test_unknown_fields_are_decoded_past_and_the_top_level_ones_named() -> None:
     assert wire.unknown_fields(raw, Body) == ["zed", "alpha"], "top-level only, in the body's order"
     assert wire.unknown_fields(b'{"type": "text", "text": "t"}', Part) == [], "a tag field is declared"
     assert not any(m.__struct_config__.forbid_unknown_fields for m in wire_models())
+    flood = json.dumps({"name": "x", **{f"k{i}": i for i in range(MAX_UNKNOWN_FIELDS + 10)}}).encode()
+    assert wire.unknown_fields(flood, Body) == [f"k{i}" for i in range(MAX_UNKNOWN_FIELDS)], "the first ones"
 
 
 def test_the_body_decoder_answers_a_model_or_a_refusal() -> None:
