@@ -23,8 +23,8 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 from msgspec import inspect as mi
@@ -39,7 +39,10 @@ INLINE_BYTES = 256 << 10  # bodies up to this are decoded on the event loop (doc
 
 class Lenient(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A wire model: unknown fields are decoded past; at the top level of a body they go to the field policy
-    (`unknown_fields`, `fieldpolicy.unknown`)."""
+    (`unknown_fields`, `fieldpolicy.unknown`), and in the nested objects a body model names in `reported`
+    (field name -> its model: TGI's `parameters`), as `parameters.typo`."""
+
+    reported: ClassVar[Mapping[str, type[msgspec.Struct]]] = {}
 
     def check(self) -> None:
         """Refuse (`InvalidRequest`) what the field declarations cannot say and must be known before the body
@@ -80,8 +83,21 @@ def unknown_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
     declare, in the body's order, the first `MAX_UNKNOWN_FIELDS` of them (a body of a million keys must not
     cost the event loop a million policy checks): one pass over its keys, the values skipped (`msgspec.Raw`)."""
     keys = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    return list(itertools.islice(_unknown(keys, model), MAX_UNKNOWN_FIELDS))
+
+
+def _unknown(keys: dict[str, msgspec.Raw], model: type[msgspec.Struct]) -> Iterator[str]:
     known = _names(model)
-    return list(itertools.islice((key for key in keys if key not in known), MAX_UNKNOWN_FIELDS))
+    yield from (key for key in keys if key not in known)
+    for name, inner in getattr(model, "reported", {}).items():
+        value = keys.get(name)
+        if value is None:
+            continue
+        try:
+            nested = msgspec.json.decode(value, type=dict[str, msgspec.Raw])
+        except msgspec.ValidationError:  # not an object (null): nothing in it
+            continue
+        yield from (f"{name}.{key}" for key in _unknown(nested, inner))
 
 
 _NAMES: dict[type[msgspec.Struct], frozenset[str]] = {}
@@ -107,7 +123,7 @@ def decode_dict(body: dict[str, Any], model: type[W]) -> W:
     unknown top-level fields handed to the field policy."""
     raw = json.dumps(body).encode()
     value = decode(raw, model)
-    unknown = list(itertools.islice((key for key in body if key not in _names(model)), MAX_UNKNOWN_FIELDS))
+    unknown = unknown_fields(raw, model)
     if unknown:
         fieldpolicy.unknown(unknown, _names(model))
     return value

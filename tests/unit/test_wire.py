@@ -98,6 +98,15 @@ def test_unknown_fields_are_decoded_past_and_the_top_level_ones_named() -> None:
     assert wire.unknown_fields(raw, Body) == ["zed", "alpha"], "top-level only, in the body's order"
     assert wire.unknown_fields(b'{"type": "text", "text": "t"}', Part) == [], "a tag field is declared"
     assert not any(m.__struct_config__.forbid_unknown_fields for m in wire_models())
+    nested = json.dumps({"name": "x", "items": [{"role": "user"}], "inner": {"role": "user", "zz": 1}, "q": 1})
+
+    class Reporting(Body, kw_only=True):
+        reported = {"inner": Inner}  # as TGI's `parameters`
+        inner: Inner | None = None
+
+    assert wire.unknown_fields(nested.encode(), Reporting) == ["q", "inner.zz"]
+    assert wire.unknown_fields(b'{"name": "x", "inner": null}', Reporting) == []
+    assert "reported" not in Reporting.__struct_fields__
     flood = json.dumps({"name": "x", **{f"k{i}": i for i in range(MAX_UNKNOWN_FIELDS + 10)}}).encode()
     assert wire.unknown_fields(flood, Body) == [f"k{i}" for i in range(MAX_UNKNOWN_FIELDS)], "the first ones"
 
