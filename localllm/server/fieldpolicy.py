@@ -10,7 +10,7 @@
 ```
 
 A request's report lives in a context variable that the outermost middleware (`observe.RequestIds`) opens
-(`begin`) and reads back when the answer starts (`header`); the readers call `unknown(names)` wherever they
+(`open_report`) and reads back when the answer starts (`header`); the readers call `unknown(names)` wherever they
 find unknown fields (`requests.read_wire` for wire models, `fields.check_fields` for field tables). Outside a
 request (translators called by tests) the default policy applies and nothing is recorded.
 """
@@ -80,15 +80,25 @@ _current: contextvars.ContextVar[Report | None] = contextvars.ContextVar("locall
 _seen: set[tuple[str, str]] = set()
 
 
+def open_report(*, strict: bool, client: str) -> tuple[Report, contextvars.Token[Report | None]]:
+    """Open a request's report (the outermost middleware); everything the request runs sees it until
+    `close_report`."""
+    report = Report(strict, client[:200])
+    return report, _current.set(report)
+
+
+def close_report(token: contextvars.Token[Report | None]) -> None:
+    _current.reset(token)
+
+
 @contextlib.contextmanager
 def begin(*, strict: bool, client: str) -> Iterator[Report]:
-    """Open a request's report (the outermost middleware); everything the request runs sees it."""
-    report = Report(strict, client[:200])
-    token = _current.set(report)
+    """A report open for the block (tests, and code outside the middleware)."""
+    report, token = open_report(strict=strict, client=client)
     try:
         yield report
     finally:
-        _current.reset(token)
+        close_report(token)
 
 
 def shown(name: str) -> str:
@@ -124,7 +134,8 @@ def unknown(names: Iterable[str], accepted: Iterable[str] = ()) -> None:
         if report.strict:
             known = sorted(accepted)
             listed = f" (accepted: {', '.join(known)})" if known else ""
-            raise InvalidRequest(f"unknown field '{name}'{listed} (LOCALLLM_STRICT_FIELDS=1)", field=name)
+            label = shown(name)
+            raise InvalidRequest(f"unknown field '{label}'{listed} (LOCALLLM_STRICT_FIELDS=1)", field=label)
         report.ignored.append(name)
     if report is not None and report.ignored:
         _log_new(report)

@@ -5,7 +5,7 @@ The id is the request's `X-Request-Id` when it sends a sane one (`logs.begin`), 
 back in the answer's `X-Request-Id` header, whatever the answer (refusals by the middleware inside this one
 included), and in every log line written while the request runs. With `LOCALLLM_REPLICA` set, every answer
 also names the daemon in `X-Localllm-Replica` (which replica behind a load balancer answered). The request's
-field report opens here too (`fieldpolicy.begin`): the top-level fields it held that were ignored come back in
+field report opens here too (`fieldpolicy.open_report`): the top-level fields it held that were ignored come back in
 `X-Localllm-Ignored-Fields`. `/metrics`
 sits behind the API key like every other route when authentication is on (Prometheus sends it with
 `authorization` in its scrape config).
@@ -49,8 +49,9 @@ class RequestIds:
         request_headers = Headers(scope=scope)
         info, token = logs.begin(request_headers.get(HEADER), owner(path, method).name)
         status = 500
-        fields = fieldpolicy.begin(strict=self.strict_fields, client=request_headers.get("user-agent", ""))
-        report = fields.__enter__()
+        report, fields = fieldpolicy.open_report(
+            strict=self.strict_fields, client=request_headers.get("user-agent", "")
+        )
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -85,7 +86,7 @@ class RequestIds:
                         "eval_tokens": info.eval_tokens,
                     },
                 )
-            fields.__exit__(None, None, None)
+            fieldpolicy.close_report(fields)
             logs.end(token)
 
 
