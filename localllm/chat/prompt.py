@@ -226,6 +226,9 @@ def _with_tool_instructions(messages: Sequence[ChatMessage], tools: Sequence[Too
     return out
 
 
+PLAIN_STOPS = ("\nUser:", "\nSystem:", "\nTool:")  # the turns `_plain` writes: an answer ends at the next one
+
+
 def _plain(messages: Sequence[ChatMessage]) -> str:
     lines = []
     for m in messages:

@@ -197,6 +197,20 @@ class Settings:
         "directory where /v1/responses keeps stored responses, so conversations survive a restart "
         "(unset: in memory only); the same bounds and expiry hold there",
     )
+    strict_fields: bool = setting(
+        "LOCALLLM_STRICT_FIELDS",
+        "0",
+        _flag,
+        "1 to refuse (400) request fields the daemon does not know; by default they are accepted, logged once "
+        "per field and client, and listed in the answer's X-Localllm-Ignored-Fields header (docs/compat.md)",
+    )
+    max_tokens: int = setting(
+        "LOCALLLM_MAX_TOKENS",
+        "8192",
+        _whole_number(0),
+        "tokens an answer may generate when the request sets no bound (0: none, until the context is full); "
+        "a request's own max_tokens/num_predict is not cut by it (docs/limits.md)",
+    )
     debug: bool = setting("LOCALLLM_DEBUG", "0", _flag, "1 for debug logging")
     log_format: str = setting(
         "LOCALLLM_LOG_FORMAT",

@@ -33,6 +33,7 @@ PROMPT_MAX_BYTES = 16 << 20  # any prompt, even one a runner would cut to fit (t
 MAX_MESSAGES = 4096
 MAX_TOOLS = 128
 MAX_JSON_DEPTH = 128  # nesting of objects and lists in a request body (JSON schemas are held to 32 below)
+MAX_UNKNOWN_FIELDS = 256  # unknown top-level fields of a body handed to the field policy (the first ones)
 MAX_STOP = 32  # stop sequences; each is searched for after every token
 MAX_STOP_BYTES = 1024  # one stop sequence
 MAX_LOGIT_BIAS = 1024  # entries of logit_bias (OpenAI allows 300)

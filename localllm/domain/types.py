@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from .errors import InvalidRequest
@@ -17,6 +17,8 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "min_p": _FLOAT,
     "typical_p": _FLOAT,
     "num_predict": (int,),
+    # localllm's own: the most tokens an answer may have, whatever the request asks (a Modelfile's cap)
+    "num_predict_max": (int,),
     "num_ctx": (int,),
     "num_batch": (int,),
     "num_keep": (int,),
@@ -74,6 +76,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "num_batch": (1, 1 << 20),
     "num_keep": (-1, None),
     "num_predict": (-2, None),
+    "num_predict_max": (1, None),
     "repeat_last_n": (-1, None),
     "repeat_penalty": (0.0, None),
     "num_gpu": (-1, None),
@@ -94,6 +97,7 @@ class Options:
     min_p: float | None = None
     typical_p: float | None = None
     num_predict: int | None = None
+    num_predict_max: int | None = None  # a cap on num_predict, whatever the request asks (`bounded`)
     num_ctx: int | None = None
     num_batch: int | None = None
     num_keep: int | None = None
@@ -124,6 +128,21 @@ class Options:
         if "stop" in out:
             out["stop"] = list(out["stop"])
         return out
+
+
+def bounded(options: Options, model: Options, default: int) -> Options:
+    """`options` (merged: request > Modelfile `model`) with the answer's length bounded: `default` tokens
+    (LOCALLLM_MAX_TOKENS; 0: none) when nothing set `num_predict`, and never more than `num_predict_max` (an
+    operator's cap, a Modelfile's `PARAMETER num_predict_max`; a request's own may only lower it), whatever
+    the request asked (-1 and -2, "until the end", included)."""
+    n = options.num_predict
+    if n is None and default > 0:
+        n = default
+    caps = [c for c in (options.num_predict_max, model.num_predict_max) if c is not None]
+    cap = min(caps) if caps else None
+    if cap is not None and (n is None or n < 0 or n > cap):
+        n = cap
+    return options if n == options.num_predict else replace(options, num_predict=n)
 
 
 def parse_options(raw: object, *, field: str = "options") -> Options:

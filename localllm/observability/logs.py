@@ -33,6 +33,7 @@ class RequestInfo:
     model: str = ""
     prompt_tokens: int | None = None
     eval_tokens: int | None = None
+    prompt_counted: int | None = None  # the prompt's tokens, when counted before generating (`note_prompt`)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -65,6 +66,14 @@ def note_model(name: str) -> None:
     info = _CURRENT.get()
     if info is not None:
         info.model = name
+
+
+def note_prompt(tokens: int) -> None:
+    """The current request's prompt has `tokens` tokens (counted before generating: Anthropic's
+    `message_start` reports them)."""
+    info = _CURRENT.get()
+    if info is not None:
+        info.prompt_counted = tokens
 
 
 def note_tokens(prompt: int, generated: int) -> None:

@@ -100,6 +100,7 @@ def create_app(settings: Settings, *, service: Service | None = None) -> Starlet
                 observe.RequestIds,
                 access_level=logging.INFO if settings.log_format == "json" else logging.DEBUG,
                 replica=settings.replica,
+                strict_fields=settings.strict_fields,
             ),
             Middleware(security.HostCheck, bound=settings.host.host, port=settings.host.port, errors=dialects.shape_of),
             Middleware(security.Cors, origins=settings.origins, errors=dialects.shape_of),

@@ -5,7 +5,8 @@ entries took ~0.9 s, 1.5 million tiny messages ~0.4 s, on this project's 2-core 
 ```
  daemon ── frame(model "module:Class", body) ─▶ worker: wire.decode(body, Model)  (every check, every bound)
         ◀─ frame(0, msgpack of the model) ─────         or  frame(1, {"message", "field"})  (a 400)
- daemon: msgspec.msgpack.decode(reply, Model): checked, every list and the text bounded (`Lenient.check`)
+ daemon: msgspec.msgpack.decode(reply, (Model, [str])): checked, every list and the text bounded
+         (`Lenient.check`), with the top-level fields the model does not declare (`wire.unknown_fields`)
 ```
 
 One worker (`python -I -m`, as every child: `domain/child.py`), started on the first large body and kept;
@@ -55,9 +56,10 @@ class BodyDecoder:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    async def decode(self, chunks: Sequence[bytes], model: type[W]) -> W:
+    async def decode(self, chunks: Sequence[bytes], model: type[W]) -> tuple[W, list[str]]:
         """The body in `chunks` as `model`, decoded and checked in the worker (`wire.decode`'s refusals, as a
-        400). The pieces go to the worker one by one: the body is never joined, nor copied whole, here."""
+        400), and its top-level fields `model` does not declare. The pieces go to the worker one by one: the
+        body is never joined, nor copied whole, here."""
         if self._loop is not asyncio.get_running_loop():  # first use, or another event loop (tests)
             self._forget()
             self._loop = asyncio.get_running_loop()
@@ -75,7 +77,8 @@ class BodyDecoder:
         if kind == _REFUSED:
             error = json.loads(payload)
             raise InvalidRequest(error["message"], field=error["field"])
-        return msgspec.msgpack.decode(payload, type=model)
+        value, unknown = msgspec.msgpack.decode(payload, type=tuple[model, list[str]])  # type: ignore[valid-type]
+        return value, unknown
 
     async def _ask(self, ref: bytes, chunks: Sequence[bytes]) -> tuple[int, bytes]:
         if self._proc is None or self._proc.returncode is not None:
@@ -136,12 +139,14 @@ def _model(ref: str) -> type[msgspec.Struct]:
 
 
 def answer(ref: str, raw: bytes) -> tuple[int, bytes]:
-    """One body decoded as the model `ref` names: the model as msgpack, or the refusal."""
+    """One body decoded as the model `ref` names: the model and the top-level fields it does not declare, as
+    msgpack, or the refusal."""
     try:
-        value = wire.decode(raw, _model(ref))
+        model = _model(ref)
+        value = wire.decode(raw, model)
     except InvalidRequest as exc:
         return _REFUSED, json.dumps({"message": str(exc), "field": exc.field}).encode()
-    return _OK, msgspec.msgpack.encode(value)
+    return _OK, msgspec.msgpack.encode((value, wire.unknown_fields(raw, model)))
 
 
 def _write(out: BinaryIO, kind: int, payload: bytes) -> None:

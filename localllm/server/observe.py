@@ -4,7 +4,9 @@ and `GET /metrics` (when `LOCALLLM_METRICS=1`).
 The id is the request's `X-Request-Id` when it sends a sane one (`logs.begin`), else a new one; it comes
 back in the answer's `X-Request-Id` header, whatever the answer (refusals by the middleware inside this one
 included), and in every log line written while the request runs. With `LOCALLLM_REPLICA` set, every answer
-also names the daemon in `X-Localllm-Replica` (which replica behind a load balancer answered). `/metrics`
+also names the daemon in `X-Localllm-Replica` (which replica behind a load balancer answered). The request's
+field report opens here too (`fieldpolicy.open_report`): the top-level fields it held that were ignored come back in
+`X-Localllm-Ignored-Fields`. `/metrics`
 sits behind the API key like every other route when authentication is on (Prometheus sends it with
 `authorization` in its scrape config).
 """
@@ -21,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..observability import logs, metrics
+from . import fieldpolicy
 from .dialects import owner
 
 log = logging.getLogger("localllm.http")
@@ -30,18 +33,25 @@ REPLICA_HEADER = "x-localllm-replica"
 
 
 class RequestIds:
-    def __init__(self, app: ASGIApp, *, access_level: int = logging.INFO, replica: str = "") -> None:
+    def __init__(
+        self, app: ASGIApp, *, access_level: int = logging.INFO, replica: str = "", strict_fields: bool = False
+    ) -> None:
         self.app = app
         self.access_level = access_level
         self.replica = replica
+        self.strict_fields = strict_fields
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path, method = scope.get("path", ""), scope.get("method", "")
-        info, token = logs.begin(Headers(scope=scope).get(HEADER), owner(path, method).name)
+        request_headers = Headers(scope=scope)
+        info, token = logs.begin(request_headers.get(HEADER), owner(path, method).name)
         status = 500
+        report, fields = fieldpolicy.open_report(
+            strict=self.strict_fields, client=request_headers.get("user-agent", "")
+        )
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -51,6 +61,9 @@ class RequestIds:
                 headers[HEADER] = info.id
                 if self.replica:
                     headers[REPLICA_HEADER] = self.replica
+                ignored = fieldpolicy.header(report)
+                if ignored:
+                    headers[fieldpolicy.HEADER] = ignored
             await send(message)
 
         try:
@@ -73,6 +86,7 @@ class RequestIds:
                         "eval_tokens": info.eval_tokens,
                     },
                 )
+            fieldpolicy.close_report(fields)
             logs.end(token)
 
 

@@ -13,7 +13,7 @@ from ..config.values import parse_duration
 from ..domain.errors import BodyTooLarge, ConfigError, InvalidRequest
 from ..domain.limits import size_text
 from ..domain.names import ModelName, parse_name
-from . import wire
+from . import fieldpolicy, wire
 from .bodydecoder import BodyDecoder
 
 T = TypeVar("T")
@@ -46,19 +46,27 @@ async def read_chunks(request: Request) -> list[bytes]:
 
 async def read_wire(request: Request, model: type[W]) -> W:
     """The body as the wire model `model`: decoded on the event loop up to `wire.INLINE_BYTES`, in the body
-    decoder process beyond (so that no body blocks the loop); every refusal a 400 naming the field."""
+    decoder process beyond (so that no body blocks the loop); every refusal a 400 naming the field. The
+    top-level fields `model` does not declare go to the field policy (`fieldpolicy.unknown`)."""
     return await decode_wire(request, await read_chunks(request), model)
 
 
 async def decode_wire(request: Request, chunks: list[bytes], model: type[W]) -> W:
     """A body already read (`read_chunks`) as the wire model `model`, as `read_wire` decodes it: a route that
-    decodes one body twice (first the fields that decide its dialect, then the dialect's model) reads it once."""
+    decodes one body twice (first the fields that decide its dialect, then the dialect's model) reads it once,
+    and the field policy sees it as the model it turned out to be (`wire.Lenient.partial`)."""
     if sum(map(len, chunks)) <= wire.INLINE_BYTES:
-        return wire.decode(b"".join(chunks), model)
-    decoder: BodyDecoder | None = getattr(request.app.state, "body_decoder", None)
-    if decoder is None:
-        decoder = request.app.state.body_decoder = BodyDecoder()
-    return await decoder.decode(chunks, model)
+        raw = b"".join(chunks)
+        value = wire.decode(raw, model)
+        unknown = [] if getattr(model, "partial", False) else wire.unknown_fields(raw, model)
+    else:
+        decoder: BodyDecoder | None = getattr(request.app.state, "body_decoder", None)
+        if decoder is None:
+            decoder = request.app.state.body_decoder = BodyDecoder()
+        value, unknown = await decoder.decode(chunks, model)
+    if unknown and not getattr(model, "partial", False):
+        fieldpolicy.unknown(unknown, wire.accepted_names(model))
+    return value
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:

@@ -10,33 +10,42 @@ parsing, the checks (types, ranges, counts, unknown fields) and the OpenAPI requ
                     └▶ InvalidRequest(field=...)   one mapping (`refusal`) of msgspec's errors onto ours
 ```
 
-A dialect declares its models in its own `wire.py` on `Lenient` (unknown fields ignored: OpenAI's clients send
-many) or `Strict` (unknown fields refused with a 400 naming them, as long as `REFUSE_UNKNOWN_FIELDS` says so:
-the one switch of that policy). Bounds come from `domain/limits.py`; ranges are written once, in the model.
-`docs/dialects.md` has the recipe.
+A dialect declares its models in its own `wire.py` on `Lenient` (or `Strict`, the same since the one field
+policy: both decode whatever unknown fields a body holds). The top-level fields a model does not declare are
+found by `unknown_fields` (one cheap pass over the body's keys) and handed to the policy
+(`fieldpolicy.unknown`: accepted, reported in `X-Localllm-Ignored-Fields`, or refused; docs/compat.md).
+Bounds come from `domain/limits.py`; ranges are written once, in the model. `docs/dialects.md` has the recipe.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 from msgspec import inspect as mi
 
 from ..domain.errors import InvalidRequest
-from ..domain.limits import MAX_JSON_DEPTH, size_text
+from ..domain.limits import MAX_JSON_DEPTH, MAX_UNKNOWN_FIELDS, size_text
 from ..domain.types import check_range
+from . import fieldpolicy
 
-REFUSE_UNKNOWN_FIELDS = True  # the unknown-field policy of `Strict` models: one switch, here
 INLINE_BYTES = 256 << 10  # bodies up to this are decoded on the event loop (docs/request-path.md, docs/limits.md)
 
 
 class Lenient(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A wire model whose unknown fields are ignored."""
+    """A wire model: unknown fields are decoded past; at the top level of a body they go to the field policy
+    (`unknown_fields`, `fieldpolicy.unknown`), and in the nested objects a body model names in `reported`
+    (field name -> its model: TGI's `parameters`), as `parameters.typo`."""
+
+    reported: ClassVar[Mapping[str, type[msgspec.Struct]]] = {}
+    # A model of only the fields that decide how a shared path reads its body (`shared.Presence`): the field
+    # policy looks at the body once it is decoded as the model it turned out to be, not at this first look.
+    partial: ClassVar[bool] = False
 
     def check(self) -> None:
         """Refuse (`InvalidRequest`) what the field declarations cannot say and must be known before the body
@@ -44,8 +53,9 @@ class Lenient(msgspec.Struct, kw_only=True, omit_defaults=True):
         what a large body costs the event loop small once it is read back (`bodydecoder.py`)."""
 
 
-class Strict(Lenient, kw_only=True, omit_defaults=True, forbid_unknown_fields=REFUSE_UNKNOWN_FIELDS):
-    """A wire model whose unknown fields are refused (`REFUSE_UNKNOWN_FIELDS`)."""
+class Strict(Lenient, kw_only=True, omit_defaults=True):
+    """A wire model under the same policy as `Lenient` (kept so that the dialects' declarations say which
+    bodies once refused unknown fields: Anthropic's and the Responses API's, as those APIs do)."""
 
 
 W = TypeVar("W", bound=msgspec.Struct)
@@ -71,9 +81,55 @@ def decode(raw: bytes, model: type[W]) -> W:
     return value
 
 
+def unknown_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:
+    """The top-level fields of `raw` (a JSON object, already decoded once as `model`) that `model` does not
+    declare, in the body's order, the first `MAX_UNKNOWN_FIELDS` of them (a body of a million keys must not
+    cost the event loop a million policy checks): one pass over its keys, the values skipped (`msgspec.Raw`)."""
+    keys = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    return list(itertools.islice(_unknown(keys, model), MAX_UNKNOWN_FIELDS))
+
+
+def _unknown(keys: dict[str, msgspec.Raw], model: type[msgspec.Struct]) -> Iterator[str]:
+    known = _names(model)
+    yield from (key for key in keys if key not in known)
+    for name, inner in getattr(model, "reported", {}).items():
+        value = keys.get(name)
+        if value is None:
+            continue
+        try:
+            nested = msgspec.json.decode(value, type=dict[str, msgspec.Raw])
+        except msgspec.ValidationError:  # not an object (null): nothing in it
+            continue
+        yield from (f"{name}.{key}" for key in _unknown(nested, inner))
+
+
+_NAMES: dict[type[msgspec.Struct], frozenset[str]] = {}
+
+
+def _names(model: type[msgspec.Struct]) -> frozenset[str]:
+    """The names `model` takes on the wire (its fields' encode names, its tag field)."""
+    names = _NAMES.get(model)
+    if names is None:
+        config = model.__struct_config__
+        encoded = model.__struct_encode_fields__
+        names = _NAMES[model] = frozenset((*encoded, *([config.tag_field] if config.tag_field else [])))
+    return names
+
+
+def accepted_names(model: type[msgspec.Struct]) -> frozenset[str]:
+    """What `model` declares, for a refusal's message."""
+    return _names(model)
+
+
 def decode_dict(body: dict[str, Any], model: type[W]) -> W:
-    """`body` as `model`, by the same path as a body on the wire (tests, and bodies already decoded)."""
-    return decode(json.dumps(body).encode(), model)
+    """`body` as `model`, by the same path as a body on the wire (tests, and bodies already decoded), its
+    unknown top-level fields handed to the field policy."""
+    raw = json.dumps(body).encode()
+    value = decode(raw, model)
+    unknown = unknown_fields(raw, model)
+    if unknown:
+        fieldpolicy.unknown(unknown, _names(model))
+    return value
 
 
 def check_text(texts: Iterable[str], bound: int, field: str, what: str) -> None:

@@ -40,6 +40,7 @@ from ..domain.types import (
     Progress,
     Ranking,
     Token,
+    bounded,
 )
 from ..modelstore.models import DamagedModel, Model, diagnose, read_model
 from ..modelstore.store import Store
@@ -212,7 +213,7 @@ class Service:
         started = time.perf_counter_ns()
         model = self.model(req.model)
         self._check_generative(model, "generate")
-        options = req.options.merged_over(model.parameters)
+        options = bounded(req.options.merged_over(model.parameters), model.parameters, self.settings.max_tokens)
         limits.check_generation((), constraints=req.constraints, stop=options.stop)
         capable = self._can_think(model, req.template or model.template, req.think)
         if req.suffix:
@@ -271,9 +272,11 @@ class Service:
         started = time.perf_counter_ns()
         model = self.model(req.model)
         self._check_generative(model, "chat")
-        options = req.options.merged_over(model.parameters)
+        options = bounded(req.options.merged_over(model.parameters), model.parameters, self.settings.max_tokens)
         messages = conversation(model, req.messages)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
+        if not model.template_for(tools=bool(req.tools))[0]:  # the plain transcript: its turn markers end it
+            options = replace(options, stop=(*(options.stop or ()), *prompt.PLAIN_STOPS))
         context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
         capable, think, budget = self._chat_thinking(model, req)
 
@@ -298,6 +301,7 @@ class Service:
                 del kept[droppable[0]]
                 text = await render(kept)
                 n = len(await runner.tokenize(text))
+            logs.note_prompt(n)
             if n < first:
                 log.warning(
                     "%s: dropped %d old turns (%d tokens) to fit the context of %d",
@@ -319,6 +323,7 @@ class Service:
             truncate=req.truncate,
             fit=fit if req.truncate else None,
             think_budget=budget,
+            count_prompt=req.count_prompt,
         )
         short = bool(req.tools) and await self._short_call_ids(req)
         template = model.template_for(tools=bool(req.tools))[0]
@@ -333,7 +338,7 @@ class Service:
         and tools through the chat template, tokenized as generation would (loads the model)."""
         model = self.model(req.model)
         self._check_generative(model, "chat")
-        options = req.options.merged_over(model.parameters)
+        options = bounded(req.options.merged_over(model.parameters), model.parameters, self.settings.max_tokens)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         ref = self._ref(model, options)
         _, think, budget = self._chat_thinking(model, req)
@@ -356,6 +361,7 @@ class Service:
         truncate: bool = False,
         fit: Callable[[Runner, int], Awaitable[tuple[str, int]]] | None = None,
         think_budget: int | None = None,
+        count_prompt: bool = False,
     ) -> AsyncGenerator[Token | Done, None]:
         """Generate from `text` on a slot of the model's runner. With `truncate`, an input too long for the
         context is cut (by `fit` first, when given: chat drops old turns) and the count reported in `Done`.
@@ -383,7 +389,9 @@ class Service:
             dropped = 0
             n_ctx = lease.runner.info.n_ctx or ref.spec.n_ctx
             if fit is not None:
-                text, dropped = await fit(lease.runner, n_ctx)
+                text, dropped = await fit(lease.runner, n_ctx)  # counts the prompt (`logs.note_prompt`)
+            elif count_prompt:
+                logs.note_prompt(len(await lease.runner.tokenize(text)))
             job = runner_job(text, options, constraints, truncate)
             held = await quota.reserve_tokens(job.prompt, job.context, job.num_predict, n_ctx, lease.runner.tokenize)
             job = replace(job, num_predict=held.granted)

@@ -59,6 +59,7 @@ class ChatRequest:
     think: thinking.Think = None  # reasoning on or off (or a level); None: the template's default
     think_field: str = "think"  # the request's field that set `think`, named when the model cannot think
     think_budget: int | None = None  # at most this many tokens of thinking (`thinking.budgeted`), where it thinks
+    count_prompt: bool = False  # count the prompt's tokens before generating (`logs.note_prompt`)
 
 
 @dataclass(frozen=True)

@@ -182,8 +182,9 @@ def test_the_sse_bytes(server: Daemon) -> None:
         "message_stop",
     ]
     assert all(d["type"] == n for n, d in events)
+    counted = httpx.post(server.url + "/v1/messages/count_tokens", json={"model": CHAT, "messages": USER}, timeout=60)
     assert events[0][1]["message"]["usage"] == {
-        "input_tokens": 0,
+        "input_tokens": counted.json()["input_tokens"],  # the prompt's tokens, counted before generating
         "output_tokens": 0,
         "cache_read_input_tokens": 0,
         "cache_creation_input_tokens": 0,

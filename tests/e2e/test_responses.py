@@ -132,7 +132,7 @@ def test_bad_fields_are_400_naming_the_field(client: Any) -> None:
     for extra, param in (
         ({"temperature": 3}, "temperature"),
         ({"tools": [{"type": "web_search"}, {"type": "function", "name": "a b"}]}, "tools[1].name"),
-        ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
+        ({"extra_body": {"conversation": "conv_1"}}, "conversation"),
         ({"input": [{"type": "input_image"}]}, "input[0].type"),
     ):
         kwargs = {"input": "hi", **greedy(), **extra}

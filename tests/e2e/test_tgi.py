@@ -168,7 +168,7 @@ def test_info_health_and_tokenize(server: Daemon) -> None:
         ({"best_of": 2}, "parameters.best_of"),  # best_of needs sampling
         ({"grammar": {"type": "regex", "value": r"(a)\1"}}, "parameters.grammar.value"),
         ({"top_n_tokens": 99}, "parameters.top_n_tokens"),
-        ({"typo": 1}, "parameters.typo"),
+        ({"audio": 1}, "parameters.audio"),  # would change the answer: refused (an unknown one is reported)
     ],
 )
 def test_validation_errors_are_422_in_tgi_shape(server: Daemon, parameters: dict[str, Any], field: str) -> None:
@@ -176,6 +176,12 @@ def test_validation_errors_are_422_in_tgi_shape(server: Daemon, parameters: dict
     assert response.status_code == 422
     body = response.json()
     assert body["error_type"] == "validation" and field in body["error"]
+
+
+def test_an_unknown_parameter_is_reported_not_dropped(server: Daemon) -> None:
+    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 2, "typo": 1}, "extra": True}
+    response = httpx.post(server.url + "/generate", json=body, timeout=60)
+    assert response.status_code == 200 and response.headers["x-localllm-ignored-fields"] == "extra, parameters.typo"
 
 
 def test_client_raises_typed_errors(client: Any, server: Daemon) -> None:

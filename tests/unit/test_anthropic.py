@@ -14,7 +14,8 @@ import pytest
 
 from localllm.domain.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
 from localllm.domain.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
-from localllm.server import dialects, openapi
+from localllm.observability import logs
+from localllm.server import dialects, fieldpolicy, openapi
 from localllm.server.dialects.anthropic import api as an
 from localllm.server.dialects.anthropic import requests as anr
 from localllm.server.errors import message_of
@@ -47,6 +48,49 @@ def test_fields_map_onto_options_and_defaults() -> None:
     assert parse().chat.options.temperature == 1.0, "Anthropic's default temperature"
 
 
+def test_what_claude_code_sends_is_understood() -> None:
+    """Claude Code's first request: `context_management` clearing thinking, a `system` message inside
+    `messages`, `cache_control` on blocks, tools and system blocks, a signed thinking block in history."""
+    cached = {"type": "ephemeral"}
+    chat = anr.parse(
+        {
+            **BASE,
+            "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": cached}],
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+            "tools": [{**WEATHER, "cache_control": cached}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": cached}]},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": "hmm", "signature": "EqQBCkgIAR..."},
+                        {"type": "text", "text": "hello"},
+                    ],
+                },
+                {"role": "system", "content": "The user switched to plan mode."},
+                {"role": "user", "content": "go on"},
+            ],
+        }
+    ).chat
+    roles = [(m.role, m.content) for m in chat.messages]
+    assert roles == [
+        ("system", "You are Claude Code."),
+        ("user", "hi"),
+        ("assistant", "hello"),
+        ("system", "The user switched to plan mode."),
+        ("user", "go on"),
+    ], "the system message stays where it was sent (prompt.adapt folds it where a template has no system turn)"
+
+
+def test_a_tool_result_with_an_image_is_refused_naming_it() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "shot:"}, image]}
+    body = {**BASE, "messages": [{"role": "user", "content": [result]}]}
+    with pytest.raises(InvalidRequest) as info:
+        anr.parse(body)
+    assert info.value.field == "messages[0].content[0].content[1]" and "'image' blocks" in str(info.value)
+
+
 def test_thinking_maps_onto_think_and_a_budget() -> None:
     enabled = parse(thinking={"type": "enabled", "budget_tokens": 8}).chat
     assert (enabled.think, enabled.think_budget) == (None, 8), "thinks where the model can, within 8 tokens"
@@ -68,8 +112,12 @@ def test_thinking_maps_onto_think_and_a_budget() -> None:
         ({**BASE, "max_tokens": 0}, "max_tokens"),
         ({**BASE, "temperature": 1.5}, "temperature"),
         ({**BASE, "messages": []}, "messages"),
-        ({**BASE, "frequency_penalty": 1}, "frequency_penalty"),
-        ({**BASE, "messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({**BASE, "messages": [{"role": "bot", "content": "x"}]}, "messages[0].role"),
+        ({**BASE, "messages": [{"role": "system", "content": [{"type": "image"}]}]}, "messages[0].content[0]"),
+        (
+            {**BASE, "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},
+            "context_management.edits[0].type",
+        ),
         (
             {**BASE, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
             "messages[0].content[0]",
@@ -144,7 +192,10 @@ def test_tool_choice_modes() -> None:
 def test_count_tokens_takes_the_prompt_fields_only() -> None:
     chat = anr.parse_count({"model": "m", "messages": [{"role": "user", "content": "hi"}], "system": "s"})
     assert [m.role for m in chat.messages] == ["system", "user"]
-    with pytest.raises(InvalidRequest) as info:
+    with fieldpolicy.begin(strict=False, client="sdk") as report:
+        anr.parse_count({**BASE})
+    assert report.ignored == ["max_tokens"], "not a field of count_tokens: reported (server/fieldpolicy.py)"
+    with fieldpolicy.begin(strict=True, client="sdk"), pytest.raises(InvalidRequest) as info:
         anr.parse_count({**BASE})
     assert info.value.field == "max_tokens"
 
@@ -194,6 +245,19 @@ def streamed(*items: Event) -> list[tuple[str, dict[str, Any]]]:
         return [e async for e in an.sse_events("msg_1", "m", events(*items))]
 
     return asyncio.run(drain())
+
+
+def test_message_start_carries_the_prompts_tokens_counted_before_generating() -> None:
+    assert anr.parse({**BASE, "stream": True}).chat.count_prompt, "a stream asks the service to count first"
+    assert not anr.parse(BASE).chat.count_prompt, "a whole answer has them in its usage anyway"
+    info, token = logs.begin(None, "anthropic")
+    try:
+        logs.note_prompt(42)
+        start = streamed(DONE)[0][1]
+    finally:
+        logs.end(token)
+    assert start["message"]["usage"]["input_tokens"] == 42
+    assert streamed(DONE)[0][1]["message"]["usage"]["input_tokens"] == 0, "outside a request: not known"
 
 
 def test_stream_events_in_order() -> None:
@@ -280,7 +344,7 @@ def test_the_dialect_owns_its_paths() -> None:
     documented = document["paths"]
     ref = documented["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = document["components"]["schemas"][ref.rpartition("/")[2]]
-    assert {"model", "max_tokens", "messages"} <= set(schema["required"]) and schema["additionalProperties"] is False
+    assert {"model", "max_tokens", "messages"} <= set(schema["required"]) and "additionalProperties" not in schema
     assert {"system", "tools", "tool_choice", "thinking", "stop_sequences", "top_k"} <= set(schema["properties"])
     assert "529" in documented["/v1/messages"]["post"]["responses"]
     assert "/v1/messages/count_tokens" in documented

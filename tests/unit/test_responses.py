@@ -38,6 +38,52 @@ def test_a_string_input_is_one_user_message_after_the_instructions() -> None:
     assert t.store and not t.stream and t.echo["metadata"] == {"a": "b"} and t.echo["tool_choice"] == "none"
 
 
+def test_what_codex_replays_is_understood() -> None:
+    """Codex CLI's turns: `client_metadata`, `include`, `text.verbosity`, `reasoning.summary`, reasoning items
+    with `encrypted_content`, and its local shell and custom tool calls with their outputs."""
+    items = [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "list files"}]},
+        {
+            "type": "reasoning",
+            "id": "rs_1",
+            "summary": [{"type": "summary_text", "text": "thinking"}],
+            "encrypted_content": "gAAAAB...",
+        },
+        {
+            "type": "local_shell_call",
+            "id": "lsh_1",
+            "call_id": "c1",
+            "status": "completed",
+            "action": {"type": "exec", "command": ["ls"], "timeout_ms": 1000},
+        },
+        {"type": "local_shell_call_output", "id": "c1", "output": "a.txt"},
+        {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "*** Begin Patch"},
+        {"type": "custom_tool_call_output", "call_id": "c2", "output": "Done"},
+    ]
+    t = turn(
+        input=items,
+        client_metadata={"session_id": "s"},
+        include=["reasoning.encrypted_content"],
+        text={"verbosity": "low"},
+        reasoning={"effort": "medium", "summary": "auto"},
+        parallel_tool_calls=False,
+        prompt_cache_key="k",
+        store=False,
+    )
+    assert t.chat.messages == (
+        ChatMessage("user", "list files"),
+        ChatMessage(
+            "assistant", "", (ToolCall("c1", "local_shell", {"type": "exec", "command": ["ls"], "timeout_ms": 1000}),)
+        ),
+        ChatMessage("tool", "a.txt", tool_call_id="c1"),
+        ChatMessage("assistant", "", (ToolCall("c2", "apply_patch", {"input": "*** Begin Patch"}),)),
+        ChatMessage("tool", "Done", tool_call_id="c2"),
+    )
+    with pytest.raises(InvalidRequest) as info:
+        turn(input=[{"type": "web_search_call", "id": "ws_1", "status": "completed"}])
+    assert info.value.field == "input[0].type" and "web search is not available" in str(info.value)
+
+
 def test_input_items_become_messages_calls_and_results() -> None:
     items = [
         {"role": "developer", "content": "sys"},
@@ -100,7 +146,7 @@ def test_text_format() -> None:
         ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
         ({"truncation": "sometimes"}, "truncation"),
         ({"background": True}, "background"),
-        ({"frobnicate": 1}, "frobnicate"),
+        ({"conversation": "conv_1"}, "conversation"),
     ],
 )
 def test_refusals_name_the_field(body: dict[str, Any], field: str) -> None:

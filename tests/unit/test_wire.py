@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from localllm.chat.thinking import EFFORTS
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.limits import MAX_JSON_DEPTH
+from localllm.domain.limits import MAX_JSON_DEPTH, MAX_UNKNOWN_FIELDS
 from localllm.server import bodydecoder, wire
 from localllm.server.dialects import wire_models
 from localllm.server.dialects.openai import wire as openai_wire
@@ -52,7 +52,6 @@ def refused(body: Any, field: str | None) -> str:
     ("body", "field", "message"),
     [
         ({}, "name", "name is required"),
-        ({"name": "x", "nope": 1}, "nope", "unknown field 'nope' (accepted: extra, items, n, name, p)"),
         ({"name": 3}, "name", "name must be a string, got int"),
         ({"name": "x", "n": 9}, "n", "n must be between 1 and 8, got 9"),
         ({"name": "x", "n": True}, "n", "n must be an integer, got bool"),
@@ -60,7 +59,6 @@ def refused(body: Any, field: str | None) -> str:
         ({"name": "x", "items": []}, "items", "items must hold at least one item"),
         ({"name": "x", "items": [{"role": "user"}] * 3}, "items", "items holds 3 items, more than the 2 allowed"),
         ({"name": "x", "items": [{"role": "bot"}]}, "items[0].role", "items[0].role must be one of assistant, user"),
-        ({"name": "x", "items": [{"role": "user", "x": 1}]}, "items[0].x", "unknown field 'items[0].x'"),
         (
             {"name": "x", "items": [{"role": "user", "parts": [{"type": "image"}]}]},
             "items[0].parts[0].type",
@@ -94,17 +92,31 @@ def test_nesting_past_the_bound_is_a_400_never_a_recursion_error() -> None:
     assert wire.decode(json.dumps({"name": "x", "extra": shallow}).encode(), Body).extra is not None
 
 
-def test_unknown_fields_follow_the_one_switch() -> None:
-    assert Body.__struct_config__.forbid_unknown_fields is wire.REFUSE_UNKNOWN_FIELDS
-    assert not wire.Lenient.__struct_config__.forbid_unknown_fields
-    assert openai_wire.ChatCompletionRequest.__struct_config__.forbid_unknown_fields is False, "OpenAI's SDKs"
+def test_unknown_fields_are_decoded_past_and_the_top_level_ones_named() -> None:
+    raw = json.dumps({"zed": 1, "name": "x", "items": [{"role": "user", "x": 1}], "alpha": {"deep": [1]}}).encode()
+    assert wire.decode(raw, Body).name == "x", "no model forbids unknown fields: the policy decides (fieldpolicy)"
+    assert wire.unknown_fields(raw, Body) == ["zed", "alpha"], "top-level only, in the body's order"
+    assert wire.unknown_fields(b'{"type": "text", "text": "t"}', Part) == [], "a tag field is declared"
+    assert not any(m.__struct_config__.forbid_unknown_fields for m in wire_models())
+    nested = json.dumps({"name": "x", "items": [{"role": "user"}], "inner": {"role": "user", "zz": 1}, "q": 1})
+
+    class Reporting(Body, kw_only=True):
+        reported = {"inner": Inner}  # as TGI's `parameters`
+        inner: Inner | None = None
+
+    assert wire.unknown_fields(nested.encode(), Reporting) == ["q", "inner.zz"]
+    assert wire.unknown_fields(b'{"name": "x", "inner": null}', Reporting) == []
+    assert "reported" not in Reporting.__struct_fields__
+    flood = json.dumps({"name": "x", **{f"k{i}": i for i in range(MAX_UNKNOWN_FIELDS + 10)}}).encode()
+    assert wire.unknown_fields(flood, Body) == [f"k{i}" for i in range(MAX_UNKNOWN_FIELDS)], "the first ones"
 
 
 def test_the_body_decoder_answers_a_model_or_a_refusal() -> None:
     model = openai_wire.EmbeddingRequest
     ref = f"{model.__module__}:{model.__name__}"
-    kind, payload = bodydecoder.answer(ref, b'{"input": "x", "dimensions": 2}')
-    assert kind == 0 and msgspec.msgpack.decode(payload, type=model) == model(input="x", dimensions=2)
+    kind, payload = bodydecoder.answer(ref, b'{"input": "x", "dimensions": 2, "novel": 1}')
+    value = msgspec.msgpack.decode(payload, type=tuple[openai_wire.EmbeddingRequest, list[str]])
+    assert kind == 0 and value == (model(input="x", dimensions=2), ["novel"]), "with the unknown top-level fields"
     kind, payload = bodydecoder.answer(ref, b'{"input": "x", "dimensions": 0}')
     expected = {"message": "dimensions must be at least 1, got 0", "field": "dimensions"}
     assert kind == 1 and json.loads(payload) == expected

@@ -15,6 +15,7 @@ from localllm.server.dialects import DIALECTS
 from localllm.server.openapi import document
 
 from ..fakes import FakeFactory
+from .test_fieldpolicy import client_for
 from .test_server import make_client
 
 Shape = Callable[[Any], str]  # the error body's message, once its shape is checked
@@ -131,13 +132,26 @@ def test_2000_levels_deep_is_refused_in_the_dialects_shape(
         assert "nests deeper than" in message, message
 
 
+@pytest.fixture
+def strict(tmp_path: Path) -> Iterator[TestClient]:
+    yield from client_for(tmp_path, strict_fields=True)
+
+
 @pytest.mark.parametrize(("path", "body", "field", "shape"), UNKNOWN)
-def test_an_unknown_field_is_refused_naming_it(
+def test_an_unknown_field_is_refused_naming_it_under_strict_fields(
+    strict: TestClient, path: str, body: dict[str, Any], field: str, shape: Shape
+) -> None:
+    r = strict.post(path, json=body)
+    assert r.status_code == STATUS[shape], r.text
+    assert f"unknown field '{field}'" in shape(r.json())
+
+
+@pytest.mark.parametrize(("path", "body", "field", "shape"), UNKNOWN)
+def test_an_unknown_field_is_reported_by_default(
     client: TestClient, path: str, body: dict[str, Any], field: str, shape: Shape
 ) -> None:
     r = client.post(path, json=body)
-    assert r.status_code == STATUS[shape], r.text
-    assert f"unknown field '{field}'" in shape(r.json())
+    assert r.headers.get("x-localllm-ignored-fields") == field, (r.status_code, r.text)
 
 
 CONVERTED = ("tgi", "tei", "vllm", "triton", "rerank", "tokenize", "compat", "lmdeploy")

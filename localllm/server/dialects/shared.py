@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from msgspec import Meta
 from starlette.requests import Request
@@ -92,6 +92,7 @@ class Presence(Lenient, kw_only=True):
     keeps no more), so deciding costs the event loop nothing whatever the body's size; the body is then decoded
     again as the model it turned out to be (`requests.decode_wire`). Subclasses declare the fields, as `Any`."""
 
+    partial: ClassVar[bool] = True  # the field policy waits for the body's own model
     model: Any = None
 
     def check(self) -> None:

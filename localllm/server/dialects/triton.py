@@ -13,10 +13,11 @@ a stream sends new text only. Errors are `{"error": "..."}`.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -54,6 +55,7 @@ class TritonParameters(TritonSampling, kw_only=True):
 
 
 class TritonGenerateRequest(TritonSampling, kw_only=True):
+    reported: ClassVar[Mapping[str, type[msgspec.Struct]]] = {"parameters": TritonParameters}  # parameters.typo too
     """The generate extension's body: the sampling fields in `parameters`, or at the top level (not both)."""
 
     text_input: str

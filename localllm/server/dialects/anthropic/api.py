@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ....domain.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
+from ....observability import logs
 from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
@@ -108,6 +109,14 @@ def whole(mid: str, model: str, answer: Answer) -> dict[str, Any]:
 Sse = tuple[str, dict[str, Any]]  # an event's name and data
 
 
+def _prompt_counted() -> int:
+    """The prompt's tokens, counted before generating (`ChatRequest.count_prompt`): known once the first event
+    came, so `message_start` carries them unless the stream had to open first (a model loading: 0 then; the
+    count comes in `message_delta`)."""
+    info = logs.current()
+    return info.prompt_counted or 0 if info is not None else 0
+
+
 async def sse_events(mid: str, model: str, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Sse, None]:
     """The stream's events: `message_start`, a block per kind of output (thinking, text, each tool call) with
     its deltas, then `message_delta` (stop reason, usage) and `message_stop`."""
@@ -120,7 +129,7 @@ async def sse_events(mid: str, model: str, events: AsyncGenerator[Event, None]) 
                 "content": [],
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": usage(None),
+                "usage": {**usage(None), "input_tokens": _prompt_counted()},
             },
         },
     )

@@ -40,7 +40,7 @@ def parse(raw: wire.MessagesRequest | dict[str, Any]) -> Parsed:
                 "a forced tool_choice cannot be combined with output_config.format", field="tool_choice"
             )
         chat = replace(chat, constraints=replace(chat.constraints, format=fmt))
-    return Parsed(chat, body.stream)
+    return Parsed(replace(chat, count_prompt=body.stream), body.stream)  # message_start says the input tokens
 
 
 def parse_count(raw: wire.CountTokensRequest | dict[str, Any]) -> ChatRequest:
@@ -50,6 +50,7 @@ def parse_count(raw: wire.CountTokensRequest | dict[str, Any]) -> ChatRequest:
 
 def _chat(body: wire.CountTokensRequest, options: Options, max_tokens: int | None) -> ChatRequest:
     name = rq.name_of(body.model)
+    _context_management(body.context_management)
     think, budget = _thinking(body.thinking, max_tokens)
     tools = _tools(body.tools)
     choice = _tool_choice(body.tool_choice, tools)
@@ -66,13 +67,27 @@ def _chat(body: wire.CountTokensRequest, options: Options, max_tokens: int | Non
     )
 
 
-def _texts(blocks: list[wire.Block] | list[wire.TextBlock], label: str, sep: str) -> str:
+def _context_management(raw: wire.ContextManagement | None) -> None:
+    """Claude Code's `context_management` beta: clearing earlier thinking is what happens here anyway (earlier
+    turns' thinking is never part of the prompt), so `clear_thinking_*` edits are accepted; any other edit
+    (clearing tool uses) would change the prompt and is not done here: refused, naming it."""
+    for i, edit in enumerate(raw.edits if raw else ()):
+        if not edit.type.startswith("clear_thinking"):
+            label = f"context_management.edits[{i}].type"
+            raise InvalidRequest(
+                f"{label}: the context edit '{edit.type}' is not supported here (only clear_thinking_*)", field=label
+            )
+
+
+def _texts(blocks: list[wire.Block] | list[wire.ResultBlock], label: str, sep: str) -> str:
     """The text of text blocks; any other block is refused naming it."""
     texts = []
     for i, block in enumerate(blocks):
         if not isinstance(block, wire.TextBlock):
+            kind = block.__struct_config__.tag
+            why = " (the models here read text)" if kind in ("image", "document") else ""
             raise InvalidRequest(
-                f"{label}[{i}] must be a text block: '{block.__struct_config__.tag}' blocks are not supported here",
+                f"{label}[{i}] must be a text block: '{kind}' blocks are not supported here{why}",
                 field=f"{label}[{i}]",
             )
         texts.append(block.text)
@@ -89,7 +104,12 @@ def _system(raw: wire.Content | None) -> tuple[ChatMessage, ...]:
 def _messages(raw: list[wire.AnthropicMessage]) -> list[ChatMessage]:
     out: list[ChatMessage] = []
     for i, item in enumerate(raw):
-        if isinstance(item.content, str):
+        if item.role == "system":  # a system turn where it was sent; `prompt.adapt` folds it if need be
+            text = (
+                item.content if isinstance(item.content, str) else _texts(item.content, f"messages[{i}].content", "\n")
+            )
+            out.append(ChatMessage("system", text))
+        elif isinstance(item.content, str):
             out.append(ChatMessage(item.role, item.content))
         else:
             out += _blocks(item.role, item.content, f"messages[{i}].content")

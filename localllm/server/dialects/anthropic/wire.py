@@ -1,10 +1,13 @@
 """Anthropic's Messages request bodies (`POST /v1/messages`, `POST /v1/messages/count_tokens`), declared once:
 the parser, the checks and the OpenAPI schemas all come from these models (`server/wire.py`).
 
-Unknown top-level fields are refused (`Strict`), as Anthropic's API does; inside blocks and the nested
-objects they are ignored (the SDKs add fields there). Content blocks are a tagged union on `type`;
-`image` and `document` blocks are declared (so that they are refused by name, and so that they can be taken
-once the service takes media), and what a block may hold in which turn is `requests.py`'s to say.
+Unknown top-level fields go to the one field policy (`server/fieldpolicy.py`: reported, or refused under
+LOCALLLM_STRICT_FIELDS=1); inside blocks and the nested objects they are ignored (the SDKs add fields there:
+`cache_control` may sit on any block, a tool, a system block). Content blocks are a tagged union on `type`;
+`image` and `document` blocks are declared (so that they are refused by name, in a tool result too, and so
+that they can be taken once the service takes media), and what a block may hold in which turn is
+`requests.py`'s to say. A message may have the `system` role (Claude Code's mid-conversation system
+messages): it is kept as a system turn, and folded into the next user turn where the template has none.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class ToolUseBlock(Lenient, tag_field="type", tag="tool_use"):
 
 class ToolResultBlock(Lenient, tag_field="type", tag="tool_result"):
     tool_use_id: str
-    content: str | list[TextBlock] | None = None
+    content: str | list[ResultBlock] | None = None  # text; images and documents are refused by name
     is_error: bool = False
 
 
@@ -51,12 +54,13 @@ class DocumentBlock(Lenient, tag_field="type", tag="document"):
     source: dict[str, Any] | None = None
 
 
+ResultBlock = TextBlock | ImageBlock | DocumentBlock
 Block = TextBlock | ThinkingBlock | RedactedThinkingBlock | ToolUseBlock | ToolResultBlock | ImageBlock | DocumentBlock
 Content = str | list[Block]
 
 
 class AnthropicMessage(Lenient):
-    role: Literal["user", "assistant"]  # system text goes in `system`
+    role: Literal["user", "assistant", "system"]  # system: a mid-conversation system message (text only)
     content: Content
 
 
@@ -78,6 +82,15 @@ class ThinkingConfig(Lenient):
     budget_tokens: int | None = None  # "enabled": required, 1 to max_tokens - 1
 
 
+class ContextEdit(Lenient, kw_only=True):
+    type: str  # clear_thinking_*: accepted (earlier thinking is never in the prompt here); others refused
+    keep: Any = None
+
+
+class ContextManagement(Lenient, kw_only=True):
+    edits: Annotated[list[ContextEdit], Meta(max_length=16)] = []
+
+
 class OutputFormat(Lenient):
     type: Literal["json_schema"]
     schema: dict[str, Any]
@@ -88,7 +101,7 @@ class OutputConfig(Lenient):
     effort: str | None = None  # accepted and ignored
 
 
-def _texts(content: str | Sequence[Block] | None) -> list[str]:
+def _texts(content: str | Sequence[Block] | Sequence[ResultBlock] | None) -> list[str]:
     if content is None:
         return []
     if isinstance(content, str):
@@ -112,6 +125,7 @@ class CountTokensRequest(Strict, kw_only=True):
     tool_choice: AnthropicToolChoice | None = None
     thinking: ThinkingConfig | None = None
     output_config: OutputConfig | None = None
+    context_management: ContextManagement | None = None  # Claude Code's beta: `requests.py` says which edits
 
     def check(self) -> None:
         texts = [*_texts(self.system), *(t for m in self.messages for t in _texts(m.content))]

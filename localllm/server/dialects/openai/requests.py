@@ -111,6 +111,8 @@ def _format(response_format: wire.ResponseFormat | None) -> Any:
         return "json"
     if isinstance(response_format, wire.JsonSchemaFormat):
         return response_format.json_schema.schema
+    if isinstance(response_format, wire.JsonValueFormat):
+        return response_format.value
     return None
 
 

@@ -106,7 +106,14 @@ class JsonSchemaFormat(Lenient, tag_field="type", tag="json_schema"):
     json_schema: JsonSchemaSpec
 
 
-ResponseFormat = TextFormat | JsonObjectFormat | JsonSchemaFormat
+class JsonValueFormat(Lenient, tag_field="type", tag="json"):
+    """TGI's form (`huggingface_hub`'s `InferenceClient.chat_completion(response_format=...)`): the schema as
+    `value`."""
+
+    value: dict[str, Any]
+
+
+ResponseFormat = TextFormat | JsonObjectFormat | JsonSchemaFormat | JsonValueFormat
 
 
 # -- bodies -------------------------------------------------------------------------------------------------

@@ -64,10 +64,36 @@ def _text(content: wire.Content | None, label: str) -> str:
     return "".join(texts)
 
 
+ITEMS = (
+    "message",
+    "function_call",
+    "function_call_output",
+    "reasoning",
+    "local_shell_call",
+    "local_shell_call_output",
+    "custom_tool_call",
+    "custom_tool_call_output",
+)
+HOSTED = {  # the calls of hosted tools, which are not run here: refused by name
+    "web_search_call": "web search",
+    "file_search_call": "file search",
+    "computer_call": "computer use",
+    "computer_call_output": "computer use",
+    "image_generation_call": "image generation",
+    "code_interpreter_call": "the code interpreter",
+    "mcp_call": "remote MCP servers",
+    "mcp_list_tools": "remote MCP servers",
+    "mcp_approval_request": "remote MCP servers",
+    "mcp_approval_response": "remote MCP servers",
+}
+
+
 def parse_input(raw: str | Sequence[wire.InputItem]) -> tuple[ChatMessage, ...]:
     """`input`: a string (one user message), or items: messages (`input_text`/`output_text` parts or a string,
-    roles user, system, developer, assistant), `function_call` and `function_call_output` items; `reasoning`
-    items are accepted and left out of the prompt."""
+    roles user, system, developer, assistant), the calls (`function_call`, and Codex's `local_shell_call` and
+    `custom_tool_call`: an assistant turn's tool calls) and their outputs (tool turns); `reasoning` items
+    (with their `encrypted_content`) are accepted and left out of the prompt; hosted tools' calls are refused
+    by name."""
     if isinstance(raw, str):
         return (ChatMessage("user", raw),)
     out: list[ChatMessage] = []
@@ -78,18 +104,36 @@ def parse_input(raw: str | Sequence[wire.InputItem]) -> tuple[ChatMessage, ...]:
                 raise InvalidRequest(f"{label}.role is required", field=f"{label}.role")
             content = _text(item.content, f"{label}.content")
             out.append(ChatMessage("system" if item.role == "developer" else item.role, content))
-        elif item.type == "function_call":
-            call_id, name = _required(item.call_id, f"{label}.call_id"), _required(item.name, f"{label}.name")
-            call = ToolCall(call_id, name, _arguments(item.arguments, f"{label}.arguments"))
+        elif item.type in ("function_call", "custom_tool_call", "local_shell_call"):
+            call = _call(item, label)
             if out and out[-1].role == "assistant" and out[-1].tool_calls and not out[-1].content:
                 out[-1] = replace(out[-1], tool_calls=(*out[-1].tool_calls, call))  # parallel calls: one turn
             else:
                 out.append(ChatMessage("assistant", "", (call,)))
-        elif item.type == "function_call_output":
-            call_id = _required(item.call_id, f"{label}.call_id")
+        elif item.type in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
+            shell = item.type == "local_shell_call_output"
+            call_id = _required(item.call_id or (item.id if shell else None), f"{label}.call_id")
             out.append(ChatMessage("tool", _text(item.output, f"{label}.output"), tool_call_id=call_id))
-        # "reasoning": the model's earlier reasoning, not part of the next prompt (as chat templates drop it)
+        elif item.type in HOSTED:
+            raise InvalidRequest(
+                f"{label}: '{item.type}' items are not supported here ({HOSTED[item.type]} is not available)",
+                field=f"{label}.type",
+            )
+        elif item.type != "reasoning":  # reasoning: not part of the next prompt (as chat templates drop it)
+            raise InvalidRequest(f"{label}.type must be one of {', '.join(ITEMS)}", field=f"{label}.type")
     return tuple(out)
+
+
+def _call(item: wire.InputItem, label: str) -> ToolCall:
+    """A replayed call as a tool call: a function's arguments, a custom tool's `input` (as `{"input": ...}`),
+    a local shell call's `action` (under the name `local_shell`)."""
+    call_id = _required(item.call_id, f"{label}.call_id")
+    if item.type == "local_shell_call":
+        return ToolCall(call_id, "local_shell", item.action or {})
+    name = _required(item.name, f"{label}.name")
+    if item.type == "custom_tool_call":
+        return ToolCall(call_id, name, {"input": item.input or ""})
+    return ToolCall(call_id, name, _arguments(item.arguments, f"{label}.arguments"))
 
 
 def _required(value: str | None, label: str) -> str:

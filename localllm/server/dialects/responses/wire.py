@@ -65,15 +65,21 @@ Content = str | list[Part]
 
 
 class InputItem(Lenient, kw_only=True):
-    """A message (the default), a `function_call`, a `function_call_output`, or a `reasoning` item."""
+    """A message (the default), a `function_call` and its `function_call_output`, a `reasoning` item (its
+    `encrypted_content` and `summary` ignored), and the calls Codex replays: `local_shell_call` (its `action`)
+    with `local_shell_call_output`, `custom_tool_call` (its `input`) with `custom_tool_call_output`. Other types
+    (hosted tools' calls: `web_search_call`, ...) are refused by name (`requests.parse_input`)."""
 
-    type: Literal["message", "function_call", "function_call_output", "reasoning"] = "message"
+    type: str = "message"
     role: Literal["user", "system", "developer", "assistant"] | None = None  # message: required
     content: Content | None = None  # message
-    call_id: str | None = None  # function_call, function_call_output: required
-    name: str | None = None  # function_call: required
+    call_id: str | None = None  # the calls and their outputs: required
+    id: str | None = None  # local_shell_call_output: the call it answers (when no call_id)
+    name: str | None = None  # function_call, custom_tool_call: required
     arguments: str = "{}"  # function_call: a JSON object, as a string
-    output: Content | None = None  # function_call_output
+    input: str | None = None  # custom_tool_call: its free-form input
+    action: dict[str, Any] | None = None  # local_shell_call: {"type": "exec", "command": [...], ...}
+    output: Content | None = None  # the outputs
 
 
 class ResponsesJsonSchema(Lenient, tag_field="type", tag="json_schema"):
@@ -98,7 +104,7 @@ class TextConfig(Lenient):
 
 class Reasoning(Lenient):
     effort: str | None = None  # chat.thinking.EFFORTS (`thinking.effort` says which is wrong)
-    summary: Literal["auto", "concise", "detailed"] | None = None
+    summary: Literal["auto", "concise", "detailed", "none"] | None = None  # accepted; no summaries are written
 
 
 def _texts(content: Content | None) -> list[str]:
@@ -112,7 +118,9 @@ def _texts(content: Content | None) -> list[str]:
 def _item_texts(items: str | Sequence[InputItem]) -> list[str]:
     if isinstance(items, str):
         return [items]
-    return [t for item in items for t in (*_texts(item.content), *_texts(item.output), item.arguments)]
+    return [
+        t for item in items for t in (*_texts(item.content), *_texts(item.output), item.arguments, item.input or "")
+    ]
 
 
 class InputTokensRequest(Strict, kw_only=True):

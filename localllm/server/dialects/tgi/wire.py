@@ -8,8 +8,10 @@ parameter's default, which `requests.parse` fills in.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
 
+import msgspec
 from msgspec import Meta
 
 from ....domain.limits import PROMPT_MAX_BYTES
@@ -72,6 +74,7 @@ class TGIParameters(Strict, kw_only=True):
 
 
 class TGIGenerateRequest(Strict, kw_only=True):
+    reported: ClassVar[Mapping[str, type[msgspec.Struct]]] = {"parameters": TGIParameters}  # parameters.typo too
     inputs: str
     parameters: TGIParameters | None = None
     stream: bool | None = None
