@@ -16,6 +16,7 @@ from typing import Any
 
 from ..domain.errors import ConfigError
 from ..domain.limits import PROMPT_CACHE_DISK, size_text
+from ..domain.types import FLASH_ATTENTION_MODES, KV_CACHE_TYPES, STREAM_INTERVAL
 from .values import (
     DEFAULT_ADDRESS,
     DEFAULT_PORT,
@@ -145,20 +146,20 @@ class Settings:
     )
     flash_attention: str = setting(
         "LOCALLLM_FLASH_ATTENTION",
-        "auto",
+        FLASH_ATTENTION_MODES[0],
         _flash_attention,
         "llama.cpp's flash attention: auto (its choice: on for CPU and most GPUs), on, or off (1/0 as Ollama)",
     )
     kv_cache_type: str = setting(  # a model's option overrides it (memory.kv_cache_type_for)
         "LOCALLLM_KV_CACHE_TYPE",
-        "f16",
+        KV_CACHE_TYPES[0],
         _kv_cache_type,
         "the KV cache's element type: f16, q8_0 (half the memory) or q4_0 (a quarter), as OLLAMA_KV_CACHE_TYPE; "
         "the quantised ones need flash attention (auto turns it on for them; off refuses them)",
     )
     stream_interval: float = setting(
         "LOCALLLM_STREAM_INTERVAL",
-        "25ms",
+        f"{STREAM_INTERVAL * 1000:g}ms",
         _duration_where(lambda s: 0 <= s <= 10, "from 0 to 10s, such as '25ms'"),
         "how often a stream's text is sent (first token at once; up to 4x this while several streams share a "
         "model; 0 sends every token)",

@@ -51,7 +51,9 @@ LOAD_OPTIONS = (
     "rpc_servers",
 )
 # The KV cache's element types (Ollama's OLLAMA_KV_CACHE_TYPE values); the quantised ones need flash attention.
-KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")  # the first is the default (LOCALLLM_KV_CACHE_TYPE, a load spec's)
+FLASH_ATTENTION_MODES = ("auto", "on", "off")  # the first is the default (LOCALLLM_FLASH_ATTENTION, a load spec's)
+STREAM_INTERVAL = 0.025  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL's default)
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {"kv_cache_type": KV_CACHE_TYPES}
 # Accepted and ignored, as Ollama does, with the reason in the docs.
 DEPRECATED_OPTIONS = frozenset(

@@ -7,9 +7,8 @@ import json
 from dataclasses import dataclass, fields
 
 from ..domain.limits import PROMPT_CACHE_DISK
+from ..domain.types import FLASH_ATTENTION_MODES, KV_CACHE_TYPES, STREAM_INTERVAL
 from .wire import Message, ProtocolError, decode_line
-
-STREAM_INTERVAL = 0.025  # seconds between a stream's "text" messages (its first token goes at once)
 
 
 @dataclass(frozen=True)
@@ -26,8 +25,12 @@ class LoadSpec:
     embedding: bool = False  # an embedding model: one sequence, pooled outputs, answers `Embed` only
     lora: tuple[str, ...] = ()  # LoRA adapter GGUFs applied (scale 1) on top of the model (Modelfile ADAPTER)
     stream_interval: float = STREAM_INTERVAL  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL)
-    flash_attention: str = "auto"  # "auto" (llama.cpp's choice), "on" or "off" (LOCALLLM_FLASH_ATTENTION)
-    kv_cache_type: str = "f16"  # K and V elements: "f16", "q8_0" or "q4_0" (the quantised ones need flash attention)
+    flash_attention: str = FLASH_ATTENTION_MODES[
+        0
+    ]  # "auto" (llama.cpp's choice), "on" or "off" (LOCALLLM_FLASH_ATTENTION)
+    kv_cache_type: str = KV_CACHE_TYPES[
+        0
+    ]  # K and V elements: "f16", "q8_0" or "q4_0" (the quantised ones need flash attention)
     # the prompt cache's saved KV states (runner/kvstates.py)
     cache_ram: int = -1  # bytes in RAM; -1: limits.prompt_cache_ram of the RAM free; 0: none (LOCALLLM_CACHE_RAM)
     cache_dir: str = ""  # the disk tier's directory; "": no disk tier (LOCALLLM_CACHE_DIR)

@@ -30,6 +30,7 @@ this module names the whole boundary in one place.
 
 from __future__ import annotations
 
+from ..domain.types import STREAM_INTERVAL
 from .events import (
     ERROR_KINDS,
     PART_TOKENS,
@@ -49,7 +50,7 @@ from .events import (
     join,
     parts,
 )
-from .loadspec import STREAM_INTERVAL, LoadSpec
+from .loadspec import LoadSpec
 from .requests import (
     RANDOM_SEED,
     SAMPLING_OPTIONS,
