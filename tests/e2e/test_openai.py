@@ -99,6 +99,19 @@ def test_json_schema_output_always_validates(client: openai.OpenAI, seed: int) -
     jsonschema.validate(json.loads(out.choices[0].message.content or ""), SCHEMA)
 
 
+@pytest.mark.parametrize(
+    "constraint",
+    [{"json_schema": SCHEMA}, {"response_format": {"type": "json_object", "schema": SCHEMA}}],
+    ids=["json_schema", "json_object-schema"],
+)
+def test_llama_servers_schema_fields_constrain_the_output(client: openai.OpenAI, constraint: dict[str, Any]) -> None:
+    for seed in range(3):
+        out = client.chat.completions.create(
+            model=CHAT, messages=USER, seed=seed, temperature=0.9, max_tokens=200, extra_body=constraint
+        )
+        jsonschema.validate(json.loads(out.choices[0].message.content or ""), SCHEMA)
+
+
 def test_logit_bias_bans_a_token(client: openai.OpenAI, server: Daemon) -> None:
     plain = client.completions.create(model=STORIES, prompt="Once upon a time", temperature=0, max_tokens=8)
     assert plain.choices[0].text.startswith(",")

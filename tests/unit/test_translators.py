@@ -118,6 +118,26 @@ def test_tgis_json_response_format_is_taken_on_chat_completions() -> None:
     assert req.constraints.format == schema
 
 
+def test_llama_servers_schema_fields_constrain_chat_and_completions() -> None:
+    """llama-server's top-level `json_schema` and `response_format: {"type": "json_object", "schema": ...}`
+    constrain the output (both were dropped: unconstrained output with a 200)."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    req, _ = openai.to_chat_request({"model": "m", "messages": USER, "json_schema": schema})
+    assert req.constraints.format == schema
+    object_format = {"type": "json_object", "schema": schema}
+    req, _ = openai.to_chat_request({"model": "m", "messages": USER, "response_format": object_format})
+    assert req.constraints.format == schema
+    req, _ = openai.to_chat_request({"model": "m", "messages": USER, "response_format": {"type": "json_object"}})
+    assert req.constraints.format == "json"
+    reqs, _ = openai.to_completion_request({"model": "m", "prompt": "x", "json_schema": schema})
+    assert reqs[0].constraints.format == schema
+    with pytest.raises(InvalidRequest) as both:
+        openai.to_chat_request(
+            {"model": "m", "messages": USER, "json_schema": schema, "response_format": object_format}
+        )
+    assert both.value.field == "json_schema"
+
+
 def test_openai_required_tool_call_constrains_the_output() -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     req, _ = openai.to_chat_request({"model": "m", "messages": USER, "tools": tools, "tool_choice": "required"})

@@ -106,9 +106,17 @@ def sampling_options(body: wire.Sampling, *, default_max_tokens: int | None = No
     return top.merged_over(base)
 
 
-def _format(response_format: wire.ResponseFormat | None) -> Any:
+def _format(body: wire.Sampling, response_format: wire.ResponseFormat | None = None) -> Any:
+    """The constraint on the output's shape: OpenAI's `response_format`, or llama-server's top-level
+    `json_schema` (never both: which one would win is no answer to give)."""
+    if body.json_schema is not None:
+        if response_format is not None and not isinstance(response_format, wire.TextFormat):
+            raise InvalidRequest(
+                "json_schema and response_format cannot both constrain the output", field="json_schema"
+            )
+        return body.json_schema or "json"
     if isinstance(response_format, wire.JsonObjectFormat):
-        return "json"
+        return response_format.schema or "json"
     if isinstance(response_format, wire.JsonSchemaFormat):
         return response_format.json_schema.schema
     if isinstance(response_format, wire.JsonValueFormat):
@@ -173,7 +181,7 @@ def to_chat_request(raw: wire.ChatCompletionRequest | dict[str, Any]) -> tuple[C
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("top_logprobs needs logprobs set to true", field="top_logprobs")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    limits = constraints(body, logprobs=logprobs, fmt=_format(body.response_format))
+    limits = constraints(body, logprobs=logprobs, fmt=_format(body, body.response_format))
     schema = call_schema(tools, choice)
     if schema is not None:
         if limits.format is not None or limits.grammar:
@@ -214,7 +222,7 @@ def to_completion_request(raw: wire.CompletionRequest | dict[str, Any]) -> tuple
             field="prompt",
         )
     options = sampling_options(body, default_max_tokens=16)
-    limits = constraints(body, logprobs=body.logprobs)
+    limits = constraints(body, logprobs=body.logprobs, fmt=_format(body))
     if body.echo and limits.logprobs is not None:
         raise InvalidRequest(
             "echo with logprobs is not supported: prompt tokens have no log-probabilities here", field="echo"

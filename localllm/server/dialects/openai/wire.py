@@ -93,7 +93,7 @@ class TextFormat(Lenient, tag_field="type", tag="text"):
 
 
 class JsonObjectFormat(Lenient, tag_field="type", tag="json_object"):
-    pass
+    schema: dict[str, Any] | None = None  # llama-server's: the object constrained to this schema
 
 
 class JsonSchemaSpec(Lenient):
@@ -156,6 +156,7 @@ class Sampling(Lenient):
     stop: Stop = None
     logit_bias: Annotated[dict[str, Annotated[float, Meta(ge=-100, le=100)]], Meta(max_length=MAX_LOGIT_BIAS)] = {}
     grammar: str | None = None
+    json_schema: dict[str, Any] | None = None  # llama-server's: the output constrained to this JSON schema
     ignore_eos: bool = False
     options: Options = None  # Ollama's options, under the fields above
 
