@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import jsonschema
 import openai
@@ -141,3 +142,32 @@ def test_each_familys_call_grammar_parses(family: str) -> None:
     grammar = call_grammar(syntax)
     assert llama_grammar.LlamaGrammar.from_string(grammar, verbose=False) is not None
     assert '\\"get_weather\\"' in grammar or "get_weather[ARGS]" in grammar
+
+
+def test_anthropic_and_responses_get_the_same_calls(d: Daemon, ai: openai.OpenAI) -> None:
+    """Every dialect's forced call goes the same way: Anthropic's `tool_choice: any` and Responses'
+    `required`, on the Hermes template, each a `tool_use` / `function_call` whose input validates."""
+    client = anthropic.Anthropic(base_url=d.url, api_key="unused", max_retries=0)
+    tools: Any = [{"name": t["function"]["name"], "input_schema": t["function"]["parameters"]} for t in TOOLS]
+    flat: Any = [{"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": False}]
+    for seed in SEEDS:
+        reply = client.messages.create(
+            model="qwen25-tpl",
+            max_tokens=200,
+            messages=USER,
+            tools=tools,
+            tool_choice={"type": "any"},
+            extra_body={"seed": seed},
+        )
+        (use,) = [b for b in reply.content if b.type == "tool_use"]
+        jsonschema.validate(use.input, SCHEMAS[use.name])
+        response = ai.responses.create(
+            model="qwen25-tpl",
+            input="Weather in Paris?",
+            tools=flat,
+            tool_choice="required",
+            max_output_tokens=200,
+            extra_body={"seed": seed},
+        )
+        (call,) = [o for o in response.output if o.type == "function_call"]
+        jsonschema.validate(json.loads(call.arguments), WEATHER)
