@@ -5,9 +5,10 @@ A model asks for a call in its own words: Hermes/Qwen write `<tool_call>{"name":
 `name` is a declared tool (`parameters` standing for `arguments`). `parse_tool_calls` reads all of these: it
 reads a required call (below); free output is read by the template's format family (`chat/formats/`).
 
-When a call is required (`tool_choice: "required"` or a named function), the output is constrained by a JSON
-schema grammar to `{"name": <a declared tool>, "arguments": <that tool's parameters>}`, so it always parses
-and its arguments validate against the tool's schema.
+When a call is required (`tool_choice: "required"` or a named function), the output is constrained by a grammar
+to a call of a declared tool whose arguments validate against its schema: in the template's own syntax where
+`chat/formats/grammar.py` knows it, else to the JSON object `{"name": <a declared tool>, "arguments": <that
+tool's parameters>}` of `call_schema`, read by `held_back`.
 """
 
 from __future__ import annotations
@@ -112,6 +113,13 @@ def call_schema(tools: Sequence[Tool], choice: ToolChoice) -> dict[str, Any] | N
         for t in chosen
     ]
     return alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
+
+
+def chosen_tools(tools: Sequence[Tool], schema: Any) -> tuple[Tool, ...]:
+    """The tools a required call's schema (`call_schema`) leaves to choose from."""
+    alternatives = schema.get("anyOf", [schema]) if isinstance(schema, dict) else []
+    names = {a.get("properties", {}).get("name", {}).get("const") for a in alternatives if isinstance(a, dict)}
+    return tuple(t for t in tools if t.name in names)
 
 
 def may_be_a_call(text: str) -> bool:

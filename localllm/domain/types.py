@@ -231,11 +231,41 @@ def _type_name(types: tuple[type, ...]) -> str:
 
 
 @dataclass(frozen=True)
+class CallSyntax:
+    """A tool call in a format family's own syntax, as the runner makes it a grammar: one of `alternatives`,
+    each a sequence of parts (a `str` is written as it is, a `dict` is a JSON schema the value there validates
+    against). With `triggers` (regular expressions, as llama.cpp's lazy grammars take them) the grammar is
+    lazy: the output is free until a trigger matches, and constrained from the start of that match (its first
+    group's, where it has one); without, the output is constrained from its first token."""
+
+    alternatives: tuple[tuple[str | dict[str, Any], ...], ...]
+    triggers: tuple[str, ...] = ()
+
+    def to_message(self) -> dict[str, Any]:
+        return {"alternatives": [list(a) for a in self.alternatives], "triggers": list(self.triggers)}
+
+    @classmethod
+    def from_message(cls, message: Any) -> CallSyntax:
+        if not isinstance(message, dict) or not isinstance(message.get("alternatives"), list):
+            raise ValueError("calls must be an object with a list of alternatives")
+        alternatives = []
+        for alt in message["alternatives"]:
+            if not isinstance(alt, list) or not all(isinstance(p, (str, dict)) for p in alt):
+                raise ValueError("each alternative of calls must be a list of texts and JSON schemas")
+            alternatives.append(tuple(alt))
+        triggers = message.get("triggers") or []
+        if not isinstance(triggers, list) or not all(isinstance(t, str) for t in triggers):
+            raise ValueError("calls.triggers must be a list of patterns")
+        return cls(tuple(alternatives), tuple(triggers))
+
+
+@dataclass(frozen=True)
 class Constraints:
     """What shapes a generation beyond sampling options: a grammar, log-probabilities, token biases."""
 
     format: Any = None  # "json" or a JSON schema (dict): the output always parses (and validates)
     grammar: str | None = None  # a GBNF grammar, as llama.cpp takes it
+    calls: CallSyntax | None = None  # a tool call in the family's syntax (lazy when it has triggers)
     logprobs: int | None = None  # None: none; N: each token's log-probability and the N most likely
     logit_bias: tuple[tuple[int, float], ...] = ()
     ignore_eos: bool = False

@@ -52,13 +52,18 @@ class LoadError(Exception):
 _OUT_OF_MEMORY = re.compile(
     r"out of memory|failed to allocate|unable to allocate|insufficient memory|cudaMalloc failed|alloc\w* failed", re.I
 )
+_DEBUG = 1  # GGML_LOG_LEVEL_DEBUG (ggml.h of the llama.cpp this binds)
 _recent_log: collections.deque[str] = collections.deque(maxlen=64)
 _split: Split | None = None  # while a model split across RPC workers loads: reads where its layers go
 
 
 def _log(level: int, text: bytes, user_data: Any) -> None:
-    """llama.cpp's log: kept (its recent lines tell out-of-memory from other failures) and written to stderr."""
+    """llama.cpp's log: kept (its recent lines tell out-of-memory from other failures) and written to stderr;
+    but for the lazy grammar's debug lines, one per token while it awaits its trigger ("Grammar still
+    awaiting trigger after token …"), which would fill the log."""
     line = text.decode("utf-8", "replace")
+    if level == _DEBUG and line.startswith("Grammar "):
+        return
     _recent_log.append(line)
     if _split is not None:
         _split.feed(line)

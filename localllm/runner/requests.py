@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from ..domain.types import CallSyntax
 from .wire import Message, ProtocolError, decode_line, encode_line
 
 RANDOM_SEED = -1  # any negative seed: a random one
@@ -63,6 +64,9 @@ class Sampling:
     mirostat_tau: float = 5.0
     mirostat_eta: float = 0.1
     grammar: str | None = None  # GBNF: the output always parses
+    calls: CallSyntax | None = (
+        None  # a tool call's grammar in the family's syntax, lazy with triggers (unless `grammar`)
+    )
     logit_bias: tuple[tuple[int, float], ...] = ()
     ignore_eos: bool = False
 
@@ -79,6 +83,8 @@ class Sampling:
                 out[f.name] = value
         if self.logit_bias:
             out["logit_bias"] = [list(pair) for pair in self.logit_bias]
+        if self.calls is not None:
+            out["calls"] = self.calls.to_message()
         return out
 
     @classmethod
@@ -91,6 +97,8 @@ class Sampling:
             values["logit_bias"] = tuple((int(t), float(b)) for t, b in message["logit_bias"])
         if message.get("ignore_eos"):
             values["ignore_eos"] = True
+        if message.get("calls"):
+            values["calls"] = CallSyntax.from_message(message["calls"])
         return cls(**values)
 
 

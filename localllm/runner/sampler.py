@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 import numpy as np
 
+from ..domain.types import CallSyntax
 from .protocol import Sampling
 
 if TYPE_CHECKING:
@@ -42,11 +43,51 @@ def grammar_for(fmt: Any) -> str:
     raise ValueError(f'format must be "json" or a JSON schema object, got {fmt!r}')
 
 
+def call_grammar(calls: CallSyntax) -> str:
+    """The GBNF grammar of a tool call in a family's syntax: one of its alternatives, each part written as it
+    is (a text) or as a JSON value valid against its schema (by the converter `grammar_for` uses, so every
+    schema's rules share one grammar)."""
+    from llama_cpp import llama_grammar
+
+    make: Any = llama_grammar.SchemaConverter  # untyped
+    converter: Any = make(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    alternatives = []
+    for i, alternative in enumerate(calls.alternatives):
+        parts = []
+        for j, part in enumerate(alternative):
+            if isinstance(part, str):
+                parts.append(converter._format_literal(part))
+            else:
+                schema = converter.resolve_refs(part, f"call{i}-{j}")
+                parts.append(converter.visit(schema, f"call{i}-{j}"))
+        alternatives.append(" ".join(parts) or '""')
+    converter._add_rule("root", " | ".join(f"( {a} )" for a in alternatives))
+    return str(converter.format_grammar()).replace(_SCHEMA_CHAR, _JSON_CHAR)
+
+
+def _grammar(engine: Engine, params: Sampling) -> Any:
+    """The grammar sampler of `params` (None when there is none): `grammar` from the first token, or the
+    tool call of `calls`, lazy when it has triggers."""
+    if params.grammar:
+        return llama_cpp.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
+    if params.calls is None:
+        return None
+    text = call_grammar(params.calls).encode()
+    if not params.calls.triggers:
+        return llama_cpp.llama_sampler_init_grammar(engine.vocab, text, b"root")
+    patterns = (ctypes.c_char_p * len(params.calls.triggers))(*(t.encode() for t in params.calls.triggers))
+    no_tokens = (llama_cpp.llama_token * 0)()
+    return llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+        engine.vocab, text, b"root", patterns, len(params.calls.triggers), no_tokens, 0
+    )
+
+
 def _plain_greedy(params: Sampling) -> bool:
     """Whether `params` select the most likely token with nothing else in the chain."""
     return (
         params.temperature <= 0
         and not params.grammar
+        and params.calls is None
         and not params.logit_bias
         and not params.ignore_eos
         and not params.penalised
@@ -75,8 +116,8 @@ class Sampler:
                 *(llama_cpp.llama_logit_bias(tok, bias) for tok, bias in biases)
             )
             add(chain, llama_cpp.llama_sampler_init_logit_bias(engine.n_vocab, len(biases), arr))
-        if params.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(engine.vocab, params.grammar.encode(), b"root")
+        if params.grammar or params.calls is not None:
+            grammar = _grammar(engine, params)
             if not grammar:
                 llama_cpp.llama_sampler_free(chain)
                 raise ValueError("the grammar does not parse")

@@ -23,14 +23,16 @@ from typing import Any
 from ..auth import quota
 from ..chat import prompt, thinking
 from ..chat.formats import stream
+from ..chat.formats.grammar import call_syntax, syntax_of
 from ..chat.renderpool import Renderer, TemplateSource
-from ..chat.tools import held_back, new_call_id
+from ..chat.tools import chosen_tools, held_back, new_call_id
 from ..config import Settings
 from ..domain import limits
 from ..domain.errors import ContextLengthExceeded, InvalidRequest
 from ..domain.names import ModelName, parse_name
 from ..domain.types import (
     LOAD_OPTIONS,
+    CallSyntax,
     ChatMessage,
     Constraints,
     Done,
@@ -253,15 +255,29 @@ class Service:
 
     async def chat(self, req: ChatRequest) -> AsyncGenerator[Event, None]:
         """The chat's events: the output read by its template's format family (`chat.formats`) into reasoning,
-        answer and tool calls as it streams. A call required (`tool_choice`) is constrained to a JSON call:
-        all of it is held back and parsed as that (`tools.held_back`), its id in the shape the template takes."""
+        answer and tool calls as it streams. A call required (`tool_choice`) is constrained to the family's own
+        call syntax (`_call_syntax`), or, for a template without one, to a JSON call: all of it held back and
+        parsed as that (`tools.held_back`), its id in the shape the template takes."""
         events = self._chat(req)
-        if req.tools and req.call_required:
+        if req.tools and req.call_required and self._call_syntax(req) is None:
             short = await self._short_call_ids(req)
             events = held_back(events, req.tools, forced=True, short_ids=short)
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
+
+    def _call_syntax(self, req: ChatRequest) -> CallSyntax | None:
+        """A call in the template family's own syntax (`formats.grammar`): from the first token when a call is
+        required (in place of the generic JSON call of `format`), lazy (from the family's call marker) when
+        the model decides and nothing else constrains the output; None where the family has no such syntax."""
+        if not req.tools:
+            return None
+        family = syntax_of(self.model(req.model).template_for(tools=True)[0])
+        if req.call_required:
+            return call_syntax(family, chosen_tools(req.tools, req.constraints.format), lazy=False)
+        if req.constraints.format is None and not req.constraints.grammar:
+            return call_syntax(family, req.tools, lazy=True)
+        return None
 
     async def _short_call_ids(self, req: ChatRequest) -> bool:
         """Whether the template takes back only 9-character call ids (Mistral's), so the calls get such ids."""
@@ -312,6 +328,10 @@ class Service:
                 )
             return text, first - n
 
+        syntax = self._call_syntax(req)
+        constraints = req.constraints
+        if syntax is not None:  # the family's call grammar takes the generic JSON call's place
+            constraints = replace(constraints, format=None if req.call_required else constraints.format, calls=syntax)
         events: AsyncGenerator[Event, None] = self._run(
             model,
             options,
@@ -319,7 +339,7 @@ class Service:
             req.keep_alive,
             started,
             field="messages",
-            constraints=req.constraints,
+            constraints=constraints,
             truncate=req.truncate,
             fit=fit if req.truncate else None,
             think_budget=budget,
@@ -327,7 +347,8 @@ class Service:
         )
         short = bool(req.tools) and await self._short_call_ids(req)
         template = model.template_for(tools=bool(req.tools))[0]
-        tools = () if req.call_required else req.tools  # a required call is read by `held_back`, in `chat`
+        # a required call is read by `held_back`, in `chat`, unless it is written in the family's syntax
+        tools = () if req.call_required and syntax is None else req.tools
         events = stream.read(events, template, tools, capable, think, full, new_id=lambda: new_call_id(short))
         async with contextlib.aclosing(events):
             async for event in events:

@@ -164,6 +164,7 @@ def runner_job(prompt: str, options: Options, constraints: Constraints, truncate
         Sampling(
             **sampling,
             grammar=constraints.grammar or None,
+            calls=constraints.calls,
             logit_bias=constraints.logit_bias,
             ignore_eos=constraints.ignore_eos,
         ),
