@@ -69,6 +69,7 @@ def test_streamed_a_character_at_a_time_gives_the_whole_outputs_message(case: di
     assert content.strip() == whole.content.strip()
     assert reasoning.strip() == whole.reasoning.strip()
     assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in whole.calls]
+    assert [c.id for c in calls] == [c.id or "call_x" for c in whole.calls]  # the format's ids (Mistral's) kept
     assert isinstance(events[-1], Done)
     # each call also went out as it was read: begun once, with its arguments' pieces adding up to its JSON (a
     # call begun that turns out malformed stays begun: the only start with no call at the end)

@@ -137,6 +137,8 @@ class Reader:
         )
         out: list[Event] = []
         for k, call in enumerate(found.calls):
+            if healed is None and k == len(found.calls) - 1 and not call.id and k >= len(self.started):
+                break  # may be still being written, its id too (Mistral's `[CALL_ID]`): it starts when read whole
             if k < len(self.started):
                 if self.started[k][1] != call.name:
                     return out  # read another way now: the end decides
