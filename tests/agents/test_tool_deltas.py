@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import anthropic
+import jsonschema
 import openai
 
 from ..e2e.conftest import Daemon
@@ -100,3 +101,47 @@ def test_anthropic_stream_sends_the_call_as_input_json_deltas(agents_daemon: tup
     (streamed,) = [b for b in final.content if b.type == "tool_use"]
     assert streamed.input == call.input == ARGUMENTS == json.loads("".join(pieces))
     assert final.stop_reason == "tool_use"
+
+
+SHORT = {  # short enough for the tiny model to finish within its tokens
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer"}},
+    "required": ["city", "days"],
+    "additionalProperties": False,
+}
+SHORT_TOOLS: Any = [{"type": "function", "function": {"name": "get_weather", "parameters": SHORT}}]
+
+
+def test_a_required_call_from_the_real_tiny_model_streams_and_validates(agents_daemon: tuple[Daemon, Script]) -> None:
+    """No script: the tiny model itself writes the call `tool_choice: required` constrains. On each SDK's
+    stream the call arrives, and its arguments parse and validate against the tool's schema."""
+    d, script = agents_daemon
+    script.set([])
+    oa = openai.OpenAI(base_url=d.url + "/v1", api_key="unused", max_retries=0)
+    messages: Any = [{"role": "user", "content": "Weather?"}]
+    chat = oa.chat.completions.create(
+        model=MODEL, messages=messages, tools=SHORT_TOOLS, tool_choice="required", stream=True, max_tokens=200, seed=1
+    )
+    arguments, names, content = "", [], ""
+    for chunk in chat:
+        content += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        for part in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            names += [part.function.name] if part.function and part.function.name else []
+            arguments += part.function.arguments or "" if part.function else ""
+    assert names == ["get_weather"], (arguments, content)
+    jsonschema.validate(json.loads(arguments), SHORT)
+    tools: Any = [{"type": "function", "name": "get_weather", "parameters": SHORT}]
+    with oa.responses.stream(
+        model=MODEL, input="Weather?", tools=tools, tool_choice="required", max_output_tokens=200
+    ) as s:
+        final = s.get_final_response()
+    (item,) = [i for i in final.output if i.type == "function_call"]
+    jsonschema.validate(json.loads(item.arguments), SHORT)
+    an = anthropic.Anthropic(base_url=d.url, api_key="unused", max_retries=0)
+    an_tools: Any = [{"name": "get_weather", "input_schema": SHORT}]
+    with an.messages.stream(
+        model=MODEL, max_tokens=200, messages=messages, tools=an_tools, tool_choice={"type": "any"}
+    ) as s:
+        message = s.get_final_message()
+    (block,) = [b for b in message.content if b.type == "tool_use"]
+    jsonschema.validate(block.input, SHORT)
