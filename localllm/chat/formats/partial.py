@@ -46,7 +46,7 @@ def heal(text: str, start: int) -> Healed | None:
                 escaped = True
             elif ch == '"':
                 in_string = False
-                last = '"'
+                last = ":" if key else '"'  # after a whole key its value is what comes next
             continue
         if ch == '"':
             in_string = True
@@ -79,7 +79,7 @@ def heal(text: str, start: int) -> Healed | None:
             last = body[-1] if body else ""
         in_object = stack[-1] == "}"
         if last == ":":
-            body += '"' + MARK + '"'
+            body += ("" if body.endswith(":") else ":") + '"' + MARK + '"'
             cut, sep = '"' + MARK, ""
         elif last in ("{", "[", ","):
             body += '"' + MARK + '"' + (": 0" if in_object and last != "[" else "")
