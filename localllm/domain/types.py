@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -310,6 +311,14 @@ class ToolCall:
         """The shape chat templates take (arguments as an object)."""
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
+    def arguments_json(self) -> str:
+        """The arguments as the APIs send them: JSON text (what a stream's argument pieces add up to)."""
+        return arguments_json(self.arguments)
+
+
+def arguments_json(arguments: dict[str, Any]) -> str:
+    return json.dumps(arguments, ensure_ascii=False)
+
 
 DoneReason = Literal["stop", "length", "load", "unload"]
 
@@ -365,9 +374,30 @@ class ToolCalls:
     calls: tuple[ToolCall, ...]
 
 
+@dataclass(frozen=True)
+class ToolCallStart:
+    """A tool call begins: the `index`-th call of the answer, its id and its tool's name (streamed as soon as
+    the family's parser has read them). Its arguments follow as `ToolCallArguments` pieces."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallArguments:
+    """A piece of the `index`-th call's arguments as JSON text: the pieces of a call, joined, are its
+    arguments as `ToolCall.arguments_json` writes them (the `ToolCalls` event before `Done` still carries
+    every call whole, for the dialects that send calls whole and for the collected answer)."""
+
+    index: int
+    text: str
+
+
 GenerationEvent = Token | Done
-# What the service yields for a generation: text pieces (and reasoning), tool calls, then one `Done`.
-Event = Token | Thinking | ToolCalls | Done
+# What the service yields for a generation: text pieces (and reasoning), tool calls (begun and their arguments
+# in pieces, then whole), then one `Done`.
+Event = Token | Thinking | ToolCallStart | ToolCallArguments | ToolCalls | Done
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,7 @@ class Batcher:
         prompt = list(job.context) + self.prompts.tokens(job.prompt, not job.context)
         for piece in scripted.pieces(output):
             self.send(rid, Text(piece))
+            self.flush()  # each piece its own write, a moment apart: the daemon reads a stream of pieces
         generated = len(self.engine.tokenize(output, add_bos=False)) if output else 0
         self.send(rid, Finished("stop", prompt_eval_count=len(prompt), eval_count=generated, context=tuple(prompt)))
         return True

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ENV = "LOCALLLM_TEST_SCRIPTED_OUTPUT"
 PIECE = 8  # characters per streamed piece, so clients see a stream of several deltas
+PAUSE = 0.01  # seconds between pieces
 
 
 class Script:
@@ -40,5 +43,10 @@ def from_environment() -> Script | None:
     return Script(Path(path)) if path else None
 
 
-def pieces(text: str) -> list[str]:
-    return [text[i : i + PIECE] for i in range(0, len(text), PIECE)]
+def pieces(text: str) -> Iterator[str]:
+    """The text in pieces, a moment apart (as a model writes it: sent at once, the daemon would read them
+    as one piece, and a test could not see a stream of deltas)."""
+    for i in range(0, len(text), PIECE):
+        if i:
+            time.sleep(PAUSE)
+        yield text[i : i + PIECE]

@@ -95,7 +95,7 @@ async def collect(events: AsyncGenerator[Event, None]) -> Answer:
                 calls = event.calls
             elif isinstance(event, Thinking):
                 thinking.append(event.text)
-            else:
+            elif isinstance(event, Done):
                 done = event
     if done is None:
         raise EngineError("a generation ended without a result")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from localllm.domain.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
-from localllm.domain.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
+from localllm.domain.types import Done, Event, Thinking, Token, ToolCall, ToolCallArguments, ToolCalls, ToolCallStart
 from localllm.observability import logs
 from localllm.server import dialects, fieldpolicy, openapi
 from localllm.server.dialects.anthropic import api as an
@@ -398,3 +398,29 @@ def test_a_browser_may_send_the_anthropic_headers(tmp_path: Path) -> None:
         r = client.options("/v1/messages", headers=headers)
         assert r.status_code == 204, r.text
         assert "anthropic-version" in r.headers["access-control-allow-headers"]
+
+
+def test_a_streamed_call_is_a_tool_use_block_with_input_json_deltas() -> None:
+    """A call read as it streams: its block starts with its id and name, its arguments come as
+    `input_json_delta` pieces, and the whole `ToolCalls` after them adds no second block."""
+    call = ToolCall("toolu_1", "get_weather", {"city": "Oslo"})
+    pieces = (ToolCallArguments(0, '{"city": '), ToolCallArguments(0, '"Oslo"}'))
+    out = streamed(Token("Let me see."), ToolCallStart(0, "toolu_1", "get_weather"), *pieces, ToolCalls((call,)), DONE)
+    assert [name for name, _ in out] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert out[4][1]["content_block"] == {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    assert [d["delta"] for _, d in out[5:7]] == [
+        {"type": "input_json_delta", "partial_json": '{"city": '},
+        {"type": "input_json_delta", "partial_json": '"Oslo"}'},
+    ]
+    assert out[8][1]["delta"]["stop_reason"] == "tool_use"

@@ -11,7 +11,16 @@ import pytest
 
 from localllm.chat import formats
 from localllm.chat.formats import stream
-from localllm.domain.types import Done, Event, Thinking, Token, Tool, ToolCalls
+from localllm.domain.types import (
+    Done,
+    Event,
+    Thinking,
+    Token,
+    Tool,
+    ToolCallArguments,
+    ToolCalls,
+    ToolCallStart,
+)
 
 from .chat_parse_cases import CASES, OURS, TOOLS, rendered, template
 
@@ -60,29 +69,46 @@ def test_streamed_a_character_at_a_time_gives_the_whole_outputs_message(case: di
     assert content.strip() == whole.content.strip()
     assert reasoning.strip() == whole.reasoning.strip()
     assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in whole.calls]
+    assert [c.id for c in calls] == [c.id or "call_x" for c in whole.calls]  # the format's ids (Mistral's) kept
     assert isinstance(events[-1], Done)
+    # each call also went out as it was read: begun once, with its arguments' pieces adding up to its JSON (a
+    # call begun that turns out malformed stays begun: the only start with no call at the end)
+    starts = [e for e in events if isinstance(e, ToolCallStart)]
+    assert [(s.index, s.id, s.name) for s in starts][: len(calls)] == [(k, c.id, c.name) for k, c in enumerate(calls)]
+    assert len(starts) == len(calls) or not calls
+    for k, call in enumerate(calls):
+        pieces = "".join(e.text for e in events if isinstance(e, ToolCallArguments) and e.index == k)
+        assert pieces == call.arguments_json()
+
+
+def said(events: list[Event]) -> list[tuple[str, str]]:
+    return [
+        ("thinking" if isinstance(e, Thinking) else "content", e.text)
+        for e in events
+        if isinstance(e, Token | Thinking)
+    ]
 
 
 def test_the_answer_streams_before_the_end_and_a_call_after_text_is_a_call() -> None:
     family = formats.detect(template("Qwen3.5-4B.jinja"))
     tools = [Tool("get_time", "", {"type": "object", "properties": {"city": {"type": "string"}}})]
     reader = stream.Reader(family, tools, prefix="<think>\n", reasoning=True)
-    said: list[tuple[str, str]] = []
+    out: list[tuple[str, str]] = []
     for piece in ["Let me", " think", "\n</th", "ink>\n\nChecking", " now.\n<tool", "_call>\n<function=get_time>\n"]:
-        said += reader.feed(piece)
-    assert said == [("thinking", "Let me"), ("thinking", " think"), ("content", "Checking"), ("content", " now.\n")]
-    reader.feed("<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>")
-    rest, message = reader.finish()
+        out += said(reader.feed(piece, lambda: "call_x"))
+    assert out == [("thinking", "Let me"), ("thinking", " think"), ("content", "Checking"), ("content", " now.\n")]
+    reader.feed("<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>", lambda: "call_x")
+    rest, message = reader.finish(lambda: "call_x")
     assert [(c.name, c.arguments) for c in message.calls] == [("get_time", {"city": "Paris"})]
-    assert all(kind == "content" and not text.strip() for kind, text in rest)
+    assert all(kind == "content" and not text.strip() for kind, text in said(rest))
 
 
 def test_a_false_alarm_is_released() -> None:
     """`<tool` that turns out not to begin a call is the answer's text after all."""
     family = formats.detect(template("Qwen-Qwen2.5-7B-Instruct.jinja"))
     reader = stream.Reader(family, [Tool("f", "", {})], prefix=None, reasoning=True)
-    assert reader.feed("a <tool") == [("content", "a ")]
-    assert reader.feed("box> b") == [("content", "<toolbox> b")]
+    assert said(reader.feed("a <tool", lambda: "call_x")) == [("content", "a ")]
+    assert said(reader.feed("box> b", lambda: "call_x")) == [("content", "<toolbox> b")]
 
 
 def test_ids_come_from_the_format_or_are_new() -> None:
@@ -99,3 +125,28 @@ def test_ids_come_from_the_format_or_are_new() -> None:
     (calls,) = [e for e in streamed(case, [case["output"]]) if isinstance(e, ToolCalls)]
     assert [c.id for c in calls.calls] == ["call_x"]
     assert json.dumps(calls.calls[0].arguments) == '{"city": "X"}'
+
+
+def test_a_json_call_streams_its_name_first_then_its_arguments_in_pieces() -> None:
+    """Qwen's `<tool_call>` JSON a few characters at a time: the call begins once its name is whole, and its
+    arguments go out in several pieces before the end, each a beginning of the final JSON (a number waits
+    for what follows it)."""
+    tool = Tool("get_weather", "", {"type": "object", "properties": {"city": {"type": "string"}}})
+    family = formats.detect(template("Qwen-Qwen2.5-7B-Instruct.jinja"))
+    reader = stream.Reader(family, [tool], prefix=None, reasoning=True)
+    arguments = '{"city": "São Paulo", "days": 12, "x": [1, {"y": null}]}'
+    output = 'Sure.<tool_call>\n{"name": "get_weather", "arguments": ' + arguments + "}\n</tool_call>"
+    events: list[Event] = []
+    for at in range(0, len(output), 3):
+        events += reader.feed(output[at : at + 3], lambda: "call_1")
+    before = list(events)
+    events += reader.finish(lambda: "call_1")[0]
+    assert "".join(text for _, text in said(events)) == "Sure."
+    assert [e for e in events if isinstance(e, ToolCallStart)] == [ToolCallStart(0, "call_1", "get_weather")]
+    pieces = [e.text for e in before if isinstance(e, ToolCallArguments)]
+    assert len(pieces) > 5
+    assert "12" in "".join(pieces) and '"days": 1,' not in "".join(pieces)
+    whole = [e.text for e in events if isinstance(e, ToolCallArguments)]
+    assert "".join(whole) == '{"city": "São Paulo", "days": 12, "x": [1, {"y": null}]}'
+    (calls,) = [e for e in events if isinstance(e, ToolCalls)]
+    assert calls.calls[0].id == "call_1"

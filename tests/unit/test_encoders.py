@@ -9,7 +9,17 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from localllm.chat.tools import held_back
-from localllm.domain.types import Done, Event, Token, TokenLogprob, Tool, ToolCall, ToolCalls
+from localllm.domain.types import (
+    Done,
+    Event,
+    Token,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallArguments,
+    ToolCalls,
+    ToolCallStart,
+)
 from localllm.server.dialects.ollama import encode as ollama
 from localllm.server.dialects.openai import api as openai
 from localllm.server.dialects.openai.requests import Shape
@@ -170,3 +180,30 @@ def test_best_of_keeps_the_most_likely() -> None:
     f = openai.Framing("cmpl-1", 1, "m", False, Shape(n=1, best_of=3, logprobs=False), (0, 0, 0))
     out = openai.whole(f, [answer(-3, "a"), answer(-1, "b"), answer(-2, "c")])
     assert [c["text"] for c in out["choices"]] == ["b"] and out["usage"]["completion_tokens"] == 12
+
+
+def test_openai_a_streamed_call_is_tool_calls_deltas_id_and_name_first() -> None:
+    """As OpenAI streams a call: the first delta carries its index, id, type and name with empty arguments,
+    the next ones pieces of the arguments; the whole `ToolCalls` after them adds nothing; the finish is
+    `tool_calls`."""
+    call = ToolCall("call_1", "get_weather", {"city": "Oslo"})
+    events: list[tuple[int, Event]] = [
+        (0, ToolCallStart(0, "call_1", "get_weather")),
+        (0, ToolCallArguments(0, '{"city": ')),
+        (0, ToolCallArguments(0, '"Oslo"}')),
+        (0, ToolCalls((call,))),
+        (0, Done("stop")),
+    ]
+    out = chunks(framing(), events)
+    deltas = [c["choices"][0].get("delta") for c in out[1:]]
+    assert deltas == [
+        {
+            "tool_calls": [
+                {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+            ]
+        },
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]},
+        {},
+    ]
+    assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"

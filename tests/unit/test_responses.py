@@ -12,7 +12,17 @@ import pytest
 
 from localllm.domain.errors import EngineError, InvalidRequest
 from localllm.domain.names import parse_name
-from localllm.domain.types import ChatMessage, Done, Event, Thinking, Token, ToolCall, ToolCalls
+from localllm.domain.types import (
+    ChatMessage,
+    Done,
+    Event,
+    Thinking,
+    Token,
+    ToolCall,
+    ToolCallArguments,
+    ToolCalls,
+    ToolCallStart,
+)
 from localllm.server.dialects.responses.api import keep, stream
 from localllm.server.dialects.responses.encode import Encoder, sse_named, whole
 from localllm.server.dialects.responses.requests import Turn, parse_input, to_turn
@@ -260,3 +270,42 @@ def test_an_error_after_the_stream_began_ends_it_with_response_failed_and_nothin
     failed = out[-1]["response"]
     assert failed["status"] == "failed" and failed["error"]["message"] == "the runner died"
     assert [e["sequence_number"] for e in out] == list(range(len(out))) and store.get(t.id) is None
+
+
+def test_a_streamed_call_is_a_function_call_item_with_argument_deltas() -> None:
+    """A call read as it streams: its item is added (in progress, empty arguments), its arguments come as
+    `response.function_call_arguments.delta` pieces, then `.done` and the item done with the whole call."""
+    enc = Encoder(turn())
+    call = ToolCall("call_1", "weather", {"city": "Oslo"})
+    events: list[dict[str, Any]] = []
+    for event in (
+        Token("Let me see."),
+        ToolCallStart(0, "call_1", "weather"),
+        ToolCallArguments(0, '{"city": '),
+        ToolCallArguments(0, '"Oslo"}'),
+        ToolCalls((call,)),
+    ):
+        events += enc.feed(event)
+    tail, final = enc.finish(Done("stop"))
+    events += tail
+    kinds = [e["type"] for e in events]
+    assert kinds[kinds.index("response.output_item.done") + 1 :] == [
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    added = events[kinds.index("response.output_item.added", 3)]
+    assert added["item"]["status"] == "in_progress" and added["item"]["arguments"] == ""
+    assert added["item"]["call_id"] == "call_1" and added["output_index"] == 1
+    assert [e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta"] == [
+        '{"city": ',
+        '"Oslo"}',
+    ]
+    assert [(i["type"], i.get("arguments")) for i in final["output"]] == [
+        ("message", None),
+        ("function_call", '{"city": "Oslo"}'),
+    ]
+    assert final["output"][1]["status"] == "completed"

@@ -31,7 +31,7 @@ def test_unreadable_script_samples_the_model(tmp_path: Path) -> None:
 
 def test_output_streams_in_pieces() -> None:
     text = "<tool_call>\n{}\n</tool_call>"
-    assert len(scripted.pieces(text)) > 1
+    assert len(list(scripted.pieces(text))) > 1
     assert "".join(scripted.pieces(text)) == text
 
 

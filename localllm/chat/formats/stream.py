@@ -2,9 +2,12 @@
 
 The text so far is parsed again at each piece (`parse(..., partial=True)`, as llama-server does), and what
 the parse adds to the reasoning or the answer goes out at once as `Thinking` or `Token` events. Text that may
-be the start of a marker (a thinking tag, a call's opening) is held only until the next pieces decide it; a
-call begun is held until it is complete. At the end the whole output is parsed once more: what is still
-held goes out, then the calls as one `ToolCalls` event, then `Done`.
+be the start of a marker (a thinking tag, a call's opening) is held only until the next pieces decide it. A
+call goes out as it is read: `ToolCallStart` once its tool's name is known, then its arguments' JSON text in
+`ToolCallArguments` pieces as they become certain (`partial`: JSON arguments heal; a family whose arguments
+are not JSON as written sends them in one piece when the call is complete). At the end the whole output is
+parsed once more: what is still held goes out (the rest of each call's arguments too), then the calls whole
+as one `ToolCalls` event (with the ids their starts carried), then `Done`.
 """
 
 from __future__ import annotations
@@ -13,8 +16,21 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from ...domain.types import Done, Event, Thinking, Token, TokenLogprob, Tool, ToolCall, ToolCalls
+from ...domain.types import (
+    Done,
+    Event,
+    Thinking,
+    Token,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallArguments,
+    ToolCalls,
+    ToolCallStart,
+    arguments_json,
+)
 from .. import thinking
+from . import partial
 from .base import Family, Parsed, parse
 from .registry import detect
 
@@ -45,6 +61,8 @@ class Reader:
         self.text = ""
         self.sent_reasoning = ""
         self.sent_content = ""
+        self.started: list[tuple[str, str]] = []  # the calls begun: id, name
+        self.sent_arguments: list[str] = []  # what of each begun call's arguments went out
         self.markers = tuple(
             m
             for m in (
@@ -64,20 +82,84 @@ class Reader:
             if m.strip()
         )
 
+    def certain(self) -> str:
+        """The text without an end that may be the beginning of a marker."""
+        return self.text[: len(self.text) - _held(self.text, self.markers)]
+
     def parse(self, *, final: bool) -> Parsed:
-        """The message so far: of all the text at the end, else of what is certain (the text without an end
-        that may be the beginning of a marker)."""
-        text = self.text if final else self.text[: len(self.text) - _held(self.text, self.markers)]
+        """The message so far: of all the text at the end, else of what is certain."""
+        text = self.text if final else self.certain()
         return parse(self.family, text, self.tools, prefix=self.prefix, reasoning=self.reasoning, partial=not final)
 
-    def feed(self, piece: str) -> list[tuple[str, str]]:
-        """The reasoning and answer text that `piece` makes certain, in order, as ("thinking"|"content", text)."""
+    def feed(self, piece: str, new_id: NewId) -> list[Event]:
+        """The events `piece` makes certain, in order: reasoning and answer text, calls begun and their
+        arguments' pieces."""
         self.text += piece
-        return self._deltas(self.parse(final=False), final=False)
+        parsed = self.parse(final=False)
+        out = _events(self._deltas(parsed, final=False), ())
+        if parsed.calls:
+            out += self._calls(new_id)
+        return out
 
-    def finish(self) -> tuple[list[tuple[str, str]], Parsed]:
+    def finish(self, new_id: NewId) -> tuple[list[Event], Parsed]:
+        """What is still held of the whole output, then its calls whole (`ToolCalls`), and its message."""
         parsed = self.parse(final=True)
-        return self._deltas(parsed, final=True), parsed
+        out = _events(self._deltas(parsed, final=True), ())
+        calls = []
+        for k, call in enumerate(parsed.calls):
+            text = arguments_json(call.arguments)
+            if k < len(self.started) and self.started[k][1] == call.name:
+                call_id, sent = self.started[k][0], self.sent_arguments[k]
+                if not text.startswith(sent):
+                    log.warning("call %d's arguments differ from what was streamed: %r then %r", k, sent, text)
+                elif len(text) > len(sent):
+                    out.append(ToolCallArguments(k, text[len(sent) :]))
+            else:
+                call_id = call.id or new_id()
+                out += [ToolCallStart(k, call_id, call.name), ToolCallArguments(k, text)]
+            calls.append(ToolCall(call_id, call.name, call.arguments))
+        if calls:
+            out.append(ToolCalls(tuple(calls)))
+        return out, parsed
+
+    def _calls(self, new_id: NewId) -> list[Event]:
+        """The calls begun in the certain text and their arguments' certain pieces (not sent yet)."""
+        text = self.certain()
+        hits = [(i, m) for m in self.family.markers if (i := text.rfind(m)) >= 0]
+        if not hits:
+            return []
+        at, marker = max(hits)
+        healed = partial.heal(text, at + len(marker))
+        source = healed.text if healed is not None else text
+        # healed, the text reads as a whole output (a name not yet whole names no tool: no call yet)
+        found = parse(
+            self.family, source, self.tools, prefix=self.prefix, reasoning=self.reasoning, partial=healed is None
+        )
+        out: list[Event] = []
+        for k, call in enumerate(found.calls):
+            if healed is None and k == len(found.calls) - 1 and not call.id and k >= len(self.started):
+                break  # may be still being written, its id too (Mistral's `[CALL_ID]`): it starts when read whole
+            if k < len(self.started):
+                if self.started[k][1] != call.name:
+                    return out  # read another way now: the end decides
+            else:
+                self.started.append((call.id or new_id(), call.name))
+                self.sent_arguments.append("")
+                out.append(ToolCallStart(k, *self.started[k]))
+            if healed is None:
+                continue  # the arguments are not healed JSON: they go out when the call is read whole
+            written = arguments_json(call.arguments)
+            now = partial.certain(written, healed)
+            if now is None:
+                if k < len(found.calls) - 1:
+                    now = written  # a call before the healed one: whole
+                else:
+                    continue
+            sent = self.sent_arguments[k]
+            if now.startswith(sent) and len(now) > len(sent):
+                out.append(ToolCallArguments(k, now[len(sent) :]))
+                self.sent_arguments[k] = now
+        return out
 
     def _deltas(self, parsed: Parsed, *, final: bool) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -118,26 +200,26 @@ async def parsed(
     async with contextlib.aclosing(events):
         async for event in events:
             if isinstance(event, Token):
-                for out in _events(reader.feed(event.text), event.logprobs):
+                for out in _with_logprobs(reader.feed(event.text, new_id), event.logprobs):
                     yield out
                 continue
             if isinstance(event, Done):
-                deltas, message = reader.finish()
-                for out in _events(deltas, ()):
+                for out in reader.finish(new_id)[0]:
                     yield out
-                if message.calls:
-                    yield ToolCalls(tuple(ToolCall(c.id or new_id(), c.name, c.arguments) for c in message.calls))
             yield event
 
 
 def _events(deltas: list[tuple[str, str]], logprobs: tuple[TokenLogprob, ...]) -> list[Event]:
+    return [Thinking(text) if kind == "thinking" else Token(text) for kind, text in deltas]
+
+
+def _with_logprobs(events: list[Event], logprobs: tuple[TokenLogprob, ...]) -> list[Event]:
+    """`events` with a piece's log-probabilities on its first answer text."""
     out: list[Event] = []
-    for kind, text in deltas:
-        if kind == "thinking":
-            out.append(Thinking(text))
-        else:
-            out.append(Token(text, logprobs))
-            logprobs = ()
+    for event in events:
+        if logprobs and isinstance(event, Token):
+            event, logprobs = Token(event.text, logprobs), ()
+        out.append(event)
     return out
 
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ....domain.types import Done, Event, Thinking, Token, ToolCall, ToolCalls
+from ....domain.types import Done, Event, Thinking, Token, ToolCall, ToolCallArguments, ToolCalls, ToolCallStart
 from ....observability import logs
 from ....service.generation import Answer
 from ... import requests as rq
@@ -133,7 +133,7 @@ async def sse_events(mid: str, model: str, events: AsyncGenerator[Event, None]) 
             },
         },
     )
-    index, open_kind, called = -1, "", False
+    index, open_kind, called, streamed = -1, "", False, False
 
     def start(kind: str, block: dict[str, Any]) -> list[Sse]:
         nonlocal index, open_kind
@@ -159,9 +159,16 @@ async def sse_events(mid: str, model: str, events: AsyncGenerator[Event, None]) 
                     for item in start("text", {"type": "text", "text": ""}):
                         yield item
                 yield delta({"type": "text_delta", "text": event.text})
+            elif isinstance(event, ToolCallStart):
+                streamed = True
+                block = {"type": "tool_use", "id": event.id, "name": event.name, "input": {}}
+                for item in start("tool_use", block):
+                    yield item
+            elif isinstance(event, ToolCallArguments) and event.text:
+                yield delta({"type": "input_json_delta", "partial_json": event.text})
             elif isinstance(event, ToolCalls):
                 called = True
-                for call in event.calls:
+                for call in () if streamed else event.calls:
                     for item in start("tool_use", {**tool_use(call), "input": {}}):
                         yield item
                     yield delta(

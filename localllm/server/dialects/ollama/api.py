@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .... import __version__
-from ....domain.types import Event
+from ....domain.types import Event, ToolCallArguments, ToolCallStart
 from ....modelstore import modelfile
 from ....modelstore.models import DamagedModel, Model
 from ....modelstore.store import MEDIA_ADAPTER, Store
@@ -72,7 +72,8 @@ async def _generation(
     async def lines(items: AsyncGenerator[Event, None]) -> AsyncGenerator[dict[str, Any], None]:
         async with contextlib.aclosing(items):
             async for event in items:
-                yield encode(event, model, key, context=context)
+                if not isinstance(event, ToolCallStart | ToolCallArguments):  # Ollama sends calls whole
+                    yield encode(event, model, key, context=context)
 
     first = await first_item(events, request)
     return EventStream(

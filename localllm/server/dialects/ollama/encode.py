@@ -78,6 +78,8 @@ def encode(event: Event, model: str, key: str, *, context: bool) -> dict[str, An
         return {**head, **_text(key, "", event.calls), "done": False}
     if isinstance(event, Thinking):
         return {**head, **_text(key, "", thinking=event.text), "done": False}
+    if not isinstance(event, Done):  # a call's pieces: Ollama sends calls whole (`ToolCalls`)
+        return {**head, **_text(key, ""), "done": False}
     return {**head, **_text(key, ""), **_done_line(event, context=context)}
 
 

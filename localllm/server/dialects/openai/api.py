@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import secrets
 import time
@@ -23,7 +22,17 @@ from starlette.routing import Route
 
 from ....domain.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, QuotaExceeded, Unauthorized
 from ....domain.names import parse_name
-from ....domain.types import Done, Event, Thinking, Token, TokenLogprob, ToolCall, ToolCalls
+from ....domain.types import (
+    Done,
+    Event,
+    Thinking,
+    Token,
+    TokenLogprob,
+    ToolCall,
+    ToolCallArguments,
+    ToolCalls,
+    ToolCallStart,
+)
 from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
@@ -164,6 +173,7 @@ async def chunks(
     dones: list[Done | None] = [None] * n
     offsets = [0] * n  # where each text completion's next piece begins (legacy log-probabilities)
     called = [False] * n
+    streamed = [False] * n  # the choice's calls went out as deltas (their whole `ToolCalls` adds nothing)
     if framing.chat:
         for i in range(n):
             opening = {
@@ -189,8 +199,14 @@ async def chunks(
                     "logprobs": None,
                     "finish_reason": None,
                 }
+            elif isinstance(event, ToolCallStart | ToolCallArguments) and framing.chat:
+                streamed[i] = True
+                choice = {"index": i, "delta": {"tool_calls": [_call_delta(event)]}, "logprobs": None}
+                choice["finish_reason"] = None
             elif isinstance(event, ToolCalls):
                 called[i] = True
+                if streamed[i]:
+                    continue
                 calls = {"tool_calls": _tool_call_dicts(event.calls, indexed=True)}
                 choice = {"index": i, "delta": calls, "logprobs": None, "finish_reason": None}
             elif isinstance(event, Done):
@@ -317,6 +333,15 @@ def _legacy_logprobs(lps: Sequence[TokenLogprob], offset: int) -> dict[str, Any]
     }
 
 
+def _call_delta(event: ToolCallStart | ToolCallArguments) -> dict[str, Any]:
+    """A streamed call's delta, as OpenAI's: the first carries its id and name (`arguments` empty), the
+    others a piece of its arguments."""
+    if isinstance(event, ToolCallStart):
+        function = {"name": event.name, "arguments": ""}
+        return {"index": event.index, "id": event.id, "type": "function", "function": function}
+    return {"index": event.index, "function": {"arguments": event.text}}
+
+
 def _tool_call_dicts(calls: Sequence[ToolCall], *, indexed: bool = False) -> list[dict[str, Any]]:
     """OpenAI's `tool_calls`: arguments as a JSON string; in a stream's delta each call has its `index`."""
     out = []
@@ -324,7 +349,7 @@ def _tool_call_dicts(calls: Sequence[ToolCall], *, indexed: bool = False) -> lis
         item: dict[str, Any] = {
             "id": call.id,
             "type": "function",
-            "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)},
+            "function": {"name": call.name, "arguments": call.arguments_json()},
         }
         out.append({"index": k, **item} if indexed else item)
     return out

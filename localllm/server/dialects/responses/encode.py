@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ....domain.types import ChatMessage, Done, Event, Thinking, Token, ToolCall, ToolCalls
+from ....domain.types import (
+    ChatMessage,
+    Done,
+    Event,
+    Thinking,
+    Token,
+    ToolCall,
+    ToolCallArguments,
+    ToolCalls,
+    ToolCallStart,
+)
 from ....service.generation import Answer
 from ..openai.api import openai_error
 from .requests import Turn, new_id
@@ -75,7 +85,7 @@ def call_item(fid: str, call: ToolCall, arguments: str, status: str = "completed
 
 
 def arguments_of(call: ToolCall) -> str:
-    return json.dumps(call.arguments, ensure_ascii=False)
+    return call.arguments_json()
 
 
 def answered(conversation: tuple[ChatMessage, ...], output: list[dict[str, Any]]) -> tuple[ChatMessage, ...]:
@@ -100,6 +110,7 @@ class Encoder:
         self.output: list[dict[str, Any]] = []
         self.open: dict[str, Any] | None = None  # the item being written (reasoning or message)
         self.text = ""
+        self.calls: dict[int, tuple[str, int, str]] = {}  # a streamed call's index: item id, output index, arguments
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         out = {"type": kind, "sequence_number": self.seq, **fields}
@@ -170,6 +181,27 @@ class Encoder:
             iid, index = self.open["id"], self._index()
             delta = self.event(name, item_id=iid, output_index=index, content_index=0, delta=event.text, **extra)
             return [*events, delta]
+        if isinstance(event, ToolCallStart):
+            events = self._close()
+            index, fid = self._index(), new_id("fc")
+            item = call_item(fid, ToolCall(event.id, event.name, {}), "", "in_progress")
+            self.output.append(item)  # its place, for the items after it
+            self.calls[event.index] = (fid, index, "")
+            return [*events, self.event("response.output_item.added", output_index=index, item=item)]
+        if isinstance(event, ToolCallArguments) and event.index in self.calls:
+            fid, index, arguments = self.calls[event.index]
+            self.calls[event.index] = (fid, index, arguments + event.text)
+            return [
+                self.event("response.function_call_arguments.delta", item_id=fid, output_index=index, delta=event.text)
+            ]
+        if isinstance(event, ToolCalls) and self.calls:
+            events = self._close()
+            for k, call in enumerate(event.calls):
+                if k not in self.calls:
+                    continue
+                fid, index, _ = self.calls.pop(k)
+                events += self._call_done(fid, index, call)
+            return events
         if isinstance(event, ToolCalls):
             events = self._close()
             for call in event.calls:
@@ -195,9 +227,29 @@ class Encoder:
             return events
         return []
 
+    def _call_done(self, fid: str, index: int, call: ToolCall) -> list[dict[str, Any]]:
+        arguments = arguments_of(call)
+        item = call_item(fid, call, arguments)
+        self.output[index] = item
+        return [
+            self.event(
+                "response.function_call_arguments.done",
+                item_id=fid,
+                output_index=index,
+                name=call.name,
+                arguments=arguments,
+            ),
+            self.event("response.output_item.done", output_index=index, item=item),
+        ]
+
     def finish(self, done: Done) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         status = status_of_done(done)
         events = self._close("incomplete" if status == "incomplete" else "completed")
+        for _, index, arguments in self.calls.values():  # begun, then not a call after all
+            item = {**self.output[index], "arguments": arguments, "status": "incomplete"}
+            self.output[index] = item
+            events.append(self.event("response.output_item.done", output_index=index, item=item))
+        self.calls = {}
         final = response_object(self.turn, status, self.output, done)
         return [*events, self.event(f"response.{status}", response=final)], final
 
