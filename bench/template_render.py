@@ -21,7 +21,7 @@ from typing import Any
 
 from localllm.chat import prompt
 from localllm.chat.renderpool import InlineRenderer, RenderPool, TemplateSource
-from localllm.domain.types import ChatMessage
+from localllm.domain.messages import ChatMessage
 from localllm.service.templates import Templates
 
 QWEN25 = (

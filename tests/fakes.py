@@ -14,7 +14,9 @@ from gguf import GGUFWriter
 from localllm.chat.renderpool import InlineRenderer
 from localllm.chat.thinking import Think
 from localllm.domain.errors import EngineError
-from localllm.domain.types import ChatMessage, Done, PromptCacheStats, Token, Tool
+from localllm.domain.events import Done, Token
+from localllm.domain.messages import ChatMessage, Tool
+from localllm.domain.modelinfo import PromptCacheStats
 from localllm.runner.protocol import Job, LoadSpec, RunnerInfo
 from localllm.scheduling.scheduler import RunnerFactory
 from localllm.service.templates import Templates

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from ..domain.errors import InvalidRequest, QuotaExceeded
-from ..domain.types import Done, Token
+from ..domain.events import Done, Token
 from .principal import Principal, current
 
 E = TypeVar("E")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..domain.errors import InvalidRequest
-from ..domain.types import ChatMessage, Tool
+from ..domain.messages import ChatMessage, Tool
 from . import sandbox, templatecaps
 from .templatecaps import TemplateCaps
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Literal
 
 from ..domain.errors import InvalidRequest
-from ..domain.types import Done, Event, Thinking, Token
+from ..domain.events import Done, Event, Thinking, Token
 
 OPEN = "<think>"
 CLOSE = "</think>"

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..domain.errors import InvalidRequest
-from ..domain.types import Done, Event, Token, Tool, ToolCall, ToolCalls
+from ..domain.events import Done, Event, Token, ToolCalls
+from ..domain.messages import Tool, ToolCall
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..domain.errors import ConfigError
 from ..domain.limits import PROMPT_CACHE_DISK, size_text
-from ..domain.types import FLASH_ATTENTION_MODES, KV_CACHE_TYPES, STREAM_INTERVAL
+from ..domain.options import FLASH_ATTENTION_MODES, KV_CACHE_TYPES, STREAM_INTERVAL
 from .values import (
     DEFAULT_ADDRESS,
     DEFAULT_PORT,

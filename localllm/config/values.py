@@ -18,7 +18,7 @@ import platformdirs
 from ..domain.errors import ConfigError, InvalidModelName
 from ..domain.limits import KEEP_ALIVE_MAX_S
 from ..domain.names import parse_name
-from ..domain.types import KV_CACHE_TYPES
+from ..domain.options import KV_CACHE_TYPES
 
 DEFAULT_ADDRESS = "127.0.0.1"  # LOCALLLM_HOST's default: loopback only
 DEFAULT_PORT = 11434

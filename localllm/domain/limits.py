@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import InvalidRequest
-from .types import Constraints, Tool
+from .messages import Tool
+from .options import Constraints
 
 # -- chat templates (untrusted code: request `template`, Modelfile TEMPLATE, a GGUF's chat template) -------
 TEMPLATE_MAX_BYTES = 256 << 10  # the template's own text; real chat templates are under 32 KiB

@@ -54,8 +54,8 @@ except ImportError:  # pragma: no cover - depends on the installed huggingface_h
     import httpx as _http  # type: ignore[no-redef]
 
 from ..domain.errors import DownloadError, InvalidRequest, LocalLLMError, ModelNotFound, StoreUnwritable
+from ..domain.events import Progress
 from ..domain.names import ModelName
-from ..domain.types import Progress
 from .gguf import read_info
 from .store import MEDIA_MODEL, BlobLock, Layer, Manifest, Store, check_digest
 

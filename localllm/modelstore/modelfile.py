@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain.errors import InvalidRequest, ModelfileError
-from ..domain.types import DEPRECATED_OPTIONS, OPTION_TYPES, ChatMessage, parse_options
+from ..domain.messages import ChatMessage
+from ..domain.options import DEPRECATED_OPTIONS, OPTION_TYPES, parse_options
 
 INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE")
 MESSAGE_ROLES = ("system", "user", "assistant")

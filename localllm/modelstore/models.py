@@ -9,8 +9,10 @@ from pathlib import Path
 
 from ..chat import prompt, templatecaps
 from ..domain.errors import EngineError
+from ..domain.messages import ChatMessage
+from ..domain.modelinfo import ModelDetails
 from ..domain.names import ModelName
-from ..domain.types import ChatMessage, ModelDetails, Options, parse_options
+from ..domain.options import Options, parse_options
 from .gguf import GGUFInfo, read_info
 from .store import MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, Store, StoredModel
 

@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from ..domain.types import Done, Token
+from ..domain.events import Done, Token
 from . import logs
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..domain.types import TokenLogprob
+from ..domain.events import TokenLogprob
 from . import detokenize, scripted
 from .context import cut_to_fit
 from .kvstates import BLOCK, KVStates, PromptOutput, Source

@@ -22,7 +22,8 @@ from dataclasses import dataclass, fields
 from typing import ClassVar, Literal, get_args
 
 from ..domain.errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
-from ..domain.types import DeviceSplit, Done, PromptCacheStats, Token, TokenLogprob
+from ..domain.events import Done, Token, TokenLogprob
+from ..domain.modelinfo import DeviceSplit, PromptCacheStats
 from . import split
 from .wire import Message, ProtocolError, decode_line, encode_line
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..domain.limits import PROMPT_CACHE_CANDIDATES, PROMPT_CACHE_MAX_STATES, PROMPT_CACHE_MIN_TOKENS
-from ..domain.types import PromptCacheStats
+from ..domain.modelinfo import PromptCacheStats
 from .kvfiles import KVFiles, StoredState
 
 log = logging.getLogger("localllm.runner")

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, fields
 
 from ..domain.limits import PROMPT_CACHE_DISK
-from ..domain.types import FLASH_ATTENTION_MODES, KV_CACHE_TYPES, STREAM_INTERVAL
+from ..domain.options import FLASH_ATTENTION_MODES, KV_CACHE_TYPES, STREAM_INTERVAL
 from .wire import Message, ProtocolError, decode_line
 
 

@@ -20,8 +20,9 @@ from collections.abc import AsyncGenerator, Sequence
 from ..config import Settings
 from ..domain.child import python_command
 from ..domain.errors import EngineError
+from ..domain.events import Done, Token
 from ..domain.limits import RUNNER_MESSAGE_MAX
-from ..domain.types import Done, PromptCacheStats, Token
+from ..domain.modelinfo import PromptCacheStats
 from .protocol import (
     FRAME,
     LINE_LIMIT,

@@ -30,7 +30,7 @@ this module names the whole boundary in one place.
 
 from __future__ import annotations
 
-from ..domain.types import STREAM_INTERVAL
+from ..domain.options import STREAM_INTERVAL
 from .events import (
     ERROR_KINDS,
     PART_TOKENS,

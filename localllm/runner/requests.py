@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from ..domain.types import CallSyntax
+from ..domain.options import CallSyntax
 from .wire import Message, ProtocolError, decode_line, encode_line
 
 RANDOM_SEED = -1  # any negative seed: a random one

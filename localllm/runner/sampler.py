@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 import numpy as np
 
-from ..domain.types import CallSyntax
+from ..domain.options import CallSyntax
 from .protocol import Sampling
 
 if TYPE_CHECKING:

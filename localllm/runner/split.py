@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..domain.types import DeviceSplit
+from ..domain.modelinfo import DeviceSplit
 
 MiB = 1 << 20
 _LAYER = re.compile(r"layer\s+\d+ assigned to device (\S+?),")

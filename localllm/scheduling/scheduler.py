@@ -31,7 +31,8 @@ from typing import Any, Protocol
 
 from ..config import Settings
 from ..domain.errors import EngineError, ServerBusy
-from ..domain.types import Done, LoadedModel, ModelDetails, PromptCacheStats, Token
+from ..domain.events import Done, Token
+from ..domain.modelinfo import LoadedModel, ModelDetails, PromptCacheStats
 from ..observability import logs, metrics
 from ..observability.machine import Memory, MemoryProbe, SystemMemory
 from ..runner.process import RunnerProcess

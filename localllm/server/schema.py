@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..domain.types import _RANGES as OPTION_RANGES
-from ..domain.types import DEPRECATED_OPTIONS, OPTION_CHOICES, OPTION_TYPES
+from ..domain.options import _RANGES as OPTION_RANGES
+from ..domain.options import DEPRECATED_OPTIONS, OPTION_CHOICES, OPTION_TYPES
 
 Schema = dict[str, Any]
 

@@ -31,7 +31,7 @@ from msgspec import inspect as mi
 
 from ..domain.errors import InvalidRequest
 from ..domain.limits import MAX_JSON_DEPTH, MAX_UNKNOWN_FIELDS, size_text
-from ..domain.types import check_range
+from ..domain.options import check_range
 from . import fieldpolicy
 
 INLINE_BYTES = 256 << 10  # bodies up to this are decoded on the event loop (docs/request-path.md, docs/limits.md)

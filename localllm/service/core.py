@@ -29,21 +29,10 @@ from ..chat.tools import chosen_tools, held_back, new_call_id
 from ..config import Settings
 from ..domain import limits
 from ..domain.errors import ContextLengthExceeded, InvalidRequest
+from ..domain.events import Done, Embeddings, Event, Progress, Ranking, Token
+from ..domain.messages import ChatMessage
 from ..domain.names import ModelName, parse_name
-from ..domain.types import (
-    LOAD_OPTIONS,
-    CallSyntax,
-    ChatMessage,
-    Constraints,
-    Done,
-    Embeddings,
-    Event,
-    Options,
-    Progress,
-    Ranking,
-    Token,
-    bounded,
-)
+from ..domain.options import LOAD_OPTIONS, CallSyntax, Constraints, Options, bounded
 from ..modelstore.models import DamagedModel, Model, diagnose, read_model
 from ..modelstore.store import Store
 from ..observability import logs, metrics

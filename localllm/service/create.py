@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from ..chat.renderpool import TemplateSource
 from ..domain import limits
 from ..domain.errors import InvalidRequest, ModelNotFound
+from ..domain.events import Progress
+from ..domain.messages import ChatMessage
 from ..domain.names import ModelName, parse_name
-from ..domain.types import ChatMessage, Options, Progress, parse_options
+from ..domain.options import Options, parse_options
 from ..modelstore import library
 from ..modelstore.gguf import read_info
 from ..modelstore.store import (

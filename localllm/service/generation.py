@@ -13,20 +13,10 @@ from typing import Any
 from ..chat import thinking
 from ..domain import limits
 from ..domain.errors import EngineError, InvalidRequest, PromptTooLong
+from ..domain.events import Done, Event, Thinking, Token, TokenLogprob, ToolCalls
+from ..domain.messages import ChatMessage, Tool, ToolCall
 from ..domain.names import ModelName
-from ..domain.types import (
-    ChatMessage,
-    Constraints,
-    Done,
-    Event,
-    Options,
-    Thinking,
-    Token,
-    TokenLogprob,
-    Tool,
-    ToolCall,
-    ToolCalls,
-)
+from ..domain.options import Constraints, Options
 from ..modelstore.models import Model
 from ..runner.protocol import SAMPLING_OPTIONS, Job, Sampling
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ..config import Settings
 from ..config.values import parse_rpc_servers
 from ..domain.errors import ConfigError, InvalidRequest
-from ..domain.types import Options
+from ..domain.options import Options
 from ..modelstore.models import Model
 from ..modelstore.store import MEDIA_ADAPTER, Store
 from ..observability.machine import Memory

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..auth.principal import tenant
 from ..domain import limits
-from ..domain.types import ChatMessage, ToolCall
+from ..domain.messages import ChatMessage, ToolCall
 
 log = logging.getLogger("localllm.responses")
 

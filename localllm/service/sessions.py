@@ -24,8 +24,10 @@ from dataclasses import dataclass, field, replace
 from ..auth.principal import tenant
 from ..chat import prompt
 from ..domain.errors import InvalidRequest, ServerBusy
+from ..domain.events import Done, Event, Token
+from ..domain.messages import ChatMessage
 from ..domain.names import ModelName
-from ..domain.types import ChatMessage, Constraints, Done, Event, Options, Token
+from ..domain.options import Constraints, Options
 from .core import Service
 from .generation import GenerateRequest
 

@@ -17,7 +17,7 @@ from ..chat.renderpool import Renderer, RenderPool, RenderTooLong, TemplateSourc
 from ..chat.templatecaps import TemplateCaps
 from ..domain import limits
 from ..domain.errors import InvalidRequest, PromptTooLong
-from ..domain.types import ChatMessage, Tool
+from ..domain.messages import ChatMessage, Tool
 from ..modelstore.gguf import read_info
 from ..modelstore.models import Model
 

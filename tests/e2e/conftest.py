@@ -12,11 +12,15 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from ..conftest import STORIES_REPO
 from ..hubstub import HubStub
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "data" / "templates"
 
 
 def free_port() -> int:
@@ -133,3 +137,14 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Iterator[D
         yield d
     finally:
         stop_daemon(d)
+
+
+def create_with_template(d: Daemon, name: str, template_file: str, **parameters: Any) -> None:
+    """A model `name` made of stories260K (pulled from the Hub stand-in) under a real chat template from
+    tests/data/templates, with these Modelfile parameters."""
+    template = (TEMPLATES / template_file).read_text(encoding="utf-8")
+    body: dict[str, Any] = {"model": name, "from": f"hf.co/{STORIES_REPO}", "template": template, "stream": False}
+    if parameters:
+        body["parameters"] = parameters
+    r = httpx.post(d.url + "/api/create", json=body, timeout=120)
+    assert r.status_code == 200, r.text

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from ..conftest import STORIES_REPO
-from .conftest import Daemon
+from .conftest import Daemon, create_with_template
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
-TEMPLATES = Path(__file__).parent.parent / "data" / "templates"
 TOOLS: Any = [
     {
         "type": "function",
@@ -50,26 +47,13 @@ QWEN35 = (
 )
 
 
-def _create(d: Daemon, name: str, template_file: str) -> None:
-    template = (TEMPLATES / template_file).read_text(encoding="utf-8")
-    body = {
-        "model": name,
-        "from": f"hf.co/{STORIES_REPO}",
-        "template": template,
-        "parameters": {"temperature": 0},
-        "stream": False,
-    }
-    r = httpx.post(d.url + "/api/create", json=body, timeout=120)
-    assert r.status_code == 200, r.text
-
-
 @pytest.fixture(scope="module")
 def d(daemon: Daemon) -> Iterator[Daemon]:
     pulled = daemon.cli("pull", f"hf.co/{STORIES_REPO}")
     assert pulled.returncode == 0, pulled.stderr
-    _create(daemon, "qwen3-coder-tpl", "Qwen3-Coder.jinja")
-    _create(daemon, "mistral32-tpl", "Mistral-Small-3.2-24B-Instruct-2506.jinja")
-    _create(daemon, "qwen35-tpl", "Qwen3.5-4B.jinja")
+    create_with_template(daemon, "qwen3-coder-tpl", "Qwen3-Coder.jinja", temperature=0)
+    create_with_template(daemon, "mistral32-tpl", "Mistral-Small-3.2-24B-Instruct-2506.jinja", temperature=0)
+    create_with_template(daemon, "qwen35-tpl", "Qwen3.5-4B.jinja", temperature=0)
     yield daemon
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -18,15 +17,14 @@ import pytest
 from llama_cpp import llama_grammar
 
 from localllm.chat.formats.grammar import SYNTAXES, call_syntax
-from localllm.domain.types import Tool
+from localllm.domain.messages import Tool
 from localllm.runner.sampler import call_grammar
 
 from ..conftest import STORIES_REPO
-from .conftest import Daemon
+from .conftest import Daemon, create_with_template
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
-TEMPLATES = Path(__file__).parent.parent / "data" / "templates"
 WEATHER = {
     "type": "object",
     "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}, "days": {"type": "integer"}},
@@ -41,21 +39,14 @@ USER: Any = [{"role": "user", "content": "Weather in Paris?"}]
 SEEDS = (1, 2, 3)
 
 
-def _create(d: Daemon, name: str, template_file: str) -> None:
-    template = (TEMPLATES / template_file).read_text(encoding="utf-8")
-    body = {"model": name, "from": f"hf.co/{STORIES_REPO}", "template": template, "stream": False}
-    r = httpx.post(d.url + "/api/create", json=body, timeout=120)
-    assert r.status_code == 200, r.text
-
-
 @pytest.fixture(scope="module")
 def d(daemon: Daemon) -> Iterator[Daemon]:
     pulled = daemon.cli("pull", f"hf.co/{STORIES_REPO}")
     assert pulled.returncode == 0, pulled.stderr
-    _create(daemon, "qwen25-tpl", "Qwen-Qwen2.5-7B-Instruct.jinja")
-    _create(daemon, "mistral32-tpl", "Mistral-Small-3.2-24B-Instruct-2506.jinja")
-    _create(daemon, "llama31-tpl", "meta-llama-Llama-3.1-8B-Instruct.jinja")
-    _create(daemon, "nemo-tpl", "mistralai-Mistral-Nemo-Instruct-2407.jinja")
+    create_with_template(daemon, "qwen25-tpl", "Qwen-Qwen2.5-7B-Instruct.jinja")
+    create_with_template(daemon, "mistral32-tpl", "Mistral-Small-3.2-24B-Instruct-2506.jinja")
+    create_with_template(daemon, "llama31-tpl", "meta-llama-Llama-3.1-8B-Instruct.jinja")
+    create_with_template(daemon, "nemo-tpl", "mistralai-Mistral-Nemo-Instruct-2407.jinja")
     yield daemon
 
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-from localllm.domain.types import LOAD_OPTIONS
+from localllm.domain.options import LOAD_OPTIONS
 from localllm.server.openapi import document
 
 from ..conftest import CHAT_REPO, STORIES_REPO

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,11 +14,10 @@ import openai
 import pytest
 
 from ..conftest import STORIES_REPO
-from .conftest import Daemon
+from .conftest import Daemon, create_with_template
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "data" / "templates"
 WEATHER: Any = {
     "type": "function",
     "function": {
@@ -31,19 +29,12 @@ WEATHER: Any = {
 CHOICE: Any = {"type": "function", "function": {"name": "get_weather"}}
 
 
-def _create(d: Daemon, name: str, template_file: str) -> None:
-    template = (TEMPLATES / template_file).read_text(encoding="utf-8")
-    body = {"model": name, "from": f"hf.co/{STORIES_REPO}", "template": template, "stream": False}
-    r = httpx.post(d.url + "/api/create", json=body, timeout=120)
-    assert r.status_code == 200, r.text
-
-
 @pytest.fixture(scope="module")
 def d(daemon: Daemon) -> Iterator[Daemon]:
     pulled = daemon.cli("pull", f"hf.co/{STORIES_REPO}")
     assert pulled.returncode == 0, pulled.stderr
-    _create(daemon, "gemma2-tpl", "google-gemma-2-2b-it.jinja")
-    _create(daemon, "nemo-tpl", "mistralai-Mistral-Nemo-Instruct-2407.jinja")
+    create_with_template(daemon, "gemma2-tpl", "google-gemma-2-2b-it.jinja")
+    create_with_template(daemon, "nemo-tpl", "mistralai-Mistral-Nemo-Instruct-2407.jinja")
     yield daemon
 
 

@@ -19,7 +19,7 @@ import ollama
 import openai
 import pytest
 
-from localllm.domain.types import ChatMessage
+from localllm.domain.messages import ChatMessage
 
 from ..conftest import STORIES_REPO
 from ..fakes import render_chat

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from localllm.chat import formats, prompt, sandbox
-from localllm.domain.types import ChatMessage, Tool
+from localllm.domain.messages import ChatMessage, Tool
 
 DATA = Path(__file__).parent.parent / "data"
 CASES: dict[str, Any] = json.loads((DATA / "chat_parse" / "cases.json").read_text())

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from localllm.domain.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
-from localllm.domain.types import Done, Event, Thinking, Token, ToolCall, ToolCallArguments, ToolCalls, ToolCallStart
+from localllm.domain.events import Done, Event, Thinking, Token, ToolCallArguments, ToolCalls, ToolCallStart
+from localllm.domain.messages import ToolCall
 from localllm.observability import logs
 from localllm.server import dialects, fieldpolicy, openapi
 from localllm.server.dialects.anthropic import api as an

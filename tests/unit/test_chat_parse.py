@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from localllm.chat import formats, templatecaps
-from localllm.domain.types import Tool
+from localllm.domain.messages import Tool
 
 from .chat_parse_cases import CASES, OURS, TOOLS, case_id, matches, parse, template
 

@@ -11,16 +11,8 @@ import pytest
 
 from localllm.chat import formats
 from localllm.chat.formats import stream
-from localllm.domain.types import (
-    Done,
-    Event,
-    Thinking,
-    Token,
-    Tool,
-    ToolCallArguments,
-    ToolCalls,
-    ToolCallStart,
-)
+from localllm.domain.events import Done, Event, Thinking, Token, ToolCallArguments, ToolCalls, ToolCallStart
+from localllm.domain.messages import Tool
 
 from .chat_parse_cases import CASES, OURS, TOOLS, rendered, template
 

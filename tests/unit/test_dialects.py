@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from localllm.domain.errors import EngineError, InvalidRequest, ServerBusy
-from localllm.domain.types import Token, TokenLogprob
+from localllm.domain.events import Token, TokenLogprob
 from localllm.runner.protocol import Job
 from localllm.server.dialects import lmdeploy as lmdeploy_api
 from localllm.server.dialects import triton as triton_api

@@ -9,17 +9,8 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from localllm.chat.tools import held_back
-from localllm.domain.types import (
-    Done,
-    Event,
-    Token,
-    TokenLogprob,
-    Tool,
-    ToolCall,
-    ToolCallArguments,
-    ToolCalls,
-    ToolCallStart,
-)
+from localllm.domain.events import Done, Event, Token, TokenLogprob, ToolCallArguments, ToolCalls, ToolCallStart
+from localllm.domain.messages import Tool, ToolCall
 from localllm.server.dialects.ollama import encode as ollama
 from localllm.server.dialects.openai import api as openai
 from localllm.server.dialects.openai.requests import Shape

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.types import check_range, parse_options, parse_stop
+from localllm.domain.options import check_range, parse_options, parse_stop
 from localllm.server.dialects.openai.wire import ChatCompletionRequest
 from localllm.server.dialects.tgi.wire import TGIParameters
 from localllm.server.wire import components

@@ -13,8 +13,8 @@ import pytest
 from huggingface_hub import hf_hub_download
 
 from localllm.domain.errors import DownloadError, InvalidRequest, ModelNotFound
+from localllm.domain.events import Progress
 from localllm.domain.names import parse_name
-from localllm.domain.types import Progress
 from localllm.modelstore.hub import choose_files, pull
 from localllm.modelstore.store import MEDIA_MODEL, Store
 

@@ -18,8 +18,9 @@ from starlette.testclient import TestClient
 from localllm.chat.formats.grammar import SYNTAXES, call_syntax, syntax_of
 from localllm.config import Settings
 from localllm.config.values import parse_host
+from localllm.domain.messages import Tool
 from localllm.domain.names import parse_name
-from localllm.domain.types import CallSyntax, Tool
+from localllm.domain.options import CallSyntax
 from localllm.modelstore.store import Manifest, Store
 from localllm.runner.requests import Job, Sampling
 from localllm.scheduling.scheduler import Scheduler

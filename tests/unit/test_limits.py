@@ -8,7 +8,8 @@ import pytest
 
 from localllm.domain import limits
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.types import Constraints, Tool, check_range, parse_options
+from localllm.domain.messages import Tool
+from localllm.domain.options import Constraints, check_range, parse_options
 
 
 def refused(**kwargs: object) -> InvalidRequest:

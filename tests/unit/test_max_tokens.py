@@ -17,7 +17,7 @@ from localllm.chat import prompt
 from localllm.config import Settings
 from localllm.config.values import parse_host
 from localllm.domain.names import parse_name
-from localllm.domain.types import Options, bounded, parse_options
+from localllm.domain.options import Options, bounded, parse_options
 from localllm.modelstore.store import MEDIA_PARAMS, Manifest, Store
 from localllm.runner.requests import Job
 from localllm.scheduling.scheduler import Scheduler

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from localllm.domain.errors import InvalidRequest, ModelfileError
-from localllm.domain.types import ChatMessage
+from localllm.domain.messages import ChatMessage
 from localllm.modelstore.modelfile import Modelfile, format, parse, parse_parameter, to_create_request
 
 FULL = '''# A Modelfile that uses every instruction.

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from localllm.config import Settings
 from localllm.config.values import parse_host
-from localllm.domain.types import Done, Token
+from localllm.domain.events import Done, Token
 from localllm.observability import logs, metrics
 from localllm.server.app import create_app
 

@@ -6,7 +6,7 @@ import pytest
 
 from localllm.chat.prompt import check_template, generate_messages, render_generate
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.types import ChatMessage
+from localllm.domain.messages import ChatMessage
 
 from ..fakes import render_chat
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from localllm.domain.errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
-from localllm.domain.types import Token, TokenLogprob
+from localllm.domain.events import Token, TokenLogprob
 from localllm.runner.protocol import (
     CacheReport,
     Cancel,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.types import Ranking
+from localllm.domain.events import Ranking
 from localllm.runner import detokenize, rerank
 from localllm.runner.protocol import Detokenize, Failure, ProtocolError, Rerank, Scores, TokenList, decode_request
 from localllm.runner.rerank import RerankFrame

@@ -11,18 +11,9 @@ from typing import Any
 import pytest
 
 from localllm.domain.errors import EngineError, InvalidRequest
+from localllm.domain.events import Done, Event, Thinking, Token, ToolCallArguments, ToolCalls, ToolCallStart
+from localllm.domain.messages import ChatMessage, ToolCall
 from localllm.domain.names import parse_name
-from localllm.domain.types import (
-    ChatMessage,
-    Done,
-    Event,
-    Thinking,
-    Token,
-    ToolCall,
-    ToolCallArguments,
-    ToolCalls,
-    ToolCallStart,
-)
 from localllm.server.dialects.responses.api import keep, stream
 from localllm.server.dialects.responses.encode import Encoder, sse_named, whole
 from localllm.server.dialects.responses.requests import Turn, parse_input, to_turn

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from localllm.auth.principal import Principal, acting_as
-from localllm.domain.types import ChatMessage, ToolCall
+from localllm.domain.messages import ChatMessage, ToolCall
 from localllm.service.responses_store import ResponseStore
 
 CALL = ToolCall("call_1", "get_weather", {"city": "Paris"})

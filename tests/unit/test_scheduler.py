@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 from localllm.config import Settings
 from localllm.config.values import parse_host
 from localllm.domain.errors import EngineError, InvalidRequest, ServerBusy
+from localllm.domain.modelinfo import PromptCacheStats
 from localllm.domain.names import parse_name
-from localllm.domain.types import PromptCacheStats
 from localllm.modelstore.store import Manifest, Store
 from localllm.observability.machine import Memory
 from localllm.runner.protocol import LoadSpec

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from localllm.domain.errors import InvalidRequest, ServerBusy
+from localllm.domain.events import Done, Token
 from localllm.domain.names import parse_name
-from localllm.domain.types import Constraints, Done, Options, Token
+from localllm.domain.options import Constraints, Options
 from localllm.service.generation import GenerateRequest
 from localllm.service.sessions import Sessions
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from localllm.domain.names import parse_name
-from localllm.domain.types import Options
+from localllm.domain.options import Options
 from localllm.modelstore.gguf import read_info
 from localllm.modelstore.models import Model
 

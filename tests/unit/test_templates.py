@@ -12,7 +12,7 @@ import pytest
 from localllm.chat import prompt, sandbox
 from localllm.chat.templatecaps import TemplateCaps
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.types import ChatMessage, Tool, ToolCall
+from localllm.domain.messages import ChatMessage, Tool, ToolCall
 
 from ..fakes import render_chat
 

@@ -12,7 +12,8 @@ import pytest
 from localllm.chat import prompt
 from localllm.chat.thinking import Kind, ThinkParser, opens_thinking, split_thinking
 from localllm.chat.tools import held_back
-from localllm.domain.types import ChatMessage, Done, Event, Thinking, Token, TokenLogprob, Tool, ToolCalls
+from localllm.domain.events import Done, Event, Thinking, Token, TokenLogprob, ToolCalls
+from localllm.domain.messages import ChatMessage, Tool
 from localllm.service.generation import collect
 
 from ..fakes import render_chat

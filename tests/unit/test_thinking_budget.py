@@ -11,7 +11,7 @@ import pytest
 
 from localllm.chat.thinking import CLOSE, EFFORTS, budgeted, effort, prefilled, split_thinking
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.types import Done, Event, Token
+from localllm.domain.events import Done, Event, Token
 from localllm.server.dialects.responses.requests import to_turn
 from localllm.service.generation import Answer, collect
 from localllm.service.responses_store import ResponseStore

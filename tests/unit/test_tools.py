@@ -11,7 +11,7 @@ import pytest
 from localllm.chat import prompt
 from localllm.chat.tools import call_schema, may_be_a_call, parse_tool_calls, parse_tool_choice, parse_tools
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.types import ChatMessage, Tool, ToolCall
+from localllm.domain.messages import ChatMessage, Tool, ToolCall
 
 from ..fakes import render_chat
 

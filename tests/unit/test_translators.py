@@ -11,7 +11,7 @@ from localllm.config import Settings
 from localllm.config.values import parse_host
 from localllm.domain.errors import InvalidRequest
 from localllm.domain.names import parse_name
-from localllm.domain.types import Options
+from localllm.domain.options import Options
 from localllm.modelstore.store import Store
 from localllm.scheduling.scheduler import Scheduler
 from localllm.server.dialects import lmdeploy, triton, vllm

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from localllm.domain.errors import InvalidRequest
-from localllm.domain.types import Options, parse_options
+from localllm.domain.options import Options, parse_options
 
 
 def test_parse_and_merge() -> None:

@@ -11,7 +11,8 @@ import pytest
 from localllm.config import Settings
 from localllm.config.values import parse_rpc_servers, split_endpoint
 from localllm.domain.errors import ConfigError, EngineError, InvalidRequest
-from localllm.domain.types import DeviceSplit, parse_options
+from localllm.domain.modelinfo import DeviceSplit
+from localllm.domain.options import parse_options
 from localllm.modelstore.modelfile import parse_parameter
 from localllm.observability.machine import Memory
 from localllm.runner.protocol import LoadSpec, RunnerInfo, decode_event, encode_event

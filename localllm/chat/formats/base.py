@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...domain.types import Tool
+from ...domain.messages import Tool
 
 log = logging.getLogger("localllm")
 

@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ...domain.types import CallSyntax, Tool
+from ...domain.messages import Tool
+from ...domain.options import CallSyntax
 from .registry import detect
 
 Part = str | dict[str, Any]

@@ -16,19 +16,8 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from ...domain.types import (
-    Done,
-    Event,
-    Thinking,
-    Token,
-    TokenLogprob,
-    Tool,
-    ToolCall,
-    ToolCallArguments,
-    ToolCalls,
-    ToolCallStart,
-    arguments_json,
-)
+from ...domain.events import Done, Event, Thinking, Token, TokenLogprob, ToolCallArguments, ToolCalls, ToolCallStart
+from ...domain.messages import Tool, ToolCall, arguments_json
 from .. import thinking
 from . import partial
 from .base import Family, Parsed, parse

@@ -23,8 +23,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...domain.errors import InvalidRequest
+from ...domain.events import Done, Token
 from ...domain.limits import MAX_EMBED_INPUTS, MAX_STOP, PROMPT_MAX_BYTES
-from ...domain.types import Constraints, Done, Options, Token, parse_stop
+from ...domain.options import Constraints, Options, parse_stop
 from ...service.generation import collect
 from ...service.sessions import Sessions, Turn
 from .. import requests as rq

@@ -33,9 +33,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...domain.errors import InvalidRequest
+from ...domain.events import Ranking
 from ...domain.limits import MAX_RERANK_DOCUMENTS, PROMPT_MAX_BYTES
 from ...domain.names import parse_name
-from ...domain.types import Ranking
 from .. import requests as rq
 from ..errors import guarded
 from ..schema import ANY_LIST, INT, NUM, OLLAMA_ERROR, OPENAI_ERROR, STR, TGI_ERROR, body, obj, responses

@@ -18,9 +18,10 @@ from msgspec import Meta
 from starlette.requests import Request
 
 from ...domain.errors import InvalidRequest, NoModelChosen
+from ...domain.events import Event
 from ...domain.limits import MAX_STOP
 from ...domain.names import ModelName, parse_name
-from ...domain.types import Constraints, Event, Options, parse_stop
+from ...domain.options import Constraints, Options, parse_stop
 from ...service.core import Service
 from ...service.generation import Answer, collect
 from ..streaming import first_item, prepend, until_disconnect

@@ -20,8 +20,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...domain.errors import InvalidRequest, LocalLLMError
+from ...domain.events import Embeddings
 from ...domain.limits import MAX_EMBED_INPUTS, PROMPT_MAX_BYTES
-from ...domain.types import Embeddings
 from .. import requests as rq
 from ..errors import guarded
 from ..schema import ANY_LIST, TGI_ERROR, responses

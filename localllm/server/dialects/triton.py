@@ -24,9 +24,10 @@ from starlette.routing import Route
 
 from ... import __version__
 from ...domain.errors import InvalidRequest, ModelNotFound
+from ...domain.events import Done, Token
 from ...domain.limits import PROMPT_MAX_BYTES
 from ...domain.names import ModelName, parse_name
-from ...domain.types import Constraints, Done, Options, Token
+from ...domain.options import Constraints, Options
 from ...service.generation import GenerateRequest, collect
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of

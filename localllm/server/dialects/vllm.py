@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ...domain.errors import InvalidRequest
+from ...domain.events import Event, Token
 from ...domain.limits import MAX_CHOICES, MAX_STOP, PROMPT_MAX_BYTES
 from ...domain.names import ModelName
-from ...domain.types import Constraints, Event, Options, Token
+from ...domain.options import Constraints, Options
 from ...service.generation import GenerateRequest
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of

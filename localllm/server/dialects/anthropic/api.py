@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ....domain.types import Done, Event, Thinking, Token, ToolCall, ToolCallArguments, ToolCalls, ToolCallStart
+from ....domain.events import Done, Event, Thinking, Token, ToolCallArguments, ToolCalls, ToolCallStart
+from ....domain.messages import ToolCall
 from ....observability import logs
 from ....service.generation import Answer
 from ... import requests as rq

@@ -10,7 +10,8 @@ from typing import Any
 from ....chat.thinking import Think
 from ....chat.tools import ToolChoice, call_schema, tool_name
 from ....domain.errors import InvalidRequest
-from ....domain.types import ChatMessage, Constraints, Options, Tool, ToolCall, parse_stop
+from ....domain.messages import ChatMessage, Tool, ToolCall
+from ....domain.options import Constraints, Options, parse_stop
 from ....service.generation import ChatRequest
 from ... import requests as rq
 from ...wire import as_model

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .... import __version__
-from ....domain.types import Event, ToolCallArguments, ToolCallStart
+from ....domain.events import Event, ToolCallArguments, ToolCallStart
 from ....modelstore import modelfile
 from ....modelstore.models import DamagedModel, Model
 from ....modelstore.store import MEDIA_ADAPTER, Store

@@ -16,7 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ....domain.errors import ContextLengthExceeded
-from ....domain.types import Embeddings, parse_options
+from ....domain.events import Embeddings
+from ....domain.options import parse_options
 from ... import requests as rq
 from ...errors import guarded
 from ...streaming import until_disconnect

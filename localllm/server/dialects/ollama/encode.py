@@ -6,7 +6,9 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from ....domain.types import Done, Event, ModelDetails, Thinking, Token, TokenLogprob, ToolCall, ToolCalls
+from ....domain.events import Done, Event, Thinking, Token, TokenLogprob, ToolCalls
+from ....domain.messages import ToolCall
+from ....domain.modelinfo import ModelDetails
 from ....modelstore.models import DamagedModel, Model
 from ....service.generation import Answer
 

@@ -13,8 +13,9 @@ import msgspec
 from ....chat.thinking import LEVELS, Think
 from ....chat.tools import new_call_id, parse_tools
 from ....domain.errors import InvalidRequest
+from ....domain.messages import ROLES, ChatMessage, ToolCall
 from ....domain.names import ModelName
-from ....domain.types import ROLES, ChatMessage, Constraints, ToolCall, parse_options
+from ....domain.options import Constraints, parse_options
 from ....service.create import CreateRequest
 from ....service.generation import ChatRequest, GenerateRequest
 from ... import requests as rq

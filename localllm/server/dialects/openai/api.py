@@ -21,18 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ....domain.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, QuotaExceeded, Unauthorized
+from ....domain.events import Done, Event, Thinking, Token, TokenLogprob, ToolCallArguments, ToolCalls, ToolCallStart
+from ....domain.messages import ToolCall
 from ....domain.names import parse_name
-from ....domain.types import (
-    Done,
-    Event,
-    Thinking,
-    Token,
-    TokenLogprob,
-    ToolCall,
-    ToolCallArguments,
-    ToolCalls,
-    ToolCallStart,
-)
 from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of

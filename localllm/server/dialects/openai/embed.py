@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ....domain.errors import InvalidRequest
+from ....domain.events import Embeddings
 from ....domain.names import parse_name
-from ....domain.types import Embeddings
 from ... import requests as rq
 from ...errors import guarded
 from ...streaming import until_disconnect

@@ -19,8 +19,9 @@ from ....chat.thinking import effort
 from ....chat.tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
 from ....domain.errors import InvalidRequest
 from ....domain.limits import MAX_CHOICES
+from ....domain.messages import ChatMessage, Tool, ToolCall
 from ....domain.names import parse_name
-from ....domain.types import ChatMessage, Constraints, Options, Tool, ToolCall, parse_options, parse_stop
+from ....domain.options import Constraints, Options, parse_options, parse_stop
 from ....service.generation import ChatRequest, GenerateRequest
 from ...wire import as_model
 from . import wire

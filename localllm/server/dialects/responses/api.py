@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ....domain.types import ChatMessage, Done, Event
+from ....domain.events import Done, Event
+from ....domain.messages import ChatMessage
 from ....service.core import Service
 from ....service.generation import ChatRequest
 from ....service.responses_store import ResponseStore

@@ -5,17 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ....domain.types import (
-    ChatMessage,
-    Done,
-    Event,
-    Thinking,
-    Token,
-    ToolCall,
-    ToolCallArguments,
-    ToolCalls,
-    ToolCallStart,
-)
+from ....domain.events import Done, Event, Thinking, Token, ToolCallArguments, ToolCalls, ToolCallStart
+from ....domain.messages import ChatMessage, ToolCall
 from ....service.generation import Answer
 from ..openai.api import openai_error
 from .requests import Turn, new_id

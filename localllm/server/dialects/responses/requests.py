@@ -18,7 +18,8 @@ import msgspec
 from ....chat import thinking
 from ....chat.tools import call_schema, parse_tool_choice, parse_tools
 from ....domain.errors import InvalidRequest
-from ....domain.types import ChatMessage, Constraints, Options, Tool, ToolCall
+from ....domain.messages import ChatMessage, Tool, ToolCall
+from ....domain.options import Constraints, Options
 from ....service.generation import ChatRequest
 from ....service.responses_store import ResponseStore
 from ... import requests as rq

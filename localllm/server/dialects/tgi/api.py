@@ -31,7 +31,7 @@ from ....domain.errors import (
     QuotaExceeded,
     ServerBusy,
 )
-from ....domain.types import Done, Token, TokenLogprob
+from ....domain.events import Done, Token, TokenLogprob
 from ....modelstore.models import Model
 from ....service.core import Service
 from ....service.generation import Answer, GenerateRequest

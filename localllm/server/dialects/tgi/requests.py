@@ -16,7 +16,7 @@ from typing import Any
 from ....domain import limits
 from ....domain.errors import InvalidRequest
 from ....domain.names import ModelName
-from ....domain.types import Constraints, Options, check_range, parse_stop
+from ....domain.options import Constraints, Options, check_range, parse_stop
 from ....service.core import Service
 from ...wire import as_model
 from ..shared import choose_model
