@@ -30,7 +30,7 @@ from ..config import Settings
 from ..domain import limits
 from ..domain.errors import ContextLengthExceeded, InvalidRequest
 from ..domain.events import Done, Embeddings, Event, Progress, Ranking, Token
-from ..domain.messages import ChatMessage
+from ..domain.messages import ChatMessage, Tool
 from ..domain.names import ModelName, parse_name
 from ..domain.options import LOAD_OPTIONS, CallSyntax, Constraints, Options, bounded
 from ..modelstore.models import DamagedModel, Model, diagnose, read_model
@@ -263,10 +263,13 @@ class Service:
             return None
         family = syntax_of(self.model(req.model).template_for(tools=True)[0])
         if req.call_required:
-            return call_syntax(family, chosen_tools(req.tools, req.constraints.format), lazy=False)
-        if req.constraints.format is None and not req.constraints.grammar:
+            chosen = chosen_tools(req.tools, req.constraints.format)
+            for tool in chosen:  # their schemas become a grammar: its bounds apply, as to `format`'s
+                limits.check_schema(tool.parameters, f"tools[{req.tools.index(tool)}].function.parameters")
+            return call_syntax(family, chosen, lazy=False)
+        if req.constraints.format is None and not req.constraints.grammar and all(map(_grammar_sized, req.tools)):
             return call_syntax(family, req.tools, lazy=True)
-        return None
+        return None  # a tool whose schema is past a grammar's bounds (Claude Code's maxLength 524288): free output
 
     async def _short_call_ids(self, req: ChatRequest) -> bool:
         """Whether the template takes back only 9-character call ids (Mistral's), so the calls get such ids."""
@@ -565,3 +568,12 @@ def _check_dimensions(dimensions: int, width: int) -> None:
 def _unit(vector: list[float]) -> list[float]:
     norm = math.sqrt(math.fsum(x * x for x in vector))
     return [x / norm for x in vector] if norm > 0 else vector
+
+
+def _grammar_sized(tool: Tool) -> bool:
+    """Whether a tool's schema is within the bounds a grammar is built under (`limits.check_schema`)."""
+    try:
+        limits.check_schema(tool.parameters, "tools")
+    except InvalidRequest:
+        return False
+    return True

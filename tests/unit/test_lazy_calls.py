@@ -93,6 +93,20 @@ def test_a_required_call_is_constrained_from_the_first_token_in_the_familys_synt
             assert call["function"]["name"] == "get_weather"
 
 
+def test_a_tool_schema_past_a_grammars_bounds_gets_no_grammar_and_a_required_one_is_a_400(tmp_path: Path) -> None:
+    """Claude Code declares `maxLength: 524288`: under `auto` its tools leave the output free (no lazy grammar
+    of half a million items); a required call of such a tool is refused naming its schema, as `format` is."""
+    huge = {"type": "object", "properties": {"content": {"type": "string", "maxLength": 524288}}}
+    tools = [{"type": "function", "function": {"name": "Write", "parameters": huge}}, *TOOLS]
+    factory = FakeFactory(["Let me check."])
+    for client in client_for(tmp_path, factory):
+        message = _chat(client, "hermes", tools=tools)
+        assert message["content"] == "Let me check." and last_job(factory).sampling.calls is None
+        body = {"model": "hermes", "messages": [{"role": "user", "content": "Write"}], "tools": tools}
+        r = client.post("/v1/chat/completions", json={**body, "tool_choice": "required"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "tools[0].function.parameters", r.text
+
+
 def test_a_template_of_no_known_family_keeps_the_generic_call(tmp_path: Path) -> None:
     factory = FakeFactory(['{"name": "get_weather", "arguments": {"city": "Paris"}}'])
     for client in client_for(tmp_path, factory):
