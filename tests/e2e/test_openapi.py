@@ -103,7 +103,8 @@ def _capped(schema: dict[str, Any], most: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def api_daemon(tmp_path_factory: pytest.TempPathFactory, hub: Any) -> Iterator[Daemon]:
-    with daemon_with(tmp_path_factory.mktemp("openapi"), hub, [STORIES_REPO, CHAT_REPO]) as d:
+    # a request that sets no bound generates at most 8 tokens too (LOCALLLM_MAX_TOKENS), as the capped ones do
+    with daemon_with(tmp_path_factory.mktemp("openapi"), hub, [STORIES_REPO, CHAT_REPO], LOCALLLM_MAX_TOKENS="8") as d:
         yield d
 
 
