@@ -36,6 +36,7 @@ class LoadSpec:
     cache_dir: str = ""  # the disk tier's directory; "": no disk tier (LOCALLLM_CACHE_DIR)
     cache_disk: int = PROMPT_CACHE_DISK  # the disk tier's bound in bytes (LOCALLLM_CACHE_DISK)
     rpc_servers: tuple[str, ...] = ()  # llama.cpp RPC workers (host:port) the layers are split across
+    projector: str = ""  # a multimodal projector GGUF (mmproj) loaded beside the model with mtmd; "": none
 
     def to_message(self) -> Message:
         message = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -63,6 +64,7 @@ class LoadSpec:
                 cache_dir=str(message.get("cache_dir", cls.cache_dir)),
                 cache_disk=int(message.get("cache_disk", cls.cache_disk)),
                 rpc_servers=tuple(str(p) for p in message.get("rpc_servers", ())),
+                projector=str(message.get("projector", cls.projector)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"bad load spec: {exc}") from exc

@@ -21,10 +21,13 @@ written here and nowhere else.
 
 from __future__ import annotations
 
+import base64
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from ..domain.media import MEDIA_KINDS, Media
 from ..domain.options import CallSyntax
 from .wire import Message, ProtocolError, decode_line, encode_line
 
@@ -117,9 +120,15 @@ class Job:
     logprobs: int | None = None  # None: none; N: each token's log-probability and the N most likely
     context: tuple[int, ...] = ()  # tokens of an earlier exchange the prompt continues (Ollama's `context`)
     truncate: bool = False  # cut a prompt too long for the context (head and tail kept) rather than refuse it
+    media: tuple[Media, ...] = ()  # images and audio, one per `domain.media.MARKER` in the prompt, in order
 
     def to_message(self) -> Message:
         message: Message = {"op": self.OP, "prompt": self.prompt}
+        if self.media:
+            message["media"] = [
+                {"kind": m.kind, "data": base64.b64encode(m.data).decode("ascii"), "source": m.source}
+                for m in self.media
+            ]
         sampling = self.sampling.to_message()
         if sampling:
             message["sampling"] = sampling
@@ -155,7 +164,15 @@ class Job:
             logprobs=None if logprobs is None else int(logprobs),
             context=tuple(int(t) for t in message.get("context") or ()),
             truncate=bool(message.get("truncate", False)),
+            media=tuple(_media(m) for m in message.get("media") or ()),
         )
+
+
+def _media(message: Message) -> Media:
+    kind = message["kind"]
+    if kind not in MEDIA_KINDS:
+        raise ValueError(f"unknown media kind {kind!r}")
+    return Media(kind, base64.b64decode(message["data"], validate=True), str(message.get("source", "")))
 
 
 @dataclass(frozen=True)
