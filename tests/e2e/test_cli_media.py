@@ -33,7 +33,7 @@ def chat_daemon(tmp_path_factory: pytest.TempPathFactory, hub: HubStub) -> Itera
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     (tmp_path / "cat.png").write_bytes(png(16, 16))
-    (tmp_path / "talk.wav").write_bytes(wav())
+    (tmp_path / "talk.wav").write_bytes(wav(0.25))
     return tmp_path
 
 

@@ -421,7 +421,7 @@ def test_with_api_keys_the_page_asks_once(browser: Any, hub: HubStub, tmp_path: 
 
 # -- images ----------------------------------------------------------------------------------------------------
 
-RED, GREEN, BLUE = png(16, 16, (220, 30, 30)), png(16, 16, (30, 200, 30)), png(16, 16, (30, 30, 220))
+ONE, TWO, THREE = png(16, 16, seed=1), png(16, 16, seed=2), png(16, 16, seed=3)
 
 
 def b64(data: bytes) -> str:
@@ -448,23 +448,23 @@ def test_an_image_is_attached_sent_and_refused_by_a_text_model(browser: Any, dae
     store_conversation(page, {"id": "img", "title": "img", "model": STORIES, "messages": []})
     with page.expect_file_chooser() as chooser:
         page.get_by_role("button", name="Attach images").click()
-    chooser.value.set_files([{"name": "red.png", "mimeType": "image/png", "buffer": RED}])
+    chooser.value.set_files([{"name": "photo.png", "mimeType": "image/png", "buffer": ONE}])
     waiting = page.locator("#attachments img")
     sync_api.expect(waiting).to_have_count(1)
-    sync_api.expect(waiting).to_have_attribute("alt", "red.png")
+    sync_api.expect(waiting).to_have_attribute("alt", "photo.png")
     assert waiting.evaluate("i => i.complete && i.naturalWidth") == 16, "the thumbnail shows the PNG"
 
     with page.expect_request(lambda r: r.url.endswith("/api/chat")) as sent:
         alert = send(page, "What is in this picture?").get_by_role("alert")
     assert sent.value.post_data_json["messages"] == [
-        {"role": "user", "content": "What is in this picture?", "images": [b64(RED)]}
+        {"role": "user", "content": "What is in this picture?", "images": [b64(ONE)]}
     ]
     sync_api.expect(alert).to_be_visible()
     assert refusal(alert.inner_text()), alert.inner_text()  # the daemon's own words, not swallowed
     sync_api.expect(page.locator("#attachments")).to_be_hidden()
     shown = page.locator('[data-role="user"] .images img')
     sync_api.expect(shown).to_have_count(1)
-    assert shown.get_attribute("src") == "data:image/png;base64," + b64(RED)
+    assert shown.get_attribute("src") == "data:image/png;base64," + b64(ONE)
     assert shown.evaluate("i => i.complete && i.naturalWidth") == 16
 
     # The refused turn is not sent again: the next one is answered.
@@ -488,8 +488,8 @@ def test_an_image_is_attached_sent_and_refused_by_a_text_model(browser: Any, dae
 def test_pasted_and_picked_images_and_the_history_resent(browser: Any, daemon: Daemon) -> None:
     context, page, recorder = new_page(browser, daemon)
     earlier = [
-        {"role": "user", "content": "look", "images": [b64(RED)]},
-        {"role": "assistant", "content": "A red square.", "model": STORIES},
+        {"role": "user", "content": "look", "images": [b64(ONE)]},
+        {"role": "assistant", "content": "A picture.", "model": STORIES},
     ]
     store_conversation(page, {"id": "hist", "title": "hist", "model": STORIES, "messages": earlier})
     sync_api.expect(page.locator('[data-role="user"] .images img')).to_have_count(1)
@@ -501,16 +501,16 @@ def test_pasted_and_picked_images_and_the_history_resent(browser: Any, daemon: D
           clip.items.add(new File([bytes], 'pasted.png', {type: 'image/png'}));
           box.dispatchEvent(new ClipboardEvent('paste', {clipboardData: clip, bubbles: true, cancelable: true}));
         }""",
-        b64(BLUE),
+        b64(THREE),
     )
     waiting = page.locator("#attachments img")
     sync_api.expect(waiting).to_have_count(1)
     sync_api.expect(waiting).to_have_attribute("alt", "pasted.png")
-    page.locator("#attach-input").set_input_files([{"name": "green.png", "mimeType": "image/png", "buffer": GREEN}])
+    page.locator("#attach-input").set_input_files([{"name": "picked.png", "mimeType": "image/png", "buffer": TWO}])
     sync_api.expect(waiting).to_have_count(2)
     page.get_by_role("button", name="Remove pasted.png").click()
     sync_api.expect(waiting).to_have_count(1)
-    sync_api.expect(waiting).to_have_attribute("alt", "green.png")
+    sync_api.expect(waiting).to_have_attribute("alt", "picked.png")
 
     page.locator("#attach-input").set_input_files([{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}])
     sync_api.expect(page.locator("#notice")).to_contain_text("notes.txt is not an image")
@@ -519,9 +519,9 @@ def test_pasted_and_picked_images_and_the_history_resent(browser: Any, daemon: D
     with page.expect_request(lambda r: r.url.endswith("/api/chat")) as sent:
         alert = send(page, "and this one?").get_by_role("alert")
     assert sent.value.post_data_json["messages"] == [
-        {"role": "user", "content": "look", "images": [b64(RED)]},
-        {"role": "assistant", "content": "A red square."},
-        {"role": "user", "content": "and this one?", "images": [b64(GREEN)]},
+        {"role": "user", "content": "look", "images": [b64(ONE)]},
+        {"role": "assistant", "content": "A picture."},
+        {"role": "user", "content": "and this one?", "images": [b64(TWO)]},
     ]
     sync_api.expect(alert).to_be_visible()
     assert refusal(alert.inner_text()), alert.inner_text()

@@ -18,7 +18,7 @@ from .test_cli import FakeDaemon, invoke
 from .test_cli import daemon as daemon  # the fixture
 from .test_cli import tty_stdin as tty_stdin  # the fixture
 
-PNG = png()
+PNG = png(8, 8)
 
 
 def b64(data: bytes) -> str:
@@ -30,7 +30,7 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working folder holding cat.png, my cat.png and talk.wav (real files), the current directory."""
     (tmp_path / "cat.png").write_bytes(PNG)
     (tmp_path / "my cat.png").write_bytes(PNG)
-    (tmp_path / "talk.wav").write_bytes(wav())
+    (tmp_path / "talk.wav").write_bytes(wav(0.25))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -153,7 +153,7 @@ def test_run_attaches_from_several_arguments_and_piped_text(daemon: FakeDaemon, 
     assert result.exit_code == 0, result.output
     assert result.stderr == "Added image './cat.png'\nAdded audio './talk.wav'\n"
     (body,) = daemon.bodies("/api/generate")
-    assert body["prompt"] == "notes compare" and body["images"] == [b64(PNG), b64(wav())]
+    assert body["prompt"] == "notes compare" and body["images"] == [b64(PNG), b64(wav(0.25))]
 
 
 def test_run_with_a_file_it_cannot_send_sends_nothing(daemon: FakeDaemon, here: Path) -> None:
@@ -186,7 +186,7 @@ def test_repl_attaches_files_and_keeps_them_in_the_history(
     assert chats[2]["messages"] == [
         {"role": "user", "content": "what is it?", "images": [b64(PNG)]},
         {"role": "assistant", "content": "Hello there!"},
-        {"role": "user", "content": "and", "images": [b64(wav())]},
+        {"role": "user", "content": "and", "images": [b64(wav(0.25))]},
     ]
 
 
