@@ -421,7 +421,15 @@ def test_with_api_keys_the_page_asks_once(browser: Any, hub: HubStub, tmp_path: 
 
 # -- images ----------------------------------------------------------------------------------------------------
 
-ONE, TWO, THREE = png(16, 16, seed=1), png(16, 16, seed=2), png(16, 16, seed=3)
+ONE, TWO, THREE, FOUR = (png(16, 16, seed) for seed in range(1, 5))
+# Give an element an image file as a person pasting it (Ctrl+V) or dropping it would.
+GIVE = """(el, {kind, name, data}) => {
+  const files = new DataTransfer();
+  files.items.add(new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))], name, {type: 'image/png'}));
+  const init = {bubbles: true, cancelable: true};
+  el.dispatchEvent(kind === 'paste' ? new ClipboardEvent('paste', {...init, clipboardData: files})
+                                    : new DragEvent('drop', {...init, dataTransfer: files}));
+}"""
 
 
 def b64(data: bytes) -> str:
@@ -485,7 +493,7 @@ def test_an_image_is_attached_sent_and_refused_by_a_text_model(browser: Any, dae
     context.close()
 
 
-def test_pasted_and_picked_images_and_the_history_resent(browser: Any, daemon: Daemon) -> None:
+def test_pasted_picked_and_dropped_images_and_the_history_resent(browser: Any, daemon: Daemon) -> None:
     context, page, recorder = new_page(browser, daemon)
     earlier = [
         {"role": "user", "content": "look", "images": [b64(ONE)]},
@@ -494,15 +502,7 @@ def test_pasted_and_picked_images_and_the_history_resent(browser: Any, daemon: D
     store_conversation(page, {"id": "hist", "title": "hist", "model": STORIES, "messages": earlier})
     sync_api.expect(page.locator('[data-role="user"] .images img')).to_have_count(1)
 
-    page.get_by_label("Message", exact=True).evaluate(
-        """(box, data) => {
-          const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
-          const clip = new DataTransfer();
-          clip.items.add(new File([bytes], 'pasted.png', {type: 'image/png'}));
-          box.dispatchEvent(new ClipboardEvent('paste', {clipboardData: clip, bubbles: true, cancelable: true}));
-        }""",
-        b64(THREE),
-    )
+    page.get_by_label("Message", exact=True).evaluate(GIVE, {"kind": "paste", "name": "pasted.png", "data": b64(THREE)})
     waiting = page.locator("#attachments img")
     sync_api.expect(waiting).to_have_count(1)
     sync_api.expect(waiting).to_have_attribute("alt", "pasted.png")
@@ -512,16 +512,20 @@ def test_pasted_and_picked_images_and_the_history_resent(browser: Any, daemon: D
     sync_api.expect(waiting).to_have_count(1)
     sync_api.expect(waiting).to_have_attribute("alt", "picked.png")
 
+    page.locator("#composer").evaluate(GIVE, {"kind": "drop", "name": "dropped.png", "data": b64(FOUR)})
+    sync_api.expect(waiting).to_have_count(2)
+    assert waiting.evaluate_all("all => all.map(i => i.alt)") == ["picked.png", "dropped.png"]
+
     page.locator("#attach-input").set_input_files([{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}])
     sync_api.expect(page.locator("#notice")).to_contain_text("notes.txt is not an image")
-    sync_api.expect(waiting).to_have_count(1)
+    sync_api.expect(waiting).to_have_count(2)
 
     with page.expect_request(lambda r: r.url.endswith("/api/chat")) as sent:
-        alert = send(page, "and this one?").get_by_role("alert")
+        alert = send(page, "and these?").get_by_role("alert")
     assert sent.value.post_data_json["messages"] == [
         {"role": "user", "content": "look", "images": [b64(ONE)]},
         {"role": "assistant", "content": "A picture."},
-        {"role": "user", "content": "and this one?", "images": [b64(TWO)]},
+        {"role": "user", "content": "and these?", "images": [b64(TWO), b64(FOUR)]},
     ]
     sync_api.expect(alert).to_be_visible()
     assert refusal(alert.inner_text()), alert.inner_text()
