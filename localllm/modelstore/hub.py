@@ -16,6 +16,10 @@ what counts. HF_TOKEN is read by huggingface_hub itself on every request.
 The tag picks the file: `latest` is the Q4_K_M file, or the repository's only GGUF; any other tag is a quant
 label (`Q8_0`, `iq4_xs`, `F16`, …, case-insensitive) or a file name (`stories260K`, `stories260K.gguf`).
 Split GGUFs (`name-00001-of-00003.gguf`) count as one file and are pulled shard by shard, in order.
+
+A repository with multimodal projectors (GGUF files with `mmproj` in their names, as llama.cpp recognises
+them) gets one pulled beside the model, as a layer of its own (`MEDIA_PROJECTOR`): the one llama-server's
+`-hf` picks (`choose_projector`).
 """
 
 from __future__ import annotations
@@ -57,9 +61,9 @@ from ..domain.errors import DownloadError, InvalidRequest, LocalLLMError, ModelN
 from ..domain.events import Progress
 from ..domain.names import ModelName
 from .gguf import read_info
-from .store import MEDIA_MODEL, BlobLock, Layer, Manifest, Store, check_digest
+from .store import MEDIA_MODEL, MEDIA_PROJECTOR, BlobLock, Layer, Manifest, Store, check_digest
 
-__all__ = ["choose_files", "hub_endpoint", "pull"]
+__all__ = ["choose_files", "choose_projector", "hub_endpoint", "pull"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,9 @@ _PROGRESS_INTERVAL = 0.2  # seconds between two progress events of one file
 _API_TIMEOUT = 30.0  # seconds; huggingface_hub's own client waits forever
 _QUANT = re.compile(r"I?Q\d+(?:_[A-Z0-9]+)*|TQ\d+_\d+|BF16|F16|F32|F64|FP16|FP32|MXFP4(?:_MOE)?", re.IGNORECASE)
 _SHARD = re.compile(r"^(?P<base>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+_SPLIT_STEM = re.compile(r"^(.+)-([0-9]{5})-of-([0-9]{5})$", re.IGNORECASE)
+_TAG = re.compile(r"[-.]([A-Z0-9_]+)$", re.IGNORECASE)
+_PROJECTOR_MARK = "mmproj"
 
 
 def hub_endpoint() -> str:
@@ -114,7 +121,7 @@ def _candidates(filenames: list[str]) -> list[_Candidate]:
     groups: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
     for filename in filenames:
         base = posixpath.basename(filename)
-        if not base.lower().endswith(".gguf") or base.lower().startswith("mmproj"):
+        if not base.lower().endswith(".gguf") or _PROJECTOR_MARK in base.lower():
             continue  # a projector is part of a model, never a model of its own
         folder = posixpath.dirname(filename)
         if m := _SHARD.match(base):
@@ -181,6 +188,48 @@ def choose_files(filenames: list[str], tag: str) -> list[str]:
     )
 
 
+def choose_projector(filenames: list[str], model: str) -> str | None:
+    """The projector to pull beside the repository file `model` (its first shard), or None when there is none.
+
+    llama-server's `-hf` rule (llama.cpp common/download.cpp, `find_best_sibling` called by `find_best_mmproj`
+    with the keyword "mmproj" and no tag), mirrored: a candidate is a `.gguf` whose path contains "mmproj"
+    (case-sensitive, as there) in the model's folder or a folder above it; the one in the deepest folder wins,
+    then the one whose quantization bits are closest to the model's (`Q4_K_M` 4, `Q8_0` 8, `F16` 16, `BF16` 16,
+    none 0), then the first in the repository's listing.
+    """
+    model_dir = model.split("/")[:-1]
+    model_bits = _quant_bits(model)
+    best: str | None = None
+    best_depth = best_diff = 0
+    for filename in filenames:
+        if not filename.endswith(".gguf") or _PROJECTOR_MARK not in filename:
+            continue
+        folder = filename.split("/")[:-1]
+        if folder != model_dir[: len(folder)]:
+            continue  # not beside the model, nor in a folder above it
+        depth, diff = len(folder), abs(_quant_bits(filename) - model_bits)
+        if best is None or depth > best_depth or (depth == best_depth and diff < best_diff):
+            best, best_depth, best_diff = filename, depth, diff
+    return best
+
+
+def _quant_bits(path: str) -> int:
+    """The bits of the quant label ending a GGUF's name, as llama.cpp's `extract_quant_bits` reads them: the
+    first number in the last `-`/`.`-separated word (shard suffix and `.gguf` dropped); 0 when there is none."""
+    if not path.endswith(".gguf"):
+        return 0
+    prefix = path[: -len(".gguf")]
+    if split := _SPLIT_STEM.match(prefix):
+        prefix = split.group(1)
+    tag = _TAG.search(prefix)
+    digits = re.search(r"[0-9]+", tag.group(1)) if tag else None
+    return int(digits.group(0)) if digits else 0
+
+
+def _is_projector_file(filename: str) -> bool:
+    return _PROJECTOR_MARK in posixpath.basename(filename).lower()
+
+
 # -- pulling -------------------------------------------------------------------------------------------
 
 
@@ -189,6 +238,7 @@ class _RemoteFile:
     filename: str
     digest: str | None  # sha256 from the Hub's LFS metadata; None for a file kept in git itself
     size: int | None
+    media_type: str = MEDIA_MODEL  # the layer it becomes: the model (a shard of it), or its projector
 
     @property
     def status(self) -> str:
@@ -226,12 +276,16 @@ def _pull(store: Store, name: ModelName, cancel: threading.Event | None) -> Iter
         if not any(f.lower().endswith(".gguf") for f in siblings):
             raise ModelNotFound(f"hf.co/{name.repo_id} has no GGUF files: only GGUF models can be pulled") from exc
         raise InvalidRequest(f"hf.co/{name.repo_id}: {exc}", field="model") from exc
+    # the projector llama-server's -hf would take beside the model; none when the file asked for is one itself
+    projector = None if _is_projector_file(chosen[0]) else choose_projector(list(siblings), chosen[0])
     remote = []
-    for filename in chosen:
+    for filename, media_type in [(f, MEDIA_MODEL) for f in chosen] + (
+        [(projector, MEDIA_PROJECTOR)] if projector else []
+    ):
         sibling = siblings[filename]
         digest = check_digest(f"sha256:{sibling.lfs.sha256}") if sibling.lfs is not None else None
         size = sibling.lfs.size if sibling.lfs is not None else sibling.size
-        remote.append(_RemoteFile(filename, digest, size))
+        remote.append(_RemoteFile(filename, digest, size, media_type))
     revision = info.sha or constants.DEFAULT_REVISION
 
     # Own every blob still to download, from before its first byte until it is in place: a replica pulling
@@ -249,10 +303,12 @@ def _pull(store: Store, name: ModelName, cancel: threading.Event | None) -> Iter
         "model_format": "gguf",
         "source": f"hf.co/{name.repo_id}",
         "revision": info.sha,
-        "files": [file.filename for file in remote],
+        "files": chosen,
     }
+    if projector:
+        config["projector"] = projector
     store.write_manifest(name, Manifest(tuple(layers), config))
-    logger.info("pulled %s from %s (%s)", name, endpoint, ", ".join(chosen))
+    logger.info("pulled %s from %s (%s)", name, endpoint, ", ".join(file.filename for file in remote))
     yield Progress("success")
 
 
@@ -281,8 +337,8 @@ def _fetch(
     layers = []
     for file in remote:
         layer = stored.get(file.filename) or (yield from _verify(store, file, downloaded[file.filename], cancel))
-        _check_gguf(store, name, file.filename, layer)
-        layers.append(Layer(MEDIA_MODEL, layer.digest, layer.size, filename=file.filename))
+        _check_gguf(store, name, file, layer)
+        layers.append(Layer(file.media_type, layer.digest, layer.size, filename=file.filename))
     return layers
 
 
@@ -311,14 +367,21 @@ def _own(store: Store, file: _RemoteFile, cancel: threading.Event | None) -> Gen
         time.sleep(_PROGRESS_INTERVAL)
 
 
-def _check_gguf(store: Store, name: ModelName, filename: str, layer: Layer) -> None:
-    """Refuse a file that is not a readable GGUF (truncated or corrupt at its source), before it is listed."""
+def _check_gguf(store: Store, name: ModelName, file: _RemoteFile, layer: Layer) -> None:
+    """Refuse a file that is not a readable GGUF (truncated or corrupt at its source), or a projector whose
+    metadata says it is none (llama.cpp would refuse to load it), before it is listed."""
     try:
-        read_info(store.blob_path(layer.digest))
+        info = read_info(store.blob_path(layer.digest))
     except Exception as exc:  # the gguf reader raises ValueError, KeyError, IndexError ... on a bad file
         raise DownloadError(
-            f"hf.co/{name.repo_id}: {filename} is not a valid GGUF file (truncated or corrupt): {exc}"
+            f"hf.co/{name.repo_id}: {file.filename} is not a valid GGUF file (truncated or corrupt): {exc}"
         ) from None
+    if file.media_type == MEDIA_PROJECTOR and not info.is_projector:
+        kind = info.metadata.get("general.type")
+        raise DownloadError(
+            f"hf.co/{name.repo_id}: {file.filename} is named as a multimodal projector (mmproj) but is not one"
+            f" (general.type {kind!r}, architecture {info.architecture!r})"
+        )
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:
