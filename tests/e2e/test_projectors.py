@@ -132,6 +132,13 @@ def test_a_modelfile_with_a_local_model_and_projector_creates_a_vision_model(
     blob = daemon.models_dir / "blobs" / layer.digest.replace(":", "-")
     assert blob.read_bytes() == (tmp_path / "mmproj-mine.gguf").read_bytes()
 
+    # a model by name and a projector file: the projector goes in files beside from
+    (tmp_path / "Named").write_text(f"FROM {MODEL}\nFROM ./mmproj-mine.gguf\n")
+    named = daemon.cli("create", "named", "-f", str(tmp_path / "Named"))
+    assert named.returncode == 0, named.stderr
+    assert manifest(daemon, "named").projector == layer
+    assert manifest(daemon, "named").model_layers[0].digest == manifest(daemon, MODEL).model_layers[0].digest
+
     (tmp_path / "Only").write_text("FROM ./mmproj-mine.gguf\n")
     refused = daemon.cli("create", "nothing", "-f", str(tmp_path / "Only"))
     assert refused.returncode != 0 and "files holds only a projector" in refused.stderr
