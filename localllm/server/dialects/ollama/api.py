@@ -274,7 +274,18 @@ def paths() -> dict[str, Any]:
                 "summary": "a model's details",
                 "requestBody": request_body(wire.ShowBody),
                 "responses": responses(
-                    err, obj({"modelfile": STR, "parameters": STR, "template": STR, "details": OBJ})
+                    err,
+                    obj(
+                        {
+                            "modelfile": STR,
+                            "parameters": STR,
+                            "template": STR,
+                            "details": OBJ,
+                            "model_info": OBJ,
+                            "projector_info": OBJ,
+                            "capabilities": STRINGS,
+                        }
+                    ),
                 ),
             }
         },
