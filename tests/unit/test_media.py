@@ -40,6 +40,22 @@ PNG = png()
 IMAGE_THEN_TEXT = "describe it"
 
 
+def test_the_limits_table_states_the_media_bounds() -> None:
+    table = (Path(__file__).resolve().parents[2] / "docs" / "limits.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| images and audio"))
+    stated = [
+        f"≤ {limits.MEDIA_MAX_ITEMS} items per request",
+        f"an image ≤ {limits.size_text(limits.IMAGE_MAX_BYTES)}",
+        f"an audio clip ≤ {limits.size_text(limits.AUDIO_MAX_BYTES)}",
+        f"all of a request's ≤ {limits.size_text(limits.MEDIA_REQUEST_MAX_BYTES)}",
+        f"≤ {limits.IMAGE_MAX_PIXELS:,} pixels and ≤ {limits.IMAGE_MAX_SIDE} on a side",
+        f"≤ {limits.AUDIO_MAX_SECONDS:g} s",
+    ]
+    assert [s for s in stated if s not in row] == []
+    urls = next(line for line in table.splitlines() if line.startswith("| remote image URLs"))
+    assert f"≤ {limits.IMAGE_URL_REDIRECTS} redirects" in urls and f"≤ {limits.IMAGE_URL_SECONDS:g} s" in urls
+
+
 # -- the rule -----------------------------------------------------------------------------------------------
 
 
@@ -121,6 +137,8 @@ def client_for(tmp_path: Path, factory: FakeFactory, **settings: Any) -> Iterato
     store = Store(config.models_dir)
     layer = store.add_blob_file(write_tiny_gguf(tmp_path / "t.gguf", template=TEMPLATE, context_length=4096))
     store.write_manifest(parse_name("tiny"), Manifest((layer,)))
+    small = store.add_blob_file(write_tiny_gguf(tmp_path / "s.gguf", template=TEMPLATE, context_length=256))
+    store.write_manifest(parse_name("small"), Manifest((small,)))
     service = Service(config, store, Scheduler(factory=factory))
     with TestClient(create_app(config, service=service), base_url="http://127.0.0.1") as client:
         yield client
@@ -217,6 +235,20 @@ def test_audio_and_several_images_keep_their_order(tmp_path: Path, factory: Fake
         assert job.prompt == f"[user]a{MARKER}{MARKER}{MARKER}b"
         assert [m.data for m in job.media] == [red, clip, blue]
         assert [m.source for m in job.media] == [f"messages[0].content[{i}]" for i in (1, 2, 3)]
+
+
+def test_turns_dropped_to_fit_take_their_media_with_them(tmp_path: Path, factory: FakeFactory, vision: None) -> None:
+    red, blue = png(rgb=(255, 0, 0)), png(rgb=(0, 0, 255))
+    messages = [
+        {"role": "user", "content": "word " * 300, "images": [b64(red)]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "last", "images": [b64(blue)]},
+    ]
+    for client in client_for(tmp_path, factory):
+        answer = client.post("/api/chat", json={"model": "small", "messages": messages, "stream": False})
+        assert answer.status_code == 200, answer.text
+        job = last_job(factory)
+        assert job.prompt.count(MARKER) == 1 and [m.data for m in job.media] == [blue]
 
 
 def error_field(route: str, answer: Any) -> tuple[int, str]:
