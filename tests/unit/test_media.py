@@ -23,6 +23,7 @@ from localllm.config.values import parse_host
 from localllm.domain import limits, mediacheck, parts
 from localllm.domain.errors import InvalidRequest
 from localllm.domain.media import MARKER, Media
+from localllm.domain.messages import ChatMessage
 from localllm.domain.names import parse_name
 from localllm.modelstore.models import Model
 from localllm.modelstore.store import Manifest, Store
@@ -31,6 +32,7 @@ from localllm.scheduling.scheduler import Scheduler
 from localllm.server.app import create_app
 from localllm.service import imagefetch
 from localllm.service.core import Service
+from localllm.service.responses_store import ResponseStore
 
 from ..fakes import FakeFactory, write_tiny_gguf
 from ..media import b64, data_url, png, wav
@@ -132,14 +134,16 @@ def factory() -> FakeFactory:
     return FakeFactory()
 
 
-def client_for(tmp_path: Path, factory: FakeFactory, **settings: Any) -> Iterator[TestClient]:
+def client_for(
+    tmp_path: Path, factory: FakeFactory, fetch: Any = imagefetch.fetch, **settings: Any
+) -> Iterator[TestClient]:
     config = dataclasses.replace(Settings(host=parse_host(""), models_dir=tmp_path / "models"), **settings)
     store = Store(config.models_dir)
     layer = store.add_blob_file(write_tiny_gguf(tmp_path / "t.gguf", template=TEMPLATE, context_length=4096))
     store.write_manifest(parse_name("tiny"), Manifest((layer,)))
     small = store.add_blob_file(write_tiny_gguf(tmp_path / "s.gguf", template=TEMPLATE, context_length=256))
     store.write_manifest(parse_name("small"), Manifest((small,)))
-    service = Service(config, store, Scheduler(factory=factory))
+    service = Service(config, store, Scheduler(factory=factory), fetch=fetch)
     with TestClient(create_app(config, service=service), base_url="http://127.0.0.1") as client:
         yield client
 
@@ -251,6 +255,25 @@ def test_turns_dropped_to_fit_take_their_media_with_them(tmp_path: Path, factory
         assert job.prompt.count(MARKER) == 1 and [m.data for m in job.media] == [blue]
 
 
+def test_a_stored_response_keeps_its_media(tmp_path: Path) -> None:
+    """`previous_response_id` continues with the images of the conversation it stored, from disk too."""
+    image, remote = Media("image", PNG, "input[0].content[0]"), Media("image", b"", "x", url="https://e.org/a.png")
+    conversation = (ChatMessage("user", f"{MARKER}{MARKER}hi", media=(image, remote)), ChatMessage("assistant", "ok"))
+    ResponseStore(directory=tmp_path).put({"id": "resp_1"}, conversation)
+    stored = ResponseStore(directory=tmp_path).get("resp_1")  # read back from its file
+    assert stored is not None and stored.conversation == conversation
+
+
+def test_a_continued_response_sends_the_earlier_image(tmp_path: Path, factory: FakeFactory, vision: None) -> None:
+    for client in client_for(tmp_path, factory):
+        first = client.post("/v1/responses", json=image_then_text(PNG)["/v1/responses"])
+        assert first.status_code == 200, first.text
+        body = {"model": "tiny", "input": "and now?", "previous_response_id": first.json()["id"]}
+        assert client.post("/v1/responses", json=body).status_code == 200
+        job = last_job(factory)
+        assert job.prompt.count(MARKER) == 1 and [m.data for m in job.media] == [PNG]
+
+
 def error_field(route: str, answer: Any) -> tuple[int, str]:
     """The field and message an error names, in the route's dialect."""
     body = answer.json()
@@ -305,6 +328,27 @@ def test_image_urls_are_off_by_default(tmp_path: Path, factory: FakeFactory, vis
     for client in client_for(tmp_path, factory, allow_image_urls=True):
         status, message = error_field("/v1/chat/completions", client.post("/v1/chat/completions", json=body))
         assert status == 400 and "169.254.169.254" in message and "not a public address" in message
+
+
+def test_an_allowed_url_is_fetched_and_checked_like_any_image(
+    tmp_path: Path, factory: FakeFactory, vision: None
+) -> None:
+    fetched: list[tuple[str, str]] = []
+
+    def fetch(url: str, field: str) -> bytes:
+        fetched.append((url, field))
+        return PNG if url.endswith("a.png") else b"<html>not an image</html>"
+
+    source = {"type": "url", "url": "https://images.example/a.png"}
+    image: dict[str, Any] = {"type": "image", "source": source}
+    body = {"model": "tiny", "max_tokens": 8, "messages": [{"role": "user", "content": [image]}]}
+    for client in client_for(tmp_path, factory, fetch=fetch, allow_image_urls=True):
+        assert client.post("/v1/messages", json=body).status_code == 200
+        assert fetched == [("https://images.example/a.png", "messages[0].content[0]")]
+        assert [m.data for m in last_job(factory).media] == [PNG]
+        source["url"] = "https://images.example/page.html"
+        status, message = error_field("/v1/messages", client.post("/v1/messages", json=body))
+        assert status == 400 and message.startswith("messages[0].content[0]: not an image")
 
 
 # -- remote images (LOCALLLM_ALLOW_IMAGE_URLS=1) ------------------------------------------------------------
