@@ -37,3 +37,21 @@ def b64(data: bytes) -> str:
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{b64(data)}"
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    """A JPEG's markers as a decoder meets them (SOI, APP0, SOF0 with the size, SOS, EOI): no real scan data."""
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0"
+    sof0 = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
+    return b"\xff\xd8" + app0 + sof0 + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + b"\0" * 16 + b"\xff\xd9"
+
+
+def gif_header(width: int, height: int) -> bytes:
+    return b"GIF89a" + struct.pack("<HHBBB", width, height, 0, 0, 0) + b";"
+
+
+def bmp_header(width: int, height: int) -> bytes:
+    info = struct.pack("<IiiHHIIiiII", 40, width, -height, 1, 24, 0, 0, 0, 0, 0, 0)
+    pixels = b"\0" * 4
+    size = 14 + len(info) + len(pixels)
+    return b"BM" + struct.pack("<IHHI", size, 0, 0, 14 + len(info)) + info + pixels

@@ -35,7 +35,7 @@ from localllm.service.core import Service
 from localllm.service.responses_store import ResponseStore
 
 from ..fakes import FakeFactory, write_tiny_gguf
-from ..media import b64, data_url, png, wav
+from ..media import b64, bmp_header, data_url, gif_header, jpeg_header, png, wav
 
 TEMPLATE = "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
 PNG = png()
@@ -91,6 +91,15 @@ def test_a_png_bomb_is_refused_from_its_header() -> None:
     assert "50000 × 50000 pixels" in refused(Media("image", bomb, "images[0]"))
     wide = png(1, 1, declared=(limits.IMAGE_MAX_SIDE + 1, 1))
     assert "pixels" in refused(Media("image", wide, "images[0]"))
+
+
+@pytest.mark.parametrize("header", [png, jpeg_header, gif_header, bmp_header], ids=["png", "jpeg", "gif", "bmp"])
+def test_each_format_declares_its_size_in_its_header(header: Any) -> None:
+    small = header(7, 5) if header is not png else png(7, 5)
+    info = mediacheck.check(Media("image", small, "x"))
+    assert (info.width, info.height) == (7, 5)
+    bomb = header(50_000, 50_000) if header is not png else png(1, 1, declared=(50_000, 50_000))
+    assert "50000 × 50000 pixels" in refused(Media("image", bomb, "x"))
 
 
 def test_truncated_or_broken_payloads_are_refused_naming_the_part() -> None:
