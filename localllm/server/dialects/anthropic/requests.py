@@ -123,7 +123,7 @@ def _result(content: str | list[wire.ResultBlock], label: str) -> tuple[str, tup
 def _system(raw: wire.Content | None) -> tuple[ChatMessage, ...]:
     if raw is None:
         return ()
-    text = raw if isinstance(raw, str) else _texts(raw, "system", "\n")
+    text = parts.text_part(raw, "system") if isinstance(raw, str) else _texts(raw, "system", "\n")
     return (ChatMessage("system", text),) if text else ()
 
 
@@ -131,8 +131,11 @@ def _messages(raw: list[wire.AnthropicMessage]) -> list[ChatMessage]:
     out: list[ChatMessage] = []
     for i, item in enumerate(raw):
         if item.role == "system":  # a system turn where it was sent; `prompt.adapt` folds it if need be
+            label = f"messages[{i}].content"
             text = (
-                item.content if isinstance(item.content, str) else _texts(item.content, f"messages[{i}].content", "\n")
+                parts.text_part(item.content, label)
+                if isinstance(item.content, str)
+                else _texts(item.content, label, "\n")
             )
             out.append(ChatMessage("system", text))
         elif isinstance(item.content, str):
