@@ -246,7 +246,9 @@ def to_turn(raw: wire.InputTokensRequest | dict[str, Any], store: ResponseStore,
         if fmt is not None:
             raise InvalidRequest("a required tool call cannot be combined with text.format", field="tool_choice")
         fmt = schema
-    instructions = (ChatMessage("system", body.instructions),) if body.instructions else ()
+    instructions = (
+        (ChatMessage("system", parts.text_part(body.instructions, "instructions")),) if body.instructions else ()
+    )
     options = Options(
         temperature=full.temperature, top_p=full.top_p, num_predict=full.max_output_tokens, seed=full.seed
     ).merged_over(Options(temperature=1.0, top_p=1.0))
