@@ -250,6 +250,19 @@ def test_audio_and_several_images_keep_their_order(tmp_path: Path, factory: Fake
         assert [m.source for m in job.media] == [f"messages[0].content[{i}]" for i in (1, 2, 3)]
 
 
+def test_ollama_images_holding_audio_are_audio(tmp_path: Path, factory: FakeFactory, vision: None) -> None:
+    """Ollama's API has one media field: a WAV in `images` (as `localllm run` sends an audio file) is audio."""
+    clip = wav(0.5)
+    for client in client_for(tmp_path, factory):
+        body = {
+            "model": "tiny",
+            "stream": False,
+            "messages": [{"role": "user", "content": "x", "images": [b64(PNG), b64(clip)]}],
+        }
+        assert client.post("/api/chat", json=body).status_code == 200
+        assert [(m.kind, m.data) for m in last_job(factory).media] == [("image", PNG), ("audio", clip)]
+
+
 def test_turns_dropped_to_fit_take_their_media_with_them(tmp_path: Path, factory: FakeFactory, vision: None) -> None:
     red, blue = png(rgb=(255, 0, 0)), png(rgb=(0, 0, 255))
     messages = [

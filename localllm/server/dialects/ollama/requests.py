@@ -26,12 +26,17 @@ from . import wire
 
 
 def images(raw: list[str] | None, field: str) -> list[Media]:
-    """Ollama's `images`: base64 files (a data URL is taken too)."""
+    """Ollama's `images`: base64 files (a data URL is taken too). Ollama's API has no other field for media, so
+    an audio file sent there (WAV, MP3, FLAC, told by its bytes, as `localllm run` sends one) is audio."""
     out = []
     for i, item in enumerate(raw or ()):
         where = f"{field}[{i}]"
         read = mediacheck.data_url if item[:5].lower() == "data:" else mediacheck.decode_base64
-        out.append(Media("image", read(item, where, kind="image"), where))
+        data = read(item, where, kind="image")
+        info = mediacheck.sniff(data, where)
+        out.append(
+            Media("audio" if info is not None and info.format in mediacheck.AUDIO_FORMATS else "image", data, where)
+        )
     return out
 
 
