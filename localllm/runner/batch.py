@@ -124,6 +124,7 @@ class Work:
     t_first: float = 0.0
     t_flushed: float = 0.0  # when text last went out
     spans: tuple[MediaSpan, ...] = ()  # the prompt's media chunks (mediaprompt.py): their positions hold pseudo ids
+    media_turn: int = 0  # when its last media chunk was evaluated (Batcher._turns): requests take turns
 
 
 @dataclass
@@ -151,6 +152,7 @@ class Batcher:
     ) -> None:
         self.engine = engine
         self.projector = projector  # the model's multimodal projector (multimodal.py), if it has one
+        self._turns = 0  # media chunks evaluated
         self.script = script  # tests only (scripted.py): answers written by a test instead of sampling
         self.stream_interval = stream_interval
         self.grammar_for = grammar_for
@@ -473,11 +475,14 @@ class Batcher:
                 self._flush(work)
 
     def _evaluate_media(self, active: list[Work]) -> None:
-        """Evaluate one media chunk, of the oldest request whose prompt goes on with one: a step holds at most
-        one chunk's evaluation (the encoder and the decode of its embeddings), so the other requests wait no
-        longer than that, and their text still goes in this step's batch."""
+        """Evaluate one media chunk: a step holds at most one chunk's evaluation (the encoder and the decode of
+        its embeddings), so the other requests wait no longer than that, and their text still goes in this step's
+        batch. Requests whose prompts go on with a chunk take turns: the one whose last chunk was longest ago
+        (then the oldest) goes first."""
         assert self.projector is not None
-        work = min((w for w in active if w.pending and w.pending[0] < 0), key=lambda w: w.t_start)
+        work = min((w for w in active if w.pending and w.pending[0] < 0), key=lambda w: (w.media_turn, w.t_start))
+        self._turns += 1
+        work.media_turn = self._turns
         span = span_at(work.spans, work.n_past)
         if span is None:  # not expected: a cut is never inside a chunk
             self._fail(work, "a media chunk was cut")
