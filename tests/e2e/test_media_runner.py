@@ -249,3 +249,14 @@ def test_a_runner_process_takes_media_over_its_boundary(tiny_vlm: VisionModel, s
             await text_only.stop()
 
     asyncio.run(main())
+
+
+def test_a_context_outside_the_vocabulary_fails_alone(engine: Engine) -> None:
+    """Such an id reaching llama_decode would fail the whole step's batch, and every request in it."""
+    loop = Loop(engine)
+    loop.submit("good", "<|user|>\nOnce upon a time\n<|assistant|>\n", n=8)
+    loop.batcher.handle("bad", Job("more", context=(1, engine.n_vocab + 5), num_predict=4))
+    loop.run()
+    bad, good = loop.answer("bad"), loop.answer("good")
+    assert bad["ev"] == "error" and bad["kind"] == "request" and str(engine.n_vocab + 5) in bad["message"]
+    assert good["ev"] == "done" and good["eval_count"] == 8
