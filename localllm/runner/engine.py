@@ -407,7 +407,10 @@ class Engine:
     def state_layout(self) -> dict[str, object]:
         """Everything a saved state depends on: a state is restored only into a runner whose layout is equal."""
         spec = self._spec
+        # the KV of a media chunk comes from the projector: a state made with another one is not this one's
+        media = {"projector": kvfiles.file_identity(spec.projector)} if spec.projector else {}
         return {
+            **media,
             "format": 2,  # 2: a state file carries the output kept after its prompt
             "llama_cpp": llama_cpp.__version__,
             "model": kvfiles.file_identity(spec.model_path),
