@@ -263,7 +263,7 @@ class Engine:
                 spec.projector,
                 self.model,
                 self.ctx,
-                n_batch=self.n_batch,
+                n_batch=int(llama_cpp.llama_n_ubatch(self.ctx)),
                 use_gpu=self.local_gpu and self.n_gpu_layers > 0,
                 n_threads=spec.n_threads,
             )

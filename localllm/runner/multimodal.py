@@ -47,7 +47,7 @@ class Projector:
             )
         self._ctx = handle
         self._lctx = ctx
-        self.n_batch = n_batch
+        self.n_batch = n_batch  # tokens per decode of a chunk's embeddings: the context's ubatch
         self.vision = bool(mtmd.mtmd_support_vision(handle))
         self.audio = bool(mtmd.mtmd_support_audio(handle))
         if mtmd.mtmd_decode_use_mrope(handle):
@@ -128,6 +128,13 @@ class Projector:
                     raise MediaError("this model's media chunks take fewer positions than tokens (M-RoPE)")
                 digest = (mtmd.mtmd_input_chunk_get_id(chunk) or b"").decode()
                 item = by_digest.get(digest)
+                if n_tokens > self.n_batch and mtmd.mtmd_decode_use_non_causal(self._ctx, chunk):
+                    # (Gemma 3: an image's tokens attend to each other, so they are decoded in one ubatch)
+                    where = (item.source or item.kind) if item is not None else "media"
+                    raise MediaError(
+                        f"{where}: its {n_tokens} tokens must be decoded together, more than the batch of "
+                        f"{self.n_batch}: load the model with a larger num_batch"
+                    )
                 part = parts.get(digest, 0)
                 parts[digest] = part + 1
                 owned = mtmd.mtmd_input_chunk_copy(chunk)

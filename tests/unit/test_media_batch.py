@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from localllm.domain.media import MARKER, Media
 from localllm.runner.batch import Batcher
+from localllm.runner.kvfiles import KVFiles
 from localllm.runner.kvstates import KVStates
 from localllm.runner.mediaprompt import MediaError, MediaPrompt, MediaSpan, pseudo_ids, snap, text_run
 from localllm.runner.protocol import Job
@@ -258,3 +260,27 @@ def test_a_context_before_media_shifts_its_spans() -> None:
     run(batcher)
     assert fake.evaluated == [("images[0]", 3, 0)]
     assert done_of(sent, "a")["prompt_eval_count"] == 2 + 1 + N_MEDIA + 1
+
+
+def test_an_image_conversation_comes_back_from_disk_after_a_restart(tmp_path: Path) -> None:
+    """Pseudo ids are negative: the state files' token arrays keep them (signed int32), and a restarted runner
+    finds the conversation by its image."""
+    long = "".join(chr(0x4E00 + i) for i in range(70))
+    prompt = long + MARKER + "?"
+
+    def runner() -> tuple[Batcher, MediaEngine, FakeProjector, list[dict[str, Any]]]:
+        files = KVFiles(tmp_path, {"model": "fake"}, 1 << 30)
+        return make("!", states=KVStates(1 << 20, files), n_parallel=1, n_ctx=256, n_batch=64)
+
+    batcher, engine, fake, sent = runner()
+    batcher.handle("a", Job(prompt, media=(image(1),)))
+    run(batcher)
+    batcher.close()  # a runner stopping writes its slots out
+    for seed, cached in ((1, 70 + N_MEDIA + 2), (2, 70)):  # another image: only the text before it
+        batcher, engine, fake, sent = runner()
+        batcher.handle("b", Job(prompt + "!" + "more", media=(image(seed),)))
+        run(batcher)
+        done = done_of(sent, "b")
+        assert done["cached_tokens"] == cached, f"image {seed}"
+        assert len(fake.evaluated) == (0 if seed == 1 else 1)
+        batcher.close()
