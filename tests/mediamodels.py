@@ -233,3 +233,25 @@ def wav(seconds: float, *, hz: float = 440.0, rate: int = 16000) -> bytes:
     fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
     data = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(samples)) + samples
     return b"RIFF" + struct.pack("<I", 4 + len(data)) + b"WAVE" + data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.mediamodels FOLDER [--audio] [--tokenizer-from GGUF]`: write the model and projector
+    there (for trying them by hand, or with llama-server's `--mmproj`)."""
+    import argparse
+
+    from .testmodels import models_dir
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--audio", action="store_true")
+    parser.add_argument("--tokenizer-from", type=Path, default=models_dir() / "llama-2-tiny-random.gguf")
+    args = parser.parse_args(argv)
+    made = write_vision_model(args.tokenizer_from, args.folder, audio=args.audio)
+    print(made.model)
+    print(made.projector)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
