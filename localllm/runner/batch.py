@@ -28,7 +28,7 @@ from ..domain.events import TokenLogprob
 from . import detokenize, scripted
 from .context import cut_to_fit
 from .kvstates import BLOCK, KVStates, PromptOutput, Source
-from .mediaprompt import MediaError, MediaPrompt, MediaSpan, Projector, snap, span_at, text_run
+from .mediaprompt import MediaError, MediaPrompt, MediaSpan, Projector, media_prompt, snap, span_at, text_run
 from .protocol import (
     STREAM_INTERVAL,
     CacheReport,
@@ -258,29 +258,12 @@ class Batcher:
         self.waiting.append(work)
 
     def _media_prompt(self, rid: str, job: Job) -> MediaPrompt | None:
-        """The tokens of a prompt with media (after the job's `context`), from the projector; None when it is
-        refused (a `Failure` naming the item was sent)."""
-        first = job.media[0]
-        if self.projector is None:
-            message = f"{first.source or first.kind}: this model has no projector, so it takes no images or audio"
-            self.send(rid, Failure("request", message))
-            return None
+        """The prompt's tokens and media spans; None when refused (a `Failure` naming the item was sent)."""
         try:
-            made = self.projector.tokenize(job.prompt, job.media, add_bos=not job.context)
+            return media_prompt(self.projector, job.prompt, job.media, job.context)
         except MediaError as exc:
             self.send(rid, Failure("request", str(exc)))
             return None
-        if made.spans and made.spans[-1].end == len(made.tokens):
-            # llama.cpp gives no logits after a media chunk: the first token is sampled after text
-            self._drop(made.spans)
-            message = f"{made.spans[-1].source}: the prompt ends with it; text must follow the last image or audio"
-            self.send(rid, Failure("request", message))
-            return None
-        if not job.context:
-            return made
-        shift = len(job.context)
-        spans = tuple(dataclasses.replace(s, start=s.start + shift) for s in made.spans)
-        return MediaPrompt(list(job.context) + made.tokens, spans)
 
     def _drop(self, spans: tuple[MediaSpan, ...]) -> None:
         if spans and self.projector is not None:
@@ -340,7 +323,7 @@ class Batcher:
                 self._report_due = True
 
     def _reuse(self, slot: Slot, work: Work, keep: int) -> tuple[int, Source]:
-        """How much of `prompt` `slot` holds once it takes it, and from where: the `keep` tokens it holds
+        """How much of `work.prompt` `slot` holds once it takes it, and from where: the `keep` tokens it holds
         already, or more from a saved state restored into it (kvstates.py). What the slot loses is saved
         first, when that is worth it."""
         states, prompt = self.states, work.prompt

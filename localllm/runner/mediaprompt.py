@@ -16,6 +16,7 @@ No llama.cpp here: the decode loop reaches the projector through `Projector`, so
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +70,27 @@ class Projector(Protocol):
     def release(self, spans: Sequence[MediaSpan]) -> None:
         """Free the spans' chunks (their request is done with them)."""
         ...
+
+
+def media_prompt(
+    projector: Projector | None, text: str, media: Sequence[Media], context: Sequence[int] = ()
+) -> MediaPrompt:
+    """The tokens and media spans of `text` with `media`, after the tokens of an earlier exchange (`context`);
+    raises MediaError, naming the item, when the model has no projector, the projector refuses an item, or the
+    prompt ends with an item (llama.cpp gives no logits after a media chunk: the first token is sampled after
+    text)."""
+    first = media[0]
+    if projector is None:
+        raise MediaError(f"{first.source or first.kind}: this model has no projector, so it takes no images or audio")
+    made = projector.tokenize(text, media, add_bos=not context)
+    if made.spans and made.spans[-1].end == len(made.tokens):
+        projector.release(made.spans)
+        where = made.spans[-1].source
+        raise MediaError(f"{where}: the prompt ends with it; text must follow the last image or audio")
+    if not context:
+        return made
+    spans = tuple(dataclasses.replace(s, start=s.start + len(context)) for s in made.spans)
+    return MediaPrompt([*context, *made.tokens], spans)
 
 
 def pseudo_ids(digest: str, n: int, part: int = 0) -> list[int]:
