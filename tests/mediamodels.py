@@ -15,19 +15,21 @@ package, no torch), deterministic for a seed:
   mtmd pads audio to 30 s chunks, each `AUDIO_TOKENS` (375) tokens. (Stacked by 8, as the real Ultravox is, the
   encoder makes 188 tokens where mtmd counts 187, and llama.cpp aborts: `clip_encode: expected output 187 tokens`.)
 
-`png(width, height, seed)` encodes an RGB PNG with zlib (no pillow), `wav(seconds, ...)` a 16 kHz mono PCM WAV.
+The media to feed it: `png(width, height, seed)` and `wav(seconds)` from tests/mediafiles.py (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+from .mediafiles import png, wav
+
+__all__ = ["AUDIO_TOKENS", "IMAGE_TOKENS", "VLM_TEMPLATE", "VisionModel", "png", "wav", "write_vision_model"]
 
 VLM_TEMPLATE = (
     "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}"
@@ -202,37 +204,6 @@ def _close(writer: GGUFWriter) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-
-
-# -- media files ------------------------------------------------------------------------------------
-
-
-def png(width: int, height: int, seed: int = 0) -> bytes:
-    """An RGB PNG of seeded random pixels (no pillow: zlib and the chunk format)."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    return png_from(pixels)
-
-
-def png_from(pixels: np.ndarray) -> bytes:
-    """The PNG of an (height, width, 3) uint8 array."""
-    height, width = pixels.shape[:2]
-    rows = b"".join(b"\0" + pixels[y].tobytes() for y in range(height))  # filter type 0 per row
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-
-
-def wav(seconds: float, *, hz: float = 440.0, rate: int = 16000) -> bytes:
-    """A mono 16-bit PCM WAV of a sine tone."""
-    n = int(seconds * rate)
-    samples = (np.sin(2 * np.pi * hz * np.arange(n) / rate) * 0.3 * 32767).astype("<i2").tobytes()
-    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
-    data = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(samples)) + samples
-    return b"RIFF" + struct.pack("<I", 4 + len(data)) + b"WAVE" + data
 
 
 def main(argv: list[str] | None = None) -> int:

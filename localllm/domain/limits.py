@@ -89,6 +89,9 @@ GGUF_MAX_KEPT_ARRAY = 1 << 16  # elements of an array kept in `metadata` (bigger
 GGUF_MAX_VERBOSE_ARRAY = 1 << 20  # elements of an array shown by `/api/show` with verbose (vocabularies)
 GGUF_MAX_READ = 64 << 20  # bytes of metadata values kept for one file, verbose included
 
+# -- the CLI (cli/attachments.py) -----------------------------------------------------------------------------
+ATTACHMENT_MAX_BYTES = 100 << 20  # an image or audio file named in a `localllm run` prompt (Ollama's CLI: 100 MB)
+
 
 def render_workers() -> int:
     """Render worker processes: one per core, at least 2 (a slow render never holds every worker), at most 4."""
