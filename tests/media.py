@@ -1,10 +1,15 @@
-"""Media files for tests, made here byte by byte: a real PNG (zlib-compressed rows, CRCs), a PNG whose header
-declares more pixels than it holds (a decompression bomb's shape), WAV clips, data URLs."""
+"""Media files for tests, made here byte by byte with the standard library: a real PNG (zlib-compressed rows,
+CRCs; seeded random pixels or one colour), a PNG whose header declares more pixels than it holds (a
+decompression bomb's shape), WAV clips of a tone, data URLs."""
 
 from __future__ import annotations
 
 import base64
+import io
+import math
+import random
 import struct
+import wave
 import zlib
 
 
@@ -13,22 +18,38 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def png(
-    width: int = 2, height: int = 2, *, rgb: tuple[int, int, int] = (255, 0, 0), declared: tuple[int, int] | None = None
+    width: int = 2,
+    height: int = 2,
+    seed: int = 0,
+    *,
+    rgb: tuple[int, int, int] | None = None,
+    declared: tuple[int, int] | None = None,
 ) -> bytes:
-    """A `width` × `height` RGB PNG of one colour; `declared` puts another size in its header (a bomb: the few
-    rows it holds compress to almost nothing, its header asks for billions of pixels)."""
+    """A valid `width` × `height` RGB PNG: seeded random pixels, or all of colour `rgb`; `declared` puts another
+    size in its header (a bomb: the few rows it holds compress to almost nothing, its header asks for billions
+    of pixels)."""
     w, h = declared or (width, height)
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    rows = b"".join(b"\0" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    rng = random.Random(seed)
+    colour = bytes(rgb) * width if rgb is not None else b""
+    rows = b"".join(b"\0" + (colour or rng.randbytes(width * 3)) for _ in range(height))  # filter 0, the pixels
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b"")
 
 
-def wav(seconds: float, *, rate: int = 16000) -> bytes:
-    """A silent 16-bit mono WAV of `seconds`."""
-    data = b"\0\0" * int(seconds * rate)
-    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
-    return b"RIFF" + struct.pack("<I", len(body)) + body
+def wav(seconds: float, *, hz: float = 440.0, rate: int = 16_000) -> bytes:
+    """A mono 16-bit PCM WAV of `seconds` of a sine tone (silence with `hz` 0)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(rate)
+        n = int(seconds * rate)
+        if hz:
+            samples = (int(0.3 * 32767 * math.sin(2 * math.pi * hz * i / rate)) for i in range(n))
+            file.writeframes(b"".join(struct.pack("<h", s) for s in samples))
+        else:
+            file.writeframes(b"\0\0" * n)
+    return out.getvalue()
 
 
 def b64(data: bytes) -> str:

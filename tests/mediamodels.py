@@ -15,7 +15,7 @@ package, no torch), deterministic for a seed:
   mtmd pads audio to 30 s chunks, each `AUDIO_TOKENS` (375) tokens. (Stacked by 8, as the real Ultravox is, the
   encoder makes 188 tokens where mtmd counts 187, and llama.cpp aborts: `clip_encode: expected output 187 tokens`.)
 
-The media to feed it: `png(width, height, seed)` and `wav(seconds)` from tests/mediafiles.py (re-exported here).
+The media to feed it: `png(width, height, seed)` and `wav(seconds)` from tests/media.py (re-exported here).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
-from .mediafiles import png, wav
+from .media import png, wav
 
 __all__ = ["AUDIO_TOKENS", "IMAGE_TOKENS", "VLM_TEMPLATE", "VisionModel", "png", "wav", "write_vision_model"]
 

@@ -15,7 +15,7 @@ import pytest
 
 from ..conftest import CHAT_REPO
 from ..hubstub import HubStub
-from ..mediafiles import png, wav
+from ..media import png, wav
 from .conftest import Daemon, daemon_with, localllm_command
 from .test_repl_tmux import SHELL_PROMPT, Tmux, prompt_count
 

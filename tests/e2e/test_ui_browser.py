@@ -24,7 +24,7 @@ import pytest
 from ..conftest import CHAT_REPO, STORIES_REPO
 from ..ggufcopy import copy_with_metadata
 from ..hubstub import HubStub
-from ..mediafiles import png
+from ..media import png
 from .conftest import Daemon, daemon_with, start_daemon, stop_daemon
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]

@@ -13,7 +13,7 @@ from localllm_cli import attachments
 from localllm_cli.attachments import AttachmentError, attach, file_names, unescape
 from localllm_cli.repl import names_a_file
 
-from ..mediafiles import png, wav
+from ..media import png, wav
 from .test_cli import FakeDaemon, invoke
 from .test_cli import daemon as daemon  # the fixture
 from .test_cli import tty_stdin as tty_stdin  # the fixture
