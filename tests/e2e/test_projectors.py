@@ -6,7 +6,7 @@ a pull repairs it.
 
 The projectors here are small GGUFs with a projector's metadata (tests/projectors.py), not ones mtmd can run:
 nothing here generates with them. Images through a real projector are the runner's tests, on the tiny vision
-model (issue 25, item 7) -- where a pull of that model from the Hub stand-in belongs too (the lead integrates)."""
+model (issue 25, item 7), and a pull of that model from the Hub stand-in is tests/e2e/test_vision.py."""
 
 from __future__ import annotations
 
