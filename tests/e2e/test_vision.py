@@ -101,7 +101,7 @@ def test_an_image_is_evaluated_and_the_same_answer_comes_from_every_dialect(serv
     answers: dict[str, str] = {}
     client = ollama.Client(host=server.url)
     generated = client.generate(model=MODEL, prompt=TEXT, images=[IMAGE], options={"temperature": 0, "num_predict": N})
-    answers["ollama generate"] = generated.response
+    answers["ollama generate"] = generated.response or ""
 
     oai = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     content: Any = [{"type": "image_url", "image_url": {"url": data_url(IMAGE)}}, {"type": "text", "text": TEXT}]
@@ -152,10 +152,10 @@ def test_the_same_image_again_is_cached_and_a_different_one_is_not(server: Daemo
     first = ask(IMAGE)
     again = ask(IMAGE)
     assert again.prompt_tokens == first.prompt_tokens
-    cached = again.prompt_tokens_details.cached_tokens if again.prompt_tokens_details else 0
+    cached = (again.prompt_tokens_details.cached_tokens if again.prompt_tokens_details else 0) or 0
     assert cached and cached > IMAGE_TOKENS, "the image's tokens came from the prompt cache"
     other = ask(OTHER)
-    other_cached = other.prompt_tokens_details.cached_tokens if other.prompt_tokens_details else 0
+    other_cached = (other.prompt_tokens_details.cached_tokens if other.prompt_tokens_details else 0) or 0
     assert other_cached < first.prompt_tokens - IMAGE_TOKENS, "a different image matches nothing past its start"
 
 
