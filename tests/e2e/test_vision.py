@@ -20,8 +20,8 @@ import openai
 import pytest
 
 from ..hubstub import HubStub
-from ..media import data_url, png
-from ..mediamodels import IMAGE_TOKENS, VisionModel
+from ..media import data_url, png, wav
+from ..mediamodels import AUDIO_TOKENS, IMAGE_TOKENS, VisionModel
 from .conftest import Daemon, start_daemon, stop_daemon
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
@@ -164,3 +164,29 @@ def test_the_answer_depends_on_the_image(server: Daemon) -> None:
     image's effect on them)."""
     answers = {ollama_chat(server, png(24, 24, seed=seed))["message"]["content"] for seed in range(3, 7)}
     assert len(answers) > 1, answers
+
+
+def test_audio_through_openai_and_the_cli(server: Daemon, tiny_vlm_audio: VisionModel, tmp_path: Path) -> None:
+    """A model made from a local GGUF and a projector that hears too (a Modelfile with two FROM lines): an OpenAI
+    `input_audio` part and a WAV named to `localllm run` are evaluated as audio (mtmd pads a clip to 30 s)."""
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(
+        f"FROM {tiny_vlm_audio.model}\nFROM {tiny_vlm_audio.projector}\nPARAMETER temperature 0\n"
+        f"PARAMETER num_predict {N}\n"
+    )
+    created = server.cli("create", "vlm-audio", "-f", str(modelfile))
+    assert created.returncode == 0, created.stderr
+    assert "audio" in (ollama.Client(host=server.url).show("vlm-audio").capabilities or [])
+    clip = wav(1.0)
+    oai = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    content: Any = [{"type": "input_audio", "input_audio": {"data": b64(clip), "format": "wav"}}]
+    content.append({"type": "text", "text": TEXT})
+    heard = oai.chat.completions.create(model="vlm-audio", messages=[{"role": "user", "content": content}])
+    plain = oai.chat.completions.create(model="vlm-audio", messages=[{"role": "user", "content": TEXT}])
+    assert heard.usage is not None and plain.usage is not None
+    assert AUDIO_TOKENS - 2 <= heard.usage.prompt_tokens - plain.usage.prompt_tokens <= AUDIO_TOKENS + 2
+    sound = tmp_path / "clip.wav"
+    sound.write_bytes(clip)
+    ran = server.cli("run", "vlm-audio", f"{TEXT} {sound}")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == (heard.choices[0].message.content or "").strip()
