@@ -199,6 +199,8 @@ def test_ollama_encodes_thinking_apart() -> None:
 
 
 def test_openai_encodes_reasoning_content() -> None:
+    import msgspec
+
     from localllm.server.dialects.openai import api as openai
     from localllm.server.dialects.openai.requests import Shape
 
@@ -209,14 +211,14 @@ def test_openai_encodes_reasoning_content() -> None:
             yield 0, event
 
     async def drain() -> list[dict[str, Any]]:
-        return [c async for c in openai.chunks(framing, tagged(), 1)]
+        return [msgspec.to_builtins(c) async for c in openai.chunks(framing, tagged(), 1)]
 
     deltas = [c["choices"][0]["delta"] for c in asyncio.run(drain())]
     assert deltas[1:] == [{"reasoning_content": "hmm"}, {"content": "Hi"}, {}]
     answer = asyncio.run(collect(split_thinking(_events(["<think>hmm</think>", "Hi"]))))
-    message = openai.whole(framing, [answer])["choices"][0]["message"]
+    message = msgspec.to_builtins(openai.whole(framing, [answer]))["choices"][0]["message"]
     assert (message["reasoning_content"], message["content"]) == ("hmm", "Hi")
-    plain = openai.whole(framing, [asyncio.run(collect(_events(["Hi"])))])["choices"][0]["message"]
+    plain = msgspec.to_builtins(openai.whole(framing, [asyncio.run(collect(_events(["Hi"])))]))["choices"][0]["message"]
     assert "reasoning_content" not in plain
 
 

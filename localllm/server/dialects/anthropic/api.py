@@ -20,10 +20,11 @@ from ....observability import logs
 from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
-from ...schema import ANY_LIST, INT, SSE, STR, Schema, json_content, obj
+from ...replies import SSE, responses
 from ...streaming import EventStream, until_disconnect
 from ...wire import request_body
 from ..shared import collect_all, service_of
+from . import replies as r
 from . import wire
 from .requests import parse, parse_count
 
@@ -266,40 +267,12 @@ async def count_tokens(request: Request) -> Response:
 
 # -- the OpenAPI paths: request bodies are the wire models' schemas --------------------------------------
 
-ERROR_SCHEMA = obj(
-    {"type": {"const": "error"}, "error": obj({"type": STR, "message": STR}, required=("type", "message"))},
-    required=("type", "error"),
-)
-USAGE = obj({k: INT for k in usage(None)}, required=("input_tokens", "output_tokens"))
-MESSAGE_OK = obj(
-    {
-        "id": STR,
-        "type": {"const": "message"},
-        "role": {"const": "assistant"},
-        "model": STR,
-        "content": ANY_LIST,
-        "stop_reason": {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"]},
-        "stop_sequence": {"type": ["string", "null"]},
-        "usage": USAGE,
-    },
-    required=("id", "type", "role", "content", "stop_reason", "usage"),
-)
 CODES = ("400", "401", "403", "404", "413", "429", "500", "529")
-
-
-def _responses(ok: Schema, *, stream: bool = False) -> dict[str, Any]:
-    content = json_content(ok)
-    if stream:
-        content[SSE] = {"schema": obj({"event": STR, "data": STR})}
-    out: dict[str, Any] = {"200": {"description": "success", "content": content}}
-    for code in CODES:
-        out[code] = {"description": "error", "content": json_content(ERROR_SCHEMA)}
-    return out
 
 
 def paths() -> dict[str, Any]:
     headers = [
-        {"name": name, "in": "header", "required": False, "schema": STR}
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
         for name in ("x-api-key", "anthropic-version", "anthropic-beta")
     ]
     return {
@@ -308,7 +281,9 @@ def paths() -> dict[str, Any]:
                 "summary": "Anthropic Messages",
                 "parameters": headers,
                 "requestBody": request_body(wire.MessagesRequest),
-                "responses": _responses(MESSAGE_OK, stream=True),
+                "responses": responses(
+                    r.AnthropicError, r.AnthropicMessageObject, stream=(SSE, r.StreamEvent), codes=CODES
+                ),
             }
         },
         "/v1/messages/count_tokens": {
@@ -316,7 +291,7 @@ def paths() -> dict[str, Any]:
                 "summary": "Anthropic Messages: count a request's input tokens",
                 "parameters": headers,
                 "requestBody": request_body(wire.CountTokensRequest),
-                "responses": _responses(obj({"input_tokens": INT}, required=("input_tokens",))),
+                "responses": responses(r.AnthropicError, r.AnthropicInputTokens, codes=CODES),
             }
         },
     }
