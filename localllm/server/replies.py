@@ -55,10 +55,12 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _stream(media: str, item: Any) -> dict[str, Any]:
-    """A stream's content: SSE described event by event (`data` is `item` as JSON), NDJSON as text whose every
-    line is `item`."""
-    data = {"type": "string", "contentMediaType": "application/json", "contentSchema": schema_of(item)}
+def _stream(media: str, item: Any, trailer: str | None) -> dict[str, Any]:
+    """A stream's content: SSE described event by event (`data` is `item` as JSON, or the `trailer` that ends
+    the stream: OpenAI's `[DONE]`), NDJSON as text whose every line is `item`."""
+    data: dict[str, Any] = {"type": "string", "contentMediaType": "application/json", "contentSchema": schema_of(item)}
+    if trailer is not None:
+        data = {"type": "string", "if": {"const": trailer}, "else": data}
     if media == SSE:
         return {
             "schema": {
@@ -74,15 +76,17 @@ def responses(
     ok: Any = None,
     *,
     stream: tuple[str, Any] | None = None,
+    trailer: str | None = None,
     codes: Iterable[str] = ERROR_CODES,
     description: str = "success",
 ) -> dict[str, Any]:
     """An operation's `responses`: 200 with `ok` (a reply type; None: no body) and, when it can stream,
-    `stream` (its media type and the type of each event), then each of `codes` with the `error` body."""
+    `stream`: its media type and the type of each event (with the error event that ends a stream cut short:
+    a tuple of types is any one of them), then each of `codes` with the `error` body."""
     content: dict[str, Any] = _json(schema_of(ok)) if ok is not None else {}
     if stream is not None:
         media, item = stream
-        content[media] = _stream(media, item)
+        content[media] = _stream(media, item, trailer)
     out: dict[str, Any] = {"200": {"description": description, **({"content": content} if content else {})}}
     for code in codes:
         out[code] = {"description": "error", "content": _json(schema_of(error))}

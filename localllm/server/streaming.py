@@ -47,6 +47,8 @@ class ClientGone(Exception):
 
 
 def ndjson_line(obj: Any) -> bytes:
+    if isinstance(obj, msgspec.Struct):  # a reply model (server/replies.py)
+        return msgspec.json.encode(obj) + b"\n"
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 

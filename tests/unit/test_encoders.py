@@ -77,22 +77,28 @@ def test_collect_makes_one_answer() -> None:
 
 
 def test_ollama_lines() -> None:
-    line = ollama.encode(Token("Hi"), "m", "message", context=False)
+    line = msgspec.to_builtins(ollama.encode(Token("Hi"), "m", "message", context=False))
     assert line["message"] == {"role": "assistant", "content": "Hi"} and line["done"] is False
-    calls = ollama.encode(ToolCalls((ToolCall("call_1", "weather", {"city": "Paris"}),)), "m", "message", context=False)
+    calls = msgspec.to_builtins(
+        ollama.encode(ToolCalls((ToolCall("call_1", "weather", {"city": "Paris"}),)), "m", "message", context=False)
+    )
     assert calls["message"]["tool_calls"] == [
         {"id": "call_1", "function": {"index": 0, "name": "weather", "arguments": {"city": "Paris"}}}
     ]
-    last = ollama.encode(Done("stop", eval_count=4, context=(1, 2)), "m", "response", context=True)
+    last = msgspec.to_builtins(ollama.encode(Done("stop", eval_count=4, context=(1, 2)), "m", "response", context=True))
     assert last["response"] == "" and last["done"] is True and last["eval_count"] == 4 and last["context"] == [1, 2]
-    assert "context" not in ollama.encode(Done("load", context=(1,)), "m", "response", context=True)
+    assert "context" not in msgspec.to_builtins(
+        ollama.encode(Done("load", context=(1,)), "m", "response", context=True)
+    )
 
 
 def test_ollama_whole_answer() -> None:
     call = ToolCall("call_1", "weather", {})
-    whole = ollama.encode_whole(Answer((), DONE, (call,)), "m", "message", context=False)
+    whole = msgspec.to_builtins(ollama.encode_whole(Answer((), DONE, (call,)), "m", "message", context=False))
     assert whole["message"]["content"] == "" and whole["message"]["tool_calls"][0]["function"]["name"] == "weather"
-    whole = ollama.encode_whole(Answer((Token("a"), Token("b")), DONE), "m", "response", context=False)
+    whole = msgspec.to_builtins(
+        ollama.encode_whole(Answer((Token("a"), Token("b")), DONE), "m", "response", context=False)
+    )
     assert (whole["response"], whole["done"], whole["done_reason"], whole["eval_count"]) == ("ab", True, "stop", 4)
     assert list(whole)[:4] == ["model", "created_at", "response", "done"]
 
@@ -124,9 +130,11 @@ def test_openai_chunks_bytes() -> None:
     """The bytes of a stream's chunks: every choice's fields in OpenAI's order (index, delta, logprobs,
     finish_reason), `usage` null until the last with `include_usage`."""
 
+    events: list[tuple[int, Event]] = [(0, Token("Hi")), (0, DONE)]
+
     async def drain() -> list[bytes]:
         async def tagged() -> AsyncGenerator[tuple[int, Event], None]:
-            for item in [(0, Token("Hi")), (0, DONE)]:
+            for item in events:
                 yield item
 
         f = framing(include_usage=True)

@@ -185,16 +185,18 @@ def test_ollama_think_and_openai_reasoning_effort_translate() -> None:
 
 
 def test_ollama_encodes_thinking_apart() -> None:
+    import msgspec
+
     from localllm.server.dialects.ollama import encode as ollama
 
-    line = ollama.encode(Thinking("hmm"), "m", "message", context=False)
+    line = msgspec.to_builtins(ollama.encode(Thinking("hmm"), "m", "message", context=False))
     assert line["message"] == {"role": "assistant", "content": "", "thinking": "hmm"} and line["done"] is False
-    assert ollama.encode(Thinking("hmm"), "m", "response", context=False)["thinking"] == "hmm"
-    assert "thinking" not in ollama.encode(Token("a"), "m", "response", context=False)
+    assert msgspec.to_builtins(ollama.encode(Thinking("hmm"), "m", "response", context=False))["thinking"] == "hmm"
+    assert "thinking" not in msgspec.to_builtins(ollama.encode(Token("a"), "m", "response", context=False))
     answer = asyncio.run(collect(split_thinking(_events(["<think>hmm</think>", "Hi"]))))
-    chat = ollama.encode_whole(answer, "m", "message", context=False)
+    chat = msgspec.to_builtins(ollama.encode_whole(answer, "m", "message", context=False))
     assert chat["message"]["thinking"] == "hmm" and chat["message"]["content"] == "Hi"
-    generated = ollama.encode_whole(answer, "m", "response", context=False)
+    generated = msgspec.to_builtins(ollama.encode_whole(answer, "m", "response", context=False))
     assert (generated["thinking"], generated["response"]) == ("hmm", "Hi")
 
 

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from ...domain.errors import InvalidRequest
 from .. import requests as rq
 from ..errors import guarded
-from ..replies import SERVING_CODES, ServingError, TGIError, responses
+from ..replies import NDJSON, SERVING_CODES, ServingError, TGIError, responses
 from ..wire import request_body_of
 from . import lmdeploy, vllm
 from . import tokenize as tokenize_dialect
@@ -110,7 +110,10 @@ def paths() -> dict[str, Any]:
                 "summary": "TGI (body with `inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)",
                 "requestBody": request_body_of(TGIGenerateRequest, vllm.VLLMGenerateRequest, lmdeploy.LMDeployRequest),
                 "responses": responses(
-                    ERROR, (tgi_replies.TGIGeneration, vllm.VLLMText, lmdeploy.LMDeployAnswer), codes=SERVING_CODES
+                    ERROR,
+                    (tgi_replies.TGIGeneration, vllm.VLLMText, lmdeploy.LMDeployAnswer),
+                    stream=(NDJSON, (vllm.VLLMText, lmdeploy.LMDeployAnswer, ServingError)),  # vLLM's, LMDeploy's
+                    codes=SERVING_CODES,
                 ),
             }
         },

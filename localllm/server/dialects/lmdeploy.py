@@ -313,7 +313,7 @@ def paths() -> dict[str, Any]:
                 "summary": "LMDeploy interactive session",
                 "requestBody": request_body(LMDeployRequest),
                 "responses": responses(
-                    ServingError, LMDeployAnswer, stream=(NDJSON, LMDeployAnswer), codes=SERVING_CODES
+                    ServingError, LMDeployAnswer, stream=(NDJSON, (LMDeployAnswer, ServingError)), codes=SERVING_CODES
                 ),
             }
         },

@@ -337,7 +337,7 @@ def paths() -> dict[str, Any]:
                 "summary": "Triton streaming generate",
                 "parameters": model,
                 "requestBody": generate,
-                "responses": responses(TritonError, stream=(SSE, TritonGeneration)),
+                "responses": responses(TritonError, stream=(SSE, (TritonGeneration, TritonError))),
             }
         },
     }

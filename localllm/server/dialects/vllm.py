@@ -25,7 +25,7 @@ from ...domain.options import Constraints, Options
 from ...service.generation import GenerateRequest
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of
-from ..replies import Reply
+from ..replies import Reply, ServingError
 from ..streaming import EventStream
 from ..wire import Strict, as_model, check_text
 from .contract import Dialect
@@ -184,4 +184,4 @@ class VLLMTokenized(Reply, kw_only=True):
     token_strs: list[str] | None  # with `return_token_strs`
 
 
-DIALECT = Dialect("vllm", (), ERRORS, wire=MODELS, replies=(VLLMText, VLLMTokenized))
+DIALECT = Dialect("vllm", (), ERRORS, wire=MODELS, replies=(ServingError, VLLMText, VLLMTokenized))

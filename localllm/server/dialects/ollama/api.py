@@ -21,13 +21,13 @@ from ....service import create
 from ....service.generation import collect
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of
-from ...replies import NDJSON, AccessToken, OllamaError, path_parameter, responses
+from ...replies import NDJSON, AccessToken, OllamaError, path_parameter, reply, responses
 from ...streaming import EventStream, first_item, ndjson_line, prepend, until_disconnect
 from ...wire import request_body
 from ..shared import service_of
 from . import replies as r
 from . import wire
-from .encode import damaged_entry, encode, encode_whole, model_entry, timestamp
+from .encode import Line, damaged_entry, encode, encode_whole, model_entry, timestamp
 from .requests import named, to_chat_request, to_generate_request
 
 
@@ -68,9 +68,9 @@ async def _generation(
     whole."""
     if not stream:
         answer = await until_disconnect(collect(events), request)
-        return JSONResponse(encode_whole(answer, model, key, context=context))
+        return reply(encode_whole(answer, model, key, context=context))
 
-    async def lines(items: AsyncGenerator[Event, None]) -> AsyncGenerator[dict[str, Any], None]:
+    async def lines(items: AsyncGenerator[Event, None]) -> AsyncGenerator[Line, None]:
         async with contextlib.aclosing(items):
             async for event in items:
                 if not isinstance(event, ToolCallStart | ToolCallArguments):  # Ollama sends calls whole
@@ -252,7 +252,7 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "download a model",
                 "requestBody": request_body(wire.PullBody),
-                "responses": responses(err, r.OllamaProgress, stream=(NDJSON, r.OllamaProgress)),
+                "responses": responses(err, r.OllamaProgress, stream=(NDJSON, (r.OllamaProgress, err))),
             }
         },
         "/api/delete": {
@@ -273,28 +273,28 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "complete a prompt",
                 "requestBody": request_body(wire.GenerateBody),
-                "responses": responses(err, r.OllamaGenerateLine, stream=(NDJSON, r.OllamaGenerateLine)),
+                "responses": responses(err, r.OllamaGenerateLine, stream=(NDJSON, (r.OllamaGenerateLine, err))),
             }
         },
         "/api/chat": {
             "post": {
                 "summary": "chat",
                 "requestBody": request_body(wire.ChatBody),
-                "responses": responses(err, r.OllamaChatLine, stream=(NDJSON, r.OllamaChatLine)),
+                "responses": responses(err, r.OllamaChatLine, stream=(NDJSON, (r.OllamaChatLine, err))),
             }
         },
         "/api/create": {
             "post": {
                 "summary": "create a model (Modelfile fields)",
                 "requestBody": request_body(wire.CreateBody),
-                "responses": responses(err, r.OllamaProgress, stream=(NDJSON, r.OllamaProgress)),
+                "responses": responses(err, r.OllamaProgress, stream=(NDJSON, (r.OllamaProgress, err))),
             }
         },
         "/api/verify": {
             "post": {
                 "summary": "hash the store's blobs again (localllm's own): one line a blob, damaged ones moved aside",
                 "requestBody": request_body(wire.VerifyBody),
-                "responses": responses(err, r.OllamaVerifyLine, stream=(NDJSON, r.OllamaVerifyLine)),
+                "responses": responses(err, r.OllamaVerifyLine, stream=(NDJSON, (r.OllamaVerifyLine, err))),
             }
         },
         "/api/blobs/{digest}": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...replies import UNSET, Reply, TokenLogprob, Unset
+from ...replies import UNSET, AccessToken, OllamaError, Reply, TokenLogprob, Unset
 
 
 class OllamaVersion(Reply, kw_only=True):
@@ -124,10 +124,14 @@ class OllamaAssistantMessage(Reply, kw_only=True):
 
 
 class _OllamaLine(Reply, kw_only=True):
-    """What a generate and a chat line share: the counters come on the last line (`done`)."""
+    """A line of `/api/generate` (its `response`, `thinking` and `context`) or of `/api/chat` (its `message`),
+    in Ollama's order; the counters come on the last line (`done`)."""
 
     model: str
     created_at: str
+    response: str | Unset = UNSET  # generate's (required there)
+    thinking: str | Unset = UNSET  # generate's reasoning (a chat's is in its message)
+    message: OllamaAssistantMessage | Unset = UNSET  # chat's (required there)
     done: bool
     logprobs: list[TokenLogprob] | Unset = UNSET
     done_reason: str | Unset = UNSET
@@ -138,14 +142,13 @@ class _OllamaLine(Reply, kw_only=True):
     eval_count: int | Unset = UNSET
     eval_duration: int | Unset = UNSET
     truncated: int | Unset = UNSET  # input tokens dropped to fit the context (never silently)
+    context: list[int] | Unset = UNSET  # generate's last line (not with `raw`)
 
 
 class OllamaGenerateLine(_OllamaLine, kw_only=True):
     """`/api/generate`: a line of the stream, or the whole answer."""
 
     response: str
-    thinking: str | Unset = UNSET
-    context: list[int] | Unset = UNSET
 
 
 class OllamaChatLine(_OllamaLine, kw_only=True):
@@ -167,6 +170,8 @@ class OllamaEmbedding(Reply, kw_only=True):
 
 
 MODELS = (
+    OllamaError,
+    AccessToken,
     OllamaVersion,
     OllamaTags,
     OllamaLoaded,

@@ -38,6 +38,7 @@ from .requests import Shape, to_chat_request, to_completion_request
 
 FINISH = {"stop": "stop", "length": "length", "cancel": "stop"}
 SYSTEM_FINGERPRINT = "fp_localllm"
+DONE = "[DONE]"  # the stream's last event
 Events = AsyncGenerator[Event, None]
 
 
@@ -162,7 +163,7 @@ async def _answer(request: Request, streams: list[Events], framing: Framing) -> 
         frame=sse_event,
         on_error=openai_error,
         media_type="text/event-stream",
-        trailer=sse_event("[DONE]"),
+        trailer=sse_event(DONE),
     )
 
 
@@ -401,7 +402,11 @@ def paths() -> dict[str, Any]:
                 "summary": "OpenAI chat completions",
                 "requestBody": request_body(wire.ChatCompletionRequest),
                 "responses": responses(
-                    err, r.ChatCompletion, stream=(SSE, r.ChatCompletionChunk), codes=GENERATE_CODES
+                    err,
+                    r.ChatCompletion,
+                    stream=(SSE, (r.ChatCompletionChunk, err)),
+                    trailer=DONE,
+                    codes=GENERATE_CODES,
                 ),
             }
         },
@@ -409,7 +414,9 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "OpenAI (legacy) completions",
                 "requestBody": request_body(wire.CompletionRequest),
-                "responses": responses(err, r.TextCompletion, stream=(SSE, r.TextCompletion), codes=GENERATE_CODES),
+                "responses": responses(
+                    err, r.TextCompletion, stream=(SSE, (r.TextCompletion, err)), trailer=DONE, codes=GENERATE_CODES
+                ),
             }
         },
         "/v1/models": {"get": {"summary": "models", "responses": responses(err, r.ModelList)}},

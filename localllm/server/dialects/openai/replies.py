@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ...replies import UNSET, Reply, TokenLogprob, Unset
+from ...replies import UNSET, OpenAIError, Reply, TokenLogprob, Unset
 
 
 class OpenAIFunction(Reply, kw_only=True):
@@ -164,4 +164,4 @@ class EmbeddingList(Reply, kw_only=True):
     usage: EmbeddingUsage
 
 
-MODELS = (ChatCompletion, ChatCompletionChunk, TextCompletion, ModelList, EmbeddingList)
+MODELS = (OpenAIError, ChatCompletion, ChatCompletionChunk, TextCompletion, ModelList, EmbeddingList)

@@ -362,7 +362,7 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "TGI streaming generation",
                 "requestBody": request_body(wire.TGIGenerateRequest),
-                "responses": responses(TGIError, stream=(SSE, r.TGIStreamEvent), codes=CODES),
+                "responses": responses(TGIError, stream=(SSE, (r.TGIStreamEvent, TGIError)), codes=CODES),
             }
         },
         "/info": {"get": {"summary": "TGI server info", "responses": responses(TGIError, r.TGIInfo, codes=("5XX",))}},

@@ -3,7 +3,7 @@ events, the server's info and a tokenization."""
 
 from __future__ import annotations
 
-from ...replies import UNSET, Reply, Unset
+from ...replies import UNSET, Reply, TGIError, Unset
 
 
 class TGIToken(Reply, kw_only=True):
@@ -90,4 +90,4 @@ class TGITokenSpan(Reply, kw_only=True):
     stop: int
 
 
-MODELS = (TGIGeneration, list[TGIGeneration], TGIStreamEvent, TGIInfo, list[TGITokenSpan])
+MODELS = (TGIError, TGIGeneration, list[TGIGeneration], TGIStreamEvent, TGIInfo, list[TGITokenSpan])
