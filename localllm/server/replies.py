@@ -2,9 +2,10 @@
 `msgspec` structs, the counterpart of the request models of `wire.py`.
 
 The OpenAPI document's response schemas are generated from them (`responses`), as the request schemas are
-from the wire models; the encoders of the busiest answers (OpenAI's chat completions and their stream chunks)
-build them, so that what is sent is what is declared, and every other route's real answers are held to them
-by the schemathesis run of tests/e2e/test_openapi.py and by tests/unit/test_replies.py.
+from the wire models; the encoders of the busiest answers (OpenAI's completions and their stream chunks,
+Ollama's generate and chat lines, Anthropic's messages and their events) build them, so that what is sent is what is declared, and every other
+route's real answers are held to them by the schemathesis run of tests/e2e/test_openapi.py and by
+tests/unit/test_replies.py.
 
 A field sometimes absent from an answer is `Unset` (`UNSET` is never written); `None` is written as null.
 A model closed to other fields (`Reply`) says so in its schema (`additionalProperties: false`); one that

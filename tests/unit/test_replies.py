@@ -1,7 +1,7 @@
 """Reply models (server/replies.py): every route's answer in the OpenAPI document comes from one, and what the
 encoders send is what the models declare (a field they do not name, a wrong type or a missing field fails:
-the models refuse unknown fields). OpenAI's and Ollama's encoders build the models; the others write dicts,
-read back here as their models."""
+the models refuse unknown fields). OpenAI's, Ollama's and Anthropic's encoders build the models; the others
+write dicts, read back here as their models."""
 
 from __future__ import annotations
 
@@ -168,11 +168,8 @@ def test_ollama_lines_are_reply_models_in_ollamas_order(key: str) -> None:
         assert whole_line.message.tool_calls[0].function.arguments == {"city": "Oslo"}
 
 
-# -- the dialects whose encoders write builtins: what they write fits their models -----------------------------
-
-
-def test_anthropic_events_and_message_fit_their_models() -> None:
-    async def run() -> list[tuple[str, dict[str, Any]]]:
+def test_anthropic_events_and_message_are_reply_models() -> None:
+    async def run() -> list[Any]:
         async def events() -> AsyncGenerator[Event, None]:
             for event in EVENTS:
                 yield event
@@ -180,13 +177,17 @@ def test_anthropic_events_and_message_fit_their_models() -> None:
         return [item async for item in anthropic.sse_events("msg_1", "m", events())]
 
     items = asyncio.run(run())
-    for name, data in items:
-        assert checked(data, anthropic_replies.StreamEvent).__struct_config__.tag == name
+    for item in items:
+        frame = anthropic.sse_frame(item).decode()
+        name, data = frame.removeprefix("event: ").removesuffix("\n\n").split("\ndata: ")
+        assert checked(item, anthropic_replies.StreamEvent) == item and json.loads(data)["type"] == name
     error = anthropic.anthropic_error(InvalidRequest("bad", field="x"))
     assert isinstance(checked(error, anthropic_replies.StreamEvent), anthropic_replies.AnthropicError)
-    message = anthropic.whole("msg_1", "m", ANSWER)
-    blocks = checked(message, anthropic_replies.AnthropicMessageObject).content
-    assert [type(b).__name__ for b in blocks] == ["AnthropicThinking", "AnthropicText", "AnthropicToolUse"]
+    message = checked(anthropic.whole("msg_1", "m", ANSWER), anthropic_replies.AnthropicMessageObject)
+    assert [type(b).__name__ for b in message.content] == ["AnthropicThinking", "AnthropicText", "AnthropicToolUse"]
+
+
+# -- the dialects whose encoders write builtins: what they write fits their models -----------------------------
 
 
 def test_responses_events_and_object_fit_their_models() -> None:

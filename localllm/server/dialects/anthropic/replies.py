@@ -1,5 +1,5 @@
-"""Anthropic's answers as reply models (`server/replies.py`): the message, its stream's events (tagged by
-`type`) and the error."""
+"""Anthropic's answers as reply models (`server/replies.py`), built by the encoders of `api.py`: the message,
+its stream's events (tagged by `type`, which is also each SSE event's name) and the error."""
 
 from __future__ import annotations
 
@@ -46,12 +46,16 @@ class AnthropicUsage(Reply, kw_only=True):
     cache_creation_input_tokens: int
 
 
-class AnthropicMessageObject(Reply, tag_field="type", tag="message", kw_only=True):
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+
+
+class AnthropicMessageObject(Reply, kw_only=True):
     id: str
-    role: Literal["assistant"]
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
     model: str
     content: list[Block]
-    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"] | None  # None while it streams
+    stop_reason: StopReason | None  # None while it streams
     stop_sequence: str | None
     usage: AnthropicUsage
 
@@ -87,7 +91,7 @@ class ContentBlockStop(Reply, tag_field="type", tag="content_block_stop", kw_onl
 
 
 class StopDelta(Reply, kw_only=True):
-    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+    stop_reason: StopReason
     stop_sequence: str | None
 
 
