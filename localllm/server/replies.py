@@ -2,10 +2,10 @@
 `msgspec` structs, the counterpart of the request models of `wire.py`.
 
 The OpenAPI document's response schemas are generated from them (`responses`), as the request schemas are
-from the wire models; the encoders of the busiest answers (OpenAI's completions and their stream chunks,
-Ollama's generate and chat lines, Anthropic's messages and their events) build them, so that what is sent is what is declared, and every other
-route's real answers are held to them by the schemathesis run of tests/e2e/test_openapi.py and by
-tests/unit/test_replies.py.
+from the wire models. The encoders of the busiest answers (OpenAI's completions and their stream chunks,
+Ollama's generate and chat lines, Anthropic's messages and their events) build them, so that what is sent
+is what is declared; every other route's real answers are held to them by the schemathesis run of
+tests/e2e/test_openapi.py and by tests/unit/test_replies.py.
 
 A field sometimes absent from an answer is `Unset` (`UNSET` is never written); `None` is written as null.
 A model closed to other fields (`Reply`) says so in its schema (`additionalProperties: false`); one that
@@ -79,7 +79,6 @@ def responses(
     stream: tuple[str, Any] | None = None,
     trailer: str | None = None,
     codes: Iterable[str] = ERROR_CODES,
-    description: str = "success",
 ) -> dict[str, Any]:
     """An operation's `responses`: 200 with `ok` (a reply type; None: no body) and, when it can stream,
     `stream`: its media type and the type of each event (with the error event that ends a stream cut short:
@@ -88,7 +87,7 @@ def responses(
     if stream is not None:
         media, item = stream
         content[media] = _stream(media, item, trailer)
-    out: dict[str, Any] = {"200": {"description": description, **({"content": content} if content else {})}}
+    out: dict[str, Any] = {"200": {"description": "success", **({"content": content} if content else {})}}
     for code in codes:
         out[code] = {"description": "error", "content": _json(schema_of(error))}
     return out
