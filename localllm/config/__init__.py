@@ -16,7 +16,7 @@ from typing import Any
 
 from ..domain.errors import ConfigError
 from ..domain.limits import PROMPT_CACHE_DISK, size_text
-from ..domain.options import FLASH_ATTENTION_MODES, KV_CACHE_TYPES, STREAM_INTERVAL
+from ..domain.options import FLASH_ATTENTION_MODES, KV_CACHE_TYPES, STREAM_INTERVAL, THREADS_AUTO
 from .values import (
     DEFAULT_ADDRESS,
     DEFAULT_PORT,
@@ -135,7 +135,10 @@ class Settings:
         "a model runner silent this long while it has work is stopped (hung)",
     )
     num_threads: int = setting(
-        "LOCALLLM_NUM_THREADS", "0", _whole_number(0), "CPU threads per model (0: llama.cpp's choice)"
+        "LOCALLLM_NUM_THREADS",
+        str(THREADS_AUTO),
+        _whole_number(0),
+        f"CPU threads per model ({THREADS_AUTO}: llama.cpp's choice)",
     )
     rpc_servers: tuple[str, ...] = setting(
         "LOCALLLM_RPC_SERVERS",
@@ -178,7 +181,7 @@ class Settings:
         "1 lets requests name images by http(s) URL, fetched by the daemon (public addresses only, redirects "
         "checked, 20 MiB and 10 s at most); by default only images sent in the request are taken",
     )
-    cache_ram: int = setting(  # bytes of saved KV states per model in RAM; -1: auto; 0: off
+    cache_ram: int = setting(  # bytes of saved KV states per model in RAM; CACHE_RAM_AUTO: auto; 0: off
         "LOCALLLM_CACHE_RAM",
         "auto",
         _cache_ram,

@@ -18,7 +18,7 @@ import platformdirs
 from ..domain.errors import ConfigError, InvalidModelName
 from ..domain.limits import KEEP_ALIVE_MAX_S
 from ..domain.names import parse_name
-from ..domain.options import KV_CACHE_TYPES
+from ..domain.options import CACHE_RAM_AUTO, KV_CACHE_TYPES
 
 DEFAULT_ADDRESS = "127.0.0.1"  # LOCALLLM_HOST's default: loopback only
 DEFAULT_PORT = 11434
@@ -289,9 +289,10 @@ def _size(text: str, name: str) -> int:
 
 
 def _cache_ram(text: str, name: str) -> int:
-    """LOCALLLM_CACHE_RAM in bytes; -1 for auto (the runner takes a share of the RAM free when it loads)."""
+    """LOCALLLM_CACHE_RAM in bytes; `CACHE_RAM_AUTO` for auto (the runner takes a share of the RAM free when it
+    loads)."""
     if text.lower() == "auto":
-        return -1
+        return CACHE_RAM_AUTO
     if text.rstrip("bBiIkKmMgG ") in {"0", "0.0"}:
         return 0
     return parse_size(text, name=name)

@@ -56,6 +56,9 @@ LOAD_OPTIONS = (
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")  # the first is the default (LOCALLLM_KV_CACHE_TYPE, a load spec's)
 FLASH_ATTENTION_MODES = ("auto", "on", "off")  # the first is the default (LOCALLLM_FLASH_ATTENTION, a load spec's)
 STREAM_INTERVAL = 0.025  # seconds between a stream's text messages (LOCALLLM_STREAM_INTERVAL's default)
+# The load options' "let it be chosen" values: LOCALLLM_NUM_THREADS' and LOCALLLM_CACHE_RAM's defaults, a load spec's
+THREADS_AUTO = 0  # CPU threads: llama.cpp's choice
+CACHE_RAM_AUTO = -1  # prompt cache RAM: limits.prompt_cache_ram of the RAM free when the runner starts ("auto")
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {"kv_cache_type": KV_CACHE_TYPES}
 # Accepted and ignored, as Ollama does, with the reason in the docs.
 DEPRECATED_OPTIONS = frozenset(

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, fields
 
 from ..domain.limits import PROMPT_CACHE_DISK
-from ..domain.options import FLASH_ATTENTION_MODES, KV_CACHE_TYPES, STREAM_INTERVAL
+from ..domain.options import CACHE_RAM_AUTO, FLASH_ATTENTION_MODES, KV_CACHE_TYPES, STREAM_INTERVAL, THREADS_AUTO
 from .wire import Message, ProtocolError, decode_line
 
 
@@ -18,7 +18,7 @@ class LoadSpec:
     model_path: str
     n_ctx: int  # per sequence: the context is n_ctx * n_parallel tokens
     num_gpu: int = -1  # layers on the GPU; -1: every layer when llama.cpp can offload, else none
-    n_threads: int = 0  # 0: llama.cpp's choice
+    n_threads: int = THREADS_AUTO  # llama.cpp's choice (LOCALLLM_NUM_THREADS, a model's num_thread)
     n_batch: int = 512
     use_mmap: bool = True
     n_parallel: int = 1  # sequence slots decoded together
@@ -32,7 +32,7 @@ class LoadSpec:
         0
     ]  # K and V elements: "f16", "q8_0" or "q4_0" (the quantised ones need flash attention)
     # the prompt cache's saved KV states (runner/kvstates.py)
-    cache_ram: int = -1  # bytes in RAM; -1: limits.prompt_cache_ram of the RAM free; 0: none (LOCALLLM_CACHE_RAM)
+    cache_ram: int = CACHE_RAM_AUTO  # bytes in RAM; CACHE_RAM_AUTO: limits.prompt_cache_ram of the RAM free; 0: none
     cache_dir: str = ""  # the disk tier's directory; "": no disk tier (LOCALLLM_CACHE_DIR)
     cache_disk: int = PROMPT_CACHE_DISK  # the disk tier's bound in bytes (LOCALLLM_CACHE_DISK)
     rpc_servers: tuple[str, ...] = ()  # llama.cpp RPC workers (host:port) the layers are split across

@@ -1,10 +1,10 @@
 """The OpenAPI 3.1 document of the whole API, served at `GET /openapi.json`, assembled from the paths each
-dialect declares (`dialects/*`, written with the pieces of `schema.py`) and the JSON schemas of their wire
-models (`wire.py`: the request bodies, generated from the one declaration that also parses them).
+dialect declares (`dialects/*`) and the JSON schemas of their models: the request bodies (`wire.py`, generated
+from the one declaration that also parses them) and the answers (`replies.py`, the reply models).
 
-Request bodies say what the validators enforce (types, ranges, unknown fields refused where the route
-refuses them); responses give each status with the dialect's error shape. Bodies of the less used routes
-are documented as objects with their main fields only: what is written is what the route accepts.
+Request bodies say what the validators enforce (types, ranges, bounds); responses give each status with its
+body: the route's reply model on success (and the model of each event of its stream), the dialect's error
+shape otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def document() -> dict[str, Any]:
             "description": "Ollama's API, OpenAI's, and the TGI, vLLM, LMDeploy and Triton dialects, in one daemon.",
         },
         "paths": dialects.paths(),
-        "components": {"schemas": wire.components(dialects.wire_models())},
+        "components": {"schemas": wire.components([*dialects.wire_models(), *dialects.reply_models()])},
     }
 
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
+import msgspec
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -46,10 +47,14 @@ class ClientGone(Exception):
 
 
 def ndjson_line(obj: Any) -> bytes:
+    if isinstance(obj, msgspec.Struct):  # a reply model (server/replies.py)
+        return msgspec.json.encode(obj) + b"\n"
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def sse_event(obj: Any) -> bytes:
+    if isinstance(obj, msgspec.Struct):  # a reply model (server/replies.py)
+        return b"data: " + msgspec.json.encode(obj) + b"\n\n"
     data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
 

@@ -416,12 +416,18 @@ def request_body(model: type[msgspec.Struct]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": ref(model)}}}
 
 
+def request_body_of(*models: type[msgspec.Struct]) -> dict[str, Any]:
+    """An OpenAPI `requestBody` that is any one of `models` (a path several dialects share)."""
+    return {"required": True, "content": {"application/json": {"schema": {"anyOf": [ref(m) for m in models]}}}}
+
+
 def ref(model: type[msgspec.Struct]) -> dict[str, Any]:
     """A reference to `model`'s schema in the document's components (for a body that is one of several)."""
     return {"$ref": REF.format(name=model.__name__)}
 
 
-def components(models: Iterable[type[msgspec.Struct]]) -> dict[str, Any]:
-    """The JSON schemas of `models` and of every model they hold, by name, for the OpenAPI document."""
+def components(models: Iterable[Any]) -> dict[str, Any]:
+    """The JSON schemas of `models` (request and reply models, or types holding them) and of every model they
+    hold, by name, for the OpenAPI document."""
     _, schemas = msgspec.json.schema_components(tuple(models), ref_template=REF)
     return schemas

@@ -1,5 +1,6 @@
 """`GET /openapi.json`, and a bounded schemathesis run against a real daemon: no 500s, no response that
-breaks the document, no status the document does not list."""
+breaks the document (each JSON body, and each SSE event's data, valid against its reply model's schema), no
+status the document does not list."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from localllm.domain.options import LOAD_OPTIONS
+from localllm.server.dialects import wire_models
 from localllm.server.openapi import document
+from localllm.server.wire import components
 
 from ..conftest import CHAT_REPO, STORIES_REPO
 from .conftest import Daemon, daemon_with
@@ -119,7 +122,10 @@ def test_openapi_document_is_served_without_a_key(tmp_path: Path, hub: Any) -> N
 def _schema() -> Any:
     doc = document()  # the one the daemon serves (test_openapi_document_is_served checks it is served)
     doc["paths"] = {path: _narrow(item) for path, item in doc["paths"].items() if path in FUZZED}
-    doc["components"]["schemas"] = _narrow(doc["components"]["schemas"])  # the wire models' request bodies
+    requests = set(components(wire_models()))  # narrowed: the request bodies' models, not the answers'
+    doc["components"]["schemas"] = {
+        name: _narrow(schema) if name in requests else schema for name, schema in doc["components"]["schemas"].items()
+    }
     return schemathesis.openapi.from_dict(doc)
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from localllm.domain.errors import InvalidRequest, ModelNotFound, ServerBusy, Unauthorized
@@ -217,30 +218,32 @@ DONE = Done("stop", prompt_eval_count=7, eval_count=3, cached_tokens=2)
 
 def test_whole_message() -> None:
     answer = Answer((Token("Once "), Token("upon")), DONE)
-    out = an.whole("msg_1", "m", answer)
-    assert out == {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "model": "m",
-        "content": [{"type": "text", "text": "Once upon"}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": 7,
-            "output_tokens": 3,
-            "cache_read_input_tokens": 2,
-            "cache_creation_input_tokens": 0,
-        },
-    }
+    out = whole("msg_1", "m", answer)
+    assert json.dumps(out) == json.dumps(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "m",
+            "content": [{"type": "text", "text": "Once upon"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": 7,
+                "output_tokens": 3,
+                "cache_read_input_tokens": 2,
+                "cache_creation_input_tokens": 0,
+            },
+        }
+    ), "the same fields, in the same order"
     call = ToolCall("toolu_1", "get_weather", {"city": "Oslo"})
-    called = an.whole("msg_1", "m", Answer((), DONE, (call,)))
+    called = whole("msg_1", "m", Answer((), DONE, (call,)))
     assert called["content"] == [
         {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
     ]
     assert called["stop_reason"] == "tool_use"
-    assert an.whole("x", "m", Answer((), Done("length")))["stop_reason"] == "max_tokens"
-    stopped = an.whole("x", "m", Answer((Token("a"),), Done("stop", stop_sequence="\n")))
+    assert whole("x", "m", Answer((), Done("length")))["stop_reason"] == "max_tokens"
+    stopped = whole("x", "m", Answer((Token("a"),), Done("stop", stop_sequence="\n")))
     assert (stopped["stop_reason"], stopped["stop_sequence"]) == ("stop_sequence", "\n")
 
 
@@ -250,11 +253,24 @@ async def events(*items: Event, delay: float = 0) -> AsyncGenerator[Event, None]
         yield item
 
 
-def streamed(*items: Event) -> list[tuple[str, dict[str, Any]]]:
-    async def drain() -> list[tuple[str, dict[str, Any]]]:
-        return [e async for e in an.sse_events("msg_1", "m", events(*items))]
+def whole(mid: str, model: str, answer: Answer) -> dict[str, Any]:
+    """The whole message as it goes on the wire."""
+    out: dict[str, Any] = json.loads(msgspec.json.encode(an.whole(mid, model, answer)))
+    return out
 
-    return asyncio.run(drain())
+
+def streamed(*items: Event) -> list[tuple[str, dict[str, Any]]]:
+    """The stream's events as they go on the wire: each one's name (its `event:` line) and data."""
+
+    async def drain() -> list[bytes]:
+        return [an.sse_frame(e) async for e in an.sse_events("msg_1", "m", events(*items))]
+
+    return [named(frame) for frame in asyncio.run(drain())]
+
+
+def named(frame: bytes) -> tuple[str, dict[str, Any]]:
+    head, data = frame.decode().removesuffix("\n\n").split("\n")
+    return head.removeprefix("event: "), json.loads(data.removeprefix("data: "))
 
 
 def test_message_start_carries_the_prompts_tokens_counted_before_generating() -> None:
@@ -304,7 +320,7 @@ def test_an_empty_answer_has_no_blocks() -> None:
 
 
 def test_sse_frames_carry_an_event_line() -> None:
-    assert an.sse_frame(("ping", {"type": "ping"})) == b'event: ping\ndata: {"type":"ping"}\n\n'
+    assert an.sse_frame(an.PING) == b'event: ping\ndata: {"type":"ping"}\n\n'
     error = an.sse_frame(an.anthropic_error(ServerBusy("busy")))
     assert error == b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"busy"}}\n\n'
 
@@ -314,7 +330,7 @@ def test_pings_while_the_first_event_is_awaited() -> None:
         stream = events(Token("a"), DONE, delay=0.25)
         pending: asyncio.Future[Event] = asyncio.ensure_future(stream.__anext__())
         opening = an.sse_events("msg_1", "m", an._first_then(pending, stream))
-        return [name async for name, _ in an.with_pings(opening, pending, stream, 0.1)]
+        return [named(an.sse_frame(item))[0] async for item in an.with_pings(opening, pending, stream, 0.1)]
 
     names = asyncio.run(run())
     assert names[0] == "message_start" and names[1] == "ping" and "ping" not in names[3:]

@@ -8,12 +8,15 @@ import json
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+import msgspec
+
 from localllm.chat.tools import held_back
 from localllm.domain.events import Done, Event, Token, TokenLogprob, ToolCallArguments, ToolCalls, ToolCallStart
 from localllm.domain.messages import Tool, ToolCall
 from localllm.server.dialects.ollama import encode as ollama
 from localllm.server.dialects.openai import api as openai
 from localllm.server.dialects.openai.requests import Shape
+from localllm.server.streaming import sse_event
 from localllm.service.generation import Answer, collect
 
 WEATHER = (Tool("weather", "", {"type": "object"}),)
@@ -74,22 +77,28 @@ def test_collect_makes_one_answer() -> None:
 
 
 def test_ollama_lines() -> None:
-    line = ollama.encode(Token("Hi"), "m", "message", context=False)
+    line = msgspec.to_builtins(ollama.encode(Token("Hi"), "m", "message", context=False))
     assert line["message"] == {"role": "assistant", "content": "Hi"} and line["done"] is False
-    calls = ollama.encode(ToolCalls((ToolCall("call_1", "weather", {"city": "Paris"}),)), "m", "message", context=False)
+    calls = msgspec.to_builtins(
+        ollama.encode(ToolCalls((ToolCall("call_1", "weather", {"city": "Paris"}),)), "m", "message", context=False)
+    )
     assert calls["message"]["tool_calls"] == [
         {"id": "call_1", "function": {"index": 0, "name": "weather", "arguments": {"city": "Paris"}}}
     ]
-    last = ollama.encode(Done("stop", eval_count=4, context=(1, 2)), "m", "response", context=True)
+    last = msgspec.to_builtins(ollama.encode(Done("stop", eval_count=4, context=(1, 2)), "m", "response", context=True))
     assert last["response"] == "" and last["done"] is True and last["eval_count"] == 4 and last["context"] == [1, 2]
-    assert "context" not in ollama.encode(Done("load", context=(1,)), "m", "response", context=True)
+    assert "context" not in msgspec.to_builtins(
+        ollama.encode(Done("load", context=(1,)), "m", "response", context=True)
+    )
 
 
 def test_ollama_whole_answer() -> None:
     call = ToolCall("call_1", "weather", {})
-    whole = ollama.encode_whole(Answer((), DONE, (call,)), "m", "message", context=False)
+    whole = msgspec.to_builtins(ollama.encode_whole(Answer((), DONE, (call,)), "m", "message", context=False))
     assert whole["message"]["content"] == "" and whole["message"]["tool_calls"][0]["function"]["name"] == "weather"
-    whole = ollama.encode_whole(Answer((Token("a"), Token("b")), DONE), "m", "response", context=False)
+    whole = msgspec.to_builtins(
+        ollama.encode_whole(Answer((Token("a"), Token("b")), DONE), "m", "response", context=False)
+    )
     assert (whole["response"], whole["done"], whole["done_reason"], whole["eval_count"]) == ("ab", True, "stop", 4)
     assert list(whole)[:4] == ["model", "created_at", "response", "done"]
 
@@ -107,14 +116,33 @@ def chunks(f: openai.Framing, events: Sequence[tuple[int, Event]]) -> list[dict[
             yield item
 
     async def drain() -> list[dict[str, Any]]:
-        return [c async for c in openai.chunks(f, tagged(), f.shape.n)]
+        return [msgspec.to_builtins(c) async for c in openai.chunks(f, tagged(), f.shape.n)]
 
     return asyncio.run(drain())
 
 
+def whole(f: openai.Framing, answers: Sequence[Answer]) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(openai.whole(f, answers))
+    return out
+
+
 def test_openai_chunks_bytes() -> None:
-    out = chunks(framing(include_usage=True), [(0, Token("Hi")), (0, DONE)])
-    first, text, last, usage = (json.dumps(c, separators=(",", ":")) for c in out)
+    """The bytes of a stream's chunks: every choice's fields in OpenAI's order (index, delta, logprobs,
+    finish_reason), `usage` null until the last with `include_usage`."""
+
+    events: list[tuple[int, Event]] = [(0, Token("Hi")), (0, DONE)]
+
+    async def drain() -> list[bytes]:
+        async def tagged() -> AsyncGenerator[tuple[int, Event], None]:
+            for item in events:
+                yield item
+
+        f = framing(include_usage=True)
+        return [sse_event(c) async for c in openai.chunks(f, tagged(), 1)]
+
+    first, text, last, usage = (
+        line.removeprefix(b"data: ").removesuffix(b"\n\n").decode() for line in asyncio.run(drain())
+    )
     head = '{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"m",'
     head += '"system_fingerprint":"fp_localllm","choices":'
     assert (
@@ -122,8 +150,8 @@ def test_openai_chunks_bytes() -> None:
         == head
         + '[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}'
     )
-    assert text == head + '[{"index":0,"logprobs":null,"finish_reason":null,"delta":{"content":"Hi"}}],"usage":null}'
-    assert last == head + '[{"index":0,"logprobs":null,"finish_reason":"stop","delta":{}}],"usage":null}'
+    assert text == head + '[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":null}],"usage":null}'
+    assert last == head + '[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}'
     assert json.loads(usage)["usage"] == {
         "prompt_tokens": 3,
         "completion_tokens": 4,
@@ -155,12 +183,12 @@ def test_openai_tool_call_chunks_finish_with_tool_calls() -> None:
 
 def test_openai_whole_answers() -> None:
     call = ToolCall("call_1", "weather", {})
-    whole = openai.whole(framing(), [Answer((), DONE, (call,))])
-    choice = whole["choices"][0]
+    answer = whole(framing(), [Answer((), DONE, (call,))])
+    choice = answer["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
-    assert whole["object"] == "chat.completion" and whole["usage"]["total_tokens"] == 7
+    assert answer["object"] == "chat.completion" and answer["usage"]["total_tokens"] == 7
     f = openai.Framing("cmpl-1", 1, "m", False, Shape(echo=True), (0,), ("Once",))
-    text = openai.whole(f, [Answer((Token(" upon"),), Done("length"))])["choices"][0]
+    text = whole(f, [Answer((Token(" upon"),), Done("length"))])["choices"][0]
     assert text == {"index": 0, "text": "Once upon", "logprobs": None, "finish_reason": "length"}
 
 
@@ -169,7 +197,7 @@ def test_best_of_keeps_the_most_likely() -> None:
         return Answer((Token(text, (TokenLogprob(1, text, (), logprob),)),), DONE)
 
     f = openai.Framing("cmpl-1", 1, "m", False, Shape(n=1, best_of=3, logprobs=False), (0, 0, 0))
-    out = openai.whole(f, [answer(-3, "a"), answer(-1, "b"), answer(-2, "c")])
+    out = whole(f, [answer(-3, "a"), answer(-1, "b"), answer(-2, "c")])
     assert [c["text"] for c in out["choices"]] == ["b"] and out["usage"]["completion_tokens"] == 12
 
 

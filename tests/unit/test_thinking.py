@@ -185,20 +185,24 @@ def test_ollama_think_and_openai_reasoning_effort_translate() -> None:
 
 
 def test_ollama_encodes_thinking_apart() -> None:
+    import msgspec
+
     from localllm.server.dialects.ollama import encode as ollama
 
-    line = ollama.encode(Thinking("hmm"), "m", "message", context=False)
+    line = msgspec.to_builtins(ollama.encode(Thinking("hmm"), "m", "message", context=False))
     assert line["message"] == {"role": "assistant", "content": "", "thinking": "hmm"} and line["done"] is False
-    assert ollama.encode(Thinking("hmm"), "m", "response", context=False)["thinking"] == "hmm"
-    assert "thinking" not in ollama.encode(Token("a"), "m", "response", context=False)
+    assert msgspec.to_builtins(ollama.encode(Thinking("hmm"), "m", "response", context=False))["thinking"] == "hmm"
+    assert "thinking" not in msgspec.to_builtins(ollama.encode(Token("a"), "m", "response", context=False))
     answer = asyncio.run(collect(split_thinking(_events(["<think>hmm</think>", "Hi"]))))
-    chat = ollama.encode_whole(answer, "m", "message", context=False)
+    chat = msgspec.to_builtins(ollama.encode_whole(answer, "m", "message", context=False))
     assert chat["message"]["thinking"] == "hmm" and chat["message"]["content"] == "Hi"
-    generated = ollama.encode_whole(answer, "m", "response", context=False)
+    generated = msgspec.to_builtins(ollama.encode_whole(answer, "m", "response", context=False))
     assert (generated["thinking"], generated["response"]) == ("hmm", "Hi")
 
 
 def test_openai_encodes_reasoning_content() -> None:
+    import msgspec
+
     from localllm.server.dialects.openai import api as openai
     from localllm.server.dialects.openai.requests import Shape
 
@@ -209,14 +213,14 @@ def test_openai_encodes_reasoning_content() -> None:
             yield 0, event
 
     async def drain() -> list[dict[str, Any]]:
-        return [c async for c in openai.chunks(framing, tagged(), 1)]
+        return [msgspec.to_builtins(c) async for c in openai.chunks(framing, tagged(), 1)]
 
     deltas = [c["choices"][0]["delta"] for c in asyncio.run(drain())]
     assert deltas[1:] == [{"reasoning_content": "hmm"}, {"content": "Hi"}, {}]
     answer = asyncio.run(collect(split_thinking(_events(["<think>hmm</think>", "Hi"]))))
-    message = openai.whole(framing, [answer])["choices"][0]["message"]
+    message = msgspec.to_builtins(openai.whole(framing, [answer]))["choices"][0]["message"]
     assert (message["reasoning_content"], message["content"]) == ("hmm", "Hi")
-    plain = openai.whole(framing, [asyncio.run(collect(_events(["Hi"])))])["choices"][0]["message"]
+    plain = msgspec.to_builtins(openai.whole(framing, [asyncio.run(collect(_events(["Hi"])))]))["choices"][0]["message"]
     assert "reasoning_content" not in plain
 
 

@@ -66,3 +66,8 @@ def paths() -> dict[str, Any]:
 def wire_models() -> list[type[msgspec.Struct]]:
     """Every dialect's wire models (their schemas are the OpenAPI document's components)."""
     return [model for dialect in DIALECTS for model in dialect.wire]
+
+
+def reply_models() -> list[Any]:
+    """Every dialect's reply models (their schemas are the OpenAPI document's components too)."""
+    return [model for dialect in DIALECTS for model in dialect.replies]

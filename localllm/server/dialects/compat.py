@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,13 +21,14 @@ from starlette.routing import Route
 from ...domain.errors import InvalidRequest
 from .. import requests as rq
 from ..errors import guarded
-from ..schema import ANY_LIST, COMPAT_ERROR, SERVING_CODES, STR, body, obj, responses
-from ..wire import ref
+from ..replies import NDJSON, SERVING_CODES, ServingError, TGIError, responses
+from ..wire import request_body_of
 from . import lmdeploy, vllm
 from . import tokenize as tokenize_dialect
 from .contract import Dialect
 from .shared import Presence
 from .tgi import api as tgi_api
+from .tgi import replies as tgi_replies
 from .tgi.wire import TGIGenerateRequest
 
 
@@ -100,8 +100,7 @@ routes = [
 ]
 
 
-def _one_of(*models: type[msgspec.Struct]) -> dict[str, Any]:
-    return {"anyOf": [ref(m) for m in models]}
+ERROR = (TGIError, ServingError)  # TGI's, or vLLM's and LMDeploy's when the body is theirs
 
 
 def paths() -> dict[str, Any]:
@@ -109,19 +108,26 @@ def paths() -> dict[str, Any]:
         "/generate": {
             "post": {
                 "summary": "TGI (body with `inputs`), vLLM (`prompt`) or LMDeploy (`prompt` with `session_id`)",
-                "requestBody": body(_one_of(TGIGenerateRequest, vllm.VLLMGenerateRequest, lmdeploy.LMDeployRequest)),
+                "requestBody": request_body_of(TGIGenerateRequest, vllm.VLLMGenerateRequest, lmdeploy.LMDeployRequest),
                 "responses": responses(
-                    COMPAT_ERROR, obj({"generated_text": STR, "text": ANY_LIST}), codes=SERVING_CODES
+                    ERROR,
+                    (tgi_replies.TGIGeneration, vllm.VLLMText, lmdeploy.LMDeployAnswer),
+                    stream=(NDJSON, (vllm.VLLMText, lmdeploy.LMDeployAnswer, ServingError)),  # vLLM's, LMDeploy's
+                    codes=SERVING_CODES,
                 ),
             }
         },
         "/tokenize": {
             "post": {
                 "summary": "tokenize (TGI `inputs`, vLLM `prompt` or llama-server `content`)",
-                "requestBody": body(
-                    _one_of(TGIGenerateRequest, vllm.VLLMTokenizeRequest, tokenize_dialect.LlamaTokenizeRequest)
+                "requestBody": request_body_of(
+                    TGIGenerateRequest, vllm.VLLMTokenizeRequest, tokenize_dialect.LlamaTokenizeRequest
                 ),
-                "responses": responses(COMPAT_ERROR, {"type": ["array", "object"]}, codes=SERVING_CODES),
+                "responses": responses(
+                    ERROR,
+                    (list[tgi_replies.TGITokenSpan], vllm.VLLMTokenized, tokenize_dialect.Tokenized),
+                    codes=SERVING_CODES,
+                ),
             }
         },
     }

@@ -3,7 +3,8 @@
 A dialect is a module (or sub-package) under `server/dialects/` that ends with one `DIALECT = Dialect(...)`:
 its routes, its error shape (body and statuses, used by its handlers through `errors.guarded` and by the
 middleware for the paths it owns), its OpenAPI paths, and its wire models (`wire`: the request bodies its
-paths name with `wire.request_body`, whose schemas the OpenAPI document carries). Its request parsing and
+paths name with `wire.request_body`, and `replies`: its answers' models, which its paths name with
+`replies.responses`; the OpenAPI document carries the schemas of both). Its request parsing and
 its encoders live in the same package; `docs/dialects.md` has the recipe for a new one.
 """
 
@@ -31,6 +32,7 @@ class Dialect:
     paths: Callable[[], dict[str, Any]] = no_paths  # its part of the OpenAPI document
     prefix: str | None = None  # a path under it that no route serves (a 404) is answered in this shape
     wire: Sequence[type[msgspec.Struct]] = ()  # its request bodies' models (server/wire.py)
+    replies: Sequence[Any] = ()  # its answers' models (server/replies.py), or types holding them
 
     def serves(self, path: str, method: str | None = None) -> bool:
         """Whether one of its routes takes `path` (with `method`, when given)."""

@@ -30,7 +30,7 @@ from ...service.generation import collect
 from ...service.sessions import Sessions, Turn
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of
-from ..schema import ANY_LIST, INT, OBJ, SERVING_CODES, SERVING_ERROR, obj, responses
+from ..replies import NDJSON, SERVING_CODES, UNSET, Reply, ServingError, Unset, responses
 from ..streaming import EventStream, ndjson_line, until_disconnect
 from ..wire import Strict, as_model, check_text, request_body
 from .contract import Dialect
@@ -287,27 +287,44 @@ routes = [
 ]
 
 
+class LMDeployAnswer(Reply, kw_only=True):
+    """An interactive turn's answer, or a line of its stream (the new text; the last has the finish reason
+    and, when whole, `prompt_eval_count`)."""
+
+    text: str
+    tokens: int
+    input_tokens: int
+    history_tokens: int
+    finish_reason: str | None
+    prompt_eval_count: int | Unset = UNSET
+
+
+class LMDeployEncoded(Reply, kw_only=True):
+    """`/v1/encode`: one input's ids and their count, or for a list of inputs a list of each."""
+
+    input_ids: list[int | list[int]]  # one input: its ids; a list of inputs: the ids of each
+    length: int | list[int]
+
+
 def paths() -> dict[str, Any]:
     return {
         "/v1/chat/interactive": {
             "post": {
                 "summary": "LMDeploy interactive session",
                 "requestBody": request_body(LMDeployRequest),
-                "responses": responses(SERVING_ERROR, OBJ, stream="application/x-ndjson", codes=SERVING_CODES),
+                "responses": responses(
+                    ServingError, LMDeployAnswer, stream=(NDJSON, (LMDeployAnswer, ServingError)), codes=SERVING_CODES
+                ),
             }
         },
         "/v1/encode": {
             "post": {
                 "summary": "LMDeploy encode",
                 "requestBody": request_body(LMDeployEncodeRequest),
-                "responses": responses(  # one input: its ids and their count; a list: a list of each
-                    SERVING_ERROR,
-                    obj({"input_ids": ANY_LIST, "length": {"anyOf": [INT, ANY_LIST]}}),
-                    codes=SERVING_CODES,
-                ),
+                "responses": responses(ServingError, LMDeployEncoded, codes=SERVING_CODES),
             }
         },
     }
 
 
-DIALECT = Dialect("lmdeploy", routes, ERRORS, paths, wire=MODELS)
+DIALECT = Dialect("lmdeploy", routes, ERRORS, paths, wire=MODELS, replies=(LMDeployAnswer, LMDeployEncoded))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 from starlette.requests import Request
@@ -38,9 +38,9 @@ from ...domain.limits import MAX_RERANK_DOCUMENTS, PROMPT_MAX_BYTES
 from ...domain.names import parse_name
 from .. import requests as rq
 from ..errors import guarded
-from ..schema import ANY_LIST, INT, NUM, OLLAMA_ERROR, OPENAI_ERROR, STR, TGI_ERROR, body, obj, responses
+from ..replies import UNSET, OllamaError, OpenAIError, Reply, TGIError, Unset, responses
 from ..streaming import until_disconnect
-from ..wire import Strict, check_text, ref, request_body
+from ..wire import Strict, check_text, request_body, request_body_of
 from .contract import Dialect
 from .ollama import api as ollama_api
 from .openai import api as openai_api
@@ -50,9 +50,10 @@ from .tgi import api as tgi_api
 # -- the request bodies, declared once (server/wire.py): unknown fields refused, null is a field's default ----
 
 # Each document a string or an object with a string `text` (`texts_of` reads them, naming `documents`).
-_DOCUMENT = {"anyOf": [STR, obj({"text": STR}, required=("text",))]}
+_TEXT = {"type": "string"}
+_DOCUMENT = {"anyOf": [_TEXT, {"type": "object", "properties": {"text": _TEXT}, "required": ["text"]}]}
 Documents = Annotated[list[Any], Meta(max_length=MAX_RERANK_DOCUMENTS, extra_json_schema={"items": _DOCUMENT})]
-Texts = Annotated[list[Any], Meta(max_length=MAX_RERANK_DOCUMENTS, extra_json_schema={"items": STR})]
+Texts = Annotated[list[Any], Meta(max_length=MAX_RERANK_DOCUMENTS, extra_json_schema={"items": _TEXT})]
 KeepAlive = str | float | None  # a duration ("5m") or seconds (rq.keep_alive reads it)
 
 
@@ -99,7 +100,7 @@ class ApiRerankRequest(Strict, kw_only=True):
 
     model: str
     query: str
-    documents: Annotated[list[Any], Meta(max_length=MAX_RERANK_DOCUMENTS, extra_json_schema={"items": STR})]
+    documents: Texts
     top_n: Annotated[int, Meta(ge=1)] | None = None
     return_documents: bool | None = None
     keep_alive: KeepAlive = None
@@ -266,46 +267,115 @@ routes = [
     Route("/api/rerank", rerank_ollama, methods=["POST"]),
 ]
 
-_RESULT = obj({"index": INT, "relevance_score": NUM, "document": obj({"text": STR})})
+
+class RerankedText(Reply, kw_only=True):
+    text: str
+
+
+class RerankResult(Reply, kw_only=True):
+    index: int
+    relevance_score: float
+    document: RerankedText | Unset = UNSET  # with `return_documents`
+
+
+class RerankUsage(Reply, kw_only=True):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class JinaRerank(Reply, kw_only=True):
+    """`/v1/rerank` and `/rerank` with `documents`: Jina's and Cohere's v1 shape."""
+
+    id: str
+    model: str
+    object: Literal["list"]
+    results: list[RerankResult]
+    usage: RerankUsage
+
+
+class ApiVersion(Reply, kw_only=True):
+    version: str
+
+
+class BilledUnits(Reply, kw_only=True):
+    search_units: int
+
+
+class MetaTokens(Reply, kw_only=True):
+    input_tokens: int
+    output_tokens: int
+
+
+class CohereMeta(Reply, kw_only=True):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+    tokens: MetaTokens
+
+
+class CohereRerank(Reply, kw_only=True):
+    """`/v2/rerank`: Cohere's v2 shape."""
+
+    id: str
+    results: list[RerankResult]
+    meta: CohereMeta
+
+
+class TEIRank(Reply, kw_only=True):
+    """A text of text-embeddings-inference's `/rerank` (`texts`): its index, score and, asked for, its text."""
+
+    index: int
+    score: float
+    text: str | Unset = UNSET
+
+
+class ApiRerankResult(Reply, kw_only=True):
+    index: int
+    relevance_score: float
+    document: str | Unset = UNSET
+
+
+class ApiRerank(Reply, kw_only=True):
+    """`/api/rerank`: Ollama-style, with Ollama's counters."""
+
+    model: str
+    results: list[ApiRerankResult]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
 
 
 def paths() -> dict[str, Any]:
-    jina_out = obj({"id": STR, "model": STR, "results": {"type": "array", "items": _RESULT}, "usage": obj({})})
     return {
         "/v1/rerank": {
             "post": {
                 "summary": "rerank documents for a query (Jina / Cohere v1 shape)",
                 "requestBody": request_body(RerankRequest),
-                "responses": responses(OPENAI_ERROR, jina_out),
+                "responses": responses(OpenAIError, JinaRerank),
             }
         },
         "/rerank": {
             "post": {
                 "summary": "rerank: Jina / Cohere shape (`documents`), or text-embeddings-inference's (`texts`)",
-                "requestBody": body({"anyOf": [ref(RerankRequest), ref(TEIRerankRequest)]}),
-                "responses": responses({"anyOf": [OPENAI_ERROR, TGI_ERROR]}, {"anyOf": [jina_out, ANY_LIST]}),
+                "requestBody": request_body_of(RerankRequest, TEIRerankRequest),
+                "responses": responses((OpenAIError, TGIError), (JinaRerank, list[TEIRank])),
             }
         },
         "/v2/rerank": {
             "post": {
                 "summary": "rerank documents for a query (Cohere v2 shape)",
                 "requestBody": request_body(RerankRequest),
-                "responses": responses(
-                    OPENAI_ERROR, obj({"id": STR, "results": {"type": "array", "items": _RESULT}, "meta": obj({})})
-                ),
+                "responses": responses(OpenAIError, CohereRerank),
             }
         },
         "/api/rerank": {
             "post": {
                 "summary": "rerank documents for a query (Ollama-style body)",
                 "requestBody": request_body(ApiRerankRequest),
-                "responses": responses(
-                    OLLAMA_ERROR,
-                    obj({"model": STR, "results": ANY_LIST, "total_duration": INT, "prompt_eval_count": INT}),
-                ),
+                "responses": responses(OllamaError, ApiRerank),
             }
         },
     }
 
 
-DIALECT = Dialect("rerank", routes, openai_api.ERRORS, paths, wire=MODELS)
+REPLIES = (JinaRerank, list[TEIRank], CohereRerank, ApiRerank)
+DIALECT = Dialect("rerank", routes, openai_api.ERRORS, paths, wire=MODELS, replies=REPLIES)

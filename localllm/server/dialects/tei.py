@@ -24,7 +24,7 @@ from ...domain.events import Embeddings
 from ...domain.limits import MAX_EMBED_INPUTS, PROMPT_MAX_BYTES
 from .. import requests as rq
 from ..errors import guarded
-from ..schema import ANY_LIST, TGI_ERROR, responses
+from ..replies import TGIError, responses
 from ..streaming import until_disconnect
 from ..wire import Strict, as_model, check_text, request_body
 from .compat import read_keys
@@ -105,6 +105,8 @@ async def answer(request: Request, raw: TEIEmbedRequest | dict[str, Any]) -> Res
 
 routes = [Route("/", root, methods=["POST"]), Route("/embed", embed, methods=["POST"])]
 
+Vectors = list[list[float]]  # the answer: one vector per input
+
 
 def paths() -> dict[str, Any]:
     return {
@@ -112,10 +114,10 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "TEI embeddings (also POST / when the model is an embedding model)",
                 "requestBody": request_body(TEIEmbedRequest),
-                "responses": responses(TGI_ERROR, ANY_LIST, codes=tgi_api.CODES),
+                "responses": responses(TGIError, Vectors, codes=tgi_api.CODES),
             }
         },
     }
 
 
-DIALECT = Dialect("tei", routes, tgi_api.ERRORS, paths, wire=MODELS)
+DIALECT = Dialect("tei", routes, tgi_api.ERRORS, paths, wire=MODELS, replies=(Vectors,))

@@ -29,7 +29,7 @@ from ...domain.limits import MAX_TOKENIZE_IDS, PROMPT_MAX_BYTES
 from ...domain.names import parse_name
 from .. import requests as rq
 from ..errors import guarded
-from ..schema import ANY_LIST, OLLAMA_ERROR, OPENAI_ERROR, STR, obj, responses
+from ..replies import UNSET, OllamaError, OpenAIError, Reply, Unset, responses
 from ..streaming import until_disconnect
 from ..wire import Strict, check_text, request_body
 from .contract import Dialect
@@ -172,30 +172,47 @@ routes = [
 ]
 
 
+class Piece(Reply, kw_only=True):
+    id: int
+    piece: str | list[int]  # a piece that is not whole UTF-8 is a list of its bytes
+
+
+class Tokenized(Reply, kw_only=True):
+    """`/tokenize` (llama-server's, no `model`) and `/api/tokenize`: ids, or with `with_pieces` each one's text."""
+
+    model: str | Unset = UNSET
+    tokens: list[int | Piece]
+
+
+class Detokenized(Reply, kw_only=True):
+    model: str | Unset = UNSET
+    content: str
+
+
 def paths() -> dict[str, Any]:
     return {
         "/detokenize": {
             "post": {
                 "summary": "token ids to text (llama-server's shape)",
                 "requestBody": request_body(LlamaDetokenizeRequest),
-                "responses": responses(OPENAI_ERROR, obj({"content": STR})),
+                "responses": responses(OpenAIError, Detokenized),
             }
         },
         "/api/tokenize": {
             "post": {
                 "summary": "text to the model's token ids (with `with_pieces`, each token's text)",
                 "requestBody": request_body(ApiTokenizeRequest),
-                "responses": responses(OLLAMA_ERROR, obj({"model": STR, "tokens": ANY_LIST})),
+                "responses": responses(OllamaError, Tokenized),
             }
         },
         "/api/detokenize": {
             "post": {
                 "summary": "the model's token ids to text",
                 "requestBody": request_body(ApiDetokenizeRequest),
-                "responses": responses(OLLAMA_ERROR, obj({"model": STR, "content": STR})),
+                "responses": responses(OllamaError, Detokenized),
             }
         },
     }
 
 
-DIALECT = Dialect("tokenize", routes, openai_api.ERRORS, paths, wire=MODELS)
+DIALECT = Dialect("tokenize", routes, openai_api.ERRORS, paths, wire=MODELS, replies=(Tokenized, Detokenized))

@@ -31,7 +31,7 @@ from ...domain.options import Constraints, Options
 from ...service.generation import GenerateRequest, collect
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of
-from ..schema import OBJ, SSE, STR, TRITON_ERROR, obj, path_parameter, responses
+from ..replies import SSE, UNSET, OllamaError, Reply, Unset, path_parameter, responses
 from ..streaming import EventStream, sse_event, until_disconnect
 from ..wire import as_model, check_text, request_body
 from .contract import Dialect
@@ -261,18 +261,56 @@ routes = [
 ]
 
 
+TritonError = OllamaError  # `{"error": message}`
+
+
+class ServerMetadata(Reply, kw_only=True):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Tensor(Reply, kw_only=True):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(Reply, kw_only=True):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+
+
+class TritonGeneration(Reply, kw_only=True):
+    """A generation's answer, or an event of its stream (the new text); the outputs asked for besides
+    `text_output` are null until the last event."""
+
+    model_name: str
+    model_version: str
+    id: str | Unset = UNSET
+    text_output: str
+    finish_reason: str | None | Unset = UNSET
+    num_input_tokens: int | None | Unset = UNSET
+    num_output_tokens: int | None | Unset = UNSET
+
+
 def paths() -> dict[str, Any]:
     model = path_parameter("model")
     generate = request_body(TritonGenerateRequest)
     return {
-        "/v2": {"get": {"summary": "Triton server metadata", "responses": responses(TRITON_ERROR, OBJ, codes=())}},
+        "/v2": {
+            "get": {"summary": "Triton server metadata", "responses": responses(TritonError, ServerMetadata, codes=())}
+        },
         "/v2/health/live": {"get": {"summary": "live", "responses": {"200": {"description": "live"}}}},
         "/v2/health/ready": {"get": {"summary": "ready", "responses": {"200": {"description": "ready"}}}},
         "/v2/models/{model}": {
             "get": {
                 "summary": "Triton model metadata",
                 "parameters": model,
-                "responses": responses(TRITON_ERROR, OBJ),
+                "responses": responses(TritonError, ModelMetadata),
             }
         },
         "/v2/models/{model}/ready": {
@@ -291,7 +329,7 @@ def paths() -> dict[str, Any]:
                 "summary": "Triton generate",
                 "parameters": model,
                 "requestBody": generate,
-                "responses": responses(TRITON_ERROR, obj({"text_output": STR, "model_name": STR})),
+                "responses": responses(TritonError, TritonGeneration),
             }
         },
         "/v2/models/{model}/generate_stream": {
@@ -299,10 +337,18 @@ def paths() -> dict[str, Any]:
                 "summary": "Triton streaming generate",
                 "parameters": model,
                 "requestBody": generate,
-                "responses": responses(TRITON_ERROR, stream=SSE),
+                "responses": responses(TritonError, stream=(SSE, (TritonGeneration, TritonError))),
             }
         },
     }
 
 
-DIALECT = Dialect("triton", routes, ERRORS, paths, prefix="/v2/", wire=MODELS)
+DIALECT = Dialect(
+    "triton",
+    routes,
+    ERRORS,
+    paths,
+    prefix="/v2/",
+    wire=MODELS,
+    replies=(ServerMetadata, ModelMetadata, TritonGeneration),
+)

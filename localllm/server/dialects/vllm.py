@@ -25,6 +25,7 @@ from ...domain.options import Constraints, Options
 from ...service.generation import GenerateRequest
 from .. import requests as rq
 from ..errors import ErrorShape, guarded, message_of, status_of
+from ..replies import Reply, ServingError
 from ..streaming import EventStream
 from ..wire import Strict, as_model, check_text
 from .contract import Dialect
@@ -170,4 +171,17 @@ async def tokenize(request: Request, chunks: list[bytes]) -> Response:
 
 
 # No routes of its own: `POST /generate` and `POST /tokenize` (compat.py) hand vLLM's bodies to it.
-DIALECT = Dialect("vllm", (), ERRORS, wire=MODELS)
+class VLLMText(Reply, kw_only=True):
+    """The demo server's answer: each choice's text, the prompt first; in a stream, every line has it all so far."""
+
+    text: list[str]
+
+
+class VLLMTokenized(Reply, kw_only=True):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None  # with `return_token_strs`
+
+
+DIALECT = Dialect("vllm", (), ERRORS, wire=MODELS, replies=(ServingError, VLLMText, VLLMTokenized))

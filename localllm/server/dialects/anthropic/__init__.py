@@ -15,6 +15,6 @@ Errors: `{"type": "error", "error": {"type", "message"}}`, a busy server's 503 a
 from __future__ import annotations
 
 from ..contract import Dialect
-from . import api, wire
+from . import api, replies, wire
 
-DIALECT = Dialect("anthropic", api.routes, api.ERRORS, api.paths, wire=wire.MODELS)
+DIALECT = Dialect("anthropic", api.routes, api.ERRORS, api.paths, wire=wire.MODELS, replies=replies.MODELS)

@@ -10,8 +10,9 @@ import secrets
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ....domain.events import Done, Event, Thinking, Token, ToolCallArguments, ToolCalls, ToolCallStart
@@ -20,10 +21,11 @@ from ....observability import logs
 from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
-from ...schema import ANY_LIST, INT, SSE, STR, Schema, json_content, obj
+from ...replies import SSE, reply, responses
 from ...streaming import EventStream, until_disconnect
 from ...wire import request_body
 from ..shared import collect_all, service_of
+from . import replies as r
 from . import wire
 from .requests import parse, parse_count
 
@@ -64,7 +66,7 @@ def new_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
-def stop_reason(done: Done, called: bool) -> str:
+def stop_reason(done: Done, called: bool) -> r.StopReason:
     if called:
         return "tool_use"
     if done.reason == "length":
@@ -72,42 +74,40 @@ def stop_reason(done: Done, called: bool) -> str:
     return "stop_sequence" if done.stop_sequence else "end_turn"
 
 
-def usage(done: Done | None) -> dict[str, Any]:
-    """Anthropic's usage: `input_tokens` excludes the cached ones (`cache_read_input_tokens`)."""
-    return {
-        "input_tokens": done.prompt_eval_count if done else 0,
-        "output_tokens": done.eval_count if done else 0,
-        "cache_read_input_tokens": done.cached_tokens if done else 0,
-        "cache_creation_input_tokens": 0,
-    }
+def usage(done: Done | None, prompt: int = 0) -> r.AnthropicUsage:
+    """Anthropic's usage: `input_tokens` excludes the cached ones (`cache_read_input_tokens`); before the end,
+    the `prompt` counted."""
+    return r.AnthropicUsage(
+        input_tokens=done.prompt_eval_count if done else prompt,
+        output_tokens=done.eval_count if done else 0,
+        cache_read_input_tokens=done.cached_tokens if done else 0,
+        cache_creation_input_tokens=0,
+    )
 
 
-def tool_use(call: ToolCall) -> dict[str, Any]:
-    return {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+def tool_use(call: ToolCall) -> r.AnthropicToolUse:
+    return r.AnthropicToolUse(id=call.id, name=call.name, input=call.arguments)
 
 
-def envelope(mid: str, model: str) -> dict[str, Any]:
-    return {"id": mid, "type": "message", "role": "assistant", "model": model}
-
-
-def whole(mid: str, model: str, answer: Answer) -> dict[str, Any]:
+def whole(mid: str, model: str, answer: Answer) -> r.AnthropicMessageObject:
     """The whole answer as one `message`."""
-    content: list[dict[str, Any]] = []
+    content: list[r.Block] = []
     if answer.thinking:
-        content.append({"type": "thinking", "thinking": answer.thinking, "signature": ""})
+        content.append(r.AnthropicThinking(thinking=answer.thinking, signature=""))
     if answer.text:
-        content.append({"type": "text", "text": answer.text})
+        content.append(r.AnthropicText(text=answer.text))
     content += [tool_use(c) for c in answer.tool_calls]
-    return {
-        **envelope(mid, model),
-        "content": content,
-        "stop_reason": stop_reason(answer.done, bool(answer.tool_calls)),
-        "stop_sequence": answer.done.stop_sequence,
-        "usage": usage(answer.done),
-    }
+    return r.AnthropicMessageObject(
+        id=mid,
+        model=model,
+        content=content,
+        stop_reason=stop_reason(answer.done, bool(answer.tool_calls)),
+        stop_sequence=answer.done.stop_sequence,
+        usage=usage(answer.done),
+    )
 
 
-Sse = tuple[str, dict[str, Any]]  # an event's name and data
+Sse = r.StreamEvent  # its `type` is the SSE event's name
 
 
 def _prompt_counted() -> int:
@@ -121,82 +121,67 @@ def _prompt_counted() -> int:
 async def sse_events(mid: str, model: str, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Sse, None]:
     """The stream's events: `message_start`, a block per kind of output (thinking, text, each tool call) with
     its deltas, then `message_delta` (stop reason, usage) and `message_stop`."""
-    yield (
-        "message_start",
-        {
-            "type": "message_start",
-            "message": {
-                **envelope(mid, model),
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {**usage(None), "input_tokens": _prompt_counted()},
-            },
-        },
+    opening = r.AnthropicMessageObject(
+        id=mid, model=model, content=[], stop_reason=None, stop_sequence=None, usage=usage(None, _prompt_counted())
     )
+    yield r.MessageStart(message=opening)
     index, open_kind, called, streamed = -1, "", False, False
 
-    def start(kind: str, block: dict[str, Any]) -> list[Sse]:
+    def start(kind: str, block: r.Block) -> list[Sse]:
         nonlocal index, open_kind
         out = [stop()] if open_kind else []
         index, open_kind = index + 1, kind
-        return [*out, ("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})]
+        return [*out, r.ContentBlockStart(index=index, content_block=block)]
 
     def stop() -> Sse:
-        return "content_block_stop", {"type": "content_block_stop", "index": index}
+        return r.ContentBlockStop(index=index)
 
-    def delta(body: dict[str, Any]) -> Sse:
-        return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": body}
+    def delta(body: r.ThinkingDelta | r.TextDelta | r.InputJsonDelta) -> Sse:
+        return r.ContentBlockDelta(index=index, delta=body)
 
     async with contextlib.aclosing(events):
         async for event in events:
             if isinstance(event, Thinking) and event.text:
                 if open_kind != "thinking":
-                    for item in start("thinking", {"type": "thinking", "thinking": "", "signature": ""}):
+                    for item in start("thinking", r.AnthropicThinking(thinking="", signature="")):
                         yield item
-                yield delta({"type": "thinking_delta", "thinking": event.text})
+                yield delta(r.ThinkingDelta(thinking=event.text))
             elif isinstance(event, Token) and event.text:
                 if open_kind != "text":
-                    for item in start("text", {"type": "text", "text": ""}):
+                    for item in start("text", r.AnthropicText(text="")):
                         yield item
-                yield delta({"type": "text_delta", "text": event.text})
+                yield delta(r.TextDelta(text=event.text))
             elif isinstance(event, ToolCallStart):
                 streamed = True
-                block = {"type": "tool_use", "id": event.id, "name": event.name, "input": {}}
-                for item in start("tool_use", block):
+                for item in start("tool_use", r.AnthropicToolUse(id=event.id, name=event.name, input={})):
                     yield item
             elif isinstance(event, ToolCallArguments) and event.text:
-                yield delta({"type": "input_json_delta", "partial_json": event.text})
+                yield delta(r.InputJsonDelta(partial_json=event.text))
             elif isinstance(event, ToolCalls):
                 called = True
                 for call in () if streamed else event.calls:
-                    for item in start("tool_use", {**tool_use(call), "input": {}}):
+                    for item in start("tool_use", r.AnthropicToolUse(id=call.id, name=call.name, input={})):
                         yield item
-                    yield delta(
-                        {"type": "input_json_delta", "partial_json": json.dumps(call.arguments, ensure_ascii=False)}
-                    )
+                    yield delta(r.InputJsonDelta(partial_json=json.dumps(call.arguments, ensure_ascii=False)))
             elif isinstance(event, Done):
                 if open_kind:
                     yield stop()
                     open_kind = ""
-                yield (
-                    "message_delta",
-                    {
-                        "type": "message_delta",
-                        "delta": {"stop_reason": stop_reason(event, called), "stop_sequence": event.stop_sequence},
-                        "usage": usage(event),
-                    },
-                )
-    yield "message_stop", {"type": "message_stop"}
+                stopped = r.StopDelta(stop_reason=stop_reason(event, called), stop_sequence=event.stop_sequence)
+                yield r.MessageDelta(delta=stopped, usage=usage(event))
+    yield r.MessageStop()
 
 
 def sse_frame(item: Sse | dict[str, Any]) -> bytes:
-    """An SSE event with its `event:` line (the SDK drops events without one); an error is the `error` event."""
-    name, data = item if isinstance(item, tuple) else ("error", item)
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+    """An SSE event with its `event:` line (the SDK drops events without one): its `type`; an error (a dict,
+    from `anthropic_error`) is the `error` event."""
+    if isinstance(item, dict):
+        data = json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
+        return b"event: error\ndata: " + data + b"\n\n"
+    return b"event: " + str(item.__struct_config__.tag).encode() + b"\ndata: " + msgspec.json.encode(item) + b"\n\n"
 
 
-PING: Sse = ("ping", {"type": "ping"})
+PING: Sse = r.Ping()
 
 
 async def with_pings(
@@ -242,7 +227,7 @@ async def messages(request: Request) -> Response:
     mid = new_id()
     if not parsed.stream:
         answer = (await collect_all([stream], request))[0]
-        return JSONResponse(whole(mid, model, answer))
+        return reply(whole(mid, model, answer))
     # The first event within PING_AFTER: an early error (an unknown model) is answered with its status.
     # Later (a model loading), the stream opens and pings until it comes.
     pending: asyncio.Future[Event] = asyncio.ensure_future(stream.__anext__())
@@ -261,45 +246,17 @@ async def messages(request: Request) -> Response:
 async def count_tokens(request: Request) -> Response:
     req = parse_count(await rq.read_wire(request, wire.CountTokensRequest))
     count = await until_disconnect(service_of(request).count_chat(req), request)
-    return JSONResponse({"input_tokens": count})
+    return reply(r.AnthropicInputTokens(input_tokens=count))
 
 
 # -- the OpenAPI paths: request bodies are the wire models' schemas --------------------------------------
 
-ERROR_SCHEMA = obj(
-    {"type": {"const": "error"}, "error": obj({"type": STR, "message": STR}, required=("type", "message"))},
-    required=("type", "error"),
-)
-USAGE = obj({k: INT for k in usage(None)}, required=("input_tokens", "output_tokens"))
-MESSAGE_OK = obj(
-    {
-        "id": STR,
-        "type": {"const": "message"},
-        "role": {"const": "assistant"},
-        "model": STR,
-        "content": ANY_LIST,
-        "stop_reason": {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"]},
-        "stop_sequence": {"type": ["string", "null"]},
-        "usage": USAGE,
-    },
-    required=("id", "type", "role", "content", "stop_reason", "usage"),
-)
 CODES = ("400", "401", "403", "404", "413", "429", "500", "529")
-
-
-def _responses(ok: Schema, *, stream: bool = False) -> dict[str, Any]:
-    content = json_content(ok)
-    if stream:
-        content[SSE] = {"schema": obj({"event": STR, "data": STR})}
-    out: dict[str, Any] = {"200": {"description": "success", "content": content}}
-    for code in CODES:
-        out[code] = {"description": "error", "content": json_content(ERROR_SCHEMA)}
-    return out
 
 
 def paths() -> dict[str, Any]:
     headers = [
-        {"name": name, "in": "header", "required": False, "schema": STR}
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
         for name in ("x-api-key", "anthropic-version", "anthropic-beta")
     ]
     return {
@@ -308,7 +265,9 @@ def paths() -> dict[str, Any]:
                 "summary": "Anthropic Messages",
                 "parameters": headers,
                 "requestBody": request_body(wire.MessagesRequest),
-                "responses": _responses(MESSAGE_OK, stream=True),
+                "responses": responses(
+                    r.AnthropicError, r.AnthropicMessageObject, stream=(SSE, r.StreamEvent), codes=CODES
+                ),
             }
         },
         "/v1/messages/count_tokens": {
@@ -316,7 +275,7 @@ def paths() -> dict[str, Any]:
                 "summary": "Anthropic Messages: count a request's input tokens",
                 "parameters": headers,
                 "requestBody": request_body(wire.CountTokensRequest),
-                "responses": _responses(obj({"input_tokens": INT}, required=("input_tokens",))),
+                "responses": responses(r.AnthropicError, r.AnthropicInputTokens, codes=CODES),
             }
         },
     }

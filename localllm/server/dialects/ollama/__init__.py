@@ -1,6 +1,7 @@
 """Ollama's native API (`/api/*`): NDJSON streams, `{"error": ...}` bodies, durations in nanoseconds.
 
-`wire.py` declares the request bodies (parsing, checks and OpenAPI schemas come from it); `requests.py`
+`wire.py` declares the request bodies (parsing, checks and OpenAPI schemas come from it), `replies.py` the
+answers (their OpenAPI schemas); `requests.py`
 translates them onto the service's requests; `encode.py` turns events into Ollama's objects; `api.py` has
 generate, chat, the model routes and the OpenAPI paths; `create.py` blobs and create; `embed.py` the
 embeddings; `verify.py` the store's check of its blobs. Paths no other dialect serves answer in this shape.
@@ -9,8 +10,13 @@ embeddings; `verify.py` the store's check of its blobs. Paths no other dialect s
 from __future__ import annotations
 
 from ..contract import Dialect
-from . import api, create, embed, verify, wire
+from . import api, create, embed, replies, verify, wire
 
 DIALECT = Dialect(
-    "ollama", (*api.routes, *create.routes, *embed.routes, *verify.routes), api.ERRORS, api.paths, wire=wire.MODELS
+    "ollama",
+    (*api.routes, *create.routes, *embed.routes, *verify.routes),
+    api.ERRORS,
+    api.paths,
+    wire=wire.MODELS,
+    replies=replies.MODELS,
 )

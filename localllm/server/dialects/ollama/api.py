@@ -21,12 +21,13 @@ from ....service import create
 from ....service.generation import collect
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of
-from ...schema import ANY_LIST, BOOL, INT, NDJSON, OBJ, OLLAMA_ERROR, STR, STRINGS, obj, path_parameter, responses
+from ...replies import NDJSON, AccessToken, OllamaError, path_parameter, reply, responses
 from ...streaming import EventStream, first_item, ndjson_line, prepend, until_disconnect
 from ...wire import request_body
 from ..shared import service_of
+from . import replies as r
 from . import wire
-from .encode import damaged_entry, encode, encode_whole, model_entry, timestamp
+from .encode import Line, damaged_entry, encode, encode_whole, model_entry, timestamp
 from .requests import named, to_chat_request, to_generate_request
 
 
@@ -67,9 +68,9 @@ async def _generation(
     whole."""
     if not stream:
         answer = await until_disconnect(collect(events), request)
-        return JSONResponse(encode_whole(answer, model, key, context=context))
+        return reply(encode_whole(answer, model, key, context=context))
 
-    async def lines(items: AsyncGenerator[Event, None]) -> AsyncGenerator[dict[str, Any], None]:
+    async def lines(items: AsyncGenerator[Event, None]) -> AsyncGenerator[Line, None]:
         async with contextlib.aclosing(items):
             async for event in items:
                 if not isinstance(event, ToolCallStart | ToolCallArguments):  # Ollama sends calls whole
@@ -241,103 +242,70 @@ async def version(request: Request) -> Response:
     return JSONResponse({"version": __version__})
 
 
-# -- the OpenAPI paths: request bodies are the wire models' schemas -----------------------------------------
-
-GENERATE_OK = obj({"model": STR, "created_at": STR, "response": STR, "done": BOOL})
-CHAT_OK = obj({"model": STR, "created_at": STR, "message": OBJ, "done": BOOL})
+# -- the OpenAPI paths: request bodies are the wire models' schemas, answers the reply models' -----------------
 
 
 def paths() -> dict[str, Any]:
-    err = OLLAMA_ERROR
+    err = OllamaError
     return {
         "/": {"get": {"summary": "liveness", "responses": {"200": {"description": "Ollama is running"}}}},
-        "/api/version": {
-            "get": {
-                "summary": "daemon version",
-                "responses": responses(err, obj({"version": STR}, required=("version",))),
-            }
-        },
-        "/api/tags": {
-            "get": {
-                "summary": "local models",
-                "responses": responses(err, obj({"models": ANY_LIST}, required=("models",))),
-            }
-        },
-        "/api/ps": {
-            "get": {
-                "summary": "loaded models",
-                "responses": responses(err, obj({"models": ANY_LIST}, required=("models",))),
-            }
-        },
+        "/api/version": {"get": {"summary": "daemon version", "responses": responses(err, r.OllamaVersion)}},
+        "/api/tags": {"get": {"summary": "local models", "responses": responses(err, r.OllamaTags)}},
+        "/api/ps": {"get": {"summary": "loaded models", "responses": responses(err, r.OllamaLoaded)}},
         "/api/show": {
             "post": {
                 "summary": "a model's details",
                 "requestBody": request_body(wire.ShowBody),
-                "responses": responses(
-                    err,
-                    obj(
-                        {
-                            "modelfile": STR,
-                            "parameters": STR,
-                            "template": STR,
-                            "details": OBJ,
-                            "model_info": OBJ,
-                            "projector_info": OBJ,
-                            "capabilities": STRINGS,
-                        }
-                    ),
-                ),
+                "responses": responses(err, r.OllamaShow),
             }
         },
         "/api/pull": {
             "post": {
                 "summary": "download a model",
                 "requestBody": request_body(wire.PullBody),
-                "responses": responses(err, obj({"status": STR}), stream=NDJSON),
+                "responses": responses(err, r.OllamaProgress, stream=(NDJSON, (r.OllamaProgress, err))),
             }
         },
         "/api/delete": {
             "delete": {
                 "summary": "delete a model",
                 "requestBody": request_body(wire.DeleteBody),
-                "responses": responses(err, ok_empty=True),
+                "responses": responses(err),
             }
         },
         "/api/copy": {
             "post": {
                 "summary": "copy a model under another name",
                 "requestBody": request_body(wire.CopyBody),
-                "responses": responses(err, ok_empty=True),
+                "responses": responses(err),
             }
         },
         "/api/generate": {
             "post": {
                 "summary": "complete a prompt",
                 "requestBody": request_body(wire.GenerateBody),
-                "responses": responses(err, GENERATE_OK, stream=NDJSON),
+                "responses": responses(err, r.OllamaGenerateLine, stream=(NDJSON, (r.OllamaGenerateLine, err))),
             }
         },
         "/api/chat": {
             "post": {
                 "summary": "chat",
                 "requestBody": request_body(wire.ChatBody),
-                "responses": responses(err, CHAT_OK, stream=NDJSON),
+                "responses": responses(err, r.OllamaChatLine, stream=(NDJSON, (r.OllamaChatLine, err))),
             }
         },
         "/api/create": {
             "post": {
                 "summary": "create a model (Modelfile fields)",
                 "requestBody": request_body(wire.CreateBody),
-                "responses": responses(err, obj({"status": STR}), stream=NDJSON),
+                "responses": responses(err, r.OllamaProgress, stream=(NDJSON, (r.OllamaProgress, err))),
             }
         },
         "/api/verify": {
             "post": {
                 "summary": "hash the store's blobs again (localllm's own): one line a blob, damaged ones moved aside",
                 "requestBody": request_body(wire.VerifyBody),
-                "responses": responses(
-                    err, obj({"status": STR, "checked": INT, "damaged": STRINGS, "blobs": ANY_LIST}), stream=NDJSON
-                ),
+                "responses": responses(err, r.OllamaVerifyLine, stream=(NDJSON, (r.OllamaVerifyLine, err))),
             }
         },
         "/api/blobs/{digest}": {
@@ -348,32 +316,35 @@ def paths() -> dict[str, Any]:
             },
             "post": {
                 "summary": "upload a blob",
-                "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": STR}}},
-                "responses": responses(err, ok_empty=True),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                },
+                "responses": responses(err),
             },
         },
         "/api/embed": {
             "post": {
                 "summary": "embeddings",
                 "requestBody": request_body(wire.EmbedBody),
-                "responses": responses(err, obj({"model": STR, "embeddings": ANY_LIST})),
+                "responses": responses(err, r.OllamaEmbed),
             }
         },
         "/api/embeddings": {
             "post": {
                 "summary": "one embedding (older API)",
                 "requestBody": request_body(wire.EmbeddingsBody),
-                "responses": responses(err, obj({"embedding": ANY_LIST})),
+                "responses": responses(err, r.OllamaEmbedding),
             }
         },
         "/api/v1/token": {
             "get": {
                 "summary": "trade an app's secret for an access token",
                 "parameters": [
-                    {"name": "appid", "in": "query", "schema": STR},
-                    {"name": "secret", "in": "query", "schema": STR},
+                    {"name": "appid", "in": "query", "schema": {"type": "string"}},
+                    {"name": "secret", "in": "query", "schema": {"type": "string"}},
                 ],
-                "responses": responses(err, obj({"accessToken": STR})),
+                "responses": responses(err, AccessToken),
             }
         },
     }

@@ -1,4 +1,5 @@
-"""Ollama's wire objects from the service's events: pure functions (`api.py` frames them as NDJSON)."""
+"""Ollama's wire objects from the service's events: pure functions building the reply models of `replies.py`
+(`api.py` frames them as NDJSON), and the model entries of `/api/tags`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from ....domain.messages import ToolCall
 from ....domain.modelinfo import ModelDetails
 from ....modelstore.models import DamagedModel, Model
 from ....service.generation import Answer
+from ...replies import UNSET, TopLogprob
+from ...replies import TokenLogprob as ReplyLogprob
+from . import replies as r
 
 
 def timestamp(t: float | None = None) -> str:
@@ -21,82 +25,84 @@ def timestamp(t: float | None = None) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _done_fields(done: Done) -> dict[str, Any]:
-    fields = {
-        "done": True,
-        "done_reason": done.reason,
-        "total_duration": done.total_duration,
-        "load_duration": done.load_duration,
-        "prompt_eval_count": done.prompt_eval_count,
-        "prompt_eval_duration": done.prompt_eval_duration,
-        "eval_count": done.eval_count,
-        "eval_duration": done.eval_duration,
-    }
-    if done.truncated:  # never cut silently: how many input tokens were dropped to fit the context
-        fields["truncated"] = done.truncated
-    return fields
+Line = r.OllamaGenerateLine | r.OllamaChatLine
 
 
-def _logprobs(lps: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+def _line(
+    key: str,
+    model: str,
+    piece: str,
+    *,
+    calls: Sequence[ToolCall] = (),
+    thinking: str = "",
+    logprobs: Sequence[TokenLogprob] = (),
+) -> Line:
+    """A generate (`key` "response") or chat (`key` "message") line: its text, with its reasoning apart."""
+    lps = _logprobs(logprobs) if logprobs else UNSET
+    if key == "response":
+        think = thinking or UNSET
+        return r.OllamaGenerateLine(
+            model=model, created_at=timestamp(), response=piece, thinking=think, done=False, logprobs=lps
+        )
+    message = r.OllamaAssistantMessage(
+        role="assistant", content=piece, thinking=thinking or UNSET, tool_calls=_ollama_calls(calls) if calls else UNSET
+    )
+    return r.OllamaChatLine(model=model, created_at=timestamp(), message=message, done=False, logprobs=lps)
+
+
+def _logprobs(lps: Sequence[TokenLogprob]) -> list[ReplyLogprob]:
     return [
-        {
-            "token": lp.token,
-            "logprob": lp.logprob,
-            "bytes": list(lp.bytes),
-            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for _, t, v in lp.top],
-        }
+        ReplyLogprob(
+            token=lp.token,
+            logprob=lp.logprob,
+            bytes=list(lp.bytes),
+            top_logprobs=[TopLogprob(token=t, logprob=v, bytes=list(t.encode())) for _, t, v in lp.top],
+        )
         for lp in lps
     ]
 
 
-def _text(key: str, piece: str, calls: Sequence[ToolCall] = (), thinking: str = "") -> dict[str, Any]:
-    """The text of a generate (`key` "response") or chat (`key` "message") object, with its reasoning apart."""
-    if key == "response":
-        return {"response": piece, "thinking": thinking} if thinking else {"response": piece}
-    message: dict[str, Any] = {"role": "assistant", "content": piece}
-    if thinking:
-        message["thinking"] = thinking
-    if calls:
-        message["tool_calls"] = _ollama_calls(calls)
-    return {"message": message}
-
-
-def _done_line(done: Done, *, context: bool) -> dict[str, Any]:
-    line = _done_fields(done)
+def _finished(line: Line, done: Done, *, context: bool) -> Line:
+    """`line` as the last one: `done`, with Ollama's counters (durations in nanoseconds), the input tokens
+    dropped to fit the context (never cut silently) and, for a generate, the `context`."""
+    line.done = True
+    line.done_reason = done.reason
+    line.total_duration = done.total_duration
+    line.load_duration = done.load_duration
+    line.prompt_eval_count = done.prompt_eval_count
+    line.prompt_eval_duration = done.prompt_eval_duration
+    line.eval_count = done.eval_count
+    line.eval_duration = done.eval_duration
+    if done.truncated:
+        line.truncated = done.truncated
     if context and done.context and done.reason not in ("load", "unload"):
-        line["context"] = list(done.context)
+        line.context = list(done.context)
     return line
 
 
-def encode(event: Event, model: str, key: str, *, context: bool) -> dict[str, Any]:
-    """One event as Ollama's stream object for generate (`key` "response") or chat (`key` "message")."""
-    head = {"model": model, "created_at": timestamp()}
+def encode(event: Event, model: str, key: str, *, context: bool) -> Line:
+    """One event as Ollama's stream line for generate (`key` "response") or chat (`key` "message")."""
     if isinstance(event, Token):
-        line = {**head, **_text(key, event.text), "done": False}
-        if event.logprobs:
-            line["logprobs"] = _logprobs(event.logprobs)
-        return line
+        return _line(key, model, event.text, logprobs=event.logprobs)
     if isinstance(event, ToolCalls):
-        return {**head, **_text(key, "", event.calls), "done": False}
+        return _line(key, model, "", calls=event.calls)
     if isinstance(event, Thinking):
-        return {**head, **_text(key, "", thinking=event.text), "done": False}
+        return _line(key, model, "", thinking=event.text)
     if not isinstance(event, Done):  # a call's pieces: Ollama sends calls whole (`ToolCalls`)
-        return {**head, **_text(key, ""), "done": False}
-    return {**head, **_text(key, ""), **_done_line(event, context=context)}
+        return _line(key, model, "")
+    return _finished(_line(key, model, ""), event, context=context)
 
 
-def encode_whole(answer: Answer, model: str, key: str, *, context: bool) -> dict[str, Any]:
+def encode_whole(answer: Answer, model: str, key: str, *, context: bool) -> Line:
     """The whole answer as one object (`stream: false`)."""
-    line = {"model": model, "created_at": timestamp(), **_text(key, answer.text, answer.tool_calls, answer.thinking)}
-    line["done"] = False
-    if answer.logprobs:
-        line["logprobs"] = _logprobs(answer.logprobs)
-    return {**line, **_done_line(answer.done, context=context)}
+    line = _line(key, model, answer.text, calls=answer.tool_calls, thinking=answer.thinking, logprobs=answer.logprobs)
+    return _finished(line, answer.done, context=context)
 
 
-def _ollama_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+def _ollama_calls(calls: Sequence[ToolCall]) -> list[r.OllamaCall]:
     return [
-        {"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments}} for i, c in enumerate(calls)
+        r.OllamaCall(id=c.id, function=r.OllamaToolFunction(index=i, name=c.name, arguments=c.arguments))
+        for i, c in enumerate(calls)
     ]
 
 

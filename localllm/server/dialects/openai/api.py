@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ....domain.errors import (
@@ -36,15 +36,18 @@ from ....modelstore.store import StoredModel
 from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
-from ...schema import ANY_LIST, INT, OPENAI_ERROR, SSE, STR, STRINGS, obj, path_parameter, responses
+from ...replies import SSE, UNSET, OpenAIError, TopLogprob, Unset, path_parameter, reply, responses
+from ...replies import TokenLogprob as ReplyLogprob
 from ...streaming import EventStream, prepend, sse_event, until_disconnect
 from ...wire import request_body
 from ..shared import collect_all, default_model, merged, service_of
+from . import replies as r
 from . import wire
 from .requests import Shape, to_chat_request, to_completion_request
 
 FINISH = {"stop": "stop", "length": "length", "cancel": "stop"}
 SYSTEM_FINGERPRINT = "fp_localllm"
+DONE = "[DONE]"  # the stream's last event
 Events = AsyncGenerator[Event, None]
 
 
@@ -114,26 +117,38 @@ class Framing:
         cid = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
         return cls(cid, int(time.time()), model, chat, shape, tuple(groups), tuple(echoes))
 
-    @property
-    def chunk_object(self) -> str:
-        return "chat.completion.chunk" if self.chat else "text_completion"
+    def chat_chunk(self, choices: list[r.ChunkChoice], usage: r.Usage | None | Unset = UNSET) -> r.ChatCompletionChunk:
+        """A chat stream's chunk; with `include_usage`, its `usage` is null until the last."""
+        if usage is UNSET and self.shape.include_usage:
+            usage = None
+        return r.ChatCompletionChunk(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            system_fingerprint=SYSTEM_FINGERPRINT,
+            choices=choices,
+            usage=usage,
+        )
 
-    def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": obj,
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": choices,
-        }
+    def text_chunk(self, choices: list[r.TextChoice], usage: r.Usage | None | Unset = UNSET) -> r.TextCompletion:
+        """A text completion's stream chunk, or (with its usage) the whole completion."""
+        if usage is UNSET and self.shape.include_usage:
+            usage = None
+        return r.TextCompletion(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            system_fingerprint=SYSTEM_FINGERPRINT,
+            choices=choices,
+            usage=usage,
+        )
 
 
 async def _answer(request: Request, streams: list[Events], framing: Framing) -> Response:
     """Generations as a chat completion or a text completion, streamed as SSE or whole."""
     if not framing.shape.stream:
         answers = await collect_all(streams, request)
-        return JSONResponse(whole(framing, answers))
+        return reply(whole(framing, answers))
     # Every generation's first event or error, so that an early error in any of them is answered with a status;
     # none is still running when they are closed (closing a generator while it runs raises RuntimeError: a 500
     # where the first error is the answer).
@@ -157,120 +172,120 @@ async def _answer(request: Request, streams: list[Events], framing: Framing) -> 
         frame=sse_event,
         on_error=openai_error,
         media_type="text/event-stream",
-        trailer=sse_event("[DONE]"),
+        trailer=sse_event(DONE),
     )
 
 
 # -- encoders: events to OpenAI's objects ----------------------------------------------------------------
 
 
+Chunk = r.ChatCompletionChunk | r.TextCompletion
+
+
 async def chunks(
     framing: Framing, events: AsyncGenerator[tuple[int, Event], None], n: int
-) -> AsyncGenerator[dict[str, Any], None]:
+) -> AsyncGenerator[Chunk, None]:
     """The stream's chunks: each choice's opening, then one chunk per event of any choice (tagged with its
     index), then the usage when asked for."""
-    extra = {"usage": None} if framing.shape.include_usage else {}
     dones: list[Done | None] = [None] * n
     offsets = [0] * n  # where each text completion's next piece begins (legacy log-probabilities)
     called = [False] * n
     streamed = [False] * n  # the choice's calls went out as deltas (their whole `ToolCalls` adds nothing)
-    if framing.chat:
+    chat = framing.chat
+    if chat:
         for i in range(n):
-            opening = {
-                "index": i,
-                "delta": {"role": "assistant", "content": ""},
-                "logprobs": None,
-                "finish_reason": None,
-            }
-            yield {**framing.envelope(framing.chunk_object, [opening]), **extra}
+            yield framing.chat_chunk([r.ChunkChoice(index=i, delta=r.Delta(role="assistant", content=""))])
     for i, echo in enumerate(framing.echoes):
-        opening = {"index": i, "text": echo, "logprobs": None, "finish_reason": None}
-        yield {**framing.envelope(framing.chunk_object, [opening]), **extra}
+        yield framing.text_chunk([r.TextChoice(index=i, text=echo, logprobs=None, finish_reason=None)])
         offsets[i] = len(echo)
     async with contextlib.aclosing(events):
         async for i, event in events:
             if isinstance(event, Token):
-                choice = token_choice(framing.chat, i, event, offsets[i])
+                if chat:
+                    yield framing.chat_chunk([chat_token_choice(i, event)])
+                else:
+                    yield framing.text_chunk([text_token_choice(i, event, offsets[i])])
                 offsets[i] += len(event.text)
-            elif isinstance(event, Thinking) and framing.chat:  # as llama-server, vLLM and DeepSeek's API
-                choice = {
-                    "index": i,
-                    "delta": {"reasoning_content": event.text},
-                    "logprobs": None,
-                    "finish_reason": None,
-                }
-            elif isinstance(event, ToolCallStart | ToolCallArguments) and framing.chat:
+                continue
+            delta: r.Delta | None = None
+            if isinstance(event, Thinking):  # as llama-server, vLLM and DeepSeek's API
+                delta = r.Delta(reasoning_content=event.text)
+            elif isinstance(event, ToolCallStart | ToolCallArguments):
                 streamed[i] = True
-                choice = {"index": i, "delta": {"tool_calls": [_call_delta(event)]}, "logprobs": None}
-                choice["finish_reason"] = None
+                delta = r.Delta(tool_calls=[_call_delta(event)])
             elif isinstance(event, ToolCalls):
                 called[i] = True
                 if streamed[i]:
                     continue
-                calls = {"tool_calls": _tool_call_dicts(event.calls, indexed=True)}
-                choice = {"index": i, "delta": calls, "logprobs": None, "finish_reason": None}
+                delta = r.Delta(tool_calls=_call_deltas(event.calls))
             elif isinstance(event, Done):
                 dones[i] = event
                 finish = "tool_calls" if called[i] else FINISH.get(event.reason, "stop")
-                choice = {"index": i, "logprobs": None, "finish_reason": finish}
-                if framing.chat:
-                    choice["delta"] = {}
+                if chat:
+                    yield framing.chat_chunk([r.ChunkChoice(index=i, delta=r.Delta(), finish_reason=finish)])
                 else:
-                    choice["text"] = ""
-            else:
-                continue  # reasoning has no place in a text completion
-            yield {**framing.envelope(framing.chunk_object, [choice]), **extra}
+                    yield framing.text_chunk([r.TextChoice(index=i, text="", logprobs=None, finish_reason=finish)])
+                continue
+            if delta is not None and chat:  # reasoning and calls have no place in a text completion
+                yield framing.chat_chunk([r.ChunkChoice(index=i, delta=delta)])
     if framing.shape.include_usage:
-        yield {**framing.envelope(framing.chunk_object, []), "usage": _usage([d for d in dones if d], framing.groups)}
+        usage = _usage([d for d in dones if d], framing.groups)
+        yield framing.chat_chunk([], usage) if chat else framing.text_chunk([], usage)
 
 
-def token_choice(chat: bool, i: int, token: Token, offset: int) -> dict[str, Any]:
-    """A streamed piece of choice `i`: a chat delta, or a text completion's text at `offset`."""
-    choice: dict[str, Any] = {"index": i, "logprobs": None, "finish_reason": None}
-    if chat:
-        choice["delta"] = {"content": token.text}
-        if token.logprobs:
-            choice["logprobs"] = _chat_logprobs(token.logprobs)
-    else:
-        choice["text"] = token.text
-        if token.logprobs:
-            choice["logprobs"] = _legacy_logprobs(token.logprobs, offset)
-    return choice
+def chat_token_choice(i: int, token: Token) -> r.ChunkChoice:
+    """A streamed piece of chat choice `i`."""
+    logprobs = _chat_logprobs(token.logprobs) if token.logprobs else None
+    return r.ChunkChoice(index=i, delta=r.Delta(content=token.text), logprobs=logprobs)
 
 
-def whole(framing: Framing, answers: Sequence[Answer]) -> dict[str, Any]:
+def text_token_choice(i: int, token: Token, offset: int) -> r.TextChoice:
+    """A streamed piece of text completion choice `i`, its text at `offset`."""
+    logprobs = _legacy_logprobs(token.logprobs, offset) if token.logprobs else None
+    return r.TextChoice(index=i, text=token.text, logprobs=logprobs, finish_reason=None)
+
+
+def whole(framing: Framing, answers: Sequence[Answer]) -> r.ChatCompletion | r.TextCompletion:
     """The whole completion: the choices kept (the `n` most likely of `best_of`), and the usage of all."""
     shape = framing.shape
     if shape.best_of > shape.n:
         kept = _best(answers, framing.groups, shape.n)
     else:
         kept = list(range(len(answers)))
-    choices = [
-        whole_choice(framing, i, answers[k], framing.echoes[k] if framing.echoes else "") for i, k in enumerate(kept)
-    ]
-    obj = "chat.completion" if framing.chat else "text_completion"
-    return {**framing.envelope(obj, choices), "usage": _usage([a.done for a in answers], framing.groups)}
-
-
-def whole_choice(framing: Framing, i: int, answer: Answer, echo: str) -> dict[str, Any]:
-    text = echo + answer.text
-    lps = answer.logprobs if framing.shape.logprobs else []
-    finish = FINISH.get(answer.done.reason, "stop")
+    usage = _usage([a.done for a in answers], framing.groups)
     if not framing.chat:
-        return {
-            "index": i,
-            "text": text,
-            "logprobs": _legacy_logprobs(lps, 0) if lps else None,
-            "finish_reason": finish,
-        }
-    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-    if answer.thinking:
-        message["reasoning_content"] = answer.thinking
+        texts = [
+            text_choice(i, answers[k], framing.echoes[k] if framing.echoes else "", shape.logprobs)
+            for i, k in enumerate(kept)
+        ]
+        return framing.text_chunk(texts, usage)
+    return r.ChatCompletion(
+        id=framing.id,
+        created=framing.created,
+        model=framing.model,
+        system_fingerprint=SYSTEM_FINGERPRINT,
+        choices=[chat_choice(i, answers[k], shape.logprobs) for i, k in enumerate(kept)],
+        usage=usage,
+    )
+
+
+def text_choice(i: int, answer: Answer, echo: str, logprobs: bool) -> r.TextChoice:
+    lps = answer.logprobs if logprobs else []
+    finish = FINISH.get(answer.done.reason, "stop")
+    legacy = _legacy_logprobs(lps, 0) if lps else None
+    return r.TextChoice(index=i, text=echo + answer.text, logprobs=legacy, finish_reason=finish)
+
+
+def chat_choice(i: int, answer: Answer, logprobs: bool) -> r.ChatChoice:
+    lps = answer.logprobs if logprobs else []
+    finish = FINISH.get(answer.done.reason, "stop")
+    message = r.AssistantMessage(content=answer.text, reasoning_content=answer.thinking or UNSET)
     if answer.tool_calls:
         # the text the model wrote before its calls stays the answer's, as llama-server and OpenAI return it
-        message = {**message, "content": text or None, "tool_calls": _tool_call_dicts(answer.tool_calls)}
+        message.content = answer.text or None
+        message.tool_calls = _tool_calls(answer.tool_calls)
         finish = "tool_calls"
-    return {"index": i, "message": message, "logprobs": _chat_logprobs(lps) if lps else None, "finish_reason": finish}
+    return r.ChatChoice(index=i, message=message, logprobs=_chat_logprobs(lps) if lps else None, finish_reason=finish)
 
 
 def _best(answers: Sequence[Answer], groups: Sequence[int], n: int) -> list[int]:
@@ -287,7 +302,7 @@ def _best(answers: Sequence[Answer], groups: Sequence[int], n: int) -> list[int]
     return kept
 
 
-def _usage(dones: Sequence[Done], groups: Sequence[int]) -> dict[str, Any]:
+def _usage(dones: Sequence[Done], groups: Sequence[int]) -> r.Usage:
     """Usage over all choices: each prompt counted once, every choice's completion counted."""
     prompt = cached = 0
     seen: set[int] = set()
@@ -297,82 +312,85 @@ def _usage(dones: Sequence[Done], groups: Sequence[int]) -> dict[str, Any]:
             prompt += done.prompt_eval_count + done.cached_tokens
             cached += done.cached_tokens
     completion = sum(d.eval_count for d in dones)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    }
+    return r.Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=r.PromptTokensDetails(cached_tokens=cached),
+    )
 
 
-def _chat_logprobs(lps: Sequence[TokenLogprob]) -> dict[str, Any]:
-    return {
-        "content": [
-            {
-                "token": lp.token,
-                "logprob": lp.logprob,
-                "bytes": list(lp.bytes),
-                "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for _, t, v in lp.top],
-            }
+def _chat_logprobs(lps: Sequence[TokenLogprob]) -> r.ChatLogprobs:
+    return r.ChatLogprobs(
+        content=[
+            ReplyLogprob(
+                token=lp.token,
+                logprob=lp.logprob,
+                bytes=list(lp.bytes),
+                top_logprobs=[TopLogprob(token=t, logprob=v, bytes=list(t.encode())) for _, t, v in lp.top],
+            )
             for lp in lps
-        ],
-        "refusal": None,
-    }
+        ]
+    )
 
 
-def _legacy_logprobs(lps: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
+def _legacy_logprobs(lps: Sequence[TokenLogprob], offset: int) -> r.LegacyLogprobs:
     offsets = []
     for lp in lps:
         offsets.append(offset)
         offset += len(lp.token)
-    return {
-        "tokens": [lp.token for lp in lps],
-        "token_logprobs": [lp.logprob for lp in lps],
-        "top_logprobs": [{t: v for _, t, v in lp.top} for lp in lps],
-        "text_offset": offsets,
-    }
+    return r.LegacyLogprobs(
+        tokens=[lp.token for lp in lps],
+        token_logprobs=[lp.logprob for lp in lps],
+        top_logprobs=[{t: v for _, t, v in lp.top} for lp in lps],
+        text_offset=offsets,
+    )
 
 
-def _call_delta(event: ToolCallStart | ToolCallArguments) -> dict[str, Any]:
+def _call_delta(event: ToolCallStart | ToolCallArguments) -> r.OpenAIToolCallDelta:
     """A streamed call's delta, as OpenAI's: the first carries its id and name (`arguments` empty), the
     others a piece of its arguments."""
     if isinstance(event, ToolCallStart):
-        function = {"name": event.name, "arguments": ""}
-        return {"index": event.index, "id": event.id, "type": "function", "function": function}
-    return {"index": event.index, "function": {"arguments": event.text}}
+        function = r.OpenAIFunctionDelta(name=event.name, arguments="")
+        return r.OpenAIToolCallDelta(index=event.index, id=event.id, type="function", function=function)
+    return r.OpenAIToolCallDelta(index=event.index, function=r.OpenAIFunctionDelta(arguments=event.text))
 
 
-def _tool_call_dicts(calls: Sequence[ToolCall], *, indexed: bool = False) -> list[dict[str, Any]]:
-    """OpenAI's `tool_calls`: arguments as a JSON string; in a stream's delta each call has its `index`."""
-    out = []
-    for k, call in enumerate(calls):
-        item: dict[str, Any] = {
-            "id": call.id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": call.arguments_json()},
-        }
-        out.append({"index": k, **item} if indexed else item)
-    return out
+def _call_deltas(calls: Sequence[ToolCall]) -> list[r.OpenAIToolCallDelta]:
+    """Calls sent whole in one delta, each with its `index`."""
+    return [
+        r.OpenAIToolCallDelta(
+            index=k,
+            id=call.id,
+            type="function",
+            function=r.OpenAIFunctionDelta(name=call.name, arguments=call.arguments_json()),
+        )
+        for k, call in enumerate(calls)
+    ]
 
 
-def _model_object(stored: StoredModel, model: Model | None) -> dict[str, Any]:
+def _tool_calls(calls: Sequence[ToolCall]) -> list[r.OpenAIToolCall]:
+    """OpenAI's `tool_calls`: arguments as a JSON string."""
+    return [
+        r.OpenAIToolCall(id=call.id, function=r.OpenAIFunction(name=call.name, arguments=call.arguments_json()))
+        for call in calls
+    ]
+
+
+def _model_object(stored: StoredModel, model: Model | None) -> r.ModelObject:
     """OpenAI's model object, with localllm's `input_modalities` (docs/multimodal.md): `text`, and `image` /
     `audio` for a model whose projector encodes them, as OpenRouter's models API names them; absent for a
     damaged model (one `localllm list` flags), whose files cannot be read."""
-    out = {
-        "id": str(stored.name),
-        "object": "model",
-        "created": int(stored.modified_at),
-        "owned_by": stored.name.namespace,
-    }
-    if model is not None:
-        out["input_modalities"] = list(model.input_modalities)
-    return out
+    return r.ModelObject(
+        id=str(stored.name),
+        created=int(stored.modified_at),
+        owned_by=stored.name.namespace,
+        input_modalities=list(model.input_modalities) if model is not None else UNSET,
+    )
 
 
 async def list_models(request: Request) -> Response:
-    data = [_model_object(m.stored, m) for m in service_of(request).list_models()]
-    return JSONResponse({"object": "list", "data": data})
+    return reply(r.ModelList(data=[_model_object(m.stored, m) for m in service_of(request).list_models()]))
 
 
 @guarded(ERRORS)
@@ -386,57 +404,53 @@ async def get_model(request: Request) -> Response:
         model: Model | None = service.model(stored.name)
     except EngineError:  # a damaged model (a blob moved aside, a GGUF that does not parse): listed, flagged
         model = None
-    return JSONResponse(_model_object(stored, model))
+    return reply(_model_object(stored, model))
 
 
-# -- the OpenAPI paths: request bodies are the wire models' schemas -----------------------------------------
+# -- the OpenAPI paths: request bodies are the wire models' schemas, answers the reply models' -----------------
 
-COMPLETION_OK = obj(
-    {"id": STR, "object": STR, "created": INT, "model": STR, "choices": ANY_LIST}, required=("choices",)
-)
-MODEL_OK = obj(
-    {"id": STR, "object": STR, "created": INT, "owned_by": STR, "input_modalities": STRINGS}, required=("id", "object")
-)
 # generation may leave the model to LOCALLLM_DEFAULT_MODEL ("dummy", as InferenceClient sends): 422 without one
 GENERATE_CODES = ("400", "401", "403", "404", "413", "422", "429", "5XX")
 
 
 def paths() -> dict[str, Any]:
-    err = OPENAI_ERROR
-    generated = responses(err, COMPLETION_OK, stream=SSE, codes=GENERATE_CODES)
+    err = OpenAIError
     return {
         "/v1/chat/completions": {
             "post": {
                 "summary": "OpenAI chat completions",
                 "requestBody": request_body(wire.ChatCompletionRequest),
-                "responses": generated,
+                "responses": responses(
+                    err,
+                    r.ChatCompletion,
+                    stream=(SSE, (r.ChatCompletionChunk, err)),
+                    trailer=DONE,
+                    codes=GENERATE_CODES,
+                ),
             }
         },
         "/v1/completions": {
             "post": {
                 "summary": "OpenAI (legacy) completions",
                 "requestBody": request_body(wire.CompletionRequest),
-                "responses": generated,
+                "responses": responses(
+                    err, r.TextCompletion, stream=(SSE, (r.TextCompletion, err)), trailer=DONE, codes=GENERATE_CODES
+                ),
             }
         },
-        "/v1/models": {
-            "get": {
-                "summary": "models",
-                "responses": responses(err, obj({"object": STR, "data": {"type": "array", "items": MODEL_OK}})),
-            }
-        },
+        "/v1/models": {"get": {"summary": "models", "responses": responses(err, r.ModelList)}},
         "/v1/models/{model}": {
             "get": {
                 "summary": "one model",
                 "parameters": path_parameter("model"),
-                "responses": responses(err, MODEL_OK),
+                "responses": responses(err, r.ModelObject),
             }
         },
         "/v1/embeddings": {
             "post": {
                 "summary": "OpenAI embeddings",
                 "requestBody": request_body(wire.EmbeddingRequest),
-                "responses": responses(err, obj({"object": STR, "data": ANY_LIST, "model": STR})),
+                "responses": responses(err, r.EmbeddingList),
             }
         },
     }

@@ -9,7 +9,7 @@ import struct
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ....domain.errors import InvalidRequest
@@ -17,8 +17,10 @@ from ....domain.events import Embeddings
 from ....domain.names import parse_name
 from ... import requests as rq
 from ...errors import guarded
+from ...replies import reply
 from ...streaming import until_disconnect
 from ..shared import service_of
+from . import replies as r
 from . import wire
 from .api import ERRORS
 
@@ -76,11 +78,11 @@ async def openai_embeddings(request: Request) -> Response:
     work = service_of(request).embed(name, inputs, truncate=False, dimensions=body.dimensions)
     result: Embeddings = await until_disconnect(work, request)
     data = [
-        {"object": "embedding", "index": i, "embedding": encode_base64(v) if fmt == "base64" else v}
+        r.EmbeddingObject(index=i, embedding=encode_base64(v) if fmt == "base64" else v)
         for i, v in enumerate(result.vectors)
     ]
-    usage = {"prompt_tokens": result.prompt_eval_count, "total_tokens": result.prompt_eval_count}
-    return JSONResponse({"object": "list", "data": data, "model": body.model, "usage": usage})
+    usage = r.EmbeddingUsage(prompt_tokens=result.prompt_eval_count, total_tokens=result.prompt_eval_count)
+    return reply(r.EmbeddingList(data=data, model=body.model, usage=usage))
 
 
 routes = [Route("/v1/embeddings", openai_embeddings, methods=["POST"])]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from ..contract import Dialect
 from ..openai.api import ERRORS
-from . import api, wire
+from . import api, replies, wire
 
-DIALECT = Dialect("responses", api.routes, ERRORS, api.paths, prefix="/v1/responses", wire=wire.MODELS)
+DIALECT = Dialect(
+    "responses", api.routes, ERRORS, api.paths, prefix="/v1/responses", wire=wire.MODELS, replies=replies.MODELS
+)

@@ -18,11 +18,12 @@ from ....service.generation import ChatRequest
 from ....service.responses_store import ResponseStore
 from ... import requests as rq
 from ...errors import RouteError, guarded
-from ...schema import ANY_LIST, BOOL, INT, OBJ, OPENAI_ERROR, SSE, STR, obj, path_parameter, responses
+from ...replies import SSE, OpenAIError, path_parameter, responses
 from ...streaming import EventStream
 from ...wire import request_body
 from ..openai.api import ERRORS
 from ..shared import collect_all, default_model, opened, service_of
+from . import replies as r
 from . import wire
 from .encode import Encoder, answered, arguments_of, error_event, sse_named, whole
 from .requests import Turn, to_turn
@@ -159,40 +160,40 @@ routes = [
 
 # -- OpenAPI -------------------------------------------------------------------------------------------------
 
-RESPONSE = obj(
-    {"id": STR, "object": STR, "created_at": INT, "status": STR, "model": STR, "output": ANY_LIST, "usage": OBJ},
-    required=("id", "object", "status", "output"),
-)
 CODES = ("400", "401", "403", "404", "413", "422", "429", "5XX")
 
 
 def paths() -> dict[str, Any]:
-    err = OPENAI_ERROR
+    err = OpenAIError
     one = {"parameters": path_parameter("response_id")}
     return {
         "/v1/responses": {
             "post": {
                 "summary": "OpenAI Responses: a response, stored for previous_response_id unless store is false",
                 "requestBody": request_body(wire.ResponsesRequest),
-                "responses": responses(err, RESPONSE, stream=SSE, codes=CODES),
+                "responses": responses(err, r.ResponseObject, stream=(SSE, r.StreamEvent), codes=CODES),
             }
         },
         "/v1/responses/input_tokens": {
             "post": {
                 "summary": "the input tokens of a Responses request",
                 "requestBody": request_body(wire.InputTokensRequest),
-                "responses": responses(err, obj({"object": STR, "input_tokens": INT}), codes=CODES),
+                "responses": responses(err, r.ResponsesInputTokens, codes=CODES),
             }
         },
         "/v1/responses/{response_id}": {
-            "get": {"summary": "a stored response", **one, "responses": responses(err, RESPONSE)},
+            "get": {"summary": "a stored response", **one, "responses": responses(err, r.ResponseObject)},
             "delete": {
                 "summary": "delete a stored response",
                 **one,
-                "responses": responses(err, obj({"id": STR, "object": STR, "deleted": BOOL})),
+                "responses": responses(err, r.ResponsesDeleted),
             },
         },
         "/v1/responses/{response_id}/input_items": {
-            "get": {"summary": "a stored response's input items", **one, "responses": responses(err, OBJ)}
+            "get": {
+                "summary": "a stored response's input items",
+                **one,
+                "responses": responses(err, r.ResponsesInputItems),
+            }
         },
     }

@@ -37,10 +37,11 @@ from ....service.core import Service
 from ....service.generation import Answer, GenerateRequest
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
-from ...schema import OBJ, SSE, TGI_ERROR, responses
+from ...replies import SSE, TGIError, responses
 from ...streaming import EventStream
 from ...wire import as_model, request_body
 from ..shared import Events, choose_model, collect_all, opened, service_of
+from . import replies as r
 from . import wire
 from .requests import TGIRequest, parse
 
@@ -350,7 +351,7 @@ async def tokenize(request: Request, raw: wire.TGIGenerateRequest | dict[str, An
     )
 
 
-# -- the OpenAPI paths: the request body is the wire model's schema -----------------------------------------
+# -- the OpenAPI paths: the request body is the wire model's schema, the answers the reply models' ---------
 
 CODES = ("401", "403", "404", "413", "422", "424", "429", "5XX")
 
@@ -361,10 +362,10 @@ def paths() -> dict[str, Any]:
             "post": {
                 "summary": "TGI streaming generation",
                 "requestBody": request_body(wire.TGIGenerateRequest),
-                "responses": responses(TGI_ERROR, stream=SSE, codes=CODES),
+                "responses": responses(TGIError, stream=(SSE, (r.TGIStreamEvent, TGIError)), codes=CODES),
             }
         },
-        "/info": {"get": {"summary": "TGI server info", "responses": responses(TGI_ERROR, OBJ, codes=("5XX",))}},
+        "/info": {"get": {"summary": "TGI server info", "responses": responses(TGIError, r.TGIInfo, codes=("5XX",))}},
         "/health": {"get": {"summary": "health", "responses": {"200": {"description": "healthy"}}}},
     }
 
