@@ -181,8 +181,10 @@ def test_audio_through_openai_and_the_cli(server: Daemon, tiny_vlm_audio: Vision
     oai = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     content: Any = [{"type": "input_audio", "input_audio": {"data": b64(clip), "format": "wav"}}]
     content.append({"type": "text", "text": TEXT})
-    heard = oai.chat.completions.create(model="vlm-audio", messages=[{"role": "user", "content": content}])
-    plain = oai.chat.completions.create(model="vlm-audio", messages=[{"role": "user", "content": TEXT}])
+    heard = oai.chat.completions.create(
+        model="vlm-audio", messages=[{"role": "user", "content": content}], temperature=0, max_tokens=N
+    )
+    plain = oai.chat.completions.create(model="vlm-audio", messages=[{"role": "user", "content": TEXT}], max_tokens=1)
     assert heard.usage is not None and plain.usage is not None
     assert AUDIO_TOKENS - 2 <= heard.usage.prompt_tokens - plain.usage.prompt_tokens <= AUDIO_TOKENS + 2
     sound = tmp_path / "clip.wav"
