@@ -24,6 +24,7 @@ from ..modelstore import library
 from ..modelstore.gguf import read_info
 from ..modelstore.store import (
     MEDIA_ADAPTER,
+    MEDIA_DRAFT,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
     MEDIA_MODEL,
@@ -43,6 +44,7 @@ class CreateRequest:
     from_: str | None = None  # an existing model, or hf.co/... (pulled when missing)
     files: dict[str, str] = field(default_factory=dict)  # GGUF file name -> digest of an uploaded blob
     adapters: dict[str, str] = field(default_factory=dict)
+    draft: str | None = None  # a model in the store whose GGUF drafts tokens (speculative decoding)
     template: str | None = None
     system: str | None = None
     parameters: Options | None = None
@@ -60,6 +62,7 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
         raise InvalidRequest("give either from or files, not both", field="files")
     params, system, template_text = Options(), None, None
     adapters: tuple[Layer, ...] = ()
+    draft: Layer | None = None
     messages: tuple[ChatMessage, ...] = ()
     license_: tuple[str, ...] = ()
     if req.files:
@@ -78,6 +81,7 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
         base = source.stored.manifest.model_layers
         params, system, messages, license_ = source.parameters, source.system, source.messages, source.license
         adapters = tuple(layer for layer in source.stored.manifest.layers if layer.media_type == MEDIA_ADAPTER)
+        draft = source.stored.manifest.layer(MEDIA_DRAFT)
         # The base's own TEMPLATE layer carries over; a template from the GGUF itself stays in the GGUF.
         template_text = store.read_blob_text(source.stored.manifest.layer(MEDIA_TEMPLATE))
     else:
@@ -90,6 +94,11 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
     for layer in adapters if not req.adapters else _adapters(service, req.adapters):
         yield Progress(f"using existing layer {layer.digest}")
         layers.append(layer)
+    if req.draft is not None:
+        draft = _draft(service, req.draft)
+    if draft is not None:
+        yield Progress(f"using existing layer {draft.digest}")
+        layers.append(draft)
 
     own = [
         (req.template if req.template is not None else template_text, MEDIA_TEMPLATE),
@@ -184,6 +193,18 @@ def _uploaded(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:
             ) from None
         layers.append(Layer(MEDIA_MODEL, digest, path.stat().st_size))
     return tuple(layers)
+
+
+def _draft(service: Service, name: str) -> Layer:
+    """The GGUF of the model `name` names in the store, as the new model's draft layer (its vocabulary is checked
+    when the two load together: the runner refuses a draft whose tokens differ)."""
+    found = service.store.find(parse_name(name, field="draft"))
+    if found is None:
+        raise InvalidRequest(f"draft: model '{name}' not found: pull or create it first", field="draft")
+    models = found.manifest.model_layers
+    if len(models) != 1:
+        raise InvalidRequest(f"draft: model '{name}' is not one GGUF file (a split model cannot draft)", field="draft")
+    return Layer(MEDIA_DRAFT, models[0].digest, models[0].size)
 
 
 def _adapters(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:
