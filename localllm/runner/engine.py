@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..domain.errors import EngineFailure
+from ..domain.options import NUM_DRAFT_MAX
 from . import kvfiles, rpc
 from .protocol import LoadSpec, RunnerInfo
 from .rerank import RerankFrame
@@ -130,6 +131,8 @@ class Engine:
         cparams.n_ubatch = min(spec.n_batch, 512)
         cparams.n_seq_max = self.n_parallel
         cparams.kv_unified = False
+        # a speculating sequence has an output for its next token and for each drafted one (llama.cpp's default: 1)
+        cparams.n_outputs_max_per_seq = NUM_DRAFT_MAX + 1
         # A quantised V cache needs flash attention: under "auto" it is turned on rather than left to llama.cpp,
         # whose "auto" may pick off on a device without the kernel and then refuse the context.
         cparams.flash_attn_type = _FLASH_TYPES["on" if quantised else spec.flash_attention]

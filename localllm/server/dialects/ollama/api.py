@@ -213,6 +213,8 @@ async def ps(request: Request) -> Response:
         }
         if m.prompt_cache is not None:  # localllm's own field (Ollama's clients ignore it)
             entry["prompt_cache"] = m.prompt_cache.as_dict()
+        if m.speculation is not None:  # localllm's own: speculative decoding's drafted and kept tokens
+            entry["speculation"] = m.speculation.as_dict()
         if m.devices:  # localllm's own: a model split across RPC workers (docs/workers.md)
             entry["devices"] = [
                 {"name": d.name, "where": d.where or "local", "layers": d.layers, "size": d.memory, "free": d.free}

@@ -34,6 +34,9 @@ def _done_fields(done: Done) -> dict[str, Any]:
     }
     if done.truncated:  # never cut silently: how many input tokens were dropped to fit the context
         fields["truncated"] = done.truncated
+    if done.draft_count:  # localllm's own, beside eval_count: speculative decoding's drafted and kept tokens
+        fields["draft_count"] = done.draft_count
+        fields["draft_accepted_count"] = done.draft_accepted
     return fields
 
 
