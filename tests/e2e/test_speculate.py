@@ -19,7 +19,7 @@ import pytest
 from localllm.runner.batch import Batcher
 from localllm.runner.engine import Engine, LoadError
 from localllm.runner.protocol import Job, LoadSpec, Sampling, encode_event
-from localllm.runner.sampler import Sampler
+from localllm.runner.sampler import Sampler, grammar_for
 from localllm.runner.speculate import DraftModel
 
 from ..conftest import MODELS, STORIES_REPO, TINY_REPO, model_file
@@ -50,6 +50,7 @@ def generate(engine: Engine, jobs: dict[str, Job], draft: DraftModel | None = No
         engine,
         lambda rid, event: sent.append(json.loads(encode_event(rid, event))),
         functools.partial(Sampler, engine),
+        grammar_for=grammar_for,
         stream_interval=0.0,
         draft=draft,
     )
@@ -96,6 +97,25 @@ def test_prompt_lookup_keeps_drafts_on_a_copy_heavy_prompt(engine: Engine) -> No
     assert out["other"][1]["draft_count"] == 0 and out["other"][0].strip()
     n_prompt = len(done["context"]) - done["eval_count"]
     assert_target_picks(engine, done, n_prompt)
+
+
+def test_a_grammar_holds_for_the_kept_tokens(engine: Engine) -> None:
+    """A JSON schema's grammar is in the sampler chain that judges each drafted token: drafts from a prompt full
+    of JSON are kept where the grammar and the model allow them, and the answer is valid."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    record = '{"name": "Lily", "age": 3}'
+    prompt = f"{record}\n{record}\n{record}\n"
+    sampled = Sampling(temperature=0.7, seed=5)
+    out = generate(engine, {"r": Job(prompt, sampled, num_predict=60, format=schema, draft_ngram=True)})
+    text, done = out["r"]
+    assert done["reason"] == "stop", done
+    answer = json.loads(text)
+    assert set(answer) == {"name", "age"} and isinstance(answer["age"], int)
+    assert done["draft_accepted"] > 0, done
 
 
 def test_a_draft_model_of_the_same_model_is_kept_in_full(engine: Engine) -> None:

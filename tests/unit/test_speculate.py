@@ -212,6 +212,24 @@ def test_bounds_hold_for_the_kept_tokens() -> None:
     assert text_of(sent, "c") == text_of(plain, "c") == "efghij"
 
 
+class WindowEngine(TableEngine):
+    """A cache that cannot drop a tail alone (as a sliding window cut back past its window): all of it goes."""
+
+    def forget(self, seq: int, from_pos: int) -> bool:
+        super().forget(seq, 0)
+        return from_pos == 0
+
+
+def test_a_cache_that_cannot_drop_the_rejected_tail_is_evaluated_again() -> None:
+    engine = WindowEngine(chain_table(SUCCESSOR))
+    sent = run(engine, {"r": Job(PROMPT, draft_ngram=True, num_draft=4)})
+    assert text_of(sent, "r") == "dejk", "the same answer"
+    assert engine.kv[0] == tokens(PROMPT + "dejk"), "the sequence evaluated again, then continued"
+    again = [batch for batch in engine.decodes if len(batch) > 1 and batch[0][1] == 0]
+    assert len(again) == 2, "the prompt, then the prompt and the kept tokens again"
+    assert [t for t, _, _, _ in again[1]] == tokens(PROMPT + "de") and not any(out for *_, out in again[1])
+
+
 def test_no_speculation_unless_asked() -> None:
     engine = TableEngine(chain_table(SUCCESSOR))
     sent = run(engine, {"r": Job(PROMPT)})
@@ -234,9 +252,15 @@ def test_sampled_speculation_follows_the_target_distribution() -> None:
     n = 3000
     jobs = {f"r{i}": Job(prompt, num_predict=3, draft_ngram=True, num_draft=4) for i in range(n)}
     sent = run(engine, jobs, lambda _: Dist(sampler_rng))
-    answers = [text_of(sent, rid) for rid in jobs]
-    drafted = sum(done_of(sent, rid)["draft_count"] for rid in jobs)
-    accepted = sum(done_of(sent, rid)["draft_accepted"] for rid in jobs)
+    texts: dict[str, str] = collections.defaultdict(str)
+    for m in sent:
+        if m["ev"] == "text":
+            texts[m["id"]] += m["text"]
+    answers = [texts[rid] for rid in jobs]
+    dones = [m for m in sent if m["ev"] == "done"]
+    assert len(dones) == n
+    drafted = sum(m["draft_count"] for m in dones)
+    accepted = sum(m["draft_accepted"] for m in dones)
     assert drafted > n / 3 and 0.2 * drafted < accepted < 0.8 * drafted, (drafted, accepted)
     # the last two tokens' joint distribution: P(a, b) = sum over the first t of p(t|c) p(a|t) p(b|a)
     probs = np.exp(table)
