@@ -196,8 +196,21 @@ def _uploaded(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:
 
 
 def _draft(service: Service, name: str) -> Layer:
-    """The GGUF of the model `name` names in the store, as the new model's draft layer (its vocabulary is checked
-    when the two load together: the runner refuses a draft whose tokens differ)."""
+    """The new model's draft layer: the GGUF of the model `name` names in the store, or an uploaded GGUF blob
+    (`sha256:<hex>`, as `localllm create` sends a DRAFT file). Its vocabulary is checked when the two load
+    together: the runner refuses a draft whose tokens differ."""
+    if name.startswith("sha256:"):
+        digest = check_digest(name, field="draft")
+        path = service.store.blob_path(digest)
+        if not service.store.has_blob(digest):
+            raise InvalidRequest(
+                f"draft: blob {digest} is not on the server; upload it with POST /api/blobs/{digest}", field="draft"
+            )
+        try:
+            read_info(path)
+        except Exception as exc:  # the gguf reader raises ValueError, KeyError, IndexError ... on a bad file
+            raise InvalidRequest(f"draft is not a valid GGUF file: {exc}", field="draft") from None
+        return Layer(MEDIA_DRAFT, digest, path.stat().st_size)
     found = service.store.find(parse_name(name, field="draft"))
     if found is None:
         raise InvalidRequest(f"draft: model '{name}' not found: pull or create it first", field="draft")

@@ -197,6 +197,32 @@ def test_modelfile_draft_through_the_daemon(spec_daemon: Daemon, tmp_path: Path)
     assert answer["draft_accepted_count"] > 0, answer
 
 
+def test_a_draft_file_is_uploaded_and_shown(spec_daemon: Daemon, tmp_path: Path) -> None:
+    """DRAFT naming a GGUF file: `localllm create` uploads it; `/api/show`'s Modelfile names it, and creating
+    from that Modelfile gives the same model."""
+    d = spec_daemon
+    assert d.cli("pull", f"hf.co/{STORIES_REPO}").returncode == 0
+    write_random_llama(model_file("stories260K.gguf"), tmp_path / "draft.gguf", n_layer=1)
+    (tmp_path / "Modelfile").write_text(f"FROM hf.co/{STORIES_REPO}\nDRAFT ./draft.gguf\n")
+    created = d.cli("create", "with-file-draft", "-f", str(tmp_path / "Modelfile"))
+    assert created.returncode == 0, created.stderr
+    body = {"model": "with-file-draft", "prompt": STORY, "stream": False, "options": {"temperature": 0}}
+    answer = httpx.post(d.url + "/api/generate", json={**body, "options": {"num_predict": 30}}, timeout=120).json()
+    assert answer["draft_count"] > 0, answer
+    shown = httpx.post(d.url + "/api/show", json={"model": "with-file-draft"}, timeout=30).json()["modelfile"]
+    draft_line = next(line for line in shown.splitlines() if line.startswith("DRAFT "))
+    assert "sha256" in draft_line, shown
+    (tmp_path / "Shown").write_text(shown)
+    again = d.cli("create", "shown-again", "-f", str(tmp_path / "Shown"))
+    assert again.returncode == 0, again.stderr
+    digests = [
+        [layer["digest"] for layer in json.loads(p.read_text())["layers"]]
+        for p in (d.models_dir / "manifests").rglob("*")
+        if p.is_file() and p.parent.name in ("with-file-draft", "shown-again")  # manifests/<host>/<ns>/<name>/<tag>
+    ]
+    assert len(digests) == 2 and set(digests[0]) == set(digests[1]), digests
+
+
 def test_draft_and_option_refusals(spec_daemon: Daemon) -> None:
     d = spec_daemon
     missing = {"model": "x", "from": f"hf.co/{STORIES_REPO}", "draft": "no-such-model", "stream": False}

@@ -16,7 +16,7 @@ from .... import __version__
 from ....domain.events import Event, ToolCallArguments, ToolCallStart
 from ....modelstore import modelfile
 from ....modelstore.models import DamagedModel, Model
-from ....modelstore.store import MEDIA_ADAPTER, Store
+from ....modelstore.store import MEDIA_ADAPTER, MEDIA_DRAFT, Store
 from ....service import create
 from ....service.generation import collect
 from ... import requests as rq
@@ -137,6 +137,7 @@ def _format_modelfile(model: Model, store: Store) -> str:
             ),
             license=model.license,
             messages=model.messages,
+            draft=str(store.blob_path(draft.digest)) if (draft := model.stored.manifest.layer(MEDIA_DRAFT)) else None,
         )
     )
 
