@@ -1,14 +1,16 @@
 """`localllm create NAME -f Modelfile`: build a model from a Modelfile through the daemon's `/api/create`.
 
-The Modelfile is read here (localllm.modelstore.modelfile). A FROM or ADAPTER that names a file on this machine
-(relative to the Modelfile's folder; `~` allowed) is hashed and uploaded first, unless the daemon has it already
-(`HEAD`, then `POST /api/blobs/sha256:<hex>`), and goes as `files` / `adapters`; any other FROM (a local model,
-`hf.co/<user>/<repo>:<quant>`, a library name) goes as `from`, and the daemon pulls it when it must. A second
-FROM, the multimodal projector, is always a file: it is uploaded and goes in `files` too.
+The Modelfile is read here (localllm.modelstore.modelfile). A FROM, ADAPTER or DRAFT that names a file on this
+machine (relative to the Modelfile's folder; `~` allowed) is hashed and uploaded first, unless the daemon has it
+already (`HEAD`, then `POST /api/blobs/sha256:<hex>`), and goes as `files` / `adapters` / `draft` (its digest);
+any other FROM (a local model, `hf.co/<user>/<repo>:<quant>`, a library name) goes as `from`, and the daemon
+pulls it when it must; any other DRAFT names a model the daemon's store holds. A second FROM, the multimodal
+projector, is always a file: it is uploaded and goes in `files` too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import sys
@@ -60,6 +62,10 @@ def create(client: Client, model: str, path: Path) -> None:
             raise click.ClickException(
                 f"FROM {mf.projector}: the projector has the same file name as the model; rename one of them"
             )
+    if mf.draft is not None and (draft := upload(client, mf.draft, path.parent, tty=tty)) is not None:
+        if len(draft) != 1:
+            raise click.ClickException(f"DRAFT {mf.draft}: a draft model is one GGUF file")
+        mf = dataclasses.replace(mf, draft=next(iter(draft.values())))
     request = to_create_request(mf, model=model, files=files, adapters=adapters or None, projector=projector)
     progress = PullProgress(tty=tty, width=shutil.get_terminal_size().columns if tty else 80)
     try:

@@ -16,7 +16,7 @@ from localllm.chat.thinking import Think
 from localllm.domain.errors import EngineError
 from localllm.domain.events import Done, Token
 from localllm.domain.messages import ChatMessage, Tool
-from localllm.domain.modelinfo import PromptCacheStats
+from localllm.domain.modelinfo import PromptCacheStats, SpeculationStats
 from localllm.runner.protocol import Job, LoadSpec, RunnerInfo
 from localllm.scheduling.scheduler import RunnerFactory
 from localllm.service.templates import Templates
@@ -56,6 +56,7 @@ class FakeRunner:
         self.cancelled = 0
         self._dead = False
         self.prompt_cache: PromptCacheStats | None = None
+        self.speculation = SpeculationStats()
 
     @property
     def alive(self) -> bool:

@@ -233,4 +233,6 @@ def _both(first: Done, second: Done) -> Done:
         eval_count=first.eval_count + second.eval_count,
         eval_duration=first.eval_duration + second.prompt_eval_duration + second.eval_duration,
         truncated=first.truncated,
+        draft_count=first.draft_count + second.draft_count,
+        draft_accepted=first.draft_accepted + second.draft_accepted,
     )

@@ -43,6 +43,8 @@ class Done:
     cached_tokens: int = 0  # prompt tokens whose KV was reused (not counted in prompt_eval_count)
     truncated: int = 0  # input tokens dropped to fit the context (never silently: reported to the client)
     stop_sequence: str | None = None  # the stop sequence that ended the generation, when one did
+    draft_count: int = 0  # tokens drafted by speculative decoding (runner/speculate.py)
+    draft_accepted: int = 0  # drafted tokens the model kept (each counted in eval_count too)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,25 @@ class PromptCacheStats:
         return {**asdict(self), "hits": self.hits, "hit_rate": round(self.hit_rate, 4)}
 
 
+@dataclass
+class SpeculationStats:
+    """A loaded model's speculative decoding (`/api/ps`): the generations that drafted, the tokens drafted and
+    those the model kept."""
+
+    requests: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+    def count(self, drafted: int, accepted: int) -> None:
+        self.requests += 1
+        self.drafted += drafted
+        self.accepted += accepted
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.accepted / self.drafted if self.drafted else 0.0
+        return {**asdict(self), "acceptance_rate": round(rate, 4)}
+
+
 @dataclass(frozen=True)
 class DeviceSplit:
     """One device's part of a model split across RPC workers: its name (RPC0, CPU ...), the worker it is on
@@ -83,4 +102,5 @@ class LoadedModel:
     details: ModelDetails = field(default_factory=ModelDetails)
     kv_cache_type: str = "f16"
     prompt_cache: PromptCacheStats | None = None  # None: the runner reported none (an embedding model)
+    speculation: SpeculationStats | None = None  # None: no generation drafted
     devices: tuple[DeviceSplit, ...] = ()  # split across RPC workers: where its layers and memory are

@@ -40,6 +40,9 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "kv_cache_type": (str,),  # not Ollama's (it has only OLLAMA_KV_CACHE_TYPE): the per-model override
     # localllm's own: which of the daemon's LOCALLLM_RPC_SERVERS the model is split across ("none": none)
     "rpc_servers": (str,),
+    # localllm's own: speculative decoding (runner/speculate.py), prompt lookup and the tokens drafted per step
+    "draft_ngram": (bool,),
+    "num_draft": (int,),
 }
 # Options that change how a model is loaded: a different value needs another runner.
 LOAD_OPTIONS = (
@@ -59,6 +62,7 @@ STREAM_INTERVAL = 0.025  # seconds between a stream's text messages (LOCALLLM_ST
 # The load options' "let it be chosen" values: LOCALLLM_NUM_THREADS' and LOCALLLM_CACHE_RAM's defaults, a load spec's
 THREADS_AUTO = 0  # CPU threads: llama.cpp's choice
 CACHE_RAM_AUTO = -1  # prompt cache RAM: limits.prompt_cache_ram of the RAM free when the runner starts ("auto")
+NUM_DRAFT_MAX = 64  # tokens drafted for one request in one step (each is a row of the verification batch)
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {"kv_cache_type": KV_CACHE_TYPES}
 # Accepted and ignored, as Ollama does, with the reason in the docs.
 DEPRECATED_OPTIONS = frozenset(
@@ -91,6 +95,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "mirostat": (0, 2),
     "mirostat_tau": (0.0, None),
     "mirostat_eta": (0.0, None),
+    "num_draft": (0, NUM_DRAFT_MAX),
 }
 
 
@@ -123,6 +128,8 @@ class Options:
     mirostat_eta: float | None = None
     kv_cache_type: str | None = None  # "f16", "q8_0" or "q4_0" (LOCALLLM_KV_CACHE_TYPE when not set)
     rpc_servers: str | None = None  # host:port,... of LOCALLLM_RPC_SERVERS, or "none"
+    draft_ngram: bool | None = None  # speculate with prompt lookup (n-gram drafts from the prompt and answer)
+    num_draft: int | None = None  # the most tokens drafted per step (0: no speculation, not even a DRAFT model)
 
     def merged_over(self, base: Options) -> Options:
         """These options where set, else `base`'s (request > Modelfile > defaults)."""

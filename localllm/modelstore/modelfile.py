@@ -7,6 +7,7 @@
     TEMPLATE """{{ bos_token }}…"""                         a Jinja2 chat template (Hugging Face variables)
     SYSTEM """You are a helpful assistant."""
     ADAPTER ./lora.gguf                                     repeatable
+    DRAFT hf.co/user/tiny-same-vocab-GGUF                   a model in the store that drafts for speculation
     LICENSE """Apache License 2.0 …"""                      repeatable
     MESSAGE user Hello!                                     system, user or assistant; repeatable
 
@@ -31,11 +32,10 @@ from ..domain.errors import InvalidRequest, ModelfileError
 from ..domain.messages import ChatMessage
 from ..domain.options import DEPRECATED_OPTIONS, OPTION_TYPES, parse_options
 
-INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE")
+INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "DRAFT", "LICENSE", "MESSAGE")
 MESSAGE_ROLES = ("system", "user", "assistant")
 # Ollama instructions that have no meaning here; named so the error can say so.
 _UNSUPPORTED = {
-    "DRAFT": "speculative decoding with a draft model is not supported",
     "RENDERER": "localllm renders prompts with the model's Jinja2 chat template (use TEMPLATE)",
     "PARSER": "localllm reads tool calls from the output itself; there are no built-in parsers to choose",
     "REQUIRES": "it names a minimum Ollama version",
@@ -62,6 +62,7 @@ class Modelfile:
     adapters: tuple[str, ...] = ()
     license: tuple[str, ...] = ()
     messages: tuple[ChatMessage, ...] = ()
+    draft: str | None = None  # a model of the same vocabulary that drafts tokens for speculative decoding
 
 
 def parse_parameter(name: str, raw: str) -> Any:
@@ -147,6 +148,8 @@ def format(mf: Modelfile) -> str:
     if mf.projector is not None:
         out.append(f"FROM {_quote(mf.projector, 'FROM')}")
     out += [f"ADAPTER {_quote(path, 'ADAPTER')}" for path in mf.adapters]
+    if mf.draft is not None:
+        out.append(f"DRAFT {_quote(mf.draft, 'DRAFT')}")
     if mf.template is not None:
         out.append(f"TEMPLATE {_quote(mf.template, 'TEMPLATE', _BLOCK_FIRST)}")
     if mf.system is not None:
@@ -185,6 +188,8 @@ def to_create_request(
         body["from"] = mf.from_
     if adapters:
         body["adapters"] = dict(adapters)
+    if mf.draft is not None:
+        body["draft"] = mf.draft
     if mf.template is not None:
         body["template"] = mf.template
     if mf.system is not None:
@@ -236,6 +241,7 @@ class _State:
 
     from_: str | None = None
     projector: str | None = None
+    draft: str | None = None
     template: str | None = None
     system: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -276,6 +282,11 @@ class _State:
             if not value:
                 raise ModelfileError("ADAPTER needs a file", line=line)
             self.adapters.append(value)
+        elif keyword == "DRAFT":
+            if not value:
+                raise ModelfileError("DRAFT needs a model name (a model of the same vocabulary)", line=line)
+            self.once("DRAFT", line)
+            self.draft = value
         elif keyword == "LICENSE":
             self.license.append(value)
         elif keyword == "MESSAGE":
@@ -314,6 +325,7 @@ class _State:
             adapters=tuple(self.adapters),
             license=tuple(self.license),
             messages=tuple(self.messages),
+            draft=self.draft,
         )
 
 

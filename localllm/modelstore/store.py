@@ -55,6 +55,7 @@ MEDIA_LICENSE = "application/vnd.ollama.image.license"
 MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
 MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
 MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"  # a multimodal projector GGUF (mmproj), as Ollama's
+MEDIA_DRAFT = "application/vnd.localllm.image.draft"  # a Modelfile's DRAFT: the draft model's GGUF
 MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
 

@@ -85,6 +85,8 @@ class Metrics:
         self.cached_tokens = counter("prompt_tokens_cached", "Prompt tokens whose KV cache was reused")
         self.cache_queries = counter("prefix_cache_queries", "Generations that looked up the prompt cache")
         self.cache_hits = counter("prefix_cache_hits", "Generations that reused part of the prompt cache")
+        self.draft_tokens = counter("spec_draft_tokens", "Tokens drafted by speculative decoding")
+        self.draft_accepted = counter("spec_accepted_tokens", "Drafted tokens the model kept")
         self.ttft = histogram("time_to_first_token_seconds", "Time to the first generated piece", TTFT_BUCKETS)
         self.itl = histogram("inter_token_latency_seconds", "Time between streamed pieces", ITL_BUCKETS)
         self.e2e = histogram("e2e_request_latency_seconds", "Time from request to its last token", LATENCY_BUCKETS)
@@ -145,6 +147,9 @@ class Watch:
         m.cache_queries.labels(*labels).inc()
         if event.cached_tokens:
             m.cache_hits.labels(*labels).inc()
+        if event.draft_count:
+            m.draft_tokens.labels(*labels).inc(event.draft_count)
+            m.draft_accepted.labels(*labels).inc(event.draft_accepted)
         m.prompt_sizes.labels(*labels).observe(prompt)
         m.generation_sizes.labels(*labels).observe(event.eval_count)
 

@@ -50,6 +50,7 @@ from .protocol import (
     Vectors,
 )
 from .scripted import Script
+from .speculate import DraftModel, NgramDraft, Speculation, draft_room
 from .tokencache import TokenCache
 
 log = logging.getLogger("localllm.runner")
@@ -107,6 +108,7 @@ class Work:
     num_predict: int = -1
     stops: tuple[str, ...] = ()
     top_logprobs: int = -1  # -1: no log-probabilities
+    spec: Speculation = field(default_factory=Speculation)  # its drafted tokens (speculate.py)
     # progress
     slot: int = -1
     pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
@@ -149,10 +151,14 @@ class Batcher:
         flush: Callable[[], None] = lambda: None,
         script: Script | None = None,
         projector: Projector | None = None,
+        draft: DraftModel | None = None,
+        speculate: bool = True,
     ) -> None:
         self.engine = engine
         self.projector = projector  # the model's multimodal projector (multimodal.py), if it has one
         self._turns = 0  # media chunks evaluated
+        self.draft = draft  # the draft model (a Modelfile's DRAFT), None: none
+        self.speculate = speculate  # False: this model's cache cannot drop a rejected draft (recurrent)
         self.script = script  # tests only (scripted.py): answers written by a test instead of sampling
         self.stream_interval = stream_interval
         self.grammar_for = grammar_for
@@ -244,6 +250,11 @@ class Batcher:
             min_tokens=job.min_tokens,
             spans=spans,
         )
+        # (the draft model has no projector: it cannot follow a prompt with media, so such a prompt only looks up)
+        drafter = self.draft is not None and not spans
+        if self.speculate and job.num_draft > 0 and (job.draft_ngram or drafter):
+            work.spec = Speculation(job.draft_ngram, drafter, job.num_draft)
+            work.spec.lookup = NgramDraft() if job.draft_ngram else None
         try:
             params = sampling_for(job, self.grammar_for)
             work.sampler = self.make_sampler(params)
@@ -409,10 +420,14 @@ class Batcher:
             active = [s.work for s in self.slots if s.work is not None]
         engine = self.engine
         engine.clear_batch()
+        self._draft(active)
         for work in active:
             work.out_index = -1
             if not work.pending:
                 work.out_index = engine.add(work.next_token, work.n_past, work.slot, True)
+                for k, token in enumerate(work.spec.draft):  # each drafted position's output follows
+                    engine.add(token, work.n_past + 1 + k, work.slot, True)
+                work.spec.drafted += len(work.spec.draft)
         room = engine.n_batch - engine.batch_size
         for work in active:
             if not work.pending or room <= 0:
@@ -423,7 +438,8 @@ class Batcher:
             if n == 0:
                 continue
             chunk = work.pending[:n]
-            last = len(chunk) == len(work.pending)
+            # the last prompt token's output gives the first token (not for an answer's tokens evaluated again)
+            last = len(chunk) == len(work.pending) and not work.generated
             for k, token in enumerate(chunk):
                 index = engine.add(token, work.n_past + k, work.slot, last and k == len(chunk) - 1)
             if last:
@@ -445,7 +461,10 @@ class Batcher:
             if work.next_token >= 0 and not work.pending and work.generated:
                 self.slots[work.slot].tokens.append(work.next_token)
                 work.n_past += 1
-            self._take(work)
+            if work.spec.draft:
+                self._verify(work)
+            else:
+                self._take(work)
         now = time.perf_counter()
         # Text goes out at once for a job's first token, then in batches: every message costs the daemon and
         # the client a wake-up and a socket write, and on a small machine that time is taken from llama.cpp's
@@ -512,7 +531,72 @@ class Batcher:
         work.n_past = keep
         work.cached = min(work.cached, keep)  # what is evaluated again is not counted as cached
 
+    def _draft(self, active: list[Work]) -> None:
+        """The drafts of the generating requests that speculate, staged after their next token: at most their
+        share of the batch's room (the requests still evaluating a prompt get theirs), and what
+        `speculate.draft_room` allows."""
+        engine = self.engine
+        drafting = [w for w in active if w.spec.on and not w.pending and w.next_token >= 0]
+        if not drafting:
+            return
+        generating = sum(1 for w in active if not w.pending)
+        share = (engine.n_batch - generating) // len(active)
+        wanted: list[tuple[Work, list[int], int]] = []
+        for work in drafting:
+            n = draft_room(
+                work.spec,
+                generated=len(work.generated),
+                num_predict=work.num_predict,
+                n_past=work.n_past,
+                n_ctx=engine.n_ctx_seq,
+                share=share,
+            )
+            if n <= 0:
+                continue
+            history = work.prompt + work.generated  # the last is the next token, staged already
+            if work.spec.lookup is not None:
+                work.spec.draft = work.spec.lookup.draft(history, n)
+            if not work.spec.draft and work.spec.model:
+                wanted.append((work, history, n))
+        if wanted and self.draft is not None:
+            drafts = self.draft.draft([(w.slot, history, n) for w, history, n in wanted])
+            for (work, _, _), draft in zip(wanted, drafts, strict=True):
+                work.spec.draft = draft
+
+    def _verify(self, work: Work) -> None:
+        """Take the tokens of a request whose draft was staged after its next token: at each drafted position
+        the token its sampler picks from the target's output there; while that is the drafted token the next
+        position's output holds, else it is the step's last token (speculate.py: the rejection rule). The
+        rejected tail's KV is removed."""
+        slot = self.slots[work.slot]
+        drafted, work.spec.draft = work.spec.draft, []
+        kept = 0
+        for token in drafted:
+            picked = self._sample(work)
+            if picked == token:
+                kept += 1
+                work.spec.accepted += 1
+            self._emit(work, picked, work.out_index)
+            if slot.work is not work or picked != token:
+                break
+            slot.tokens.append(token)  # its KV, from this batch, is the sequence's
+            work.n_past += 1
+            work.out_index += 1
+        else:
+            self._take(work)
+        work.spec.verified(len(drafted), kept)
+        if kept < len(drafted) and not self.engine.forget(slot.seq, len(slot.tokens)):
+            self._cut(slot, 0)  # the cache could not drop the tail alone (a sliding window): evaluated again
+            if slot.work is work:
+                work.pending = work.prompt + work.generated[:-1]
+                work.n_past = 0
+
     def _take(self, work: Work) -> None:
+        at = work.out_index if work.first is None else work.first
+        token = self._sample(work)
+        self._emit(work, token, at)
+
+    def _sample(self, work: Work) -> int:
         engine = self.engine
         assert work.sampler is not None
         sampler = work.early if work.early is not None and len(work.generated) < work.min_tokens else work.sampler
@@ -521,7 +605,11 @@ class Batcher:
             logits = engine.keep_logits(at)
             self.slots[work.slot].output = PromptOutput(work.n_past, logits, memoryview(logits).nbytes)
         work.first = None
-        token = sampler.sample(engine, at)
+        return sampler.sample(engine, at)
+
+    def _emit(self, work: Work, token: int, at: Any) -> None:
+        """`token`, picked from output `at`: the end, or text (held back while it may begin a stop string)."""
+        engine = self.engine
         if not work.generated and not work.t_first:
             work.t_first = time.perf_counter()
         if engine.is_eog(token):
@@ -578,6 +666,8 @@ class Batcher:
             cached_tokens=work.cached,
             truncated=work.truncated,
             stop_sequence=stop,
+            draft_count=work.spec.drafted,
+            draft_accepted=work.spec.accepted,
         )
         self.send(work.rid, finished)
         self._release(work, self.slots[work.slot] if work.slot >= 0 else None)

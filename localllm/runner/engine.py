@@ -15,6 +15,7 @@ import math
 import os
 import re
 import sys
+from dataclasses import replace
 from typing import Any
 
 import llama_cpp
@@ -22,10 +23,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ..domain.errors import EngineFailure
+from ..domain.options import NUM_DRAFT_MAX
 from . import kvfiles, rpc
 from .multimodal import Projector, ProjectorError
 from .protocol import LoadSpec, RunnerInfo
 from .rerank import RerankFrame
+from .speculate import same_vocabulary
 from .split import KnownDevice, Split
 
 _BACKEND_READY = False
@@ -129,6 +132,8 @@ class Engine:
         cparams.n_ubatch = min(spec.n_batch, 512)
         cparams.n_seq_max = self.n_parallel
         cparams.kv_unified = False
+        # a speculating sequence has an output for its next token and for each drafted one (llama.cpp's default: 1)
+        cparams.n_outputs_max_per_seq = NUM_DRAFT_MAX + 1
         # A quantised V cache needs flash attention: under "auto" it is turned on rather than left to llama.cpp,
         # whose "auto" may pick off on a device without the kernel and then refuse the context.
         cparams.flash_attn_type = _FLASH_TYPES["on" if quantised else spec.flash_attention]
@@ -178,6 +183,8 @@ class Engine:
         # Saved states (kvstates.py) are restored and then cut to the prompt's common prefix: a recurrent
         # state cannot be cut, so those models keep only their slots.
         self.saves_states = not recurrent and not spec.embedding and self.memory is not None
+        # Speculation drops a rejected draft's tail from the cache, which a recurrent state cannot do.
+        self.can_speculate = not recurrent and not spec.embedding and self.memory is not None
         self.n_swa = int(llama_cpp.llama_model_n_swa(model))
         self._spec = spec
         self._attention_per_token = 2.0 * float(llama_cpp.llama_model_n_embd(model)) * self.n_layer
@@ -434,6 +441,10 @@ class Engine:
         row: Logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, at), shape=(self.n_vocab,))
         return row
 
+    def argmax(self, at: int) -> int:
+        """The most likely token at the `at`-th output of the last decode (a draft model's greedy pick)."""
+        return int(self.logits(at).argmax())
+
     def keep_logits(self, index: int) -> Logits:
         """A copy of the `index`-th output's logits, which outlives the next decode."""
         kept: Logits = self.logits(index).copy()
@@ -505,6 +516,24 @@ class Engine:
                 vector = vector / norm
             out.append(vector.astype(np.float32).tolist())
         return out
+
+    def load_draft(self) -> Engine | None:
+        """The draft model of this engine's spec (None without one), with a context like this one's; LoadError
+        when it does not load or its vocabulary is not this model's (its drafts would be other tokens)."""
+        spec = self._spec
+        if not spec.draft:
+            return None
+        if not self.can_speculate:
+            raise LoadError("a draft model needs a model whose cache can drop a rejected draft (not a recurrent one)")
+        draft_spec = replace(
+            spec, model_path=spec.draft, lora=(), rpc_servers=(), projector="", draft="", cache_ram=0, cache_dir=""
+        )
+        draft = Engine(draft_spec)
+        why = same_vocabulary(self, draft)
+        if why is not None:
+            draft.close()
+            raise LoadError(f"the draft model {spec.draft} cannot draft for {spec.model_path}: {why}")
+        return draft
 
     def close(self) -> None:
         projector = getattr(self, "projector", None)

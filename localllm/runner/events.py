@@ -115,6 +115,8 @@ class Finished(Done):
             "context": list(self.context or ()),
             "truncated": self.truncated,
             "stop_sequence": self.stop_sequence,
+            "draft_count": self.draft_count,
+            "draft_accepted": self.draft_accepted,
         }
 
     @classmethod
@@ -129,6 +131,8 @@ class Finished(Done):
             cached_tokens=int(message.get("cached_tokens", 0)),
             truncated=int(message.get("truncated", 0)),
             stop_sequence=message.get("stop_sequence"),
+            draft_count=int(message.get("draft_count", 0)),
+            draft_accepted=int(message.get("draft_accepted", 0)),
         )
 
 

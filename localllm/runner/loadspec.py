@@ -37,6 +37,7 @@ class LoadSpec:
     cache_disk: int = PROMPT_CACHE_DISK  # the disk tier's bound in bytes (LOCALLLM_CACHE_DISK)
     rpc_servers: tuple[str, ...] = ()  # llama.cpp RPC workers (host:port) the layers are split across
     projector: str = ""  # a multimodal projector GGUF (mmproj) loaded beside the model with mtmd; "": none
+    draft: str = ""  # a draft model's GGUF (Modelfile DRAFT), loaded beside the model to speculate; "": none
 
     def to_message(self) -> Message:
         message = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -65,6 +66,7 @@ class LoadSpec:
                 cache_disk=int(message.get("cache_disk", cls.cache_disk)),
                 rpc_servers=tuple(str(p) for p in message.get("rpc_servers", ())),
                 projector=str(message.get("projector", cls.projector)),
+                draft=str(message.get("draft", cls.draft)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"bad load spec: {exc}") from exc

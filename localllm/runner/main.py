@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     from .batch import Batcher
     from .engine import Engine, LoadError
     from .sampler import Sampler, grammar_for
+    from .speculate import DraftModel
 
     spec = LoadSpec.from_argument(args[0])
     try:
@@ -155,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:
         channel.send(None, Failure("load", f"failed to load model: {exc}"))
+        return 1
+    try:
+        draft = engine.load_draft()
+    except LoadError as exc:
+        engine.close()
+        channel.send(None, Failure(exc.kind, f"failed to load the draft model: {exc}"))
         return 1
     states = open_states(spec, engine)  # before "ready": its disk tier is scanned as part of the load
     channel.send(None, engine.info())
@@ -179,8 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         channel.flush,
         script,
         engine.projector,
+        draft=DraftModel(draft) if draft is not None else None,
+        speculate=engine.can_speculate,
     )
     batcher.run(commands.take)
+    if draft is not None:
+        draft.close()
     engine.close()
     return 0
 

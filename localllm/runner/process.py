@@ -22,7 +22,7 @@ from ..domain.child import python_command
 from ..domain.errors import EngineError
 from ..domain.events import Done, Token
 from ..domain.limits import RUNNER_MESSAGE_MAX
-from ..domain.modelinfo import PromptCacheStats
+from ..domain.modelinfo import PromptCacheStats, SpeculationStats
 from .protocol import (
     FRAME,
     LINE_LIMIT,
@@ -67,6 +67,7 @@ class RunnerProcess:
         self.proc = proc
         self.info = RunnerInfo()
         self.prompt_cache: PromptCacheStats | None = None  # the runner's last `CacheReport`
+        self.speculation = SpeculationStats()  # over the generations that drafted
         self._queues: dict[str, asyncio.Queue[Event]] = {}
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._worker_gone = False  # llama.cpp said an RPC worker went away (its backtrace may follow)
@@ -193,6 +194,8 @@ class RunnerProcess:
                     if isinstance(event, CacheReport):
                         self.prompt_cache = event
                     continue
+                if isinstance(event, Finished) and event.draft_count:
+                    self.speculation.count(event.draft_count, event.draft_accepted)
                 if not isinstance(event, Text) and not (isinstance(event, TokenList | Vectors) and event.more):
                     self._unanswered.discard(rid)  # its last event: the runner is done with it
                 queue = self._queues.get(rid)

@@ -120,6 +120,8 @@ class Job:
     context: tuple[int, ...] = ()  # tokens of an earlier exchange the prompt continues (Ollama's `context`)
     truncate: bool = False  # cut a prompt too long for the context (head and tail kept) rather than refuse it
     media: tuple[Media, ...] = ()  # images and audio, one per `domain.media.MARKER` in the prompt, in order
+    draft_ngram: bool = False  # speculate with prompt lookup (runner/speculate.py)
+    num_draft: int = 16  # the most tokens drafted per step, by prompt lookup or the draft model; 0: none
 
     def to_message(self) -> Message:
         message: Message = {"op": self.OP, "prompt": self.prompt}
@@ -145,6 +147,10 @@ class Job:
             message["context"] = list(self.context)
         if self.truncate:
             message["truncate"] = True
+        if self.draft_ngram:
+            message["draft_ngram"] = True
+        if self.num_draft != Job.num_draft:
+            message["num_draft"] = self.num_draft
         return message
 
     @classmethod
@@ -164,6 +170,8 @@ class Job:
             context=tuple(int(t) for t in message.get("context") or ()),
             truncate=bool(message.get("truncate", False)),
             media=tuple(_media(m) for m in message.get("media") or ()),
+            draft_ngram=bool(message.get("draft_ngram", False)),
+            num_draft=int(message.get("num_draft", cls.num_draft)),
         )
 
 

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from ..config import Settings
 from ..domain.errors import EngineError, ServerBusy
 from ..domain.events import Done, Token
-from ..domain.modelinfo import LoadedModel, ModelDetails, PromptCacheStats
+from ..domain.modelinfo import LoadedModel, ModelDetails, PromptCacheStats, SpeculationStats
 from ..observability import logs, metrics
 from ..observability.machine import Memory, MemoryProbe, SystemMemory
 from ..runner.process import RunnerProcess
@@ -62,6 +62,9 @@ class Runner(Protocol):
 
     @property
     def prompt_cache(self) -> PromptCacheStats | None: ...
+
+    @property
+    def speculation(self) -> SpeculationStats: ...
 
     def generate(self, job: Job) -> AsyncGenerator[Token | Done, None]: ...
 
@@ -578,6 +581,7 @@ class Scheduler:
                     details=entry.ref.details,
                     kv_cache_type=entry.spec.kv_cache_type,
                     prompt_cache=entry.runner.prompt_cache,
+                    speculation=entry.runner.speculation if entry.runner.speculation.requests else None,
                     devices=info.devices,
                 )
             )

@@ -29,6 +29,7 @@ from ..modelstore import library
 from ..modelstore.gguf import read_info
 from ..modelstore.store import (
     MEDIA_ADAPTER,
+    MEDIA_DRAFT,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
     MEDIA_MODEL,
@@ -49,6 +50,7 @@ class CreateRequest:
     from_: str | None = None  # an existing model, or hf.co/... (pulled when missing)
     files: dict[str, str] = field(default_factory=dict)  # GGUF file name -> digest of an uploaded blob
     adapters: dict[str, str] = field(default_factory=dict)
+    draft: str | None = None  # a model in the store whose GGUF drafts tokens (speculative decoding)
     template: str | None = None
     system: str | None = None
     parameters: Options | None = None
@@ -70,6 +72,7 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
         )
     params, system, template_text = Options(), None, None
     adapters: tuple[Layer, ...] = ()
+    draft: Layer | None = None
     messages: tuple[ChatMessage, ...] = ()
     license_: tuple[str, ...] = ()
     if models:
@@ -88,6 +91,7 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
         base = source.stored.manifest.model_layers
         params, system, messages, license_ = source.parameters, source.system, source.messages, source.license
         adapters = tuple(layer for layer in source.stored.manifest.layers if layer.media_type == MEDIA_ADAPTER)
+        draft = source.stored.manifest.layer(MEDIA_DRAFT)
         # The base's own TEMPLATE layer carries over; a template from the GGUF itself stays in the GGUF.
         template_text = store.read_blob_text(source.stored.manifest.layer(MEDIA_TEMPLATE))
         projector = projector or source.stored.manifest.projector
@@ -109,6 +113,11 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
     if projector is not None:
         yield Progress(f"using existing layer {projector.digest}")
         layers.append(projector)
+    if req.draft is not None:
+        draft = _draft(service, req.draft)
+    if draft is not None:
+        yield Progress(f"using existing layer {draft.digest}")
+        layers.append(draft)
 
     own = [
         (req.template if req.template is not None else template_text, MEDIA_TEMPLATE),
@@ -205,6 +214,31 @@ def _uploaded(service: Service, files: dict[str, str]) -> tuple[tuple[Layer, ...
         names = ", ".join(name for name, _ in projectors)
         raise InvalidRequest(f"files holds {len(projectors)} projectors ({names}): a model takes one", field="files")
     return tuple(models), projectors[0][1] if projectors else None
+
+
+def _draft(service: Service, name: str) -> Layer:
+    """The new model's draft layer: the GGUF of the model `name` names in the store, or an uploaded GGUF blob
+    (`sha256:<hex>`, as `localllm create` sends a DRAFT file). Its vocabulary is checked when the two load
+    together: the runner refuses a draft whose tokens differ."""
+    if name.startswith("sha256:"):
+        digest = check_digest(name, field="draft")
+        path = service.store.blob_path(digest)
+        if not service.store.has_blob(digest):
+            raise InvalidRequest(
+                f"draft: blob {digest} is not on the server; upload it with POST /api/blobs/{digest}", field="draft"
+            )
+        try:
+            read_info(path)
+        except Exception as exc:  # the gguf reader raises ValueError, KeyError, IndexError ... on a bad file
+            raise InvalidRequest(f"draft is not a valid GGUF file: {exc}", field="draft") from None
+        return Layer(MEDIA_DRAFT, digest, path.stat().st_size)
+    found = service.store.find(parse_name(name, field="draft"))
+    if found is None:
+        raise InvalidRequest(f"draft: model '{name}' not found: pull or create it first", field="draft")
+    models = found.manifest.model_layers
+    if len(models) != 1:
+        raise InvalidRequest(f"draft: model '{name}' is not one GGUF file (a split model cannot draft)", field="draft")
+    return Layer(MEDIA_DRAFT, models[0].digest, models[0].size)
 
 
 def _adapters(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:

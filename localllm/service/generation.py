@@ -153,7 +153,9 @@ def runner_job(
     `service.media`); what the options leave unset keeps the defaults of `Job` and `Sampling`, the only copy
     of them."""
     sampling: dict[str, Any] = {k: v for k in SAMPLING_OPTIONS if (v := getattr(options, k)) is not None}
-    bounds: dict[str, Any] = {k: v for k in ("num_predict", "stop") if (v := getattr(options, k)) is not None}
+    bounds: dict[str, Any] = {
+        k: v for k in ("num_predict", "stop", "draft_ngram", "num_draft") if (v := getattr(options, k)) is not None
+    }
     return Job(
         prompt,
         Sampling(

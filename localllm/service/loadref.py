@@ -11,7 +11,7 @@ from ..config.values import parse_rpc_servers
 from ..domain.errors import ConfigError, InvalidRequest
 from ..domain.options import Options
 from ..modelstore.models import Model
-from ..modelstore.store import MEDIA_ADAPTER, Store
+from ..modelstore.store import MEDIA_ADAPTER, MEDIA_DRAFT, Store
 from ..observability.machine import Memory
 from ..runner.protocol import LoadSpec
 from ..scheduling.memory import ModelShape, context_that_fits, kv_cache_type_for
@@ -44,6 +44,7 @@ def model_ref(
             kv_cache_type=kv_cache_type,
             projector=projector,
         )
+    draft = model.stored.manifest.layer(MEDIA_DRAFT)
     if embedding:  # one sequence (as Ollama), never past the trained positions (BERT has no more)
         n_ctx = min(n_ctx, trained)
     spec = LoadSpec(  # what is not set in the options keeps LoadSpec's default
@@ -68,6 +69,7 @@ def model_ref(
         ),
         rpc_servers=rpc_servers(settings, options),
         projector=str(model.projector) if model.projector is not None else LoadSpec.projector,
+        draft=str(store.blob_path(draft.digest)) if draft is not None else "",
     )
     return ModelRef(model.name, manifest.digest, spec, weights, model.details, shape, projector=projector)
 

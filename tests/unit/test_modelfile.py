@@ -136,7 +136,8 @@ def test_parse_parameter() -> None:
         ("FROM m\n\nFOO bar\n", 3, "unknown instruction 'FOO': an instruction is one of FROM, PARAMETER"),
         ("FROM: m\n", 1, "unknown instruction 'FROM:'"),
         ("FROM m\nREQUIRES 0.5.0\n", 2, "REQUIRES is not supported"),
-        ("FROM m\nDRAFT small\n", 2, "DRAFT is not supported"),
+        ("FROM m\nDRAFT\n", 2, "DRAFT needs a value"),
+        ("FROM m\nDRAFT a\nDRAFT b\n", 3, "DRAFT is given twice (first on line 2)"),
         ("FROM m\nRENDERER qwen3\n", 2, "RENDERER is not supported"),
         ("FROM m\nPARSER qwen3\n", 2, "PARSER is not supported"),
         ("FROM\n", 1, "FROM needs a value"),
@@ -354,3 +355,11 @@ def test_to_create_request_needs_the_adapters_uploaded() -> None:
 def test_to_create_request_keeps_an_empty_system() -> None:
     body = to_create_request(parse('FROM m\nSYSTEM ""\n'), model="x")
     assert body == {"model": "x", "from": "m", "system": "", "stream": True}
+
+
+def test_draft_reads_and_writes_back() -> None:
+    mf = parse("FROM big\nDRAFT hf.co/user/small-GGUF:Q8_0\nPARAMETER draft_ngram true\nPARAMETER num_draft 8\n")
+    assert mf.draft == "hf.co/user/small-GGUF:Q8_0"
+    assert mf.parameters == {"draft_ngram": True, "num_draft": 8}
+    assert parse(format(mf)) == mf
+    assert to_create_request(mf, model="m")["draft"] == "hf.co/user/small-GGUF:Q8_0"

@@ -16,7 +16,7 @@ from .... import __version__
 from ....domain.events import Event, ToolCallArguments, ToolCallStart
 from ....modelstore import modelfile
 from ....modelstore.models import DamagedModel, Model
-from ....modelstore.store import MEDIA_ADAPTER, Store
+from ....modelstore.store import MEDIA_ADAPTER, MEDIA_DRAFT, Store
 from ....service import create
 from ....service.generation import collect
 from ... import requests as rq
@@ -140,6 +140,7 @@ def _format_modelfile(model: Model, store: Store) -> str:
             ),
             license=model.license,
             messages=model.messages,
+            draft=str(store.blob_path(draft.digest)) if (draft := model.stored.manifest.layer(MEDIA_DRAFT)) else None,
         )
     )
 
@@ -225,6 +226,8 @@ async def ps(request: Request) -> Response:
         }
         if m.prompt_cache is not None:  # localllm's own field (Ollama's clients ignore it)
             entry["prompt_cache"] = m.prompt_cache.as_dict()
+        if m.speculation is not None:  # localllm's own: speculative decoding's drafted and kept tokens
+            entry["speculation"] = m.speculation.as_dict()
         if m.devices:  # localllm's own: a model split across RPC workers (docs/workers.md)
             entry["devices"] = [
                 {"name": d.name, "where": d.where or "local", "layers": d.layers, "size": d.memory, "free": d.free}

@@ -64,7 +64,8 @@ def _logprobs(lps: Sequence[TokenLogprob]) -> list[ReplyLogprob]:
 
 def _finished(line: Line, done: Done, *, context: bool) -> Line:
     """`line` as the last one: `done`, with Ollama's counters (durations in nanoseconds), the input tokens
-    dropped to fit the context (never cut silently) and, for a generate, the `context`."""
+    dropped to fit the context (never cut silently), speculative decoding's counts and, for a generate, the
+    `context`."""
     line.done = True
     line.done_reason = done.reason
     line.total_duration = done.total_duration
@@ -75,6 +76,9 @@ def _finished(line: Line, done: Done, *, context: bool) -> Line:
     line.eval_duration = done.eval_duration
     if done.truncated:
         line.truncated = done.truncated
+    if done.draft_count:
+        line.draft_count = done.draft_count
+        line.draft_accepted_count = done.draft_accepted
     if context and done.context and done.reason not in ("load", "unload"):
         line.context = list(done.context)
     return line

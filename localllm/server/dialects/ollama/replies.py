@@ -143,6 +143,9 @@ class _OllamaLine(Reply, kw_only=True):
     eval_count: int | Unset = UNSET
     eval_duration: int | Unset = UNSET
     truncated: int | Unset = UNSET  # input tokens dropped to fit the context (never silently)
+    # localllm's own, beside eval_count: speculative decoding's drafted and kept tokens (docs/speculation.md)
+    draft_count: int | Unset = UNSET
+    draft_accepted_count: int | Unset = UNSET
     context: list[int] | Unset = UNSET  # generate's last line (not with `raw`)
 
 

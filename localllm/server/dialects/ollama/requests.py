@@ -174,6 +174,7 @@ def to_create_request(raw: wire.CreateBody | dict[str, Any]) -> CreateRequest:
         from_=body.from_,
         files=dict(body.files or {}),
         adapters=dict(body.adapters or {}),
+        draft=body.draft,
         template=body.template,
         system=body.system,
         parameters=parse_options(body.parameters, field="parameters") if body.parameters else None,

@@ -139,6 +139,7 @@ class CreateBody(Named, kw_only=True):
     from_: str | None = field(default=None, name="from")  # `from` is a Python keyword
     files: dict[str, str] | None = None  # file name -> blob digest (a GGUF, or a model's files)
     adapters: dict[str, str] | None = None
+    draft: str | None = None  # a model (by name) that drafts tokens for speculative decoding
     template: str | None = None
     system: str | None = None
     parameters: Options = None

@@ -1,0 +1,196 @@
+"""Speculative decoding: where a generating request's drafted tokens come from, and how many it may have.
+
+Two drafters propose the tokens that may follow a request's next token: `NgramDraft` (prompt lookup: the
+tokens that followed the latest earlier occurrence of the last few tokens, in the prompt or the answer so
+far; no model) and `DraftModel` (a small model of the same vocabulary in the runner, its own context with the
+target's slots, drafting greedily). The decode loop (batch.py) stages the drafted tokens after the request's
+next token in the same batch as the other requests' tokens, and keeps a drafted token only while it is the
+token the request's own sampler chain picks from the target's logits at that position.
+
+That is the standard rejection rule, exactly: a deterministic draft is a one-hot q, so "keep x with
+probability min(1, p(x)/q(x)) = p(x), else sample from max(0, p − q) normalised" is "sample from p; keep x
+when the sample is x, else the sample is the correction". The answer follows the target's distribution (and
+is the target's own argmax when greedy), and the sampler chain sees exactly the kept tokens (grammars,
+penalties). The first token that differs is the step's last, and the rejected tail's KV is removed.
+
+How many tokens a request drafts (`draft_room`): at most its `num_draft`, what its `num_predict` and the
+context window leave, its share of the batch's room, and a length that adapts to how much of its recent
+drafts was kept (`Speculation`): a request whose drafts are refused drafts less, so it costs the requests
+sharing its steps little.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+NGRAM_SIZES = (4, 3, 2)  # key lengths tried, longest first: a longer match predicts better
+DRAFT_START = 4  # tokens a request drafts in its first step (then grown on success, up to num_draft)
+
+
+class DraftEngine(Protocol):
+    """What `DraftModel` needs of its engine (engine.Engine offers it)."""
+
+    n_parallel: int
+    n_batch: int
+
+    def clear_batch(self) -> None: ...
+    def add(self, token: int, pos: int, seq: int, logits: bool) -> int: ...
+    def decode(self) -> int: ...
+    def forget(self, seq: int, from_pos: int) -> bool: ...
+    def argmax(self, at: int) -> int: ...
+
+
+@dataclass
+class Speculation:
+    """A request's speculation: its drafter's settings, its adaptive length, and its counts."""
+
+    ngram: bool = False  # prompt lookup
+    model: bool = False  # the runner's draft model
+    num_draft: int = 0  # the most tokens drafted in one step (0: none)
+    length: int = DRAFT_START  # the length its next draft may have (adapted to what is kept)
+    drafted: int = 0  # tokens drafted, over the request
+    accepted: int = 0  # drafted tokens kept
+    lookup: NgramDraft | None = None
+    draft: list[int] = field(default_factory=list)  # this step's drafted tokens, staged after the next token
+
+    @property
+    def on(self) -> bool:
+        return self.num_draft > 0 and (self.ngram or self.model)
+
+    def verified(self, n_drafted: int, n_accepted: int) -> None:
+        """Adapt the next draft's length to this step's (counted as they are staged and kept): a draft kept whole
+        lets the next be twice as long, a refused one shrinks it to what was kept (and one more)."""
+        if n_accepted == n_drafted:
+            self.length = min(self.num_draft, max(1, 2 * self.length))
+        else:
+            self.length = max(1, n_accepted + 1)
+
+
+def draft_room(spec: Speculation, *, generated: int, num_predict: int, n_past: int, n_ctx: int, share: int) -> int:
+    """How many tokens `spec`'s request may draft this step: after its next token (at position `n_past`), every
+    drafted token must fit the context window (`n_ctx`) and be one that `num_predict` (negative: no bound)
+    still lets it have after the `generated` ones; and at most `share`, its part of the batch's room."""
+    n = min(spec.num_draft, spec.length, share, n_ctx - n_past - 2)
+    if num_predict >= 0:
+        n = min(n, num_predict - generated - 1)
+    return max(0, n)
+
+
+class NgramDraft:
+    """Prompt lookup: the tokens that followed the latest earlier occurrence of the history's last n tokens
+    (n from `NGRAM_SIZES`, the longest that occurs). The history (prompt and answer) only grows, so each
+    n-gram is indexed once, with where its latest occurrence ends."""
+
+    def __init__(self, sizes: tuple[int, ...] = NGRAM_SIZES) -> None:
+        self.sizes = sizes
+        self.index: dict[tuple[int, ...], int] = {}
+        self.indexed = 0  # n-grams ending before this position are in `index`
+
+    def draft(self, history: list[int], k: int) -> list[int]:
+        if k <= 0 or not history:
+            return []
+        end = len(history) - 1  # the n-grams ending at the last token are the keys, not yet indexed
+        for i in range(self.indexed, end):
+            for n in self.sizes:
+                if i + 1 >= n:
+                    self.index[tuple(history[i + 1 - n : i + 1])] = i + 1
+        self.indexed = max(self.indexed, end)
+        for n in self.sizes:
+            if len(history) < n:
+                continue
+            at = self.index.get(tuple(history[-n:]))
+            if at is not None:
+                found = history[at : at + k]
+                # a media chunk's positions hold pseudo ids (negative, mediaprompt.py): never tokens to draft
+                return found[: next((i for i, t in enumerate(found) if t < 0), len(found))]
+        return []
+
+
+class DraftModel:
+    """A draft model beside the target, with a sequence per slot: each holds what the target's slot holds (caught
+    up before a draft), and drafts greedily, the slots that draft together in one batch per token."""
+
+    def __init__(self, engine: DraftEngine) -> None:
+        self.engine = engine
+        self.held: list[list[int]] = [[] for _ in range(engine.n_parallel)]  # tokens in each sequence's cache
+
+    def draft(self, wanted: list[tuple[int, list[int], int]]) -> list[list[int]]:
+        """Drafts for `wanted` (slot, history to continue, how many tokens), in order; an empty one where the
+        draft model failed."""
+        engine = self.engine
+        out: list[list[int]] = [[] for _ in wanted]
+        if not wanted:
+            return out
+        todo = [self._catch_up(seq, history) for seq, history, _ in wanted]  # what each sequence still lacks
+        at: dict[int, int] = {}
+        while any(todo):  # the histories' new tokens, a batch at a time; the last of each gives the first draft
+            engine.clear_batch()
+            room = engine.n_batch
+            for i, (seq, _, _) in enumerate(wanted):
+                chunk = todo[i][:room]
+                if not chunk:
+                    continue
+                pos = len(self.held[seq])
+                for j, token in enumerate(chunk):
+                    last = j == len(chunk) - 1 and len(chunk) == len(todo[i])
+                    index = engine.add(token, pos + j, seq, last)
+                if len(chunk) == len(todo[i]):
+                    at[i] = index
+                self.held[seq].extend(chunk)
+                del todo[i][: len(chunk)]
+                room -= len(chunk)
+            if engine.decode() != 0:
+                return self._failed(wanted, out)
+        for i in at:
+            out[i].append(engine.argmax(at[i]))
+        steps = max(k for _, _, k in wanted)
+        for _ in range(1, steps):
+            going = [i for i in at if len(out[i]) < wanted[i][2]]
+            if not going:
+                break
+            engine.clear_batch()
+            for i in going:
+                seq = wanted[i][0]
+                at[i] = engine.add(out[i][-1], len(self.held[seq]), seq, True)
+                self.held[seq].append(out[i][-1])
+            if engine.decode() != 0:
+                return self._failed(wanted, out)
+            for i in going:
+                out[i].append(engine.argmax(at[i]))
+        return out
+
+    def _catch_up(self, seq: int, history: list[int]) -> list[int]:
+        """Cut sequence `seq` to what it shares with `history` (one token short of it, so a token's logits come
+        out); the tokens of `history` it lacks."""
+        held = self.held[seq]
+        n = min(len(held), len(history) - 1)
+        keep = n if held[:n] == history[:n] else 0  # the common case (a slice compared in C): one step later
+        while keep < n and held[keep] == history[keep]:
+            keep += 1
+        if keep < len(held):
+            if not self.engine.forget(seq, keep):
+                keep = 0
+            del held[keep:]
+        return history[keep:]
+
+    def _failed(self, wanted: list[tuple[int, list[int], int]], out: list[list[int]]) -> list[list[int]]:
+        for seq, _, _ in wanted:
+            self.engine.forget(seq, 0)
+            self.held[seq].clear()
+        return [[] for _ in out]
+
+
+def same_vocabulary(target: Any, draft: Any, sample: int = 0) -> str | None:
+    """Why `draft` cannot draft for `target` (None when it can): the same number of tokens, the same special
+    tokens (BOS added or not, the ends of generation) and the same piece for every token (or every `sample`-th)."""
+    if target.n_vocab != draft.n_vocab:
+        return f"its vocabulary has {draft.n_vocab} tokens, the model's {target.n_vocab}"
+    if target.add_bos != draft.add_bos or target.eog_tokens != draft.eog_tokens:
+        return "its special tokens (BOS, end of generation) differ from the model's"
+    step = max(1, sample)
+    for token in range(0, target.n_vocab, step):
+        ours, theirs = target.piece(token, special=True), draft.piece(token, special=True)
+        if ours != theirs:
+            return f"its token {token} is {theirs!r}, the model's {ours!r}"
+    return None
