@@ -6,9 +6,10 @@ and leaves without disturbing the others. A slot keeps the tokens whose KV it ho
 goes to the free slot sharing the longest prefix with it and evaluates only what follows (multi-turn
 chats re-send their history). Beyond the slots, saved states (kvstates.py): before a slot is reused, what
 it held is saved when worth it, and a prompt that a saved state begins better than any free slot gets that
-state restored into its slot. The logits after each prompt are kept with its tokens (`PromptOutput`): the same
-prompt again takes its first token from them and evaluates nothing. Output leaves as one message per request
-per step, and all of a step's messages in one write (`flush`).
+state restored into its slot (for a model whose state cannot be cut back, a checkpoint: checkpoints.py).
+The logits after each prompt are kept with its tokens (`PromptOutput`): the same prompt again takes its
+first token from them and evaluates nothing. Output leaves as one message per request per step, and all of
+a step's messages in one write (`flush`).
 
 The loop talks to llama.cpp only through `Engine` (engine.py), so it can be driven by a fake in tests.
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..domain.events import TokenLogprob
-from . import detokenize, scripted
+from . import checkpoints, detokenize, scripted
 from .context import cut_to_fit
 from .kvstates import BLOCK, KVStates, PromptOutput, Source
 from .protocol import (
@@ -114,6 +115,7 @@ class Work:
     next_token: int = -1  # sampled, not yet evaluated
     out_index: int = -1  # where this request's logits are in the current batch
     first: Any = None  # kept logits its first token is taken from (its whole prompt was cached with them)
+    checkpointed: int = 0  # where its prompt's last checkpoint was taken (checkpoints.py)
     generated: list[int] = field(default_factory=list)
     held: str = ""  # text held back: it may begin a stop string
     text: list[str] = field(default_factory=list)  # to send after this step
@@ -277,7 +279,7 @@ class Batcher:
             if keep < len(slot.tokens) and not self.engine.forget(slot.seq, keep):
                 keep, source, output = 0, "none", None
             self._cut(slot, keep)
-            work.slot, work.n_past, work.cached = slot.seq, keep, keep
+            work.slot, work.n_past, work.cached, work.checkpointed = slot.seq, keep, keep, keep
             work.pending = work.prompt[keep:]
             work.first = output.logits if output is not None else None
             slot.work = work
@@ -292,6 +294,8 @@ class Batcher:
         states = self.states
         if states is None:
             return keep, "slot"
+        if states.exact:
+            return self._reuse_checkpoint(slot, prompt, keep)
         state, n = states.find(prompt)
         n = min(n, len(prompt) - 1)
         if state is None or n < keep + BLOCK:  # restore only for a block or more beyond what the slot holds
@@ -305,6 +309,40 @@ class Batcher:
         slot.tokens.extend(state.tokens)
         slot.output = output
         return n, source
+
+    def _reuse_checkpoint(self, slot: Slot, prompt: list[int], keep: int) -> tuple[int, Source]:
+        """`_reuse` for a model whose state cannot be cut back: the slot as it is, or cut if the engine can, or
+        the checkpoint restoring the most (checkpoints.choose); the slot then holds exactly what is kept."""
+        assert self.states is not None
+        if _output_for(slot, prompt) is not None:
+            keep = len(prompt)
+        state, n = self.states.find(prompt)
+        plan = checkpoints.choose(len(slot.tokens), keep, n, BLOCK)
+        if plan == "slot":
+            return keep, "slot" if keep else "none"
+        self._save(slot, keep if plan == "cut" else 0)
+        if plan == "cut" and self.engine.forget(slot.seq, keep):
+            self._cut(slot, keep)
+            return keep, "slot"
+        self.engine.forget(slot.seq, 0)
+        self._cut(slot, 0)
+        if state is None:
+            return 0, "none"
+        source, output = self.states.restore(self.engine, slot.seq, state)
+        if source == "none":
+            return 0, source
+        slot.tokens.extend(state.tokens)
+        slot.output = output
+        return n, source
+
+    def _checkpoint(self, slot: Slot) -> None:
+        """Keep what `slot` holds now as a checkpoint (a model whose state cannot be cut back: checkpoints.py)."""
+        states = self.states
+        if states is None or not states.exact or not states.wants(slot.tokens, slot.output):
+            return
+        data = self.engine.save_state(slot.seq)
+        if data is not None and states.save(slot.tokens, data, slot.output) is not None:
+            self._report_due = True
 
     def _save(self, slot: Slot, keep: int) -> None:
         """Save what `slot` holds before it is cut to `keep` tokens, if a block or more would be lost."""
@@ -395,6 +433,9 @@ class Batcher:
                 self._fail(work, f"llama_decode failed with code {code}")
             return
         for work in active:
+            if work.pending and checkpoints.due(work.n_past, work.checkpointed, len(work.prompt)):
+                work.checkpointed = work.n_past  # a long prompt's chunk boundary
+                self._checkpoint(self.slots[work.slot])
             if work.out_index < 0:
                 continue
             if work.next_token >= 0 and not work.pending and work.generated:
@@ -451,7 +492,9 @@ class Batcher:
         at = work.out_index if work.first is None else work.first
         if not work.generated and work.first is None:  # the output after the whole prompt: kept for a repeat
             logits = engine.keep_logits(at)
-            self.slots[work.slot].output = PromptOutput(work.n_past, logits, memoryview(logits).nbytes)
+            slot = self.slots[work.slot]
+            slot.output = PromptOutput(work.n_past, logits, memoryview(logits).nbytes)
+            self._checkpoint(slot)  # (only where the model's state cannot be cut back)
         work.first = None
         token = sampler.sample(engine, at)
         if not work.generated and not work.t_first:

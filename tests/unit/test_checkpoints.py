@@ -1,0 +1,151 @@
+"""Checkpoints (runner/checkpoints.py): the prompt cache of models whose state cannot be cut back, over a scripted
+engine that refuses every cut as a recurrent model's cache does."""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+import pytest
+
+from localllm.domain.limits import PROMPT_CHECKPOINT_SPACING
+from localllm.runner import checkpoints
+from localllm.runner.batch import Batcher
+from localllm.runner.kvstates import BLOCK, KVState, KVStates, PromptOutput, chain
+from localllm.runner.protocol import Job
+
+from .test_batch import ScriptEngine, ScriptSampler, done_of, recorder, run
+
+
+class RecurrentEngine(ScriptEngine):
+    """A sequence is dropped whole or not at all: cutting part of it fails and empties it (llama.cpp's recurrent
+    and hybrid caches; a restored sliding window is the same)."""
+
+    def forget(self, seq: int, from_pos: int) -> bool:
+        self.forgotten.append((seq, from_pos))
+        held = self.kv.setdefault(seq, [])
+        if from_pos >= len(held):
+            return True
+        held.clear()
+        return from_pos == 0
+
+
+def recurrent(script: str = "!", **kwargs: Any) -> tuple[Batcher, RecurrentEngine, list[dict[str, Any]], KVStates]:
+    engine = RecurrentEngine(script, **{"n_parallel": 2, "n_ctx": 2048, "n_batch": 64, **kwargs})
+    sent: list[dict[str, Any]] = []
+    states = KVStates(1 << 24, exact=True)
+    batcher = Batcher(engine, recorder(sent), lambda params: ScriptSampler(script), states=states)
+    return batcher, engine, sent, states
+
+
+def serve(batcher: Batcher, rid: str, prompt: str) -> None:
+    batcher.handle(rid, Job(prompt))
+    run(batcher, 200)
+
+
+def text(n: int, base: int = 0x4E00) -> str:
+    return "".join(chr(base + i) for i in range(n))  # one token a character
+
+
+def state(n: int, *, size: int = 10, output: int = 0) -> KVState:
+    tokens = array("i", range(n))
+    kept = PromptOutput(output, b"x", 1) if output else None
+    return KVState(tokens, chain(tokens), size, data=bytearray(size), output=kept)
+
+
+def test_the_best_checkpoint_leaves_a_token_to_evaluate_unless_it_kept_the_output_after_the_whole_prompt() -> None:
+    assert checkpoints.best([], 100) is None
+    short, mid, whole = state(40), state(90), state(100)
+    assert checkpoints.best([short, mid, whole], 100) is mid, "the whole prompt without its output: no logits"
+    kept = state(100, output=100)
+    assert checkpoints.best([short, mid, kept], 100) is kept, "with the output after it, nothing is evaluated"
+    assert checkpoints.best([state(100, output=60)], 100) is None, "an output after another prefix does not serve"
+    small, big = state(90, size=5), state(90, size=50)
+    assert checkpoints.best([big, small], 100) is small, "a tie goes to the cheaper copy"
+
+
+@pytest.mark.parametrize(
+    ("held", "keep", "checkpoint", "plan"),
+    [
+        (100, 100, 0, "slot"),  # the slot holds a prefix of the prompt and nothing else
+        (100, 100, 120, "slot"),  # a checkpoint less than a block better is not worth its copy
+        (100, 100, 100 + BLOCK, "restore"),
+        (150, 100, 0, "cut"),  # it holds more: cut, if the engine can (else the checkpoint, if any)
+        (150, 100, 90, "cut"),
+        (150, 40, 100, "restore"),
+        (150, 0, 0, "none"),
+        (0, 0, 0, "slot"),  # an empty slot: nothing to save or drop
+        (0, 0, 64, "restore"),
+    ],
+)
+def test_the_choice_between_the_slot_and_a_checkpoint(held: int, keep: int, checkpoint: int, plan: str) -> None:
+    assert checkpoints.choose(held, keep, checkpoint, BLOCK) == plan
+
+
+def test_exact_states_are_found_only_whole_and_a_longer_one_covers_no_shorter() -> None:
+    states = KVStates(1 << 20, exact=True)
+    tokens = list(range(1000, 1200))
+    assert states.save(tokens[:100], bytearray(10)) is not None
+    assert states.save(tokens, bytearray(20)) is not None, "a longer one does not replace it"
+    assert states.stats().ram_states == 2 and states.wants(tokens[:150])
+    found, n = states.find(tokens[:150] + [7, 8])
+    assert found is not None and n == 100, "the longest whole prefix: the 200-token state is not cut"
+    assert states.find(tokens[:99])[0] is None
+    assert not states.wants(tokens[:100]), "the same tokens again: already kept"
+
+
+def test_the_same_long_prompt_after_other_traffic_comes_back_from_its_checkpoint() -> None:
+    batcher, engine, sent, states = recurrent()
+    long = text(300)
+    serve(batcher, "long", long)
+    assert states.stats().ram_states == 1, "a checkpoint at the end of the prompt"
+    for i in range(2):  # other traffic takes both slots
+        serve(batcher, f"other{i}", chr(0x6000 + i) * 150)
+    assert all(s.tokens[:1] != [ord(long[0])] for s in batcher.slots)
+    serve(batcher, "again", long)
+    done = done_of(sent, "again")
+    assert done["cached_tokens"] == 300 and done["prompt_eval_count"] == 0, "restored with the output after it"
+    slot = next(s for s in batcher.slots if s.tokens[:300] == [ord(c) for c in long])
+    assert engine.kv[slot.seq] == slot.tokens, "evaluation went on from the restored state's last position"
+    report = [m for m in sent if m["ev"] == "cache"][-1]
+    assert report["ram_hits"] == 1 and report["cached_tokens"] == 300
+
+
+def test_the_same_prompt_while_its_slot_holds_the_answer_too_restores_instead_of_cutting() -> None:
+    batcher, engine, sent, _ = recurrent("abc", n_parallel=1)
+    long = text(200)
+    serve(batcher, "a", long)
+    serve(batcher, "b", long)  # the slot holds long + "ab" (evaluated): a recurrent state cannot drop them
+    done = done_of(sent, "b")
+    assert done["cached_tokens"] == 200 and done["prompt_eval_count"] == 0
+    assert (0, 200) in engine.forgotten, "the cut was tried, refused, and the checkpoint restored"
+
+
+def test_a_chats_next_turn_restores_the_state_its_slot_held_at_the_end_of_the_answer() -> None:
+    batcher, engine, sent, _ = recurrent("abc", n_parallel=1)
+    first = text(200)
+    serve(batcher, "turn1", first)
+    serve(batcher, "other", chr(0x6000) * 150)  # the slot goes to other traffic: what it held is saved first
+    serve(batcher, "turn2", first + "abc" + text(20, 0x7000))
+    done = done_of(sent, "turn2")
+    assert done["cached_tokens"] == 203, "the prompt and the answer (its end-of-generation token never is evaluated)"
+
+
+def test_a_long_prompt_keeps_checkpoints_at_its_chunk_boundaries() -> None:
+    batcher, engine, sent, states = recurrent(n_parallel=1)
+    n = PROMPT_CHECKPOINT_SPACING + 200
+    long = text(n)
+    serve(batcher, "long", long)
+    assert states.stats().ram_states == 2, "one at the spacing's first chunk boundary, one at the end"
+    serve(batcher, "fork", long[: PROMPT_CHECKPOINT_SPACING + 100] + text(30, 0x7000))  # differs after 612 tokens
+    done = done_of(sent, "fork")
+    assert done["cached_tokens"] == PROMPT_CHECKPOINT_SPACING, "from the boundary's checkpoint, not from the start"
+
+
+def test_without_checkpoints_a_refused_cut_evaluates_the_whole_prompt() -> None:
+    engine = RecurrentEngine("abc", n_parallel=1, n_ctx=2048, n_batch=64)
+    sent: list[dict[str, Any]] = []
+    batcher = Batcher(engine, recorder(sent), lambda params: ScriptSampler("abc"))
+    serve(batcher, "a", text(200))
+    serve(batcher, "b", text(200))
+    assert done_of(sent, "b")["cached_tokens"] == 0  # what the checkpoints are for
