@@ -127,7 +127,10 @@ def _gemma3(w: GGUFWriter, t: _Tensors, s: Shape, n_vocab: int) -> None:
     w.add_rope_freq_base(1_000_000.0)
     w.add_float32(f"{arch}.rope.freq_base_swa", 10_000.0)
     q_dim, kv_dim = s.n_head * s.head_dim, s.n_head_kv * s.head_dim
-    t.mat("token_embd.weight", n_vocab, s.n_embd)  # the output shares it (no output.weight)
+    t.mat("token_embd.weight", n_vocab, s.n_embd)
+    # Gemma ties its output to the embeddings; random tied ones only echo the last token (its embedding, scaled
+    # by sqrt(n_embd), outweighs the rest), so the output has its own: the same cost, a varied greedy text.
+    t.mat("output.weight", n_vocab, s.n_embd)
     t.ones("output_norm.weight", s.n_embd)
     for i in range(s.n_layer):
         t.ones(f"blk.{i}.attn_norm.weight", s.n_embd)

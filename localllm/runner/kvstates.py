@@ -180,6 +180,7 @@ class _Counts:
     hits: dict[str, int] = field(default_factory=lambda: {"slot": 0, "ram": 0, "disk": 0})
     cached_tokens: int = 0
     prompt_tokens: int = 0
+    checkpoints: int = 0
 
 
 class KVStates:
@@ -279,6 +280,7 @@ class KVStates:
             disk_hits=c.hits["disk"],
             cached_tokens=c.cached_tokens,
             prompt_tokens=c.prompt_tokens,
+            checkpoints=c.checkpoints,
         )
 
     # -- saving --------------------------------------------------------------------------------------
@@ -330,7 +332,9 @@ class KVStates:
             self._disk[state] = None
             self.disk_bytes += state.file_size
         self._bound()
-        log.info("prompt cache: saved a state of %d tokens (%d bytes)", len(prompt), len(data))
+        self.counts.checkpoints += self.exact
+        kind = "a checkpoint" if self.exact else "a state"
+        log.info("prompt cache: saved %s of %d tokens (%d bytes)", kind, len(prompt), len(data))
         return state
 
     def _covered(self, have: KVState, output: PromptOutput | None) -> None:

@@ -4,6 +4,7 @@ engine that refuses every cut as a recurrent model's cache does."""
 from __future__ import annotations
 
 from array import array
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,10 +12,12 @@ import pytest
 from localllm.domain.limits import PROMPT_CHECKPOINT_SPACING
 from localllm.runner import checkpoints
 from localllm.runner.batch import Batcher
+from localllm.runner.kvfiles import KVFiles
 from localllm.runner.kvstates import BLOCK, KVState, KVStates, PromptOutput, chain
 from localllm.runner.protocol import Job
 
 from .test_batch import ScriptEngine, ScriptSampler, done_of, recorder, run
+from .test_kvstates import LAYOUT, Seqs, state_of, toks
 
 
 class RecurrentEngine(ScriptEngine):
@@ -108,7 +111,12 @@ def test_the_same_long_prompt_after_other_traffic_comes_back_from_its_checkpoint
     slot = next(s for s in batcher.slots if s.tokens[:300] == [ord(c) for c in long])
     assert engine.kv[slot.seq] == slot.tokens, "evaluation went on from the restored state's last position"
     report = [m for m in sent if m["ev"] == "cache"][-1]
-    assert report["ram_hits"] == 1 and report["cached_tokens"] == 300
+    assert (
+        report["ram_hits"] == 1
+        and report["cached_tokens"] == 300
+        and report["checkpoints"] == states.stats().checkpoints
+    )
+    assert report["checkpoints"] >= 3, "the three prompts' ends (and what the slots held when they were taken)"
 
 
 def test_the_same_prompt_while_its_slot_holds_the_answer_too_restores_instead_of_cutting() -> None:
@@ -149,3 +157,20 @@ def test_without_checkpoints_a_refused_cut_evaluates_the_whole_prompt() -> None:
     serve(batcher, "a", text(200))
     serve(batcher, "b", text(200))
     assert done_of(sent, "b")["cached_tokens"] == 0  # what the checkpoints are for
+
+
+def test_a_checkpoint_of_a_whole_prompt_on_disk_serves_it_after_a_restart_with_its_output(tmp_path: Path) -> None:
+    tokens = toks(4, 300)
+    logits = array("f", [0.5 * i for i in range(64)])
+    first = KVStates(1 << 20, KVFiles(tmp_path, LAYOUT, 1 << 30), exact=True)
+    first.save(tokens, state_of(tokens), PromptOutput(300, logits, len(logits.tobytes())))
+    first.save(tokens[:200], state_of(tokens[:200]))
+    first.close()
+    again = KVStates(0, KVFiles(tmp_path, LAYOUT, 1 << 30), exact=True)
+    state, n = again.find(tokens)
+    assert state is not None and n == 300, "its file says it carries the output after all 300 tokens"
+    source, output = again.restore(Seqs(), 0, state)
+    assert source == "disk" and output is not None and output.n == 300 and output.logits == logits.tobytes()
+    state, n = again.find(tokens[:250])
+    assert state is not None and n == 200, "a shorter prompt: the longest checkpoint beginning it, not a cut one"
+    again.close()
