@@ -165,6 +165,7 @@ class Batcher:
         self.prompts = TokenCache(lambda text, add_bos: engine.tokenize(text, add_bos=add_bos))
         self.waiting: collections.deque[Work] = collections.deque()
         self.cancelled: set[str] = set()
+        self._checkpoint_next: list[Slot] = []  # slots whose sequence holds just a prompt (checkpoints.py)
 
     # -- requests ------------------------------------------------------------------------------------
 
@@ -395,6 +396,9 @@ class Batcher:
             self.send(None, CacheReport(**vars(self.states.stats())))
 
     def _step(self) -> None:
+        for slot in self._checkpoint_next:  # before anything is decoded after their prompts
+            self._checkpoint(slot)
+        self._checkpoint_next.clear()
         for slot in self.slots:
             if slot.work is not None and slot.work.rid in self.cancelled:
                 self._finish(slot.work, "cancel")
@@ -494,7 +498,8 @@ class Batcher:
             logits = engine.keep_logits(at)
             slot = self.slots[work.slot]
             slot.output = PromptOutput(work.n_past, logits, memoryview(logits).nbytes)
-            self._checkpoint(slot)  # (only where the model's state cannot be cut back)
+            if self.states is not None and self.states.exact:  # a checkpoint, once the first token is out
+                self._checkpoint_next.append(slot)
         work.first = None
         token = sampler.sample(engine, at)
         if not work.generated and not work.t_first:

@@ -12,9 +12,10 @@ a new prompt shares (`Engine.forget`) and the rest is evaluated. Three kinds of 
 For them the prompt cache keeps checkpoints, as llama.cpp's server does (`--ctx-checkpoints`): whole states
 of a sequence at the points a later prompt may come back to, each restored as it is, never cut. The decode loop
 (batch.py) takes one at the end of each prompt (with the output after it, so the same prompt again evaluates
-nothing), at the chunk boundaries of a long prompt (`PROMPT_CHECKPOINT_SPACING` apart), and when a slot is
-about to lose what it holds (the end of an answer: the next turn of that chat begins with it). They live in
-the prompt cache's RAM and disk tiers (kvstates.py, `exact`), under the same bounds and layout keys.
+nothing; at the next step, once the first token went out), at the chunk boundaries of a long prompt
+(`PROMPT_CHECKPOINT_SPACING` apart), and when a slot is about to lose what it holds (the end of an answer: the
+next turn of that chat begins with it). They live in the prompt cache's RAM and disk tiers (kvstates.py,
+`exact`), under the same bounds and layout keys.
 
 A new prompt then takes, of the slot the scheduler picked and the checkpoints, whichever gives more without
 a cut (`choose`): the slot when it holds a prefix of the prompt and nothing else; the slot cut back when the

@@ -16,7 +16,7 @@ from localllm.runner.kvfiles import KVFiles
 from localllm.runner.kvstates import BLOCK, KVState, KVStates, PromptOutput, chain
 from localllm.runner.protocol import Job
 
-from .test_batch import ScriptEngine, ScriptSampler, done_of, recorder, run
+from .test_batch import ScriptEngine, ScriptSampler, done_of, recorder, run, text_of
 from .test_kvstates import LAYOUT, Seqs, state_of, toks
 
 
@@ -174,3 +174,20 @@ def test_a_checkpoint_of_a_whole_prompt_on_disk_serves_it_after_a_restart_with_i
     state, n = again.find(tokens[:250])
     assert state is not None and n == 200, "a shorter prompt: the longest checkpoint beginning it, not a cut one"
     again.close()
+
+
+def test_the_checkpoint_after_a_prompt_is_taken_once_its_first_token_went_out() -> None:
+    batcher, engine, sent, states = recurrent("abc", n_parallel=1)
+    seen: list[str] = []
+    save = engine.save_state
+
+    def saving(seq: int) -> bytearray | None:
+        seen.append(text_of(sent, "a"))
+        return save(seq)
+
+    engine.save_state = saving  # type: ignore[method-assign]
+    serve(batcher, "a", text(200))
+    assert seen == ["a"] and states.stats().checkpoints == 1, "the first token's text, then the copy"
+    assert engine.kv[0][:200] == [ord(c) for c in text(200)]
+    serve(batcher, "b", text(200))
+    assert done_of(sent, "b")["cached_tokens"] == 200, "the checkpoint holds the prompt alone"
