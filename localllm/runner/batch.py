@@ -482,7 +482,7 @@ class Batcher:
             return
         slot = self.slots[work.slot]
         keep = work.n_past - extra
-        if not engine.forget(slot.seq, keep):  # not expected (tail_tile is 0 for recurrent models): start over
+        if not engine.forget(slot.seq, keep):  # not expected (tail_tile is 0 where cuts fail): start over
             keep = 0
         work.pending[:0] = slot.tokens[keep:]
         self._cut(slot, keep)

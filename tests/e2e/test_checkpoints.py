@@ -8,7 +8,10 @@ batches are the same (a checkpoint at a 512-token chunk boundary, then the rest 
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,17 +33,27 @@ def repo(arch: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def shapes_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def shapes_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStub]:
     tokenizer = model_file("llama-2-tiny-random.gguf")
     folder = tmp_path_factory.mktemp("shapes")
     files = {arch: write_shape(folder / f"{arch}-tiny-F16.gguf", arch, tokenizer) for arch in SHAPES}
     with HubStub({repo(arch): {path.name: path} for arch, path in files.items()}) as hub:
-        tmp = tmp_path_factory.mktemp("daemon")
-        with daemon_with(
-            tmp, hub, [repo(arch) for arch in SHAPES], LOCALLLM_NUM_PARALLEL="2", LOCALLLM_DEBUG="1",
-            LOCALLLM_MAX_LOADED_MODELS="1", LOCALLLM_CONTEXT_LENGTH="2048",
-        ) as d:  # fmt: skip
-            yield d
+        yield hub
+
+
+@contextlib.contextmanager
+def shapes_daemon_with(tmp: Path, hub: HubStub, **env: str) -> Iterator[Daemon]:
+    with daemon_with(
+        tmp, hub, [repo(arch) for arch in SHAPES], LOCALLLM_NUM_PARALLEL="2", LOCALLLM_DEBUG="1",
+        LOCALLLM_MAX_LOADED_MODELS="1", LOCALLLM_CONTEXT_LENGTH="2048", **env,
+    ) as d:  # fmt: skip
+        yield d
+
+
+@pytest.fixture(scope="module")
+def shapes_daemon(tmp_path_factory: pytest.TempPathFactory, shapes_hub: HubStub) -> Iterator[Daemon]:
+    with shapes_daemon_with(tmp_path_factory.mktemp("daemon"), shapes_hub) as d:
+        yield d
 
 
 def complete(d: Daemon, arch: str, prompt: str, **extra: Any) -> tuple[str, int, int]:
@@ -62,6 +75,9 @@ def cache_of(d: Daemon, arch: str) -> dict[str, Any]:
 
 def unload(d: Daemon, arch: str) -> None:
     assert d.cli("stop", f"hf.co/{repo(arch)}").returncode == 0
+    deadline = time.monotonic() + 30
+    while httpx.get(d.url + "/api/ps", timeout=10).json()["models"] and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("arch", sorted(SHAPES))
@@ -127,3 +143,19 @@ def test_a_chats_next_turn_continues_from_the_end_of_the_answer(shapes_daemon: D
         complete(shapes_daemon, arch, other)
     _, n_next, cached = complete(shapes_daemon, arch, LONG + answer + " What happened next?")
     assert cached > n_prompt, f"{cached} of {n_next}: more than the first prompt"
+
+
+def test_checkpoints_outlive_a_restart_in_the_disk_tier(tmp_path: Path, shapes_hub: HubStub) -> None:
+    """The disk tier keeps checkpoints under the same layout keys: a runner started again restores the prompt's
+    checkpoint, with the output after it, from its file."""
+    with shapes_daemon_with(tmp_path, shapes_hub, LOCALLLM_CACHE_DIR=str(tmp_path / "kv")) as d:
+        for arch in sorted(SHAPES):
+            fresh, n_prompt, cold = complete(d, arch, LONG)
+            assert cold == 0
+            unload(d, arch)  # the runner stops: its checkpoints are on disk
+            text, n_again, cached = complete(d, arch, LONG)
+            assert n_again == n_prompt and cached == n_prompt, f"{arch}: restored from its file, nothing evaluated"
+            assert text == fresh
+            cache = cache_of(d, arch)
+            assert cache["disk_hits"] == 1 and cache["disk_states"] >= 1 and cache["checkpoints"] == 0, cache
+            unload(d, arch)
