@@ -421,7 +421,10 @@ class Batcher:
                 continue
             if len(work.pending) <= room:
                 self._round_up_tail(work, room)
-            chunk = work.pending[:room]
+            size = room
+            if self.states is not None and self.states.exact:  # up to where a checkpoint is due
+                size = checkpoints.chunk(work.n_past, len(work.prompt), room, engine.n_batch)
+            chunk = work.pending[:size]
             last = len(chunk) == len(work.pending)
             for k, token in enumerate(chunk):
                 index = engine.add(token, work.n_past + k, work.slot, last and k == len(chunk) - 1)
@@ -437,7 +440,7 @@ class Batcher:
                 self._fail(work, f"llama_decode failed with code {code}")
             return
         for work in active:
-            if work.pending and checkpoints.due(work.n_past, work.checkpointed, len(work.prompt)):
+            if work.pending and checkpoints.due(work.n_past, work.checkpointed, len(work.prompt), engine.n_batch):
                 work.checkpointed = work.n_past  # a long prompt's chunk boundary
                 self._checkpoint(self.slots[work.slot])
             if work.out_index < 0:

@@ -12,7 +12,8 @@ a new prompt shares (`Engine.forget`) and the rest is evaluated. Three kinds of 
 For them the prompt cache keeps checkpoints, as llama.cpp's server does (`--ctx-checkpoints`): whole states
 of a sequence at the points a later prompt may come back to, each restored as it is, never cut. The decode loop
 (batch.py) takes one at the end of each prompt (with the output after it, so the same prompt again evaluates
-nothing; at the next step, once the first token went out), at the chunk boundaries of a long prompt
+nothing; at the next step, once the first token went out), 4 + n_batch and 4 tokens before that end (its
+batches end there: `stops`, as llama-server's), at the chunk boundaries of a long prompt
 (`PROMPT_CHECKPOINT_SPACING` apart), and when a slot is about to lose what it holds (the end of an answer: the
 next turn of that chat begins with it). They live in the prompt cache's RAM and disk tiers (kvstates.py,
 `exact`), under the same bounds and layout keys.
@@ -30,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal, Protocol, TypeVar
 
-from ..domain.limits import PROMPT_CHECKPOINT_SPACING
+from ..domain.limits import PROMPT_CHECKPOINT_SPACING, PROMPT_CHECKPOINT_TAIL
 
 Plan = Literal["slot", "cut", "restore", "none"]
 
@@ -77,7 +78,24 @@ def choose(held: int, keep: int, checkpoint: int, margin: int) -> Plan:
     return "slot" if held == 0 else "none"
 
 
-def due(n_done: int, last: int, n_prompt: int) -> bool:
+def stops(n_prompt: int, n_batch: int) -> tuple[int, int]:
+    """Where a prompt of `n_prompt` tokens ends a chunk for a checkpoint before its end, as llama-server does
+    (4 + n_ubatch and 4 tokens before it): a prompt that differs from it only in its last tokens (a chat template
+    that renders the previous answer's opening otherwise, an edited last message) is restored from there."""
+    return n_prompt - PROMPT_CHECKPOINT_TAIL - n_batch, n_prompt - PROMPT_CHECKPOINT_TAIL
+
+
+def chunk(n_done: int, n_prompt: int, room: int, n_batch: int) -> int:
+    """How many more tokens of a prompt of `n_prompt` tokens, `n_done` of them evaluated, go in a batch with
+    `room` left: as many as fit, up to the next of its `stops`."""
+    ahead = [stop - n_done for stop in stops(n_prompt, n_batch) if stop > n_done]
+    return min(room, *ahead) if ahead else room
+
+
+def due(n_done: int, last: int, n_prompt: int, n_batch: int) -> bool:
     """Whether a prompt of `n_prompt` tokens, `n_done` of them evaluated (a chunk boundary, before the end),
-    takes a checkpoint there, its last one having been at `last` tokens."""
-    return 0 < n_done < n_prompt and n_done - last >= PROMPT_CHECKPOINT_SPACING
+    takes a checkpoint there, its last one having been at `last` tokens: at its `stops`, and at chunk boundaries
+    `PROMPT_CHECKPOINT_SPACING` apart."""
+    if not 0 < n_done < n_prompt:
+        return False
+    return n_done in stops(n_prompt, n_batch) or n_done - last >= PROMPT_CHECKPOINT_SPACING

@@ -117,17 +117,19 @@ def test_the_same_long_prompt_after_other_traffic_is_restored_from_a_checkpoint(
 def test_a_checkpoint_at_a_chunk_boundary_gives_the_text_of_a_fresh_evaluation(
     shapes_daemon: Daemon, arch: str
 ) -> None:
-    """A long prompt keeps a checkpoint after its first 512-token chunk; another prompt sharing more than that
-    restores it and evaluates the rest in one batch, as a fresh evaluation of it does after its first chunk."""
+    """A long prompt of L tokens is evaluated in batches ending 4 + 512 and 4 tokens before its end, with a
+    checkpoint at each (as llama-server does). A prompt of as many tokens differing from it in its last sentence
+    restores the first one and evaluates the same two batches a fresh evaluation of it does."""
     long = LONG * 4
     unload(shapes_daemon, arch)
     _, n_long, _ = complete(shapes_daemon, arch, long)
     assert n_long > 700
     for other in OTHERS[:2]:  # out of both slots (a sliding window still holding the fork's prefix would be cut)
         complete(shapes_daemon, arch, other)
-    fork = long[: len(long) * 3 // 4] + " And then the dog woke up and ran far away into the green hills."
+    head, _, tail = long.rpartition("cat")
+    fork = head + "dog" + tail  # one word of the last sentence, as many tokens
     restored, n_fork, cached = complete(shapes_daemon, arch, fork)
-    assert cached == 512, "restored from the checkpoint at the first chunk boundary"
+    assert n_fork == n_long and cached == n_long - 4 - 512, "restored from the checkpoint 516 tokens before the end"
     unload(shapes_daemon, arch)
     fresh, n_fresh, cold = complete(shapes_daemon, arch, fork)
     assert cold == 0 and n_fresh == n_fork and restored == fresh

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from localllm.domain.limits import PROMPT_CHECKPOINT_SPACING
+from localllm.domain.limits import PROMPT_CHECKPOINT_SPACING, PROMPT_CHECKPOINT_TAIL
 from localllm.runner import checkpoints
 from localllm.runner.batch import Batcher
 from localllm.runner.kvfiles import KVFiles
@@ -101,7 +101,7 @@ def test_the_same_long_prompt_after_other_traffic_comes_back_from_its_checkpoint
     batcher, engine, sent, states = recurrent()
     long = text(300)
     serve(batcher, "long", long)
-    assert states.stats().ram_states == 1, "a checkpoint at the end of the prompt"
+    assert states.stats().ram_states == 3, "at the end of the prompt, and 4 + 64 and 4 tokens before it"
     for i in range(2):  # other traffic takes both slots
         serve(batcher, f"other{i}", chr(0x6000 + i) * 150)
     assert all(s.tokens[:1] != [ord(long[0])] for s in batcher.slots)
@@ -139,15 +139,33 @@ def test_a_chats_next_turn_restores_the_state_its_slot_held_at_the_end_of_the_an
     assert done["cached_tokens"] == 203, "the prompt and the answer (its end-of-generation token never is evaluated)"
 
 
-def test_a_long_prompt_keeps_checkpoints_at_its_chunk_boundaries() -> None:
-    batcher, engine, sent, states = recurrent(n_parallel=1)
+def test_a_long_prompt_keeps_checkpoints_at_its_chunk_boundaries_and_before_its_end() -> None:
+    batcher, engine, sent, states = recurrent(n_parallel=1)  # a batch of 64 tokens
     n = PROMPT_CHECKPOINT_SPACING + 200
     long = text(n)
     serve(batcher, "long", long)
-    assert states.stats().ram_states == 2, "one at the spacing's first chunk boundary, one at the end"
-    serve(batcher, "fork", long[: PROMPT_CHECKPOINT_SPACING + 100] + text(30, 0x7000))  # differs after 612 tokens
-    done = done_of(sent, "fork")
-    assert done["cached_tokens"] == PROMPT_CHECKPOINT_SPACING, "from the boundary's checkpoint, not from the start"
+    stops = checkpoints.stops(n, 64)
+    assert stops == (n - PROMPT_CHECKPOINT_TAIL - 64, n - PROMPT_CHECKPOINT_TAIL)
+    chunks = [len(batch) for batch in engine.decoded if all(t[0] >= 0x4E00 for t in batch)]
+    assert sum(chunks) == n and chunks[-1] == PROMPT_CHECKPOINT_TAIL, "the batches end where the stops are"
+    assert states.stats().ram_states == 4, "at the spacing's first chunk boundary, the two stops, and the end"
+    for shared, restored in ((PROMPT_CHECKPOINT_SPACING + 100, PROMPT_CHECKPOINT_SPACING), (stops[0] + 50, stops[0])):
+        serve(batcher, f"fork{shared}", long[:shared] + text(n - shared, 0x7000))
+        assert done_of(sent, f"fork{shared}")["cached_tokens"] == restored
+    serve(batcher, "last", long[:-2] + "ab")  # the last two tokens differ: from 4 before the end
+    assert done_of(sent, "last")["cached_tokens"] == stops[1]
+
+
+def test_a_checkpoints_chunk_ends_at_its_next_stop() -> None:
+    n, n_batch = 1000, 512
+    first, second = checkpoints.stops(n, n_batch)
+    assert (first, second) == (1000 - 4 - 512, 996)
+    assert checkpoints.chunk(0, n, 512, n_batch) == first
+    assert checkpoints.chunk(first, n, 512, n_batch) == 512 and checkpoints.chunk(first + 1, n, 512, n_batch) == 511
+    assert checkpoints.chunk(990, n, 3, n_batch) == 3, "never more than the room"
+    assert checkpoints.due(first, 0, n, n_batch) and checkpoints.due(second, first, n, n_batch)
+    assert not checkpoints.due(300, 0, n, n_batch) and checkpoints.due(PROMPT_CHECKPOINT_SPACING, 0, 2000, n_batch)
+    assert not checkpoints.due(n, 0, n, n_batch), "the end's own checkpoint is taken with its output"
 
 
 def test_without_checkpoints_a_refused_cut_evaluates_the_whole_prompt() -> None:
@@ -187,7 +205,7 @@ def test_the_checkpoint_after_a_prompt_is_taken_once_its_first_token_went_out() 
 
     engine.save_state = saving  # type: ignore[method-assign]
     serve(batcher, "a", text(200))
-    assert seen == ["a"] and states.stats().checkpoints == 1, "the first token's text, then the copy"
+    assert seen == ["", "", "a"] and states.stats().checkpoints == 3, "the end's copy after the first token's text"
     assert engine.kv[0][:200] == [ord(c) for c in text(200)]
     serve(batcher, "b", text(200))
     assert done_of(sent, "b")["cached_tokens"] == 200, "the checkpoint holds the prompt alone"
