@@ -422,7 +422,7 @@ class Batcher:
             if len(work.pending) <= room:
                 self._round_up_tail(work, room)
             size = room
-            if self.states is not None and self.states.exact:  # up to where a checkpoint is due
+            if self.states is not None and self.states.exact and self.states.enabled:  # to where a checkpoint is due
                 size = checkpoints.chunk(work.n_past, len(work.prompt), room, engine.n_batch)
             chunk = work.pending[:size]
             last = len(chunk) == len(work.pending)
