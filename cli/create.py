@@ -3,7 +3,8 @@
 The Modelfile is read here (localllm.modelstore.modelfile). A FROM or ADAPTER that names a file on this machine
 (relative to the Modelfile's folder; `~` allowed) is hashed and uploaded first, unless the daemon has it already
 (`HEAD`, then `POST /api/blobs/sha256:<hex>`), and goes as `files` / `adapters`; any other FROM (a local model,
-`hf.co/<user>/<repo>:<quant>`, a library name) goes as `from`, and the daemon pulls it when it must.
+`hf.co/<user>/<repo>:<quant>`, a library name) goes as `from`, and the daemon pulls it when it must. A second
+FROM, the multimodal projector, is always a file: it is uploaded and goes in `files` too.
 """
 
 from __future__ import annotations
@@ -50,7 +51,16 @@ def create(client: Client, model: str, path: Path) -> None:
         if uploaded is None:
             raise click.ClickException(f"ADAPTER {adapter}: no such file")
         adapters.update(uploaded)
-    request = to_create_request(mf, model=model, files=files, adapters=adapters or None)
+    projector = None
+    if mf.projector is not None:
+        projector = upload(client, mf.projector, path.parent, tty=tty)
+        if projector is None or len(projector) != 1:
+            raise click.ClickException(f"FROM {mf.projector}: the second FROM must name one projector GGUF file")
+        if files and set(files) & set(projector):
+            raise click.ClickException(
+                f"FROM {mf.projector}: the projector has the same file name as the model; rename one of them"
+            )
+    request = to_create_request(mf, model=model, files=files, adapters=adapters or None, projector=projector)
     progress = PullProgress(tty=tty, width=shutil.get_terminal_size().columns if tty else 80)
     try:
         for event in client.create(request):

@@ -456,6 +456,9 @@ def model_summary(info: Mapping[str, Any]) -> str:
     capabilities = info.get("capabilities") or []
     if capabilities:
         sections.append(_section("Capabilities", [(str(c), "") for c in capabilities]))
+    projector: Mapping[str, Any] = info.get("projector_info") or {}
+    if projector:
+        sections.append(_section("Projector", _projector_rows(projector)))
     parameters = [line.split(None, 1) for line in str(info.get("parameters") or "").splitlines() if line.strip()]
     if parameters:
         sections.append(_section("Parameters", [(p[0], p[1].strip() if len(p) > 1 else "") for p in parameters]))
@@ -464,6 +467,21 @@ def model_summary(info: Mapping[str, Any]) -> str:
         if text:
             sections.append(_section(title, [(line, "") for line in text]))
     return "\n\n".join(sections)
+
+
+def _projector_rows(projector: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Ollama's `show` Projector section: its architecture, parameters, embedding length and dimensions."""
+    arch = str(projector.get("general.architecture") or "")
+    rows = [("architecture", arch)] if arch else []
+    count = projector.get("general.parameter_count")
+    if isinstance(count, (int, float)) and count > 0:
+        rows.append(("parameters", human_number(count)))
+    for kind in ("vision", "audio"):
+        for key, label in (("embedding_length", "embedding length"), ("projection_dim", "dimensions")):
+            value = projector.get(f"{arch}.{kind}.{key}")
+            if value is not None:
+                rows.append((label if kind == "vision" else f"audio {label}", str(value)))
+    return rows
 
 
 def _first_lines(value: object, limit: int = 2) -> list[str]:

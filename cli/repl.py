@@ -2,6 +2,7 @@
 
     >>> Why is the sky blue?          a message; \"\"\" opens and closes a message of several lines
     >>> /set parameter temperature 0  session settings (/set, /show, /clear, /load, /save, /bye; /? lists them)
+    >>> what is in ./cat.png?         a message with an image (or audio) file attached, as `run` attaches them
 
 Ctrl+C stops the answer being written (the HTTP stream is closed, so the daemon stops generating) and keeps
 the chat going; Ctrl+D or /bye leaves. A model's own conversation (its Modelfile MESSAGEs, or a session saved
@@ -26,6 +27,7 @@ from localllm.config.values import state_dir
 from localllm.domain.errors import ClientError, DaemonNotRunning, InvalidRequest, ResponseError
 from localllm.modelstore.modelfile import parse_parameter
 
+from .attachments import AttachmentError, added, attach, file_names
 from .render import WordWrap, has_limit, model_summary, stop_note, timings
 
 HINT = "Send a message (/? for help)"
@@ -39,7 +41,8 @@ HELP = """Available Commands:
   /bye            Exit
   /?, /help       Help for a command
 
-Use \"\"\" to begin a multi-line message."""
+Use \"\"\" to begin a multi-line message.
+Use /path/to/file or ./file to include .jpg, .png or .webp images (.wav, .mp3 or .flac audio)."""
 
 SET_HELP = """Available Commands:
   /set parameter <name> <value>   Set a parameter (temperature, num_ctx, seed, stop, ...)
@@ -59,6 +62,7 @@ SHOW_HELP = """Available Commands:
   /show system       Show the system message
   /show template     Show the prompt template"""
 
+_COMMANDS = frozenset({"/bye", "/exit", "/?", "/help", "/clear", "/set", "/show", "/load", "/save"})
 _SHOW_WHAT = ("info", "license", "modelfile", "parameters", "system", "template")
 _SET_SYSTEM_BLOCK = re.compile(r'(/set\s+system\s+)"""')
 
@@ -86,6 +90,13 @@ def history() -> Iterator[None]:
             readline.write_history_file(path)
 
 
+def names_a_file(line: str) -> bool:
+    """Whether a line that starts with `/` is a message naming a file (`/tmp/cat.png what is it?`), as Ollama
+    tells them apart: its first word is no command, and a path found in the line begins with that word."""
+    first = line.split()[0]
+    return first not in _COMMANDS and any(name.startswith(first) for name in file_names(line))
+
+
 def conversation_text(messages: list[dict[str, Any]]) -> str:
     """A stored conversation as the REPL would have shown it: `>>> question`, then the answer."""
     out = []
@@ -110,7 +121,7 @@ class Repl:
     width: Callable[[], int] = lambda: shutil.get_terminal_size().columns
     system: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    messages: list[dict[str, str]] = field(default_factory=list)  # this session's turns
+    messages: list[dict[str, Any]] = field(default_factory=list)  # this session's turns (images kept, as base64)
     stored: list[dict[str, Any]] = field(default_factory=list)  # the model's own, put first by the daemon
     info: JSONObject = field(default_factory=dict)  # the model's details (`show`)
 
@@ -132,7 +143,7 @@ class Repl:
                     continue
                 if not line.strip():
                     continue
-                if line.startswith("/"):
+                if line.startswith("/") and not names_a_file(line):
                     if not self._command(line.strip()):
                         return
                     continue
@@ -172,8 +183,18 @@ class Repl:
         if self.stored:
             click.echo(conversation_text(self.stored), nl=False)
 
-    def _turn(self, text: str) -> None:
-        self.messages.append({"role": "user", "content": text})
+    def _turn(self, line: str) -> None:
+        try:
+            text, files = attach(line)
+        except AttachmentError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            return
+        for file in files:
+            click.echo(added(file), err=True)
+        message: dict[str, Any] = {"role": "user", "content": text}
+        if files:
+            message["images"] = [file.base64 for file in files]
+        self.messages.append(message)
         conversation = ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
         wrap = WordWrap(self.width() - 1) if self.wordwrap else None
         parts: list[str] = []

@@ -1,8 +1,9 @@
 """`localllm run`: one prompt to stdout, or an interactive chat (REPL, in repl.py) that keeps the conversation.
 
-The model is pulled first when the daemon does not have it, as Ollama does (a short name that matches exactly
-one local `hf.co/…/<repo>` model runs that one instead). An embedding model prints the
-vector of the prompt (or of each line typed) as a JSON array instead of answering.
+Image and audio files named in the prompt (`./cat.png`, `/tmp/talk.wav`) are sent with it, as Ollama's CLI
+sends them (attachments.py). The model is pulled first when the daemon does not have it, as Ollama does (a
+short name that matches exactly one local `hf.co/…/<repo>` model runs that one instead). An embedding model
+prints the vector of the prompt (or of each line typed) as a JSON array instead of answering.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from localllm.client import Client, JSONObject
 from localllm.config.values import parse_duration
 from localllm.domain.errors import ClientError, ConfigError, DaemonNotRunning
 
+from .attachments import Attachment, AttachmentError, added, attach
 from .models import show_or_pull
 from .render import WordWrap, has_limit, stop_note, timings
 from .repl import Repl, history
@@ -72,10 +74,12 @@ def run(
     if embedding:
         _print_embeddings(client.embed(model, text, keep_alive=keepalive, dimensions=dimensions))
         return
+    text, files = _attach(text)
     wrap = WordWrap(shutil.get_terminal_size().columns - 1) if not nowordwrap and _stdout_is_terminal() else None
     wrote = False
     done: dict[str, Any] = {}
-    for chunk in client.generate(model, text, keep_alive=keepalive, format=format_):
+    images = [file.base64 for file in files]
+    for chunk in client.generate(model, text, keep_alive=keepalive, format=format_, images=images):
         piece = chunk.get("response") or ""
         if piece:
             click.echo(wrap.feed(piece) if wrap else piece, nl=False)
@@ -89,6 +93,17 @@ def run(
         click.echo(note, err=True)
     if verbose and done:
         click.echo(timings(done), err=True)
+
+
+def _attach(text: str) -> tuple[str, list[Attachment]]:
+    """The image and audio files the prompt names (said on stderr, as Ollama says it), or an error and exit 1."""
+    try:
+        text, files = attach(text)
+    except AttachmentError as exc:
+        raise click.ClickException(str(exc)) from None
+    for file in files:
+        click.echo(added(file), err=True)
+    return text, files
 
 
 def _stdin_is_terminal() -> bool:

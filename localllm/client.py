@@ -129,10 +129,19 @@ class Client:
         options: Mapping[str, Any] | None = None,
         keep_alive: str | float | None = None,
         format: str | Mapping[str, Any] | None = None,
+        images: Sequence[str] | None = None,
     ) -> Stream:
-        """Complete `prompt`, yielding `{"response": ...}` chunks and a final `{"done": true, ...}` one."""
+        """Complete `prompt`, yielding `{"response": ...}` chunks and a final `{"done": true, ...}` one.
+        `images`: files (images, or audio for an audio model) as base64, Ollama's `images`."""
         body: JSONObject = {"model": model, "prompt": prompt, "stream": True}
-        _set(body, system=system, options=options, keep_alive=keep_alive, format=format)
+        _set(
+            body,
+            system=system,
+            options=options,
+            keep_alive=keep_alive,
+            format=format,
+            images=list(images) if images else None,
+        )
         return self._stream("/api/generate", body)
 
     def chat(

@@ -2,7 +2,8 @@
 
 The tiers: tests/unit (no llama.cpp, no process: `scripts/test unit`) and tests/e2e (a real daemon, real models,
 real clients; its conftest starts daemons). Support modules: fakes.py (a scripted runner for the unit tier),
-hubstub.py (the Hub stand-in), ggufcopy.py (GGUF files with other metadata)."""
+hubstub.py (the Hub stand-in), ggufcopy.py (GGUF files with other metadata), mediamodels.py (the tiny vision
+and audio model made here, PNG and WAV makers: fixtures `tiny_vlm`, `tiny_vlm_audio`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from .ggufcopy import copy_with_metadata
 from .hubstub import HubStub
+from .mediamodels import VisionModel, write_vision_model
 from .testmodels import models_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +98,20 @@ def stories_fim_gguf(tmp_path_factory: pytest.TempPathFactory, stories_gguf: Pat
         "tokenizer.ggml.fim_mid_token_id": 0,
     }
     return copy_with_metadata(stories_gguf, out, fim)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> VisionModel:
+    """The tiny vision model made here (mediamodels.py): `.model` and `.projector` (images only)."""
+    tokenizer = model_file("llama-2-tiny-random.gguf")
+    return write_vision_model(tokenizer, tmp_path_factory.mktemp("vlm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_audio(tmp_path_factory: pytest.TempPathFactory) -> VisionModel:
+    """The tiny vision model with a projector that takes audio too (mediamodels.py)."""
+    tokenizer = model_file("llama-2-tiny-random.gguf")
+    return write_vision_model(tokenizer, tmp_path_factory.mktemp("vlm-audio"), audio=True)
 
 
 @pytest.fixture(scope="session")

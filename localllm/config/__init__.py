@@ -171,6 +171,13 @@ class Settings:
         "1 lets /v1/embeddings embed token-id input as this model's ids (by default it is refused: clients count "
         "tokens with another tokenizer)",
     )
+    allow_image_urls: bool = setting(
+        "LOCALLLM_ALLOW_IMAGE_URLS",
+        "0",
+        _flag,
+        "1 lets requests name images by http(s) URL, fetched by the daemon (public addresses only, redirects "
+        "checked, 20 MiB and 10 s at most); by default only images sent in the request are taken",
+    )
     cache_ram: int = setting(  # bytes of saved KV states per model in RAM; -1: auto; 0: off
         "LOCALLLM_CACHE_RAM",
         "auto",

@@ -50,6 +50,17 @@ GRAMMAR_MAX_BYTES = 64 << 10  # a GBNF grammar (`grammar`) or one built from a r
 GRAMMAR_MAX_EXPANSION = 200_000  # symbols llama.cpp writes out for `x{m,n}` repetitions of one grammar
 REGEX_MAX_BYTES = 4 << 10  # a regular expression turned into a grammar (TGI `grammar: {"type": "regex"}`)
 
+# -- media: images and audio in requests (domain/mediacheck.py; docs/multimodal.md) ----------------------------
+MEDIA_MAX_ITEMS = 32  # images and audio clips of one request (each is hundreds of tokens of encoder work)
+IMAGE_MAX_BYTES = 20 << 20  # one image's file (OpenAI's own limit; Anthropic's is 5 MB)
+AUDIO_MAX_BYTES = 25 << 20  # one audio clip's file (OpenAI's own limit for audio input)
+MEDIA_REQUEST_MAX_BYTES = 48 << 20  # every item of one request together (a 64 MiB body holds 48 MiB in base64)
+IMAGE_MAX_PIXELS = 1 << 25  # width × height an image's header declares (33.5 MP: 96 MiB as the RGB it decodes to)
+IMAGE_MAX_SIDE = 1 << 14  # its width, and its height
+AUDIO_MAX_SECONDS = 600.0  # one clip's length, read from its header (decoded to 16 kHz floats: 38 MiB at most)
+IMAGE_URL_SECONDS = 10.0  # fetching one remote image (LOCALLLM_ALLOW_IMAGE_URLS=1), every redirect included
+IMAGE_URL_REDIRECTS = 5  # redirects followed fetching it (each hop's address checked)
+
 # -- credentials and durations ------------------------------------------------------------------------------
 API_KEY_MIN_CHARS = 16  # a LOCALLLM_API_KEYS key (those `localllm keys create` makes have 47)
 KEEP_ALIVE_MAX_S = 9_223_372_036.0  # Go's longest duration (2^63 ns, ~292 years): any longer keep_alive is forever
@@ -90,6 +101,9 @@ GGUF_MAX_STRING = 1 << 20  # one metadata string kept (longer ones are skipped, 
 GGUF_MAX_KEPT_ARRAY = 1 << 16  # elements of an array kept in `metadata` (bigger ones are None)
 GGUF_MAX_VERBOSE_ARRAY = 1 << 20  # elements of an array shown by `/api/show` with verbose (vocabularies)
 GGUF_MAX_READ = 64 << 20  # bytes of metadata values kept for one file, verbose included
+
+# -- the CLI (cli/attachments.py) -----------------------------------------------------------------------------
+ATTACHMENT_MAX_BYTES = 100 << 20  # an image or audio file named in a `localllm run` prompt (Ollama's CLI: 100 MB)
 
 
 def render_workers() -> int:

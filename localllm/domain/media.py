@@ -25,6 +25,7 @@ class Media:
     kind: MediaKind
     data: bytes = field(repr=False)
     source: str = ""  # the request field, for errors
+    url: str = ""  # a remote image not fetched yet (`data` empty): the service fetches it, or refuses it
 
     @property
     def digest(self) -> str:

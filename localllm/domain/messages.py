@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .media import Media
+
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
 
@@ -16,6 +18,7 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()  # what an assistant message asked for
     tool_call_id: str | None = None  # which call a tool message answers
     thinking: str = ""  # an assistant message's reasoning (Ollama's `thinking`, OpenAI's `reasoning_content`)
+    media: tuple[Media, ...] = ()  # its images and audio, one per `media.MARKER` in `content`, in order
 
 
 @dataclass(frozen=True)

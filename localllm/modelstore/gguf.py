@@ -35,6 +35,7 @@ _BIG_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml
 # GGUF value types: struct format of the fixed-size ones (STRING = 8 and ARRAY = 9 are variable).
 _FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
+PROJECTOR_TYPES = ("mmproj", "projector")  # `general.type` of a projector GGUF: llama.cpp's, Ollama's
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,24 @@ class GGUFInfo:
     @property
     def parameter_size(self) -> str:
         return format_parameter_count(self.parameter_count)
+
+    @property
+    def is_projector(self) -> bool:
+        """A multimodal projector (mmproj), not a model: `general.type` says so (`mmproj`, as llama.cpp's
+        converter writes it; `projector`, as Ollama's) or, in files older than that key, the `clip` architecture."""
+        return self.metadata.get("general.type") in PROJECTOR_TYPES or self.architecture == "clip"
+
+    @property
+    def media(self) -> tuple[str, ...]:
+        """What a projector encodes: `vision` and/or `audio`, from `clip.has_vision_encoder` and
+        `clip.has_audio_encoder` (a missing key is false, as llama.cpp's clip loader reads it)."""
+        if not self.is_projector:
+            return ()
+        return tuple(
+            kind
+            for kind, key in (("vision", "clip.has_vision_encoder"), ("audio", "clip.has_audio_encoder"))
+            if self.metadata.get(key) is True
+        )
 
 
 def format_parameter_count(n: int) -> str:

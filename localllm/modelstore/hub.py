@@ -13,9 +13,8 @@ huggingface_hub reads HF_ENDPOINT and HF_HOME once, at import. This module reads
 every pull and passes them explicitly, so the daemon's environment at start-up, or a test's monkeypatch, is
 what counts. HF_TOKEN is read by huggingface_hub itself on every request.
 
-The tag picks the file: `latest` is the Q4_K_M file, or the repository's only GGUF; any other tag is a quant
-label (`Q8_0`, `iq4_xs`, `F16`, …, case-insensitive) or a file name (`stories260K`, `stories260K.gguf`).
-Split GGUFs (`name-00001-of-00003.gguf`) count as one file and are pulled shard by shard, in order.
+The tag picks the file, and a repository with multimodal projectors gets one pulled beside the model, as a
+layer of its own (`MEDIA_PROJECTOR`): `hubfiles` says which.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ import contextlib
 import errno
 import logging
 import os
-import posixpath
-import re
 import shutil
 import threading
 import time
@@ -57,17 +54,15 @@ from ..domain.errors import DownloadError, InvalidRequest, LocalLLMError, ModelN
 from ..domain.events import Progress
 from ..domain.names import ModelName
 from .gguf import read_info
-from .store import MEDIA_MODEL, BlobLock, Layer, Manifest, Store, check_digest
+from .hubfiles import choose_files, choose_projector, is_projector_file
+from .store import MEDIA_MODEL, MEDIA_PROJECTOR, BlobLock, Layer, Manifest, Store, check_digest
 
-__all__ = ["choose_files", "hub_endpoint", "pull"]
+__all__ = ["choose_files", "choose_projector", "hub_endpoint", "pull"]
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_QUANT = "q4_k_m"
 _PROGRESS_INTERVAL = 0.2  # seconds between two progress events of one file
 _API_TIMEOUT = 30.0  # seconds; huggingface_hub's own client waits forever
-_QUANT = re.compile(r"I?Q\d+(?:_[A-Z0-9]+)*|TQ\d+_\d+|BF16|F16|F32|F64|FP16|FP32|MXFP4(?:_MOE)?", re.IGNORECASE)
-_SHARD = re.compile(r"^(?P<base>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
 
 def hub_endpoint() -> str:
@@ -84,103 +79,6 @@ def _cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-# -- choosing files ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """One model in a repository: a GGUF file, or the shards of a split GGUF in order."""
-
-    name: str  # the file name without `.gguf` (and without the shard suffix)
-    label: str | None  # the quant label, as written in the file name
-    files: tuple[str, ...]
-
-    def matches_name(self, wanted: str) -> bool:
-        stems = {self.name} | {posixpath.basename(f)[: -len(".gguf")] for f in self.files}
-        return wanted in {s.casefold() for s in stems}
-
-
-def _quant_label(stem: str) -> str | None:
-    """The quant label in a file name (`Llama-3.2-1B-Instruct-Q4_K_M` → `Q4_K_M`), or None."""
-    tokens = re.split(r"[-.]", stem)
-    for i in range(len(tokens) - 1, -1, -1):
-        if _QUANT.fullmatch(tokens[i]):
-            prefix = f"{tokens[i - 1]}-" if i > 0 and tokens[i - 1].upper() == "UD" else ""
-            return prefix + tokens[i]
-    return None
-
-
-def _candidates(filenames: list[str]) -> list[_Candidate]:
-    groups: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
-    for filename in filenames:
-        base = posixpath.basename(filename)
-        if not base.lower().endswith(".gguf") or base.lower().startswith("mmproj"):
-            continue  # a projector is part of a model, never a model of its own
-        folder = posixpath.dirname(filename)
-        if m := _SHARD.match(base):
-            key, index, count = m.group("base"), int(m.group("index")), int(m.group("count"))
-        else:
-            key, index, count = base[: -len(".gguf")], 1, 1
-        groups.setdefault((folder, key), []).append((index, count, filename))
-    out = []
-    for (_, name), shards in sorted(groups.items()):
-        shards.sort()
-        count = shards[0][1]
-        if [(i, c) for i, c, _ in shards] != [(i, count) for i in range(1, count + 1)]:
-            raise InvalidRequest(
-                f"the split GGUF {name!r} is incomplete: {len(shards)} of its {count} shards are in the repository",
-                field="model",
-            )
-        out.append(_Candidate(name, _quant_label(name), tuple(f for _, _, f in shards)))
-    return out
-
-
-def _describe(candidates: list[_Candidate]) -> str:
-    """The tags that pick each candidate: its quant label where that is unique, else its file name."""
-    labels = [c.label.casefold() for c in candidates if c.label]
-    tags = [c.label if c.label and labels.count(c.label.casefold()) == 1 else c.name for c in candidates]
-    return ", ".join(tags)
-
-
-def choose_files(filenames: list[str], tag: str) -> list[str]:
-    """The repository files (shards in order) that `tag` names; `InvalidRequest` listing the choices otherwise."""
-    candidates = _candidates(filenames)
-    if not candidates:
-        raise InvalidRequest("the repository has no GGUF model files", field="model")
-    wanted = tag.casefold()
-    if wanted == "latest":
-        preferred = [c for c in candidates if c.label and c.label.casefold() == _DEFAULT_QUANT]
-        picked = preferred or candidates
-        if len(picked) == 1:
-            return list(picked[0].files)
-        raise InvalidRequest(
-            f"the repository has {len(candidates)} GGUF models and none is the default ({_DEFAULT_QUANT.upper()});"
-            f" name one as the tag (hf.co/<user>/<repo>:<tag>), one of: {_describe(candidates)}",
-            field="model",
-        )
-    by_label = [c for c in candidates if c.label and c.label.casefold() == wanted]
-    if not by_label:
-        by_label = [c for c in candidates if c.matches_name(wanted.removesuffix(".gguf"))]
-    if not by_label:
-        # a file name that is not a model of its own (a projector), asked for explicitly
-        exact = [f for f in filenames if posixpath.basename(f).casefold() in {wanted, f"{wanted}.gguf"}]
-        if len(exact) == 1 and exact[0].lower().endswith(".gguf"):
-            return exact
-    if len(by_label) == 1:
-        return list(by_label[0].files)
-    if by_label:
-        raise InvalidRequest(
-            f"the tag {tag!r} matches several GGUF models; name one by file name: "
-            + ", ".join(c.name for c in by_label),
-            field="model",
-        )
-    raise InvalidRequest(
-        f"no GGUF file matches the tag {tag!r}; choose one of: {_describe(candidates)}"
-        " (tags are case-insensitive; a file name works too)",
-        field="model",
-    )
-
-
 # -- pulling -------------------------------------------------------------------------------------------
 
 
@@ -189,6 +87,7 @@ class _RemoteFile:
     filename: str
     digest: str | None  # sha256 from the Hub's LFS metadata; None for a file kept in git itself
     size: int | None
+    media_type: str = MEDIA_MODEL  # the layer it becomes: the model (a shard of it), or its projector
 
     @property
     def status(self) -> str:
@@ -226,12 +125,16 @@ def _pull(store: Store, name: ModelName, cancel: threading.Event | None) -> Iter
         if not any(f.lower().endswith(".gguf") for f in siblings):
             raise ModelNotFound(f"hf.co/{name.repo_id} has no GGUF files: only GGUF models can be pulled") from exc
         raise InvalidRequest(f"hf.co/{name.repo_id}: {exc}", field="model") from exc
+    # the projector llama-server's -hf would take beside the model; none when the file asked for is one itself
+    projector = None if is_projector_file(chosen[0]) else choose_projector(list(siblings), chosen[0])
     remote = []
-    for filename in chosen:
+    for filename, media_type in [(f, MEDIA_MODEL) for f in chosen] + (
+        [(projector, MEDIA_PROJECTOR)] if projector else []
+    ):
         sibling = siblings[filename]
         digest = check_digest(f"sha256:{sibling.lfs.sha256}") if sibling.lfs is not None else None
         size = sibling.lfs.size if sibling.lfs is not None else sibling.size
-        remote.append(_RemoteFile(filename, digest, size))
+        remote.append(_RemoteFile(filename, digest, size, media_type))
     revision = info.sha or constants.DEFAULT_REVISION
 
     # Own every blob still to download, from before its first byte until it is in place: a replica pulling
@@ -249,10 +152,12 @@ def _pull(store: Store, name: ModelName, cancel: threading.Event | None) -> Iter
         "model_format": "gguf",
         "source": f"hf.co/{name.repo_id}",
         "revision": info.sha,
-        "files": [file.filename for file in remote],
+        "files": chosen,
     }
+    if projector:
+        config["projector"] = projector
     store.write_manifest(name, Manifest(tuple(layers), config))
-    logger.info("pulled %s from %s (%s)", name, endpoint, ", ".join(chosen))
+    logger.info("pulled %s from %s (%s)", name, endpoint, ", ".join(file.filename for file in remote))
     yield Progress("success")
 
 
@@ -281,8 +186,8 @@ def _fetch(
     layers = []
     for file in remote:
         layer = stored.get(file.filename) or (yield from _verify(store, file, downloaded[file.filename], cancel))
-        _check_gguf(store, name, file.filename, layer)
-        layers.append(Layer(MEDIA_MODEL, layer.digest, layer.size, filename=file.filename))
+        _check_gguf(store, name, file, layer)
+        layers.append(Layer(file.media_type, layer.digest, layer.size, filename=file.filename))
     return layers
 
 
@@ -311,14 +216,21 @@ def _own(store: Store, file: _RemoteFile, cancel: threading.Event | None) -> Gen
         time.sleep(_PROGRESS_INTERVAL)
 
 
-def _check_gguf(store: Store, name: ModelName, filename: str, layer: Layer) -> None:
-    """Refuse a file that is not a readable GGUF (truncated or corrupt at its source), before it is listed."""
+def _check_gguf(store: Store, name: ModelName, file: _RemoteFile, layer: Layer) -> None:
+    """Refuse a file that is not a readable GGUF (truncated or corrupt at its source), or a projector whose
+    metadata says it is none (llama.cpp would refuse to load it), before it is listed."""
     try:
-        read_info(store.blob_path(layer.digest))
+        info = read_info(store.blob_path(layer.digest))
     except Exception as exc:  # the gguf reader raises ValueError, KeyError, IndexError ... on a bad file
         raise DownloadError(
-            f"hf.co/{name.repo_id}: {filename} is not a valid GGUF file (truncated or corrupt): {exc}"
+            f"hf.co/{name.repo_id}: {file.filename} is not a valid GGUF file (truncated or corrupt): {exc}"
         ) from None
+    if file.media_type == MEDIA_PROJECTOR and not info.is_projector:
+        kind = info.metadata.get("general.type")
+        raise DownloadError(
+            f"hf.co/{name.repo_id}: {file.filename} is named as a multimodal projector (mmproj) but is not one"
+            f" (general.type {kind!r}, architecture {info.architecture!r})"
+        )
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

@@ -2,6 +2,7 @@
 
     # a comment
     FROM hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:Q8_0    a model name, or a GGUF file (a path)
+    FROM ./mmproj-model-f16.gguf                            a second FROM: the multimodal projector (Ollama's form)
     PARAMETER temperature 0.2                               any option of types.OPTION_TYPES; `stop` repeats
     TEMPLATE """{{ bos_token }}…"""                         a Jinja2 chat template (Hugging Face variables)
     SYSTEM """You are a helpful assistant."""
@@ -55,6 +56,7 @@ class Modelfile:
 
     from_: str
     parameters: dict[str, Any] = field(default_factory=dict)  # option -> value; `stop` -> list of strings
+    projector: str | None = None  # the second FROM: a projector GGUF (mmproj), a file
     template: str | None = None
     system: str | None = None
     adapters: tuple[str, ...] = ()
@@ -142,6 +144,8 @@ def format(mf: Modelfile) -> str:
     escapes, is a `ValueError`: one with a line (not its last) that ends in `\"\"\"`, or with a carriage return.
     """
     out = [f"FROM {_quote(mf.from_, 'FROM')}"]
+    if mf.projector is not None:
+        out.append(f"FROM {_quote(mf.projector, 'FROM')}")
     out += [f"ADAPTER {_quote(path, 'ADAPTER')}" for path in mf.adapters]
     if mf.template is not None:
         out.append(f"TEMPLATE {_quote(mf.template, 'TEMPLATE', _BLOCK_FIRST)}")
@@ -161,18 +165,23 @@ def to_create_request(
     model: str,
     files: Mapping[str, str] | None = None,
     adapters: Mapping[str, str] | None = None,
+    projector: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The body of `POST /api/create` (Ollama's shape) that builds `model` from `mf`.
 
     `files` ({file name: "sha256:<hex>"}) names uploaded GGUF blobs that replace `FROM` (a local file);
-    `adapters` likewise names the uploaded ADAPTER files, which must be given when `mf` has any.
+    `projector` likewise names the uploaded projector (the second FROM), which must be given when `mf` has one:
+    it goes in `files` too, and the daemon tells it from the model by its GGUF metadata, as Ollama does.
+    `adapters` names the uploaded ADAPTER files, which must be given when `mf` has any.
     """
     if mf.adapters and not adapters:
         raise ValueError("the Modelfile has ADAPTER files: upload them and pass their digests as adapters")
+    if mf.projector is not None and not projector:
+        raise ValueError("the Modelfile has a projector (a second FROM): upload it and pass its digest as projector")
     body: dict[str, Any] = {"model": model}
-    if files:
-        body["files"] = dict(files)
-    else:
+    if files or projector:
+        body["files"] = {**(files or {}), **(projector or {})}
+    if not files:
         body["from"] = mf.from_
     if adapters:
         body["adapters"] = dict(adapters)
@@ -226,6 +235,7 @@ class _State:
     """What has been read so far, with the line each single instruction came from."""
 
     from_: str | None = None
+    projector: str | None = None
     template: str | None = None
     system: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -243,8 +253,18 @@ class _State:
         if keyword == "FROM":
             if not value:
                 raise ModelfileError("FROM needs a model name or a GGUF file", line=line)
-            self.once("FROM", line)
-            self.from_ = value
+            if self.from_ is None:
+                self.seen["FROM"] = line
+                self.from_ = value
+            elif self.projector is None:
+                self.seen["FROM projector"] = line
+                self.projector = value
+            else:
+                raise ModelfileError(
+                    f"FROM is given a third time (first on line {self.seen['FROM']}, then on line"
+                    f" {self.seen['FROM projector']}): a Modelfile takes a model and at most one projector",
+                    line=line,
+                )
         elif keyword == "TEMPLATE":
             self.once("TEMPLATE", line)
             _check_template(value, line)
@@ -287,6 +307,7 @@ class _State:
             raise ModelfileError("no FROM instruction: a Modelfile needs FROM <model name or GGUF file>", line=1)
         return Modelfile(
             from_=self.from_,
+            projector=self.projector,
             parameters=self.parameters,
             template=self.template,
             system=self.system,

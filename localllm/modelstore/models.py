@@ -1,5 +1,6 @@
 """A stored model as the service sees it: its manifest's layers (template, system prompt, parameters,
-messages, license, adapters) read from the store, with what its GGUF metadata says (`Model`)."""
+messages, license, adapters, projector) read from the store, with what its GGUF metadata (and its projector's)
+says (`Model`)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ class Model:
     license: tuple[str, ...] = ()
     template_source: str = "the model's chat template"  # what an error about the template calls it
     own_template: bool = False  # the template is the Modelfile's (it wins over the GGUF's named variants)
+    projector: Path | None = None  # the multimodal projector GGUF (mmproj) loaded beside the model
+    projector_info: GGUFInfo | None = None  # its metadata: what it encodes (`GGUFInfo.media`)
 
     def template_for(self, *, tools: bool) -> tuple[str | None, str]:
         """The template for a request, and what an error calls it: the GGUF's `tool_use` variant when the
@@ -51,10 +54,18 @@ class Model:
         return ModelDetails(
             format="gguf",
             family=self.info.architecture,
-            families=(self.info.architecture,),
+            # a projector adds its architecture (`clip`), as Ollama lists a vision model's families
+            families=(self.info.architecture,)
+            + ((self.projector_info.architecture,) if self.projector_info is not None else ()),
             parameter_size=self.info.parameter_size,
             quantization_level=self.info.quantization,
         )
+
+    @property
+    def input_modalities(self) -> tuple[str, ...]:
+        """What a request may send the model: text, and images or audio when its projector encodes them."""
+        media = self.projector_info.media if self.projector_info is not None else ()
+        return ("text", *(("image",) if "vision" in media else ()), *(("audio",) if "audio" in media else ()))
 
     @property
     def capabilities(self) -> list[str]:
@@ -69,6 +80,7 @@ class Model:
             "completion",
             *(["tools"] if tools else []),
             *(["insert"] if self.info.fim else []),
+            *(self.projector_info.media if self.projector_info is not None else ()),  # vision, audio
             *(["thinking"] if thinks else []),
         ]
 
@@ -109,6 +121,13 @@ def read_model(store: Store, name: ModelName) -> Model:
         info = read_info(path)
     except Exception as exc:  # the gguf reader raises plain ValueErrors, KeyErrors, ... on a bad file
         raise EngineError(f"cannot read the model file of '{stored.name}' ({path.resolve().name}): {exc}") from exc
+    projector = store.projector_path(stored.manifest)
+    projector_info = None
+    if projector is not None:
+        try:
+            projector_info = read_info(projector)
+        except Exception as exc:  # as above
+            raise EngineError(f"cannot read the projector file of '{stored.name}' ({projector.name}): {exc}") from exc
     own = store.read_blob_text(stored.manifest.layer(MEDIA_TEMPLATE))
     template = own or info.chat_template
     messages = json.loads(store.read_blob_text(stored.manifest.layer(MEDIA_MESSAGES)) or "[]")
@@ -124,4 +143,6 @@ def read_model(store: Store, name: ModelName) -> Model:
         (license_,) if license_ else (),
         f"the Modelfile TEMPLATE of '{stored.name}'" if own else f"the chat template in the GGUF of '{stored.name}'",
         own_template=bool(own),
+        projector=projector,
+        projector_info=projector_info,
     )

@@ -54,6 +54,7 @@ MEDIA_PARAMS = "application/vnd.ollama.image.params"
 MEDIA_LICENSE = "application/vnd.ollama.image.license"
 MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
 MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
+MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"  # a multimodal projector GGUF (mmproj), as Ollama's
 MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
 
@@ -130,6 +131,11 @@ class Manifest:
     @property
     def model_layers(self) -> tuple[Layer, ...]:
         return tuple(layer for layer in self.layers if layer.media_type == MEDIA_MODEL)
+
+    @property
+    def projector(self) -> Layer | None:
+        """The multimodal projector (mmproj) GGUF loaded beside the model, if the model has one."""
+        return self.layer(MEDIA_PROJECTOR)
 
     def layer(self, media_type: str) -> Layer | None:
         return next((layer for layer in self.layers if layer.media_type == media_type), None)
@@ -456,6 +462,11 @@ class Store:
                 tmp.symlink_to(self.blob_path(layer.digest))
                 os.replace(tmp, link)
         return first
+
+    def projector_path(self, manifest: Manifest) -> Path | None:
+        """The projector GGUF llama.cpp's mtmd should open beside the model (its blob), or None."""
+        layer = manifest.projector
+        return None if layer is None else self.blob_path(layer.digest)
 
 
 class BlobUpload:

@@ -29,6 +29,7 @@ from ..domain.events import TokenLogprob
 from . import checkpoints, detokenize, scripted
 from .context import cut_to_fit
 from .kvstates import BLOCK, KVStates, PromptOutput, Source
+from .mediaprompt import MediaError, MediaPrompt, MediaSpan, Projector, media_prompt, snap, span_at, text_run
 from .protocol import (
     STREAM_INTERVAL,
     CacheReport,
@@ -124,6 +125,8 @@ class Work:
     t_start: float = 0.0
     t_first: float = 0.0
     t_flushed: float = 0.0  # when text last went out
+    spans: tuple[MediaSpan, ...] = ()  # the prompt's media chunks (mediaprompt.py): their positions hold pseudo ids
+    media_turn: int = 0  # when its last media chunk was evaluated (Batcher._turns): requests take turns
 
 
 @dataclass
@@ -147,8 +150,11 @@ class Batcher:
         states: KVStates | None = None,
         flush: Callable[[], None] = lambda: None,
         script: Script | None = None,
+        projector: Projector | None = None,
     ) -> None:
         self.engine = engine
+        self.projector = projector  # the model's multimodal projector (multimodal.py), if it has one
+        self._turns = 0  # media chunks evaluated
         self.script = script  # tests only (scripted.py): answers written by a test instead of sampling
         self.stream_interval = stream_interval
         self.grammar_for = grammar_for
@@ -200,22 +206,36 @@ class Batcher:
             self.cancelled.add(rid)
 
     def _submit(self, rid: str, job: Job) -> None:
-        if self.script is not None and self._scripted(rid, job):
+        if self.script is not None and not job.media and self._scripted(rid, job):
             return
-        if job.context:  # an earlier exchange's tokens, then the new text (no second BOS)
+        n_vocab = self.engine.n_vocab
+        bad = next((t for t in job.context if not 0 <= t < n_vocab), None)
+        if bad is not None:  # (llama_decode would refuse the whole step's batch, failing every request in it)
+            message = f"context holds {bad}, which is not a token of this model (0 to {n_vocab - 1})"
+            self.send(rid, Failure("request", message))
+            return
+        spans: tuple[MediaSpan, ...] = ()
+        if job.media:
+            made = self._media_prompt(rid, job)
+            if made is None:
+                return
+            prompt, spans = made.tokens, made.spans
+        elif job.context:  # an earlier exchange's tokens, then the new text (no second BOS)
             prompt = list(job.context) + self.prompts.tokens(job.prompt, False)
         else:
             prompt = self.prompts.tokens(job.prompt, True)
         n_ctx = self.engine.n_ctx_seq
         truncated = 0
-        if len(prompt) >= n_ctx and job.truncate:
+        if len(prompt) >= n_ctx and job.truncate and not spans:  # (a media prompt is not cut: its chunks are whole)
             prompt, truncated = cut_to_fit(prompt, n_ctx, job.num_predict)
         if len(prompt) >= n_ctx:
+            self._drop(spans)
             message = f"the input is {len(prompt)} tokens, longer than the context window of {n_ctx}"
             self.send(rid, Failure("context", message, n_tokens=len(prompt), n_ctx=n_ctx))
             return
         if job.num_predict == 0:
-            self.send(rid, Finished("length", context=tuple(prompt)))
+            self._drop(spans)
+            self.send(rid, Finished("length", context=() if spans else tuple(prompt)))
             return
         work = Work(
             rid,
@@ -225,6 +245,7 @@ class Batcher:
             top_logprobs=job.logprobs if job.logprobs is not None else -1,
             truncated=truncated,
             min_tokens=job.min_tokens,
+            spans=spans,
         )
         try:
             params = sampling_for(job, self.grammar_for)
@@ -234,9 +255,22 @@ class Batcher:
         except Exception as exc:  # a grammar llama.cpp refuses, a schema its converter cannot take (it asserts)
             if work.sampler is not None:
                 work.sampler.close()
+            self._drop(spans)
             self.send(rid, Failure("request", str(exc)))
             return
         self.waiting.append(work)
+
+    def _media_prompt(self, rid: str, job: Job) -> MediaPrompt | None:
+        """The prompt's tokens and media spans; None when refused (a `Failure` naming the item was sent)."""
+        try:
+            return media_prompt(self.projector, job.prompt, job.media, job.context)
+        except MediaError as exc:
+            self.send(rid, Failure("request", str(exc)))
+            return None
+
+    def _drop(self, spans: tuple[MediaSpan, ...]) -> None:
+        if spans and self.projector is not None:
+            self.projector.release(spans)
 
     def _scripted(self, rid: str, job: Job) -> bool:
         """Answer `job` from the test's script (scripted.py) when a rule matches its prompt: the text in pieces,
@@ -266,14 +300,17 @@ class Batcher:
             # The slot whose cache holds the longest prefix of this prompt, if reusing it keeps at least half of
             # what it holds; else the least recently used slot (an empty one first). So a prompt that shares
             # only a BOS with a conversation's slot leaves that conversation's cache alone.
-            reuse = {s.seq: min(_common_prefix(s.tokens, work.prompt), len(work.prompt) - 1) for s in free}
+            # (never inside a media chunk: `snap` moves a cut to its start)
+            reuse = {
+                s.seq: snap(work.spans, min(_common_prefix(s.tokens, work.prompt), len(work.prompt) - 1)) for s in free
+            }
             good = [s for s in free if reuse[s.seq] > 0 and 2 * reuse[s.seq] >= len(s.tokens)]
             if good:
                 slot = max(good, key=lambda s: (reuse[s.seq], -s.last_used))
             else:
                 slot = min(free, key=lambda s: s.last_used)
             work.t_start = time.perf_counter()
-            keep, source = self._reuse(slot, work.prompt, reuse[slot.seq])
+            keep, source = self._reuse(slot, work, reuse[slot.seq])
             output = _output_for(slot, work.prompt)
             if output is not None:  # nothing to evaluate, not even the prompt's last token again
                 keep = len(work.prompt)
@@ -288,17 +325,17 @@ class Batcher:
                 self.states.note(source, keep, len(work.prompt))
                 self._report_due = True
 
-    def _reuse(self, slot: Slot, prompt: list[int], keep: int) -> tuple[int, Source]:
-        """How much of `prompt` `slot` holds once it takes it, and from where: the `keep` tokens it holds
+    def _reuse(self, slot: Slot, work: Work, keep: int) -> tuple[int, Source]:
+        """How much of `work.prompt` `slot` holds once it takes it, and from where: the `keep` tokens it holds
         already, or more from a saved state restored into it (kvstates.py). What the slot loses is saved
         first, when that is worth it."""
-        states = self.states
+        states, prompt = self.states, work.prompt
         if states is None:
             return keep, "slot"
         if states.exact:
             return self._reuse_checkpoint(slot, prompt, keep)
         state, n = states.find(prompt)
-        n = min(n, len(prompt) - 1)
+        n = snap(work.spans, min(n, len(prompt) - 1))
         if state is None or n < keep + BLOCK:  # restore only for a block or more beyond what the slot holds
             self._save(slot, keep)
             return keep, "slot" if keep else "none"
@@ -409,6 +446,9 @@ class Batcher:
             active = [s.work for s in self.slots if s.work is not None]
         if not active:
             return
+        if self.projector is not None and any(w.pending and w.pending[0] < 0 for w in active):
+            self._evaluate_media(active)
+            active = [s.work for s in self.slots if s.work is not None]
         engine = self.engine
         engine.clear_batch()
         for work in active:
@@ -419,12 +459,15 @@ class Batcher:
         for work in active:
             if not work.pending or room <= 0:
                 continue
-            if len(work.pending) <= room:
+            if len(work.pending) <= room and text_run(work.pending, room) == len(work.pending):
                 self._round_up_tail(work, room)
             size = room
             if self.states is not None and self.states.exact and self.states.enabled:  # to where a checkpoint is due
                 size = checkpoints.chunk(work.n_past, len(work.prompt), room, engine.n_batch)
-            chunk = work.pending[:size]
+            n = text_run(work.pending, size)  # text up to the next media chunk (evaluated in a later step)
+            if n == 0:
+                continue
+            chunk = work.pending[:n]
             last = len(chunk) == len(work.pending)
             for k, token in enumerate(chunk):
                 index = engine.add(token, work.n_past + k, work.slot, last and k == len(chunk) - 1)
@@ -434,6 +477,8 @@ class Batcher:
             self.slots[work.slot].tokens.extend(chunk)
             del work.pending[: len(chunk)]
             room -= len(chunk)
+        if engine.batch_size == 0:  # only a media chunk this step
+            return
         code = engine.decode()
         if code != 0:
             for work in active:
@@ -460,6 +505,27 @@ class Batcher:
                 work.t_flushed = now
                 self._flush(work)
 
+    def _evaluate_media(self, active: list[Work]) -> None:
+        """Evaluate one media chunk: a step holds at most one chunk's evaluation (the encoder and the decode of
+        its embeddings), so the other requests wait no longer than that, and their text still goes in this step's
+        batch. Requests whose prompts go on with a chunk take turns: the one whose last chunk was longest ago
+        (then the oldest) goes first."""
+        assert self.projector is not None
+        work = min((w for w in active if w.pending and w.pending[0] < 0), key=lambda w: (w.media_turn, w.t_start))
+        self._turns += 1
+        work.media_turn = self._turns
+        span = span_at(work.spans, work.n_past)
+        if span is None:  # not expected: a cut is never inside a chunk
+            self._fail(work, "a media chunk was cut")
+            return
+        code = self.projector.evaluate(span, work.n_past, work.slot)
+        if code != 0:
+            self._fail(work, f"{span.source}: llama.cpp failed to evaluate it (code {code})")
+            return
+        self.slots[work.slot].tokens.extend(work.pending[: span.n])
+        work.n_past += span.n
+        del work.pending[: span.n]  # (text follows: a prompt never ends with a media chunk)
+
     def _take_kept(self, active: list[Work]) -> None:
         """The first token of each request whose whole prompt was cached with the logits after it: sampled from
         those, and sent at once, before this step's decode (which evaluates that token)."""
@@ -485,6 +551,8 @@ class Batcher:
             return
         slot = self.slots[work.slot]
         keep = work.n_past - extra
+        if work.spans and text_run(slot.tokens[keep : work.n_past], extra) < extra:
+            return  # a media chunk is never evaluated again in part, nor as text
         if not engine.forget(slot.seq, keep):  # not expected (tail_tile is 0 where cuts fail): start over
             keep = 0
         work.pending[:0] = slot.tokens[keep:]
@@ -556,7 +624,8 @@ class Batcher:
             prompt_eval_duration=int((first - work.t_start) * 1e9),
             eval_count=len(work.generated),
             eval_duration=int((now - first) * 1e9),
-            context=(*work.prompt, *work.generated),
+            # a media prompt's pseudo ids are no tokens a client could send back: no context for it
+            context=() if work.spans else (*work.prompt, *work.generated),
             cached_tokens=work.cached,
             truncated=work.truncated,
             stop_sequence=stop,
@@ -577,6 +646,8 @@ class Batcher:
             if sampler is not None:
                 sampler.close()
         work.sampler = work.early = None
+        self._drop(work.spans)
+        work.spans = ()
         self.cancelled.discard(work.rid)
         if slot is not None and slot.work is work:
             slot.work = None

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from ..domain.errors import EngineFailure
 from . import kvfiles, rpc
+from .multimodal import Projector, ProjectorError
 from .protocol import LoadSpec, RunnerInfo
 from .rerank import RerankFrame
 from .split import KnownDevice, Split
@@ -153,6 +154,7 @@ class Engine:
             raise LoadError(f"llama.cpp could not create the context{why}")
         self.ctx = ctx
         self._adapters = self._apply_lora(spec.lora)
+        self.projector = self._load_projector(spec) if spec.projector else None
         # llama.cpp pads the context (to a multiple of 256): the window a request gets is what was asked for.
         self.n_ctx_seq = min(int(llama_cpp.llama_n_ctx(ctx)) // self.n_parallel, spec.n_ctx)
         self.memory = llama_cpp.llama_get_memory(ctx)  # None for models without a cache (BERT)
@@ -254,6 +256,24 @@ class Engine:
                 raise LoadError("llama.cpp could not apply the LoRA adapters")
         return adapters
 
+    def _load_projector(self, spec: LoadSpec) -> Projector:
+        """The projector (mmproj) beside the model, on the GPU when the model's layers are."""
+        if spec.embedding:
+            self.close()
+            raise LoadError("an embedding model takes no projector")
+        try:
+            return Projector(
+                spec.projector,
+                self.model,
+                self.ctx,
+                n_batch=int(llama_cpp.llama_n_ubatch(self.ctx)),
+                use_gpu=self.local_gpu and self.n_gpu_layers > 0,
+                n_threads=spec.n_threads,
+            )
+        except ProjectorError as exc:
+            self.close()
+            raise LoadError(str(exc)) from None
+
     def info(self) -> RunnerInfo:
         return RunnerInfo(
             n_ctx=self.n_ctx_seq,
@@ -267,6 +287,8 @@ class Engine:
             n_embd=self.n_embd,
             devices=self.split.shares() if self.split is not None else (),
             workers_lost=self.workers_lost,
+            vision=self.projector is not None and self.projector.vision,
+            audio=self.projector is not None and self.projector.audio,
         )
 
     def ran_out_of_memory(self) -> bool:
@@ -388,7 +410,10 @@ class Engine:
     def state_layout(self) -> dict[str, object]:
         """Everything a saved state depends on: a state is restored only into a runner whose layout is equal."""
         spec = self._spec
+        # the KV of a media chunk comes from the projector: a state made with another one is not this one's
+        media = {"projector": kvfiles.file_identity(spec.projector)} if spec.projector else {}
         return {
+            **media,
             "format": 2,  # 2: a state file carries the output kept after its prompt
             "llama_cpp": llama_cpp.__version__,
             "model": kvfiles.file_identity(spec.model_path),
@@ -485,6 +510,10 @@ class Engine:
         return out
 
     def close(self) -> None:
+        projector = getattr(self, "projector", None)
+        if projector is not None:
+            projector.close()
+            self.projector = None
         if getattr(self, "_batch", None) is not None:
             llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self.ctx)

@@ -50,6 +50,8 @@ class RunnerInfo:
     n_embd: int = 0
     devices: tuple[DeviceSplit, ...] = ()  # split across RPC workers: each device's layers and memory
     workers_lost: tuple[str, ...] = ()  # RPC workers of the spec that did not answer (loaded without them)
+    vision: bool = False  # its projector (LoadSpec.projector) takes images
+    audio: bool = False  # its projector takes audio
 
     def to_message(self) -> Message:
         message = {"ev": self.EV, **{f.name: getattr(self, f.name) for f in fields(self)}}
@@ -71,6 +73,8 @@ class RunnerInfo:
             n_embd=int(message.get("n_embd", 0)),
             devices=tuple(split.from_message(d) for d in message.get("devices") or ()),
             workers_lost=tuple(str(w) for w in message.get("workers_lost") or ()),
+            vision=bool(message.get("vision", False)),
+            audio=bool(message.get("audio", False)),
         )
 
 

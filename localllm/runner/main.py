@@ -170,7 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     embedder = embed if engine.embedding else None
     script = scripted.from_environment()  # tests only: see scripted.py
     batcher = Batcher(
-        engine, channel.hold, sampler, grammar_for, embedder, spec.stream_interval, states, channel.flush, script
+        engine,
+        channel.hold,
+        sampler,
+        grammar_for,
+        embedder,
+        spec.stream_interval,
+        states,
+        channel.flush,
+        script,
+        engine.projector,
     )
     batcher.run(commands.take)
     engine.close()

@@ -22,7 +22,6 @@ written here and nowhere else.
 from __future__ import annotations
 
 import base64
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar

@@ -2,8 +2,10 @@
 
 An estimate follows what llama.cpp allocates: the weights (the size of the GGUF file), the KV cache (K and V
 for every layer and for every token of every sequence slot, in the bytes of the KV cache type) and an allowance
-for the compute buffers. The probe of free memory (RAM from /proc/meminfo, VRAM from `nvidia-smi`) is injected
-into the scheduler, so tests drive it with fakes.
+for the compute buffers; for a model with a multimodal projector, the projector's weights (its file) and an
+allowance for its own compute buffer (mtmd's image/audio encoder graph), kept whole on the GPU when any of the
+model is (as llama.cpp's mtmd offloads it by default). The probe of free memory (RAM from /proc/meminfo,
+VRAM from `nvidia-smi`) is injected into the scheduler, so tests drive it with fakes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ GiB = 1 << 30
 # q8_0 is 32 int8 and one f16 scale (34 bytes per 32), q4_0 is 32 nibbles and one f16 scale (18 bytes per 32).
 KV_BLOCKS: dict[str, tuple[int, int]] = {"f16": (2, 1), "q8_0": (34, 32), "q4_0": (18, 32)}
 MIN_COMPUTE = 64 * MiB
+# The projector's compute buffer, as a share of its weights: rough (llama.cpp sizes it for the largest image
+# its encoder takes: tens of MiB for a small SigLIP, hundreds for Gemma 3's or Qwen2.5-VL's), never below
+# MIN_COMPUTE. A runner's load log of mtmd's "compute buffer size" is what to refine it with.
+PROJECTOR_COMPUTE_DIVISOR = 2
 GPU_OVERHEAD = 512 * MiB  # VRAM left free for the CUDA context and fragmentation
 
 
@@ -96,29 +102,37 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Bytes a loaded model takes; `layers` is its count of repeating layers (0: unknown)."""
+    """Bytes a loaded model takes; `layers` is its count of repeating layers (0: unknown); `projector` the
+    bytes of its multimodal projector, weights and compute buffer (0: none), which are not split by layer."""
 
     weights: int
     kv: int
     compute: int
     layers: int
+    projector: int = 0
+
+    @property
+    def layered(self) -> int:
+        """Weights and KV cache: what is split across the GPU and the CPU layer by layer."""
+        return self.weights + self.kv
 
     @property
     def size(self) -> int:
-        """Weights and KV cache: what `/api/ps` reports as the model's size."""
-        return self.weights + self.kv
+        """Weights, KV cache and projector: what `/api/ps` reports as the model's size."""
+        return self.layered + self.projector
 
     @property
     def total(self) -> int:
         return self.size + self.compute
 
     def on_gpu(self, gpu_layers: int) -> int:
-        """Bytes in VRAM with `gpu_layers` layers offloaded (more than `layers`: the output layer too)."""
+        """Bytes in VRAM with `gpu_layers` layers offloaded (more than `layers`: the output layer too); the
+        projector goes with the first layer."""
         if gpu_layers <= 0:
             return 0
         if self.layers <= 0 or gpu_layers >= self.layers:
             return self.total
-        return min(self.total, math.ceil(gpu_layers * self.size / self.layers) + self.compute)
+        return min(self.total, math.ceil(gpu_layers * self.layered / self.layers) + self.compute + self.projector)
 
 
 def kv_bytes(elements: int, kv_cache_type: str = "f16") -> int:
@@ -127,10 +141,24 @@ def kv_bytes(elements: int, kv_cache_type: str = "f16") -> int:
     return -(-elements * block_bytes // block_elements)
 
 
-def estimate(weights: int, shape: ModelShape, *, n_ctx: int, n_parallel: int, kv_cache_type: str = "f16") -> Estimate:
-    """What a model of `weights` bytes needs with `n_parallel` sequences of `n_ctx` tokens each."""
+def estimate(
+    weights: int, shape: ModelShape, *, n_ctx: int, n_parallel: int, kv_cache_type: str = "f16", projector: int = 0
+) -> Estimate:
+    """What a model of `weights` bytes needs with `n_parallel` sequences of `n_ctx` tokens each, and with a
+    projector of `projector` bytes (0: none)."""
     kv = kv_bytes(shape.block_count * n_ctx * max(1, n_parallel) * shape.kv_width(), kv_cache_type)
-    return Estimate(weights=weights, kv=kv, compute=max(MIN_COMPUTE, weights // 20), layers=shape.block_count)
+    return Estimate(
+        weights=weights,
+        kv=kv,
+        compute=max(MIN_COMPUTE, weights // 20),
+        layers=shape.block_count,
+        projector=projector_bytes(projector),
+    )
+
+
+def projector_bytes(size: int) -> int:
+    """What a projector file of `size` bytes takes loaded: its weights and an allowance for its compute buffer."""
+    return size + max(MIN_COMPUTE, size // PROJECTOR_COMPUTE_DIVISOR) if size > 0 else 0
 
 
 def kv_cache_type_for(settings: Settings, option: str | None, shape: ModelShape, *, embedding: bool) -> str:
@@ -174,6 +202,7 @@ def context_that_fits(
     want: int,
     floor: int = 2048,
     kv_cache_type: str = "f16",
+    projector: int = 0,
 ) -> int:
     """The largest context (per sequence, a multiple of 256, at most `want`) whose estimate fits in `memory`
     bytes; never below `floor` (or `want`, if smaller): a model that does not fit even then is refused by
@@ -182,7 +211,9 @@ def context_that_fits(
     n_ctx = want
 
     def total(n_ctx: int) -> int:
-        return estimate(weights, shape, n_ctx=n_ctx, n_parallel=n_parallel, kv_cache_type=kv_cache_type).total
+        return estimate(
+            weights, shape, n_ctx=n_ctx, n_parallel=n_parallel, kv_cache_type=kv_cache_type, projector=projector
+        ).total
 
     while n_ctx > low and total(n_ctx) > memory:
         n_ctx = max(low, (n_ctx // 2) // 256 * 256)
@@ -207,10 +238,11 @@ def fit_layers(est: Estimate, usable_vram: int) -> int:
     """How many layers fit in `usable_vram` bytes; `est.layers + 1` when the whole model (output too) does."""
     if est.total <= usable_vram:
         return est.layers + 1
-    if usable_vram <= est.compute or est.layers <= 0:
+    fixed = est.compute + est.projector  # what any offload puts on the GPU, whatever the layers
+    if usable_vram <= fixed or est.layers <= 0:
         return 0
-    per_layer = est.size / est.layers
-    return max(0, min(est.layers, int((usable_vram - est.compute) // per_layer)))
+    per_layer = est.layered / est.layers
+    return max(0, min(est.layers, int((usable_vram - fixed) // per_layer)))
 
 
 def place(est: Estimate, free: Memory, *, num_gpu: int, gpu_overhead: int = GPU_OVERHEAD) -> Placement:

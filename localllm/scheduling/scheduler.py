@@ -95,11 +95,17 @@ class ModelRef:
     size: int  # bytes of the model file(s): the weights
     details: ModelDetails = field(default_factory=ModelDetails)
     shape: ModelShape = field(default_factory=ModelShape)
+    projector: int = 0  # bytes of its multimodal projector file (0: none)
 
     def estimate(self) -> Estimate:
         spec = self.spec
         return estimate_memory(
-            self.size, self.shape, n_ctx=spec.n_ctx, n_parallel=spec.n_parallel, kv_cache_type=spec.kv_cache_type
+            self.size,
+            self.shape,
+            n_ctx=spec.n_ctx,
+            n_parallel=spec.n_parallel,
+            kv_cache_type=spec.kv_cache_type,
+            projector=self.projector,
         )
 
 

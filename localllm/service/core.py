@@ -30,6 +30,7 @@ from ..config import Settings
 from ..domain import limits
 from ..domain.errors import ContextLengthExceeded, InvalidRequest
 from ..domain.events import Done, Embeddings, Event, Progress, Ranking, Token
+from ..domain.media import Media
 from ..domain.messages import ChatMessage, Tool
 from ..domain.names import ModelName, parse_name
 from ..domain.options import LOAD_OPTIONS, CallSyntax, Constraints, Options, bounded
@@ -38,8 +39,10 @@ from ..modelstore.store import Store
 from ..observability import logs, metrics
 from ..runner.context import reserve_for_answer
 from ..scheduling.scheduler import ModelRef, Runner, Scheduler
+from . import imagefetch, media
 from .generation import ChatRequest, GenerateRequest, check_prompt_bytes, conversation, fit_bytes, runner_job
 from .loadref import model_ref
+from .media import check_markers
 from .templates import Templates
 
 log = logging.getLogger("localllm.service")
@@ -59,9 +62,16 @@ MODELS_KEPT = 64  # read models (and load specs) kept at most; past that the cac
 
 class Service:
     def __init__(
-        self, settings: Settings, store: Store, scheduler: Scheduler, *, renderer: Renderer | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        scheduler: Scheduler,
+        *,
+        renderer: Renderer | None = None,
+        fetch: media.Fetcher = imagefetch.fetch,
     ) -> None:
         self.settings = settings
+        self._fetch = fetch  # remote images (LOCALLLM_ALLOW_IMAGE_URLS)
         self.store = store
         self.scheduler = scheduler
         self._pull_locks: dict[str, asyncio.Lock] = {}
@@ -207,6 +217,7 @@ class Service:
         options = bounded(req.options.merged_over(model.parameters), model.parameters, self.settings.max_tokens)
         limits.check_generation((), constraints=req.constraints, stop=options.stop)
         capable = self._can_think(model, req.template or model.template, req.think)
+        items = await media.prepare(model, req.media, allow_urls=self.settings.allow_image_urls, fetch=self._fetch)
         if req.suffix:
             if model.info.fim is None:
                 raise InvalidRequest(
@@ -235,6 +246,7 @@ class Service:
             field="prompt",
             constraints=req.constraints,
             truncate=req.truncate,
+            media=items,
         )
         if not req.suffix and thinking.splits(capable, req.think, text, default=not req.raw):
             events = thinking.split_thinking(events, opened=thinking.opens_thinking(text))
@@ -281,8 +293,8 @@ class Service:
         model = self.model(req.model)
         self._check_generative(model, "chat")
         options = bounded(req.options.merged_over(model.parameters), model.parameters, self.settings.max_tokens)
-        messages = conversation(model, req.messages)
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
+        messages = await self._with_media(model, conversation(model, req.messages))
         if not model.template_for(tools=bool(req.tools))[0]:  # the plain transcript: its turn markers end it
             options = replace(options, stop=(*(options.stop or ()), *prompt.PLAIN_STOPS))
         context = None if req.truncate else self._ref(model, options).spec.n_ctx  # to refuse what cannot fit
@@ -294,7 +306,7 @@ class Service:
 
         full = await render(messages) if req.messages else ""
 
-        async def fit(runner: Runner, n_ctx: int) -> tuple[str, int]:
+        async def fit(runner: Runner, n_ctx: int) -> tuple[str, int, tuple[Media, ...]]:
             """Drop the oldest turns (never a system message, never the last message) until the rendered
             conversation leaves room for the answer; the tokens dropped are reported. A conversation with more
             bytes than the context can hold loses turns before it is tokenized (those counted at 4 bytes a token)."""
@@ -318,7 +330,7 @@ class Service:
                     first - n,
                     n_ctx,
                 )
-            return text, first - n
+            return text, first - n, media.media_of(kept)
 
         syntax = self._call_syntax(req)
         constraints = req.constraints
@@ -336,6 +348,7 @@ class Service:
             fit=fit if req.truncate else None,
             think_budget=budget,
             count_prompt=req.count_prompt,
+            media=media.media_of(messages),
         )
         short = bool(req.tools) and await self._short_call_ids(req)
         template = model.template_for(tools=bool(req.tools))[0]
@@ -346,6 +359,11 @@ class Service:
             async for event in events:
                 yield event
 
+    async def _with_media(self, model: Model, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+        """The messages with their media checked once, for every dialect (`media.prepare_messages`)."""
+        allow = self.settings.allow_image_urls
+        return await media.prepare_messages(model, messages, allow_urls=allow, fetch=self._fetch)
+
     async def count_chat(self, req: ChatRequest) -> int:
         """The input tokens `req` would have: its conversation (with the model's own system prompt and messages)
         and tools through the chat template, tokenized as generation would (loads the model)."""
@@ -355,7 +373,7 @@ class Service:
         limits.check_generation(req.messages, tools=req.tools, constraints=req.constraints, stop=options.stop)
         ref = self._ref(model, options)
         _, think, budget = self._chat_thinking(model, req)
-        messages = conversation(model, req.messages)
+        messages = await self._with_media(model, conversation(model, req.messages))
         text = await self.templates.render(model, messages, tools=req.tools, n_ctx=ref.spec.n_ctx, think=think)
         text = text if budget is None else thinking.prefilled(text)
         async with self.scheduler.use(ref, keep_alive=self.settings.keep_alive) as lease:
@@ -372,9 +390,10 @@ class Service:
         field: str,
         constraints: Constraints,
         truncate: bool = False,
-        fit: Callable[[Runner, int], Awaitable[tuple[str, int]]] | None = None,
+        fit: Callable[[Runner, int], Awaitable[tuple[str, int, tuple[Media, ...]]]] | None = None,
         think_budget: int | None = None,
         count_prompt: bool = False,
+        media: tuple[Media, ...] = (),
     ) -> AsyncGenerator[Token | Done, None]:
         """Generate from `text` on a slot of the model's runner. With `truncate`, an input too long for the
         context is cut (by `fit` first, when given: chat drops old turns) and the count reported in `Done`.
@@ -383,6 +402,7 @@ class Service:
         ref = self._ref(model, options)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
         check_prompt_bytes(text, ref.spec.n_ctx, truncate=truncate, field=field)
+        check_markers(model, text, media, field)
         if not text:
             # An empty prompt loads the model, or with keep_alive 0 unloads it (as Ollama does).
             if keep <= 0:
@@ -402,10 +422,10 @@ class Service:
             dropped = 0
             n_ctx = lease.runner.info.n_ctx or ref.spec.n_ctx
             if fit is not None:
-                text, dropped = await fit(lease.runner, n_ctx)  # counts the prompt (`logs.note_prompt`)
+                text, dropped, media = await fit(lease.runner, n_ctx)  # counts the prompt (`logs.note_prompt`)
             elif count_prompt:
                 logs.note_prompt(len(await lease.runner.tokenize(text)))
-            job = runner_job(text, options, constraints, truncate)
+            job = runner_job(text, options, constraints, truncate, media)
             held = await quota.reserve_tokens(job.prompt, job.context, job.num_predict, n_ctx, lease.runner.tokenize)
             job = replace(job, num_predict=held.granted)
 

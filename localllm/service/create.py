@@ -1,6 +1,11 @@
 """Create a model (`POST /api/create`): a base (an existing model, one pulled from the Hub, or uploaded GGUF
 blobs) with a template, system text, parameters, messages and license of its own.
 
+Among the uploaded `files`, a multimodal projector (a GGUF whose `general.type` is `mmproj`/`projector` or whose
+architecture is `clip`, as Ollama tells them apart) becomes the model's projector layer; it may come with
+`from` (a vision model built on a text model, or another projector for a model that has one), and a model
+built `from` another keeps that model's projector unless `files` gives one.
+
 Each new layer is a blob (JSON or text) in the store; the manifest is written last, so a failed create leaves
 no model behind. Progress follows Ollama's statuses: `using existing layer sha256:…`, `creating new layer
 sha256:…`, `writing manifest`, `success`.
@@ -28,6 +33,7 @@ from ..modelstore.store import (
     MEDIA_MESSAGES,
     MEDIA_MODEL,
     MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
     MEDIA_SYSTEM,
     MEDIA_TEMPLATE,
     Layer,
@@ -56,14 +62,18 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
     check_bounds(req)
     if req.template is not None:  # untrusted code: compiled and tried by a bounded render worker
         await service.templates.check_template(req.template, TemplateSource("the template", "template"))
-    if req.files and req.from_:
-        raise InvalidRequest("give either from or files, not both", field="files")
+    models, projector = _uploaded(service, req.files)
+    if models and req.from_:
+        raise InvalidRequest(
+            "give either from or the model's GGUF in files, not both (files may add a projector to from)",
+            field="files",
+        )
     params, system, template_text = Options(), None, None
     adapters: tuple[Layer, ...] = ()
     messages: tuple[ChatMessage, ...] = ()
     license_: tuple[str, ...] = ()
-    if req.files:
-        base = _uploaded(service, req.files)
+    if models:
+        base = models
     elif req.from_:
         name = parse_name(req.from_, field="from")
         if store.find(name) is None:
@@ -80,6 +90,12 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
         adapters = tuple(layer for layer in source.stored.manifest.layers if layer.media_type == MEDIA_ADAPTER)
         # The base's own TEMPLATE layer carries over; a template from the GGUF itself stays in the GGUF.
         template_text = store.read_blob_text(source.stored.manifest.layer(MEDIA_TEMPLATE))
+        projector = projector or source.stored.manifest.projector
+    elif req.files:
+        raise InvalidRequest(
+            "files holds only a projector: give the model's GGUF in files too, or the model to build on as from",
+            field="files",
+        )
     else:
         raise InvalidRequest("from or files is required: the model to build on", field="from")
 
@@ -90,6 +106,9 @@ async def create(service: Service, req: CreateRequest) -> AsyncGenerator[Progres
     for layer in adapters if not req.adapters else _adapters(service, req.adapters):
         yield Progress(f"using existing layer {layer.digest}")
         layers.append(layer)
+    if projector is not None:
+        yield Progress(f"using existing layer {projector.digest}")
+        layers.append(projector)
 
     own = [
         (req.template if req.template is not None else template_text, MEDIA_TEMPLATE),
@@ -161,29 +180,31 @@ def check_bounds(req: CreateRequest) -> None:
         limits.check_bytes(req.system, limits.PROMPT_MAX_BYTES, "system", "system prompt")
 
 
-def _uploaded(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:
-    """The GGUF blobs named by `files`, each checked to be present and a readable GGUF."""
+def _uploaded(service: Service, files: dict[str, str]) -> tuple[tuple[Layer, ...], Layer | None]:
+    """The GGUF blobs named by `files`, each checked to be present and a readable GGUF: the model's (split
+    shards in order by name) and the projector's, told apart by their metadata (`GGUFInfo.is_projector`)."""
     store = service.store
-    ggufs = sorted(files)  # split shards in order by name; every file must be a GGUF (checked below)
-    if not ggufs:
-        raise InvalidRequest("files must name the model's GGUF file", field="files")
-    layers = []
-    for filename in ggufs:
-        digest = check_digest(files[filename], field=f"files.{filename}")
+    models, projectors = [], []
+    for filename in sorted(files):
+        where = f"files.{filename}"
+        digest = check_digest(files[filename], field=where)
         if not store.has_blob(digest):
             raise InvalidRequest(
-                f"files.{filename}: blob {digest} is not on the server; upload it with POST /api/blobs/{digest}",
-                field=f"files.{filename}",
+                f"{where}: blob {digest} is not on the server; upload it with POST /api/blobs/{digest}", field=where
             )
         path = store.blob_path(digest)
         try:
-            read_info(path)
+            info = read_info(path)
         except Exception as exc:  # the gguf reader raises ValueError, KeyError, IndexError ... on a bad file
-            raise InvalidRequest(
-                f"files.{filename} is not a valid GGUF file: {exc}", field=f"files.{filename}"
-            ) from None
-        layers.append(Layer(MEDIA_MODEL, digest, path.stat().st_size))
-    return tuple(layers)
+            raise InvalidRequest(f"{where} is not a valid GGUF file: {exc}", field=where) from None
+        if info.is_projector:
+            projectors.append((filename, Layer(MEDIA_PROJECTOR, digest, path.stat().st_size)))
+        else:
+            models.append(Layer(MEDIA_MODEL, digest, path.stat().st_size))
+    if len(projectors) > 1:
+        names = ", ".join(name for name, _ in projectors)
+        raise InvalidRequest(f"files holds {len(projectors)} projectors ({names}): a model takes one", field="files")
+    return tuple(models), projectors[0][1] if projectors else None
 
 
 def _adapters(service: Service, files: dict[str, str]) -> tuple[Layer, ...]:

@@ -14,6 +14,7 @@ from ..chat import thinking
 from ..domain import limits
 from ..domain.errors import EngineError, InvalidRequest, PromptTooLong
 from ..domain.events import Done, Event, Thinking, Token, TokenLogprob, ToolCalls
+from ..domain.media import Media
 from ..domain.messages import ChatMessage, Tool, ToolCall
 from ..domain.names import ModelName
 from ..domain.options import Constraints, Options
@@ -34,6 +35,7 @@ class GenerateRequest:
     template: str | None = None  # a chat template for this request instead of the model's
     truncate: bool = False  # cut an input too long for the context (head and tail kept) rather than refuse it
     think: thinking.Think = None  # reasoning on or off (or a level); None: the template's default
+    media: tuple[Media, ...] = ()  # images and audio, one per `media.MARKER` in `prompt`, in order
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,12 @@ def check_prompt_bytes(text: str, n_ctx: int, *, truncate: bool, field: str) -> 
         raise PromptTooLong(size, n_ctx, limits.BYTES_PER_TOKEN, field=field)
 
 
-def runner_job(prompt: str, options: Options, constraints: Constraints, truncate: bool) -> Job:
-    """The runner's job for `prompt` under the merged options; what they leave unset keeps the defaults of
-    `Job` and `Sampling`, the only copy of them."""
+def runner_job(
+    prompt: str, options: Options, constraints: Constraints, truncate: bool, media: tuple[Media, ...] = ()
+) -> Job:
+    """The runner's job for `prompt` under the merged options, with the `media` its markers stand for (checked:
+    `service.media`); what the options leave unset keeps the defaults of `Job` and `Sampling`, the only copy
+    of them."""
     sampling: dict[str, Any] = {k: v for k in SAMPLING_OPTIONS if (v := getattr(options, k)) is not None}
     bounds: dict[str, Any] = {k: v for k in ("num_predict", "stop") if (v := getattr(options, k)) is not None}
     return Job(
@@ -164,4 +169,5 @@ def runner_job(prompt: str, options: Options, constraints: Constraints, truncate
         logprobs=constraints.logprobs,
         context=constraints.context,
         truncate=truncate,
+        media=media,
     )

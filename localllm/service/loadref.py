@@ -22,22 +22,27 @@ def model_ref(
     model: Model, options: Options, settings: Settings, store: Store, machine: Callable[[], Memory]
 ) -> ModelRef:
     """How `model` loads with these options: its load spec (the context fitted to the machine's memory when
-    no `num_ctx` is asked for, the KV cache type, its adapters and RPC workers) and what the scheduler needs."""
+    no `num_ctx` is asked for, the KV cache type, its adapters, projector and RPC workers) and what the scheduler
+    needs (the projector's bytes apart from the weights: it is not split by layer)."""
     trained = model.info.context_length or settings.context_length
     embedding = "embedding" in model.capabilities or "rerank" in model.capabilities  # pooled outputs
     n_parallel = 1 if embedding else settings.num_parallel
     n_ctx = options.num_ctx or min(settings.context_length, trained)
     shape = ModelShape.from_metadata(model.info.metadata, model.info.architecture)
+    manifest = model.stored.manifest
+    projector = manifest.projector.size if manifest.projector is not None else 0
+    weights = manifest.size - projector  # the projector is estimated on its own (not split by layer)
     kv_cache_type = kv_cache_type_for(settings, options.kv_cache_type, shape, embedding=embedding)
     if not options.num_ctx:  # the default window also fits the machine's memory (RAM and VRAM together)
         memory = machine()
         n_ctx = context_that_fits(
-            model.stored.manifest.size,
+            weights,
             shape,
             n_parallel=n_parallel,
             memory=int((memory.ram_total + memory.vram_total) * 0.9),
             want=n_ctx,
             kv_cache_type=kv_cache_type,
+            projector=projector,
         )
     if embedding:  # one sequence (as Ollama), never past the trained positions (BERT has no more)
         n_ctx = min(n_ctx, trained)
@@ -62,8 +67,9 @@ def model_ref(
             if layer.media_type == MEDIA_ADAPTER
         ),
         rpc_servers=rpc_servers(settings, options),
+        projector=str(model.projector) if model.projector is not None else LoadSpec.projector,
     )
-    return ModelRef(model.name, model.stored.manifest.digest, spec, model.stored.manifest.size, model.details, shape)
+    return ModelRef(model.name, manifest.digest, spec, weights, model.details, shape, projector=projector)
 
 
 def rpc_servers(settings: Settings, options: Options) -> tuple[str, ...]:

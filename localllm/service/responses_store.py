@@ -19,6 +19,7 @@ kept in its record): for any other one it does not exist, so a key can neither r
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -35,6 +36,7 @@ from typing import Any
 
 from ..auth.principal import tenant
 from ..domain import limits
+from ..domain.media import MEDIA_KINDS, Media
 from ..domain.messages import ChatMessage, ToolCall
 
 log = logging.getLogger("localllm.responses")
@@ -65,6 +67,10 @@ def _record(response: dict[str, Any], conversation: tuple[ChatMessage, ...], exp
             "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls],
             "tool_call_id": m.tool_call_id,
             "thinking": m.thinking,
+            "media": [
+                {"kind": i.kind, "data": base64.b64encode(i.data).decode(), "source": i.source, "url": i.url}
+                for i in m.media
+            ],
         }
         for m in conversation
     ]
@@ -91,8 +97,17 @@ def _parsed(data: bytes, rid: str) -> StoredResponse:
             call_id, (str, type(None))
         ):
             raise ValueError("a message of the wrong shape")
-        conversation.append(ChatMessage(m["role"], m["content"], calls, call_id, m["thinking"]))
+        media = tuple(_media(i) for i in m.get("media", ()))
+        conversation.append(ChatMessage(m["role"], m["content"], calls, call_id, m["thinking"], media))
     return StoredResponse(response, tuple(conversation), len(data), float(expires), owner)
+
+
+def _media(item: Any) -> Media:
+    kind = item["kind"]
+    if kind not in MEDIA_KINDS or not isinstance(item["data"], str):
+        raise ValueError("a media item of the wrong shape")
+    data = base64.b64decode(item["data"], validate=True)
+    return Media(kind, data, str(item.get("source", "")), url=str(item.get("url", "")))
 
 
 class ResponseStore:

@@ -9,6 +9,7 @@ views at 1280×800 and at a phone's 375 px go to tests/.artifacts/ui/ (git-ignor
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import time
@@ -23,6 +24,7 @@ import pytest
 from ..conftest import CHAT_REPO, STORIES_REPO
 from ..ggufcopy import copy_with_metadata
 from ..hubstub import HubStub
+from ..media import png
 from .conftest import Daemon, daemon_with, start_daemon, stop_daemon
 
 pytestmark = [pytest.mark.model, pytest.mark.e2e]
@@ -415,3 +417,117 @@ def test_with_api_keys_the_page_asks_once(browser: Any, hub: HubStub, tmp_path: 
         context.close()
     finally:
         stop_daemon(keyed)
+
+
+# -- images ----------------------------------------------------------------------------------------------------
+
+ONE, TWO, THREE, FOUR = (png(16, 16, seed) for seed in range(1, 5))
+# Give an element an image file as a person pasting it (Ctrl+V) or dropping it would.
+GIVE = """(el, {kind, name, data}) => {
+  const files = new DataTransfer();
+  files.items.add(new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))], name, {type: 'image/png'}));
+  const init = {bubbles: true, cancelable: true};
+  el.dispatchEvent(kind === 'paste' ? new ClipboardEvent('paste', {...init, clipboardData: files})
+                                    : new DragEvent('drop', {...init, dataTransfer: files}));
+}"""
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def refusal(text: str) -> bool:
+    """Whether an error shown is the daemon's refusal of images for a text-only model."""
+    return "vision" in text.lower() or "image" in text.lower()
+
+
+def new_page(browser: Any, daemon: Daemon) -> tuple[Any, Any, Recorder]:
+    context = browser.new_context()
+    page = context.new_page()
+    recorder = Recorder()
+    recorder.attach(page)
+    page.goto(daemon.url + "/ui/")
+    page.wait_for_selector("body.ready")
+    return context, page, recorder
+
+
+def test_an_image_is_attached_sent_and_refused_by_a_text_model(browser: Any, daemon: Daemon) -> None:
+    context, page, recorder = new_page(browser, daemon)
+    store_conversation(page, {"id": "img", "title": "img", "model": STORIES, "messages": []})
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Attach images").click()
+    chooser.value.set_files([{"name": "photo.png", "mimeType": "image/png", "buffer": ONE}])
+    waiting = page.locator("#attachments img")
+    sync_api.expect(waiting).to_have_count(1)
+    sync_api.expect(waiting).to_have_attribute("alt", "photo.png")
+    assert waiting.evaluate("i => i.complete && i.naturalWidth") == 16, "the thumbnail shows the PNG"
+
+    with page.expect_request(lambda r: r.url.endswith("/api/chat")) as sent:
+        alert = send(page, "What is in this picture?").get_by_role("alert")
+    assert sent.value.post_data_json["messages"] == [
+        {"role": "user", "content": "What is in this picture?", "images": [b64(ONE)]}
+    ]
+    sync_api.expect(alert).to_be_visible()
+    assert refusal(alert.inner_text()), alert.inner_text()  # the daemon's own words, not swallowed
+    sync_api.expect(page.locator("#attachments")).to_be_hidden()
+    shown = page.locator('[data-role="user"] .images img')
+    sync_api.expect(shown).to_have_count(1)
+    assert shown.get_attribute("src") == "data:image/png;base64," + b64(ONE)
+    assert shown.evaluate("i => i.complete && i.naturalWidth") == 16
+
+    # The refused turn is not sent again: the next one is answered.
+    settings(page, temperature="0", num_predict="20")
+    with page.expect_request(lambda r: r.url.endswith("/api/chat")) as again:
+        answer = send(page, "Once upon a time")
+    assert again.value.post_data_json["messages"] == [{"role": "user", "content": "Once upon a time"}]
+    assert answer.locator(".markdown").inner_text().strip()
+    assert answer.get_by_role("alert").count() == 0
+
+    # The image is kept with the conversation.
+    page.reload()
+    page.wait_for_selector("body.ready")
+    sync_api.expect(page.locator('[data-role="user"] .images img')).to_have_count(1)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-image-desktop.png"))
+    assert [e for e in recorder.errors if not e.startswith("Failed to load resource")] == []
+    context.close()
+
+
+def test_pasted_picked_and_dropped_images_and_the_history_resent(browser: Any, daemon: Daemon) -> None:
+    context, page, recorder = new_page(browser, daemon)
+    earlier = [
+        {"role": "user", "content": "look", "images": [b64(ONE)]},
+        {"role": "assistant", "content": "A picture.", "model": STORIES},
+    ]
+    store_conversation(page, {"id": "hist", "title": "hist", "model": STORIES, "messages": earlier})
+    sync_api.expect(page.locator('[data-role="user"] .images img')).to_have_count(1)
+
+    page.get_by_label("Message", exact=True).evaluate(GIVE, {"kind": "paste", "name": "pasted.png", "data": b64(THREE)})
+    waiting = page.locator("#attachments img")
+    sync_api.expect(waiting).to_have_count(1)
+    sync_api.expect(waiting).to_have_attribute("alt", "pasted.png")
+    page.locator("#attach-input").set_input_files([{"name": "picked.png", "mimeType": "image/png", "buffer": TWO}])
+    sync_api.expect(waiting).to_have_count(2)
+    page.get_by_role("button", name="Remove pasted.png").click()
+    sync_api.expect(waiting).to_have_count(1)
+    sync_api.expect(waiting).to_have_attribute("alt", "picked.png")
+
+    page.locator("#composer").evaluate(GIVE, {"kind": "drop", "name": "dropped.png", "data": b64(FOUR)})
+    sync_api.expect(waiting).to_have_count(2)
+    assert waiting.evaluate_all("all => all.map(i => i.alt)") == ["picked.png", "dropped.png"]
+
+    page.locator("#attach-input").set_input_files([{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}])
+    sync_api.expect(page.locator("#notice")).to_contain_text("notes.txt is not an image")
+    sync_api.expect(waiting).to_have_count(2)
+
+    with page.expect_request(lambda r: r.url.endswith("/api/chat")) as sent:
+        alert = send(page, "and these?").get_by_role("alert")
+    assert sent.value.post_data_json["messages"] == [
+        {"role": "user", "content": "look", "images": [b64(ONE)]},
+        {"role": "assistant", "content": "A picture."},
+        {"role": "user", "content": "and these?", "images": [b64(TWO), b64(FOUR)]},
+    ]
+    sync_api.expect(alert).to_be_visible()
+    assert refusal(alert.inner_text()), alert.inner_text()
+    assert [e for e in recorder.errors if not e.startswith("Failed to load resource")] == []
+    context.close()

@@ -83,13 +83,22 @@ def test_what_claude_code_sends_is_understood() -> None:
     ], "the system message stays where it was sent (prompt.adapt folds it where a template has no system turn)"
 
 
-def test_a_tool_result_with_an_image_is_refused_naming_it() -> None:
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}
-    result = {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "shot:"}, image]}
+IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}
+
+
+def test_a_tool_results_image_goes_to_its_tool_message_and_a_document_is_refused_naming_it() -> None:
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "shot:"}, IMAGE]}
     body = {**BASE, "messages": [{"role": "user", "content": [result]}]}
+    (tool,) = anr.parse(body).chat.messages
+    assert (tool.role, tool.content, tool.tool_call_id) == ("tool", "shot:<__media__>", "t1")
+    assert [(m.kind, m.data, m.source) for m in tool.media] == [
+        ("image", b"\x89\x50\x4e", "messages[0].content[0].content[1]")
+    ]
+    document = {"type": "document", "source": {"type": "text", "data": "x"}}
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": [document]}
     with pytest.raises(InvalidRequest) as info:
-        anr.parse(body)
-    assert info.value.field == "messages[0].content[0].content[1]" and "'image' blocks" in str(info.value)
+        anr.parse({**BASE, "messages": [{"role": "user", "content": [result]}]})
+    assert info.value.field == "messages[0].content[0].content[0]" and "document blocks" in str(info.value)
 
 
 def test_thinking_maps_onto_think_and_a_budget() -> None:
@@ -114,17 +123,17 @@ def test_thinking_maps_onto_think_and_a_budget() -> None:
         ({**BASE, "temperature": 1.5}, "temperature"),
         ({**BASE, "messages": []}, "messages"),
         ({**BASE, "messages": [{"role": "bot", "content": "x"}]}, "messages[0].role"),
-        ({**BASE, "messages": [{"role": "system", "content": [{"type": "image"}]}]}, "messages[0].content[0]"),
+        ({**BASE, "messages": [{"role": "system", "content": [IMAGE]}]}, "messages[0].content[0]"),
         (
             {**BASE, "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},
             "context_management.edits[0].type",
         ),
         (
             {**BASE, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
-            "messages[0].content[0]",
+            "messages[0].content[0].source.type",
         ),
         ({**BASE, "messages": [{"role": "user", "content": [{"type": "tool_use"}]}]}, "messages[0].content[0]"),
-        ({**BASE, "system": [{"type": "image"}]}, "system[0]"),
+        ({**BASE, "system": [IMAGE]}, "system[0]"),
         ({**BASE, "tools": [{"name": "x"}]}, "tools[0].input_schema"),
         ({**BASE, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
         ({**BASE, "tools": [WEATHER, WEATHER]}, "tools[1].name"),

@@ -15,10 +15,11 @@ from huggingface_hub import hf_hub_download
 from localllm.domain.errors import DownloadError, InvalidRequest, ModelNotFound
 from localllm.domain.events import Progress
 from localllm.domain.names import parse_name
-from localllm.modelstore.hub import choose_files, pull
-from localllm.modelstore.store import MEDIA_MODEL, Store
+from localllm.modelstore.hub import choose_files, choose_projector, pull
+from localllm.modelstore.store import MEDIA_MODEL, MEDIA_PROJECTOR, Store
 
 from ..hubstub import HubStub
+from ..projectors import write_projector
 from ..testmodels import models_dir
 
 MODELS = models_dir()
@@ -432,3 +433,84 @@ def test_two_pulls_of_one_blob_into_one_store_download_it_once(
     store = Store(tmp_path / "models")
     assert [p.name for p in sorted(store.blobs_dir.iterdir())] == [f"sha256-{expected}"]
     assert sha256(store.blobs_dir / f"sha256-{expected}") == expected
+
+
+# -- projectors: llama-server's -hf choice (common/download.cpp find_best_mmproj) --------------------------
+
+
+def test_a_repository_without_a_projector_has_none() -> None:
+    assert choose_projector(QUANTS, "Model-Q4_K_M.gguf") is None
+
+
+def test_the_projector_closest_to_the_models_precision_is_chosen() -> None:
+    files = ["mmproj-Model-f32.gguf", "mmproj-Model-f16.gguf", "mmproj-Model-Q8_0.gguf", "Model-Q4_K_M.gguf"]
+    assert choose_projector(files, "Model-Q4_K_M.gguf") == "mmproj-Model-Q8_0.gguf"  # 8 bits is nearest 4
+    assert choose_projector(files, "Model-F16.gguf") == "mmproj-Model-f16.gguf"
+    assert choose_projector(files, "Model-BF16.gguf") == "mmproj-Model-f16.gguf"  # 16 bits either way
+    assert choose_projector(files, "Model-Q8_0-00001-of-00002.gguf") == "mmproj-Model-Q8_0.gguf"
+    assert choose_projector(files, "model.gguf") == "mmproj-Model-Q8_0.gguf", "no label: 0 bits, nearest 8"
+
+
+def test_equal_projectors_go_by_the_repositorys_listing() -> None:
+    assert choose_projector(["b-mmproj-F16.gguf", "a-mmproj-F16.gguf"], "M-Q4_0.gguf") == "b-mmproj-F16.gguf"
+
+
+def test_the_projector_is_beside_the_model_or_in_a_folder_above_it() -> None:
+    files = ["mmproj-F16.gguf", "other/mmproj-F16.gguf", "q4/mmproj-F32.gguf", "q4/Model-Q4_K_M.gguf"]
+    assert choose_projector(files, "q4/Model-Q4_K_M.gguf") == "q4/mmproj-F32.gguf", "the deepest folder wins"
+    assert choose_projector(files[:2], "q4/Model-Q4_K_M.gguf") == "mmproj-F16.gguf"
+    assert choose_projector(["other/mmproj-F16.gguf"], "q4/Model-Q4_K_M.gguf") is None
+    assert choose_projector(["q4/mmproj-F16.gguf"], "Model-Q4_K_M.gguf") is None, "never from a folder below"
+
+
+def test_a_projector_is_any_gguf_with_mmproj_in_its_path_never_a_model() -> None:
+    files = ["Qwen2.5-Omni-3B-Q4_K_M.gguf", "Qwen2.5-Omni-3B-mmproj-Q8_0.gguf", "mmproj.txt"]
+    assert choose_files(files, "latest") == ["Qwen2.5-Omni-3B-Q4_K_M.gguf"]
+    assert choose_projector(files, files[0]) == "Qwen2.5-Omni-3B-mmproj-Q8_0.gguf"
+    # as llama.cpp looks for it: "mmproj", case-sensitive
+    assert choose_projector(["MMPROJ-F16.gguf", "Model-Q4_K_M.gguf"], "Model-Q4_K_M.gguf") is None
+
+
+def projector_repo(tmp_path: Path) -> dict[str, Path]:
+    files = fake_files(tmp_path / "vision", ["Model-Q4_K_M.gguf", "Model-F16.gguf"])
+    for i, name in enumerate(("mmproj-Model-F16.gguf", "mmproj-Model-F32.gguf")):
+        files[name] = write_projector(tmp_path / "vision" / name, seed=i)
+    return files
+
+
+def test_pull_fetches_the_chosen_projector_as_a_layer_of_its_own(
+    hf_env: Path, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = projector_repo(tmp_path)
+    with serve(monkeypatch, {"tester/vision": files}) as stub:
+        name = parse_name("hf.co/tester/vision")
+        events = list(pull(store, name))
+        model, projector = (f"sha256:{sha256(files[f])}" for f in ("Model-Q4_K_M.gguf", "mmproj-Model-F16.gguf"))
+        assert statuses(events) == [
+            "pulling manifest",
+            f"pulling {model[7:19]}",
+            f"pulling {projector[7:19]}",
+            "verifying sha256 digest",
+            "writing manifest",
+            "success",
+        ]
+        manifest = store.get(name).manifest
+        assert [(layer.media_type, layer.digest, layer.filename) for layer in manifest.layers] == [
+            (MEDIA_MODEL, model, "Model-Q4_K_M.gguf"),
+            (MEDIA_PROJECTOR, projector, "mmproj-Model-F16.gguf"),
+        ]
+        assert manifest.config["files"] == ["Model-Q4_K_M.gguf"]
+        assert manifest.config["projector"] == "mmproj-Model-F16.gguf"
+        assert store.projector_path(manifest) == store.blob_path(projector)
+        assert store.model_path(manifest) == store.blob_path(model), "the projector is never the model"
+        assert stub.downloads("mmproj-Model-F32.gguf") == 0 and stub.downloads("Model-F16.gguf") == 0
+
+
+def test_a_file_named_as_a_projector_that_is_none_stores_no_model(
+    hf_env: Path, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = fake_files(tmp_path / "odd", ["Model-Q4_K_M.gguf", "mmproj-Model-F16.gguf"])  # both llama models
+    with serve(monkeypatch, {"tester/odd": files}):
+        with pytest.raises(DownloadError, match="mmproj-Model-F16.gguf is named as a multimodal projector"):
+            list(pull(store, parse_name("hf.co/tester/odd")))
+    assert store.find(parse_name("hf.co/tester/odd")) is None

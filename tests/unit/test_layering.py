@@ -93,8 +93,9 @@ def test_localllm_imports_go_downward(path: Path) -> None:
     me = path.relative_to(ROOT / "localllm").parts[0].removesuffix(".py")
     names = imported(path, "localllm")
     in_runner = me == "runner"
-    # the modules that load llama.cpp: the engine, its samplers, and ggml's RPC backend (through llama_cpp's libraries)
-    if not (in_runner and path.name in {"engine.py", "sampler.py", "rpc.py"}):
+    # the modules that load llama.cpp: the engine, its samplers, its multimodal projector (mtmd), and ggml's RPC
+    # backend (through llama_cpp's libraries)
+    if not (in_runner and path.name in {"engine.py", "sampler.py", "multimodal.py", "rpc.py"}):
         assert not any(n.split(".")[0] == "llama_cpp" for n in names), "llama_cpp belongs to runner/engine.py"
     if me != "server":
         assert not any(n.split(".")[0] == "starlette" for n in names), "starlette belongs under server/"

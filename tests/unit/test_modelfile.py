@@ -141,7 +141,7 @@ def test_parse_parameter() -> None:
         ("FROM m\nPARSER qwen3\n", 2, "PARSER is not supported"),
         ("FROM\n", 1, "FROM needs a value"),
         ('FROM ""\n', 1, "FROM needs a model name or a GGUF file"),
-        ("FROM m\nFROM n\n", 2, "FROM is given twice (first on line 1)"),
+        ("FROM m\nFROM p.gguf\n\nFROM q.gguf\n", 4, "FROM is given a third time (first on line 1, then on line 2)"),
         ("FROM m\nSYSTEM a\n\nSYSTEM b\n", 4, "SYSTEM is given twice (first on line 2)"),
         ("FROM m\nTEMPLATE a\nTEMPLATE b\n", 3, "TEMPLATE is given twice (first on line 2)"),
         ("FROM m\nSYSTEM   \n", 2, "SYSTEM needs a value"),

@@ -87,6 +87,7 @@ def test_requests_round_trip(request_: Request) -> None:
 EVENTS: list[Event] = [
     RunnerInfo(n_ctx=256, n_ctx_train=2048, n_parallel=4, n_vocab=512, gpu_offload=True, n_gpu_layers=6, n_layer=5),
     RunnerInfo(n_ctx=512, embedding=True, n_embd=384),
+    RunnerInfo(n_ctx=512, vision=True, audio=True),
     Text("Once"),
     Text(" upon", (TokenLogprob(9, " upon", (32, 117), -0.25, ((9, " upon", -0.25), (11, " a", -2.5))),)),
     Finished("stop", 3, 1000, 5, 2000, context=(1, 2, 3, 4), cached_tokens=2, truncated=1),

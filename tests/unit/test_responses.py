@@ -101,7 +101,7 @@ def test_input_items_become_messages_calls_and_results() -> None:
     ]
     assert parse_input(decode_dict({"input": items}, InputTokensRequest).input or "") == (
         ChatMessage("system", "sys"),
-        ChatMessage("user", "ab"),
+        ChatMessage("user", "a\nb"),  # text parts join with a newline (domain.parts, as llama.cpp does)
         ChatMessage("assistant", "", (ToolCall("c1", "weather", {"city": "Paris"}), ToolCall("c2", "weather", {}))),
         ChatMessage("tool", "sunny", tool_call_id="c1"),
         ChatMessage("assistant", "ok"),

@@ -1,7 +1,9 @@
-// The chat view: pick a model, send messages through /api/chat, watch the answer stream in, stop it.
+// The chat view: pick a model, send messages (with images: images.js) through /api/chat, watch the answer
+// stream in, stop it.
 
 import { ApiError, json, stream } from "./api.js";
 import * as conversations from "./conversations.js";
+import * as images from "./images.js";
 import { renderMarkdown } from "./markdown.js";
 
 const $ = (id) => document.getElementById(id);
@@ -25,6 +27,7 @@ export function init() {
     }
   });
   $("stop").addEventListener("click", () => controller?.abort());
+  images.init(showNotice);
   $("new-chat").addEventListener("click", () => {
     if (controller) return;
     open(conversations.create(conversation));
@@ -159,6 +162,7 @@ function fill(el, message) {
     parts.push(details);
   }
   if (message.role === "user") {
+    if (message.images?.length) parts.push(images.gallery(message.images));
     const text = document.createElement("div");
     text.className = "plain";
     text.textContent = message.content;
@@ -195,7 +199,7 @@ function setBusy(busy) {
 
 async function send() {
   const text = $("message").value;
-  if (!text.trim() || controller) return;
+  if ((!text.trim() && !images.count()) || controller) return;
   const model = $("model").value;
   if (!model) {
     showNotice("Pick a model first (or pull one in Models).");
@@ -205,6 +209,8 @@ async function send() {
   $("message").value = "";
   $("empty").hidden = true;
   const user = { role: "user", content: text };
+  const attached = images.take();
+  if (attached.length) user.images = attached;
   conversation.messages.push(user);
   $("messages").append(messageElement(user));
   const answer = { role: "assistant", content: "", model };
@@ -254,13 +260,23 @@ async function send() {
   }
 }
 
-/** The messages to send: the system prompt, then every turn that has text (failed empty answers are left out). */
+/**
+ * The messages to send: the system prompt, then every turn with text or images, images included. A turn the
+ * daemon refused (its answer is an error and nothing else: a model without vision, a prompt too long) is left
+ * out, question and answer, so that it does not make every later turn fail too.
+ */
 function history() {
   const out = [];
   if ((conversation.system || "").trim()) out.push({ role: "system", content: conversation.system });
-  for (const m of conversation.messages) {
-    if (m.content) out.push({ role: m.role, content: m.content });
-  }
+  const list = conversation.messages;
+  list.forEach((m, i) => {
+    const answer = list[i + 1];
+    if (m.role === "user" && answer?.role === "assistant" && answer.error && !answer.content) return;
+    if (!m.content && !m.images?.length) return;
+    const item = { role: m.role, content: m.content };
+    if (m.images?.length) item.images = m.images;
+    out.push(item);
+  });
   return out;
 }
 

@@ -2,7 +2,9 @@
 //
 // localStorage["localllm.conversations"] = [
 //   {id, title, model, system, options: {temperature, num_ctx, num_predict},
-//    messages: [{role: "user" | "assistant", content, thinking?, error?, stopped?}], updated}, ...]
+//    messages: [{role: "user" | "assistant", content, images?, thinking?, error?, stopped?}], updated}, ...]
+//    (images: base64 strings, as Ollama's `images`; a conversation too big for the browser's storage lives on in
+//    the page until it is reloaded)
 // localStorage["localllm.current"] = the id of the conversation on screen
 
 const LIST = "localllm.conversations";
@@ -40,7 +42,7 @@ export function save(conversation) {
   conversation.updated = Date.now();
   if (!conversation.title) {
     const first = conversation.messages.find((m) => m.role === "user");
-    if (first) conversation.title = first.content.trim().replace(/\s+/g, " ").slice(0, 60);
+    if (first) conversation.title = first.content.trim().replace(/\s+/g, " ").slice(0, 60) || (first.images ? "Image" : "");
   }
   const list = load().filter((c) => c.id !== conversation.id);
   list.push(conversation);

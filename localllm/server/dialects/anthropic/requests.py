@@ -9,7 +9,9 @@ from typing import Any
 
 from ....chat.thinking import Think
 from ....chat.tools import ToolChoice, call_schema, tool_name
+from ....domain import mediacheck, parts
 from ....domain.errors import InvalidRequest
+from ....domain.media import Media
 from ....domain.messages import ChatMessage, Tool, ToolCall
 from ....domain.options import Constraints, Options, parse_stop
 from ....service.generation import ChatRequest
@@ -81,24 +83,47 @@ def _context_management(raw: wire.ContextManagement | None) -> None:
 
 
 def _texts(blocks: list[wire.Block] | list[wire.ResultBlock], label: str, sep: str) -> str:
-    """The text of text blocks; any other block is refused naming it."""
+    """The text of text blocks (a system prompt's); any other block is refused naming it."""
     texts = []
     for i, block in enumerate(blocks):
         if not isinstance(block, wire.TextBlock):
             kind = block.__struct_config__.tag
-            why = " (the models here read text)" if kind in ("image", "document") else ""
             raise InvalidRequest(
-                f"{label}[{i}] must be a text block: '{kind}' blocks are not supported here{why}",
+                f"{label}[{i}] must be a text block: '{kind}' blocks are not supported here (system text only)",
                 field=f"{label}[{i}]",
             )
-        texts.append(block.text)
+        texts.append(parts.text_part(block.text, f"{label}[{i}].text"))
     return sep.join(texts)
+
+
+def _image(block: wire.ImageBlock, where: str) -> Media:
+    """An image block: its base64 `source`, or a `url` one (fetched where the operator allows it)."""
+    source = block.source
+    if isinstance(source, wire.URLSource):
+        return mediacheck.from_url(source.url, where)
+    return Media("image", mediacheck.decode_base64(source.data, f"{where}.source.data", kind="image"), where)
+
+
+def _result(content: str | list[wire.ResultBlock], label: str) -> tuple[str, tuple[Media, ...]]:
+    """A tool result's content: text, or text and image blocks (`domain.parts`); documents refused by name."""
+    if isinstance(content, str):
+        return parts.text_part(content, label), ()
+    out: list[parts.Part] = []
+    for i, block in enumerate(content):
+        where = f"{label}[{i}]"
+        if isinstance(block, wire.TextBlock):
+            out.append(parts.text_part(block.text, f"{where}.text"))
+        elif isinstance(block, wire.ImageBlock):
+            out.append(_image(block, where))
+        else:
+            raise InvalidRequest(f"{where}: document blocks are not supported (the models here read text)", field=where)
+    return parts.join(out)
 
 
 def _system(raw: wire.Content | None) -> tuple[ChatMessage, ...]:
     if raw is None:
         return ()
-    text = raw if isinstance(raw, str) else _texts(raw, "system", "\n")
+    text = parts.text_part(raw, "system") if isinstance(raw, str) else _texts(raw, "system", "\n")
     return (ChatMessage("system", text),) if text else ()
 
 
@@ -106,12 +131,15 @@ def _messages(raw: list[wire.AnthropicMessage]) -> list[ChatMessage]:
     out: list[ChatMessage] = []
     for i, item in enumerate(raw):
         if item.role == "system":  # a system turn where it was sent; `prompt.adapt` folds it if need be
+            label = f"messages[{i}].content"
             text = (
-                item.content if isinstance(item.content, str) else _texts(item.content, f"messages[{i}].content", "\n")
+                parts.text_part(item.content, label)
+                if isinstance(item.content, str)
+                else _texts(item.content, label, "\n")
             )
             out.append(ChatMessage("system", text))
         elif isinstance(item.content, str):
-            out.append(ChatMessage(item.role, item.content))
+            out.append(ChatMessage(item.role, parts.text_part(item.content, f"messages[{i}].content")))
         else:
             out += _blocks(item.role, item.content, f"messages[{i}].content")
     return out
@@ -120,14 +148,16 @@ def _messages(raw: list[wire.AnthropicMessage]) -> list[ChatMessage]:
 def _blocks(role: str, blocks: list[wire.Block], label: str) -> list[ChatMessage]:
     """One turn's blocks as chat messages: a user turn's tool results become tool messages (before its text),
     an assistant turn's `tool_use` blocks its tool calls; `thinking` blocks are dropped."""
-    texts: list[str] = []
+    texts: list[parts.Part] = []
     calls: list[ToolCall] = []
     results: list[ChatMessage] = []
     for j, block in enumerate(blocks):
         where = f"{label}[{j}]"
         kind = block.__struct_config__.tag
         if isinstance(block, wire.TextBlock):
-            texts.append(block.text)
+            texts.append(parts.text_part(block.text, f"{where}.text"))
+        elif isinstance(block, wire.ImageBlock) and role == "user":
+            texts.append(_image(block, where))
         elif isinstance(block, (wire.ThinkingBlock, wire.RedactedThinkingBlock)) and role == "assistant":
             continue  # an earlier turn's reasoning is not part of the prompt (as Anthropic's API does)
         elif isinstance(block, wire.ToolUseBlock) and role == "assistant":
@@ -136,19 +166,18 @@ def _blocks(role: str, blocks: list[wire.Block], label: str) -> list[ChatMessage
                 raise InvalidRequest(f"{where}.id is required", field=f"{where}.id")
             calls.append(ToolCall(block.id, name, block.input or {}))
         elif isinstance(block, wire.ToolResultBlock) and role == "user":
-            content = block.content or ""
-            text = content if isinstance(content, str) else _texts(content, f"{where}.content", "\n")
+            text, media = _result(block.content or "", f"{where}.content")
             if block.is_error:
                 text = f"Error: {text}"
-            results.append(ChatMessage("tool", text, tool_call_id=block.tool_use_id))
-        elif isinstance(block, (wire.ImageBlock, wire.DocumentBlock)):
+            results.append(ChatMessage("tool", text, tool_call_id=block.tool_use_id, media=media))
+        elif isinstance(block, wire.DocumentBlock):
             raise InvalidRequest(f"{where}: {kind} blocks are not supported (the models here read text)", field=where)
         else:
             raise InvalidRequest(f"{where}: a {role} turn cannot hold a '{kind}' block here", field=where)
-    text = "\n".join(texts)
+    text, media = parts.join(texts)
     if role == "assistant":
         return [ChatMessage("assistant", text, tuple(calls))] if text or calls else []
-    return [*results, *([ChatMessage("user", text)] if text or not results else [])]
+    return [*results, *([ChatMessage("user", text, media=media)] if text or not results else [])]
 
 
 def _tools(raw: list[wire.AnthropicTool] | None) -> tuple[Tool, ...]:

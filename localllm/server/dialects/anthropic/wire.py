@@ -4,8 +4,8 @@ the parser, the checks and the OpenAPI schemas all come from these models (`serv
 Unknown top-level fields go to the one field policy (`server/fieldpolicy.py`: reported, or refused under
 LOCALLLM_STRICT_FIELDS=1); inside blocks and the nested objects they are ignored (the SDKs add fields there:
 `cache_control` may sit on any block, a tool, a system block). Content blocks are a tagged union on `type`;
-`image` and `document` blocks are declared (so that they are refused by name, in a tool result too, and so
-that they can be taken once the service takes media), and what a block may hold in which turn is
+`image` blocks are taken in user turns and tool results (the service checks the model reads images);
+`document` blocks are declared so that they are refused by name; what a block may hold in which turn is
 `requests.py`'s to say. A message may have the `system` role (Claude Code's mid-conversation system
 messages): it is kept as a system turn, and folded into the next user turn where the template has none.
 """
@@ -42,12 +42,21 @@ class ToolUseBlock(Lenient, tag_field="type", tag="tool_use"):
 
 class ToolResultBlock(Lenient, tag_field="type", tag="tool_result"):
     tool_use_id: str
-    content: str | list[ResultBlock] | None = None  # text; images and documents are refused by name
+    content: str | list[ResultBlock] | None = None  # text and images; documents are refused by name
     is_error: bool = False
 
 
+class Base64Source(Lenient, tag_field="type", tag="base64"):
+    data: str  # the base64 file
+    media_type: str = ""  # "image/png", "image/jpeg", ...: the file's own header is what is read
+
+
+class URLSource(Lenient, tag_field="type", tag="url"):
+    url: str  # fetched where LOCALLLM_ALLOW_IMAGE_URLS allows it
+
+
 class ImageBlock(Lenient, tag_field="type", tag="image"):
-    source: dict[str, Any] | None = None
+    source: Base64Source | URLSource
 
 
 class DocumentBlock(Lenient, tag_field="type", tag="document"):

@@ -115,7 +115,8 @@ def _quote(text: str) -> str:
 
 def _modelfile(model: Model, store: Store) -> str:
     """The model as a Modelfile that `localllm create -f` (or `modelfile.parse`) reads back to the same model:
-    FROM and ADAPTER name the blobs, then its template, system text, parameters, messages and license."""
+    FROM (and a second FROM, its projector) and ADAPTER name the blobs, then its template, system text,
+    parameters, messages and license."""
     try:
         text = _format_modelfile(model, store)
     except ValueError as exc:  # Ollama's format has no escapes: a rare text cannot be written in it
@@ -127,6 +128,7 @@ def _format_modelfile(model: Model, store: Store) -> str:
     return modelfile.format(
         modelfile.Modelfile(
             from_=str(model.path),
+            projector=str(model.projector) if model.projector is not None else None,
             parameters=model.parameters.as_dict(),
             template=model.template,
             system=model.system,
@@ -151,6 +153,14 @@ async def show(request: Request) -> Response:
     # verbose reads the vocabulary (bounded by limits.GGUF_MAX_VERBOSE_ARRAY): in a thread, off the event loop
     info = await asyncio.to_thread(read_metadata, model.path, verbose=True) if verbose else dict(model.info.metadata)
     info["general.parameter_count"] = model.info.parameter_count
+    projector: dict[str, Any] = {}  # Ollama's projector_info: the projector GGUF's metadata, as model_info's
+    if model.projector is not None and model.projector_info is not None:
+        projector = (
+            await asyncio.to_thread(read_metadata, model.projector, verbose=True)
+            if verbose
+            else dict(model.projector_info.metadata)
+        )
+        projector["general.parameter_count"] = model.projector_info.parameter_count
     return JSONResponse(
         {
             "modelfile": _modelfile(model, service_of(request).store),
@@ -159,6 +169,7 @@ async def show(request: Request) -> Response:
             "system": model.system or "",
             "details": model.details.as_dict(),
             "model_info": info,
+            **({"projector_info": projector} if projector else {}),
             "capabilities": await service_of(request).templates.capabilities(model),
             "modified_at": timestamp(model.stored.modified_at),
             **({"license": "\n\n".join(model.license)} if model.license else {}),
@@ -263,7 +274,18 @@ def paths() -> dict[str, Any]:
                 "summary": "a model's details",
                 "requestBody": request_body(wire.ShowBody),
                 "responses": responses(
-                    err, obj({"modelfile": STR, "parameters": STR, "template": STR, "details": OBJ})
+                    err,
+                    obj(
+                        {
+                            "modelfile": STR,
+                            "parameters": STR,
+                            "template": STR,
+                            "details": OBJ,
+                            "model_info": OBJ,
+                            "projector_info": OBJ,
+                            "capabilities": STRINGS,
+                        }
+                    ),
                 ),
             }
         },

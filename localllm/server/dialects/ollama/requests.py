@@ -12,7 +12,9 @@ import msgspec
 
 from ....chat.thinking import LEVELS, Think
 from ....chat.tools import new_call_id, parse_tools
+from ....domain import mediacheck, parts
 from ....domain.errors import InvalidRequest
+from ....domain.media import Media
 from ....domain.messages import ROLES, ChatMessage, ToolCall
 from ....domain.names import ModelName
 from ....domain.options import Constraints, parse_options
@@ -22,7 +24,20 @@ from ... import requests as rq
 from ...wire import as_model
 from . import wire
 
-NO_VISION = "this model has no vision support: images cannot be used"
+
+def images(raw: list[str] | None, field: str) -> list[Media]:
+    """Ollama's `images`: base64 files (a data URL is taken too). Ollama's API has no other field for media, so
+    an audio file sent there (WAV, MP3, FLAC, told by its bytes, as `localllm run` sends one) is audio."""
+    out = []
+    for i, item in enumerate(raw or ()):
+        where = f"{field}[{i}]"
+        read = mediacheck.data_url if item[:5].lower() == "data:" else mediacheck.decode_base64
+        data = read(item, where, kind="image")
+        info = mediacheck.sniff(data, where)
+        out.append(
+            Media("audio" if info is not None and info.format in mediacheck.AUDIO_FORMATS else "image", data, where)
+        )
+    return out
 
 
 def named(body: wire.Named) -> ModelName:
@@ -59,14 +74,16 @@ def to_generate_request(raw: wire.GenerateBody | dict[str, Any]) -> tuple[Genera
     """Translate a generate body (and whether to stream the answer)."""
     body = as_model(raw, wire.GenerateBody)
     name = rq.name_of(body.model)
-    if body.images:
-        raise InvalidRequest(NO_VISION, field="images")
     context = _context(body.context)
     if body.raw and (body.template or body.system or context):
         raise InvalidRequest("raw mode does not support template, system, or context", field="raw")
+    prompt, media = parts.join([*images(body.images, "images"), parts.text_part(body.prompt, "prompt")])
+    for text, where in ((body.system, "system"), (body.suffix, "suffix")):
+        parts.text_part(text or "", where)
     req = GenerateRequest(
         model=name,
-        prompt=body.prompt,
+        prompt=prompt,
+        media=media,
         system=body.system,
         raw=body.raw,
         options=parse_options(body.options),
@@ -80,7 +97,8 @@ def to_generate_request(raw: wire.GenerateBody | dict[str, Any]) -> tuple[Genera
     return req, body.stream
 
 
-def messages(raw: list[wire.OllamaMessage], field: str = "messages") -> tuple[ChatMessage, ...]:
+def messages(raw: list[wire.OllamaMessage], field: str = "messages", *, media: bool = True) -> tuple[ChatMessage, ...]:
+    """Ollama's messages; a message's `images` come before its text (`domain.parts`), where `media` is taken."""
     out = []
     for i, item in enumerate(raw):
         label = f"{field}[{i}]"
@@ -89,12 +107,15 @@ def messages(raw: list[wire.OllamaMessage], field: str = "messages") -> tuple[Ch
             raise InvalidRequest(
                 f"{label}.role must be one of {', '.join(ROLES)}, got {item.role!r}", field=f"{label}.role"
             )
-        if item.images:
-            raise InvalidRequest(NO_VISION, field=f"{label}.images")
+        if item.images and not media:
+            raise InvalidRequest(f"{label}.images: a model's own messages cannot hold images", field=f"{label}.images")
+        content, items = parts.join(
+            [*images(item.images, f"{label}.images"), parts.text_part(item.content, f"{label}.content")]
+        )
         calls = _message_calls(item.tool_calls) if role == "assistant" else ()
         call_id = item.tool_call_id if role == "tool" else None
         thought = item.thinking or "" if role == "assistant" else ""
-        out.append(ChatMessage(role, item.content, calls, call_id, thought))
+        out.append(ChatMessage(role, content, calls, call_id, thought, items))
     return tuple(out)
 
 
@@ -111,7 +132,7 @@ def to_chat_request(raw: wire.ChatBody | dict[str, Any]) -> tuple[ChatRequest, b
     body = as_model(raw, wire.ChatBody)
     name = rq.name_of(body.model)
     if body.images:
-        raise InvalidRequest(NO_VISION, field="images")
+        raise InvalidRequest("images go on a message (messages[].images), not on the request", field="images")
     req = ChatRequest(
         model=name,
         messages=messages(body.messages),
@@ -156,6 +177,6 @@ def to_create_request(raw: wire.CreateBody | dict[str, Any]) -> CreateRequest:
         template=body.template,
         system=body.system,
         parameters=parse_options(body.parameters, field="parameters") if body.parameters else None,
-        messages=messages(body.messages) if body.messages is not None else None,
+        messages=messages(body.messages, media=False) if body.messages is not None else None,
         license=tuple(license) if license is not None else None,
     )

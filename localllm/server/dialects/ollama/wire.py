@@ -13,6 +13,7 @@ from msgspec import Meta, field
 
 from ....chat.thinking import LEVELS
 from ....domain.limits import MAX_EMBED_INPUTS, MAX_MESSAGES, MAX_TOOLS, PROMPT_MAX_BYTES
+from ....domain.limits import MEDIA_MAX_ITEMS as MAX_MEDIA_ITEMS
 from ...schema import OPTIONS
 from ...wire import Lenient, check_text
 from ..openai.wire import ToolSpec
@@ -21,6 +22,7 @@ Options = Annotated[dict[str, Any], Meta(extra_json_schema=OPTIONS)] | None
 KeepAlive = str | float | None  # a duration ("5m", "1h30m") or seconds; negative: forever
 # true, false, or a level for models that take one (`requests.parse_think` says which is wrong)
 Think = bool | Annotated[str, Meta(extra_json_schema={"enum": list(LEVELS)})] | None
+Images = Annotated[list[str], Meta(max_length=MAX_MEDIA_ITEMS)] | None  # each a base64 image file
 Format = Literal["json", ""] | dict[str, Any] | None  # "json", or a JSON schema the output must validate against
 
 
@@ -44,7 +46,7 @@ class OllamaToolCall(Lenient):
 class OllamaMessage(Lenient):
     role: str  # one of types.ROLES, in any case (`requests.messages` says)
     content: str = ""
-    images: list[Any] | None = None  # refused: no model here has vision support yet
+    images: Images = None  # base64 files, before the text (`domain.parts`)
     tool_calls: list[OllamaToolCall] | None = None  # assistant: its earlier calls, arguments as an object
     tool_call_id: str | None = None
     thinking: str | None = None  # assistant: its earlier reasoning
@@ -72,7 +74,7 @@ class GenerateBody(Generation, kw_only=True):
     template: str | None = None
     context: list[int] | None = None  # an earlier exchange's token ids
     raw: bool = False
-    images: list[Any] | None = None  # refused: no model here has vision support yet
+    images: Images = None  # base64 files, before the prompt (`domain.parts`)
 
     def check(self) -> None:
         check_text((self.prompt, self.system or "", self.suffix or ""), PROMPT_MAX_BYTES, "prompt", "prompt")
@@ -81,7 +83,7 @@ class GenerateBody(Generation, kw_only=True):
 class ChatBody(Generation, kw_only=True):
     messages: Annotated[list[OllamaMessage], Meta(max_length=MAX_MESSAGES)] = []
     tools: Annotated[list[ToolSpec], Meta(max_length=MAX_TOOLS)] | None = None
-    images: list[Any] | None = None  # refused, as on generate
+    images: list[Any] | None = None  # refused: Ollama's chat takes images on its messages
 
     def check(self) -> None:
         check_text((m.content for m in self.messages), PROMPT_MAX_BYTES, "messages", "messages")

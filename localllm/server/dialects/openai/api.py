@@ -20,14 +20,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ....domain.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, QuotaExceeded, Unauthorized
+from ....domain.errors import (
+    ContextLengthExceeded,
+    EngineError,
+    InvalidRequest,
+    ModelNotFound,
+    QuotaExceeded,
+    Unauthorized,
+)
 from ....domain.events import Done, Event, Thinking, Token, TokenLogprob, ToolCallArguments, ToolCalls, ToolCallStart
 from ....domain.messages import ToolCall
 from ....domain.names import parse_name
+from ....modelstore.models import Model
+from ....modelstore.store import StoredModel
 from ....service.generation import Answer
 from ... import requests as rq
 from ...errors import ErrorShape, guarded, message_of, status_of
-from ...schema import ANY_LIST, INT, OPENAI_ERROR, SSE, STR, obj, path_parameter, responses
+from ...schema import ANY_LIST, INT, OPENAI_ERROR, SSE, STR, STRINGS, obj, path_parameter, responses
 from ...streaming import EventStream, prepend, sse_event, until_disconnect
 from ...wire import request_body
 from ..shared import collect_all, default_model, merged, service_of
@@ -346,24 +355,38 @@ def _tool_call_dicts(calls: Sequence[ToolCall], *, indexed: bool = False) -> lis
     return out
 
 
-def _model_object(name: str, modified_at: float, owner: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": int(modified_at), "owned_by": owner}
+def _model_object(stored: StoredModel, model: Model | None) -> dict[str, Any]:
+    """OpenAI's model object, with localllm's `input_modalities` (docs/multimodal.md): `text`, and `image` /
+    `audio` for a model whose projector encodes them, as OpenRouter's models API names them; absent for a
+    damaged model (one `localllm list` flags), whose files cannot be read."""
+    out = {
+        "id": str(stored.name),
+        "object": "model",
+        "created": int(stored.modified_at),
+        "owned_by": stored.name.namespace,
+    }
+    if model is not None:
+        out["input_modalities"] = list(model.input_modalities)
+    return out
 
 
 async def list_models(request: Request) -> Response:
-    data = [
-        _model_object(m.name, m.stored.modified_at, m.stored.name.namespace) for m in service_of(request).list_models()
-    ]
+    data = [_model_object(m.stored, m) for m in service_of(request).list_models()]
     return JSONResponse({"object": "list", "data": data})
 
 
 @guarded(ERRORS)
 async def get_model(request: Request) -> Response:
     raw = request.path_params["model"]
-    stored = service_of(request).store.find(parse_name(raw))
+    service = service_of(request)
+    stored = service.store.find(parse_name(raw))
     if stored is None:
         raise ModelNotFound(f"model '{raw}' not found")
-    return JSONResponse(_model_object(str(stored.name), stored.modified_at, stored.name.namespace))
+    try:
+        model: Model | None = service.model(stored.name)
+    except EngineError:  # a damaged model (a blob moved aside, a GGUF that does not parse): listed, flagged
+        model = None
+    return JSONResponse(_model_object(stored, model))
 
 
 # -- the OpenAPI paths: request bodies are the wire models' schemas -----------------------------------------
@@ -371,7 +394,9 @@ async def get_model(request: Request) -> Response:
 COMPLETION_OK = obj(
     {"id": STR, "object": STR, "created": INT, "model": STR, "choices": ANY_LIST}, required=("choices",)
 )
-MODEL_OK = obj({"id": STR, "object": STR, "created": INT, "owned_by": STR}, required=("id", "object"))
+MODEL_OK = obj(
+    {"id": STR, "object": STR, "created": INT, "owned_by": STR, "input_modalities": STRINGS}, required=("id", "object")
+)
 # generation may leave the model to LOCALLLM_DEFAULT_MODEL ("dummy", as InferenceClient sends): 422 without one
 GENERATE_CODES = ("400", "401", "403", "404", "413", "422", "429", "5XX")
 

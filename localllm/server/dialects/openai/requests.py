@@ -17,8 +17,10 @@ import msgspec
 
 from ....chat.thinking import effort
 from ....chat.tools import ToolChoice, call_schema, new_call_id, parse_tool_choice, parse_tools
+from ....domain import mediacheck, parts
 from ....domain.errors import InvalidRequest
 from ....domain.limits import MAX_CHOICES
+from ....domain.media import Media
 from ....domain.messages import ChatMessage, Tool, ToolCall
 from ....domain.names import parse_name
 from ....domain.options import Constraints, Options, parse_options, parse_stop
@@ -51,16 +53,29 @@ def _messages(body: wire.ChatCompletionRequest) -> tuple[ChatMessage, ...]:
                 raise InvalidRequest(f"{label}.tool_call_id is required", field=f"{label}.tool_call_id")
             call_id = item.tool_call_id
         thought = item.reasoning_content or "" if role == "assistant" else ""
-        out.append(ChatMessage(role, _text(item.content), calls, call_id, thought))
+        text, media = content(item.content, f"{label}.content")
+        out.append(ChatMessage(role, text, calls, call_id, thought, media))
     return tuple(out)
 
 
-def _text(content: wire.Content) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.text for part in content)
+def content(raw: wire.Content, label: str) -> tuple[str, tuple[Media, ...]]:
+    """A message's content: a string, or parts (text, `image_url`, `input_audio`) joined by `domain.parts`."""
+    if raw is None:
+        return "", ()
+    if isinstance(raw, str):
+        return parts.text_part(raw, label), ()
+    out: list[parts.Part] = []
+    for i, part in enumerate(raw):
+        where = f"{label}[{i}]"
+        if isinstance(part, wire.TextPart):
+            out.append(parts.text_part(part.text, f"{where}.text"))
+        elif isinstance(part, wire.ImagePart):
+            url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
+            out.append(mediacheck.from_url(url, where))
+        else:
+            data = mediacheck.decode_base64(part.input_audio.data, where, kind="audio")
+            out.append(Media("audio", data, where))
+    return parts.join(out)
 
 
 def _tool_calls(raw: list[wire.ToolCall] | None, label: str) -> tuple[ToolCall, ...]:

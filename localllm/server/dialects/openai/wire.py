@@ -24,14 +24,32 @@ from ....domain.limits import (
 from ...schema import OPTIONS
 from ...wire import Lenient, check_text
 
-# -- content parts: a tagged union on `type` (text now; image and audio parts join it as their own structs) ----
+# -- content parts: a tagged union on `type` -----------------------------------------------------------------
 
 
 class TextPart(Lenient, tag_field="type", tag="text"):
     text: str
 
 
-ContentPart = TextPart  # TextPart | ImagePart | AudioPart once the service takes media
+class ImageURL(Lenient):
+    url: str  # a data URL (data:image/png;base64,...), or http(s) where LOCALLLM_ALLOW_IMAGE_URLS allows it
+    detail: str | None = None  # "auto", "low", "high": accepted (the model's projector sets the resolution)
+
+
+class ImagePart(Lenient, tag_field="type", tag="image_url"):
+    image_url: ImageURL | str  # the object, or (as some clients send it) the URL itself
+
+
+class AudioData(Lenient):
+    data: str  # the base64 file
+    format: str = ""  # "wav", "mp3", "flac": the file's own header is what is read
+
+
+class AudioPart(Lenient, tag_field="type", tag="input_audio"):
+    input_audio: AudioData
+
+
+ContentPart = TextPart | ImagePart | AudioPart
 Content = str | list[ContentPart] | None
 
 
@@ -164,7 +182,7 @@ class Sampling(Lenient):
 def _texts(content: Content) -> list[str]:
     if content is None:
         return []
-    return [content] if isinstance(content, str) else [part.text for part in content]
+    return [content] if isinstance(content, str) else [part.text for part in content if isinstance(part, TextPart)]
 
 
 class ChatCompletionRequest(Sampling, kw_only=True):

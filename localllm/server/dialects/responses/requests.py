@@ -17,7 +17,9 @@ import msgspec
 
 from ....chat import thinking
 from ....chat.tools import call_schema, parse_tool_choice, parse_tools
+from ....domain import mediacheck, parts
 from ....domain.errors import InvalidRequest
+from ....domain.media import Media
 from ....domain.messages import ChatMessage, Tool, ToolCall
 from ....domain.options import Constraints, Options
 from ....service.generation import ChatRequest
@@ -50,19 +52,30 @@ class Turn:
 # -- translating requests ---------------------------------------------------------------------------------
 
 
-def _text(content: wire.Content | None, label: str) -> str:
-    """A message's (or an output's) text: a string, or its text parts joined; a media part is refused by name."""
+def _content(content: wire.Content | None, label: str) -> tuple[str, tuple[Media, ...]]:
+    """A message's (or an output's) content: a string, or its parts (text, `input_image`, `input_audio`)
+    joined by `domain.parts`; a file part is refused by name."""
     if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
+        return parts.text_part(content or "", label), ()
+    out: list[parts.Part] = []
     for i, part in enumerate(content):
-        if isinstance(part, (wire.InputImage, wire.InputFile, wire.InputAudio)):
-            kind = part.__struct_config__.tag
-            raise InvalidRequest(
-                f"{label}[{i}] must be a text part: '{kind}' parts are not supported here", field=f"{label}[{i}]"
-            )
-        texts.append(part.refusal or part.text if isinstance(part, wire.Refusal) else part.text)
-    return "".join(texts)
+        where = f"{label}[{i}]"
+        if isinstance(part, wire.InputImage):
+            if part.image_url is None:
+                what = "file_id is not supported here (there is no file store)" if part.file_id else "is required"
+                raise InvalidRequest(
+                    f"{where}.image_url {what}: send the image as a data URL", field=f"{where}.image_url"
+                )
+            out.append(mediacheck.from_url(part.image_url, where))
+        elif isinstance(part, wire.InputAudio):
+            data = mediacheck.decode_base64(part.input_audio.data, where, kind="audio")
+            out.append(Media("audio", data, where))
+        elif isinstance(part, wire.InputFile):
+            raise InvalidRequest(f"{where}: 'input_file' parts are not supported here", field=where)
+        else:
+            text = part.refusal or part.text if isinstance(part, wire.Refusal) else part.text
+            out.append(parts.text_part(text, where))
+    return parts.join(out)
 
 
 ITEMS = (
@@ -103,8 +116,8 @@ def parse_input(raw: str | Sequence[wire.InputItem]) -> tuple[ChatMessage, ...]:
         if item.type == "message":
             if item.role is None:
                 raise InvalidRequest(f"{label}.role is required", field=f"{label}.role")
-            content = _text(item.content, f"{label}.content")
-            out.append(ChatMessage("system" if item.role == "developer" else item.role, content))
+            content, media = _content(item.content, f"{label}.content")
+            out.append(ChatMessage("system" if item.role == "developer" else item.role, content, media=media))
         elif item.type in ("function_call", "custom_tool_call", "local_shell_call"):
             call = _call(item, label)
             if out and out[-1].role == "assistant" and out[-1].tool_calls and not out[-1].content:
@@ -114,7 +127,8 @@ def parse_input(raw: str | Sequence[wire.InputItem]) -> tuple[ChatMessage, ...]:
         elif item.type in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
             shell = item.type == "local_shell_call_output"
             call_id = _required(item.call_id or (item.id if shell else None), f"{label}.call_id")
-            out.append(ChatMessage("tool", _text(item.output, f"{label}.output"), tool_call_id=call_id))
+            output, media = _content(item.output, f"{label}.output")
+            out.append(ChatMessage("tool", output, tool_call_id=call_id, media=media))
         elif item.type in HOSTED:
             raise InvalidRequest(
                 f"{label}: '{item.type}' items are not supported here ({HOSTED[item.type]} is not available)",
@@ -232,7 +246,9 @@ def to_turn(raw: wire.InputTokensRequest | dict[str, Any], store: ResponseStore,
         if fmt is not None:
             raise InvalidRequest("a required tool call cannot be combined with text.format", field="tool_choice")
         fmt = schema
-    instructions = (ChatMessage("system", body.instructions),) if body.instructions else ()
+    instructions = (
+        (ChatMessage("system", parts.text_part(body.instructions, "instructions")),) if body.instructions else ()
+    )
     options = Options(
         temperature=full.temperature, top_p=full.top_p, num_predict=full.max_output_tokens, seed=full.seed
     ).merged_over(Options(temperature=1.0, top_p=1.0))

@@ -4,8 +4,8 @@ the parser, the checks and the OpenAPI schemas all come from these models (`serv
 Unknown top-level fields are refused (`Strict`); fields that do not apply to a local server (`user`,
 `metadata`, `prompt_cache_key`, `service_tier`, ...) are accepted, echoed or ignored. Input items are one
 model whose `type` says which fields it uses (a message may come without a `type`, so they cannot be a tagged
-union); their content parts are a tagged union on `type` (text parts now; `input_image`, `input_file` and
-`input_audio` are declared, refused by name until the service takes media). `tools` stay JSON objects: they
+union); their content parts are a tagged union on `type` (text parts, `input_image` and `input_audio`;
+`input_file` is declared so that it is refused by name). `tools` stay JSON objects: they
 are echoed back as sent, hosted tools included (`requests.function_tools` reads the function ones).
 """
 
@@ -18,6 +18,7 @@ from msgspec import Meta
 
 from ....domain.limits import MAX_MESSAGES, MAX_TOOLS, PROMPT_MAX_BYTES
 from ...wire import Lenient, Strict, check_text
+from ..openai.wire import AudioData
 
 
 class InputText(Lenient, tag_field="type", tag="input_text"):
@@ -46,8 +47,9 @@ class ReasoningText(Lenient, tag_field="type", tag="reasoning_text"):
 
 
 class InputImage(Lenient, tag_field="type", tag="input_image"):
-    image_url: str | None = None
-    file_id: str | None = None
+    image_url: str | None = None  # a data URL, or http(s) where LOCALLLM_ALLOW_IMAGE_URLS allows it
+    file_id: str | None = None  # refused: there is no file store here
+    detail: str | None = None  # "auto", "low", "high": accepted (the model's projector sets the resolution)
 
 
 class InputFile(Lenient, tag_field="type", tag="input_file"):
@@ -56,7 +58,7 @@ class InputFile(Lenient, tag_field="type", tag="input_file"):
 
 
 class InputAudio(Lenient, tag_field="type", tag="input_audio"):
-    input_audio: dict[str, Any] | None = None
+    input_audio: AudioData  # as on chat completions: {data: base64, format}
 
 
 TextPart = InputText | OutputText | PlainText | Refusal | SummaryText | ReasoningText
