@@ -8,6 +8,7 @@ batches are the same (a checkpoint at a 512-token chunk boundary, then the rest 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import time
 from collections.abc import Iterator
@@ -161,3 +162,23 @@ def test_checkpoints_outlive_a_restart_in_the_disk_tier(tmp_path: Path, shapes_h
             cache = cache_of(d, arch)
             assert cache["disk_hits"] == 1 and cache["disk_states"] >= 1 and cache["checkpoints"] == 0, cache
             unload(d, arch)
+
+
+@pytest.mark.parametrize("arch", sorted(SHAPES))
+def test_concurrent_long_prompts_each_come_back_from_their_checkpoints(shapes_daemon: Daemon, arch: str) -> None:
+    """Two long prompts evaluated at once share each batch (their checkpoints' stops split it); after other
+    traffic, both sent at once again are restored whole."""
+    prompts = [f"{name} said: " + LONG for name in ("Alice", "Bob")]
+    unload(shapes_daemon, arch)
+
+    def both() -> list[tuple[str, int, int]]:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            return list(pool.map(lambda p: complete(shapes_daemon, arch, p), prompts))
+
+    first = both()
+    assert all(cold == 0 for _, _, cold in first)
+    for other in OTHERS:
+        complete(shapes_daemon, arch, other)
+    again = both()
+    for (_, n_prompt, _), (_, n_again, cached) in zip(first, again, strict=True):
+        assert n_again == n_prompt and cached == n_prompt
