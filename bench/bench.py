@@ -60,10 +60,17 @@ MODELS = {
     "stories": SHARED_MODELS / "stories260K.gguf",
     "bench-135m": HERE / "models" / "bench-135m.gguf",  # make_model.py --preset bench-135m (Q8_0)
     "bench-135m-f16": HERE / "models" / "bench-135m-f16.gguf",  # the same with --type f16
+    # the other shapes (make_shapes.py, F16): sliding-window, hybrid, recurrent
+    "bench-gemma3": HERE / "models" / "bench-gemma3.gguf",  # Gemma 3 270M's shape, window 512
+    "bench-lfm2": HERE / "models" / "bench-lfm2.gguf",  # LFM2-350M's shape
+    "bench-mamba": HERE / "models" / "bench-mamba.gguf",  # mamba-130m's shape
 }
-MAKE_MODEL = {
-    "bench-135m": "--preset bench-135m",
-    "bench-135m-f16": "--preset bench-135m --type f16",
+MAKE_MODEL = {  # how to write each (run from the project root)
+    "bench-135m": "../shared/tools/make_model.py {path} --preset bench-135m",
+    "bench-135m-f16": "../shared/tools/make_model.py {path} --preset bench-135m --type f16",
+    "bench-gemma3": "bench/make_shapes.py {path} --arch gemma3",
+    "bench-lfm2": "bench/make_shapes.py {path} --arch lfm2",
+    "bench-mamba": "bench/make_shapes.py {path} --arch mamba",
 }
 DEFAULT_LLAMA_SERVER = HERE / ".build" / "llama-server"
 DEFAULT_PEER_PYTHON = HERE / ".venv-peer" / "bin" / "python"
@@ -354,7 +361,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="stories", help="stories, bench-135m or a GGUF path (default: stories)")
+    ap.add_argument("--model", default="stories", help=f"{', '.join(MODELS)} or a GGUF path (default: stories)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for every server (default 2)")
     ap.add_argument("--tokens", type=int, default=256, help="max_tokens of each measured stream (default 256)")
     ap.add_argument("--ctx", type=int, default=2048, help="context per sequence (default 2048)")
@@ -387,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not model.is_file():
         hint = ""
         if a.model in MAKE_MODEL:
-            hint = f" (.venv/bin/python ../shared/tools/make_model.py {model} {MAKE_MODEL[a.model]})"
+            hint = f" (.venv/bin/python {MAKE_MODEL[a.model].format(path=model)})"
         raise SystemExit(f"model not found: {model}{hint}")
     only = [n.strip() for n in a.only.split(",") if n.strip()]
     unknown = [n for n in only if n not in SERVERS]

@@ -80,6 +80,8 @@ PROMPT_CACHE_MAX_STATES = 4096  # states in RAM, and files on disk, per runner (
 PROMPT_CACHE_CANDIDATES = 64  # states compared token by token (one block each) in one lookup
 PROMPT_CACHE_WRITES = 8  # state files queued for writing; past it a state stays in RAM only
 PROMPT_CACHE_PREFETCH = 8  # the newest state files a starting runner reads back in the background (RAM bound too)
+PROMPT_CHECKPOINT_SPACING = 512  # a long prompt's checkpoints (sliding-window, recurrent, hybrid models): apart
+PROMPT_CHECKPOINT_TAIL = 4  # ... and one this many tokens before its end (and this + the batch size), as llama-server
 
 # -- the runner boundary (runner/wire.py, runner/process.py) ---------------------------------------------------
 RUNNER_MESSAGE_MAX = 1 << 30  # one answer of a runner, joined from its pieces; past it the runner is stopped

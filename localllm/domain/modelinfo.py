@@ -42,6 +42,7 @@ class PromptCacheStats:
     disk_hits: int = 0
     cached_tokens: int = 0  # prompt tokens not evaluated again, over `requests`
     prompt_tokens: int = 0
+    checkpoints: int = 0  # states saved as checkpoints (a model whose state cannot be cut back: restored whole)
 
     @property
     def hits(self) -> int:

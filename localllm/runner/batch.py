@@ -6,9 +6,10 @@ and leaves without disturbing the others. A slot keeps the tokens whose KV it ho
 goes to the free slot sharing the longest prefix with it and evaluates only what follows (multi-turn
 chats re-send their history). Beyond the slots, saved states (kvstates.py): before a slot is reused, what
 it held is saved when worth it, and a prompt that a saved state begins better than any free slot gets that
-state restored into its slot. The logits after each prompt are kept with its tokens (`PromptOutput`): the same
-prompt again takes its first token from them and evaluates nothing. Output leaves as one message per request
-per step, and all of a step's messages in one write (`flush`).
+state restored into its slot (for a model whose state cannot be cut back, a checkpoint: checkpoints.py).
+The logits after each prompt are kept with its tokens (`PromptOutput`): the same prompt again takes its
+first token from them and evaluates nothing. Output leaves as one message per request per step, and all of
+a step's messages in one write (`flush`).
 
 The loop talks to llama.cpp only through `Engine` (engine.py), so it can be driven by a fake in tests.
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..domain.events import TokenLogprob
-from . import detokenize, scripted
+from . import checkpoints, detokenize, scripted
 from .context import cut_to_fit
 from .kvstates import BLOCK, KVStates, PromptOutput, Source
 from .mediaprompt import MediaError, MediaPrompt, MediaSpan, Projector, media_prompt, snap, span_at, text_run
@@ -117,6 +118,7 @@ class Work:
     next_token: int = -1  # sampled, not yet evaluated
     out_index: int = -1  # where this request's logits are in the current batch
     first: Any = None  # kept logits its first token is taken from (its whole prompt was cached with them)
+    checkpointed: int = 0  # where its prompt's last checkpoint was taken (checkpoints.py)
     generated: list[int] = field(default_factory=list)
     held: str = ""  # text held back: it may begin a stop string
     text: list[str] = field(default_factory=list)  # to send after this step
@@ -175,6 +177,7 @@ class Batcher:
         self.prompts = TokenCache(lambda text, add_bos: engine.tokenize(text, add_bos=add_bos))
         self.waiting: collections.deque[Work] = collections.deque()
         self.cancelled: set[str] = set()
+        self._checkpoint_next: list[Slot] = []  # slots whose sequence holds just a prompt (checkpoints.py)
 
     # -- requests ------------------------------------------------------------------------------------
 
@@ -325,7 +328,7 @@ class Batcher:
             if keep < len(slot.tokens) and not self.engine.forget(slot.seq, keep):
                 keep, source, output = 0, "none", None
             self._cut(slot, keep)
-            work.slot, work.n_past, work.cached = slot.seq, keep, keep
+            work.slot, work.n_past, work.cached, work.checkpointed = slot.seq, keep, keep, keep
             work.pending = work.prompt[keep:]
             work.first = output.logits if output is not None else None
             slot.work = work
@@ -340,6 +343,8 @@ class Batcher:
         states, prompt = self.states, work.prompt
         if states is None:
             return keep, "slot"
+        if states.exact:
+            return self._reuse_checkpoint(slot, prompt, keep)
         state, n = states.find(prompt)
         n = snap(work.spans, min(n, len(prompt) - 1))
         if state is None or n < keep + BLOCK:  # restore only for a block or more beyond what the slot holds
@@ -353,6 +358,40 @@ class Batcher:
         slot.tokens.extend(state.tokens)
         slot.output = output
         return n, source
+
+    def _reuse_checkpoint(self, slot: Slot, prompt: list[int], keep: int) -> tuple[int, Source]:
+        """`_reuse` for a model whose state cannot be cut back: the slot as it is, or cut if the engine can, or
+        the checkpoint restoring the most (checkpoints.choose); the slot then holds exactly what is kept."""
+        assert self.states is not None
+        if _output_for(slot, prompt) is not None:
+            keep = len(prompt)
+        state, n = self.states.find(prompt)
+        plan = checkpoints.choose(len(slot.tokens), keep, n, BLOCK)
+        if plan == "slot":
+            return keep, "slot" if keep else "none"
+        self._save(slot, keep if plan == "cut" else 0)
+        if plan == "cut" and self.engine.forget(slot.seq, keep):
+            self._cut(slot, keep)
+            return keep, "slot"
+        self.engine.forget(slot.seq, 0)
+        self._cut(slot, 0)
+        if state is None:
+            return 0, "none"
+        source, output = self.states.restore(self.engine, slot.seq, state)
+        if source == "none":
+            return 0, source
+        slot.tokens.extend(state.tokens)
+        slot.output = output
+        return n, source
+
+    def _checkpoint(self, slot: Slot) -> None:
+        """Keep what `slot` holds now as a checkpoint (a model whose state cannot be cut back: checkpoints.py)."""
+        states = self.states
+        if states is None or not states.exact or not states.wants(slot.tokens, slot.output):
+            return
+        data = self.engine.save_state(slot.seq)
+        if data is not None and states.save(slot.tokens, data, slot.output) is not None:
+            self._report_due = True
 
     def _save(self, slot: Slot, keep: int) -> None:
         """Save what `slot` holds before it is cut to `keep` tokens, if a block or more would be lost."""
@@ -405,6 +444,9 @@ class Batcher:
             self.send(None, CacheReport(**vars(self.states.stats())))
 
     def _step(self) -> None:
+        for slot in self._checkpoint_next:  # before anything is decoded after their prompts
+            self._checkpoint(slot)
+        self._checkpoint_next.clear()
         for slot in self.slots:
             if slot.work is not None and slot.work.rid in self.cancelled:
                 self._finish(slot.work, "cancel")
@@ -434,7 +476,10 @@ class Batcher:
                 continue
             if len(work.pending) <= room and text_run(work.pending, room) == len(work.pending):
                 self._round_up_tail(work, room)
-            n = text_run(work.pending, room)  # text up to the next media chunk (evaluated in a later step)
+            size = room
+            if self.states is not None and self.states.exact and self.states.enabled:  # to where a checkpoint is due
+                size = checkpoints.chunk(work.n_past, len(work.prompt), room, engine.n_batch)
+            n = text_run(work.pending, size)  # text up to the next media chunk (evaluated in a later step)
             if n == 0:
                 continue
             chunk = work.pending[:n]
@@ -456,6 +501,9 @@ class Batcher:
                 self._fail(work, f"llama_decode failed with code {code}")
             return
         for work in active:
+            if work.pending and checkpoints.due(work.n_past, work.checkpointed, len(work.prompt), engine.n_batch):
+                work.checkpointed = work.n_past  # a long prompt's chunk boundary
+                self._checkpoint(self.slots[work.slot])
             if work.out_index < 0:
                 continue
             if work.next_token >= 0 and not work.pending and work.generated:
@@ -524,7 +572,7 @@ class Batcher:
         keep = work.n_past - extra
         if work.spans and text_run(slot.tokens[keep : work.n_past], extra) < extra:
             return  # a media chunk is never evaluated again in part, nor as text
-        if not engine.forget(slot.seq, keep):  # not expected (tail_tile is 0 for recurrent models): start over
+        if not engine.forget(slot.seq, keep):  # not expected (tail_tile is 0 where cuts fail): start over
             keep = 0
         work.pending[:0] = slot.tokens[keep:]
         self._cut(slot, keep)
@@ -603,7 +651,10 @@ class Batcher:
         at = work.out_index if work.first is None else work.first
         if not work.generated and work.first is None:  # the output after the whole prompt: kept for a repeat
             logits = engine.keep_logits(at)
-            self.slots[work.slot].output = PromptOutput(work.n_past, logits, memoryview(logits).nbytes)
+            slot = self.slots[work.slot]
+            slot.output = PromptOutput(work.n_past, logits, memoryview(logits).nbytes)
+            if self.states is not None and self.states.exact:  # a checkpoint, once the first token is out
+                self._checkpoint_next.append(slot)
         work.first = None
         return sampler.sample(engine, at)
 

@@ -178,14 +178,17 @@ class Engine:
         # no such path.
         on_cpu = self.n_gpu_layers == 0 or not self.local_gpu  # (RPC workers run the same CPU kernels)
         recurrent = llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
+        self.n_swa = int(llama_cpp.llama_model_n_swa(model))
         flash = spec.flash_attention != "off"
-        self.tail_tile = FA_TILE if flash and on_cpu and not recurrent and not spec.embedding else 0
-        # Saved states (kvstates.py) are restored and then cut to the prompt's common prefix: a recurrent
-        # state cannot be cut, so those models keep only their slots.
-        self.saves_states = not recurrent and not spec.embedding and self.memory is not None
+        # (not for a model whose cache cannot be cut back: rounding up cuts it; see `checkpoints`)
+        uncut = recurrent or self.n_swa > 0
+        self.tail_tile = FA_TILE if flash and on_cpu and not uncut and not spec.embedding else 0
+        # Saved states (kvstates.py) are restored and then cut to the prompt's common prefix; a recurrent state,
+        # or a sliding window's, cannot be cut, so those models keep checkpoints instead (checkpoints.py).
+        self.saves_states = not spec.embedding and self.memory is not None
+        self.checkpoints = uncut
         # Speculation drops a rejected draft's tail from the cache, which a recurrent state cannot do.
         self.can_speculate = not recurrent and not spec.embedding and self.memory is not None
-        self.n_swa = int(llama_cpp.llama_model_n_swa(model))
         self._spec = spec
         self._attention_per_token = 2.0 * float(llama_cpp.llama_model_n_embd(model)) * self.n_layer
         self._matmul_per_token = 2.0 * max(1.0, float(llama_cpp.llama_model_n_params(model)))

@@ -120,6 +120,7 @@ class StoredState:
     size: int  # bytes of the state
     file_size: int
     last_used: float  # the file's mtime
+    output_n: int = 0  # tokens the output it carries follows (0: none)
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ class KVFiles:
                 tokens = _tokens_of(f.read(4 * head.n_tokens))
         except OSError:
             return None
-        return StoredState(path.name, tokens, head.size, size, mtime)
+        return StoredState(path.name, tokens, head.size, size, mtime, head.output_n if head.output_size else 0)
 
     # -- one file ------------------------------------------------------------------------------------
 

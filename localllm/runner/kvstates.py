@@ -17,6 +17,10 @@ Saving is kept off the common path: a sequence shorter than `PROMPT_CACHE_MIN_TO
 saved state already covers (its tokens are a prefix of that state's); a state that is a prefix of the new one
 is dropped, as the new one serves every prompt it served.
 
+A model whose state cannot be cut back (sliding-window, hybrid, recurrent: `exact`) keeps checkpoints instead
+(checkpoints.py): each state is restored whole, at exactly the tokens it holds, so a prompt takes the longest
+state whose tokens begin it, a longer state serves no shorter prompt, and none is dropped for covering another.
+
 No llama.cpp here: the engine's save and load go through `StateEngine`, so unit tests drive this with bytes.
 """
 
@@ -32,6 +36,7 @@ from typing import Any, Literal, Protocol
 
 from ..domain.limits import PROMPT_CACHE_CANDIDATES, PROMPT_CACHE_MAX_STATES, PROMPT_CACHE_MIN_TOKENS
 from ..domain.modelinfo import PromptCacheStats
+from . import checkpoints
 from .kvfiles import KVFiles, StoredState
 
 log = logging.getLogger("localllm.runner")
@@ -91,6 +96,13 @@ class KVState:
     file_size: int = 0
     last_used: float = 0.0
     output: PromptOutput | None = None
+    file_output_n: int = 0  # the tokens the output in its file follows (0: none)
+
+    def has_output_after(self, n: int) -> bool:
+        """Whether it has the output after exactly its first `n` tokens: in RAM, or in its file when it is not."""
+        if self.output is not None:
+            return self.output.n == n
+        return self.data is None and self.file_output_n == n > 0
 
     @property
     def n_tokens(self) -> int:
@@ -168,6 +180,7 @@ class _Counts:
     hits: dict[str, int] = field(default_factory=lambda: {"slot": 0, "ram": 0, "disk": 0})
     cached_tokens: int = 0
     prompt_tokens: int = 0
+    checkpoints: int = 0
 
 
 class KVStates:
@@ -181,8 +194,10 @@ class KVStates:
         max_states: int = PROMPT_CACHE_MAX_STATES,
         min_tokens: int = PROMPT_CACHE_MIN_TOKENS,
         clock: Callable[[], float] = time.time,
+        exact: bool = False,
     ) -> None:
         self.ram_limit = max(0, ram_limit)
+        self.exact = exact  # checkpoints: restored whole, never cut (see the module's doc)
         self.files = files
         self.max_states = max_states
         self.min_tokens = max(BLOCK, min_tokens)
@@ -211,6 +226,7 @@ class KVStates:
         if not hashes:
             return
         state = KVState(tokens, hashes, stored.size, file=stored.name, file_size=stored.file_size)
+        state.file_output_n = stored.output_n
         state.last_used = stored.last_used
         self.index.add(state)
         self._disk[state] = None
@@ -219,11 +235,22 @@ class KVStates:
     # -- lookups -------------------------------------------------------------------------------------
 
     def find(self, tokens: Sequence[int]) -> tuple[KVState | None, int]:
-        """The saved state sharing the longest prefix with `tokens`, and the length of that prefix."""
+        """The saved state sharing the longest prefix with `tokens`, and the length of that prefix. With `exact`
+        states, the checkpoint that restores the most of `tokens` (checkpoints.best)."""
         if not self.enabled or len(tokens) < BLOCK:
             return None, 0
         prompt = array("i", tokens)
+        if self.exact:
+            found = checkpoints.best(self.index.prefixes_of(prompt, chain(prompt)), len(prompt))
+            return (found, found.n_tokens) if found is not None else (None, 0)
         return self.index.longest(prompt, chain(prompt))
+
+    def _same(self, prompt: array[int], hashes: list[int]) -> KVState | None:
+        """The saved state holding exactly `prompt`, or (not `exact`) one whose tokens begin with it."""
+        if self.exact:
+            return next((s for s in self.index.prefixes_of(prompt, hashes) if s.n_tokens == len(prompt)), None)
+        have, n = self.index.longest(prompt, hashes)
+        return have if have is not None and n == len(prompt) else None
 
     def note(self, source: Source, cached: int, n_prompt: int) -> None:
         """Count a prompt of `n_prompt` tokens that reused `cached` of them from `source`."""
@@ -253,6 +280,7 @@ class KVStates:
             disk_hits=c.hits["disk"],
             cached_tokens=c.cached_tokens,
             prompt_tokens=c.prompt_tokens,
+            checkpoints=c.checkpoints,
         )
 
     # -- saving --------------------------------------------------------------------------------------
@@ -263,8 +291,9 @@ class KVStates:
         state out."""
         if not self.enabled or len(tokens) < self.min_tokens:
             return False
-        have, n = self.find(tokens)
-        if have is not None and n == len(tokens):
+        prompt = array("i", tokens)
+        have = self._same(prompt, chain(prompt))
+        if have is not None:
             self._covered(have, output)
             return False
         return True
@@ -277,8 +306,8 @@ class KVStates:
         hashes = chain(prompt)
         if not hashes or not self.enabled:
             return None
-        have, n = self.index.longest(prompt, hashes)
-        if have is not None and n == len(prompt):
+        have = self._same(prompt, hashes)
+        if have is not None:
             self._covered(have, output)
             return None
         in_ram = len(data) <= self.ram_limit
@@ -288,7 +317,7 @@ class KVStates:
             written = self.files.write(prompt, data, kept)
         if not in_ram and written is None:
             return None
-        for old in self.index.prefixes_of(prompt, hashes):
+        for old in () if self.exact else self.index.prefixes_of(prompt, hashes):
             self._drop(old)
         state = KVState(prompt, hashes, len(data), last_used=self.clock())
         self.index.add(state)
@@ -299,10 +328,13 @@ class KVStates:
             self.ram_bytes += state.ram_size
         if written is not None:
             state.file, state.file_size = written
+            state.file_output_n = output.n if output is not None else 0
             self._disk[state] = None
             self.disk_bytes += state.file_size
         self._bound()
-        log.info("prompt cache: saved a state of %d tokens (%d bytes)", len(prompt), len(data))
+        self.counts.checkpoints += self.exact
+        kind = "a checkpoint" if self.exact else "a state"
+        log.info("prompt cache: saved %s of %d tokens (%d bytes)", kind, len(prompt), len(data))
         return state
 
     def _covered(self, have: KVState, output: PromptOutput | None) -> None:

@@ -132,10 +132,11 @@ def open_states(spec: LoadSpec, engine: Engine) -> KVStates | None:
     ram = spec.cache_ram if spec.cache_ram >= 0 else prompt_cache_ram(SystemMemory(nvidia_smi=None).snapshot().ram_free)
     if spec.cache_dir:
         try:
-            return KVStates(ram, KVFiles(Path(spec.cache_dir).expanduser(), engine.state_layout(), spec.cache_disk))
+            files = KVFiles(Path(spec.cache_dir).expanduser(), engine.state_layout(), spec.cache_disk)
+            return KVStates(ram, files, exact=engine.checkpoints)
         except OSError as exc:
             logging.warning("prompt cache: no disk tier, %s is unusable: %s", spec.cache_dir, exc)
-    return KVStates(ram)
+    return KVStates(ram, exact=engine.checkpoints)
 
 
 def main(argv: list[str] | None = None) -> int:
