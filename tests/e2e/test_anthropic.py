@@ -149,10 +149,9 @@ def test_bad_requests_are_400s_naming_the_field(client: anthropic.Anthropic) -> 
     with pytest.raises(anthropic.BadRequestError) as info:
         client.messages.create(model=CHAT, max_tokens=4, messages=image)
     body: Any = info.value.body
-    assert (
-        body["error"]["type"] == "invalid_request_error"
-        and "image blocks are not supported" in body["error"]["message"]
-    )
+    assert body["error"]["type"] == "invalid_request_error", body
+    assert body["error"]["message"].startswith("messages[0].content[0].source.data: "), body
+    assert "base64" in body["error"]["message"], body
 
 
 def events_of(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
