@@ -2,34 +2,33 @@
 
 Every step puts the next token of each generating request and chunks of new prompts into one batch,
 decodes it once, and samples each request with its own sampler chain. A request joins at the next step
-and leaves without disturbing the others. A slot keeps the tokens whose KV it holds, so a new request
-goes to the free slot sharing the longest prefix with it and evaluates only what follows (multi-turn
-chats re-send their history). Beyond the slots, saved states (kvstates.py): before a slot is reused, what
-it held is saved when worth it, and a prompt that a saved state begins better than any free slot gets that
-state restored into its slot (for a model whose state cannot be cut back, a checkpoint: checkpoints.py).
-The logits after each prompt are kept with its tokens (`PromptOutput`): the same prompt again takes its
-first token from them and evaluates nothing. Output leaves as one message per request per step, and all of
-a step's messages in one write (`flush`).
+and leaves without disturbing the others. What a slot and a generation hold is in slots.py. A new request
+goes to the free slot whose cache holds the most of its prompt, or gets a saved state (kvstates.py) or a
+checkpoint (checkpoints.py) restored into it, and evaluates only what follows (slotcache.py). The logits after
+each prompt are kept with its tokens (`PromptOutput`): the same prompt again takes its first token from them
+and evaluates nothing. A prompt's media chunks are evaluated one per step (mediastep.py), and the drafts of
+requests that speculate are staged in the step's batch and verified against its outputs (drafts.py). Output
+leaves as one message per request per step, and all of a step's messages in one write (`flush`).
 
-The loop talks to llama.cpp only through `Engine` (engine.py), so it can be driven by a fake in tests.
+The loop talks to llama.cpp only through `EngineLike` (slots.py; engine.py's `Engine` offers it), so it can be
+driven by a fake in tests.
 """
 
 from __future__ import annotations
 
-import codecs
 import collections
 import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..domain.events import TokenLogprob
-from . import checkpoints, detokenize, scripted
+from . import checkpoints, detokenize, drafts, scripted
 from .context import cut_to_fit
-from .kvstates import BLOCK, KVStates, PromptOutput, Source
-from .mediaprompt import MediaError, MediaPrompt, MediaSpan, Projector, media_prompt, snap, span_at, text_run
+from .kvstates import KVStates, PromptOutput
+from .mediaprompt import MediaError, MediaPrompt, MediaSpan, Projector, media_prompt, text_run
+from .mediastep import MediaTurns
 from .protocol import (
     STREAM_INTERVAL,
     CacheReport,
@@ -51,42 +50,17 @@ from .protocol import (
     Vectors,
 )
 from .scripted import Script
-from .speculate import DraftModel, NgramDraft, Speculation, draft_room
+from .slotcache import SlotCache
+from .slots import EngineLike, SamplerLike, Slot, Work
+from .speculate import DraftModel, NgramDraft, Speculation
+from .stopstrings import find_stop, held_back
 from .tokencache import TokenCache
+
+__all__ = ["Batcher", "EngineLike", "SamplerLike", "sampling_for"]
 
 log = logging.getLogger("localllm.runner")
 
 MAX_INTERVAL_SCALE = 4  # with n streams generating, each waits up to min(n, 4) intervals between messages
-
-
-class SamplerLike(Protocol):
-    def sample(self, engine: Any, at: Any) -> int: ...  # `at`: an output of the last decode, or kept logits
-
-    def close(self) -> None: ...
-
-
-class EngineLike(Protocol):
-    n_parallel: int
-    n_batch: int
-    n_ctx_seq: int
-    n_vocab: int
-    tail_tile: int  # 0: no rounding of prompt tails
-
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]: ...
-    def piece(self, token: int, *, special: bool = False) -> bytes: ...
-    def is_eog(self, token: int) -> bool: ...
-    def clear_batch(self) -> None: ...
-    @property
-    def batch_size(self) -> int: ...
-    def add(self, token: int, pos: int, seq: int, logits: bool) -> int: ...
-    def decode(self) -> int: ...
-    def forget(self, seq: int, from_pos: int) -> bool: ...
-    def worth_a_tile(self, n_new: int, n_past: int) -> bool: ...
-    def ran_out_of_memory(self) -> bool: ...
-    def logprobs(self, at: Any, token: int, top: int) -> tuple[float, list[tuple[int, float]]]: ...
-    def keep_logits(self, index: int) -> Any: ...
-    def save_state(self, seq: int) -> bytearray | None: ...
-    def load_state(self, seq: int, data: bytearray) -> bool: ...
 
 
 def sampling_for(job: Job, grammar_for: Callable[[Any], str] | None = None) -> Sampling:
@@ -94,50 +68,6 @@ def sampling_for(job: Job, grammar_for: Callable[[Any], str] | None = None) -> S
     if job.format and not job.sampling.grammar and grammar_for is not None:
         return dataclasses.replace(job.sampling, grammar=grammar_for(job.format))
     return job.sampling
-
-
-@dataclass(eq=False)
-class Work:
-    """A generation in progress."""
-
-    rid: str
-    prompt: list[int]
-    sampler: SamplerLike | None = None
-    early: SamplerLike | None = None  # used until `min_tokens` are generated: cannot end the answer
-    truncated: int = 0  # prompt tokens cut out to fit the context
-    min_tokens: int = 0
-    num_predict: int = -1
-    stops: tuple[str, ...] = ()
-    top_logprobs: int = -1  # -1: no log-probabilities
-    spec: Speculation = field(default_factory=Speculation)  # its drafted tokens (speculate.py)
-    # progress
-    slot: int = -1
-    pending: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
-    n_past: int = 0  # tokens of this sequence in the cache
-    cached: int = 0
-    next_token: int = -1  # sampled, not yet evaluated
-    out_index: int = -1  # where this request's logits are in the current batch
-    first: Any = None  # kept logits its first token is taken from (its whole prompt was cached with them)
-    checkpointed: int = 0  # where its prompt's last checkpoint was taken (checkpoints.py)
-    generated: list[int] = field(default_factory=list)
-    held: str = ""  # text held back: it may begin a stop string
-    text: list[str] = field(default_factory=list)  # to send after this step
-    lps: list[TokenLogprob] = field(default_factory=list)
-    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
-    t_start: float = 0.0
-    t_first: float = 0.0
-    t_flushed: float = 0.0  # when text last went out
-    spans: tuple[MediaSpan, ...] = ()  # the prompt's media chunks (mediaprompt.py): their positions hold pseudo ids
-    media_turn: int = 0  # when its last media chunk was evaluated (Batcher._turns): requests take turns
-
-
-@dataclass
-class Slot:
-    seq: int
-    tokens: list[int] = field(default_factory=list)  # what this sequence's cache holds
-    work: Work | None = None
-    last_used: float = 0.0
-    output: PromptOutput | None = None  # the output after the first `output.n` of `tokens`
 
 
 class Batcher:
@@ -158,7 +88,7 @@ class Batcher:
     ) -> None:
         self.engine = engine
         self.projector = projector  # the model's multimodal projector (multimodal.py), if it has one
-        self._turns = 0  # media chunks evaluated
+        self.media = MediaTurns(projector) if projector is not None else None  # whose media chunk a step evaluates
         self.draft = draft  # the draft model (a Modelfile's DRAFT), None: none
         self.speculate = speculate  # False: this model's cache cannot drop a rejected draft (recurrent)
         self.script = script  # tests only (scripted.py): answers written by a test instead of sampling
@@ -170,10 +100,10 @@ class Batcher:
         # writes out what `send` was given (main.Channel holds events, so that what one pass of the loop says
         # leaves as one write: one wake-up of the daemon, not one per event)
         self.flush = flush
-        self._report_due = False  # the prompt cache's figures changed: a `CacheReport` goes out after the step
         self.states = states  # saved KV states beyond the slots (None: only the slots')
         self.make_sampler = make_sampler
         self.slots = [Slot(i) for i in range(engine.n_parallel)]
+        self.cache = SlotCache(engine, self.slots, states)  # which slot a request goes to, what it holds (slotcache.py)
         self.prompts = TokenCache(lambda text, add_bos: engine.tokenize(text, add_bos=add_bos))
         self.waiting: collections.deque[Work] = collections.deque()
         self.cancelled: set[str] = set()
@@ -302,112 +232,6 @@ class Batcher:
     def busy(self) -> bool:
         return bool(self.waiting) or any(s.work is not None for s in self.slots)
 
-    def _assign(self) -> None:
-        while self.waiting:
-            free = [s for s in self.slots if s.work is None]
-            if not free:
-                return
-            work = self.waiting.popleft()
-            # The slot whose cache holds the longest prefix of this prompt, if reusing it keeps at least half of
-            # what it holds; else the least recently used slot (an empty one first). So a prompt that shares
-            # only a BOS with a conversation's slot leaves that conversation's cache alone.
-            # (never inside a media chunk: `snap` moves a cut to its start)
-            reuse = {
-                s.seq: snap(work.spans, min(_common_prefix(s.tokens, work.prompt), len(work.prompt) - 1)) for s in free
-            }
-            good = [s for s in free if reuse[s.seq] > 0 and 2 * reuse[s.seq] >= len(s.tokens)]
-            if good:
-                slot = max(good, key=lambda s: (reuse[s.seq], -s.last_used))
-            else:
-                slot = min(free, key=lambda s: s.last_used)
-            work.t_start = time.perf_counter()
-            keep, source = self._reuse(slot, work, reuse[slot.seq])
-            output = _output_for(slot, work.prompt)
-            if output is not None:  # nothing to evaluate, not even the prompt's last token again
-                keep = len(work.prompt)
-            if keep < len(slot.tokens) and not self.engine.forget(slot.seq, keep):
-                keep, source, output = 0, "none", None
-            self._cut(slot, keep)
-            work.slot, work.n_past, work.cached, work.checkpointed = slot.seq, keep, keep, keep
-            work.pending = work.prompt[keep:]
-            work.first = output.logits if output is not None else None
-            slot.work = work
-            if self.states is not None:
-                self.states.note(source, keep, len(work.prompt))
-                self._report_due = True
-
-    def _reuse(self, slot: Slot, work: Work, keep: int) -> tuple[int, Source]:
-        """How much of `work.prompt` `slot` holds once it takes it, and from where: the `keep` tokens it holds
-        already, or more from a saved state restored into it (kvstates.py). What the slot loses is saved
-        first, when that is worth it."""
-        states, prompt = self.states, work.prompt
-        if states is None:
-            return keep, "slot"
-        if states.exact:
-            return self._reuse_checkpoint(slot, prompt, keep)
-        state, n = states.find(prompt)
-        n = snap(work.spans, min(n, len(prompt) - 1))
-        if state is None or n < keep + BLOCK:  # restore only for a block or more beyond what the slot holds
-            self._save(slot, keep)
-            return keep, "slot" if keep else "none"
-        self._save(slot, 0)
-        self._cut(slot, 0)
-        source, output = states.restore(self.engine, slot.seq, state)
-        if source == "none":
-            return 0, source
-        slot.tokens.extend(state.tokens)
-        slot.output = output
-        return n, source
-
-    def _reuse_checkpoint(self, slot: Slot, prompt: list[int], keep: int) -> tuple[int, Source]:
-        """`_reuse` for a model whose state cannot be cut back: the slot as it is, or cut if the engine can, or
-        the checkpoint restoring the most (checkpoints.choose); the slot then holds exactly what is kept."""
-        assert self.states is not None
-        if _output_for(slot, prompt) is not None:
-            keep = len(prompt)
-        state, n = self.states.find(prompt)
-        plan = checkpoints.choose(len(slot.tokens), keep, n, BLOCK)
-        if plan == "slot":
-            return keep, "slot" if keep else "none"
-        self._save(slot, keep if plan == "cut" else 0)
-        if plan == "cut" and self.engine.forget(slot.seq, keep):
-            self._cut(slot, keep)
-            return keep, "slot"
-        self.engine.forget(slot.seq, 0)
-        self._cut(slot, 0)
-        if state is None:
-            return 0, "none"
-        source, output = self.states.restore(self.engine, slot.seq, state)
-        if source == "none":
-            return 0, source
-        slot.tokens.extend(state.tokens)
-        slot.output = output
-        return n, source
-
-    def _checkpoint(self, slot: Slot) -> None:
-        """Keep what `slot` holds now as a checkpoint (a model whose state cannot be cut back: checkpoints.py)."""
-        states = self.states
-        if states is None or not states.exact or not states.wants(slot.tokens, slot.output):
-            return
-        data = self.engine.save_state(slot.seq)
-        if data is not None and states.save(slot.tokens, data, slot.output) is not None:
-            self._report_due = True
-
-    def _save(self, slot: Slot, keep: int) -> None:
-        """Save what `slot` holds before it is cut to `keep` tokens, if a block or more would be lost."""
-        states = self.states
-        if states is None or len(slot.tokens) - keep < BLOCK or not states.wants(slot.tokens, slot.output):
-            return
-        data = self.engine.save_state(slot.seq)
-        if data is not None:
-            states.save(slot.tokens, data, slot.output)
-
-    def _cut(self, slot: Slot, keep: int) -> None:
-        """`slot` holds its first `keep` tokens only (its sequence was cut there)."""
-        del slot.tokens[keep:]
-        if slot.output is not None and slot.output.n > keep:
-            slot.output = None
-
     # -- the loop ------------------------------------------------------------------------------------
 
     def run(self, take: Callable[[bool], list[tuple[str, Request]] | None]) -> None:
@@ -432,37 +256,39 @@ class Batcher:
         if self.states.files is not None:
             for slot in self.slots:
                 if slot.work is None:
-                    self._save(slot, 0)
+                    self.cache.save(slot, 0)
         self.states.close()
 
     def step(self) -> None:
         self._step()
-        if self._report_due and self.states is not None:
+        if self.cache.report_due and self.states is not None:
             # After the step's text, not before its decode: the daemon, woken to read it, would take a core
             # from llama.cpp's threads in the middle of the decode that gives a new request its first token.
-            self._report_due = False
+            self.cache.report_due = False
             self.send(None, CacheReport(**vars(self.states.stats())))
 
     def _step(self) -> None:
         for slot in self._checkpoint_next:  # before anything is decoded after their prompts
-            self._checkpoint(slot)
+            self.cache.checkpoint(slot)
         self._checkpoint_next.clear()
         for slot in self.slots:
             if slot.work is not None and slot.work.rid in self.cancelled:
                 self._finish(slot.work, "cancel")
-        self._assign()
+        self.cache.assign(self.waiting)
         active = [s.work for s in self.slots if s.work is not None]
         if any(work.first is not None for work in active):
             self._take_kept(active)
             active = [s.work for s in self.slots if s.work is not None]
         if not active:
             return
-        if self.projector is not None and any(w.pending and w.pending[0] < 0 for w in active):
-            self._evaluate_media(active)
+        if self.media is not None and any(w.pending and w.pending[0] < 0 for w in active):
+            failed = self.media.evaluate(active, self.slots)
+            if failed is not None:
+                self._fail(*failed)
             active = [s.work for s in self.slots if s.work is not None]
         engine = self.engine
         engine.clear_batch()
-        self._draft(active)
+        drafts.stage(active, engine, self.draft)
         for work in active:
             work.out_index = -1
             if not work.pending:
@@ -503,14 +329,14 @@ class Batcher:
         for work in active:
             if work.pending and checkpoints.due(work.n_past, work.checkpointed, len(work.prompt), engine.n_batch):
                 work.checkpointed = work.n_past  # a long prompt's chunk boundary
-                self._checkpoint(self.slots[work.slot])
+                self.cache.checkpoint(self.slots[work.slot])
             if work.out_index < 0:
                 continue
             if work.next_token >= 0 and not work.pending and work.generated:
                 self.slots[work.slot].tokens.append(work.next_token)
                 work.n_past += 1
             if work.spec.draft:
-                self._verify(work)
+                drafts.verify(work, self.slots[work.slot], engine, self._sample, self._emit, self._take)
             else:
                 self._take(work)
         now = time.perf_counter()
@@ -523,27 +349,6 @@ class Batcher:
             if self.slots[work.slot].work is work and (work.text or work.lps) and now - work.t_flushed >= interval:
                 work.t_flushed = now
                 self._flush(work)
-
-    def _evaluate_media(self, active: list[Work]) -> None:
-        """Evaluate one media chunk: a step holds at most one chunk's evaluation (the encoder and the decode of
-        its embeddings), so the other requests wait no longer than that, and their text still goes in this step's
-        batch. Requests whose prompts go on with a chunk take turns: the one whose last chunk was longest ago
-        (then the oldest) goes first."""
-        assert self.projector is not None
-        work = min((w for w in active if w.pending and w.pending[0] < 0), key=lambda w: (w.media_turn, w.t_start))
-        self._turns += 1
-        work.media_turn = self._turns
-        span = span_at(work.spans, work.n_past)
-        if span is None:  # not expected: a cut is never inside a chunk
-            self._fail(work, "a media chunk was cut")
-            return
-        code = self.projector.evaluate(span, work.n_past, work.slot)
-        if code != 0:
-            self._fail(work, f"{span.source}: llama.cpp failed to evaluate it (code {code})")
-            return
-        self.slots[work.slot].tokens.extend(work.pending[: span.n])
-        work.n_past += span.n
-        del work.pending[: span.n]  # (text follows: a prompt never ends with a media chunk)
 
     def _take_kept(self, active: list[Work]) -> None:
         """The first token of each request whose whole prompt was cached with the logits after it: sampled from
@@ -575,69 +380,9 @@ class Batcher:
         if not engine.forget(slot.seq, keep):  # not expected (tail_tile is 0 where cuts fail): start over
             keep = 0
         work.pending[:0] = slot.tokens[keep:]
-        self._cut(slot, keep)
+        slot.cut(keep)
         work.n_past = keep
         work.cached = min(work.cached, keep)  # what is evaluated again is not counted as cached
-
-    def _draft(self, active: list[Work]) -> None:
-        """The drafts of the generating requests that speculate, staged after their next token: at most their
-        share of the batch's room (the requests still evaluating a prompt get theirs), and what
-        `speculate.draft_room` allows."""
-        engine = self.engine
-        drafting = [w for w in active if w.spec.on and not w.pending and w.next_token >= 0]
-        if not drafting:
-            return
-        generating = sum(1 for w in active if not w.pending)
-        share = (engine.n_batch - generating) // len(active)
-        wanted: list[tuple[Work, list[int], int]] = []
-        for work in drafting:
-            n = draft_room(
-                work.spec,
-                generated=len(work.generated),
-                num_predict=work.num_predict,
-                n_past=work.n_past,
-                n_ctx=engine.n_ctx_seq,
-                share=share,
-            )
-            if n <= 0:
-                continue
-            history = work.prompt + work.generated  # the last is the next token, staged already
-            if work.spec.lookup is not None:
-                work.spec.draft = work.spec.lookup.draft(history, n)
-            if not work.spec.draft and work.spec.model:
-                wanted.append((work, history, n))
-        if wanted and self.draft is not None:
-            drafts = self.draft.draft([(w.slot, history, n) for w, history, n in wanted])
-            for (work, _, _), draft in zip(wanted, drafts, strict=True):
-                work.spec.draft = draft
-
-    def _verify(self, work: Work) -> None:
-        """Take the tokens of a request whose draft was staged after its next token: at each drafted position
-        the token its sampler picks from the target's output there; while that is the drafted token the next
-        position's output holds, else it is the step's last token (speculate.py: the rejection rule). The
-        rejected tail's KV is removed."""
-        slot = self.slots[work.slot]
-        drafted, work.spec.draft = work.spec.draft, []
-        kept = 0
-        for token in drafted:
-            picked = self._sample(work)
-            if picked == token:
-                kept += 1
-                work.spec.accepted += 1
-            self._emit(work, picked, work.out_index)
-            if slot.work is not work or picked != token:
-                break
-            slot.tokens.append(token)  # its KV, from this batch, is the sequence's
-            work.n_past += 1
-            work.out_index += 1
-        else:
-            self._take(work)
-        work.spec.verified(len(drafted), kept)
-        if kept < len(drafted) and not self.engine.forget(slot.seq, len(slot.tokens)):
-            self._cut(slot, 0)  # the cache could not drop the tail alone (a sliding window): evaluated again
-            if slot.work is work:
-                work.pending = work.prompt + work.generated[:-1]
-                work.n_past = 0
 
     def _take(self, work: Work) -> None:
         at = work.out_index if work.first is None else work.first
@@ -675,14 +420,14 @@ class Batcher:
         text = work.held + work.decoder.decode(raw)
         keep = 0
         if work.stops:
-            hit = _find_stop(text, work.stops)
+            hit = find_stop(text, work.stops)
             if hit is not None:
                 work.held = ""
                 if hit:
                     work.text.append(text[:hit])
                 self._finish(work, "stop", stop=next(s for s in work.stops if text.startswith(s, hit)))
                 return
-            keep = _held_back(text, work.stops)
+            keep = held_back(text, work.stops)
         if len(text) > keep:
             work.text.append(text[: len(text) - keep])
         work.held = text[len(text) - keep :] if keep else ""
@@ -728,7 +473,7 @@ class Batcher:
         self.send(work.rid, Failure(kind, message))
         slot = self.slots[work.slot]
         self.engine.forget(slot.seq, 0)
-        self._cut(slot, 0)
+        slot.cut(0)
         self._release(work, slot)
 
     def _release(self, work: Work, slot: Slot | None) -> None:
@@ -742,45 +487,3 @@ class Batcher:
         if slot is not None and slot.work is work:
             slot.work = None
             slot.last_used = time.perf_counter()
-
-
-def _output_for(slot: Slot, prompt: list[int]) -> PromptOutput | None:
-    """The output `slot` kept after exactly `prompt`, if it holds `prompt` whole and kept the output after it."""
-    output = slot.output
-    if output is None or output.n != len(prompt) or len(slot.tokens) < output.n or slot.tokens[: output.n] != prompt:
-        return None
-    return output
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    """How many tokens `a` and `b` begin with in common: slices compared in C, halving the span where they first
-    differ (a token-by-token loop over a 1,000-token prompt and four slots took half a millisecond)."""
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    low, high = 0, n  # a[:low] == b[:low], and they differ before `high`
-    while high - low > 16:
-        mid = (low + high) // 2
-        if a[low:mid] == b[low:mid]:
-            low = mid
-        else:
-            high = mid
-    while a[low] == b[low]:
-        low += 1
-    return low
-
-
-def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(hits) if hits else None
-
-
-def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """How many trailing characters of `text` could begin a stop string."""
-    longest = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), longest, -1):
-            if stop.startswith(text[-n:]):
-                longest = n
-                break
-    return longest

@@ -1,7 +1,7 @@
 """Saved KV states of the runner's sequences: the prompt cache beyond the slots, in RAM and on disk.
 
 A slot's sequence holds the KV cache of the tokens it last evaluated; a new prompt that begins with them
-evaluates only the rest (batch.py). With more users than slots, that cache is overwritten. So before a slot
+evaluates only the rest (slotcache.py). With more users than slots, that cache is overwritten. So before a slot
 is reused, the decode loop saves what its sequence holds (llama.cpp's state of one sequence, and the tokens it
 was computed from) here, and a new prompt takes whichever shares the longest prefix with it: a slot, or a saved
 state, which is copied back into a slot (`engine.load_state`) and trimmed to the common prefix.

@@ -3,9 +3,10 @@
 Two drafters propose the tokens that may follow a request's next token: `NgramDraft` (prompt lookup: the
 tokens that followed the latest earlier occurrence of the last few tokens, in the prompt or the answer so
 far; no model) and `DraftModel` (a small model of the same vocabulary in the runner, its own context with the
-target's slots, drafting greedily). The decode loop (batch.py) stages the drafted tokens after the request's
-next token in the same batch as the other requests' tokens, and keeps a drafted token only while it is the
-token the request's own sampler chain picks from the target's logits at that position.
+target's slots, drafting greedily). The decode loop (batch.py, its steps in drafts.py) stages the drafted
+tokens after the request's next token in the same batch as the other requests' tokens, and keeps a drafted
+token only while it is the token the request's own sampler chain picks from the target's logits at that
+position.
 
 That is the standard rejection rule, exactly: a deterministic draft is a one-hot q, so "keep x with
 probability min(1, p(x)/q(x)) = p(x), else sample from max(0, p − q) normalised" is "sample from p; keep x

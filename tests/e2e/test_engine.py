@@ -13,10 +13,11 @@ import pytest
 
 from localllm.chat.tools import call_schema, parse_tool_choice, parse_tools
 from localllm.runner import engine as engine_module
-from localllm.runner.batch import Batcher, _common_prefix
+from localllm.runner.batch import Batcher
 from localllm.runner.engine import Engine, LoadError
 from localllm.runner.protocol import Job, LoadSpec, Sampling
 from localllm.runner.sampler import Sampler, grammar_for
+from localllm.runner.slots import common_prefix
 
 from ..conftest import model_file
 from ..ggufcopy import write_random_llama
@@ -127,7 +128,7 @@ def test_a_rounded_up_prompt_tail_gives_the_text_a_fresh_cache_gives(engine: Eng
     batcher = Batcher(engine, recorder(sent), functools.partial(Sampler, engine))
     answer(batcher, sent, "story", story)
     tokens = engine.tokenize(follow)
-    prefix = max(_common_prefix(s.tokens, tokens) for s in batcher.slots)  # what the slot holding the story shares
+    prefix = max(common_prefix(s.tokens, tokens) for s in batcher.slots)  # what the slot holding the story shares
     cached = answer(batcher, sent, "follow", follow)
     for slot in range(engine.n_parallel):
         engine.forget(slot, 0)

@@ -379,11 +379,11 @@ def test_a_slot_that_keeps_its_prefix_is_not_saved_again() -> None:
 def test_the_common_prefix_is_counted_to_the_token() -> None:
     import random
 
-    from localllm.runner.batch import _common_prefix
+    from localllm.runner.slots import common_prefix
 
     rng = random.Random(7)
     for _ in range(300):
         a = [rng.randrange(4) for _ in range(rng.randrange(0, 200))]
         b = a[: rng.randrange(0, len(a) + 1)] + [rng.randrange(4) for _ in range(rng.randrange(0, 60))]
         naive = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-        assert _common_prefix(a, b) == _common_prefix(b, a) == naive
+        assert common_prefix(a, b) == common_prefix(b, a) == naive
