@@ -199,13 +199,13 @@ def main() -> None:
     if "llama-server" in only:
         plain = asyncio.run(measure(SpecLlamaServer(cfg, [], "llama-server"), {"off": None}, args.repeat, args.tokens))
         for mode in LLAMA_SERVER_MODES:
-            extra = ["--spec-type", mode, "--draft-max", str(args.num_draft)]
+            extra = ["--spec-type", mode]  # each n-gram mode at llama-server's own defaults
             got = asyncio.run(
                 measure(SpecLlamaServer(cfg, extra, f"llama-server-{mode}"), {mode: None}, args.repeat, args.tokens)
             )
             rows.append(("llama-server", mode, got[mode], plain["off"]))
         if args.draft:
-            extra = ["-md", args.draft, "--draft-max", str(args.num_draft)]
+            extra = ["--spec-type", "draft-simple", "-md", args.draft, "--spec-draft-n-max", str(args.num_draft)]
             got = asyncio.run(
                 measure(SpecLlamaServer(cfg, extra, "llama-server-draft"), {"d": None}, args.repeat, args.tokens)
             )
