@@ -136,20 +136,42 @@ def write_reranker(src: Path, dst: Path, *, seed: int = 0) -> Path:
 
 
 def write_random_llama(
-    tokenizer_from: Path, dst: Path, *, n_embd: int = 64, n_head: int = 2, n_layer: int = 2, seed: int = 0
+    tokenizer_from: Path,
+    dst: Path,
+    *,
+    n_embd: int = 64,
+    n_head: int = 2,
+    n_layer: int = 2,
+    seed: int = 0,
+    chat_template: str | None = None,
+    context_length: int | None = None,
+    name: str | None = None,
+    tied: bool = False,
 ) -> Path:
     """A llama with seeded random F32 weights and the tokenizer (and context length) of `tokenizer_from`:
     gibberish at the cost of its shape. Heads of n_embd / n_head values (64 / 2 = 32: whole q8_0 and q4_0
-    blocks, which stories260K's heads of 8 are not), one KV head per two query heads."""
+    blocks, which stories260K's heads of 8 are not), one KV head per two query heads. `chat_template`,
+    `context_length` and `name` replace the source's; `tied`: no output matrix, the token embeddings (F16,
+    unscaled, so that greedy choices are not all ties) are the output too."""
     import numpy as np
 
     reader = GGUFReader(str(tokenizer_from))
     writer = GGUFWriter(str(dst), "llama")
     for field in reader.fields.values():
+        if chat_template is not None and field.name == "tokenizer.chat_template":
+            continue
+        if context_length is not None and field.name == "llama.context_length":
+            continue
         if field.name.startswith("tokenizer.") or field.name == "llama.context_length":
             vtype = field.types[0]
             sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
             writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+    if chat_template is not None:
+        writer.add_string("tokenizer.chat_template", chat_template)
+    if context_length is not None:
+        writer.add_context_length(context_length)
+    if name is not None:
+        writer.add_name(name)
     n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     n_head_kv, n_ff, head = max(1, n_head // 2), 2 * n_embd, n_embd // n_head
     writer.add_embedding_length(n_embd)
@@ -167,7 +189,10 @@ def write_random_llama(
     def norm(name: str) -> None:
         writer.add_tensor(name, np.ones(n_embd, dtype=np.float32))
 
-    mat("token_embd.weight", n_vocab, n_embd)
+    if tied:
+        writer.add_tensor("token_embd.weight", rng.standard_normal((n_vocab, n_embd)).astype(np.float16))
+    else:
+        mat("token_embd.weight", n_vocab, n_embd)
     for i in range(n_layer):
         norm(f"blk.{i}.attn_norm.weight")
         mat(f"blk.{i}.attn_q.weight", n_embd, n_embd)
@@ -179,7 +204,8 @@ def write_random_llama(
         mat(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
         mat(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
     norm("output_norm.weight")
-    mat("output.weight", n_vocab, n_embd)
+    if not tied:
+        mat("output.weight", n_vocab, n_embd)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

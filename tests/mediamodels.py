@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGUFReader, GGUFValueType, GGUFWriter
+from gguf import GGUFWriter
 
+from .ggufcopy import write_random_llama
 from .media import png, wav
 
 __all__ = ["AUDIO_TOKENS", "IMAGE_TOKENS", "VLM_TEMPLATE", "VisionModel", "png", "wav", "write_vision_model"]
@@ -62,49 +63,17 @@ def write_vision_model(tokenizer_from: Path, folder: Path, *, audio: bool = Fals
 
 
 def _write_text_model(tokenizer_from: Path, dst: Path, seed: int) -> Path:
-    reader = GGUFReader(str(tokenizer_from))
-    writer = GGUFWriter(str(dst), "llama")
-    for f in reader.fields.values():
-        if f.name.startswith("tokenizer.") and f.name != "tokenizer.chat_template":
-            vtype = f.types[0]
-            sub = f.types[-1] if vtype == GGUFValueType.ARRAY else None
-            writer.add_key_value(f.name, f.contents(), vtype, sub_type=sub)
-    writer.add_string("tokenizer.chat_template", VLM_TEMPLATE)
-    writer.add_name("tiny-vlm")
-    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
-    n_layer, n_head, n_head_kv, n_ff = 2, 2, 1, 2 * N_EMBD
-    head = N_EMBD // n_head
-    writer.add_context_length(4096)
-    writer.add_embedding_length(N_EMBD)
-    writer.add_block_count(n_layer)
-    writer.add_feed_forward_length(n_ff)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head_kv)
-    writer.add_rope_dimension_count(head)
-    writer.add_layer_norm_rms_eps(1e-5)
-    rng = np.random.default_rng(seed)
-
-    def mat(name: str, rows: int, cols: int, dtype: type = np.float32) -> None:
-        writer.add_tensor(name, (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(dtype))
-
-    def norm(name: str) -> None:
-        writer.add_tensor(name, np.ones(N_EMBD, dtype=np.float32))
-
-    # tied to the output (no output.weight): scaled up so that greedy choices are not all ties
-    writer.add_tensor("token_embd.weight", (rng.standard_normal((n_vocab, N_EMBD))).astype(np.float16))
-    for i in range(n_layer):
-        norm(f"blk.{i}.attn_norm.weight")
-        mat(f"blk.{i}.attn_q.weight", N_EMBD, N_EMBD)
-        mat(f"blk.{i}.attn_k.weight", head * n_head_kv, N_EMBD)
-        mat(f"blk.{i}.attn_v.weight", head * n_head_kv, N_EMBD)
-        mat(f"blk.{i}.attn_output.weight", N_EMBD, N_EMBD)
-        norm(f"blk.{i}.ffn_norm.weight")
-        mat(f"blk.{i}.ffn_gate.weight", n_ff, N_EMBD)
-        mat(f"blk.{i}.ffn_up.weight", n_ff, N_EMBD)
-        mat(f"blk.{i}.ffn_down.weight", N_EMBD, n_ff)
-    norm("output_norm.weight")
-    _close(writer)
-    return dst
+    """A 2-layer llama of width `N_EMBD` (the projector's output) with tied embeddings and `VLM_TEMPLATE`."""
+    return write_random_llama(
+        tokenizer_from,
+        dst,
+        n_embd=N_EMBD,
+        seed=seed,
+        chat_template=VLM_TEMPLATE,
+        context_length=4096,
+        name="tiny-vlm",
+        tied=True,
+    )
 
 
 def _write_projector(dst: Path, audio: bool, seed: int) -> Path:
