@@ -181,6 +181,8 @@ def main() -> None:
     parser.add_argument("--only", default="localllm,llama-server")
     parser.add_argument("--llama-server", type=Path, default=ROOT / "bench" / ".build" / "llama-server")
     args = parser.parse_args()
+    if args.draft:  # the servers run in other folders: llama-server would not find a relative path
+        args.draft = str(Path(args.draft).resolve())
     model = MODELS.get(args.model, Path(args.model)).resolve()
     cfg = Config(
         model=model, threads=args.threads, ctx=2048, parallel=4, tokens=args.tokens, repeat=args.repeat,
