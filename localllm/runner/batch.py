@@ -26,6 +26,7 @@ from typing import Any
 from ..domain.events import TokenLogprob
 from . import checkpoints, detokenize, drafts, scripted
 from .context import cut_to_fit
+from .draftpolicy import StepCosts
 from .kvstates import KVStates, PromptOutput
 from .mediaprompt import MediaError, MediaPrompt, MediaSpan, Projector, media_prompt, text_run
 from .mediastep import MediaTurns
@@ -85,8 +86,10 @@ class Batcher:
         projector: Projector | None = None,
         draft: DraftModel | None = None,
         speculate: bool = True,
+        costs: StepCosts | None = None,
     ) -> None:
         self.engine = engine
+        self.costs = costs or StepCosts()  # decode steps' times by size: how long a draft pays (draftpolicy.py)
         self.projector = projector  # the model's multimodal projector (multimodal.py), if it has one
         self.media = MediaTurns(projector) if projector is not None else None  # whose media chunk a step evaluates
         self.draft = draft  # the draft model (a Modelfile's DRAFT), None: none
@@ -288,7 +291,7 @@ class Batcher:
             active = [s.work for s in self.slots if s.work is not None]
         engine = self.engine
         engine.clear_batch()
-        drafts.stage(active, engine, self.draft)
+        drafts.stage(active, engine, self.draft, self.costs)
         for work in active:
             work.out_index = -1
             if not work.pending:
@@ -321,6 +324,7 @@ class Batcher:
             room -= len(chunk)
         if engine.batch_size == 0:  # only a media chunk this step
             return
+        n_step, t_step = engine.batch_size, time.perf_counter()
         code = engine.decode()
         if code != 0:
             for work in active:
@@ -340,6 +344,7 @@ class Batcher:
             else:
                 self._take(work)
         now = time.perf_counter()
+        self.costs.record(n_step, now - t_step)  # the decode and its positions sampled (GPUs sync on reading them)
         # Text goes out at once for a job's first token, then in batches: every message costs the daemon and
         # the client a wake-up and a socket write, and on a small machine that time is taken from llama.cpp's
         # threads. The more streams share the model, the longer each waits (up to 4 intervals), so the

@@ -7,36 +7,53 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .draftpolicy import PROBE_EVERY, StepCosts, choose
 from .slots import EngineLike, Slot, Work
 from .speculate import DraftModel, draft_room
 
 
-def stage(active: list[Work], engine: EngineLike, model: DraftModel | None) -> None:
+def stage(active: list[Work], engine: EngineLike, model: DraftModel | None, costs: StepCosts) -> None:
     """The drafts of the generating requests that speculate, staged after their next token: at most their
-    share of the batch's room (the requests still evaluating a prompt get theirs), and what
-    `speculate.draft_room` allows. `model`: the draft model, if the runner has one."""
+    share of the batch's room (the requests still evaluating a prompt get theirs), what `speculate.draft_room`
+    allows, and as many as pay for themselves (`draftpolicy.choose`, over the step `costs` measured so far).
+    `model`: the draft model, if the runner has one."""
     drafting = [w for w in active if w.spec.on and not w.pending and w.next_token >= 0]
     if not drafting:
         return
     generating = sum(1 for w in active if not w.pending)
     share = (engine.n_batch - generating) // len(active)
+    # the step's tokens besides drafts: each generating request's next one, and prompt chunks up to the room
+    in_batch = min(engine.n_batch, generating + sum(len(w.pending) for w in active))
     wanted: list[tuple[Work, list[int], int]] = []
     for work in drafting:
+        spec, seen = work.spec, work.spec.acceptance
+        history = work.prompt + work.generated  # the last is the next token, staged already
+        seen.score_shadow(history)
         n = draft_room(
-            work.spec,
+            spec,
             generated=len(work.generated),
             num_predict=work.num_predict,
             n_past=work.n_past,
             n_ctx=engine.n_ctx_seq,
             share=share,
         )
+        seen.idle += 1
         if n <= 0:
             continue
-        history = work.prompt + work.generated  # the last is the next token, staged already
-        if work.spec.lookup is not None:
-            work.spec.draft = work.spec.lookup.draft(history, n)
-        if not work.spec.draft and work.spec.model:
-            wanted.append((work, history, n))
+        if spec.lookup is not None:
+            found = spec.lookup.draft(history, n)
+            k = choose(costs, seen.rate, in_batch, len(found))
+            if k > 0:
+                spec.draft, seen.shadow, seen.idle = found[:k], [], 0
+                in_batch += k
+            elif found and not seen.shadow:  # scored later against what the request generates
+                seen.shadow, seen.shadow_at = found, len(history)
+        if not spec.draft and spec.model:
+            k = choose(costs, seen.rate, in_batch, n) or (1 if seen.idle >= PROBE_EVERY else 0)
+            if k > 0:
+                wanted.append((work, history, k))
+                seen.idle = 0
+                in_batch += k
     if wanted and model is not None:
         drafts = model.draft([(w.slot, history, n) for w, history, n in wanted])
         for (work, _, _), draft in zip(wanted, drafts, strict=True):
@@ -71,7 +88,7 @@ def verify(
         work.out_index += 1
     else:
         take(work)
-    work.spec.verified(len(drafted), kept)
+    work.spec.acceptance.outcome(kept, kept < len(drafted))
     if kept < len(drafted) and not engine.forget(slot.seq, len(slot.tokens)):
         slot.cut(0)  # the cache could not drop the tail alone (a sliding window): evaluated again
         if slot.work is work:

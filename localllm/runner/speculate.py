@@ -14,10 +14,9 @@ when the sample is x, else the sample is the correction". The answer follows the
 is the target's own argmax when greedy), and the sampler chain sees exactly the kept tokens (grammars,
 penalties). The first token that differs is the step's last, and the rejected tail's KV is removed.
 
-How many tokens a request drafts (`draft_room`): at most its `num_draft`, what its `num_predict` and the
-context window leave, its share of the batch's room, and a length that adapts to how much of its recent
-drafts was kept (`Speculation`): a request whose drafts are refused drafts less, so it costs the requests
-sharing its steps little.
+How many tokens a request may draft (`draft_room`): at most its `num_draft`, what its `num_predict` and the
+context window leave, and its share of the batch's room. How many of those it does draft is what pays on this
+machine (draftpolicy.py): the step costs measured by batch size, and how much of its recent drafts was kept.
 """
 
 from __future__ import annotations
@@ -25,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .draftpolicy import Acceptance
+
 NGRAM_SIZES = (4, 3, 2)  # key lengths tried, longest first: a longer match predicts better
-DRAFT_START = 4  # tokens a request drafts in its first step (then grown on success, up to num_draft)
 
 
 class DraftEngine(Protocol):
@@ -44,12 +44,12 @@ class DraftEngine(Protocol):
 
 @dataclass
 class Speculation:
-    """A request's speculation: its drafter's settings, its adaptive length, and its counts."""
+    """A request's speculation: its drafter's settings, how much of its drafts is kept, and its counts."""
 
     ngram: bool = False  # prompt lookup
     model: bool = False  # the runner's draft model
     num_draft: int = 0  # the most tokens drafted in one step (0: none)
-    length: int = DRAFT_START  # the length its next draft may have (adapted to what is kept)
+    acceptance: Acceptance = field(default_factory=Acceptance)
     drafted: int = 0  # tokens drafted, over the request
     accepted: int = 0  # drafted tokens kept
     lookup: NgramDraft | None = None
@@ -59,20 +59,12 @@ class Speculation:
     def on(self) -> bool:
         return self.num_draft > 0 and (self.ngram or self.model)
 
-    def verified(self, n_drafted: int, n_accepted: int) -> None:
-        """Adapt the next draft's length to this step's (counted as they are staged and kept): a draft kept whole
-        lets the next be twice as long, a refused one shrinks it to what was kept (and one more)."""
-        if n_accepted == n_drafted:
-            self.length = min(self.num_draft, max(1, 2 * self.length))
-        else:
-            self.length = max(1, n_accepted + 1)
-
 
 def draft_room(spec: Speculation, *, generated: int, num_predict: int, n_past: int, n_ctx: int, share: int) -> int:
     """How many tokens `spec`'s request may draft this step: after its next token (at position `n_past`), every
     drafted token must fit the context window (`n_ctx`) and be one that `num_predict` (negative: no bound)
     still lets it have after the `generated` ones; and at most `share`, its part of the batch's room."""
-    n = min(spec.num_draft, spec.length, share, n_ctx - n_past - 2)
+    n = min(spec.num_draft, share, n_ctx - n_past - 2)
     if num_predict >= 0:
         n = min(n, num_predict - generated - 1)
     return max(0, n)

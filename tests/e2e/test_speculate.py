@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from localllm.runner.batch import Batcher
+from localllm.runner.draftpolicy import StepCosts
 from localllm.runner.engine import Engine, LoadError
 from localllm.runner.protocol import Job, LoadSpec, Sampling, encode_event
 from localllm.runner.sampler import Sampler, grammar_for
@@ -41,8 +42,11 @@ def engine() -> Iterator[Engine]:
     e.close()
 
 
-def generate(engine: Engine, jobs: dict[str, Job], draft: DraftModel | None = None) -> dict[str, Any]:
-    """Each job's text and `done` message, the slots' caches emptied first."""
+def generate(
+    engine: Engine, jobs: dict[str, Job], draft: DraftModel | None = None, costs: StepCosts | None = None
+) -> dict[str, Any]:
+    """Each job's text and `done` message, the slots' caches emptied first. `costs`: the step costs the draft
+    lengths are chosen by (default: measured as the steps run, as in the runner)."""
     for seq in range(engine.n_parallel):
         engine.forget(seq, 0)
     sent: list[dict[str, Any]] = []
@@ -53,6 +57,7 @@ def generate(engine: Engine, jobs: dict[str, Job], draft: DraftModel | None = No
         grammar_for=grammar_for,
         stream_interval=0.0,
         draft=draft,
+        costs=costs,
     )
     for rid, job in jobs.items():
         batcher.handle(rid, job)
@@ -84,6 +89,8 @@ def assert_target_picks(engine: Engine, done: dict[str, Any], n_prompt: int) -> 
 
 
 def test_prompt_lookup_keeps_drafts_on_a_copy_heavy_prompt(engine: Engine) -> None:
+    """With the step costs measured as the steps run (the runner's own policy), the answer that copies the story
+    drafts, keeps, and is the target's pick throughout."""
     out = generate(
         engine,
         {
@@ -110,7 +117,10 @@ def test_a_grammar_holds_for_the_kept_tokens(engine: Engine) -> None:
     record = '{"name": "Lily", "age": 3}'
     prompt = f"{record}\n{record}\n{record}\n"
     sampled = Sampling(temperature=0.7, seed=5)
-    out = generate(engine, {"r": Job(prompt, sampled, num_predict=60, format=schema, draft_ngram=True)})
+    # (flat step costs: drafts are staged whatever they cost, so the grammar has drafted tokens to judge; on
+    # this machine's measured costs a sampled, grammar-checked draft may not pay and would not be staged)
+    job = Job(prompt, sampled, num_predict=60, format=schema, draft_ngram=True)
+    out = generate(engine, {"r": job}, costs=StepCosts(flat=True))
     text, done = out["r"]
     assert done["reason"] == "stop", done
     answer = json.loads(text)
