@@ -120,15 +120,16 @@ def expected_kept(rate: float, k: int) -> float:
     return rate * (1.0 - rate**k) / (1.0 - rate)
 
 
-def choose(costs: StepCosts, rate: float, in_batch: int, most: int) -> int:
+def choose(costs: StepCosts, rate: float, in_batch: int, most: int, per_draft_token: float = 0.0) -> int:
     """The draft length (0 to `most`) that gives the step the most tokens per second, with `in_batch` tokens
-    already in it (this request's next token included); 0 unless a draft beats none by MARGIN."""
+    already in it (this request's next token included), each drafted token costing `per_draft_token` seconds to
+    make (a draft model's step; a lookup's is nothing); 0 unless a draft beats none by MARGIN."""
     if most <= 0 or in_batch <= 0:
         return 0
     plain = in_batch / costs.cost(in_batch)
     best, best_k = plain * MARGIN, 0
     for k in range(1, most + 1):
-        speed = (in_batch + expected_kept(rate, k)) / costs.cost(in_batch + k)
+        speed = (in_batch + expected_kept(rate, k)) / (costs.cost(in_batch + k) + k * per_draft_token)
         if speed > best:
             best, best_k = speed, k
     return best_k

@@ -49,7 +49,8 @@ def stage(active: list[Work], engine: EngineLike, model: DraftModel | None, cost
             elif found and not seen.shadow:  # scored later against what the request generates
                 seen.shadow, seen.shadow_at = found, len(history)
         if not spec.draft and spec.model:
-            k = choose(costs, seen.rate, in_batch, n) or (1 if seen.idle >= PROBE_EVERY else 0)
+            making = model.seconds_per_token if model is not None else 0.0
+            k = choose(costs, seen.rate, in_batch, n, making) or (1 if seen.idle >= PROBE_EVERY else 0)
             if k > 0:
                 wanted.append((work, history, k))
                 seen.idle = 0

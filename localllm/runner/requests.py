@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from ..domain.media import MEDIA_KINDS, Media
-from ..domain.options import CallSyntax
+from ..domain.options import NUM_DRAFT_MAX, CallSyntax
 from .wire import Message, ProtocolError, decode_line, encode_line
 
 RANDOM_SEED = -1  # any negative seed: a random one
@@ -121,7 +121,7 @@ class Job:
     truncate: bool = False  # cut a prompt too long for the context (head and tail kept) rather than refuse it
     media: tuple[Media, ...] = ()  # images and audio, one per `domain.media.MARKER` in the prompt, in order
     draft_ngram: bool = False  # speculate with prompt lookup (runner/speculate.py)
-    num_draft: int = 16  # the most tokens drafted per step, by prompt lookup or the draft model; 0: none
+    num_draft: int = NUM_DRAFT_MAX  # the most tokens drafted per step (as many as pay: draftpolicy.py); 0: none
 
     def to_message(self) -> Message:
         message: Message = {"op": self.OP, "prompt": self.prompt}

@@ -21,10 +21,11 @@ machine (draftpolicy.py): the step costs measured by batch size, and how much of
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .draftpolicy import Acceptance
+from .draftpolicy import COST_WEIGHT, Acceptance
 
 NGRAM_SIZES = (4, 3, 2)  # key lengths tried, longest first: a longer match predicts better
 
@@ -107,14 +108,25 @@ class DraftModel:
     def __init__(self, engine: DraftEngine) -> None:
         self.engine = engine
         self.held: list[list[int]] = [[] for _ in range(engine.n_parallel)]  # tokens in each sequence's cache
+        self.seconds_per_token = 0.0  # what a drafted token took to make (a running average; draftpolicy.py)
 
     def draft(self, wanted: list[tuple[int, list[int], int]]) -> list[list[int]]:
         """Drafts for `wanted` (slot, history to continue, how many tokens), in order; an empty one where the
         draft model failed."""
-        engine = self.engine
         out: list[list[int]] = [[] for _ in wanted]
         if not wanted:
             return out
+        started = time.perf_counter()
+        out = self._draft(wanted, out)
+        made = max(len(draft) for draft in out)
+        if made:
+            took = (time.perf_counter() - started) / made
+            old = self.seconds_per_token
+            self.seconds_per_token = old + COST_WEIGHT * (took - old) if old else took
+        return out
+
+    def _draft(self, wanted: list[tuple[int, list[int], int]], out: list[list[int]]) -> list[list[int]]:
+        engine = self.engine
         todo = [self._catch_up(seq, history) for seq, history, _ in wanted]  # what each sequence still lacks
         at: dict[int, int] = {}
         while any(todo):  # the histories' new tokens, a batch at a time; the last of each gives the first draft

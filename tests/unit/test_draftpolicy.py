@@ -43,6 +43,8 @@ def test_on_a_cpu_only_a_draft_that_is_nearly_always_kept_pays() -> None:
     gpu = StepCosts(flat=True)
     assert choose(gpu, 0.3, 1, 16) == 16, "flat costs: any draft pays"
     assert choose(gpu, 0.3, 1, 0) == 0
+    assert choose(gpu, 0.9, 1, 8, per_draft_token=1.0) == 0, "a draft model as slow as its target never pays"
+    assert choose(gpu, 0.9, 1, 8, per_draft_token=0.05) > 0, "a fast one does"
 
 
 def test_a_draft_that_would_slow_a_full_step_is_not_staged() -> None:
