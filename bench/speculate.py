@@ -1,8 +1,10 @@
 """Speculative decoding on a copy-heavy workload: rewrite a ~500-token code file with one change (greedy), with
 speculation off and on, in localllm (prompt lookup; a draft model with --draft) and in llama-server (its n-gram
-modes and, with --draft, its draft model), each server started alone on the same GGUF and threads.
+modes and, with --draft, its draft model), on the same GGUF and threads. Every server is up at once (llama-server
+once per mode, since its mode is a flag), and the answers are interleaved: a round asks each way once, the order
+rotated every round, so a busy moment of the machine falls on all of them alike.
 
-    .venv/bin/python bench/speculate.py --model bench/models/bench-135m-f16.gguf --threads 2
+    .venv/bin/python bench/speculate.py --model bench/models/bench-135m.gguf --threads 2
     .venv/bin/python bench/speculate.py --model stories --only localllm --repeat 1       # a smoke run
     .venv/bin/python bench/speculate.py --model M.gguf --draft D.gguf                    # draft models too
 
@@ -150,17 +152,37 @@ def diverges(a: str, b: str) -> str:
     return f"at {at}"
 
 
-async def measure(server: Server, runs: dict[str, Any], repeat: int, tokens: int) -> dict[str, list[Run]]:
-    out: dict[str, list[Run]] = {}
-    server.start()
+@dataclass
+class Entry:
+    """One way of answering: a server and (localllm) the request's options; `base` names the entry it is
+    compared with (the same server, or its twin, without speculation)."""
+
+    server: Server
+    options: dict[str, Any] | None
+    base: str
+
+
+async def measure(entries: dict[str, Entry], repeat: int, tokens: int) -> dict[str, list[Run]]:
+    """Every server up at once; one warm-up answer per entry, then `repeat` rounds of one answer per entry, the
+    order rotated each round, so every figure sees the same machine."""
+    servers = list({id(e.server): e.server for e in entries.values()}.values())
+    out: dict[str, list[Run]] = {label: [] for label in entries}
+    for server in servers:
+        server.start()
     try:
         async with httpx.AsyncClient() as client:
-            await server.wait_ready(client)
-            for label, options in runs.items():
-                await _one(server, client, tokens, options)  # a warm-up: the load, the prompt's first evaluation
-                out[label] = [await _one(server, client, tokens, options) for _ in range(repeat)]
+            for server in servers:
+                await server.wait_ready(client)
+            labels = list(entries)
+            for label in labels:  # a warm-up: the load, the prompt's first evaluation
+                await _one(entries[label].server, client, tokens, entries[label].options)
+            for r in range(repeat):
+                k = r % len(labels)
+                for label in labels[k:] + labels[:k]:
+                    out[label].append(await _one(entries[label].server, client, tokens, entries[label].options))
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
     return out
 
 
@@ -177,7 +199,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=600)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--num-draft", type=int, default=16)
+    parser.add_argument("--num-draft", type=int, default=64, help="num_draft (and --spec-draft-n-max with --draft)")
     parser.add_argument("--only", default="localllm,llama-server")
     parser.add_argument("--llama-server", type=Path, default=ROOT / "bench" / ".build" / "llama-server")
     args = parser.parse_args()
@@ -191,40 +213,44 @@ def main() -> None:
         logs=ROOT / "bench" / ".work" / "logs",
     )  # fmt: skip
     only = set(args.only.split(","))
-    rows: list[tuple[str, str, list[Run], list[Run]]] = []
+    entries: dict[str, Entry] = {}
     if "localllm" in only:
-        runs: dict[str, Any] = {"off": {"num_draft": 0}, "ngram": {"draft_ngram": True, "num_draft": args.num_draft}}
-        result = asyncio.run(measure(LocalLLM(cfg), runs, args.repeat, args.tokens))
-        rows.append(("localllm", "prompt lookup (draft_ngram)", result["ngram"], result["off"]))
+        ours = LocalLLM(cfg)
+        entries["localllm|off"] = Entry(ours, {"num_draft": 0}, "")
+        lookup = {"draft_ngram": True, "num_draft": args.num_draft}
+        entries["localllm|prompt lookup (draft_ngram)"] = Entry(ours, lookup, "localllm|off")
         if args.draft:
-            rows.append(("localllm", "draft model (DRAFT)", *_draft_rows(cfg, args)))
+            with_draft = _with_draft(cfg, Path(args.draft))
+            entries["localllm|off (the DRAFT model)"] = Entry(with_draft, {"num_draft": 0}, "")
+            draft = {"num_draft": args.num_draft}
+            entries["localllm|draft model (DRAFT)"] = Entry(with_draft, draft, "localllm|off (the DRAFT model)")
     if "llama-server" in only:
-        plain = asyncio.run(measure(SpecLlamaServer(cfg, [], "llama-server"), {"off": None}, args.repeat, args.tokens))
-        for mode in LLAMA_SERVER_MODES:
-            extra = ["--spec-type", mode]  # each n-gram mode at llama-server's own defaults
-            got = asyncio.run(
-                measure(SpecLlamaServer(cfg, extra, f"llama-server-{mode}"), {mode: None}, args.repeat, args.tokens)
-            )
-            rows.append(("llama-server", mode, got[mode], plain["off"]))
+        entries["llama-server|off"] = Entry(SpecLlamaServer(cfg, [], "llama-server"), None, "")
+        for mode in LLAMA_SERVER_MODES:  # each n-gram mode at llama-server's own defaults
+            server = SpecLlamaServer(cfg, ["--spec-type", mode], f"llama-server-{mode}")
+            entries[f"llama-server|{mode}"] = Entry(server, None, "llama-server|off")
         if args.draft:
             extra = ["--spec-type", "draft-simple", "-md", args.draft, "--spec-draft-n-max", str(args.num_draft)]
-            got = asyncio.run(
-                measure(SpecLlamaServer(cfg, extra, "llama-server-draft"), {"d": None}, args.repeat, args.tokens)
-            )
-            rows.append(("llama-server", "draft model (-md)", got["d"], plain["off"]))
-    print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens, median of {args.repeat}\n")
+            server = SpecLlamaServer(cfg, extra, "llama-server-draft")
+            entries["llama-server|draft model (-md)"] = Entry(server, None, "llama-server|off")
+    result = asyncio.run(measure(entries, args.repeat, args.tokens))
+    print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens, median of {args.repeat} (interleaved)\n")
     print("| server | speculation | decode tok/s | without | × | drafted | kept | answer vs without |")
     print("|---|---|---|---|---|---|---|---|")
-    for server, mode, on, off in rows:
+    for label, entry in entries.items():
+        if not entry.base:
+            continue
+        on, off = result[label], result[entry.base]
         a, b = statistics.median(r.tps for r in on), statistics.median(r.tps for r in off)
+        server, mode = label.split("|")
         print(
             f"| {server} | {mode} | {a:.1f} | {b:.1f} | {a / b:.2f} | {on[-1].drafted} | {on[-1].accepted} "
             f"| {diverges(off[-1].text, on[-1].text)} |"
         )
 
 
-def _draft_rows(cfg: Config, args: argparse.Namespace) -> tuple[list[Run], list[Run]]:
-    """localllm with the draft model: a model created FROM the bench model with DRAFT, in the throwaway store."""
+def _with_draft(cfg: Config, draft: Path) -> LocalLLM:
+    """localllm serving a model created FROM the bench model with DRAFT, in its own throwaway store."""
 
     class WithDraft(LocalLLM):
         def prepare(self) -> None:
@@ -235,14 +261,15 @@ def _draft_rows(cfg: Config, args: argparse.Namespace) -> tuple[list[Run], list[
             assert self.store_dir is not None
             store = Store(self.store_dir)
             model = store.add_blob_file(cfg.model)
-            draft = store.add_blob_file(Path(args.draft))
+            layer = store.add_blob_file(draft)
             store.write_manifest(
-                parse_name(LOCALLLM_MODEL_NAME), Manifest((model, Layer(MEDIA_DRAFT, draft.digest, draft.size)))
+                parse_name(LOCALLLM_MODEL_NAME), Manifest((model, Layer(MEDIA_DRAFT, layer.digest, layer.size)))
             )
 
-    runs = {"off": {"num_draft": 0}, "draft": {"num_draft": args.num_draft}}
-    result = asyncio.run(measure(WithDraft(cfg), runs, args.repeat, args.tokens))
-    return result["draft"], result["off"]
+    server = WithDraft(cfg)
+    server.name = "localllm-draft"
+    server.log_path = cfg.logs / "localllm-draft.log"
+    return server
 
 
 if __name__ == "__main__":

@@ -73,8 +73,8 @@ def draft_room(spec: Speculation, *, generated: int, num_predict: int, n_past: i
 
 class NgramDraft:
     """Prompt lookup: the tokens that followed the latest earlier occurrence of the history's last n tokens
-    (n from `NGRAM_SIZES`, the longest that occurs). The history (prompt and answer) only grows, so each
-    n-gram is indexed once, with where its latest occurrence ends."""
+    (n from `NGRAM_SIZES`, the longest that occurs), continued periodically past the history's end. The history
+    (prompt and answer) only grows, so each n-gram is indexed once, with where its latest occurrence ends."""
 
     def __init__(self, sizes: tuple[int, ...] = NGRAM_SIZES) -> None:
         self.sizes = sizes
@@ -95,7 +95,10 @@ class NgramDraft:
                 continue
             at = self.index.get(tuple(history[-n:]))
             if at is not None:
-                found = history[at : at + k]
+                # what followed, and past the history's end the same again: a match ending `period` tokens back
+                # says the text repeats with that period (a loop), as llama.cpp's ngram-mod extends a draft
+                period = len(history) - at
+                found = [history[at + i % period] for i in range(k)]
                 # a media chunk's positions hold pseudo ids (negative, mediaprompt.py): never tokens to draft
                 return found[: next((i for i, t in enumerate(found) if t < 0), len(found))]
         return []

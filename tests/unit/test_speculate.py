@@ -302,6 +302,7 @@ def test_ngram_lookup_takes_the_latest_longest_match() -> None:
     assert lookup.draft(tokens("xabcq" + "zabcr" + "zabc"), 3) == tokens("rza"), "the 4-gram zabc, latest"
     assert lookup.draft(tokens("xabcq" + "zabcr" + "zabcy" + "ab"), 2) == tokens("cy"), "grown history, 2-gram"
     assert NgramDraft().draft(tokens("abcdef"), 4) == [], "nothing repeats"
+    assert NgramDraft().draft(tokens("qabcabc"), 7) == tokens("abcabca"), "a loop: continued past the history's end"
 
 
 def test_ngram_lookup_never_drafts_a_media_chunks_pseudo_ids() -> None:
