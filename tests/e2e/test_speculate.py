@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from localllm.runner.protocol import Job, LoadSpec, Sampling, encode_event
 from localllm.runner.sampler import Sampler, grammar_for
 from localllm.runner.speculate import DraftModel
 
-from ..conftest import MODELS, STORIES_REPO, TINY_REPO, model_file
+from ..conftest import MODELS, ROOT, STORIES_REPO, TINY_REPO, model_file
 from ..ggufcopy import write_random_llama
 from .conftest import Daemon, start_daemon, stop_daemon
 
@@ -254,3 +256,18 @@ def test_draft_and_option_refusals(spec_daemon: Daemon) -> None:
             d.url + "/api/generate", json={"model": "wrong-draft", "prompt": "hi", "stream": False}, timeout=60
         )
         assert r.status_code >= 400 and "vocabulary" in r.json()["error"], r.text
+
+
+def test_the_speculation_bench_runs(tmp_path: Path) -> None:
+    """A smoke run of bench/speculate.py (localllm alone, one round, a short answer): both of its ways answer and
+    the table has a row for prompt lookup."""
+    if not (MODELS / "stories260K.gguf").is_file():
+        pytest.skip(f"stories260K.gguf not found in {MODELS}")
+    args = ["--model", "stories", "--only", "localllm", "--repeat", "1", "--tokens", "40"]
+    done = subprocess.run(
+        [sys.executable, str(Path(ROOT) / "bench" / "speculate.py"), *args], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| localllm | prompt lookup"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[2]) > 0 and float(cells[3]) > 0, row  # decode tok/s with and without
