@@ -160,6 +160,13 @@ class Settings:
         "the KV cache's element type: f16, q8_0 (half the memory) or q4_0 (a quarter), as OLLAMA_KV_CACHE_TYPE; "
         "the quantised ones need flash attention (auto turns it on for them; off refuses them)",
     )
+    swa_full: bool = setting(  # a model's swa_full option overrides it (service/loadref.py)
+        "LOCALLLM_SWA_FULL",
+        "0",
+        _flag,
+        "1 gives sliding-window models (Gemma 2/3, gpt-oss, Cohere2...) a full-size KV cache, as llama-server's "
+        "--swa-full: more memory (counted in the estimate), and a slot's cache can be cut back to any prefix",
+    )
     stream_interval: float = setting(
         "LOCALLLM_STREAM_INTERVAL",
         f"{STREAM_INTERVAL * 1000:g}ms",

@@ -102,6 +102,7 @@ class LoadedModel:
     expires_at: float
     details: ModelDetails = field(default_factory=ModelDetails)
     kv_cache_type: str = "f16"
+    swa_full: bool = False  # a sliding-window model loaded with a full-size cache (LOCALLLM_SWA_FULL)
     prompt_cache: PromptCacheStats | None = None  # None: the runner reported none (an embedding model)
     speculation: SpeculationStats | None = None  # None: no generation drafted
     devices: tuple[DeviceSplit, ...] = ()  # split across RPC workers: where its layers and memory are

@@ -38,6 +38,7 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "mirostat_tau": _FLOAT,
     "mirostat_eta": _FLOAT,
     "kv_cache_type": (str,),  # not Ollama's (it has only OLLAMA_KV_CACHE_TYPE): the per-model override
+    "swa_full": (bool,),  # localllm's own (llama-server's --swa-full): LOCALLLM_SWA_FULL's per-model override
     # localllm's own: which of the daemon's LOCALLLM_RPC_SERVERS the model is split across ("none": none)
     "rpc_servers": (str,),
     # localllm's own: speculative decoding (runner/speculate.py), prompt lookup and the tokens drafted per step
@@ -53,6 +54,7 @@ LOAD_OPTIONS = (
     "num_thread",
     "use_mmap",
     "kv_cache_type",
+    "swa_full",
     "rpc_servers",
 )
 # The KV cache's element types (Ollama's OLLAMA_KV_CACHE_TYPE values); the quantised ones need flash attention.
@@ -63,6 +65,7 @@ STREAM_INTERVAL = 0.025  # seconds between a stream's text messages (LOCALLLM_ST
 THREADS_AUTO = 0  # CPU threads: llama.cpp's choice
 CACHE_RAM_AUTO = -1  # prompt cache RAM: limits.prompt_cache_ram of the RAM free when the runner starts ("auto")
 NUM_DRAFT_MAX = 64  # tokens drafted for one request in one step (each is a row of the verification batch)
+UBATCH_MAX = 512  # tokens llama.cpp evaluates in one micro-batch (n_ubatch) at most, whatever num_batch
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {"kv_cache_type": KV_CACHE_TYPES}
 # Accepted and ignored, as Ollama does, with the reason in the docs.
 DEPRECATED_OPTIONS = frozenset(
@@ -127,6 +130,7 @@ class Options:
     mirostat_tau: float | None = None
     mirostat_eta: float | None = None
     kv_cache_type: str | None = None  # "f16", "q8_0" or "q4_0" (LOCALLLM_KV_CACHE_TYPE when not set)
+    swa_full: bool | None = None  # a sliding-window model's full-size cache (LOCALLLM_SWA_FULL when not set)
     rpc_servers: str | None = None  # host:port,... of LOCALLLM_RPC_SERVERS, or "none"
     draft_ngram: bool | None = None  # speculate with prompt lookup (n-gram drafts from the prompt and answer)
     num_draft: int | None = None  # the most tokens drafted per step (0: no speculation, not even a DRAFT model)

@@ -382,7 +382,9 @@ class Batcher:
         keep = work.n_past - extra
         if work.spans and text_run(slot.tokens[keep : work.n_past], extra) < extra:
             return  # a media chunk is never evaluated again in part, nor as text
-        if not engine.forget(slot.seq, keep):  # not expected (tail_tile is 0 where cuts fail): start over
+        if not engine.cuttable(slot.seq, keep):
+            return  # a checkpoint restored whole (a sliding window's, even with swa_full): evaluate the tail as it is
+        if not engine.forget(slot.seq, keep):  # not expected (`cuttable` said it could be): start over
             keep = 0
         work.pending[:0] = slot.tokens[keep:]
         slot.cut(keep)

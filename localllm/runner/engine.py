@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..domain.errors import EngineFailure
-from ..domain.options import NUM_DRAFT_MAX
+from ..domain.options import NUM_DRAFT_MAX, UBATCH_MAX
 from . import kvfiles, rpc
 from .multimodal import Projector, ProjectorError
 from .protocol import LoadSpec, RunnerInfo
@@ -129,7 +129,7 @@ class Engine:
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = spec.n_ctx * self.n_parallel
         cparams.n_batch = self.n_batch
-        cparams.n_ubatch = min(spec.n_batch, 512)
+        cparams.n_ubatch = min(spec.n_batch, UBATCH_MAX)
         cparams.n_seq_max = self.n_parallel
         cparams.kv_unified = False
         # a speculating sequence has an output for its next token and for each drafted one (llama.cpp's default: 1)
@@ -139,6 +139,7 @@ class Engine:
         cparams.flash_attn_type = _FLASH_TYPES["on" if quantised else spec.flash_attention]
         cparams.type_k = kv_type
         cparams.type_v = kv_type
+        cparams.swa_full = spec.swa_full  # (llama.cpp's own default is a full-size cache; llama-server's is not)
         if spec.embedding:
             # Non-causal models (BERT) need a whole input in one ubatch; several short inputs share a batch,
             # each its own sequence, and the pooling type (mean, cls, last) comes from the model.
@@ -180,13 +181,18 @@ class Engine:
         recurrent = llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model)
         self.n_swa = int(llama_cpp.llama_model_n_swa(model))
         flash = spec.flash_attention != "off"
-        # (not for a model whose cache cannot be cut back: rounding up cuts it; see `checkpoints`)
-        uncut = recurrent or self.n_swa > 0
+        # (not for a model whose cache cannot be cut back: rounding up cuts it; see `checkpoints`). With
+        # `swa_full` a sliding window's layers keep every position of a slot, which then can be cut back;
+        # the decode loop rounds up only where `cuttable` says so (not a restored checkpoint).
+        self.swa_full = spec.swa_full and self.n_swa > 0
+        uncut = recurrent or (self.n_swa > 0 and not self.swa_full)
         self.tail_tile = FA_TILE if flash and on_cpu and not uncut and not spec.embedding else 0
         # Saved states (kvstates.py) are restored and then cut to the prompt's common prefix; a recurrent state,
-        # or a sliding window's, cannot be cut, so those models keep checkpoints instead (checkpoints.py).
+        # or a sliding window's, cannot be cut, so those models keep checkpoints instead (checkpoints.py). Even
+        # with `swa_full` llama.cpp saves a window layer's last `n_swa` positions only: a restored state
+        # still cannot be cut back, so such a model keeps checkpoints too (its slots can be cut).
         self.saves_states = not spec.embedding and self.memory is not None
-        self.checkpoints = uncut
+        self.checkpoints = recurrent or self.n_swa > 0
         # Speculation drops a rejected draft's tail from the cache, which a recurrent state cannot do.
         self.can_speculate = not recurrent and not spec.embedding and self.memory is not None
         self._spec = spec
@@ -383,14 +389,21 @@ class Engine:
         self._batch.n_tokens = self._n
         return int(llama_cpp.llama_decode(self.ctx, self._batch))
 
+    def cuttable(self, seq: int, from_pos: int) -> bool:
+        """Whether sequence `seq`'s cache can be cut back to its first `from_pos` positions. A sliding-window
+        cache drops its oldest positions (a restored state holds its last `n_swa` only, even with `swa_full`):
+        cut back further than its window, it lacks what the next tokens attend to (llama-server's test). Read
+        before the cut: a cut that empties the window layers leaves no position to compare."""
+        if not self.n_swa or from_pos == 0:
+            return True
+        pos_min = int(llama_cpp.llama_memory_seq_pos_min(self.memory, seq))
+        return pos_min <= max(0, from_pos - self.n_swa)
+
     def forget(self, seq: int, from_pos: int) -> bool:
-        """Drop the cache of sequence `seq` from `from_pos` on; False if this model cannot cut part of it (then
-        all of it is dropped). A sliding-window cache has dropped its oldest positions: cut back further than
-        its window, it lacks what the next tokens attend to (llama-server's test)."""
-        if llama_cpp.llama_memory_seq_rm(self.memory, seq, from_pos, -1):
-            pos_min = int(llama_cpp.llama_memory_seq_pos_min(self.memory, seq))
-            if not self.n_swa or from_pos == 0 or pos_min <= max(0, from_pos - self.n_swa):
-                return True
+        """Drop the cache of sequence `seq` from `from_pos` on; False if this model cannot cut part of it
+        (`cuttable`; then all of it is dropped)."""
+        if self.cuttable(seq, from_pos) and llama_cpp.llama_memory_seq_rm(self.memory, seq, from_pos, -1):
+            return True
         llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
         return False
 
@@ -430,6 +443,9 @@ class Engine:
             "n_parallel": self.n_parallel,
             "kv_cache_type": spec.kv_cache_type,
             "flash_attention": spec.flash_attention,
+            # a full-size window cache: llama.cpp sizes the context's window layers otherwise (absent when off,
+            # so the other layouts keep their keys)
+            **({"swa_full": True} if self.swa_full else {}),
             "n_gpu_layers": self.n_gpu_layers if self.gpu else 0,
         }
 

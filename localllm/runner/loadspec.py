@@ -31,6 +31,7 @@ class LoadSpec:
     kv_cache_type: str = KV_CACHE_TYPES[
         0
     ]  # K and V elements: "f16", "q8_0" or "q4_0" (the quantised ones need flash attention)
+    swa_full: bool = False  # a sliding-window model's window layers keep every position (LOCALLLM_SWA_FULL)
     # the prompt cache's saved KV states (runner/kvstates.py)
     cache_ram: int = CACHE_RAM_AUTO  # bytes in RAM; CACHE_RAM_AUTO: limits.prompt_cache_ram of the RAM free; 0: none
     cache_dir: str = ""  # the disk tier's directory; "": no disk tier (LOCALLLM_CACHE_DIR)
@@ -61,6 +62,7 @@ class LoadSpec:
                 stream_interval=float(message.get("stream_interval", cls.stream_interval)),
                 flash_attention=str(message.get("flash_attention", cls.flash_attention)),
                 kv_cache_type=str(message.get("kv_cache_type", cls.kv_cache_type)),
+                swa_full=bool(message.get("swa_full", cls.swa_full)),
                 cache_ram=int(message.get("cache_ram", cls.cache_ram)),
                 cache_dir=str(message.get("cache_dir", cls.cache_dir)),
                 cache_disk=int(message.get("cache_disk", cls.cache_disk)),

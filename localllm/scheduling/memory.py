@@ -1,10 +1,12 @@
 """How much memory a model needs, how much the machine has free, and how many of its layers fit on the GPU.
 
 An estimate follows what llama.cpp allocates: the weights (the size of the GGUF file), the KV cache (K and V
-for every layer and for every token of every sequence slot, in the bytes of the KV cache type) and an allowance
-for the compute buffers; for a model with a multimodal projector, the projector's weights (its file) and an
-allowance for its own compute buffer (mtmd's image/audio encoder graph), kept whole on the GPU when any of the
-model is (as llama.cpp's mtmd offloads it by default). The probe of free memory (RAM from /proc/meminfo,
+for every layer and for every token of every sequence slot, in the bytes of the KV cache type; a sliding-window
+layer of a known pattern keeps its window and a micro-batch only, unless `swa_full`) and an allowance for the
+compute buffers; for a model with a draft model (Modelfile DRAFT), the draft's weights, its own KV cache (the
+same slots and context) and compute buffer; for a model with a multimodal projector, the projector's weights
+(its file) and an allowance for its own compute buffer (mtmd's image/audio encoder graph), kept whole on the GPU
+when any of the model is (as llama.cpp's mtmd offloads it by default). The probe of free memory (RAM from /proc/meminfo,
 VRAM from `nvidia-smi`) is injected into the scheduler, so tests drive it with fakes.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 
 from ..config import Settings
 from ..domain.errors import InvalidRequest
+from ..domain.options import UBATCH_MAX
 from ..observability.machine import Memory
 
 log = logging.getLogger("localllm.memory")
@@ -33,6 +36,11 @@ MIN_COMPUTE = 64 * MiB
 # MIN_COMPUTE. A runner's load log of mtmd's "compute buffer size" is what to refine it with.
 PROJECTOR_COMPUTE_DIVISOR = 2
 GPU_OVERHEAD = 512 * MiB  # VRAM left free for the CUDA context and fragmentation
+# llama.cpp's pattern of sliding-window layers where a GGUF does not write `attention.sliding_window_pattern`:
+# every n-th layer is a global one (the last of each n). Other sliding-window architectures are counted with
+# every layer at the full context (an upper bound).
+SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "cohere2": 4, "gpt-oss": 2}
+SWA_PAD = 256  # llama.cpp pads a window layer's cache to a multiple of this many cells
 
 
 def format_bytes(n: int) -> str:
@@ -55,6 +63,16 @@ def _number(value: Any) -> int:
     return 0
 
 
+def _window_layers(pattern: Any, block_count: int) -> int:
+    """How many of `block_count` layers slide a window: `pattern` is a GGUF's per-layer flags, or n (every
+    n-th layer global, as llama.cpp's `set_swa_pattern`), or None (not known: 0)."""
+    if isinstance(pattern, list):
+        return sum(1 for flag in pattern[:block_count] if flag is True)
+    if isinstance(pattern, bool) or not isinstance(pattern, int) or pattern < 0:
+        return 0
+    return block_count if pattern == 0 else block_count - block_count // pattern
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """The geometry a model's memory depends on, from its GGUF metadata; 0 means unknown."""
@@ -65,19 +83,25 @@ class ModelShape:
     head_count_kv: int = 0
     key_length: int = 0
     value_length: int = 0
+    sliding_window: int = 0  # the window of its sliding-window layers (Gemma 2/3, gpt-oss...); 0: none
+    window_layers: int = 0  # how many layers are sliding-window ones (0: none, or the pattern is not known)
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any], architecture: str) -> ModelShape:
         def get(key: str) -> int:
             return max(0, _number(metadata.get(f"{architecture}.{key}")))
 
+        window = get("attention.sliding_window")
+        pattern = metadata.get(f"{architecture}.attention.sliding_window_pattern", SWA_PATTERNS.get(architecture))
         return cls(
+            window_layers=_window_layers(pattern, get("block_count")) if window else 0,
             block_count=get("block_count"),
             embedding_length=get("embedding_length"),
             head_count=get("attention.head_count"),
             head_count_kv=get("attention.head_count_kv"),
             key_length=get("attention.key_length"),
             value_length=get("attention.value_length"),
+            sliding_window=get("attention.sliding_window"),
         )
 
     def head_sizes(self) -> tuple[int, int]:
@@ -93,6 +117,14 @@ class ModelShape:
             return 2 * self.embedding_length  # no head counts: assume full multi-head attention
         return kv_heads * (key + value)
 
+    def kv_cells(self, n_ctx: int, *, n_batch: int, swa_full: bool) -> int:
+        """KV cells per sequence slot, summed over the layers: `n_ctx` for a global layer; a sliding-window
+        layer's window and a micro-batch, padded (llama.cpp's `llama_kv_cache_iswa`), unless `swa_full`."""
+        window = n_ctx
+        if self.window_layers and not swa_full:
+            window = min(n_ctx, -(-min(n_ctx, self.sliding_window + min(n_batch, UBATCH_MAX)) // SWA_PAD) * SWA_PAD)
+        return (self.block_count - self.window_layers) * n_ctx + self.window_layers * window
+
     def holds(self, kv_cache_type: str) -> bool:
         """Whether llama.cpp can keep this model's K and V as `kv_cache_type`: a quantised type's blocks must
         divide every head (stories260K's heads of 8 cannot be q8_0). An unknown shape is left to llama.cpp."""
@@ -101,24 +133,36 @@ class ModelShape:
 
 
 @dataclass(frozen=True)
+class DraftFile:
+    """A draft model (Modelfile DRAFT) loaded beside a model to speculate: its GGUF's bytes and geometry."""
+
+    size: int
+    shape: ModelShape
+
+
+@dataclass(frozen=True)
 class Estimate:
     """Bytes a loaded model takes; `layers` is its count of repeating layers (0: unknown); `projector` the
-    bytes of its multimodal projector, weights and compute buffer (0: none), which are not split by layer."""
+    bytes of its multimodal projector, weights and compute buffer (0: none), which are not split by layer;
+    `draft` those of its draft model, weights, KV cache and compute buffer (0: none), which loads with the
+    model's GPU layer count (so it is split with the layers)."""
 
     weights: int
     kv: int
     compute: int
     layers: int
     projector: int = 0
+    draft: int = 0
 
     @property
     def layered(self) -> int:
-        """Weights and KV cache: what is split across the GPU and the CPU layer by layer."""
-        return self.weights + self.kv
+        """Weights and KV cache, the draft model's too: what is split across the GPU and the CPU layer by
+        layer."""
+        return self.weights + self.kv + self.draft
 
     @property
     def size(self) -> int:
-        """Weights, KV cache and projector: what `/api/ps` reports as the model's size."""
+        """Weights, KV cache, draft model and projector: what `/api/ps` reports as the model's size."""
         return self.layered + self.projector
 
     @property
@@ -142,17 +186,32 @@ def kv_bytes(elements: int, kv_cache_type: str = "f16") -> int:
 
 
 def estimate(
-    weights: int, shape: ModelShape, *, n_ctx: int, n_parallel: int, kv_cache_type: str = "f16", projector: int = 0
+    weights: int,
+    shape: ModelShape,
+    *,
+    n_ctx: int,
+    n_parallel: int,
+    kv_cache_type: str = "f16",
+    projector: int = 0,
+    n_batch: int = UBATCH_MAX,
+    swa_full: bool = False,
+    draft: DraftFile | None = None,
 ) -> Estimate:
-    """What a model of `weights` bytes needs with `n_parallel` sequences of `n_ctx` tokens each, and with a
-    projector of `projector` bytes (0: none)."""
-    kv = kv_bytes(shape.block_count * n_ctx * max(1, n_parallel) * shape.kv_width(), kv_cache_type)
+    """What a model of `weights` bytes needs with `n_parallel` sequences of `n_ctx` tokens each (batches of
+    `n_batch`; sliding-window layers at full size with `swa_full`), with a projector of `projector` bytes (0:
+    none) and a draft model (which gets a context of the same slots, cache type and window setting)."""
+
+    def kv(shape: ModelShape) -> int:
+        cells = shape.kv_cells(n_ctx, n_batch=n_batch, swa_full=swa_full)
+        return kv_bytes(cells * max(1, n_parallel) * shape.kv_width(), kv_cache_type)
+
     return Estimate(
         weights=weights,
-        kv=kv,
+        kv=kv(shape),
         compute=max(MIN_COMPUTE, weights // 20),
         layers=shape.block_count,
         projector=projector_bytes(projector),
+        draft=draft.size + kv(draft.shape) + max(MIN_COMPUTE, draft.size // 20) if draft is not None else 0,
     )
 
 
@@ -203,6 +262,9 @@ def context_that_fits(
     floor: int = 2048,
     kv_cache_type: str = "f16",
     projector: int = 0,
+    n_batch: int = UBATCH_MAX,
+    swa_full: bool = False,
+    draft: DraftFile | None = None,
 ) -> int:
     """The largest context (per sequence, a multiple of 256, at most `want`) whose estimate fits in `memory`
     bytes; never below `floor` (or `want`, if smaller): a model that does not fit even then is refused by
@@ -212,7 +274,15 @@ def context_that_fits(
 
     def total(n_ctx: int) -> int:
         return estimate(
-            weights, shape, n_ctx=n_ctx, n_parallel=n_parallel, kv_cache_type=kv_cache_type, projector=projector
+            weights,
+            shape,
+            n_ctx=n_ctx,
+            n_parallel=n_parallel,
+            kv_cache_type=kv_cache_type,
+            projector=projector,
+            n_batch=n_batch,
+            swa_full=swa_full,
+            draft=draft,
         ).total
 
     while n_ctx > low and total(n_ctx) > memory:

@@ -40,7 +40,7 @@ from ..runner.protocol import Job, LoadSpec, RunnerInfo
 from ..runner.workers import WorkerMemory
 from ..runner.workers import probe as probe_workers
 from .fit_errors import too_big, workers_lost
-from .memory import GPU_OVERHEAD, Estimate, ModelShape, Placement, format_bytes
+from .memory import GPU_OVERHEAD, DraftFile, Estimate, ModelShape, Placement, format_bytes
 from .memory import estimate as estimate_memory
 from .memory import place as place_model
 
@@ -99,6 +99,7 @@ class ModelRef:
     details: ModelDetails = field(default_factory=ModelDetails)
     shape: ModelShape = field(default_factory=ModelShape)
     projector: int = 0  # bytes of its multimodal projector file (0: none)
+    draft: DraftFile | None = None  # its draft model (Modelfile DRAFT), loaded beside it; `size` excludes it
 
     def estimate(self) -> Estimate:
         spec = self.spec
@@ -109,6 +110,9 @@ class ModelRef:
             n_parallel=spec.n_parallel,
             kv_cache_type=spec.kv_cache_type,
             projector=self.projector,
+            n_batch=spec.n_batch,
+            swa_full=spec.swa_full,
+            draft=self.draft,
         )
 
 
@@ -580,6 +584,7 @@ class Scheduler:
                     expires_at=now_wall + remaining if math.isfinite(remaining) else math.inf,
                     details=entry.ref.details,
                     kv_cache_type=entry.spec.kv_cache_type,
+                    swa_full=entry.spec.swa_full,
                     prompt_cache=entry.runner.prompt_cache,
                     speculation=entry.runner.speculation if entry.runner.speculation.requests else None,
                     devices=info.devices,

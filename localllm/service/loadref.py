@@ -8,13 +8,14 @@ from collections.abc import Callable
 
 from ..config import Settings
 from ..config.values import parse_rpc_servers
-from ..domain.errors import ConfigError, InvalidRequest
+from ..domain.errors import ConfigError, EngineError, InvalidRequest
 from ..domain.options import Options
+from ..modelstore.gguf import read_info
 from ..modelstore.models import Model
 from ..modelstore.store import MEDIA_ADAPTER, MEDIA_DRAFT, Store
 from ..observability.machine import Memory
 from ..runner.protocol import LoadSpec
-from ..scheduling.memory import ModelShape, context_that_fits, kv_cache_type_for
+from ..scheduling.memory import DraftFile, ModelShape, context_that_fits, kv_cache_type_for
 from ..scheduling.scheduler import ModelRef
 
 
@@ -23,7 +24,8 @@ def model_ref(
 ) -> ModelRef:
     """How `model` loads with these options: its load spec (the context fitted to the machine's memory when
     no `num_ctx` is asked for, the KV cache type, its adapters, projector and RPC workers) and what the scheduler
-    needs (the projector's bytes apart from the weights: it is not split by layer)."""
+    needs (the projector's bytes apart from the weights: it is not split by layer; the draft model's, whose
+    KV cache is counted too)."""
     trained = model.info.context_length or settings.context_length
     embedding = "embedding" in model.capabilities or "rerank" in model.capabilities  # pooled outputs
     n_parallel = 1 if embedding else settings.num_parallel
@@ -31,8 +33,14 @@ def model_ref(
     shape = ModelShape.from_metadata(model.info.metadata, model.info.architecture)
     manifest = model.stored.manifest
     projector = manifest.projector.size if manifest.projector is not None else 0
-    weights = manifest.size - projector  # the projector is estimated on its own (not split by layer)
+    draft_layer = manifest.layer(MEDIA_DRAFT)
+    draft = _draft(model, store, draft_layer.digest, draft_layer.size) if draft_layer is not None else None
+    # the projector and the draft model are estimated on their own (the projector is not split by layer)
+    weights = manifest.size - projector - (draft.size if draft is not None else 0)
     kv_cache_type = kv_cache_type_for(settings, options.kv_cache_type, shape, embedding=embedding)
+    # (a model without sliding-window layers loads as it would without: one runner, one layout key)
+    swa_full = shape.sliding_window > 0 and (settings.swa_full if options.swa_full is None else options.swa_full)
+    n_batch = options.num_batch or LoadSpec.n_batch
     if not options.num_ctx:  # the default window also fits the machine's memory (RAM and VRAM together)
         memory = machine()
         n_ctx = context_that_fits(
@@ -43,8 +51,10 @@ def model_ref(
             want=n_ctx,
             kv_cache_type=kv_cache_type,
             projector=projector,
+            n_batch=n_batch,
+            swa_full=swa_full,
+            draft=draft,
         )
-    draft = model.stored.manifest.layer(MEDIA_DRAFT)
     if embedding:  # one sequence (as Ollama), never past the trained positions (BERT has no more)
         n_ctx = min(n_ctx, trained)
     spec = LoadSpec(  # what is not set in the options keeps LoadSpec's default
@@ -52,13 +62,14 @@ def model_ref(
         n_ctx=n_ctx,
         num_gpu=options.num_gpu if options.num_gpu is not None else LoadSpec.num_gpu,
         n_threads=options.num_thread or settings.num_threads,
-        n_batch=options.num_batch or LoadSpec.n_batch,
+        n_batch=n_batch,
         use_mmap=options.use_mmap if options.use_mmap is not None else LoadSpec.use_mmap,
         n_parallel=n_parallel,
         embedding=embedding,
         stream_interval=settings.stream_interval,
         flash_attention=settings.flash_attention,
         kv_cache_type=kv_cache_type,
+        swa_full=swa_full,
         cache_ram=settings.cache_ram,
         cache_dir=str(settings.cache_dir or ""),
         cache_disk=settings.cache_disk,
@@ -69,9 +80,19 @@ def model_ref(
         ),
         rpc_servers=rpc_servers(settings, options),
         projector=str(model.projector) if model.projector is not None else LoadSpec.projector,
-        draft=str(store.blob_path(draft.digest)) if draft is not None else "",
+        draft=str(store.blob_path(draft_layer.digest)) if draft_layer is not None else "",
     )
-    return ModelRef(model.name, manifest.digest, spec, weights, model.details, shape, projector=projector)
+    return ModelRef(model.name, manifest.digest, spec, weights, model.details, shape, projector=projector, draft=draft)
+
+
+def _draft(model: Model, store: Store, digest: str, size: int) -> DraftFile:
+    """The draft model's bytes and geometry, from its GGUF's metadata."""
+    path = store.blob_path(digest)
+    try:
+        info = read_info(path)
+    except Exception as exc:  # the gguf reader raises plain ValueErrors, KeyErrors, ... on a bad file
+        raise EngineError(f"cannot read the draft model file of '{model.name}' ({path.name}): {exc}") from exc
+    return DraftFile(size, ModelShape.from_metadata(info.metadata, info.architecture))
 
 
 def rpc_servers(settings: Settings, options: Options) -> tuple[str, ...]:

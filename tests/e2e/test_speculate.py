@@ -195,7 +195,8 @@ def test_modelfile_draft_through_the_daemon(spec_daemon: Daemon, tmp_path: Path)
     assert 0 < answer["eval_count"] <= 60 and answer["response"].strip()
     assert answer["draft_count"] > 0 and 0 < answer["draft_accepted_count"] <= answer["draft_count"], answer
     ps = httpx.get(d.url + "/api/ps", timeout=10).json()["models"]
-    speculation = next(m for m in ps if m["name"].startswith("speculating"))["speculation"]
+    loaded = next(m for m in ps if m["name"].startswith("speculating"))
+    speculation = loaded["speculation"]
     assert speculation["drafted"] == answer["draft_count"] and speculation["accepted"] == answer["draft_accepted_count"]
     assert speculation["requests"] == 1 and 0 < speculation["acceptance_rate"] <= 1
     metrics = httpx.get(d.url + "/metrics", timeout=30).text
@@ -209,6 +210,12 @@ def test_modelfile_draft_through_the_daemon(spec_daemon: Daemon, tmp_path: Path)
     ngram["options"] = {"temperature": 0, "num_predict": 60, "draft_ngram": True}
     answer = httpx.post(d.url + "/api/generate", json=ngram, timeout=120).json()
     assert answer["draft_accepted_count"] > 0, answer
+    # the draft (here the model itself, with the same context and slots) is in the model's size: its weights and
+    # KV cache, and a compute allowance (64 MiB: MIN_COMPUTE) for its own context (docs/speculation.md)
+    ps = httpx.get(d.url + "/api/ps", timeout=10).json()["models"]
+    plain_size = next(m["size"] for m in ps if m["name"].startswith(f"hf.co/{STORIES_REPO}"))
+    extra = loaded["size"] - (2 * plain_size + 64 * 2**20)
+    assert 0 <= extra < 1024, (loaded["size"], plain_size)  # (its PARAMETER blob is counted with the weights)
 
 
 def test_a_draft_file_is_uploaded_and_shown(spec_daemon: Daemon, tmp_path: Path) -> None:

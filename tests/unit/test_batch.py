@@ -29,6 +29,7 @@ class ScriptEngine:
         self.decoded: list[list[tuple[int, int, int, bool]]] = []
         self.kv: dict[int, list[int]] = {}
         self.forgotten: list[tuple[int, int]] = []
+        self.cut_floor = 0  # the fewest tokens a sequence can be cut back to (`Engine.cuttable`), but 0
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
         return [ord(c) for c in text]
@@ -61,6 +62,9 @@ class ScriptEngine:
         self.forgotten.append((seq, from_pos))
         del self.kv.setdefault(seq, [])[from_pos:]
         return True
+
+    def cuttable(self, seq: int, from_pos: int) -> bool:
+        return from_pos == 0 or from_pos >= self.cut_floor
 
     def worth_a_tile(self, n_new: int, n_past: int) -> bool:
         return n_new >= 2  # a one-token tail is never worth it
@@ -203,6 +207,23 @@ def test_a_short_prompt_tail_is_rounded_up_to_a_tile_with_cached_tokens() -> Non
     batcher.handle("c", Job("the big cat! sat!x"))
     run(batcher)
     assert [pos for _, pos, _, _ in engine.decoded[-2]] == [17]
+
+
+def test_a_tail_is_not_rounded_up_where_the_cache_cannot_be_cut_back() -> None:
+    """A sliding-window model with swa_full rounds up a slot's tail, but not the tail after a restored
+    checkpoint, whose window layers hold their last positions only (`Engine.cuttable` says no): its new tokens
+    are evaluated as they are and the cache is kept, not cut and evaluated again from the start."""
+    batcher, engine, sent = make("!", n_parallel=1, n_batch=16, tail_tile=8)
+    engine.cut_floor = 9  # the cache cannot be cut back to fewer than 9 tokens
+    batcher.handle("a", Job("the big cat"))
+    run(batcher)
+    batcher.handle("b", Job("the big cat! sat"))
+    run(batcher)
+    done = done_of(sent, "b")
+    assert [(chr(t), pos) for t, pos, _, _ in engine.decoded[-2]] == [(c, 12 + i) for i, c in enumerate(" sat")]
+    assert done["cached_tokens"] == 12 and done["prompt_eval_count"] == 4
+    assert (0, 0) not in engine.forgotten, "nothing evaluated again"
+    assert engine.kv[0] == [ord(c) for c in "the big cat! sat!"]
 
 
 def test_cancel_frees_the_slot_for_the_next_request() -> None:

@@ -209,3 +209,49 @@ def test_default_context_shrinks_to_fit_the_machine() -> None:
     # Never shrunk to nothing: below the floor the scheduler refuses with a message instead.
     assert context_that_fits(weights, shape, n_parallel=4, memory=1 * GiB, want=8192) == 2048
     assert context_that_fits(weights, shape, n_parallel=4, memory=1 * GiB, want=512) == 512
+
+
+GEMMA3_1B = {  # Gemma 3 1B's geometry: 26 layers, a global one every 6th (llama.cpp's pattern), a 512 window
+    "gemma3.block_count": 26,
+    "gemma3.embedding_length": 1152,
+    "gemma3.attention.head_count": 4,
+    "gemma3.attention.head_count_kv": 1,
+    "gemma3.attention.key_length": 256,
+    "gemma3.attention.value_length": 256,
+    "gemma3.attention.sliding_window": 512,
+}
+
+
+def test_sliding_window_layers_keep_their_window_unless_swa_full() -> None:
+    shape = ModelShape.from_metadata(GEMMA3_1B, "gemma3")
+    assert shape.sliding_window == 512 and shape.window_layers == 26 - 4, "layers 5, 11, 17, 23 are global"
+    width = 1 * (256 + 256)
+    window = estimate(1 * GiB, shape, n_ctx=8192, n_parallel=2)
+    full = estimate(1 * GiB, shape, n_ctx=8192, n_parallel=2, swa_full=True)
+    # llama.cpp's window layers: the window and a micro-batch (512 + 512), padded to 256 cells, per slot
+    assert window.kv == 2 * 2 * width * (4 * 8192 + 22 * 1024)
+    assert full.kv == 2 * 2 * width * 26 * 8192, "swa_full: every layer at the full context"
+    assert full.total - window.total == 2 * 2 * width * 22 * (8192 - 1024)
+    small_batch = estimate(1 * GiB, shape, n_ctx=8192, n_parallel=2, n_batch=64)
+    assert small_batch.kv == 2 * 2 * width * (4 * 8192 + 22 * 768), "512 + 64 cells, padded to 768"
+    short = estimate(1 * GiB, shape, n_ctx=512, n_parallel=2)
+    assert short.kv == estimate(1 * GiB, shape, n_ctx=512, n_parallel=2, swa_full=True).kv, "never past n_ctx"
+
+
+def test_a_window_pattern_the_gguf_writes_wins_and_an_unknown_one_counts_every_layer_in_full() -> None:
+    flags = [True, True, False, True]
+    written = ModelShape.from_metadata(
+        {**GEMMA3_1B, "gemma3.block_count": 4, "gemma3.attention.sliding_window_pattern": flags}, "gemma3"
+    )
+    assert written.window_layers == 3
+    every_third = ModelShape.from_metadata({**GEMMA3_1B, "gemma3.attention.sliding_window_pattern": 3}, "gemma3")
+    assert every_third.window_layers == 26 - 26 // 3
+    other = {key.replace("gemma3.", "mistral3."): value for key, value in GEMMA3_1B.items()}
+    unknown = ModelShape.from_metadata(other, "mistral3")
+    assert unknown.sliding_window == 512 and unknown.window_layers == 0
+    assert (
+        estimate(GiB, unknown, n_ctx=8192, n_parallel=1).kv
+        == estimate(GiB, unknown, n_ctx=8192, n_parallel=1, swa_full=True).kv
+    ), "the pattern unknown: an upper bound, as if swa_full"
+    plain = ModelShape.from_metadata({k: v for k, v in GEMMA3_1B.items() if "sliding" not in k}, "gemma3")
+    assert plain.window_layers == 0, "no window: no window layers, whatever the architecture"

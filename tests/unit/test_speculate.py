@@ -83,6 +83,9 @@ class TableEngine:
         del self.kv.setdefault(seq, [])[from_pos:]
         return True
 
+    def cuttable(self, seq: int, from_pos: int) -> bool:
+        return True
+
     def worth_a_tile(self, n_new: int, n_past: int) -> bool:
         return False
 

@@ -224,6 +224,8 @@ async def ps(request: Request) -> Response:
             "context_length": m.context_length,
             "kv_cache_type": m.kv_cache_type,
         }
+        if m.swa_full:  # localllm's own: a sliding-window model's full-size cache (LOCALLLM_SWA_FULL)
+            entry["swa_full"] = True
         if m.prompt_cache is not None:  # localllm's own field (Ollama's clients ignore it)
             entry["prompt_cache"] = m.prompt_cache.as_dict()
         if m.speculation is not None:  # localllm's own: speculative decoding's drafted and kept tokens

@@ -56,6 +56,7 @@ class OllamaLoadedModel(Reply, kw_only=True):
     size_vram: int
     context_length: int
     kv_cache_type: str
+    swa_full: bool | Unset = UNSET  # localllm's own: a sliding-window model with a full-size cache
     prompt_cache: dict[str, int | float] | Unset = UNSET  # localllm's own: the runner's prompt cache
     devices: list[OllamaDevice] | Unset = UNSET
 
