@@ -68,7 +68,7 @@ def test_acceptance_fades_and_scores_unstaged_drafts() -> None:
     history = tokens("abcxyz")
     seen.shadow, seen.shadow_at = tokens("xyq"), 3  # drafted after "abc": "xyq"
     seen.score_shadow(history[:4])
-    assert (seen.kept, seen.tried) == (1.0, pytest.approx(0.97 + 1)), "x agreed: counted"
+    assert seen.kept == 1.0 and seen.tried == pytest.approx(0.97 + 1), "x agreed: counted"
     assert seen.shadow == tokens("yq"), "and the rest still to score"
     seen.score_shadow(history)
     assert seen.shadow == [] and seen.kept == pytest.approx(0.97**2 * 1.0 + 1), "y agreed, then z for q: refused"
