@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import threading
@@ -311,7 +310,7 @@ class Service:
             """Drop the oldest turns (never a system message, never the last message) until the rendered
             conversation leaves room for the answer; the tokens dropped are reported. A conversation with more
             bytes than the context can hold loses turns before it is tokenized (those counted at 4 bytes a token).
-            The prompt is counted with the kept turns' media, each item as the positions it takes."""
+            Counted with the kept turns' media (each item as the positions it takes)."""
             kept, text = await fit_bytes(list(messages), full, render, limits.prompt_bytes(n_ctx))
             n = len(await runner.tokenize(text, media.media_of(kept)))
             first = n + (limits.utf8_len(full) - limits.utf8_len(text)) // 4
@@ -368,8 +367,7 @@ class Service:
 
     async def count_chat(self, req: ChatRequest) -> int:
         """The input tokens `req` would have: its conversation (with the model's own system prompt and messages)
-        and tools through the chat template, tokenized as generation would, each image or audio clip counted as the
-        positions it takes in the context (loads the model)."""
+        and tools through the chat template, tokenized as generation would, media as their positions (loads it)."""
         model = self.model(req.model)
         self._check_generative(model, "chat")
         options = bounded(req.options.merged_over(model.parameters), model.parameters, self.settings.max_tokens)
@@ -431,8 +429,9 @@ class Service:
             elif count_prompt:
                 logs.note_prompt(len(await lease.runner.tokenize(text, media)))
             job = runner_job(text, options, constraints, truncate, media)
-            count = functools.partial(lease.runner.tokenize, media=job.media)  # with its media, as laid out
-            held = await quota.reserve_tokens(job.prompt, job.context, job.num_predict, n_ctx, count)
+            held = await quota.reserve_tokens(  # the prompt counted with its media, as the runner lays them out
+                job.prompt, job.context, job.num_predict, n_ctx, lambda p: lease.runner.tokenize(p, job.media)
+            )
             job = replace(job, num_predict=held.granted)
 
             def run(prompt: str, num_predict: int, stop: tuple[str, ...]) -> AsyncGenerator[Token | Done, None]:
