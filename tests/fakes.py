@@ -15,6 +15,7 @@ from localllm.chat.renderpool import InlineRenderer
 from localllm.chat.thinking import Think
 from localllm.domain.errors import EngineError
 from localllm.domain.events import Done, Token
+from localllm.domain.media import Media
 from localllm.domain.messages import ChatMessage, Tool
 from localllm.domain.modelinfo import PromptCacheStats, SpeculationStats
 from localllm.runner.protocol import Job, LoadSpec, RunnerInfo
@@ -40,6 +41,9 @@ def write_tiny_gguf(path: Path, *, template: str | None = None, context_length: 
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+MEDIA_TOKENS = 16  # positions a media item takes in the fake runner's count (the tiny test model's image: 16)
 
 
 class FakeRunner:
@@ -81,8 +85,9 @@ class FakeRunner:
             if not finished:
                 self.cancelled += 1
 
-    async def tokenize(self, text: str) -> list[int]:
-        return [1] + [3] * len(text.split())
+    async def tokenize(self, text: str, media: Sequence[Media] = ()) -> list[int]:
+        """A BOS, a token per word, and MEDIA_TOKENS pseudo ids per media item."""
+        return [1] + [3] * len(text.split()) + [-1] * (MEDIA_TOKENS * len(media))
 
     async def pieces(self, text: str, *, add_bos: bool = True) -> list[tuple[int, bytes]]:
         words = [(3, f" {w}".encode()) for w in text.split()]

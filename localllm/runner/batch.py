@@ -118,10 +118,7 @@ class Batcher:
         if isinstance(request, Cancel):
             self._cancel(rid)
         elif isinstance(request, Tokenize):
-            tokens = self.engine.tokenize(request.text, add_bos=request.add_bos)
-            # with `pieces`, each token's bytes, for offsets and token texts
-            pieces = tuple(self.engine.piece(t) for t in tokens) if request.pieces else None
-            self.send(rid, TokenList(tuple(tokens), pieces))
+            self._tokenize(rid, request)
         elif isinstance(request, Job):
             self._submit(rid, request)
         elif isinstance(request, Detokenize):
@@ -130,6 +127,18 @@ class Batcher:
             self.send(rid, Failure("request", "this runner computes no embeddings"))
         else:
             self.send(rid, self.embed(request))
+
+    def _tokenize(self, rid: str, request: Tokenize) -> None:
+        if request.media:  # the prompt as `_submit` lays it out: the same code, so the count is the evaluation's
+            made = self._media_prompt(rid, Job(request.text, media=request.media))
+            if made is not None:
+                self._drop(made.spans)
+                self.send(rid, TokenList(tuple(made.tokens)))
+            return
+        tokens = self.engine.tokenize(request.text, add_bos=request.add_bos)
+        # with `pieces`, each token's bytes, for offsets and token texts
+        pieces = tuple(self.engine.piece(t) for t in tokens) if request.pieces else None
+        self.send(rid, TokenList(tuple(tokens), pieces))
 
     def _cancel(self, rid: str) -> None:
         """Stop the generation `rid`: one waiting for a slot ends now, one in a slot at the next step; either way

@@ -138,7 +138,8 @@ class Finished(Done):
 
 @dataclass(frozen=True)
 class TokenList:
-    """The answer to `Tokenize`: the tokens, and with `pieces` asked for, each one's bytes."""
+    """The answer to `Tokenize`: the tokens, and with `pieces` asked for, each one's bytes. For a prompt with
+    media, each position of a media chunk is a pseudo id (negative: `mediaprompt.pseudo_ids`)."""
 
     EV: ClassVar[str] = "tokens"
 

@@ -22,6 +22,7 @@ from ..domain.child import python_command
 from ..domain.errors import EngineError
 from ..domain.events import Done, Token
 from ..domain.limits import RUNNER_MESSAGE_MAX
+from ..domain.media import Media
 from ..domain.modelinfo import PromptCacheStats, SpeculationStats
 from .protocol import (
     FRAME,
@@ -313,8 +314,11 @@ class RunnerProcess:
                 if isinstance(event, Text | Finished):
                     yield event
 
-    async def tokenize(self, text: str) -> list[int]:
-        answer = await self._answer(Tokenize(text))
+    async def tokenize(self, text: str, media: Sequence[Media] = ()) -> list[int]:
+        """The prompt's tokens as generation lays them out (BOS first); with `media` (one per `MARKER` in
+        `text`), each media chunk's positions as pseudo ids (negative), so its length is what the prompt takes
+        in the context. A media item the projector refuses: InvalidRequest naming it."""
+        answer = await self._answer(Tokenize(text, media=tuple(media)))
         if not isinstance(answer, TokenList):
             raise EngineError(f"the model runner answered a tokenize request with {answer!r}")
         return list(answer.tokens)

@@ -7,7 +7,12 @@ refused with a "context" failure. `format` ("json" or a JSON schema) becomes a g
 `sampling.grammar` is set. `logprobs`: None for none, N for each token's log-probability and the N most likely.
 
 `Tokenize` adds the model's BOS unless `add_bos` is false; with `pieces` the answer also has each token's
-bytes. `Embed` (embedding models only): one vector per input (a string or token ids), in order, L2-normalised
+bytes. With `media` (one item per `MARKER` in `text`, as a `Job`'s) the answer is the prompt as a `Job` with
+those media lays it out in the context (`mediaprompt.media_prompt`, the same code): the text's tokens and, for
+each position of a media chunk, a pseudo id (negative); its length is what the prompt takes. With media
+there is no `pieces` and the BOS is always added (as a `Job` without `context` has it).
+
+`Embed` (embedding models only): one vector per input (a string or token ids), in order, L2-normalised
 unless `normalize` is false; an input longer than the context is cut to fit with `truncate` (its end-of-text
 special tokens kept), else refused with a "context" failure.
 
@@ -126,10 +131,7 @@ class Job:
     def to_message(self) -> Message:
         message: Message = {"op": self.OP, "prompt": self.prompt}
         if self.media:
-            message["media"] = [
-                {"kind": m.kind, "data": base64.b64encode(m.data).decode("ascii"), "source": m.source}
-                for m in self.media
-            ]
+            message["media"] = _media_messages(self.media)
         sampling = self.sampling.to_message()
         if sampling:
             message["sampling"] = sampling
@@ -175,6 +177,10 @@ class Job:
         )
 
 
+def _media_messages(media: Sequence[Media]) -> list[Message]:
+    return [{"kind": m.kind, "data": base64.b64encode(m.data).decode("ascii"), "source": m.source} for m in media]
+
+
 def _media(message: Message) -> Media:
     kind = message["kind"]
     if kind not in MEDIA_KINDS:
@@ -184,20 +190,34 @@ def _media(message: Message) -> Media:
 
 @dataclass(frozen=True)
 class Tokenize:
-    """The tokens of `text`; with `pieces`, each token's bytes too."""
+    """The tokens of `text`; with `pieces`, each token's bytes too; with `media`, the prompt's positions as a
+    `Job` with those media takes them (media chunks as pseudo ids)."""
 
     OP: ClassVar[str] = "tokenize"
 
     text: str
     add_bos: bool = True
     pieces: bool = False
+    media: tuple[Media, ...] = ()  # images and audio, one per `domain.media.MARKER` in `text`, in order
+
+    def __post_init__(self) -> None:
+        if self.media and (self.pieces or not self.add_bos):
+            raise ValueError("a tokenize request with media has no pieces and always adds the BOS")
 
     def to_message(self) -> Message:
-        return {"op": self.OP, "text": self.text, "add_bos": self.add_bos, "pieces": self.pieces}
+        message: Message = {"op": self.OP, "text": self.text, "add_bos": self.add_bos, "pieces": self.pieces}
+        if self.media:
+            message["media"] = _media_messages(self.media)
+        return message
 
     @classmethod
     def from_message(cls, message: Message) -> Tokenize:
-        return cls(str(message.get("text", "")), bool(message.get("add_bos", True)), bool(message.get("pieces")))
+        return cls(
+            str(message.get("text", "")),
+            bool(message.get("add_bos", True)),
+            bool(message.get("pieces")),
+            tuple(_media(m) for m in message.get("media") or ()),
+        )
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from ..config import Settings
 from ..domain.errors import EngineError, ServerBusy
 from ..domain.events import Done, Token
+from ..domain.media import Media
 from ..domain.modelinfo import LoadedModel, ModelDetails, PromptCacheStats, SpeculationStats
 from ..observability import logs, metrics
 from ..observability.machine import Memory, MemoryProbe, SystemMemory
@@ -68,7 +69,7 @@ class Runner(Protocol):
 
     def generate(self, job: Job) -> AsyncGenerator[Token | Done, None]: ...
 
-    async def tokenize(self, text: str) -> list[int]: ...
+    async def tokenize(self, text: str, media: Sequence[Media] = ()) -> list[int]: ...
 
     async def pieces(self, text: str, *, add_bos: bool = True) -> list[tuple[int, bytes]]: ...
 

@@ -309,9 +309,10 @@ class Service:
         async def fit(runner: Runner, n_ctx: int) -> tuple[str, int, tuple[Media, ...]]:
             """Drop the oldest turns (never a system message, never the last message) until the rendered
             conversation leaves room for the answer; the tokens dropped are reported. A conversation with more
-            bytes than the context can hold loses turns before it is tokenized (those counted at 4 bytes a token)."""
+            bytes than the context can hold loses turns before it is tokenized (those counted at 4 bytes a token).
+            Counted with the kept turns' media (each item as the positions it takes)."""
             kept, text = await fit_bytes(list(messages), full, render, limits.prompt_bytes(n_ctx))
-            n = len(await runner.tokenize(text))
+            n = len(await runner.tokenize(text, media.media_of(kept)))
             first = n + (limits.utf8_len(full) - limits.utf8_len(text)) // 4
             room = n_ctx - reserve_for_answer(n_ctx, options.num_predict)
             while n > room:
@@ -320,7 +321,7 @@ class Service:
                     break
                 del kept[droppable[0]]
                 text = await render(kept)
-                n = len(await runner.tokenize(text))
+                n = len(await runner.tokenize(text, media.media_of(kept)))
             logs.note_prompt(n)
             if n < first:
                 log.warning(
@@ -366,7 +367,7 @@ class Service:
 
     async def count_chat(self, req: ChatRequest) -> int:
         """The input tokens `req` would have: its conversation (with the model's own system prompt and messages)
-        and tools through the chat template, tokenized as generation would (loads the model)."""
+        and tools through the chat template, tokenized as generation would, media as their positions (loads it)."""
         model = self.model(req.model)
         self._check_generative(model, "chat")
         options = bounded(req.options.merged_over(model.parameters), model.parameters, self.settings.max_tokens)
@@ -376,8 +377,10 @@ class Service:
         messages = await self._with_media(model, conversation(model, req.messages))
         text = await self.templates.render(model, messages, tools=req.tools, n_ctx=ref.spec.n_ctx, think=think)
         text = text if budget is None else thinking.prefilled(text)
+        items = media.media_of(messages)
+        check_markers(model, text, items, "messages")
         async with self.scheduler.use(ref, keep_alive=self.settings.keep_alive) as lease:
-            return len(await lease.runner.tokenize(text))
+            return len(await lease.runner.tokenize(text, items))
 
     async def _run(
         self,
@@ -424,9 +427,11 @@ class Service:
             if fit is not None:
                 text, dropped, media = await fit(lease.runner, n_ctx)  # counts the prompt (`logs.note_prompt`)
             elif count_prompt:
-                logs.note_prompt(len(await lease.runner.tokenize(text)))
+                logs.note_prompt(len(await lease.runner.tokenize(text, media)))
             job = runner_job(text, options, constraints, truncate, media)
-            held = await quota.reserve_tokens(job.prompt, job.context, job.num_predict, n_ctx, lease.runner.tokenize)
+            held = await quota.reserve_tokens(  # the prompt counted with its media, as the runner lays them out
+                job.prompt, job.context, job.num_predict, n_ctx, lambda p: lease.runner.tokenize(p, job.media)
+            )
             job = replace(job, num_predict=held.granted)
 
             def run(prompt: str, num_predict: int, stop: tuple[str, ...]) -> AsyncGenerator[Token | Done, None]:

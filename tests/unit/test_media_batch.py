@@ -14,7 +14,7 @@ from localllm.runner.batch import Batcher
 from localllm.runner.kvfiles import KVFiles
 from localllm.runner.kvstates import KVStates
 from localllm.runner.mediaprompt import MediaError, MediaPrompt, MediaSpan, pseudo_ids, snap, text_run
-from localllm.runner.protocol import Job
+from localllm.runner.protocol import Job, Tokenize
 
 from .test_batch import ScriptEngine, ScriptSampler, done_of, recorder, run, text_of
 
@@ -127,6 +127,36 @@ def test_media_tokens_are_counted_and_evaluated_once_by_the_projector() -> None:
     assert text_of(sent, "a") == "ok"
     assert done["context"] == [], "pseudo ids never go back to a client"
     assert not fake.live, "the request's chunks were released"
+
+
+def test_a_count_with_media_is_the_prompt_the_job_evaluates() -> None:
+    """`Tokenize` with media lays the prompt out as `Job` does (the same code): its length is what is evaluated."""
+    batcher, engine, fake, sent = make(n_parallel=1, n_ctx=128, n_batch=16)
+    prompt, media = f"ab{MARKER}cd{MARKER}e", (image(1), image(2, "images[1]"))
+    batcher.handle("t", Tokenize(prompt, media=media))
+    tokens = sent[-1]["tokens"]
+    assert sent[-1]["ev"] == "tokens" and "pieces" not in sent[-1]
+    assert tokens[2 : 2 + N_MEDIA] == pseudo_ids(image(1).digest, N_MEDIA), "a media chunk's positions"
+    assert not fake.evaluated and not fake.live, "counted, not encoded; its chunks released"
+    batcher.handle("a", Job(prompt, media=media))
+    run(batcher)
+    assert done_of(sent, "a")["prompt_eval_count"] == len(tokens) == 5 + 2 * N_MEDIA
+
+
+@pytest.mark.parametrize(
+    ("projector", "prompt", "says"),
+    [
+        (False, f"x{MARKER}y", "no projector"),
+        (True, f"x{MARKER}", "images[0]: the prompt ends with it"),
+        (True, "no marker", "0 media markers for 1"),
+    ],
+)
+def test_a_count_refuses_what_the_job_would(projector: bool, prompt: str, says: str) -> None:
+    batcher, engine, fake, sent = make(projector=projector)
+    batcher.handle("t", Tokenize(prompt, media=(image(1, "images[0]"),)))
+    error = sent[-1]
+    assert error["ev"] == "error" and error["kind"] == "request" and says in error["message"]
+    assert not fake.live
 
 
 def test_the_same_image_again_is_cached_and_a_different_one_is_not() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from localllm.domain.errors import ContextLengthExceeded, EngineError, EngineFailure, InvalidRequest
 from localllm.domain.events import Token, TokenLogprob
+from localllm.domain.media import MARKER, Media
 from localllm.runner.protocol import (
     CacheReport,
     Cancel,
@@ -67,6 +68,7 @@ REQUESTS: list[Request] = [
     Job("ünïcode ✓", format="json", logprobs=5),
     Tokenize("hello"),
     Tokenize("hello", add_bos=False, pieces=True),
+    Tokenize(f"a{MARKER}b", media=(Media("image", b"\x89PNG\x00\xff", "messages[0].content[0]"),)),
     Embed(("a", (1, 2, 3))),
     Embed.of([[6, 7], [4, 5]], truncate=False, normalize=False),
     Rerank("what is a panda?", ("The giant panda is a bear.", "ünïcode ✓", "")),
@@ -82,6 +84,19 @@ def test_requests_round_trip(request_: Request) -> None:
     assert type(request_).from_message(request_.to_message()) == request_
     rid, back = decode_request(encode_request("17", request_))
     assert rid == "17" and back == request_
+
+
+def test_a_tokenize_request_with_media_is_laid_out_as_a_job() -> None:
+    """With media the answer is the prompt as a Job lays it out: BOS first, no pieces (media have no bytes)."""
+    image = (Media("image", b"x", "images[0]"),)
+    for bad in ({"pieces": True}, {"add_bos": False}):
+        with pytest.raises(ValueError, match="media"):
+            Tokenize(MARKER + "x", media=image, **bad)
+    line = encode_request("9", Tokenize("x", add_bos=False)).replace(
+        b'"text"', b'"media": [{"kind": "image", "data": "eA=="}], "text"'
+    )
+    with pytest.raises(ProtocolError, match="media"):
+        decode_request(line)
 
 
 EVENTS: list[Event] = [

@@ -13,8 +13,6 @@ from starlette.routing import Route
 
 from ....domain.events import Done, Event
 from ....domain.messages import ChatMessage
-from ....service.core import Service
-from ....service.generation import ChatRequest
 from ....service.responses_store import ResponseStore
 from ... import requests as rq
 from ...errors import RouteError, guarded
@@ -127,26 +125,14 @@ def as_items(message: ChatMessage) -> list[dict[str, Any]]:
 
 @guarded(ERRORS)
 async def input_tokens(request: Request) -> Response:
-    """The input tokens a request would have: its prompt (instructions, conversation, tools) tokenized."""
+    """The input tokens a request would have: its prompt (instructions, conversation, tools) as generation lays it
+    out, each image or audio clip counted as the positions it takes (`Service.count_chat`, as Anthropic's)."""
     service = service_of(request)
     body = await rq.read_wire(request, wire.InputTokensRequest)
     body = msgspec.structs.replace(body, model=default_model(body.model, service))
     turn = to_turn(body, store_of(request), counting=True)
-    count = await count_tokens(service, turn.chat)
+    count = await service.count_chat(turn.chat)
     return JSONResponse({"object": "response.input_tokens", "input_tokens": count})
-
-
-async def count_tokens(service: Service, chat: ChatRequest) -> int:
-    """The prompt generation would evaluate, tokenized: the model's stored system message and conversation
-    placed as `service.chat` places them (those lines mirror its own; one shared helper there would be better)."""
-    model = service.model(chat.model)
-    messages = list(chat.messages)
-    lead = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
-    messages = [*messages[:lead], *model.messages, *messages[lead:]]  # as service.chat orders them
-    if model.system and not (messages and messages[0].role == "system"):
-        messages.insert(0, ChatMessage("system", model.system))
-    text = await service.templates.render(model, messages, tools=chat.tools)
-    return len(await service.tokenize(chat.model, text))
 
 
 routes = [
