@@ -7,30 +7,38 @@ a real model asked to rewrite a file copies most of it. A dense model's cost per
 weight values, so a model of the SAME shape whose weights make it copy has the bench model's speed and gives a
 workload where the answer really copies the prompt. This tool writes that model (an induction-head "copier").
 
-What it computes (every other weight is zero: the unused layers keep their cost and have no effect):
+What it computes, in layers 0-5 (every other weight is zero where it would reach the residual stream: the unused
+layers keep their cost and have no effect; the file has the bench model's tensors, shapes and types exactly):
 
 - the residual stream holds unit-norm codes in separate subspaces: a constant C, each token's identity E (a random
   phase per complex component), the previous token's P1, hashes of the last 2, 4, 8 and 16 tokens, their copies
-  shifted by one position, and the copied token O;
+  shifted by one position, and the copied token O; each norm weight undoes its RMS norm;
 - "positional" heads (query and key read only C, so RoPE's rotation alone sets the score) move a code from exactly
-  1, 2, 4 or 8 positions back (`llama.rope.freq_base` is 1e38: the first pairs turn fast enough to pick one
-  distance, the others barely turn over the context, so they carry content);
+  1, 2, 4 or 8 positions back (the RoPE base is 1e38: the first pairs turn fast enough to pick one distance, the
+  others barely turn over the context, so they carry content);
 - the FFNs compute the hashes: a complex product, component by component, of a code and a permuted earlier one
-  (silu(z)*y - silu(-z)*y = z*y makes the SwiGLU FFN exactly bilinear), so a hash keeps unit norm and two hashes
-  agree only when every token they cover does;
+  (act(z)*y + act(-z)*(-y) = z*y for SiLU and GELU alike makes the gated FFN exactly bilinear), so a hash keeps
+  unit norm and two hashes agree only when every token they cover does;
 - three induction heads match the last 16, 4 and 1 tokens against every earlier position (the key at j covers the
-  tokens before j, the value is the token at j), each falling back to the BOS token (a zero value) when nothing
+  tokens before j, the value is the token at j), each falling back to the BOS token (no value) when nothing
   matches, with a small preference for the latest match; their outputs add into O with weights 16, 4 and 1, so
   the longest match decides, and the output matrix reads the token code in O.
 
 So the greedy answer continues the longest earlier match of its last tokens (up to 16): for a prompt holding a
 file and asking for it again, it copies the file. Its speed figures stand for a real model of the shape.
 
-    python make_copier.py OUT.gguf [--arch llama] [--preset tiny|bench] [--type q8_0|f16|f32] [--seed 0]
+- `--arch llama`: the bench preset is SmolLM-135M's shape (bench-135m's: 30 layers, 576 wide, 9 heads, 3 KV
+  heads), Q8_0 by default as bench-135m (F16 for AMX hosts, see README.md);
+- `--arch gemma3`: the bench preset is Gemma 3 270M's shape (bench-gemma3's: 18 layers, 640 wide, 4 heads and 1 KV
+  head of 256, window 512), F16 as bench-gemma3. The moves are in sliding-window layers, the induction heads in
+  layer 5, the first global one (both bases are 1e38); the embedding's sqrt(n_embd) scale, the q/k norms and the
+  post-attention and post-FFN norms are undone by their weights; the output matrix is its own, as bench-gemma3's.
+
+    python make_copier.py OUT.gguf [--arch llama|gemma3] [--preset tiny|bench] [--type q8_0|f16|f32] [--seed 0]
         [--tokenizer-from X.gguf]
 
-The bench preset is SmolLM-135M's shape (the shape of bench-135m); the tiny one (a few tens of MB: the
-vocabulary is the Llama-2 tokenizer's 32,000 tokens) is for tests. Needs numpy and gguf (in the project's .venv).
+The tiny presets (a few tens of MB: the vocabulary is the Llama-2 tokenizer's 32,000 tokens) are for tests. Needs
+numpy and gguf (in the project's .venv).
 """
 
 from __future__ import annotations
@@ -104,6 +112,7 @@ PRESETS: dict[str, dict[str, Shape]] = {
     },
 }
 
+DEFAULT_TYPES = {"llama": "q8_0", "gemma3": "f16"}  # as bench-135m and bench-gemma3 (make_shapes.py)
 TYPES = {
     "f32": (GGMLQuantizationType.F32, LlamaFileType.ALL_F32),
     "f16": (GGMLQuantizationType.F16, LlamaFileType.MOSTLY_F16),
@@ -443,11 +452,12 @@ def main() -> None:
     ap.add_argument("out", type=pathlib.Path)
     ap.add_argument("--arch", choices=ARCHES, default="llama")
     ap.add_argument("--preset", choices=("tiny", "bench"), default="bench")
-    ap.add_argument("--type", choices=sorted(TYPES), default="q8_0")
+    ap.add_argument("--type", choices=sorted(TYPES), help="default: the bench model's (llama q8_0, gemma3 f16)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokenizer-from", type=pathlib.Path, default=DEFAULT_TOKENIZER)
     a = ap.parse_args()
-    write_model(a.out, a.arch, a.preset, dtype=a.type, seed=a.seed, tokenizer_from=a.tokenizer_from)
+    dtype = a.type or DEFAULT_TYPES[a.arch]
+    write_model(a.out, a.arch, a.preset, dtype=dtype, seed=a.seed, tokenizer_from=a.tokenizer_from)
     print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.1f} MB)")
 
 

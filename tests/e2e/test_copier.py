@@ -1,6 +1,7 @@
-"""The copier bench model (`bench/make_copier.py`) on real llama.cpp through the runner's engine and batcher: its
-greedy answer copies what follows the earlier occurrence of its last tokens, so a copy-heavy prompt gets a copy, and
-prompt lookup's drafts on it are kept (the workload speculative decoding is measured on)."""
+"""The copier bench models (`bench/make_copier.py`, llama and Gemma 3) on real llama.cpp through the runner's engine and
+batcher: the greedy answer copies what follows the earlier occurrence of its last tokens (the longest one), so a
+copy-heavy prompt gets a copy, and prompt lookup's drafts on it are kept (the workload speculative decoding is
+measured on)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from .test_speculate import generate
 GREEDY = Sampling(temperature=0)
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    path = write_copier(tmp_path_factory.mktemp("copier") / "copier.gguf", model_file("llama-2-tiny-random.gguf"))
+@pytest.fixture(scope="module", params=["llama", "gemma3"])
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    tokenizer = model_file("llama-2-tiny-random.gguf")
+    path = write_copier(tmp_path_factory.mktemp("copier") / f"{request.param}.gguf", tokenizer, request.param)
     e = Engine(LoadSpec(model_path=str(path), n_ctx=1024, n_parallel=2, n_threads=2))
     yield e
     e.close()
