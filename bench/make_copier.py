@@ -35,7 +35,10 @@ file and asking for it again, it copies the file. Its speed figures stand for a 
   post-attention and post-FFN norms are undone by their weights; the output matrix is its own, as bench-gemma3's.
 
     python make_copier.py OUT.gguf [--arch llama|gemma3] [--preset tiny|bench] [--type q8_0|f16|f32] [--seed 0]
-        [--tokenizer-from X.gguf]
+        [--tokenizer-from X.gguf] [--check]
+
+`--check` then decodes bench/speculate.py's prompt greedily with llama.cpp and says how many of the first 500
+answer tokens equal the file's.
 
 The tiny presets (a few tens of MB: the vocabulary is the Llama-2 tokenizer's 32,000 tokens) are for tests. Needs
 numpy and gguf (in the project's .venv).
@@ -447,6 +450,26 @@ def _special_ids(tokenizer_from: pathlib.Path) -> list[int]:
     return ids
 
 
+def check(path: pathlib.Path, n_tokens: int = 500, threads: int = 2) -> tuple[int, int | None]:
+    """Greedy-decode `n_tokens` of bench/speculate.py's prompt with `path` (llama.cpp): how many equal the file's
+    tokens (as the prompt holds them), and where the first that does not is (None: all do)."""
+    import llama_cpp  # (the project's .venv has it; writing a model does not need it)
+    from speculate import PROMPT
+
+    m = llama_cpp.Llama(str(path), n_ctx=2048, n_threads=threads, verbose=False)
+    head = PROMPT.split("```python\n")[0] + "```python\n"  # the file follows the first fence
+    prompt = m.tokenize(PROMPT.encode())
+    code = prompt[len(m.tokenize(head.encode())) :]
+    answer: list[int] = []
+    for token in m.generate(prompt, temp=0.0, top_k=1):
+        answer.append(token)
+        if len(answer) >= n_tokens:
+            break
+    same = sum(a == b for a, b in zip(answer, code, strict=False))
+    first = next((i for i, (a, b) in enumerate(zip(answer, code, strict=False)) if a != b), None)
+    return same, first
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("out", type=pathlib.Path)
@@ -455,10 +478,15 @@ def main() -> None:
     ap.add_argument("--type", choices=sorted(TYPES), help="default: the bench model's (llama q8_0, gemma3 f16)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokenizer-from", type=pathlib.Path, default=DEFAULT_TOKENIZER)
+    ap.add_argument("--check", action="store_true", help="then report how much of speculate.py's file it copies")
     a = ap.parse_args()
     dtype = a.type or DEFAULT_TYPES[a.arch]
     write_model(a.out, a.arch, a.preset, dtype=dtype, seed=a.seed, tokenizer_from=a.tokenizer_from)
     print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.1f} MB)")
+    if a.check:
+        same, first = check(a.out)
+        where = "none differs" if first is None else f"the first that differs is token {first}"
+        print(f"speculate.py's prompt: {same} of the first 500 answer tokens equal the file's ({where})")
 
 
 if __name__ == "__main__":
