@@ -55,6 +55,11 @@ class StepCosts:
         else:
             self.seconds[n_tokens] = old + COST_WEIGHT * (seconds - old)
 
+    def knows(self, n_tokens: int) -> bool:
+        """Whether a step of `n_tokens` or fewer was measured: only then does a step's cost say what more tokens
+        add (a prompt's chunk of 512 alone says nothing of one token's step)."""
+        return self.flat or (bool(self.sizes) and self.sizes[0] <= n_tokens)
+
     def cost(self, n_tokens: int) -> float:
         """The expected seconds of a step of `n_tokens` tokens (in units of one token where nothing is measured)."""
         if self.flat:
@@ -124,7 +129,7 @@ def choose(costs: StepCosts, rate: float, in_batch: int, most: int, per_draft_to
     """The draft length (0 to `most`) that gives the step the most tokens per second, with `in_batch` tokens
     already in it (this request's next token included), each drafted token costing `per_draft_token` seconds to
     make (a draft model's step; a lookup's is nothing); 0 unless a draft beats none by MARGIN."""
-    if most <= 0 or in_batch <= 0:
+    if most <= 0 or in_batch <= 0 or not costs.knows(in_batch):
         return 0
     plain = in_batch / costs.cost(in_batch)
     best, best_k = plain * MARGIN, 0

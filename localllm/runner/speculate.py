@@ -27,7 +27,8 @@ from typing import Any, Protocol
 
 from .draftpolicy import COST_WEIGHT, Acceptance
 
-NGRAM_SIZES = (4, 3, 2)  # key lengths tried, longest first: a longer match predicts better
+MATCH_MOST = 16  # a lookup's match is extended backwards up to this many tokens (the longest wins)
+LOOKUP_CANDIDATES = 64  # the latest occurrences of the last pair a lookup compares
 
 
 class DraftEngine(Protocol):
@@ -72,36 +73,41 @@ def draft_room(spec: Speculation, *, generated: int, num_predict: int, n_past: i
 
 
 class NgramDraft:
-    """Prompt lookup: the tokens that followed the latest earlier occurrence of the history's last n tokens
-    (n from `NGRAM_SIZES`, the longest that occurs), continued periodically past the history's end. The history
-    (prompt and answer) only grows, so each n-gram is indexed once, with where its latest occurrence ends."""
+    """Prompt lookup: the tokens that followed the earlier occurrence of the history's last tokens that matches
+    the longest (up to MATCH_MOST tokens; the latest of equals; at least the last two), continued periodically
+    past the history's end. Every occurrence of each pair of tokens is indexed once (the history only grows);
+    a lookup extends the latest LOOKUP_CANDIDATES of its pair backwards. A long match finds the place being
+    copied where the last few tokens alone (`    def `, a closing bracket) occur all over a file."""
 
-    def __init__(self, sizes: tuple[int, ...] = NGRAM_SIZES) -> None:
-        self.sizes = sizes
-        self.index: dict[tuple[int, ...], int] = {}
-        self.indexed = 0  # n-grams ending before this position are in `index`
+    def __init__(self) -> None:
+        self.index: dict[tuple[int, int], list[int]] = {}  # a pair of tokens: where each occurrence ends
+        self.indexed = 0  # pairs ending before this position are in `index`
 
     def draft(self, history: list[int], k: int) -> list[int]:
-        if k <= 0 or not history:
+        if k <= 0 or len(history) < 2:
             return []
-        end = len(history) - 1  # the n-grams ending at the last token are the keys, not yet indexed
-        for i in range(self.indexed, end):
-            for n in self.sizes:
-                if i + 1 >= n:
-                    self.index[tuple(history[i + 1 - n : i + 1])] = i + 1
+        end = len(history) - 1  # the pair ending at the last token is the key, not yet indexed
+        for i in range(max(1, self.indexed), end):
+            self.index.setdefault((history[i - 1], history[i]), []).append(i + 1)
         self.indexed = max(self.indexed, end)
-        for n in self.sizes:
-            if len(history) < n:
-                continue
-            at = self.index.get(tuple(history[-n:]))
-            if at is not None:
-                # what followed, and past the history's end the same again: a match ending `period` tokens back
-                # says the text repeats with that period (a loop), as llama.cpp's ngram-mod extends a draft
-                period = len(history) - at
-                found = [history[at + i % period] for i in range(k)]
-                # a media chunk's positions hold pseudo ids (negative, mediaprompt.py): never tokens to draft
-                return found[: next((i for i, t in enumerate(found) if t < 0), len(found))]
-        return []
+        ends = self.index.get((history[-2], history[-1]))
+        if not ends:
+            return []
+        best, best_len = 0, -1
+        for at in reversed(ends[-LOOKUP_CANDIDATES:]):  # latest first: a tie keeps the latest
+            n = 2
+            while n < MATCH_MOST and n < at and history[at - 1 - n] == history[-1 - n]:
+                n += 1
+            if n > best_len:
+                best, best_len = at, n
+                if n == MATCH_MOST:
+                    break
+        # what followed, and past the history's end the same again: a match ending `period` tokens back says the
+        # text repeats with that period (a loop), as llama.cpp's ngram-mod extends a draft
+        period = len(history) - best
+        found = [history[best + i % period] for i in range(k)]
+        # a media chunk's positions hold pseudo ids (negative, mediaprompt.py): never tokens to draft
+        return found[: next((i for i, t in enumerate(found) if t < 0), len(found))]
 
 
 class DraftModel:

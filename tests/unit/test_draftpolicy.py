@@ -29,6 +29,14 @@ def test_costs_are_interpolated_and_cautious_past_what_was_measured() -> None:
     assert costs.sizes == [1, 9], "an empty step or an unmeasured one is not recorded"
 
 
+def test_no_draft_before_a_step_as_small_was_measured() -> None:
+    costs = StepCosts()
+    costs.record(512, 0.9)  # a prompt's chunk
+    assert choose(costs, 0.99, 1, 16) == 0, "what one token's step costs is not known yet"
+    costs.record(1, 0.012)
+    assert choose(costs, 0.99, 1, 16) > 0
+
+
 def test_expected_kept() -> None:
     assert expected_kept(0.5, 3) == pytest.approx(0.5 + 0.25 + 0.125)
     assert expected_kept(1.0, 5) == 5.0

@@ -300,11 +300,12 @@ def test_draft_model_drafts_greedily_and_stays_in_step_with_the_slot() -> None:
     assert held[: len(PROMPT) + 2] == tokens(PROMPT + "de"), "caught up to the target's kept tokens"
 
 
-def test_ngram_lookup_takes_the_latest_longest_match() -> None:
+def test_ngram_lookup_takes_the_longest_match_the_latest_of_equals() -> None:
     lookup = NgramDraft()
     assert lookup.draft(tokens("xabcq" + "zabcr" + "zabc"), 3) == tokens("rza"), "the 4-gram zabc, latest"
     assert lookup.draft(tokens("xabcq" + "zabcr" + "zabcy" + "ab"), 2) == tokens("cy"), "grown history, 2-gram"
     assert NgramDraft().draft(tokens("abcdef"), 4) == [], "nothing repeats"
+    assert NgramDraft().draft(tokens("ghijkl" + "m" + "jkn" + "ghijk"), 1) == tokens("l"), "the longest match wins"
     assert NgramDraft().draft(tokens("qabcabc"), 7) == tokens("abcabca"), "a loop: continued past the history's end"
 
 
