@@ -14,7 +14,8 @@ is chosen each step from two measurements:
 - `Acceptance`: how likely the request's next drafted token is to be kept, from its recent drafts (a geometric
   estimate: kept tokens over kept tokens and refusals, the older outcomes fading). A prompt lookup's draft that
   was not staged is still scored, against the tokens the request then generated (`shadow`), so a request learns
-  when its answer starts to copy (or stops) without paying for a single refused draft.
+  when its answer starts to copy (or stops) without paying for a single refused draft. A request keeps two: one
+  for lookups that matched its last 16 tokens (most often copying: it starts at 0.9) and one for the rest.
 
 `choose` takes the length k that gives the step the most tokens per second: (tokens in the batch + expected kept
 tokens) / cost(tokens in the batch + k), where k drafted tokens are expected to keep p + p² + ... + p^k (p the
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 COST_WEIGHT = 0.25  # weight of a new measurement in the running average of a batch size's step time
 FADE = 0.97  # an acceptance outcome's weight after each later drafted position (about 30 positions' memory)
 PRIOR_KEPT, PRIOR_TRIED = 1.0, 2.0  # a new request's acceptance estimate: 1/2, worth two outcomes
+LONG_MATCH_PRIOR = 0.9  # the estimate for drafts after a lookup matched its longest (the answer is copying), at first
 MARGIN = 1.03  # a draft must promise 3% more tokens per second than none
 PROBE_EVERY = 16  # a drafter that cannot be scored unstaged (the draft model) drafts one token this often
 
@@ -89,6 +91,12 @@ class Acceptance:
     shadow: list[int] = field(default_factory=list)  # a lookup draft not staged, scored against what came next
     shadow_at: int = 0  # the history's length when it was drafted: shadow[i] predicts history[shadow_at + i]
     idle: int = 0  # steps since this request last drafted (for PROBE_EVERY)
+
+    @classmethod
+    def after_long_matches(cls) -> Acceptance:
+        """The estimate for a lookup's drafts where it matched the answer's last 16 tokens: text that long, found
+        again, is most often being copied, so these start at LONG_MATCH_PRIOR (the evidence soon takes over)."""
+        return cls(kept=LONG_MATCH_PRIOR * PRIOR_TRIED, tried=PRIOR_TRIED)
 
     @property
     def rate(self) -> float:

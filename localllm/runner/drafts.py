@@ -9,7 +9,7 @@ from typing import Any
 
 from .draftpolicy import PROBE_EVERY, StepCosts, choose
 from .slots import EngineLike, Slot, Work
-from .speculate import DraftModel, draft_room
+from .speculate import MATCH_MOST, DraftModel, draft_room
 
 
 def stage(active: list[Work], engine: EngineLike, model: DraftModel | None, costs: StepCosts) -> None:
@@ -29,6 +29,7 @@ def stage(active: list[Work], engine: EngineLike, model: DraftModel | None, cost
         spec, seen = work.spec, work.spec.acceptance
         history = work.prompt + work.generated  # the last is the next token, staged already
         seen.score_shadow(history)
+        spec.long.score_shadow(history)
         n = draft_room(
             spec,
             generated=len(work.generated),
@@ -42,18 +43,19 @@ def stage(active: list[Work], engine: EngineLike, model: DraftModel | None, cost
             continue
         if spec.lookup is not None:
             found = spec.lookup.draft(history, n)
-            k = choose(costs, seen.rate, in_batch, len(found))
+            est = spec.long if spec.lookup.matched >= MATCH_MOST else seen
+            k = choose(costs, est.rate, in_batch, len(found))
             if k > 0:
-                spec.draft, seen.shadow, seen.idle = found[:k], [], 0
+                spec.draft, spec.staged_from, est.shadow, seen.idle = found[:k], est, [], 0
                 in_batch += k
-            elif found and not seen.shadow:  # scored later against what the request generates
-                seen.shadow, seen.shadow_at = found, len(history)
+            elif found and not est.shadow:  # scored later against what the request generates
+                est.shadow, est.shadow_at = found, len(history)
         if not spec.draft and spec.model:
             making = model.seconds_per_token if model is not None else 0.0
             k = choose(costs, seen.rate, in_batch, n, making) or (1 if seen.idle >= PROBE_EVERY else 0)
             if k > 0:
                 wanted.append((work, history, k))
-                seen.idle = 0
+                spec.staged_from, seen.idle = seen, 0
                 in_batch += k
     if wanted and model is not None:
         drafts = model.draft([(w.slot, history, n) for w, history, n in wanted])
@@ -89,7 +91,7 @@ def verify(
         work.out_index += 1
     else:
         take(work)
-    work.spec.acceptance.outcome(kept, kept < len(drafted))
+    (work.spec.staged_from or work.spec.acceptance).outcome(kept, kept < len(drafted))
     if kept < len(drafted) and not engine.forget(slot.seq, len(slot.tokens)):
         slot.cut(0)  # the cache could not drop the tail alone (a sliding window): evaluated again
         if slot.work is work:

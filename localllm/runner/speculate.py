@@ -51,7 +51,9 @@ class Speculation:
     ngram: bool = False  # prompt lookup
     model: bool = False  # the runner's draft model
     num_draft: int = 0  # the most tokens drafted in one step (0: none)
-    acceptance: Acceptance = field(default_factory=Acceptance)
+    acceptance: Acceptance = field(default_factory=Acceptance)  # the draft model's, and short lookups'
+    long: Acceptance = field(default_factory=Acceptance.after_long_matches)  # lookups matching MATCH_MOST tokens
+    staged_from: Acceptance | None = None  # the estimate whose draft is staged (its outcome goes there)
     drafted: int = 0  # tokens drafted, over the request
     accepted: int = 0  # drafted tokens kept
     lookup: NgramDraft | None = None
@@ -82,6 +84,7 @@ class NgramDraft:
     def __init__(self) -> None:
         self.index: dict[tuple[int, int], list[int]] = {}  # a pair of tokens: where each occurrence ends
         self.indexed = 0  # pairs ending before this position are in `index`
+        self.matched = 0  # how many tokens the last lookup's match had
 
     def draft(self, history: list[int], k: int) -> list[int]:
         if k <= 0 or len(history) < 2:
@@ -91,6 +94,7 @@ class NgramDraft:
             self.index.setdefault((history[i - 1], history[i]), []).append(i + 1)
         self.indexed = max(self.indexed, end)
         ends = self.index.get((history[-2], history[-1]))
+        self.matched = 0
         if not ends:
             return []
         best, best_len = 0, -1
@@ -102,6 +106,7 @@ class NgramDraft:
                 best, best_len = at, n
                 if n == MATCH_MOST:
                     break
+        self.matched = best_len
         # what followed, and past the history's end the same again: a match ending `period` tokens back says the
         # text repeats with that period (a loop), as llama.cpp's ngram-mod extends a draft
         period = len(history) - best

@@ -63,6 +63,15 @@ def test_a_draft_that_would_slow_a_full_step_is_not_staged() -> None:
     assert choose(cpu, 0.9, 64, 8) == 0
 
 
+def test_a_long_match_starts_from_a_high_estimate() -> None:
+    """A lookup that matched the last 16 tokens is most often copying: its estimate starts at 0.9, where a first
+    draft already pays on CPU costs; the other lookups' starts at 1/2, where none does."""
+    cpu = StepCosts(fixed={n: ms / 1000 for n, ms in CPU.items()})
+    assert Acceptance.after_long_matches().rate == pytest.approx(0.9)
+    assert choose(cpu, Acceptance.after_long_matches().rate, 1, 64) > 0
+    assert choose(cpu, Acceptance().rate, 1, 64) == 0
+
+
 def test_acceptance_fades_and_scores_unstaged_drafts() -> None:
     seen = Acceptance()
     assert seen.rate == 0.5
