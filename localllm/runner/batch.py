@@ -53,7 +53,7 @@ from .protocol import (
 from .scripted import Script
 from .slotcache import SlotCache
 from .slots import EngineLike, SamplerLike, Slot, Work
-from .speculate import DraftModel, NgramDraft, Speculation
+from .speculate import DraftModel, LookupMemory, NgramDraft, Speculation
 from .stopstrings import find_stop, held_back
 from .tokencache import TokenCache
 
@@ -90,6 +90,7 @@ class Batcher:
     ) -> None:
         self.engine = engine
         self.costs = costs or StepCosts()  # decode steps' times by size: how long a draft pays (draftpolicy.py)
+        self.lookup_memory = LookupMemory()  # earlier requests' histories, for prompt lookups (speculate.py)
         self.projector = projector  # the model's multimodal projector (multimodal.py), if it has one
         self.media = MediaTurns(projector) if projector is not None else None  # whose media chunk a step evaluates
         self.draft = draft  # the draft model (a Modelfile's DRAFT), None: none
@@ -199,7 +200,7 @@ class Batcher:
         drafter = self.draft is not None and not spans
         if self.speculate and job.num_draft > 0 and (job.draft_ngram or drafter):
             work.spec = Speculation(job.draft_ngram, drafter, job.num_draft)
-            work.spec.lookup = NgramDraft() if job.draft_ngram else None
+            work.spec.lookup = NgramDraft(self.lookup_memory) if job.draft_ngram else None
         try:
             params = sampling_for(job, self.grammar_for)
             work.sampler = self.make_sampler(params)
@@ -482,6 +483,8 @@ class Batcher:
             draft_accepted=work.spec.accepted,
         )
         self.send(work.rid, finished)
+        if work.spec.lookup is not None:
+            self.lookup_memory.add(work.prompt + work.generated)
         self._release(work, self.slots[work.slot] if work.slot >= 0 else None)
 
     def _fail(self, work: Work, message: str) -> None:

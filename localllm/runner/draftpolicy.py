@@ -15,7 +15,7 @@ is chosen each step from two measurements:
   estimate: kept tokens over kept tokens and refusals, the older outcomes fading). A prompt lookup's draft that
   was not staged is still scored, against the tokens the request then generated (`shadow`), so a request learns
   when its answer starts to copy (or stops) without paying for a single refused draft. A request keeps two: one
-  for lookups that matched its last 16 tokens (most often copying: it starts at 0.9) and one for the rest.
+  for lookups that matched its last 8 tokens or more (most often copying: it starts at 0.9) and one for the rest.
 
 `choose` takes the length k that gives the step the most tokens per second: (tokens in the batch + expected kept
 tokens) / cost(tokens in the batch + k), where k drafted tokens are expected to keep p + p² + ... + p^k (p the
@@ -94,8 +94,8 @@ class Acceptance:
 
     @classmethod
     def after_long_matches(cls) -> Acceptance:
-        """The estimate for a lookup's drafts where it matched the answer's last 16 tokens: text that long, found
-        again, is most often being copied, so these start at LONG_MATCH_PRIOR (the evidence soon takes over)."""
+        """The estimate for a lookup's drafts where it matched the answer's last 8 tokens or more: text that long,
+        found again, is most often being copied, so these start at LONG_MATCH_PRIOR (the evidence soon takes over)."""
         return cls(kept=LONG_MATCH_PRIOR * PRIOR_TRIED, tried=PRIOR_TRIED)
 
     @property

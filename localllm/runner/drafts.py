@@ -9,7 +9,7 @@ from typing import Any
 
 from .draftpolicy import PROBE_EVERY, StepCosts, choose
 from .slots import EngineLike, Slot, Work
-from .speculate import MATCH_MOST, DraftModel, draft_room
+from .speculate import LONG_MATCH, DraftModel, draft_room
 
 
 def stage(active: list[Work], engine: EngineLike, model: DraftModel | None, costs: StepCosts) -> None:
@@ -43,7 +43,7 @@ def stage(active: list[Work], engine: EngineLike, model: DraftModel | None, cost
             continue
         if spec.lookup is not None:
             found = spec.lookup.draft(history, n)
-            est = spec.long if spec.lookup.matched >= MATCH_MOST else seen
+            est = spec.long if spec.lookup.matched >= LONG_MATCH else seen
             k = choose(costs, est.rate, in_batch, len(found))
             if k > 0:
                 spec.draft, spec.staged_from, est.shadow, seen.idle = found[:k], est, [], 0

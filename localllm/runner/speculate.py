@@ -28,6 +28,8 @@ from typing import Any, Protocol
 from .draftpolicy import COST_WEIGHT, Acceptance
 
 MATCH_MOST = 16  # a lookup's match is extended backwards up to this many tokens (the longest wins)
+LONG_MATCH = 8  # a lookup matching at least this many tokens is taken for copying (`Speculation.long`)
+MEMORY_TOKENS = 1 << 16  # tokens of earlier requests' histories a runner keeps for lookups (`LookupMemory`)
 LOOKUP_CANDIDATES = 64  # the latest occurrences of the last pair a lookup compares
 
 
@@ -52,7 +54,7 @@ class Speculation:
     model: bool = False  # the runner's draft model
     num_draft: int = 0  # the most tokens drafted in one step (0: none)
     acceptance: Acceptance = field(default_factory=Acceptance)  # the draft model's, and short lookups'
-    long: Acceptance = field(default_factory=Acceptance.after_long_matches)  # lookups matching MATCH_MOST tokens
+    long: Acceptance = field(default_factory=Acceptance.after_long_matches)  # lookups matching LONG_MATCH+
     staged_from: Acceptance | None = None  # the estimate whose draft is staged (its outcome goes there)
     drafted: int = 0  # tokens drafted, over the request
     accepted: int = 0  # drafted tokens kept
@@ -74,44 +76,85 @@ def draft_room(spec: Speculation, *, generated: int, num_predict: int, n_past: i
     return max(0, n)
 
 
-class NgramDraft:
-    """Prompt lookup: the tokens that followed the earlier occurrence of the history's last tokens that matches
-    the longest (up to MATCH_MOST tokens; the latest of equals; at least the last two), continued periodically
-    past the history's end. Every occurrence of each pair of tokens is indexed once (the history only grows);
-    a lookup extends the latest LOOKUP_CANDIDATES of its pair backwards. A long match finds the place being
-    copied where the last few tokens alone (`    def `, a closing bracket) occur all over a file."""
+class PairIndex:
+    """Where each pair of consecutive tokens of a growing token list occurs (the position after it), and the
+    longest backward match of a history's last tokens among a pair's latest occurrences."""
 
     def __init__(self) -> None:
-        self.index: dict[tuple[int, int], list[int]] = {}  # a pair of tokens: where each occurrence ends
-        self.indexed = 0  # pairs ending before this position are in `index`
-        self.matched = 0  # how many tokens the last lookup's match had
+        self.ends: dict[tuple[int, int], list[int]] = {}
+        self.indexed = 0  # pairs ending before this position are indexed
 
-    def draft(self, history: list[int], k: int) -> list[int]:
-        if k <= 0 or len(history) < 2:
-            return []
-        end = len(history) - 1  # the pair ending at the last token is the key, not yet indexed
-        for i in range(max(1, self.indexed), end):
-            self.index.setdefault((history[i - 1], history[i]), []).append(i + 1)
-        self.indexed = max(self.indexed, end)
-        ends = self.index.get((history[-2], history[-1]))
-        self.matched = 0
-        if not ends:
-            return []
-        best, best_len = 0, -1
-        for at in reversed(ends[-LOOKUP_CANDIDATES:]):  # latest first: a tie keeps the latest
+    def extend(self, tokens: list[int], upto: int) -> None:
+        """Index the pairs of `tokens` that end before position `upto`."""
+        for i in range(max(1, self.indexed), upto):
+            self.ends.setdefault((tokens[i - 1], tokens[i]), []).append(i + 1)
+        self.indexed = max(self.indexed, upto)
+
+    def match(self, tokens: list[int], history: list[int]) -> tuple[int, int]:
+        """The position in `tokens` after the occurrence of `history`'s last pair whose backward match with
+        `history` is longest (up to MATCH_MOST; the latest of equals), and that match's length; (0, 0) if none."""
+        ends = self.ends.get((history[-2], history[-1]))
+        best, best_len = 0, 0
+        for at in reversed(ends[-LOOKUP_CANDIDATES:] if ends else ()):  # latest first: a tie keeps the latest
             n = 2
-            while n < MATCH_MOST and n < at and history[at - 1 - n] == history[-1 - n]:
+            while n < MATCH_MOST and n < at and n < len(history) and tokens[at - 1 - n] == history[-1 - n]:
                 n += 1
             if n > best_len:
                 best, best_len = at, n
                 if n == MATCH_MOST:
                     break
-        self.matched = best_len
-        # what followed, and past the history's end the same again: a match ending `period` tokens back says the
-        # text repeats with that period (a loop), as llama.cpp's ngram-mod extends a draft
-        period = len(history) - best
-        found = [history[best + i % period] for i in range(k)]
-        # a media chunk's positions hold pseudo ids (negative, mediaprompt.py): never tokens to draft
+        return best, best_len
+
+
+class LookupMemory:
+    """The runner's recent histories (prompt and answer) of requests that looked up, for the lookups of those
+    that follow: an agent or a client asking again often gets much the same answer, and llama.cpp's ngram-mod
+    keeps its table across requests likewise. A history is added when its request ends; the oldest go past
+    MEMORY_TOKENS. Separators (a negative id, never drafted) keep a match from running across two histories."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.index = PairIndex()
+
+    def add(self, history: list[int]) -> None:
+        if len(history) > MEMORY_TOKENS:
+            history = history[-MEMORY_TOKENS:]
+        if len(self.tokens) + len(history) + 1 > MEMORY_TOKENS:
+            self.tokens, self.index = [], PairIndex()  # start over: the newest are what repeats
+        self.tokens.extend((*history, -1))
+        self.index.extend(self.tokens, len(self.tokens))
+
+
+class NgramDraft:
+    """Prompt lookup: the tokens that followed the earlier occurrence of the history's last tokens that matches
+    the longest (up to MATCH_MOST tokens; the latest of equals; at least the last two), continued periodically
+    past the history's end; where the runner's `memory` of earlier requests holds a longer match, what followed
+    there. A long match finds the place being copied where the last few tokens alone (`    def `, a closing
+    bracket) occur all over a file."""
+
+    def __init__(self, memory: LookupMemory | None = None) -> None:
+        self.index = PairIndex()
+        self.memory = memory
+        self.matched = 0  # how many tokens the last lookup's match had
+
+    def draft(self, history: list[int], k: int) -> list[int]:
+        self.matched = 0
+        if k <= 0 or len(history) < 2:
+            return []
+        self.index.extend(history, len(history) - 1)  # the pair ending at the last token is the key
+        at, n = self.index.match(history, history)
+        found: list[int] = []
+        if n:
+            # what followed, and past the history's end the same again: a match ending `period` tokens back says
+            # the text repeats with that period (a loop), as llama.cpp's ngram-mod extends a draft
+            period = len(history) - at
+            found = [history[at + i % period] for i in range(k)]
+        if n < MATCH_MOST and self.memory is not None:
+            m_at, m = self.memory.index.match(self.memory.tokens, history)
+            if m > n:
+                n, found = m, self.memory.tokens[m_at : m_at + k]
+        self.matched = n
+        # a media chunk's positions hold pseudo ids, a memory's separators -1 (negative): never tokens to draft
         return found[: next((i for i, t in enumerate(found) if t < 0), len(found))]
 
 

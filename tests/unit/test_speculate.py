@@ -16,7 +16,14 @@ import numpy.typing as npt
 from localllm.runner.batch import Batcher
 from localllm.runner.draftpolicy import StepCosts
 from localllm.runner.protocol import Event, Job, Sampling, encode_event
-from localllm.runner.speculate import DraftModel, NgramDraft, Speculation, draft_room, same_vocabulary
+from localllm.runner.speculate import (
+    DraftModel,
+    LookupMemory,
+    NgramDraft,
+    Speculation,
+    draft_room,
+    same_vocabulary,
+)
 
 V = 16  # tokens are the letters a..p; "a" (0) ends the generation
 Row = npt.NDArray[np.float64]
@@ -307,6 +314,20 @@ def test_ngram_lookup_takes_the_longest_match_the_latest_of_equals() -> None:
     assert NgramDraft().draft(tokens("abcdef"), 4) == [], "nothing repeats"
     assert NgramDraft().draft(tokens("ghijkl" + "m" + "jkn" + "ghijk"), 1) == tokens("l"), "the longest match wins"
     assert NgramDraft().draft(tokens("qabcabc"), 7) == tokens("abcabca"), "a loop: continued past the history's end"
+
+
+def test_ngram_lookup_drafts_from_the_runners_memory_of_earlier_requests() -> None:
+    memory = LookupMemory()
+    memory.add(tokens("xyzabcdefgh"))
+    lookup = NgramDraft(memory)
+    assert lookup.draft(tokens("qqxyzabc"), 3) == tokens("def"), "an earlier request's answer"
+    assert lookup.matched == 6
+    memory = LookupMemory()
+    memory.add(tokens("ab"))
+    memory.add(tokens("cd"))
+    assert NgramDraft(memory).draft(tokens("xab"), 3) == [], "never across two histories"
+    memory.add(tokens("zcdq"))
+    assert NgramDraft(memory).draft(tokens("abzcd"), 1) == tokens("q"), "the longer match of two"
 
 
 def test_ngram_lookup_never_drafts_a_media_chunks_pseudo_ids() -> None:
