@@ -33,7 +33,7 @@ COST_WEIGHT = 0.25  # weight of a new measurement in the running average of a ba
 FADE = 0.97  # an acceptance outcome's weight after each later drafted position (about 30 positions' memory)
 PRIOR_KEPT, PRIOR_TRIED = 1.0, 2.0  # a new request's acceptance estimate: 1/2, worth two outcomes
 LONG_MATCH_PRIOR = 0.9  # the estimate for drafts after a lookup matched its longest (the answer is copying), at first
-MARGIN = 1.03  # a draft must promise 3% more tokens per second than none
+MARGIN = 1.10  # a draft must promise 10% more tokens per second than none (the estimates are rough)
 PROBE_EVERY = 16  # a drafter that cannot be scored unstaged (the draft model) drafts one token this often
 
 
