@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -39,7 +38,7 @@ from ..modelstore.store import Store
 from ..observability import logs, metrics
 from ..runner.context import reserve_for_answer
 from ..scheduling.scheduler import ModelRef, Runner, Scheduler
-from . import imagefetch, media
+from . import imagefetch, media, vectors
 from .generation import ChatRequest, GenerateRequest, check_prompt_bytes, conversation, fit_bytes, runner_job
 from .loadref import model_ref
 from .media import check_markers
@@ -549,9 +548,9 @@ class Service:
         model = self.model(name)
         if "embedding" not in model.capabilities:
             raise InvalidRequest(f'"{model.name}" does not support embeddings', field="model")
-        width = _number(model.info.metadata.get(f"{model.info.architecture}.embedding_length"))
+        width = vectors.stated_width(model.info.metadata.get(f"{model.info.architecture}.embedding_length"))
         if dimensions is not None:
-            _check_dimensions(dimensions, width)
+            vectors.check_dimensions(dimensions, width)
         merged = (options or Options()).merged_over(model.parameters)
         ref = self._ref(model, merged)
         keep = self.settings.keep_alive if keep_alive is None else keep_alive
@@ -562,37 +561,22 @@ class Service:
             await self.scheduler.unload(ref.spec.model_path)
             return Embeddings([], total_duration=time.perf_counter_ns() - started)
         async with self.scheduler.use(ref, keep_alive=keep) as lease:
-            vectors: list[list[float]] = []
+            out: list[list[float]] = []
             count = 0
             if inputs:
                 try:
-                    vectors, count = await lease.runner.embed(inputs, truncate, normalize=normalize)
+                    out, count = await lease.runner.embed(inputs, truncate, normalize=normalize)
                 except ContextLengthExceeded as exc:
                     exc.field = "input"
                     raise
-        if dimensions is not None and vectors:
-            _check_dimensions(dimensions, len(vectors[0]))
-            vectors = [_unit(v[:dimensions]) for v in vectors]
+        if dimensions is not None and out:
+            vectors.check_dimensions(dimensions, len(out[0]))
+            out = [vectors.cut(v, dimensions) for v in out]
         quota.charge(count)
-        return Embeddings(vectors, count, time.perf_counter_ns() - started, lease.load_duration)
+        return Embeddings(out, count, time.perf_counter_ns() - started, lease.load_duration)
 
     def loaded(self) -> list[Any]:
         return self.scheduler.loaded()
-
-
-def _number(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _check_dimensions(dimensions: int, width: int) -> None:
-    if dimensions < 1 or (width and dimensions > width):
-        bounds = f"between 1 and {width}" if width else "at least 1"
-        raise InvalidRequest(f"dimensions must be {bounds}, got {dimensions}", field="dimensions")
-
-
-def _unit(vector: list[float]) -> list[float]:
-    norm = math.sqrt(math.fsum(x * x for x in vector))
-    return [x / norm for x in vector] if norm > 0 else vector
 
 
 def _grammar_sized(tool: Tool) -> bool:
