@@ -19,7 +19,7 @@ from localllm.domain.media import Media
 from localllm.domain.messages import ChatMessage, Tool
 from localllm.domain.modelinfo import PromptCacheStats, SpeculationStats
 from localllm.runner.protocol import Job, LoadSpec, RunnerInfo
-from localllm.scheduling.scheduler import RunnerFactory
+from localllm.scheduling.refs import RunnerFactory
 from localllm.service.templates import Templates
 
 

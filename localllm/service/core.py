@@ -37,7 +37,8 @@ from ..modelstore.models import DamagedModel, Model, diagnose, read_model
 from ..modelstore.store import Store
 from ..observability import logs, metrics
 from ..runner.context import reserve_for_answer
-from ..scheduling.scheduler import ModelRef, Runner, Scheduler
+from ..scheduling.refs import ModelRef, Runner
+from ..scheduling.scheduler import Scheduler
 from . import imagefetch, media, vectors
 from .generation import ChatRequest, GenerateRequest, check_prompt_bytes, conversation, fit_bytes, runner_job
 from .loadref import model_ref

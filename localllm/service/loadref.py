@@ -16,7 +16,7 @@ from ..modelstore.store import MEDIA_ADAPTER, MEDIA_DRAFT, Store
 from ..observability.machine import Memory
 from ..runner.protocol import LoadSpec
 from ..scheduling.memory import DraftFile, ModelShape, context_that_fits, kv_cache_type_for
-from ..scheduling.scheduler import ModelRef
+from ..scheduling.refs import ModelRef
 
 
 def model_ref(

@@ -21,7 +21,8 @@ from localllm.modelstore.store import Manifest, Store
 from localllm.observability.machine import Memory
 from localllm.runner.protocol import LoadSpec
 from localllm.scheduling.memory import GiB, MiB, ModelShape
-from localllm.scheduling.scheduler import BUSY_MESSAGE, STOPPING_MESSAGE, Lease, ModelRef, Scheduler
+from localllm.scheduling.refs import ModelRef
+from localllm.scheduling.scheduler import BUSY_MESSAGE, STOPPING_MESSAGE, Lease, Scheduler
 from localllm.server.app import create_app
 from localllm.service.core import Service
 

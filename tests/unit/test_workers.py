@@ -19,7 +19,8 @@ from localllm.runner.protocol import LoadSpec, RunnerInfo, decode_event, encode_
 from localllm.runner.split import KnownDevice, Split
 from localllm.runner.workers import WorkerMemory
 from localllm.scheduling.memory import GiB, ModelShape
-from localllm.scheduling.scheduler import ModelRef, Scheduler
+from localllm.scheduling.refs import ModelRef
+from localllm.scheduling.scheduler import Scheduler
 
 from ..fakes import FakeFactory
 
