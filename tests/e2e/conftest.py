@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import STORIES_REPO
+from ..conftest import STORIES_REPO, model_file
 from ..hubstub import HubStub
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "data" / "templates"
@@ -148,3 +148,20 @@ def create_with_template(d: Daemon, name: str, template_file: str, **parameters:
         body["parameters"] = parameters
     r = httpx.post(d.url + "/api/create", json=body, timeout=120)
     assert r.status_code == 200, r.text
+
+
+def shapes_repo(arch: str) -> str:
+    """The Hub stand-in's repo of the tiny model of architecture `arch` (tests/shapes.py)."""
+    return f"testorg/{arch}-tiny-GGUF"
+
+
+@pytest.fixture(scope="module")
+def shapes_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStub]:
+    """A Hub stand-in serving a tiny model of each architecture of tests/shapes.py (gemma3, lfm2, mamba)."""
+    from ..shapes import SHAPES, write_shape
+
+    tokenizer = model_file("llama-2-tiny-random.gguf")
+    folder = tmp_path_factory.mktemp("shapes")
+    files = {arch: write_shape(folder / f"{arch}-tiny-F16.gguf", arch, tokenizer) for arch in SHAPES}
+    with HubStub({shapes_repo(arch): {path.name: path} for arch, path in files.items()}) as hub:
+        yield hub

@@ -18,10 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import model_file
 from ..hubstub import HubStub
-from ..shapes import SHAPES, write_shape
-from .conftest import Daemon, daemon_with
+from ..shapes import SHAPES
+from .conftest import Daemon, daemon_with, shapes_repo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -29,23 +28,10 @@ LONG = "The quick brown fox jumps over the lazy dog while the cat sleeps by the 
 OTHERS = [f"{name} went to the big shop with a red bag and a small hat. " * 6 for name in ("Tom", "Sue", "Ben")]
 
 
-def repo(arch: str) -> str:
-    return f"testorg/{arch}-tiny-GGUF"
-
-
-@pytest.fixture(scope="module")
-def shapes_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStub]:
-    tokenizer = model_file("llama-2-tiny-random.gguf")
-    folder = tmp_path_factory.mktemp("shapes")
-    files = {arch: write_shape(folder / f"{arch}-tiny-F16.gguf", arch, tokenizer) for arch in SHAPES}
-    with HubStub({repo(arch): {path.name: path} for arch, path in files.items()}) as hub:
-        yield hub
-
-
 @contextlib.contextmanager
 def shapes_daemon_with(tmp: Path, hub: HubStub, **env: str) -> Iterator[Daemon]:
     with daemon_with(
-        tmp, hub, [repo(arch) for arch in SHAPES], LOCALLLM_NUM_PARALLEL="2", LOCALLLM_DEBUG="1",
+        tmp, hub, [shapes_repo(arch) for arch in SHAPES], LOCALLLM_NUM_PARALLEL="2", LOCALLLM_DEBUG="1",
         LOCALLLM_MAX_LOADED_MODELS="1", LOCALLLM_CONTEXT_LENGTH="2048", **env,
     ) as d:  # fmt: skip
         yield d
@@ -59,7 +45,7 @@ def shapes_daemon(tmp_path_factory: pytest.TempPathFactory, shapes_hub: HubStub)
 
 def complete(d: Daemon, arch: str, prompt: str, **extra: Any) -> tuple[str, int, int]:
     """Greedy text, prompt tokens and cached prompt tokens of one completion."""
-    body = {"model": f"hf.co/{repo(arch)}", "prompt": prompt, "temperature": 0, "max_tokens": 16, **extra}
+    body = {"model": f"hf.co/{shapes_repo(arch)}", "prompt": prompt, "temperature": 0, "max_tokens": 16, **extra}
     r = httpx.post(d.url + "/v1/completions", json=body, timeout=120)
     assert r.status_code == 200, r.text
     usage = r.json()["usage"]
@@ -69,13 +55,13 @@ def complete(d: Daemon, arch: str, prompt: str, **extra: Any) -> tuple[str, int,
 
 def cache_of(d: Daemon, arch: str) -> dict[str, Any]:
     models = httpx.get(d.url + "/api/ps", timeout=10).json()["models"]
-    entry = next(m for m in models if m["name"].split(":latest")[0] == f"hf.co/{repo(arch)}")
+    entry = next(m for m in models if m["name"].split(":latest")[0] == f"hf.co/{shapes_repo(arch)}")
     cache: dict[str, Any] = entry["prompt_cache"]
     return cache
 
 
 def unload(d: Daemon, arch: str) -> None:
-    assert d.cli("stop", f"hf.co/{repo(arch)}").returncode == 0
+    assert d.cli("stop", f"hf.co/{shapes_repo(arch)}").returncode == 0
     deadline = time.monotonic() + 30
     while httpx.get(d.url + "/api/ps", timeout=10).json()["models"] and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -85,14 +71,14 @@ def unload(d: Daemon, arch: str) -> None:
 def test_the_shape_loads_and_generates(shapes_daemon: Daemon, arch: str) -> None:
     r = httpx.post(
         shapes_daemon.url + "/api/generate",
-        json={"model": f"hf.co/{repo(arch)}", "prompt": "Hello there", "stream": False, "raw": True,
+        json={"model": f"hf.co/{shapes_repo(arch)}", "prompt": "Hello there", "stream": False, "raw": True,
               "options": {"temperature": 0, "num_predict": 8}},
         timeout=120,
     )  # fmt: skip
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["eval_count"] > 0 and body["response"], body
-    shown = httpx.post(shapes_daemon.url + "/api/show", json={"model": f"hf.co/{repo(arch)}"}, timeout=30).json()
+    shown = httpx.post(shapes_daemon.url + "/api/show", json={"model": f"hf.co/{shapes_repo(arch)}"}, timeout=30).json()
     assert shown["model_info"]["general.architecture"] == arch
 
 

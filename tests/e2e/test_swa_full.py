@@ -8,18 +8,15 @@ evaluation's. Not timed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from ..conftest import model_file
 from ..hubstub import HubStub
-from ..shapes import SHAPES, write_shape
-from .conftest import Daemon
-from .test_checkpoints import LONG, OTHERS, complete, repo, shapes_daemon_with, unload
+from .conftest import Daemon, shapes_repo
+from .test_checkpoints import LONG, OTHERS, complete, shapes_daemon_with, unload
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
@@ -30,18 +27,9 @@ FIRST = LONG * 6
 SECOND = LONG * 3 + "Then a purple elephant danced on the roof of the old mill."
 
 
-@pytest.fixture(scope="module")
-def shapes_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStub]:
-    tokenizer = model_file("llama-2-tiny-random.gguf")
-    folder = tmp_path_factory.mktemp("shapes")
-    files = {arch: write_shape(folder / f"{arch}-tiny-F16.gguf", arch, tokenizer) for arch in SHAPES}
-    with HubStub({repo(arch): {path.name: path} for arch, path in files.items()}) as hub:
-        yield hub
-
-
 def ps_entry(d: Daemon, arch: str) -> dict[str, Any]:
     models = httpx.get(d.url + "/api/ps", timeout=10).json()["models"]
-    entry: dict[str, Any] = next(m for m in models if m["name"].split(":latest")[0] == f"hf.co/{repo(arch)}")
+    entry: dict[str, Any] = next(m for m in models if m["name"].split(":latest")[0] == f"hf.co/{shapes_repo(arch)}")
     return entry
 
 
@@ -92,7 +80,7 @@ def test_the_state_layout_key_says_swa_full(tmp_path: Path, shapes_hub: HubStub)
                 options["swa_full"] = swa_full
             r = httpx.post(
                 d.url + "/api/generate",
-                json={"model": f"hf.co/{repo('gemma3')}", "prompt": LONG, "stream": False, "raw": True,
+                json={"model": f"hf.co/{shapes_repo('gemma3')}", "prompt": LONG, "stream": False, "raw": True,
                       "options": options},
                 timeout=120,
             )  # fmt: skip
