@@ -25,6 +25,7 @@ import numpy.typing as npt
 from ..domain.errors import EngineFailure
 from ..domain.options import NUM_DRAFT_MAX, UBATCH_MAX
 from . import kvfiles, rpc
+from .cstruct import set_fields
 from .multimodal import Projector, ProjectorError
 from .protocol import LoadSpec, RunnerInfo
 from .rerank import RerankFrame
@@ -109,8 +110,10 @@ class Engine:
         self.gpu = self.local_gpu or any(d.where for d in known)
         self.n_gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (999 if self.gpu else 0)
         mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = self.n_gpu_layers
-        mparams.use_mmap = spec.use_mmap
+        # use_mmap false reads the weights into memory (llama.cpp's load mode "none"); true leaves llama.cpp's "auto"
+        # (a memory map where the device supports one).
+        load_mode = llama_cpp.LLAMA_LOAD_MODE_AUTO if spec.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
+        set_fields(mparams, n_gpu_layers=self.n_gpu_layers, load_mode=load_mode)
         _split = Split(known) if known else None
         try:
             model = llama_cpp.llama_model_load_from_file(spec.model_path.encode(), mparams)
@@ -127,29 +130,28 @@ class Engine:
         self.n_parallel = 1 if spec.embedding else max(1, spec.n_parallel)
         self.n_batch = spec.n_ctx if spec.embedding else spec.n_batch
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = spec.n_ctx * self.n_parallel
-        cparams.n_batch = self.n_batch
-        cparams.n_ubatch = min(spec.n_batch, UBATCH_MAX)
-        cparams.n_seq_max = self.n_parallel
-        cparams.kv_unified = False
-        # a speculating sequence has an output for its next token and for each drafted one (llama.cpp's default: 1)
-        cparams.n_outputs_max_per_seq = NUM_DRAFT_MAX + 1
-        # A quantised V cache needs flash attention: under "auto" it is turned on rather than left to llama.cpp,
-        # whose "auto" may pick off on a device without the kernel and then refuse the context.
-        cparams.flash_attn_type = _FLASH_TYPES["on" if quantised else spec.flash_attention]
-        cparams.type_k = kv_type
-        cparams.type_v = kv_type
-        cparams.swa_full = spec.swa_full  # (llama.cpp's own default is a full-size cache; llama-server's is not)
+        set_fields(
+            cparams,
+            n_ctx=spec.n_ctx * self.n_parallel,
+            n_batch=self.n_batch,
+            n_ubatch=min(spec.n_batch, UBATCH_MAX),
+            n_seq_max=self.n_parallel,
+            kv_unified=False,
+            # a speculating sequence has an output for its next token and each drafted one (llama.cpp's default: 1)
+            n_outputs_max_per_seq=NUM_DRAFT_MAX + 1,
+            # A quantised V cache needs flash attention: under "auto" it is turned on rather than left to llama.cpp,
+            # whose "auto" may pick off on a device without the kernel and then refuse the context.
+            flash_attn_type=_FLASH_TYPES["on" if quantised else spec.flash_attention],
+            type_k=kv_type,
+            type_v=kv_type,
+            swa_full=spec.swa_full,  # (llama.cpp's own default is a full-size cache; llama-server's is not)
+        )
         if spec.embedding:
             # Non-causal models (BERT) need a whole input in one ubatch; several short inputs share a batch,
             # each its own sequence, and the pooling type (mean, cls, last) comes from the model.
-            cparams.n_ubatch = self.n_batch
-            cparams.n_seq_max = EMBED_SEQS
-            cparams.kv_unified = True
-            cparams.embeddings = True
+            set_fields(cparams, n_ubatch=self.n_batch, n_seq_max=EMBED_SEQS, kv_unified=True, embeddings=True)
         if spec.n_threads > 0:
-            cparams.n_threads = spec.n_threads
-            cparams.n_threads_batch = spec.n_threads
+            set_fields(cparams, n_threads=spec.n_threads, n_threads_batch=spec.n_threads)
         ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not ctx:
             llama_cpp.llama_model_free(model)

@@ -21,6 +21,7 @@ import llama_cpp
 from llama_cpp import mtmd_cpp as mtmd
 
 from ..domain.media import MARKER, Media
+from .cstruct import set_fields
 from .mediaprompt import MediaError, MediaPrompt, MediaSpan, pseudo_ids
 
 _KINDS = {mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE: "image", mtmd.MTMD_INPUT_CHUNK_TYPE_AUDIO: "audio"}
@@ -33,12 +34,9 @@ class ProjectorError(Exception):
 class Projector:
     def __init__(self, path: str, model: Any, ctx: Any, *, n_batch: int, use_gpu: bool, n_threads: int) -> None:
         params = mtmd.mtmd_context_params_default()
-        params.use_gpu = use_gpu
-        params.print_timings = False
-        params.warmup = False
-        params.media_marker = MARKER.encode()
+        set_fields(params, use_gpu=use_gpu, print_timings=False, warmup=False, media_marker=MARKER.encode())
         if n_threads > 0:
-            params.n_threads = n_threads
+            set_fields(params, n_threads=n_threads)
         handle = mtmd.mtmd_init_from_file(path.encode(), model, params)
         if not handle:
             raise ProjectorError(
