@@ -5,13 +5,20 @@
 #
 #   bench/build_llama_server.sh            # -> bench/.build/llama-server
 #   JOBS=1 bench/build_llama_server.sh     # fewer compile jobs (default 2)
+#   LINK=shared bench/build_llama_server.sh  # -> bench/.build/cmake-shared/bin/llama-server: llama.cpp's default
+#                                          # build (shared libraries), the way llama-cpp-python builds the runner's
 #   LLAMA_CPP_PYTHON_VERSION=0.3.36 ...    # another version (default: the one in .venv)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
 BUILD="$HERE/.build"
-BIN="$BUILD/llama-server"
+LINK="${LINK:-static}"
+case "$LINK" in
+    static) BIN="$BUILD/llama-server"; CMAKE_DIR="$BUILD/cmake"; SHARED=OFF ;;
+    shared) BIN="$BUILD/cmake-shared/bin/llama-server"; CMAKE_DIR="$BUILD/cmake-shared"; SHARED=ON ;;
+    *) echo "LINK is static or shared, not $LINK" >&2; exit 2 ;;
+esac
 JOBS="${JOBS:-2}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 
@@ -35,13 +42,13 @@ fi
 
 LC="$SRC/vendor/llama.cpp"
 GENERATOR=()
-if command -v ninja >/dev/null 2>&1 && [[ ! -f "$BUILD/cmake/CMakeCache.txt" ]]; then
+if command -v ninja >/dev/null 2>&1 && [[ ! -f "$CMAKE_DIR/CMakeCache.txt" ]]; then
     GENERATOR=(-G Ninja)
 fi
-cmake -S "$LC" -B "$BUILD/cmake" "${GENERATOR[@]}" \
+cmake -S "$LC" -B "$CMAKE_DIR" "${GENERATOR[@]}" \
     -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON \
-    -DBUILD_SHARED_LIBS=OFF \
+    -DBUILD_SHARED_LIBS="$SHARED" \
     -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_SERVER=ON \
     -DLLAMA_BUILD_TOOLS=ON \
@@ -49,7 +56,9 @@ cmake -S "$LC" -B "$BUILD/cmake" "${GENERATOR[@]}" \
     -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_UI=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF
-cmake --build "$BUILD/cmake" --target llama-server -j "$JOBS"
-cp "$BUILD/cmake/bin/llama-server" "$BIN"
+cmake --build "$CMAKE_DIR" --target llama-server -j "$JOBS"
+if [[ "$LINK" == static ]]; then
+    cp "$CMAKE_DIR/bin/llama-server" "$BIN"  # (a shared build stays beside its libraries)
+fi
 echo "built: $BIN"
 "$BIN" --version || true
