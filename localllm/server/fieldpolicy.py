@@ -141,6 +141,21 @@ def unknown(names: Iterable[str], accepted: Iterable[str] = ()) -> None:
         _log_new(report)
 
 
+def deprecated(names: Iterable[str], why: str) -> None:
+    """Fields the daemon knows and accepts without effect (Ollama's deprecated `options`; `why` says so): reported
+    and logged as unknown ones are, refused naming `why` under LOCALLLM_STRICT_FIELDS=1."""
+    report = _current.get()
+    if report is None:
+        return
+    for name in names:
+        if report.strict:
+            label = shown(name)
+            raise InvalidRequest(f"{label} {why} (LOCALLLM_STRICT_FIELDS=1)", field=label)
+        report.ignored.append(name)
+    if report.ignored:
+        _log_new(report)
+
+
 def _log_new(report: Report) -> None:
     """One line for the fields this client had not sent before (at most `HEADER_NAMES` named in it)."""
     client = report.client
@@ -153,8 +168,8 @@ def _log_new(report: Report) -> None:
     names = ", ".join(shown(n) for n in new[:HEADER_NAMES])
     more = f" and {len(new) - HEADER_NAMES} more" if len(new) > HEADER_NAMES else ""
     log.warning(
-        "ignored the unknown request field(s) %s%s sent by %s (reported in X-Localllm-Ignored-Fields; "
-        "LOCALLLM_STRICT_FIELDS=1 refuses such fields)",
+        "ignored the unknown request field(s) %s%s sent by %s (unknown here, or options without effect; reported "
+        "in X-Localllm-Ignored-Fields; LOCALLLM_STRICT_FIELDS=1 refuses such fields)",
         names,
         more,
         shown(client) if client else "a client with no User-Agent",

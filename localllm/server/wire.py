@@ -31,7 +31,7 @@ from msgspec import inspect as mi
 
 from ..domain.errors import InvalidRequest
 from ..domain.limits import MAX_JSON_DEPTH, MAX_UNKNOWN_FIELDS, size_text
-from ..domain.options import check_range
+from ..domain.options import DEPRECATED_OPTIONS, Options, check_range, parse_options
 from . import fieldpolicy
 
 INLINE_BYTES = 256 << 10  # bodies up to this are decoded on the event loop (docs/request-path.md, docs/limits.md)
@@ -79,6 +79,15 @@ def decode(raw: bytes, model: type[W]) -> W:
     if isinstance(value, Lenient):
         value.check()
     return value
+
+
+def read_options(raw: object, field: str = "options") -> Options:
+    """A body's Ollama `options` (or `parameters`) object, checked (`parse_options`). The deprecated ones Ollama
+    accepts without effect (`DEPRECATED_OPTIONS`, docs/compat.md) go to the field policy: reported in
+    `X-Localllm-Ignored-Fields`, refused under LOCALLLM_STRICT_FIELDS=1."""
+    if isinstance(raw, dict):
+        fieldpolicy.deprecated((f"{field}.{key}" for key in raw if key in DEPRECATED_OPTIONS), "has no effect")
+    return parse_options(raw, field=field)
 
 
 def unknown_fields(raw: bytes, model: type[msgspec.Struct]) -> list[str]:

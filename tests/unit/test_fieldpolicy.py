@@ -78,6 +78,29 @@ def test_strict_fields_refuse_an_unknown_field_naming_it(strict: TestClient, pat
     assert strict.post(path, json={**BODIES[path], "user": "u", "safety_identifier": "s"}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/chat", {**CHAT, "stream": False}),
+        ("/api/generate", {"model": "tiny", "prompt": "hi", "stream": False}),
+        ("/v1/chat/completions", CHAT),  # the `options` extension of OpenAI's routes
+    ],
+)
+def test_deprecated_options_are_accepted_and_reported(client: TestClient, path: str, body: dict[str, Any]) -> None:
+    options = {"temperature": 0, "use_mlock": True, "tfs_z": 1.0}
+    r = client.post(path, json={**body, "options": options})
+    assert r.status_code == 200, r.text
+    assert r.headers[HEADER] == "options.use_mlock, options.tfs_z"
+    r = client.post(path, json={**body, "options": {"temperature": 0}})
+    assert HEADER not in r.headers
+
+
+def test_strict_fields_refuse_a_deprecated_option_saying_it_has_no_effect(strict: TestClient) -> None:
+    r = strict.post("/api/chat", json={**CHAT, "stream": False, "options": {"low_vram": True}})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "options.low_vram has no effect (LOCALLLM_STRICT_FIELDS=1)"
+
+
 def test_a_field_that_would_change_the_answer_is_refused_by_name(client: TestClient) -> None:
     r = client.post("/v1/chat/completions", json={**CHAT, "web_search_options": {}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "web_search_options", r.text

@@ -17,10 +17,10 @@ from starlette.routing import Route
 
 from ....domain.errors import ContextLengthExceeded
 from ....domain.events import Embeddings
-from ....domain.options import parse_options
 from ... import requests as rq
 from ...errors import guarded
 from ...streaming import until_disconnect
+from ...wire import read_options
 from ..shared import service_of
 from . import wire
 from .api import ERRORS
@@ -34,7 +34,7 @@ async def embed(request: Request) -> Response:
     body = await rq.read_wire(request, wire.EmbedBody)
     name = rq.name_of(body.model)
     inputs = embed_inputs(body.input)
-    options = parse_options(body.options)
+    options = read_options(body.options)
     keep_alive = rq.duration_of(body.keep_alive)
     work = service_of(request).embed(
         name, inputs, truncate=body.truncate, dimensions=body.dimensions, keep_alive=keep_alive, options=options
@@ -57,7 +57,7 @@ async def embeddings(request: Request) -> Response:
     body = await rq.read_wire(request, wire.EmbeddingsBody)
     name = rq.name_of(body.model)
     prompt = body.prompt
-    options = parse_options(body.options)
+    options = read_options(body.options)
     keep_alive = rq.duration_of(body.keep_alive)
     work = service_of(request).embed(
         name, [prompt] if prompt else [], truncate=False, keep_alive=keep_alive, options=options, normalize=False

@@ -17,11 +17,11 @@ from ....domain.errors import InvalidRequest
 from ....domain.media import Media
 from ....domain.messages import ROLES, ChatMessage, ToolCall
 from ....domain.names import ModelName
-from ....domain.options import Constraints, parse_options
+from ....domain.options import Constraints
 from ....service.create import CreateRequest
 from ....service.generation import ChatRequest, GenerateRequest
 from ... import requests as rq
-from ...wire import as_model
+from ...wire import as_model, read_options
 from . import wire
 
 
@@ -86,7 +86,7 @@ def to_generate_request(raw: wire.GenerateBody | dict[str, Any]) -> tuple[Genera
         media=media,
         system=body.system,
         raw=body.raw,
-        options=parse_options(body.options),
+        options=read_options(body.options),
         keep_alive=rq.duration_of(body.keep_alive),
         constraints=replace(_constraints(body), context=context),
         suffix=body.suffix or None,
@@ -136,7 +136,7 @@ def to_chat_request(raw: wire.ChatBody | dict[str, Any]) -> tuple[ChatRequest, b
     req = ChatRequest(
         model=name,
         messages=messages(body.messages),
-        options=parse_options(body.options),
+        options=read_options(body.options),
         keep_alive=rq.duration_of(body.keep_alive),
         constraints=_constraints(body),
         tools=parse_tools(msgspec.to_builtins(body.tools)),
@@ -177,7 +177,7 @@ def to_create_request(raw: wire.CreateBody | dict[str, Any]) -> CreateRequest:
         draft=body.draft,
         template=body.template,
         system=body.system,
-        parameters=parse_options(body.parameters, field="parameters") if body.parameters else None,
+        parameters=read_options(body.parameters, field="parameters") if body.parameters else None,
         messages=messages(body.messages, media=False) if body.messages is not None else None,
         license=tuple(license) if license is not None else None,
     )

@@ -2,7 +2,8 @@
 from these models (`server/wire.py`).
 
 Unknown top-level fields are ignored, as Ollama does (`Lenient`); `options` keeps its own rule (an unknown
-option is refused: `types.parse_options`, the one reader of Ollama's options, which OpenAI's routes take too).
+option is refused, a deprecated one reported: `server.wire.read_options`, the one reader of Ollama's options,
+which OpenAI's routes take too).
 """
 
 from __future__ import annotations

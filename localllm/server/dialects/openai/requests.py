@@ -23,9 +23,9 @@ from ....domain.limits import MAX_CHOICES
 from ....domain.media import Media
 from ....domain.messages import ChatMessage, Tool, ToolCall
 from ....domain.names import parse_name
-from ....domain.options import Constraints, Options, parse_options, parse_stop
+from ....domain.options import Constraints, Options, parse_stop
 from ....service.generation import ChatRequest, GenerateRequest
-from ...wire import as_model
+from ...wire import as_model, read_options
 from . import wire
 
 
@@ -118,7 +118,7 @@ def sampling_options(body: wire.Sampling, *, default_max_tokens: int | None = No
         repeat_penalty=repeat,
         num_predict=max_tokens if max_tokens is not None else default_max_tokens,
     )
-    base = parse_options(body.options).merged_over(Options(temperature=1.0, top_p=1.0))
+    base = read_options(body.options).merged_over(Options(temperature=1.0, top_p=1.0))
     return top.merged_over(base)
 
 
