@@ -3,8 +3,7 @@
 A ctypes `Structure` takes any attribute: `params.use_mmap = False` on a struct that has no `use_mmap` field
 (llama.cpp replaced it with `load_mode`) sets a Python attribute and changes nothing in C. Every parameter
 the runner sets goes through `set_fields`, so a field renamed or dropped by a new llama-cpp-python fails the
-load loudly (and the unit tier, which checks every name against the installed binding) instead of being
-ignored.
+load loudly (every e2e test that loads a model) instead of being ignored.
 """
 
 from __future__ import annotations
