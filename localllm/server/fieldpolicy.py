@@ -119,9 +119,11 @@ def header(report: Report) -> str | None:
     return ", ".join(shown(n) for n in names[:HEADER_NAMES]) + more
 
 
-def unknown(names: Iterable[str], accepted: Iterable[str] = ()) -> None:
+def unknown(names: Iterable[str], accepted: Iterable[str] = (), *, why: str | None = None) -> None:
     """Apply the policy to fields a body holds that its reader does not know (`names`: paths as the
-    dialects name them, `messages[0].foo`); `accepted` are the reader's own, for the refusal's message."""
+    dialects name them, `messages[0].foo`); `accepted` are the reader's own, for the refusal's message. Fields the
+    reader knows and accepts without effect (Ollama's deprecated options) pass `why` (what the strict refusal
+    says of them instead of "unknown field")."""
     report = _current.get()
     for name in names:
         last = name.rpartition(".")[2]
@@ -132,27 +134,14 @@ def unknown(names: Iterable[str], accepted: Iterable[str] = ()) -> None:
         if report is None:
             continue  # outside a request: the default policy, nobody to tell
         if report.strict:
+            label = shown(name)
+            if why is not None:
+                raise InvalidRequest(f"{label} {why} (LOCALLLM_STRICT_FIELDS=1)", field=label)
             known = sorted(accepted)
             listed = f" (accepted: {', '.join(known)})" if known else ""
-            label = shown(name)
             raise InvalidRequest(f"unknown field '{label}'{listed} (LOCALLLM_STRICT_FIELDS=1)", field=label)
         report.ignored.append(name)
     if report is not None and report.ignored:
-        _log_new(report)
-
-
-def deprecated(names: Iterable[str], why: str) -> None:
-    """Fields the daemon knows and accepts without effect (Ollama's deprecated `options`; `why` says so): reported
-    and logged as unknown ones are, refused naming `why` under LOCALLLM_STRICT_FIELDS=1."""
-    report = _current.get()
-    if report is None:
-        return
-    for name in names:
-        if report.strict:
-            label = shown(name)
-            raise InvalidRequest(f"{label} {why} (LOCALLLM_STRICT_FIELDS=1)", field=label)
-        report.ignored.append(name)
-    if report.ignored:
         _log_new(report)
 
 

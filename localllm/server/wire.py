@@ -86,7 +86,7 @@ def read_options(raw: object, field: str = "options") -> Options:
     accepts without effect (`DEPRECATED_OPTIONS`, docs/compat.md) go to the field policy: reported in
     `X-Localllm-Ignored-Fields`, refused under LOCALLLM_STRICT_FIELDS=1."""
     if isinstance(raw, dict):
-        fieldpolicy.deprecated((f"{field}.{key}" for key in raw if key in DEPRECATED_OPTIONS), "has no effect")
+        fieldpolicy.unknown((f"{field}.{key}" for key in raw if key in DEPRECATED_OPTIONS), why="has no effect")
     return parse_options(raw, field=field)
 
 
