@@ -157,7 +157,7 @@ def _log_new(report: Report) -> None:
     names = ", ".join(shown(n) for n in new[:HEADER_NAMES])
     more = f" and {len(new) - HEADER_NAMES} more" if len(new) > HEADER_NAMES else ""
     log.warning(
-        "ignored the unknown request field(s) %s%s sent by %s (unknown here, or options without effect; reported "
+        "ignored the request field(s) %s%s sent by %s (unknown here, or options without effect; reported "
         "in X-Localllm-Ignored-Fields; LOCALLLM_STRICT_FIELDS=1 refuses such fields)",
         names,
         more,

@@ -117,7 +117,7 @@ def test_an_ignored_field_is_logged_once_per_field_and_client(
     body = {**CHAT, f"field_{time.monotonic_ns()}": 1}
     for agent in ("a/1", "a/1", "b/2"):
         assert client.post("/v1/chat/completions", json=body, headers={"user-agent": agent}).status_code == 200
-    said = [r.getMessage() for r in caplog.records if "ignored the unknown request field" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "ignored the request field" in r.getMessage()]
     assert len(said) == 2 and "a/1" in said[0] and "b/2" in said[1], said
 
 
