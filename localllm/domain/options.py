@@ -94,6 +94,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "repeat_last_n": (-1, None),
     "repeat_penalty": (0.0, None),
     "num_gpu": (-1, None),
+    "main_gpu": (0, 1024),
     "num_thread": (0, 1024),
     "mirostat": (0, 2),
     "mirostat_tau": (0.0, None),

@@ -3,6 +3,7 @@ places models by it; a runner bounds its prompt cache's RAM tier by it."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -18,12 +19,14 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class Memory:
-    """Total and free bytes of system RAM and of GPU memory (all GPUs together; 0 without a GPU)."""
+    """Total and free bytes of system RAM and of GPU memory (all GPUs together; 0 without a GPU), and each GPU's
+    (free, total) as the driver reports them, in CUDA's numbering."""
 
     ram_total: int
     ram_free: int
     vram_total: int = 0
     vram_free: int = 0
+    gpus: tuple[tuple[int, int], ...] = ()
 
     @property
     def has_gpu(self) -> bool:
@@ -41,6 +44,18 @@ class Memory:
             ram_free=max(0, min(self.ram_free, self.ram_total - ram)),
             vram_total=self.vram_total,
             vram_free=max(0, min(self.vram_free, self.vram_total - vram)),
+            gpus=self.gpus,
+        )
+
+    def on_gpu(self, index: int) -> Memory:
+        """This memory with GPU `index`'s only, for a model loaded whole on that GPU (the `main_gpu` option): its
+        free bytes are the tighter of that GPU's free now and what all of them have left for one more model.
+        Unchanged where that GPU's memory is unknown."""
+        if not 0 <= index < len(self.gpus) or self.gpus[index][1] <= 0:
+            return self
+        free, total = self.gpus[index]
+        return dataclasses.replace(
+            self, vram_total=total, vram_free=min(free, self.vram_free), gpus=(self.gpus[index],)
         )
 
     def plus(self, ram: int, vram: int) -> Memory:
@@ -50,6 +65,7 @@ class Memory:
             ram_free=min(self.ram_total, self.ram_free + ram),
             vram_total=self.vram_total,
             vram_free=min(self.vram_total, self.vram_free + vram),
+            gpus=self.gpus,
         )
 
 
@@ -73,26 +89,35 @@ def parse_meminfo(text: str) -> tuple[int, int]:
 
 
 def parse_nvidia_smi(text: str, visible: str | None = None) -> tuple[int, int]:
-    """(free, total) bytes over the GPUs in `nvidia-smi --query-gpu=index,memory.free,memory.total` CSV.
+    """(free, total) bytes over the GPUs in `nvidia-smi --query-gpu=index,memory.free,memory.total` CSV
+    (`parse_nvidia_smi_gpus`, summed)."""
+    gpus = parse_nvidia_smi_gpus(text, visible)
+    return sum(free for free, _ in gpus), sum(total for _, total in gpus)
 
-    `visible` is CUDA_VISIBLE_DEVICES: when it lists indices, only those GPUs count. Lines that do not
-    parse (`[N/A]` on some devices) are skipped.
+
+def parse_nvidia_smi_gpus(text: str, visible: str | None = None) -> tuple[tuple[int, int], ...]:
+    """(free, total) bytes of each GPU in `nvidia-smi --query-gpu=index,memory.free,memory.total` CSV, in the
+    order CUDA numbers them for a process (the `main_gpu` option's index).
+
+    `visible` is CUDA_VISIBLE_DEVICES: when it lists indices, only those GPUs count, in its order; set but empty,
+    none does (as CUDA reads it). A GPU whose memory does not parse (`[N/A]` on some devices) is (0, 0): it
+    keeps its place in the numbering.
     """
-    wanted: set[str] | None = None
-    if visible is not None and visible.strip():
-        ids = [v.strip() for v in visible.split(",")]
-        if all(i.isdigit() for i in ids):
-            wanted = set(ids)
-    free = total = 0
+    found: dict[str, tuple[int, int]] = {}
     for line in text.splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        if len(parts) != 3 or not parts[0].isdigit():
             continue
-        if wanted is not None and parts[0] not in wanted:
-            continue
-        free += int(parts[1]) * MiB
-        total += int(parts[2]) * MiB
-    return free, total
+        known = parts[1].isdigit() and parts[2].isdigit()
+        found[parts[0]] = (int(parts[1]) * MiB, int(parts[2]) * MiB) if known else (0, 0)
+    order = list(found)
+    if visible is not None and not visible.strip():
+        return ()
+    if visible is not None:
+        ids = [v.strip() for v in visible.split(",")]
+        if all(i.isdigit() for i in ids):
+            order = [i for i in ids if i in found]
+    return tuple(found[i] for i in order)
 
 
 class SystemMemory:
@@ -107,8 +132,14 @@ class SystemMemory:
 
     def snapshot(self) -> Memory:
         ram_total, ram_free = self._ram()
-        vram_free, vram_total = self._vram()
-        return Memory(ram_total=ram_total, ram_free=ram_free, vram_total=vram_total, vram_free=vram_free)
+        gpus = self._gpus()
+        return Memory(
+            ram_total=ram_total,
+            ram_free=ram_free,
+            vram_total=sum(total for _, total in gpus),
+            vram_free=sum(free for free, _ in gpus),
+            gpus=gpus,
+        )
 
     def _ram(self) -> tuple[int, int]:
         try:
@@ -117,9 +148,9 @@ class SystemMemory:
             page = os.sysconf("SC_PAGE_SIZE")
             return os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
 
-    def _vram(self) -> tuple[int, int]:
+    def _gpus(self) -> tuple[tuple[int, int], ...]:
         if self.nvidia_smi is None:
-            return 0, 0
+            return ()
         try:
             done = subprocess.run(
                 [self.nvidia_smi, "--query-gpu=index,memory.free,memory.total", "--format=csv,noheader,nounits"],
@@ -130,5 +161,5 @@ class SystemMemory:
             )
         except (OSError, subprocess.SubprocessError) as exc:
             log.debug("nvidia-smi failed, assuming no GPU: %s", exc)
-            return 0, 0
-        return parse_nvidia_smi(done.stdout, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            return ()
+        return parse_nvidia_smi_gpus(done.stdout, os.environ.get("CUDA_VISIBLE_DEVICES"))

@@ -114,6 +114,10 @@ class Engine:
         # (a memory map where the device supports one).
         load_mode = llama_cpp.LLAMA_LOAD_MODE_AUTO if spec.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
         set_fields(mparams, n_gpu_layers=self.n_gpu_layers, load_mode=load_mode)
+        if spec.main_gpu >= 0 and self.local_gpu and not known:
+            # the whole model on that one GPU (llama-server's --split-mode none --main-gpu N); the daemon checked
+            # the index against the GPUs nvidia-smi lists (service/loadref.py)
+            set_fields(mparams, split_mode=llama_cpp.LLAMA_SPLIT_MODE_NONE, main_gpu=spec.main_gpu)
         _split = Split(known) if known else None
         try:
             model = llama_cpp.llama_model_load_from_file(spec.model_path.encode(), mparams)

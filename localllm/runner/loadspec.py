@@ -18,6 +18,7 @@ class LoadSpec:
     model_path: str
     n_ctx: int  # per sequence: the context is n_ctx * n_parallel tokens
     num_gpu: int = -1  # layers on the GPU; -1: every layer when llama.cpp can offload, else none
+    main_gpu: int = -1  # the one GPU (CUDA's index) the model loads on, whole; -1: layers over every GPU
     n_threads: int = THREADS_AUTO  # llama.cpp's choice (LOCALLLM_NUM_THREADS, a model's num_thread)
     n_batch: int = 512
     use_mmap: bool = True
@@ -53,6 +54,7 @@ class LoadSpec:
                 model_path=str(message["model_path"]),
                 n_ctx=int(message["n_ctx"]),
                 num_gpu=int(message.get("num_gpu", cls.num_gpu)),
+                main_gpu=int(message.get("main_gpu", cls.main_gpu)),
                 n_threads=int(message.get("n_threads", cls.n_threads)),
                 n_batch=int(message.get("n_batch", cls.n_batch)),
                 use_mmap=bool(message.get("use_mmap", cls.use_mmap)),

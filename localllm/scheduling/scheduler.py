@@ -410,7 +410,10 @@ class Scheduler:
                     self._changed(entry.ref.spec.model_path)
 
     def _place(self, est: Estimate, free: Memory, ref: ModelRef, remote: list[WorkerMemory] | None) -> Placement:
-        """Where `ref` goes in `free`, the usable RPC workers' memory counted as GPU memory."""
+        """Where `ref` goes in `free`, the usable RPC workers' memory counted as GPU memory; for a model loaded
+        whole on one GPU (`main_gpu`), that GPU's memory only."""
+        if ref.spec.main_gpu >= 0:
+            free = free.on_gpu(ref.spec.main_gpu)
         usable = [w for w in remote or () if w.error is None]
         if usable:
             free = dataclasses.replace(

@@ -57,10 +57,12 @@ def model_ref(
         )
     if embedding:  # one sequence (as Ollama), never past the trained positions (BERT has no more)
         n_ctx = min(n_ctx, trained)
+    workers = rpc_servers(settings, options)
     spec = LoadSpec(  # what is not set in the options keeps LoadSpec's default
         model_path=str(model.path),
         n_ctx=n_ctx,
         num_gpu=options.num_gpu if options.num_gpu is not None else LoadSpec.num_gpu,
+        main_gpu=main_gpu(options.main_gpu, machine, workers),
         n_threads=options.num_thread or settings.num_threads,
         n_batch=n_batch,
         use_mmap=options.use_mmap if options.use_mmap is not None else LoadSpec.use_mmap,
@@ -78,7 +80,7 @@ def model_ref(
             for layer in model.stored.manifest.layers
             if layer.media_type == MEDIA_ADAPTER
         ),
-        rpc_servers=rpc_servers(settings, options),
+        rpc_servers=workers,
         projector=str(model.projector) if model.projector is not None else LoadSpec.projector,
         draft=str(store.blob_path(draft_layer.digest)) if draft_layer is not None else "",
     )
@@ -93,6 +95,24 @@ def _draft(model: Model, store: Store, digest: str, size: int) -> DraftFile:
     except Exception as exc:  # the gguf reader raises plain ValueErrors, KeyErrors, ... on a bad file
         raise EngineError(f"cannot read the draft model file of '{model.name}' ({path.name}): {exc}") from exc
     return DraftFile(size, ModelShape.from_metadata(info.metadata, info.architecture))
+
+
+def main_gpu(asked: int | None, machine: Callable[[], Memory], workers: tuple[str, ...]) -> int:
+    """The GPU a model loads on whole for the `main_gpu` option (CUDA's index, as Ollama and llama-server's
+    `--main-gpu` take it), or -1: its layers spread over every GPU, llama.cpp's default. The option only
+    chooses where there is a choice: on a machine without a GPU it is ignored (as Ollama does), with one GPU
+    the model goes there anyway, and a model split across RPC workers spreads over them. An index past the
+    GPUs here is refused, naming them."""
+    if asked is None or workers:
+        return LoadSpec.main_gpu
+    gpus = len(machine().gpus)
+    if gpus and asked >= gpus:
+        which = "index 0" if gpus == 1 else f"0 to {gpus - 1}"
+        raise InvalidRequest(
+            f"options.main_gpu is {asked}, but this machine has {gpus} GPU{'s' if gpus > 1 else ''} ({which})",
+            field="options.main_gpu",
+        )
+    return asked if gpus > 1 else LoadSpec.main_gpu
 
 
 def rpc_servers(settings: Settings, options: Options) -> tuple[str, ...]:

@@ -22,7 +22,8 @@ def test_system_memory_reads_meminfo_and_nvidia_smi(tmp_path: Path, monkeypatch:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal: 2048 kB\nMemAvailable: 1024 kB\n")
     smi = fake_nvidia_smi(tmp_path, 'echo "0, 100, 200"')
-    assert SystemMemory(meminfo=meminfo, nvidia_smi=smi).snapshot() == Memory(2 << 20, 1 << 20, 200 * MiB, 100 * MiB)
+    gpu = Memory(2 << 20, 1 << 20, 200 * MiB, 100 * MiB, gpus=((100 * MiB, 200 * MiB),))
+    assert SystemMemory(meminfo=meminfo, nvidia_smi=smi).snapshot() == gpu
     assert SystemMemory(meminfo=meminfo, nvidia_smi=None).snapshot() == Memory(2 << 20, 1 << 20)
     broken = fake_nvidia_smi(tmp_path, "echo 'NVIDIA-SMI has failed' >&2; exit 9")
     assert not SystemMemory(meminfo=meminfo, nvidia_smi=broken).snapshot().has_gpu
