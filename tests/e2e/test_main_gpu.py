@@ -48,3 +48,20 @@ def test_a_gpu_there_loads_and_answers(two_gpus: Daemon) -> None:
     r = generate(two_gpus, 1)
     assert r.status_code == 200, r.text
     assert r.json()["response"] and two_gpus.runner_pids()
+
+
+def test_without_a_gpu_the_option_does_nothing_and_shares_the_runner(daemon: Daemon) -> None:
+    """This machine has no GPU: `main_gpu 0` (which some clients send with every request) loads no second runner."""
+    assert daemon.cli("pull", STORIES).returncode == 0
+    first = generate(daemon, 0)
+    assert first.status_code == 200, first.text
+    pids = daemon.runner_pids()
+    body = {
+        "model": STORIES,
+        "prompt": "Once upon a time",
+        "stream": False,
+        "options": {"temperature": 0, "num_predict": 8},
+    }
+    plain = httpx.post(daemon.url + "/api/generate", json=body, timeout=120)
+    assert plain.status_code == 200 and plain.json()["response"] == first.json()["response"]
+    assert daemon.runner_pids() == pids and len(pids) == 1
