@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from localllm.domain.child import python_command
+from localllm.domain.child import llama_environment, python_command
 
 DEFAULT_PORT = 50052
 
@@ -49,4 +49,4 @@ def worker(host: str, port: int, devices: tuple[str, ...], cache: str | None, th
         argv += ["--threads", str(threads)]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)
+    os.execve(sys.executable, argv, llama_environment())

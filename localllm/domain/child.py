@@ -13,11 +13,24 @@ means what it meant to the daemon); it just no longer decides what Python import
 
 from __future__ import annotations
 
+import os
 import sys
 
 ISOLATED = "-I"
+# CUDA numbers GPUs fastest first unless told otherwise; nvidia-smi, which the scheduler reads each GPU's memory
+# from (and CUDA_VISIBLE_DEVICES's indices are matched against), numbers them by PCI bus.
+CUDA_ORDER = ("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 
 def python_command(module: str, *args: str) -> list[str]:
     """The command line that runs `module` of this installation in a child Python, isolated (see above)."""
     return [sys.executable, ISOLATED, "-m", module, *args]
+
+
+def llama_environment() -> dict[str, str]:
+    """The environment of a child that loads llama.cpp (a runner, `localllm worker`): this one, with CUDA told to
+    number the GPUs as nvidia-smi does, so that `main_gpu`, `CUDA_VISIBLE_DEVICES` and the memory the scheduler
+    reads for each GPU all mean the same GPU. A CUDA_DEVICE_ORDER already set is kept."""
+    env = dict(os.environ)
+    env.setdefault(*CUDA_ORDER)
+    return env

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 
 from ..config import Settings
-from ..domain.child import python_command
+from ..domain.child import llama_environment, python_command
 from ..domain.errors import EngineError
 from ..domain.events import Done, Token
 from ..domain.limits import RUNNER_MESSAGE_MAX
@@ -104,6 +104,7 @@ class RunnerProcess:
         next request loads the model again."""
         proc = await asyncio.create_subprocess_exec(
             *python_command("localllm.runner.main", spec.to_argument()),
+            env=llama_environment(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

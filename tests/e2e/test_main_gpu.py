@@ -65,3 +65,11 @@ def test_without_a_gpu_the_option_does_nothing_and_shares_the_runner(daemon: Dae
     plain = httpx.post(daemon.url + "/api/generate", json=body, timeout=120)
     assert plain.status_code == 200 and plain.json()["response"] == first.json()["response"]
     assert daemon.runner_pids() == pids and len(pids) == 1
+
+
+def test_a_runner_numbers_the_gpus_as_nvidia_smi_does(two_gpus: Daemon) -> None:
+    """main_gpu's index, CUDA_VISIBLE_DEVICES and the memory the scheduler reads per GPU mean the same GPU."""
+    assert generate(two_gpus, 0).status_code == 200
+    (pid,) = two_gpus.runner_pids()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert b"CUDA_DEVICE_ORDER=PCI_BUS_ID" in environ

@@ -8,13 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from localllm.domain.child import python_command
+from localllm.domain.child import llama_environment, python_command
 
 from ..conftest import ROOT
 
 
 def test_a_child_runs_isolated_from_the_callers_directory_and_python_variables() -> None:
     assert python_command("localllm.runner.main", "{}") == [sys.executable, "-I", "-m", "localllm.runner.main", "{}"]
+
+
+def test_a_child_loading_llama_cpp_numbers_the_gpus_as_nvidia_smi_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.setenv("LOCALLLM_PROBE", "kept")
+    env = llama_environment()
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID" and env["LOCALLLM_PROBE"] == "kept"
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    assert llama_environment()["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST", "the operator's choice stands"
 
 
 SOURCES = sorted(p for folder in ("localllm", "cli") for p in (ROOT / folder).rglob("*.py"))
