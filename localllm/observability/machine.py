@@ -88,13 +88,6 @@ def parse_meminfo(text: str) -> tuple[int, int]:
     return total, available
 
 
-def parse_nvidia_smi(text: str, visible: str | None = None) -> tuple[int, int]:
-    """(free, total) bytes over the GPUs in `nvidia-smi --query-gpu=index,memory.free,memory.total` CSV
-    (`parse_nvidia_smi_gpus`, summed)."""
-    gpus = parse_nvidia_smi_gpus(text, visible)
-    return sum(free for free, _ in gpus), sum(total for _, total in gpus)
-
-
 def parse_nvidia_smi_gpus(text: str, visible: str | None = None) -> tuple[tuple[int, int], ...]:
     """(free, total) bytes of each GPU in `nvidia-smi --query-gpu=index,memory.free,memory.total` CSV, in the
     order CUDA numbers them for a process (the `main_gpu` option's index).

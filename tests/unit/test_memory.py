@@ -9,7 +9,7 @@ import pytest
 
 from localllm.config import Settings
 from localllm.domain.errors import InvalidRequest
-from localllm.observability.machine import Memory, SystemMemory, parse_meminfo, parse_nvidia_smi
+from localllm.observability.machine import Memory, SystemMemory, parse_meminfo, parse_nvidia_smi_gpus
 from localllm.scheduling.memory import (
     Estimate,
     GiB,
@@ -169,6 +169,12 @@ def test_parse_meminfo() -> None:
     assert parse_meminfo(old) == (1000 * 1024, 300 * 1024), "no MemAvailable (old kernels): free + cached"
     with pytest.raises(ValueError):
         parse_meminfo("")
+
+
+def parse_nvidia_smi(text: str, visible: str | None = None) -> tuple[int, int]:
+    """(free, total) over the GPUs, as SystemMemory sums them."""
+    gpus = parse_nvidia_smi_gpus(text, visible)
+    return sum(free for free, _ in gpus), sum(total for _, total in gpus)
 
 
 def test_parse_nvidia_smi() -> None:
